@@ -1,0 +1,74 @@
+//! The `pixguard` command line: argument definitions and one function per subcommand.
+
+mod features;
+mod synth;
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+pub use features::{FeaturesArgs, FeaturesFormat};
+pub use synth::{SynthArgs, SynthFormat};
+
+/// Real-time fraud scoring for Brazilian Pix payments.
+#[derive(Debug, Parser)]
+#[command(name = "pixguard", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log filter for stderr (tracing EnvFilter syntax, e.g. `info` or `pixguard=debug`).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate deterministic synthetic Pix traffic with labelled fraud typologies.
+    Synth(SynthArgs),
+    /// Print the model-input feature rows of JSONL transactions (to debug training/serving skew),
+    /// or fit a feature spec's statistics on them.
+    Features(FeaturesArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Synth(args) => synth::run(args),
+        Command::Features(args) => features::run(args),
+    }
+}
+
+/// Opens `path` for reading, or stdin for `None` or `-`.
+fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn BufRead>> {
+    match path {
+        None => Ok(Box::new(BufReader::new(io::stdin().lock()))),
+        Some(p) if p.as_os_str() == "-" => Ok(Box::new(BufReader::new(io::stdin().lock()))),
+        Some(p) => {
+            let file = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+            Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
+        }
+    }
+}
+
+/// Opens `path` for writing, or stdout for `None` or `-`.
+fn open_output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
+    match path {
+        None => Ok(Box::new(BufWriter::with_capacity(
+            1 << 20,
+            io::stdout().lock(),
+        ))),
+        Some(p) if p.as_os_str() == "-" => Ok(Box::new(BufWriter::with_capacity(
+            1 << 20,
+            io::stdout().lock(),
+        ))),
+        Some(p) => {
+            let file = File::create(p).with_context(|| format!("creating {}", p.display()))?;
+            Ok(Box::new(BufWriter::with_capacity(1 << 20, file)))
+        }
+    }
+}

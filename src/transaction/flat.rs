@@ -1,0 +1,98 @@
+//! The transaction flattened to one row of named columns (CSV, and later Parquet and OIP inputs).
+//!
+//! Column names are the dotted JSON paths, so an error on either form names the same field.
+//! An absent optional value is an empty cell.
+
+use std::io::Write;
+
+use super::{Timestamp, Transaction};
+
+/// Column names of the flattened transaction, in output order.
+pub const CSV_COLUMNS: &[&str] = &[
+    "end_to_end_id",
+    "accepted_at",
+    "amount_cents",
+    "initiation_form",
+    "purpose",
+    "payer.ispb",
+    "payer.account_type",
+    "payer.person_type",
+    "payer.account_opened_at",
+    "payer.device.registered",
+    "payer.device.first_seen_at",
+    "payee.ispb",
+    "payee.account_type",
+    "payee.person_type",
+    "payee.key_type",
+    "payee.key_created_at",
+    "payee.account_opened_at",
+    "payee.dict_stats.settlements_90d",
+    "payee.dict_stats.fraud_markers_30d",
+    "payee.dict_stats.infractions_open",
+    "payee.dict_stats.mule_marker",
+    "history.payee_first_time",
+    "history.payer_tx_1h",
+    "history.payer_amount_24h_cents",
+    "history.amount_zscore_90d",
+];
+
+/// Appends the transaction's cells, comma-separated, in [`CSV_COLUMNS`] order (no newline).
+///
+/// No value can contain a comma, quote or newline (codes, digits, RFC 3339), so no quoting is needed.
+pub fn write_csv_row(tx: &Transaction, out: &mut Vec<u8>) {
+    let ts = |out: &mut Vec<u8>, t: Option<&Timestamp>| {
+        if let Some(t) = t {
+            t.write_rfc3339(out);
+        }
+        out.push(b',');
+    };
+    let s = |out: &mut Vec<u8>, v: &str| {
+        out.extend_from_slice(v.as_bytes());
+        out.push(b',');
+    };
+    s(out, tx.end_to_end_id.as_str());
+    ts(out, Some(&tx.accepted_at));
+    let _ = write!(out, "{},", tx.amount_cents);
+    s(out, tx.initiation_form.as_str());
+    s(out, tx.purpose.as_str());
+
+    let p = &tx.payer;
+    s(out, p.ispb.as_str());
+    s(out, p.account_type.as_str());
+    s(out, p.person_type.as_str());
+    ts(out, Some(&p.account_opened_at));
+    s(out, bool_str(p.device.registered));
+    ts(out, p.device.first_seen_at.as_ref());
+
+    let q = &tx.payee;
+    s(out, q.ispb.as_str());
+    s(out, q.account_type.as_str());
+    s(out, q.person_type.as_str());
+    s(out, q.key_type.map_or("", |k| k.as_str()));
+    ts(out, q.key_created_at.as_ref());
+    ts(out, q.account_opened_at.as_ref());
+    match &q.dict_stats {
+        Some(d) => {
+            let _ = write!(
+                out,
+                "{},{},{},{},",
+                d.settlements_90d,
+                d.fraud_markers_30d,
+                d.infractions_open,
+                bool_str(d.mule_marker)
+            );
+        }
+        None => out.extend_from_slice(b",,,,"),
+    }
+
+    let h = &tx.history;
+    s(out, bool_str(h.payee_first_time));
+    let _ = write!(out, "{},{},", h.payer_tx_1h, h.payer_amount_24h_cents);
+    if let Some(z) = h.amount_zscore_90d {
+        let _ = write!(out, "{z}");
+    }
+}
+
+fn bool_str(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
