@@ -211,6 +211,8 @@ pub fn transaction(
     let payer_ispb = participant(rng, false, 0.03);
     let payer_age_h = days(rng.lognormal(1_100.0, 1.0).max(1.0));
     let device = match t {
+        // "Mão fantasma": remote-access malware drives the victim's own, long-registered phone.
+        F::AccountTakeover if rng.chance(0.15) => (true, Some(days(rng.lognormal(240.0, 1.1)))),
         F::AccountTakeover => {
             let registered = rng.chance(0.25);
             let first_seen = if !registered && rng.chance(0.6) {
