@@ -129,6 +129,15 @@ wire_enum!(
     }
 );
 
+/// Writes `value` as zero-padded decimal filling all of `out` (higher digits are dropped).
+fn put_digits(out: &mut [u8], value: u32) {
+    let mut v = value;
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
 /// An 8-digit ISPB code that identifies an SPI participant. Stored inline: no allocation.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ispb([u8; 8]);
@@ -230,11 +239,7 @@ impl EndToEndId {
         ];
         let mut at = 9;
         for (value, width) in fields {
-            let mut v = value;
-            for i in (0..width).rev() {
-                out[at + i] = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
+            put_digits(&mut out[at..at + width], value);
             at += width;
         }
         out[21..].copy_from_slice(suffix);
@@ -271,21 +276,93 @@ impl Timestamp {
         self.0.timestamp() as f64 + f64::from(self.0.timestamp_subsec_micros()) * 1e-6
     }
 
-    /// Writes the canonical RFC 3339 form into `out` without allocating.
+    /// Formats as RFC 3339 into a stack buffer: seconds, with a milli/micro/nano fraction only when
+    /// present, and `Z` for UTC (chrono's `AutoSi` with `use_z`). Returns the used length.
+    fn format_into(&self, buf: &mut [u8; 40]) -> usize {
+        use chrono::{Datelike, Offset, Timelike};
+        let local = self.0.naive_local();
+        let mut at = 0;
+        let put = |value: u32, width: usize, buf: &mut [u8; 40], at: &mut usize| {
+            put_digits(&mut buf[*at..*at + width], value);
+            *at += width;
+        };
+        let sep = |c: u8, buf: &mut [u8; 40], at: &mut usize| {
+            buf[*at] = c;
+            *at += 1;
+        };
+        put(local.year().clamp(0, 9999) as u32, 4, buf, &mut at);
+        sep(b'-', buf, &mut at);
+        put(local.month(), 2, buf, &mut at);
+        sep(b'-', buf, &mut at);
+        put(local.day(), 2, buf, &mut at);
+        sep(b'T', buf, &mut at);
+        put(local.hour(), 2, buf, &mut at);
+        sep(b':', buf, &mut at);
+        put(local.minute(), 2, buf, &mut at);
+        sep(b':', buf, &mut at);
+        put(local.second(), 2, buf, &mut at);
+        let nanos = local.nanosecond() % 1_000_000_000;
+        if nanos != 0 {
+            sep(b'.', buf, &mut at);
+            if nanos % 1_000_000 == 0 {
+                put(nanos / 1_000_000, 3, buf, &mut at);
+            } else if nanos % 1_000 == 0 {
+                put(nanos / 1_000, 6, buf, &mut at);
+            } else {
+                put(nanos, 9, buf, &mut at);
+            }
+        }
+        let offset = self.0.offset().fix().local_minus_utc();
+        if offset == 0 {
+            sep(b'Z', buf, &mut at);
+        } else {
+            sep(if offset < 0 { b'-' } else { b'+' }, buf, &mut at);
+            let minutes = offset.unsigned_abs() / 60;
+            put(minutes / 60, 2, buf, &mut at);
+            sep(b':', buf, &mut at);
+            put(minutes % 60, 2, buf, &mut at);
+        }
+        at
+    }
+
+    /// Appends the canonical RFC 3339 form to `out` without allocating.
     pub fn write_rfc3339(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
-        // chrono's AutoSi formatting: seconds, or milli/micro/nano fraction only when present.
-        let _ = write!(
-            out,
-            "{}",
-            self.0.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-        );
+        let mut buf = [0u8; 40];
+        let n = self.format_into(&mut buf);
+        out.extend_from_slice(&buf[..n]);
     }
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        let mut buf = [0u8; 40];
+        let n = self.format_into(&mut buf);
+        // Only ASCII digits and separators are written.
+        f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_format_matches_chrono() {
+        for s in [
+            "2026-10-05T14:03:22-03:00",
+            "2026-10-05T14:03:22.100-03:00",
+            "2026-10-05T14:03:22.123456+05:30",
+            "2026-10-05T14:03:22.000000007Z",
+            "0001-01-01T00:00:00+00:00",
+            "2018-12-01T10:00:00.5-02:00",
+        ] {
+            let t = Timestamp::parse(s).unwrap();
+            let want = t.0.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            assert_eq!(t.to_string(), want);
+            let mut out = Vec::new();
+            t.write_rfc3339(&mut out);
+            assert_eq!(out, want.as_bytes());
+        }
     }
 }
 

@@ -1,0 +1,169 @@
+//! The `pixguard` binary end to end: synth → features, errors on bad input, help text.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn pixguard(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pixguard"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pixguard");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().expect("pixguard runs")
+}
+
+#[test]
+fn synth_output_feeds_features() {
+    let synth = pixguard(
+        &[
+            "synth",
+            "--rows",
+            "200",
+            "--seed",
+            "9",
+            "--fraud-rate",
+            "0.1",
+        ],
+        None,
+    );
+    assert!(
+        synth.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synth.stderr)
+    );
+    assert_eq!(
+        synth.stdout,
+        pixguard(
+            &[
+                "synth",
+                "--rows",
+                "200",
+                "--seed",
+                "9",
+                "--fraud-rate",
+                "0.1"
+            ],
+            None
+        )
+        .stdout
+    );
+
+    let features = pixguard(&["features"], Some(&synth.stdout));
+    assert!(
+        features.status.success(),
+        "{}",
+        String::from_utf8_lossy(&features.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(features.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 200);
+    assert_eq!(lines[0]["numeric"].as_object().unwrap().len(), 27);
+    assert_eq!(lines[0]["categorical"].as_object().unwrap().len(), 10);
+    assert!(lines.iter().any(|l| l["label"] == 1));
+
+    let csv = pixguard(
+        &["features", "--format", "csv", "--unscaled"],
+        Some(&synth.stdout),
+    );
+    let text = String::from_utf8(csv.stdout).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(header.starts_with("end_to_end_id,amount_log,") && header.ends_with(",label"));
+    assert_eq!(text.lines().count(), 201);
+}
+
+#[test]
+fn fitted_spec_standardises_its_training_rows() {
+    let dir = std::env::temp_dir().join(format!("pixguard-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("spec.json");
+    let synth = pixguard(&["synth", "--rows", "2000", "--seed", "4"], None);
+    let fit = pixguard(
+        &["features", "--fit", spec.to_str().unwrap()],
+        Some(&synth.stdout),
+    );
+    assert!(
+        fit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fit.stderr)
+    );
+    let rows = pixguard(
+        &[
+            "features",
+            "--format",
+            "csv",
+            "--spec",
+            spec.to_str().unwrap(),
+        ],
+        Some(&synth.stdout),
+    );
+    let text = String::from_utf8(rows.stdout).unwrap();
+    // amount_log is never missing, so its standardised training values have mean 0 and std 1.
+    let xs: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+    assert!(
+        mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3,
+        "mean {mean} var {var}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bad_input_names_the_line_and_field() {
+    let good = pixguard(&["synth", "--rows", "2"], None).stdout;
+    let mut input = good.clone();
+    input.extend_from_slice(
+        b"{\"transaction\": {\"amount_cents\": 5}, \"label\": 0, \"fraud_type\": \"none\"}\n",
+    );
+    let out = pixguard(&["features"], Some(&input));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3: transaction.end_to_end_id: missing field"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing is printed when a row is refused"
+    );
+
+    let out = pixguard(&["synth", "--fraud-rate", "1.5"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fraud rate must be in [0, 1)"));
+}
+
+#[test]
+fn help_documents_the_commands_and_options() {
+    let help = String::from_utf8(pixguard(&["--help"], None).stdout).unwrap();
+    assert!(help.contains("synth") && help.contains("features"));
+    let help = String::from_utf8(pixguard(&["synth", "--help"], None).stdout).unwrap();
+    for option in [
+        "--seed",
+        "--rows",
+        "--fraud-rate",
+        "--format",
+        "--start",
+        "--days",
+        "--output",
+    ] {
+        assert!(help.contains(option), "synth --help lacks {option}");
+    }
+    let help = String::from_utf8(pixguard(&["features", "--help"], None).stdout).unwrap();
+    for option in ["--spec", "--format", "--unscaled", "--fit", "--min-count"] {
+        assert!(help.contains(option), "features --help lacks {option}");
+    }
+}
