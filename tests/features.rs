@@ -49,7 +49,7 @@ fn default_spec_values_match_hand_computation() {
         ("amount_zscore_90d_missing", 0.0),
         ("payee_first_time", 1.0),
         ("device_registered", 1.0),
-        ("device_age_log", 0.6931471805599453), // 1 h → ln 2
+        ("device_age_log", std::f64::consts::LN_2), // 1 h → ln 2
         ("device_first_seen_missing", 0.0),
         ("payer_account_age_log", 3.2188758248682006), // 24 h → ln 25
         ("key_age_log", 1.3862943611198906),           // 3 h → ln 4
@@ -57,7 +57,7 @@ fn default_spec_values_match_hand_computation() {
         ("payee_account_age_log", 6.580639137284949), // 30 days = 720 h → ln 721
         ("payee_account_opened_missing", 0.0),
         ("dict_settlements_90d_log", 1.3862943611198906), // ln(1 + 3)
-        ("dict_fraud_markers_30d_log", 0.6931471805599453),
+        ("dict_fraud_markers_30d_log", std::f64::consts::LN_2), // ln(1 + 1)
         ("dict_infractions_open_log", 0.0),
         ("dict_mule_marker", 1.0),
         ("dict_stats_missing", 0.0),

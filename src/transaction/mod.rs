@@ -231,13 +231,13 @@ impl Transaction {
             ("payee.account_opened_at", self.payee.account_opened_at),
         ];
         for (field, ts) in past {
-            if let Some(ts) = ts {
-                if ts.0 > latest {
-                    return Err(ValidationError::new(
-                        field,
-                        format!("{ts} is after accepted_at ({})", self.accepted_at),
-                    ));
-                }
+            if let Some(ts) = ts
+                && ts.0 > latest
+            {
+                return Err(ValidationError::new(
+                    field,
+                    format!("{ts} is after accepted_at ({})", self.accepted_at),
+                ));
             }
         }
         if self.history.payer_amount_24h_cents < 0 {
@@ -249,13 +249,13 @@ impl Transaction {
                 ),
             ));
         }
-        if let Some(z) = self.history.amount_zscore_90d {
-            if !z.is_finite() {
-                return Err(ValidationError::new(
-                    "history.amount_zscore_90d",
-                    "must be a finite number",
-                ));
-            }
+        if let Some(z) = self.history.amount_zscore_90d
+            && !z.is_finite()
+        {
+            return Err(ValidationError::new(
+                "history.amount_zscore_90d",
+                "must be a finite number",
+            ));
         }
         Ok(())
     }

@@ -154,6 +154,10 @@ impl Ispb {
         Ok(Ispb(out))
     }
 
+    fn wire_str<'a>(&'a self, _: &'a mut [u8; 40]) -> &'a str {
+        self.as_str()
+    }
+
     /// The eight digits.
     pub fn as_str(&self) -> &str {
         // Only ASCII digits are ever stored.
@@ -216,6 +220,10 @@ impl EndToEndId {
         let mut out = [0u8; 32];
         out.copy_from_slice(b);
         Ok(EndToEndId(out))
+    }
+
+    fn wire_str<'a>(&'a self, _: &'a mut [u8; 40]) -> &'a str {
+        self.as_str()
     }
 
     /// The identifier as text.
@@ -304,9 +312,9 @@ impl Timestamp {
         let nanos = local.nanosecond() % 1_000_000_000;
         if nanos != 0 {
             sep(b'.', buf, &mut at);
-            if nanos % 1_000_000 == 0 {
+            if nanos.is_multiple_of(1_000_000) {
                 put(nanos / 1_000_000, 3, buf, &mut at);
-            } else if nanos % 1_000 == 0 {
+            } else if nanos.is_multiple_of(1_000) {
                 put(nanos / 1_000, 6, buf, &mut at);
             } else {
                 put(nanos, 9, buf, &mut at);
@@ -323,6 +331,11 @@ impl Timestamp {
             put(minutes % 60, 2, buf, &mut at);
         }
         at
+    }
+
+    fn wire_str<'a>(&self, buf: &'a mut [u8; 40]) -> &'a str {
+        let n = self.format_into(buf);
+        std::str::from_utf8(&buf[..n]).unwrap_or("")
     }
 
     /// Appends the canonical RFC 3339 form to `out` without allocating.
@@ -371,7 +384,8 @@ macro_rules! serde_via_str {
     ($ty:ty, $expecting:literal) => {
         impl Serialize for $ty {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
+                let mut buf = [0u8; 40];
+                s.serialize_str(self.wire_str(&mut buf))
             }
         }
 
