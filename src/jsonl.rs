@@ -1,14 +1,18 @@
-//! Reading transactions from JSON lines: a bare transaction per line, or a labelled row as
-//! `pixguard synth` writes it (`{"transaction": {...}, "label": 0, "fraud_type": "none"}`).
+//! Reading transactions from JSON lines. Each line is one of:
+//! - a bare transaction;
+//! - a labelled row as `pixguard synth` writes it: `{"transaction": {...}, "label": 0, "fraud_type": "none"}`;
+//! - a batch, as `/v1/score` takes it: `{"transactions": [{...}, ...]}`;
+//! - MLflow's dataframe-split form of flattened transactions (a package's `input_example.json`):
+//!   `{"columns": ["end_to_end_id", "payer.ispb", ...], "data": [[...], ...]}`.
 
 use std::io::BufRead;
 
 use serde_json::Value;
 
 use crate::synth::{FraudType, SynthRow};
-use crate::transaction::{Transaction, ValidationError, deserialize_with_path};
+use crate::transaction::{Transaction, ValidationError, deserialize_with_path, from_flat};
 
-/// A transaction read from one line, with its label when the line carried one.
+/// A transaction read from the input, with its label when the line carried one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputRow {
     /// The validated transaction.
@@ -28,8 +32,48 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
-/// Parses and validates one line.
-pub fn parse_line(line: &str) -> Result<InputRow, ValidationError> {
+fn bare(value: Value, prefix: &str) -> Result<InputRow, ValidationError> {
+    let transaction: Transaction = deserialize_with_path(value).map_err(|e| e.within(prefix))?;
+    transaction.validate().map_err(|e| e.within(prefix))?;
+    Ok(InputRow {
+        transaction,
+        label: None,
+    })
+}
+
+fn split_orient(value: &Value) -> Result<Vec<InputRow>, ValidationError> {
+    let columns: Vec<&str> = value["columns"]
+        .as_array()
+        .and_then(|c| c.iter().map(Value::as_str).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| ValidationError::new("columns", "must be an array of column names"))?;
+    let data = value["data"]
+        .as_array()
+        .ok_or_else(|| ValidationError::new("data", "must be an array of rows"))?;
+    data.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let prefix = format!("data[{i}]");
+            let cells = row
+                .as_array()
+                .ok_or_else(|| ValidationError::new(&prefix, "must be an array"))?;
+            if cells.len() != columns.len() {
+                return Err(ValidationError::new(
+                    &prefix,
+                    format!("has {} cells for {} columns", cells.len(), columns.len()),
+                ));
+            }
+            let transaction =
+                from_flat(columns.iter().copied().zip(cells)).map_err(|e| e.within(&prefix))?;
+            Ok(InputRow {
+                transaction,
+                label: None,
+            })
+        })
+        .collect()
+}
+
+/// Parses and validates one line into the rows it holds.
+pub fn parse_document(line: &str) -> Result<Vec<InputRow>, ValidationError> {
     let value: Value = serde_json::from_str(line)
         .map_err(|e| ValidationError::new("", format!("invalid JSON: {e}")))?;
     if value.get("transaction").is_some() {
@@ -37,29 +81,87 @@ pub fn parse_line(line: &str) -> Result<InputRow, ValidationError> {
         row.transaction
             .validate()
             .map_err(|e| e.within("transaction"))?;
-        Ok(InputRow {
+        return Ok(vec![InputRow {
             transaction: row.transaction,
             label: Some((row.label, row.fraud_type)),
-        })
-    } else {
-        let transaction: Transaction = deserialize_with_path(value)?;
-        transaction.validate()?;
-        Ok(InputRow {
-            transaction,
-            label: None,
-        })
+        }]);
+    }
+    if let Some(Value::Array(items)) = value.get("transactions") {
+        if value.as_object().is_some_and(|o| o.len() != 1) {
+            return Err(ValidationError::new(
+                "",
+                "a batch has `transactions` and nothing else",
+            ));
+        }
+        return items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| bare(item.clone(), &format!("transactions[{i}]")))
+            .collect();
+    }
+    if value.get("columns").is_some() && value.get("data").is_some() {
+        return split_orient(&value);
+    }
+    Ok(vec![bare(value, "")?])
+}
+
+/// Parses one line that must hold exactly one transaction.
+pub fn parse_line(line: &str) -> Result<InputRow, ValidationError> {
+    let mut rows = parse_document(line)?;
+    match rows.len() {
+        1 => Ok(rows.remove(0)),
+        n => Err(ValidationError::new(
+            "",
+            format!("expected one transaction, the line holds {n}"),
+        )),
     }
 }
 
-/// Reads every non-blank line; stops at the first invalid one so no row is silently lost.
-pub fn read_all(input: impl BufRead) -> Result<Vec<InputRow>, ReadError> {
-    let mut rows = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+/// Reads rows in batches from JSON lines; stops at the first invalid line so no row is silently lost.
+pub struct RowReader<R> {
+    lines: std::io::Lines<R>,
+    line: usize,
+}
+
+impl<R: BufRead> RowReader<R> {
+    /// Wraps a buffered input.
+    pub fn new(input: R) -> Self {
+        RowReader {
+            lines: input.lines(),
+            line: 0,
         }
-        rows.push(parse_line(&line).map_err(|error| ReadError::Invalid { line: i + 1, error })?);
     }
+
+    /// Appends at least `min_rows` rows to `out` (fewer only at the end); `Ok(false)` once exhausted.
+    pub fn next_batch(
+        &mut self,
+        min_rows: usize,
+        out: &mut Vec<InputRow>,
+    ) -> Result<bool, ReadError> {
+        let start = out.len();
+        while out.len() - start < min_rows {
+            let Some(line) = self.lines.next() else {
+                return Ok(out.len() > start);
+            };
+            let line = line?;
+            self.line += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let rows = parse_document(&line).map_err(|error| ReadError::Invalid {
+                line: self.line,
+                error,
+            })?;
+            out.extend(rows);
+        }
+        Ok(true)
+    }
+}
+
+/// Reads every row of the input.
+pub fn read_all(input: impl BufRead) -> Result<Vec<InputRow>, ReadError> {
+    let mut reader = RowReader::new(input);
+    let mut rows = Vec::new();
+    while reader.next_batch(usize::MAX, &mut rows)? {}
     Ok(rows)
 }

@@ -7,5 +7,6 @@
 pub mod cli;
 pub mod features;
 pub mod jsonl;
+pub mod model;
 pub mod synth;
 pub mod transaction;

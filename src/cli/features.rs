@@ -26,8 +26,11 @@ pub struct FeaturesArgs {
     pub input: Option<PathBuf>,
     /// Feature spec JSON (the `features` object of a model's model.json); default: the built-in
     /// feature set with neutral statistics.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "model")]
     pub spec: Option<PathBuf>,
+    /// Use the feature spec of this model package (validated like `pixguard score` does).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = FeaturesFormat::Jsonl)]
     pub format: FeaturesFormat,
@@ -60,7 +63,15 @@ fn load_spec(path: Option<&PathBuf>) -> anyhow::Result<FeatureSpec> {
 
 /// Reads the input and prints feature rows, or fits and writes a spec.
 pub fn run(args: FeaturesArgs) -> anyhow::Result<()> {
-    let spec = load_spec(args.spec.as_ref())?;
+    let spec = match &args.model {
+        Some(dir) => {
+            crate::model::ModelPackage::load(dir)
+                .with_context(|| format!("loading model package {}", dir.display()))?
+                .config
+                .features
+        }
+        None => load_spec(args.spec.as_ref())?,
+    };
     let rows = read_all(super::open_input(args.input.as_deref())?)?;
     tracing::info!(rows = rows.len(), "read transactions");
     let txs: Vec<_> = rows.iter().map(|r| r.transaction.clone()).collect();

@@ -1,6 +1,7 @@
 //! The `pixguard` command line: argument definitions and one function per subcommand.
 
 mod features;
+mod score;
 mod synth;
 
 use std::fs::File;
@@ -11,6 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 pub use features::{FeaturesArgs, FeaturesFormat};
+pub use score::{DEFAULT_MODEL, ModelCommand, ScoreArgs};
 pub use synth::{SynthArgs, SynthFormat};
 
 /// Real-time fraud scoring for Brazilian Pix payments.
@@ -33,6 +35,11 @@ pub enum Command {
     /// Print the model-input feature rows of JSONL transactions (to debug training/serving skew),
     /// or fit a feature spec's statistics on them.
     Features(FeaturesArgs),
+    /// Score JSONL transactions with a model package on the CPU; writes one JSON line per payment.
+    Score(ScoreArgs),
+    /// Inspect model packages.
+    #[command(subcommand)]
+    Model(ModelCommand),
 }
 
 /// Runs the parsed command.
@@ -40,6 +47,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Synth(args) => synth::run(args),
         Command::Features(args) => features::run(args),
+        Command::Score(args) => score::run(args),
+        Command::Model(command) => score::model(command),
     }
 }
 

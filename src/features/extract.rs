@@ -1,11 +1,10 @@
 //! Row extraction: transactions in, one contiguous numeric block and one categorical block out.
 
+use std::borrow::Cow;
 use std::f64::consts::TAU;
 use std::sync::OnceLock;
 
-use super::spec::{
-    CategoricalSource, FeatureSpec, NO_KEY_TOKEN, NumericSource, SpecError, Transform,
-};
+use super::spec::{CategoricalSource, FeatureSpec, NumericSource, SpecError, Transform};
 use crate::transaction::{Ispb, Transaction};
 
 /// Feature rows for a batch of transactions, row-major.
@@ -186,17 +185,19 @@ fn closed_position(source: CategoricalSource, tx: &Transaction, minute_of_day: u
 }
 
 /// The token a categorical source yields for `tx`, as written in a vocabulary.
-pub fn categorical_token(source: CategoricalSource, tx: &Transaction) -> String {
+pub fn categorical_token(source: CategoricalSource, tx: &Transaction) -> Cow<'static, str> {
     match source {
-        CategoricalSource::PayerIspb => tx.payer.ispb.to_string(),
-        CategoricalSource::PayeeIspb => tx.payee.ispb.to_string(),
+        CategoricalSource::PayerIspb => Cow::Owned(tx.payer.ispb.to_string()),
+        CategoricalSource::PayeeIspb => Cow::Owned(tx.payee.ispb.to_string()),
         closed => {
             let minute = usize::from(tx.local_time().minute_of_day);
             let tokens = closed.closed_tokens().unwrap_or_default();
-            tokens
-                .get(closed_position(closed, tx, minute))
-                .cloned()
-                .unwrap_or_default()
+            Cow::Borrowed(
+                tokens
+                    .get(closed_position(closed, tx, minute))
+                    .copied()
+                    .unwrap_or_default(),
+            )
         }
     }
 }
@@ -253,13 +254,6 @@ impl FeatureExtractor {
     /// Validates `spec` and builds the lookup tables.
     pub fn new(spec: FeatureSpec) -> Result<Self, SpecError> {
         spec.validate()?;
-        debug_assert_eq!(
-            CategoricalSource::PayeeKeyType
-                .closed_tokens()
-                .and_then(|t| t.last().cloned())
-                .as_deref(),
-            Some(NO_KEY_TOKEN)
-        );
         let numeric = spec
             .numeric
             .iter()

@@ -1,5 +1,6 @@
 //! The default feature set and fitting its statistics and vocabularies on training rows.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::extract::{FeatureExtractor, categorical_token};
@@ -111,7 +112,12 @@ pub fn default_spec() -> FeatureSpec {
     let categorical = CategoricalSource::ALL
         .iter()
         .map(|&source| {
-            let vocabulary = source.closed_tokens().unwrap_or_default();
+            let vocabulary: Vec<String> = source
+                .closed_tokens()
+                .unwrap_or_default()
+                .iter()
+                .map(|t| t.to_string())
+                .collect();
             CategoricalFeature {
                 name: source.as_str().replace('.', "_"),
                 source,
@@ -172,13 +178,14 @@ pub fn fit(
         f.std = if std > 1e-9 { std } else { 1.0 };
     }
     for f in &mut fitted.categorical {
-        let mut counts: HashMap<String, usize> = HashMap::new();
+        let mut counts: HashMap<Cow<'static, str>, usize> = HashMap::new();
         for tx in rows {
             *counts.entry(categorical_token(f.source, tx)).or_default() += 1;
         }
         let mut kept: Vec<(String, usize)> = counts
             .into_iter()
             .filter(|(_, c)| *c >= options.min_count)
+            .map(|(t, c)| (t.into_owned(), c))
             .collect();
         kept.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         kept.truncate(options.max_vocabulary);

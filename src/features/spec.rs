@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::transaction::{AccountType, InitiationForm, Ispb, KeyType, PersonType, Purpose};
+use crate::transaction::{AccountType, InitiationForm, Ispb, PersonType, Purpose};
 
 /// The inputs of a model: numeric features, then categorical features, each in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,28 +224,48 @@ impl CategoricalSource {
         }
     }
 
-    /// Every token a closed source can produce; `None` for open sources (ISPBs).
-    pub fn closed_tokens(self) -> Option<Vec<String>> {
-        fn names<T: Copy>(all: &[T], f: fn(T) -> &'static str) -> Vec<String> {
-            all.iter().map(|v| f(*v).to_string()).collect()
-        }
+    /// Every token a closed source can produce, in code-list order; `None` for open sources (ISPBs).
+    pub fn closed_tokens(self) -> Option<&'static [&'static str]> {
         Some(match self {
-            CategoricalSource::InitiationForm => names(InitiationForm::ALL, InitiationForm::as_str),
-            CategoricalSource::Purpose => names(Purpose::ALL, Purpose::as_str),
+            CategoricalSource::InitiationForm => InitiationForm::NAMES,
+            CategoricalSource::Purpose => Purpose::NAMES,
             CategoricalSource::PayerAccountType | CategoricalSource::PayeeAccountType => {
-                names(AccountType::ALL, AccountType::as_str)
+                AccountType::NAMES
             }
             CategoricalSource::PayerPersonType | CategoricalSource::PayeePersonType => {
-                names(PersonType::ALL, PersonType::as_str)
+                PersonType::NAMES
             }
-            CategoricalSource::PayeeKeyType => {
-                let mut v = names(KeyType::ALL, KeyType::as_str);
-                v.push(NO_KEY_TOKEN.to_string());
-                v
-            }
-            CategoricalSource::LocalHour => (0..24).map(|h| h.to_string()).collect(),
+            CategoricalSource::PayeeKeyType => KEY_TOKENS,
+            CategoricalSource::LocalHour => HOUR_TOKENS,
             CategoricalSource::PayerIspb | CategoricalSource::PayeeIspb => return None,
         })
+    }
+}
+
+/// `payee.key_type` tokens: the key types in code-list order, then [`NO_KEY_TOKEN`].
+const KEY_TOKENS: &[&str] = &["CPF", "CNPJ", "PHONE", "EMAIL", "EVP", NO_KEY_TOKEN];
+
+/// `local_time.hour` tokens.
+const HOUR_TOKENS: &[&str] = &[
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transaction::KeyType;
+
+    #[test]
+    fn key_tokens_follow_the_code_list() {
+        assert_eq!(&KEY_TOKENS[..KeyType::NAMES.len()], KeyType::NAMES);
+        assert_eq!(KEY_TOKENS.len(), KeyType::NAMES.len() + 1);
+        assert!(
+            HOUR_TOKENS
+                .iter()
+                .enumerate()
+                .all(|(i, t)| *t == i.to_string())
+        );
     }
 }
 
@@ -339,8 +359,8 @@ impl FeatureSpec {
             let closed = f.source.closed_tokens();
             let mut seen = HashSet::new();
             for token in &f.vocabulary {
-                let valid = match &closed {
-                    Some(tokens) => tokens.contains(token),
+                let valid = match closed {
+                    Some(tokens) => tokens.contains(&token.as_str()),
                     None => Ispb::parse(token).is_ok(),
                 };
                 if !valid {

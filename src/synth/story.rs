@@ -189,6 +189,16 @@ pub fn transaction(
     use FraudType as F;
     let fraud = t != F::None;
     let night = !(6..20).contains(&local_hour);
+    // A third of frauds are subtle: each group of fields below then follows the legitimate story
+    // with probability 0.6, so such a row looks legitimate in most respects.
+    let subtle = fraud && rng.chance(0.3);
+    let moved = |rng: &mut Rng| {
+        if subtle && rng.chance(0.6) {
+            F::None
+        } else {
+            t
+        }
+    };
 
     // --- payer
     let payer_person = match t {
@@ -210,7 +220,7 @@ pub fn transaction(
     };
     let payer_ispb = participant(rng, false, 0.03);
     let payer_age_h = days(rng.lognormal(1_100.0, 1.0).max(1.0));
-    let device = match t {
+    let device = match moved(rng) {
         // "Mão fantasma": remote-access malware drives the victim's own, long-registered phone.
         F::AccountTakeover if rng.chance(0.15) => (true, Some(days(rng.lognormal(240.0, 1.1)))),
         F::AccountTakeover => {
@@ -223,7 +233,7 @@ pub fn transaction(
             (registered, first_seen)
         }
         _ => {
-            if rng.chance(0.97) {
+            if rng.chance(0.95) {
                 (true, Some(days(rng.lognormal(240.0, 1.1))))
             } else {
                 // A legitimate new phone: just installed, or seen a few days ago.
@@ -291,7 +301,8 @@ pub fn transaction(
         InitiationForm::Dict | InitiationForm::Qres | InitiationForm::Qrdn => true,
         _ => rng.chance(0.85),
     };
-    let key_type = has_key.then(|| match t {
+    let key_story = moved(rng);
+    let key_type = has_key.then(|| match key_story {
         F::FalsoParente => rng.pick(&[
             (KeyType::Phone, 0.45),
             (KeyType::Evp, 0.35),
@@ -353,38 +364,45 @@ pub fn transaction(
     } else {
         participant(rng, fraud, if fraud { 0.10 } else { 0.03 })
     };
-    let payee_age_h = days(match t {
+    let payee_story = moved(rng);
+    let payee_age_h = days(match payee_story {
         F::FalsoParente => rng.lognormal(90.0, 1.3),
         F::FalsaCentral => rng.lognormal(150.0, 1.3),
         F::AccountTakeover => rng.lognormal(200.0, 1.4),
         F::SequestroRelampago => rng.lognormal(120.0, 1.4),
         F::Mule => rng.lognormal(25.0, 1.0),
+        // New customers: 8 % of legitimate payees opened their account recently.
+        F::None if rng.chance(0.08) => rng.lognormal(45.0, 1.0),
         F::None if payee_natural => rng.lognormal(1_300.0, 1.1),
         F::None => rng.lognormal(2_000.0, 1.1),
     })
     .max(1.0);
     let payee_age_known = rng.chance(if t == F::Mule { 0.85 } else { 0.96 });
     let key_age_h = key_type.and_then(|_| {
-        let age = days(match t {
+        let age = days(match key_story {
             F::FalsoParente => rng.lognormal(4.0, 1.5),
             F::FalsaCentral => rng.lognormal(20.0, 1.5),
             F::AccountTakeover => rng.lognormal(30.0, 1.5),
             F::SequestroRelampago => rng.lognormal(60.0, 2.0),
             F::Mule => rng.lognormal(10.0, 1.2),
+            // New phone numbers and fresh random keys: 8 % of legitimate keys are young.
+            F::None if rng.chance(0.08) => rng.lognormal(20.0, 1.5),
             F::None => rng.lognormal(500.0, 1.0),
         });
         rng.chance(0.97).then_some(age.min(payee_age_h))
     });
     let dict_stats = key_type.map(|_| {
-        let (fraud_p, infraction_p, mule_p) = match t {
-            F::None => (0.003, 0.002, 0.0005),
+        let dict_story = moved(rng);
+        let (fraud_p, infraction_p, mule_p) = match dict_story {
+            // Markers are reports, and reports are sometimes wrong or stale.
+            F::None => (0.01, 0.008, 0.002),
             F::FalsoParente => (0.15, 0.08, 0.03),
             F::FalsaCentral => (0.20, 0.10, 0.05),
             F::AccountTakeover => (0.10, 0.05, 0.05),
             F::SequestroRelampago => (0.12, 0.06, 0.08),
             F::Mule => (0.45, 0.30, 0.35),
         };
-        let settlements_median = match t {
+        let settlements_median = match dict_story {
             F::Mule => 60.0,
             F::None if payee_natural => 25.0,
             F::None => 800.0,
@@ -407,13 +425,14 @@ pub fn transaction(
     });
 
     // --- amount
-    let mut amount = to_cents(match t {
+    let amount_story = moved(rng);
+    let mut amount = to_cents(match amount_story {
         F::FalsoParente => rng.lognormal(1_500.0, 0.8),
         F::FalsaCentral => rng.lognormal(3_000.0, 0.9),
         F::AccountTakeover => rng.lognormal(2_500.0, 1.0),
         F::Mule => rng.lognormal(800.0, 1.1),
         F::SequestroRelampago => {
-            if rng.chance(0.6) {
+            if rng.chance(0.7) {
                 // As much as the night limit lets through.
                 NIGHT_LIMIT_CENTS as f64 / 100.0 * rng.range(0.85, 1.0)
             } else {
@@ -424,12 +443,16 @@ pub fn transaction(
         F::None if payee_natural => rng.lognormal(60.0, 1.35),
         F::None => rng.lognormal(45.0, 1.3),
     });
-    if t == F::None && natural && payee_natural && rng.chance(0.3) {
+    if amount_story == F::None && natural && payee_natural && rng.chance(0.3) {
         amount = (amount / 1_000).max(1) * 1_000; // round P2P amounts: R$ 10 multiples
     }
     // Most natural persons keep the default night limit; 10% have raised it.
     if natural && night && amount > NIGHT_LIMIT_CENTS && rng.chance(0.9) {
         amount = (NIGHT_LIMIT_CENTS as f64 * rng.range(0.3, 1.0)) as i64;
+    }
+    // Nights out, rent split at midnight: some legitimate night payments sit right at the limit.
+    if amount_story == F::None && natural && night && rng.chance(0.03) {
+        amount = (NIGHT_LIMIT_CENTS as f64 * rng.range(0.85, 1.0)) as i64;
     }
     let purpose = if t == F::None {
         match (payee_natural, rng.uniform()) {
@@ -452,11 +475,13 @@ pub fn transaction(
         F::None if payee_natural => 0.12,
         F::None => 0.25,
     });
-    let burst = match t {
+    let burst = match moved(rng) {
         F::FalsaCentral => 1 + rng.poisson(3.0),
         F::AccountTakeover => rng.poisson(2.5),
         F::SequestroRelampago => 1 + rng.poisson(2.0),
         F::FalsoParente => rng.poisson(0.6),
+        // One payer in ten is a heavy user who pays several times an hour.
+        _ if natural && rng.chance(0.1) => rng.poisson(2.5),
         _ => rng.poisson(if natural { 0.35 } else { 2.0 }),
     };
     // Earlier payments today: the burst at fraud-sized amounts, plus ordinary spending.

@@ -96,3 +96,38 @@ pub fn write_csv_row(tx: &Transaction, out: &mut Vec<u8>) {
 fn bool_str(b: bool) -> &'static str {
     if b { "true" } else { "false" }
 }
+
+/// Builds and validates a transaction from flattened cells (names as in [`CSV_COLUMNS`], JSON
+/// values); a null cell means the field is absent. Unknown columns are refused by name.
+pub fn from_flat<'a>(
+    cells: impl IntoIterator<Item = (&'a str, &'a serde_json::Value)>,
+) -> Result<Transaction, super::ValidationError> {
+    use serde_json::{Map, Value};
+    let mut root = Map::new();
+    for (name, value) in cells {
+        if value.is_null() {
+            continue;
+        }
+        let mut node = &mut root;
+        let mut parts = name.split('.').peekable();
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                node.insert(part.to_string(), value.clone());
+                break;
+            }
+            node = node
+                .entry(part)
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .ok_or_else(|| {
+                    super::ValidationError::new(
+                        name,
+                        "conflicts with another column of the same prefix",
+                    )
+                })?;
+        }
+    }
+    let tx: Transaction = super::deserialize_with_path(Value::Object(root))?;
+    tx.validate()?;
+    Ok(tx)
+}

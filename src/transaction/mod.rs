@@ -11,14 +11,14 @@ use chrono::{Datelike, TimeDelta, Timelike};
 use chrono_tz::America::Sao_Paulo;
 use serde::{Deserialize, Serialize};
 
-pub use flat::{CSV_COLUMNS, write_csv_row};
+pub use flat::{CSV_COLUMNS, from_flat, write_csv_row};
 pub use wire::{
     AccountType, EndToEndId, InitiationForm, Ispb, KeyType, PersonType, Purpose, Timestamp,
 };
 
 /// A client error in a transaction: the dotted path of the offending field and why it is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
+#[error("{}{reason}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
 pub struct ValidationError {
     /// Dotted path of the field, e.g. `payee.key_type` or `transactions[3].amount_cents`.
     pub field: String,

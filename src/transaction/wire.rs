@@ -23,6 +23,9 @@ macro_rules! wire_enum {
             /// Every value, in declaration order (the order of `index`).
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
+            /// The wire spelling of every value, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($wire),+];
+
             /// The spelling used on the wire.
             pub const fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $wire),+ }
