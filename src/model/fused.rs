@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 
 /// Rows per chunk: 128 × 256 f32 activations = 128 KiB, comfortably inside L2.
-const CHUNK: usize = 128;
+const CHUNK: usize = 256;
 
 /// One dense layer with its weight transposed to `[in, out]` row-major, the layout gemm reads fastest.
 #[derive(Debug, Clone)]
