@@ -5,8 +5,11 @@
 //! transactions into model inputs ([`features`]). See `../shared/DESIGN.md` for where it is going.
 
 pub mod cli;
+pub mod config;
+pub mod engine;
 pub mod features;
 pub mod jsonl;
 pub mod model;
+pub mod server;
 pub mod synth;
 pub mod transaction;

@@ -63,8 +63,9 @@ proptest! {
         }
         let mut text = doc.to_string();
         if truncate {
-            text.truncate(cut.index(text.len() + 1));
-            while !text.is_char_boundary(text.len()) { text.pop(); }
+            let mut at = cut.index(text.len() + 1);
+            while !text.is_char_boundary(at) { at -= 1; }
+            text.truncate(at);
         }
         match Transaction::from_json(text.as_bytes()) {
             Ok(tx) => {

@@ -2,6 +2,7 @@
 
 mod features;
 mod score;
+mod serve;
 mod synth;
 
 use std::fs::File;
@@ -13,15 +14,17 @@ use clap::{Parser, Subcommand};
 
 pub use features::{FeaturesArgs, FeaturesFormat};
 pub use score::{DEFAULT_MODEL, ModelCommand, ScoreArgs};
+pub use serve::ServeArgs;
 pub use synth::{SynthArgs, SynthFormat};
 
 /// Real-time fraud scoring for Brazilian Pix payments.
 #[derive(Debug, Parser)]
 #[command(name = "pixguard", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// Log filter for stderr (tracing EnvFilter syntax, e.g. `info` or `pixguard=debug`).
-    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter for stderr (tracing EnvFilter syntax, e.g. `info` or `pixguard=debug`); for
+    /// `serve` it overrides logging.level.
+    #[arg(long, global = true, env = "RUST_LOG")]
+    pub log: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -30,6 +33,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the model over HTTP (/v1/score, /healthz, /readyz, /metrics, /v1/stats) with dynamic
+    /// micro-batching; configuration from config.yaml, PIXGUARD__* variables and flags.
+    Serve(ServeArgs),
     /// Generate deterministic synthetic Pix traffic with labelled fraud typologies.
     Synth(SynthArgs),
     /// Print the model-input feature rows of JSONL transactions (to debug training/serving skew),
@@ -42,9 +48,31 @@ pub enum Command {
     Model(ModelCommand),
 }
 
+/// Sets up logging to stderr: `filter` in tracing's EnvFilter syntax, text or JSON lines.
+pub fn init_logging(filter: &str, json: bool) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    let result = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.with_ansi(io::stderr().is_terminal()).try_init()
+    };
+    // A subscriber already installed (tests running commands in-process) is fine.
+    let _ = result;
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Serve(args) = cli.command {
+        return serve::run(args, cli.log.as_deref());
+    }
+    init_logging(cli.log.as_deref().unwrap_or("info"), false);
     match cli.command {
+        Command::Serve(_) => Ok(()),
         Command::Synth(args) => synth::run(args),
         Command::Features(args) => features::run(args),
         Command::Score(args) => score::run(args),

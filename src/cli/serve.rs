@@ -1,0 +1,102 @@
+//! `pixguard serve`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::{Config, DeviceChoice, LogFormat};
+
+/// Arguments of `pixguard serve`; every flag overrides `config.yaml` and the environment.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (default: ./config.yaml when present). Environment variables
+    /// PIXGUARD__SECTION__KEY override it, e.g. PIXGUARD__ENGINE__MAX_BATCH_SIZE=64.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as YAML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// server.address
+    #[arg(long)]
+    pub address: Option<String>,
+    /// server.port (0 picks a free port; the log says which)
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// model.source: the model package folder
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// engine.device
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceChoice>,
+    /// engine.workers
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// engine.max_batch_size
+    #[arg(long)]
+    pub max_batch_size: Option<usize>,
+    /// Any other key, as `section.key=value` (repeatable), e.g. `--set engine.max_queue_rows=1024`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                out.push((k.to_string(), v));
+            }
+        };
+        put("server.address", self.address.clone());
+        put("server.port", self.port.map(|p| p.to_string()));
+        put(
+            "model.source",
+            self.model.as_ref().map(|p| p.display().to_string()),
+        );
+        put(
+            "engine.device",
+            self.device.map(|d| match d {
+                DeviceChoice::Auto => "auto".into(),
+                DeviceChoice::Cuda => "cuda".into(),
+                DeviceChoice::Cpu => "cpu".into(),
+            }),
+        );
+        put("engine.workers", self.workers.map(|w| w.to_string()));
+        put(
+            "engine.max_batch_size",
+            self.max_batch_size.map(|b| b.to_string()),
+        );
+        for kv in &self.set {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+            out.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        Ok(out)
+    }
+}
+
+/// Loads the configuration, sets up logging and serves until SIGTERM/SIGINT.
+pub fn run(args: ServeArgs, log_override: Option<&str>) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), &args.overrides()?)?;
+    if args.print_config {
+        print!("{}", serde_yaml_ng::to_string(&config)?);
+        return Ok(());
+    }
+    let level = log_override.unwrap_or(&config.logging.level);
+    super::init_logging(level, config.logging.format == LogFormat::Json);
+    tracing::debug!(?config, "effective configuration");
+    let threads = config.engine.workers + 2;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            threads
+                .min(std::thread::available_parallelism().map_or(2, |n| n.get()))
+                .max(1),
+        )
+        .enable_all()
+        .thread_name("pixguard-http")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(crate::server::serve(config))
+}

@@ -1,0 +1,312 @@
+//! One typed configuration: `config.yaml`, then `PIXGUARD__SECTION__KEY` environment overrides,
+//! then command-line flags. An unknown key anywhere is an error that names it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_yaml_ng::{Mapping, Value};
+
+/// Everything `pixguard serve` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP front end.
+    pub server: ServerConfig,
+    /// Micro-batcher and device workers.
+    pub engine: EngineConfig,
+    /// Which model to serve.
+    pub model: ModelConfig,
+    /// Decision threshold overrides.
+    pub decisions: DecisionsConfig,
+    /// Logging.
+    pub logging: LoggingConfig,
+}
+
+/// HTTP front end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub address: String,
+    /// Port to bind (0 picks a free one and logs it).
+    pub port: u16,
+    /// Largest accepted request body, in bytes (413 above).
+    pub body_limit_bytes: usize,
+    /// Most transactions in one request (413 above).
+    pub max_transactions_per_request: usize,
+    /// After SIGTERM, how long new requests are still accepted (readiness already fails) so load
+    /// balancers can notice; then they get 503.
+    pub grace_period_ms: u64,
+    /// After SIGTERM, the longest the process waits for queued and in-flight work before exiting.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            address: "0.0.0.0".into(),
+            port: 8080,
+            body_limit_bytes: 1 << 20,
+            max_transactions_per_request: 1_000,
+            grace_period_ms: 0,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA if it initialises, else the CPU (logged and exported as a metric).
+    Auto,
+    /// CUDA or refuse to start.
+    Cuda,
+    /// The CPU.
+    Cpu,
+}
+
+/// Micro-batcher and device workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Most rows in one batch.
+    pub max_batch_size: usize,
+    /// While every worker is busy, a batch stops growing once its oldest row has waited this long.
+    pub max_queue_delay_us: u64,
+    /// Most rows waiting; beyond it requests get 429.
+    pub max_queue_rows: usize,
+    /// Device workers, each with its own model replica.
+    pub workers: usize,
+    /// CPU threads per worker (0: one).
+    pub threads_per_worker: usize,
+    /// Where to run the model.
+    pub device: DeviceChoice,
+    /// Deadline of a request that sets none (`x-request-timeout-ms`), in milliseconds.
+    pub default_deadline_ms: u64,
+    /// Test-only: every batch sleeps this long before computing, to make queues build up.
+    pub test_worker_delay_us: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_batch_size: 512,
+            max_queue_delay_us: 500,
+            max_queue_rows: 16_384,
+            workers: 1,
+            threads_per_worker: 1,
+            device: DeviceChoice::Auto,
+            default_deadline_ms: 1_000,
+            test_worker_delay_us: 0,
+        }
+    }
+}
+
+/// Which model to serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Package folder (an MLflow Model with the pixguard flavor).
+    pub source: PathBuf,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            source: PathBuf::from("models/pix-fraud"),
+        }
+    }
+}
+
+/// Decision threshold overrides; absent: the package's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionsConfig {
+    /// Lowest score held for review.
+    pub hold: Option<f64>,
+    /// Lowest score rejected.
+    pub reject: Option<f64>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line (Google Cloud Logging reads `severity` and `message`).
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// tracing filter, e.g. `info` or `pixguard=debug`.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Why the configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A key or value is wrong; `key` is its dotted path.
+    #[error("config {key}: {reason} (from {origin})")]
+    Invalid {
+        key: String,
+        reason: String,
+        origin: String,
+    },
+}
+
+/// Prefix of environment overrides: `PIXGUARD__ENGINE__MAX_BATCH_SIZE=64`.
+pub const ENV_PREFIX: &str = "PIXGUARD__";
+
+impl Config {
+    /// Builds the configuration from `file` (skipped when `None` and `config.yaml` is absent), the
+    /// process environment, then `overrides` (`section.key` → YAML scalar text, from CLI flags).
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        Self::load_from(file, &env, overrides)
+    }
+
+    /// [`Config::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let default_path = Path::new("config.yaml");
+        let path = file.or(default_path.exists().then_some(default_path));
+        let mut root = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
+                    path: p.into(),
+                    source,
+                })?;
+                serde_yaml_ng::from_str::<Value>(&text).map_err(|e| ConfigError::Invalid {
+                    key: String::new(),
+                    reason: e.to_string(),
+                    origin: p.display().to_string(),
+                })?
+            }
+            None => Value::Mapping(Mapping::new()),
+        };
+        if root.is_null() {
+            root = Value::Mapping(Mapping::new());
+        }
+        for (name, value) in env {
+            let key = name[ENV_PREFIX.len()..]
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            set(&mut root, &key, value, &format!("environment {name}"))?;
+        }
+        for (key, value) in overrides {
+            set(&mut root, key, value, "command line")?;
+        }
+        let origin = path.map_or("defaults".to_string(), |p| {
+            format!("{} + environment + flags", p.display())
+        });
+        let config: Config = serde_path_to_error::deserialize(root).map_err(|e| {
+            let mut key = e.path().to_string();
+            let reason = e.inner().to_string();
+            if let Some(name) = reason
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+                && !key.ends_with(name)
+            {
+                key = if key == "." {
+                    name.to_string()
+                } else {
+                    format!("{key}.{name}")
+                };
+            }
+            ConfigError::Invalid {
+                key,
+                reason,
+                origin: origin.clone(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+            origin: "validation".into(),
+        };
+        let e = &self.engine;
+        if e.max_batch_size == 0 {
+            return Err(bad("engine.max_batch_size", "must be at least 1"));
+        }
+        if e.workers == 0 {
+            return Err(bad("engine.workers", "must be at least 1"));
+        }
+        if e.max_queue_rows < e.max_batch_size {
+            return Err(bad(
+                "engine.max_queue_rows",
+                "must be at least engine.max_batch_size",
+            ));
+        }
+        if self.server.max_transactions_per_request == 0 {
+            return Err(bad(
+                "server.max_transactions_per_request",
+                "must be at least 1",
+            ));
+        }
+        if let (Some(h), Some(r)) = (self.decisions.hold, self.decisions.reject)
+            && !(0.0 < h && h < r && r < 1.0)
+        {
+            return Err(bad("decisions", "need 0 < hold < reject < 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Sets `a.b.c` in a YAML tree to `text` parsed as a YAML scalar.
+fn set(root: &mut Value, key: &str, text: &str, origin: &str) -> Result<(), ConfigError> {
+    let value: Value =
+        serde_yaml_ng::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()));
+    let mut node = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let map = node.as_mapping_mut().ok_or_else(|| ConfigError::Invalid {
+            key: parts[..i].join("."),
+            reason: "is not a section".into(),
+            origin: origin.into(),
+        })?;
+        let k = Value::String((*part).to_string());
+        if i + 1 == parts.len() {
+            map.insert(k, value);
+            return Ok(());
+        }
+        node = map
+            .entry(k)
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! `/metrics` (Prometheus text exposition) and `/v1/stats` (HDR percentiles as JSON).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+
+use crate::engine::Metrics;
+use crate::engine::metrics::{PromHistogram, Stage};
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &PromHistogram, scale: f64) {
+    let (cumulative, sum, count) = h.snapshot();
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, c) in h.bounds.iter().zip(&cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {c}", bound / scale);
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {}",
+        cumulative.last().copied().unwrap_or(0)
+    );
+    let _ = writeln!(
+        out,
+        "{name}_sum {}\n{name}_count {count}",
+        sum as f64 / scale
+    );
+}
+
+fn counter(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+/// Renders every metric in the Prometheus text format (durations in seconds).
+pub fn prometheus(m: &Metrics, queue_depth: usize, ready: bool) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let stages: [(&str, &str, &Stage); 3] = [
+        (
+            "pixguard_request_duration_seconds",
+            "Whole /v1/score request, as the server sees it.",
+            &m.request,
+        ),
+        (
+            "pixguard_queue_wait_seconds",
+            "Enqueue to dispatch of a request's rows.",
+            &m.queue,
+        ),
+        (
+            "pixguard_compute_duration_seconds",
+            "Model compute of the batches a request rode in.",
+            &m.compute,
+        ),
+    ];
+    for (name, help, stage) in stages {
+        histogram(&mut out, name, help, &stage.prom, 1e6);
+    }
+    histogram(
+        &mut out,
+        "pixguard_batch_size_rows",
+        "Rows per dispatched batch.",
+        &m.batch_size,
+        1.0,
+    );
+    counter(
+        &mut out,
+        "pixguard_queue_depth_rows",
+        "Rows waiting in the queue.",
+        "gauge",
+        &[(String::new(), queue_depth as u64)],
+    );
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    counter(
+        &mut out,
+        "pixguard_rows_scored_total",
+        "Rows computed by the model.",
+        "counter",
+        &[(String::new(), load(&m.rows_scored))],
+    );
+    counter(
+        &mut out,
+        "pixguard_rows_dropped_total",
+        "Rows dropped before compute.",
+        "counter",
+        &[
+            ("{reason=\"deadline\"}".into(), load(&m.rows_expired)),
+            ("{reason=\"client_gone\"}".into(), load(&m.rows_abandoned)),
+        ],
+    );
+    counter(
+        &mut out,
+        "pixguard_rejections_total",
+        "Requests turned away, by reason.",
+        "counter",
+        &[
+            (
+                "{reason=\"overloaded\"}".into(),
+                load(&m.rejections.overloaded),
+            ),
+            ("{reason=\"deadline\"}".into(), load(&m.rejections.deadline)),
+            ("{reason=\"draining\"}".into(), load(&m.rejections.draining)),
+        ],
+    );
+    let responses: Vec<(String, u64)> = m
+        .responses
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(status, n)| (format!("{{status=\"{status}\"}}"), *n))
+        .collect();
+    counter(
+        &mut out,
+        "pixguard_responses_total",
+        "/v1/score responses by HTTP status.",
+        "counter",
+        &responses,
+    );
+    let device = m.device.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    counter(
+        &mut out,
+        "pixguard_device_info",
+        "Device the model runs on.",
+        "gauge",
+        &[(format!("{{device=\"{device}\"}}"), 1)],
+    );
+    counter(
+        &mut out,
+        "pixguard_cuda_fallback",
+        "1 when device: auto fell back to the CPU.",
+        "gauge",
+        &[(String::new(), load(&m.cuda_fallback))],
+    );
+    counter(
+        &mut out,
+        "pixguard_ready",
+        "1 when the server takes traffic.",
+        "gauge",
+        &[(String::new(), u64::from(ready))],
+    );
+    out
+}
+
+/// p50/p90/p99/p99.9/max per stage, since start and over the last 60 s, in microseconds.
+pub fn stats(m: &Metrics, queue_depth: usize) -> serde_json::Value {
+    let stage = |s: &Stage| {
+        let (total, recent) = s.hdr.percentiles();
+        json!({"since_start": total, "last_60s": recent})
+    };
+    json!({
+        "unit": "microseconds",
+        "stages": {
+            "request": stage(&m.request),
+            "queue": stage(&m.queue),
+            "compute": stage(&m.compute),
+        },
+        "rows_scored": m.rows_scored.load(Ordering::Relaxed),
+        "queue_depth_rows": queue_depth,
+    })
+}

@@ -1,0 +1,293 @@
+//! The HTTP front end (axum): `/v1/score`, health, readiness, metrics and stats, and the graceful
+//! shutdown that drains queued work before the process exits.
+
+mod error;
+mod metrics;
+mod v1;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use candle_core::Device;
+
+pub use error::ServerError;
+pub use v1::{DEADLINE_HEADER, ModelRef};
+
+use crate::config::{Config, DeviceChoice};
+use crate::engine::{Engine, Metrics};
+use crate::features::{FeatureBatch, FeatureExtractor};
+use crate::model::{DcnModel, ModelPackage, Thresholds};
+
+/// What every handler shares.
+pub struct AppState {
+    /// Effective configuration.
+    pub config: Config,
+    /// The package's feature spec, compiled.
+    pub extractor: FeatureExtractor,
+    /// Thresholds in force (the package's, or the config's overrides).
+    pub thresholds: Thresholds,
+    /// Name and version reported with every score.
+    pub model: ModelRef,
+    /// The micro-batcher and workers.
+    pub engine: Arc<Engine>,
+    /// Shared metrics.
+    pub metrics: Arc<Metrics>,
+    /// Model loaded and warmed up.
+    pub ready: AtomicBool,
+    /// SIGTERM seen: readiness fails.
+    pub draining: AtomicBool,
+    /// Grace period over: new scoring requests get 503.
+    pub refusing: AtomicBool,
+    /// Scoring requests being handled now.
+    pub in_flight: AtomicUsize,
+}
+
+/// Picks the device for `choice`; `auto` falls back to the CPU with a warning and a metric.
+fn device(choice: DeviceChoice, metrics: &Metrics) -> anyhow::Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda => anyhow::bail!(
+            "engine.device is cuda, but this binary was built without the `cuda` feature; use `auto` or `cpu`"
+        ),
+        DeviceChoice::Auto => {
+            tracing::warn!(
+                "engine.device is auto and this binary has no CUDA support: serving on the CPU"
+            );
+            metrics.cuda_fallback.store(1, Ordering::Relaxed);
+            Ok(Device::Cpu)
+        }
+    }
+}
+
+/// Loads the model, starts the engine and returns the shared state (not yet ready).
+pub fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
+    let metrics = Arc::new(Metrics::new().context("creating histograms")?);
+    let package = ModelPackage::load(&config.model.source)
+        .with_context(|| format!("loading model package {}", config.model.source.display()))?;
+    let device = device(config.engine.device, &metrics)?;
+    *metrics.device.lock().unwrap_or_else(|p| p.into_inner()) =
+        if device.is_cpu() { "cpu" } else { "cuda" }.into();
+    let replicas = (0..config.engine.workers)
+        .map(|_| DcnModel::from_package(&package, &device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let engine = Arc::new(
+        Engine::start(&config.engine, replicas, metrics.clone()).context("starting the engine")?,
+    );
+    let mut thresholds = package.config.thresholds;
+    if let Some(hold) = config.decisions.hold {
+        thresholds.hold = hold;
+    }
+    if let Some(reject) = config.decisions.reject {
+        thresholds.reject = reject;
+    }
+    anyhow::ensure!(
+        0.0 < thresholds.hold && thresholds.hold < thresholds.reject && thresholds.reject < 1.0,
+        "decisions: hold {} and reject {} must satisfy 0 < hold < reject < 1",
+        thresholds.hold,
+        thresholds.reject
+    );
+    Ok(Arc::new(AppState {
+        extractor: FeatureExtractor::new(package.config.features.clone())?,
+        thresholds,
+        model: ModelRef {
+            name: package.config.name.clone(),
+            version: package.config.version.clone(),
+        },
+        engine,
+        metrics,
+        config,
+        ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        refusing: AtomicBool::new(false),
+        in_flight: AtomicUsize::new(0),
+    }))
+}
+
+/// The routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let scoring = Router::new()
+        .route("/v1/score", post(v1::score))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes));
+    Router::new()
+        .merge(scoring)
+        .route(
+            "/healthz",
+            get(|| async {
+                (
+                    StatusCode::OK,
+                    axum::Json(serde_json::json!({"status": "live"})),
+                )
+            }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+        .route("/v1/stats", get(stats))
+        .with_state(state)
+}
+
+/// Counts the request in flight, times it, and stamps `x-total-time-us` on every answer.
+async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    state.in_flight.fetch_add(1, Ordering::AcqRel);
+    let mut response = next.run(request).await;
+    state.in_flight.fetch_sub(1, Ordering::AcqRel);
+    let micros = started.elapsed().as_micros() as u64;
+    state.metrics.request.record(micros);
+    state.metrics.count_response(response.status().as_u16());
+    response
+        .headers_mut()
+        .insert("x-total-time-us", HeaderValue::from(micros));
+    response
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let ready = state.ready.load(Ordering::Acquire) && !state.draining.load(Ordering::Acquire);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": ready,
+        "draining": state.draining.load(Ordering::Acquire),
+        "model": state.model,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
+    let ready = state.ready.load(Ordering::Acquire) && !state.draining.load(Ordering::Acquire);
+    let text = metrics::prometheus(&state.metrics, state.engine.queued_rows(), ready);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn stats(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(metrics::stats(&state.metrics, state.engine.queued_rows())).into_response()
+}
+
+/// Runs one full batch of zero rows through every worker so the first real request pays no warm-up.
+async fn warm_up(state: &AppState) -> anyhow::Result<()> {
+    let rows = state.config.engine.max_batch_size;
+    let (nn, nc) = (state.extractor.n_numeric(), state.extractor.n_categorical());
+    for _ in 0..state.config.engine.workers {
+        let batch = FeatureBatch {
+            rows,
+            n_numeric: nn,
+            n_categorical: nc,
+            numeric: vec![0.0; rows * nn],
+            categorical: vec![0; rows * nc],
+        };
+        state
+            .engine
+            .score(batch, Instant::now() + Duration::from_secs(60))
+            .await
+            .context("warm-up batch")?;
+    }
+    Ok(())
+}
+
+/// Serves until SIGTERM or SIGINT, then drains and returns.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let state = tokio::task::spawn_blocking(move || build(config)).await??;
+    let address = format!(
+        "{}:{}",
+        state.config.server.address, state.config.server.port
+    );
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("binding {address}"))?;
+    let local = listener.local_addr()?;
+    warm_up(&state).await?;
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(
+        address = %local,
+        model = %format!("{}:{}", state.model.name, state.model.version),
+        device = %state.metrics.device.lock().unwrap_or_else(|p| p.into_inner()),
+        workers = state.config.engine.workers,
+        "listening"
+    );
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let (drain_state, drained) = (state.clone(), stop.clone());
+    let drainer = tokio::spawn(async move {
+        shutdown_signal().await;
+        drain(&drain_state).await;
+        drained.notify_waiters();
+    });
+    let graceful = stop.clone();
+    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
+        graceful.notified().await;
+    });
+    // Idle keep-alive connections close at once; a connection stuck mid-request must not hold the
+    // process past the drain: one more second after the drain, then stop regardless.
+    let hard_stop = async {
+        stop.notified().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    tokio::select! {
+        result = server => result.context("serving HTTP")?,
+        _ = hard_stop => tracing::warn!("connections still open after the drain; closing them"),
+    }
+    drainer.abort();
+    let engine = state.engine.clone();
+    tokio::task::spawn_blocking(move || engine.shutdown()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Fails readiness at once, keeps taking requests for the grace period, then refuses new ones and
+/// waits (up to the drain timeout) for the ones in flight.
+async fn drain(state: &AppState) {
+    let server = &state.config.server;
+    state.draining.store(true, Ordering::Release);
+    tracing::info!(
+        grace_ms = server.grace_period_ms,
+        drain_timeout_ms = server.drain_timeout_ms,
+        "draining"
+    );
+    let deadline = Instant::now() + Duration::from_millis(server.drain_timeout_ms);
+    tokio::time::sleep(Duration::from_millis(server.grace_period_ms)).await;
+    state.refusing.store(true, Ordering::Release);
+    while state.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let left = state.in_flight.load(Ordering::Acquire);
+    if left > 0 {
+        tracing::warn!(
+            in_flight = left,
+            "drain timeout reached with requests in flight"
+        );
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
