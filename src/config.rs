@@ -310,3 +310,109 @@ fn set(root: &mut Value, key: &str, text: &str, origin: &str) -> Result<(), Conf
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> tempfile_path::TempFile {
+        tempfile_path::TempFile::new(text)
+    }
+
+    /// A throwaway file for one test.
+    mod tempfile_path {
+        pub struct TempFile(pub std::path::PathBuf);
+        impl TempFile {
+            pub fn new(text: &str) -> Self {
+                static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = std::env::temp_dir()
+                    .join(format!("pixguard-config-{}-{n}.yaml", std::process::id()));
+                std::fs::write(&path, text).unwrap();
+                TempFile(path)
+            }
+        }
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let f = file("engine:\n  max_batch_size: 64\n  workers: 2\nserver:\n  port: 9000\n");
+        let config = Config::load_from(
+            Some(&f.0),
+            &env(&[
+                ("PIXGUARD__ENGINE__MAX_BATCH_SIZE", "128"),
+                ("PIXGUARD__LOGGING__FORMAT", "json"),
+            ]),
+            &env(&[("engine.max_batch_size", "256")]),
+        )
+        .unwrap();
+        assert_eq!(config.engine.max_batch_size, 256, "flags win");
+        assert_eq!(config.engine.workers, 2, "file value kept");
+        assert_eq!(
+            config.logging.format,
+            LogFormat::Json,
+            "environment applied"
+        );
+        assert_eq!(config.server.port, 9000);
+        assert_eq!(
+            config.engine.max_queue_delay_us,
+            EngineConfig::default().max_queue_delay_us,
+            "defaults fill gaps"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named_wherever_they_come_from() {
+        let f = file("engine:\n  max_batch: 64\n");
+        let err = Config::load_from(Some(&f.0), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config engine.max_batch: unknown field `max_batch`"),
+            "{err}"
+        );
+        let f = file("");
+        let err = Config::load_from(Some(&f.0), &env(&[("PIXGUARD__SERVR__PORT", "1")]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config servr: unknown field `servr`"),
+            "{err}"
+        );
+        let err = Config::load_from(Some(&f.0), &[], &env(&[("engine.device", "tpu")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config engine.device: unknown variant `tpu`"),
+            "{err}"
+        );
+        let err = Config::load_from(Some(&f.0), &[], &env(&[("engine.workers", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config engine.workers: must be at least 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_bundled_config_yaml_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+        assert_eq!(
+            Config::load_from(Some(&path), &[], &[]).unwrap(),
+            Config::default()
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! Starts the real `pixguard serve` binary on a free loopback port for a test.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+impl Server {
+    /// `pixguard serve --address 127.0.0.1 --port 0` plus `args`, from the repository root.
+    pub fn start(args: &[&str]) -> Server {
+        let mut all = vec!["serve", "--address", "127.0.0.1", "--port", "0"];
+        all.extend_from_slice(args);
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_pixguard")).args(&all))
+    }
+
+    /// Spawns a prepared command and waits for its "listening" line.
+    pub fn spawn(command: &mut Command) -> Server {
+        let mut child = command
+            .current_dir(ROOT)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pixguard serve");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening address=") {
+                    let address = line[at + "listening address=".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = tx.send(address);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("server did not start: {:?}", log.lock().unwrap())
+            });
+        Server {
+            child,
+            base: format!("http://{address}"),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "server did not exit: {:?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of an unlabelled or labelled Prometheus sample (`name` includes labels).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .trim()
+        .parse()
+        .expect("numeric sample")
+}
+
+/// `count` synthetic transactions (bare JSON values) from `pixguard synth`.
+pub fn transactions(count: usize, seed: u64) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_pixguard"))
+        .args([
+            "synth",
+            "--rows",
+            &count.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--fraud-rate",
+            "0.05",
+        ])
+        .output()
+        .expect("pixguard synth");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["transaction"].clone())
+        .collect()
+}

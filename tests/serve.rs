@@ -1,0 +1,449 @@
+//! `pixguard serve` end to end, against the real binary on a loopback port.
+
+#[path = "common/server.rs"]
+mod server;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use server::{Server, metric, transactions};
+
+/// `pixguard score` over the same transactions: end_to_end_id → (score, decision).
+fn offline_scores(txs: &[Value]) -> HashMap<String, (f64, String)> {
+    let input: String = txs.iter().map(|t| t.to_string() + "\n").collect();
+    let dir = std::env::temp_dir().join(format!("pixguard-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("txs.jsonl");
+    std::fs::write(&path, input).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pixguard"))
+        .args(["score", path.to_str().unwrap()])
+        .current_dir(server::ROOT)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let id = v["end_to_end_id"].as_str().unwrap().to_string();
+            (
+                id,
+                (
+                    v["score"].as_f64().unwrap(),
+                    v["decision"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_clients_get_offline_scores_and_requests_are_batched() {
+    let server = Server::start(&[]);
+    let txs = Arc::new(transactions(640, 31));
+    let expected = Arc::new(offline_scores(&txs));
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for c in 0..64 {
+        let (client, txs, expected, url) = (
+            client.clone(),
+            txs.clone(),
+            expected.clone(),
+            server.url("/v1/score"),
+        );
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let tx = &txs[c * 10 + i];
+                let response = client.post(&url).json(tx).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                for header in ["x-queue-time-us", "x-compute-time-us", "x-total-time-us"] {
+                    assert!(response.headers().contains_key(header), "missing {header}");
+                }
+                let body: Value = response.json().await.unwrap();
+                let id = tx["end_to_end_id"].as_str().unwrap();
+                let (score, decision) = &expected[id];
+                assert_eq!(body["end_to_end_id"], id);
+                // Batches of different sizes take different gemm paths: equal up to float rounding.
+                assert!(
+                    (body["score"].as_f64().unwrap() - score).abs() <= 1e-6,
+                    "{id}: {body} vs {score}"
+                );
+                assert_eq!(body["decision"], decision.as_str());
+                assert_eq!(body["model"]["name"], "pix-fraud");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The warm-up batch (512 rows) is in the histogram too; take it out.
+    let (sum, count) = (
+        metric(&text, "pixguard_batch_size_rows_sum") - 512.0,
+        metric(&text, "pixguard_batch_size_rows_count") - 1.0,
+    );
+    assert_eq!(sum, 640.0);
+    assert!(
+        sum / count > 4.0,
+        "mean batch size {} over {count} batches",
+        sum / count
+    );
+    assert_eq!(
+        metric(&text, "pixguard_responses_total{status=\"200\"}"),
+        640.0
+    );
+    assert_eq!(metric(&text, "pixguard_device_info{device=\"cpu\"}"), 1.0);
+
+    let stats: Value = client
+        .get(server.url("/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for stage in ["request", "queue", "compute"] {
+        for window in ["since_start", "last_60s"] {
+            let p = &stats["stages"][stage][window];
+            let values: Vec<u64> = ["p50", "p90", "p99", "p999", "max"]
+                .iter()
+                .map(|k| p[k].as_u64().unwrap())
+                .collect();
+            assert!(
+                values.windows(2).all(|w| w[0] <= w[1]),
+                "{stage}/{window} not ordered: {p}"
+            );
+            assert!(p["count"].as_u64().unwrap() >= 640, "{stage}/{window}: {p}");
+            assert!(values[0] > 0);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_answers_429_and_late_rows_504_without_compute() {
+    let server = Server::start(&[
+        "--max-batch-size",
+        "4",
+        "--set",
+        "engine.max_queue_rows=8",
+        "--set",
+        "engine.test_worker_delay_us=150000",
+    ]);
+    let txs = Arc::new(transactions(60, 32));
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for tx in txs.iter() {
+        let tx = tx.clone();
+        let (client, url) = (client.clone(), server.url("/v1/score"));
+        tasks.push(tokio::spawn(async move {
+            let r = client.post(&url).json(&tx).send().await.unwrap();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, retry, body)
+        }));
+    }
+    let (mut ok, mut overloaded) = (0, 0);
+    for t in tasks {
+        let (status, retry, body) = t.await.unwrap();
+        match status {
+            200 => ok += 1,
+            429 => {
+                overloaded += 1;
+                assert_eq!(retry.as_deref(), Some("1"), "429 carries Retry-After");
+                assert_eq!(body["code"], "overloaded");
+            }
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert!(
+        ok >= 8 && overloaded > 0,
+        "ok {ok}, overloaded {overloaded}"
+    );
+
+    // Keep the worker busy, then send a request that cannot make its 1 ms deadline.
+    let busy: Vec<_> = txs[..4]
+        .iter()
+        .cloned()
+        .map(|tx| {
+            let (client, url) = (client.clone(), server.url("/v1/score"));
+            tokio::spawn(async move { client.post(&url).json(&tx).send().await.unwrap().status() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let late = client
+        .post(server.url("/v1/score"))
+        .header("x-request-timeout-ms", "1")
+        .json(&txs[10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 504);
+    assert_eq!(
+        late.json::<Value>().await.unwrap()["code"],
+        "deadline_exceeded"
+    );
+    for b in busy {
+        assert_eq!(b.await.unwrap(), 200);
+    }
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&text, "pixguard_rows_dropped_total{reason=\"deadline\"}"),
+        1.0
+    );
+    // Everything computed is the warm-up batch plus the rows that got 200: the late row never was.
+    assert_eq!(
+        metric(&text, "pixguard_rows_scored_total"),
+        4.0 + ok as f64 + 4.0
+    );
+    assert_eq!(
+        metric(&text, "pixguard_rejections_total{reason=\"overloaded\"}"),
+        overloaded as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_200_requests_in_flight_and_exits_0() {
+    // 100 batches of 2 at 60 ms each: ~6 s of work still queued when SIGTERM arrives, even when
+    // other tests load the machine and slow this one's polling down.
+    let mut server = Server::start(&[
+        "--max-batch-size",
+        "2",
+        "--set",
+        "engine.test_worker_delay_us=60000",
+        "--set",
+        "engine.default_deadline_ms=60000",
+    ]);
+    let txs = Arc::new(transactions(200, 33));
+    let client = reqwest::Client::new();
+    let tasks: Vec<_> = txs
+        .iter()
+        .cloned()
+        .map(|tx| {
+            let (client, url) = (client.clone(), server.url("/v1/score"));
+            tokio::spawn(async move {
+                let r = client.post(&url).json(&tx).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    // Wait until all 200 are inside the engine (queued or scored), so they are truly in flight.
+    loop {
+        let text = client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let seen = metric(&text, "pixguard_queue_depth_rows")
+            + metric(&text, "pixguard_rows_scored_total")
+            - 2.0;
+        if seen >= 200.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ready = client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {:?}", server.log.lock().unwrap()));
+    assert_eq!(ready.status(), 503, "readiness fails at once after SIGTERM");
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let status = server.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_get_a_4xx_naming_the_field() {
+    let server = Server::start(&[
+        "--set",
+        "server.body_limit_bytes=20000",
+        "--set",
+        "server.max_transactions_per_request=3",
+    ]);
+    let client = reqwest::Client::new();
+    let valid = transactions(1, 34).remove(0);
+    let with = |path: &[&str], value: Value| {
+        let mut doc = valid.clone();
+        let (last, parents) = path.split_last().unwrap();
+        let mut node = &mut doc;
+        for p in parents {
+            node = node.get_mut(*p).unwrap();
+        }
+        node[*last] = value;
+        doc.to_string()
+    };
+    let cases: Vec<(String, u16, Option<&str>, &str)> = vec![
+        ("{\"end_to_end_id\": ".into(), 400, None, "invalid_json"),
+        ("[1, 2".into(), 400, None, "invalid_json"),
+        (
+            with(&["payer", "shoe_size"], json!(42)),
+            422,
+            Some("payer.shoe_size"),
+            "invalid_field",
+        ),
+        (
+            with(&["amount_cents"], json!("100")),
+            422,
+            Some("amount_cents"),
+            "invalid_field",
+        ),
+        (
+            with(&["end_to_end_id"], json!("E123")),
+            422,
+            Some("end_to_end_id"),
+            "invalid_field",
+        ),
+        (
+            with(&["amount_cents"], json!(-500)),
+            422,
+            Some("amount_cents"),
+            "invalid_field",
+        ),
+        (
+            with(&["payee", "key_type"], json!("RANDOM")),
+            422,
+            Some("payee.key_type"),
+            "invalid_field",
+        ),
+        (
+            format!(
+                "{{\"transactions\": [{valid}, {}]}}",
+                with(&["history", "payer_tx_1h"], json!(-1))
+            ),
+            422,
+            Some("transactions[1].history.payer_tx_1h"),
+            "invalid_field",
+        ),
+        (
+            format!("{{\"transactions\": [{valid},{valid},{valid},{valid}]}}"),
+            413,
+            Some("transactions"),
+            "too_many_transactions",
+        ),
+        (
+            format!(
+                "{{\"transactions\": [{}]}}",
+                vec![valid.to_string(); 40].join(",")
+            ),
+            413,
+            None,
+            "payload_too_large",
+        ),
+    ];
+    for (body, status, field, code) in cases {
+        let r = client
+            .post(server.url("/v1/score"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            status,
+            "{}",
+            &body[..body.len().min(120)]
+        );
+        assert!(r.headers().contains_key("x-total-time-us"));
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], code, "{v}");
+        assert_eq!(v["field"].as_str(), field, "{v}");
+        assert!(!v["error"].as_str().unwrap().is_empty());
+    }
+    // A valid batch answers one result per transaction, in order.
+    let r = client
+        .post(server.url("/v1/score"))
+        .body(format!("{{\"transactions\": [{valid},{valid}]}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["results"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn serve_without_arguments_serves_the_bundled_model_on_the_cpu() {
+    // No flags: config.yaml and models/pix-fraud from the repository root; only the port moves,
+    // through the environment, so parallel test runs do not collide on 8080.
+    let server = Server::spawn(
+        Command::new(env!("CARGO_BIN_EXE_pixguard"))
+            .arg("serve")
+            .env("PIXGUARD__SERVER__PORT", "0"),
+    );
+    let client = reqwest::blocking::Client::new();
+    let ready: Value = client
+        .get(server.url("/readyz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["model"]["name"], "pix-fraud");
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(metric(&text, "pixguard_device_info{device=\"cpu\"}"), 1.0);
+    assert_eq!(
+        metric(&text, "pixguard_cuda_fallback"),
+        1.0,
+        "auto without CUDA falls back and says so"
+    );
+    assert!(
+        server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("serving on the CPU"))
+    );
+    let tx = transactions(1, 35).remove(0);
+    let r = client
+        .post(server.url("/v1/score"))
+        .json(&tx)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
