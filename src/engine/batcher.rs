@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::worker::Worker;
 use super::{Batch, EngineError, Job, Message, Metrics, Part};
 use crate::config::EngineConfig;
 
@@ -20,6 +21,7 @@ pub(super) struct Batcher {
     max_batch: usize,
     delay: Duration,
     workers: Vec<Sender<Batch>>,
+    inline: Option<Worker>,
     idle: Vec<usize>,
     sealed: VecDeque<Batch>,
     open: Option<Batch>,
@@ -31,14 +33,18 @@ impl Batcher {
     pub(super) fn new(
         config: &EngineConfig,
         workers: Vec<Sender<Batch>>,
+        inline: Option<Worker>,
         queued_rows: Arc<AtomicUsize>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Batcher {
             max_batch: config.max_batch_size,
             delay: Duration::from_micros(config.max_queue_delay_us),
-            idle: (0..workers.len()).rev().collect(),
+            idle: (0..workers.len() + usize::from(inline.is_some()))
+                .rev()
+                .collect(),
             workers,
+            inline,
             sealed: VecDeque::new(),
             open: None,
             queued_rows,
@@ -77,7 +83,7 @@ impl Batcher {
             if shutting_down
                 && self.sealed.is_empty()
                 && self.open.is_none()
-                && self.idle.len() == self.workers.len()
+                && self.idle.len() == self.workers.len() + usize::from(self.inline.is_some())
             {
                 // Dropping the senders stops the workers once they finish.
                 self.workers.clear();
@@ -139,6 +145,12 @@ impl Batcher {
                 continue;
             }
             batch.dispatched = Instant::now();
+            if let Some(inline) = self.inline.as_mut() {
+                // Computing here leaves this worker idle afterwards; rows that arrived meanwhile
+                // wait in the channel and form the next, larger batch.
+                inline.compute(batch);
+                continue;
+            }
             self.idle.pop();
             if let Err(returned) = self.workers[worker].send(batch) {
                 // A worker only goes away after a panic; fail its rows rather than lose them.

@@ -50,7 +50,7 @@ impl Worker {
         }
     }
 
-    fn compute(&mut self, batch: Batch) {
+    pub(super) fn compute(&mut self, batch: Batch) {
         // Gather the parts into one contiguous block: the only copy between request and model.
         self.numeric.clear();
         self.categorical.clear();

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ServerError;
 use crate::model::Decision;
-use crate::transaction::{Transaction, ValidationError, deserialize_with_path};
+use crate::transaction::{Transaction, ValidationError, parse_json};
 
 /// Header a client may set to bound how long its rows may wait for compute.
 pub const DEADLINE_HEADER: &str = "x-request-timeout-ms";
@@ -57,16 +57,12 @@ fn is_batch(body: &[u8]) -> bool {
 }
 
 fn parse(body: &[u8], limit: usize) -> Result<(Vec<Transaction>, bool), ServerError> {
-    let syntax = |e: serde_json::Error| ServerError::InvalidJson(e.to_string());
     if !is_batch(body) {
         return Transaction::from_json(body)
             .map(|tx| (vec![tx], false))
             .map_err(|e| classify(e, body));
     }
-    // Syntax first, so a truncated body is a 400 and not a field error.
-    serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(syntax)?;
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let batch: BatchRequest = deserialize_with_path(&mut de).map_err(ServerError::Invalid)?;
+    let batch: BatchRequest = parse_json(body).map_err(|e| classify(e, body))?;
     if batch.transactions.len() > limit {
         return Err(ServerError::TooManyTransactions {
             count: batch.transactions.len(),

@@ -167,11 +167,7 @@ pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
 impl Transaction {
     /// Parses and validates one transaction from JSON.
     pub fn from_json(json: &[u8]) -> Result<Transaction, ValidationError> {
-        let mut de = serde_json::Deserializer::from_slice(json);
-        let tx: Transaction = deserialize_with_path(&mut de)?;
-        de.end().map_err(|e| {
-            ValidationError::new("", format!("trailing characters after the JSON value: {e}"))
-        })?;
+        let tx = parse_json::<Transaction>(json)?;
         tx.validate()?;
         Ok(tx)
     }
@@ -269,6 +265,20 @@ impl Transaction {
             day_of_month: local.day() as u8,
         }
     }
+}
+
+/// Parses one JSON document. The fast path is plain serde_json; only a document that fails is
+/// parsed again with path tracking (which allocates for every key) to name the offending field.
+pub fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, ValidationError> {
+    if let Ok(value) = serde_json::from_slice::<T>(json) {
+        return Ok(value);
+    }
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let value: T = deserialize_with_path(&mut de)?;
+    de.end().map_err(|e| {
+        ValidationError::new("", format!("trailing characters after the JSON value: {e}"))
+    })?;
+    Ok(value)
 }
 
 /// Deserialises with serde_path_to_error and turns serde's message into a [`ValidationError`] whose
