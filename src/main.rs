@@ -1,7 +1,7 @@
 //! The `pixguard` binary.
 
 use clap::Parser;
-use pixguard::cli::{Cli, run};
+use pixguard::cli::{Cli, Command, run};
 
 // Requests allocate on HTTP threads and free on the batcher thread; glibc malloc's arena locks
 // showed up as the top contention in `perf` under load. mimalloc frees cross-thread without them.
@@ -9,13 +9,16 @@ use pixguard::cli::{Cli, run};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_));
+    if !serving && std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // Candle re-reads /proc/cpuinfo on every CPU op when this is unset (~56 µs a call).
+        // `serve` sets it from engine.threads_per_worker once its configuration is loaded.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // SAFETY: first statement of main, before any other thread exists.
+        // SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     }
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pixguard: error: {e:#}");

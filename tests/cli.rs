@@ -167,3 +167,27 @@ fn help_documents_the_commands_and_options() {
         assert!(help.contains(option), "features --help lacks {option}");
     }
 }
+
+#[test]
+fn serve_refuses_cuda_without_the_cuda_build_and_names_unknown_config_keys() {
+    let out = pixguard(&["serve", "--device", "cuda", "--port", "0"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("built without the `cuda` feature"), "{err}");
+
+    let out = pixguard(
+        &["serve", "--set", "engine.batch=4", "--print-config"],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("config engine.batch: unknown field `batch`")
+    );
+
+    let out = pixguard(&["serve", "--max-batch-size", "64", "--print-config"], None);
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        yaml.contains("max_batch_size: 64") && yaml.contains("source: models/pix-fraud"),
+        "{yaml}"
+    );
+}

@@ -84,6 +84,13 @@ pub fn run(args: ServeArgs, log_override: Option<&str>) -> anyhow::Result<()> {
         print!("{}", serde_yaml_ng::to_string(&config)?);
         return Ok(());
     }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // Candle's CPU thread pool (and its per-op /proc/cpuinfo read when unset) follows
+        // engine.threads_per_worker; the fused op itself runs on its worker thread.
+        let threads = config.engine.threads_per_worker.max(1);
+        // SAFETY: still single-threaded: no runtime, engine or logger has started.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    }
     let level = log_override.unwrap_or(&config.logging.level);
     super::init_logging(level, config.logging.format == LogFormat::Json);
     tracing::debug!(?config, "effective configuration");
