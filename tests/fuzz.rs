@@ -8,23 +8,6 @@ use pixguard::transaction::Transaction;
 use proptest::prelude::*;
 use serde_json::Value;
 
-/// Every (path, leaf) of a JSON document.
-fn leaves(v: &Value, prefix: String, out: &mut Vec<String>) {
-    match v {
-        Value::Object(map) => {
-            for (k, child) in map {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                leaves(child, path, out);
-            }
-        }
-        _ => out.push(prefix),
-    }
-}
-
 fn replacement() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(Value::Null),
@@ -56,7 +39,7 @@ proptest! {
     ) {
         let mut doc = common::valid();
         let mut paths = Vec::new();
-        leaves(&doc, String::new(), &mut paths);
+        common::leaves(&doc, String::new(), &mut paths);
         for (index, value, delete) in picks {
             let path = index.get(&paths).clone();
             if delete { common::remove(&mut doc, &path) } else { common::set(&mut doc, &path, value) }

@@ -11,6 +11,18 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use server::{Server, metric, transactions};
 
+/// The `/metrics` text.
+async fn metrics_text(client: &reqwest::Client, server: &Server) -> String {
+    client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// `pixguard score` over the same transactions: end_to_end_id → (score, decision).
 fn offline_scores(txs: &[Value]) -> HashMap<String, (f64, String)> {
     let input: String = txs.iter().map(|t| t.to_string() + "\n").collect();
@@ -84,14 +96,7 @@ async fn concurrent_clients_get_offline_scores_and_requests_are_batched() {
     for t in tasks {
         t.await.unwrap();
     }
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&client, &server).await;
     // The warm-up batch (512 rows) is in the histogram too; take it out.
     let (sum, count) = (
         metric(&text, "pixguard_batch_size_rows_sum") - 512.0,
@@ -204,14 +209,7 @@ async fn a_full_queue_answers_429_and_late_rows_504_without_compute() {
     for b in busy {
         assert_eq!(b.await.unwrap(), 200);
     }
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&client, &server).await;
     assert_eq!(
         metric(&text, "pixguard_rows_dropped_total{reason=\"deadline\"}"),
         1.0
@@ -254,14 +252,7 @@ async fn sigterm_drains_200_requests_in_flight_and_exits_0() {
         .collect();
     // Wait until all 200 are inside the engine (queued or scored), so they are truly in flight.
     loop {
-        let text = client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&client, &server).await;
         let seen = metric(&text, "pixguard_queue_depth_rows")
             + metric(&text, "pixguard_rows_scored_total")
             - 2.0;

@@ -35,26 +35,10 @@ fn check(status: u16, body: &Value) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn leaves(v: &Value, prefix: String, out: &mut Vec<String>) {
-    match v {
-        Value::Object(map) => {
-            for (k, child) in map {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                leaves(child, path, out);
-            }
-        }
-        _ => out.push(prefix),
-    }
-}
-
 fn mutated(picks: Vec<(prop::sample::Index, i64, u8)>, batch: bool) -> Vec<u8> {
     let mut doc = fixture::valid();
     let mut paths = Vec::new();
-    leaves(&doc, String::new(), &mut paths);
+    fixture::leaves(&doc, String::new(), &mut paths);
     for (index, number, kind) in picks {
         let path = index.get(&paths).clone();
         match kind {

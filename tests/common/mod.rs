@@ -65,3 +65,20 @@ fn split<'a>(doc: &'a mut Value, path: &str) -> (&'a mut Value, String) {
     }
     (node, key)
 }
+
+/// Every dotted path to a leaf (non-object value) of a JSON document.
+pub fn leaves(v: &Value, prefix: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaves(child, path, out);
+            }
+        }
+        _ => out.push(prefix),
+    }
+}
