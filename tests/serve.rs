@@ -236,6 +236,8 @@ async fn sigterm_drains_200_requests_in_flight_and_exits_0() {
         "engine.test_worker_delay_us=60000",
         "--set",
         "engine.default_deadline_ms=60000",
+        "--set",
+        "server.grace_period_ms=1000",
     ]);
     let txs = Arc::new(transactions(200, 33));
     let client = reqwest::Client::new();
@@ -280,6 +282,32 @@ async fn sigterm_drains_200_requests_in_flight_and_exits_0() {
     let ready =
         ready.unwrap_or_else(|| panic!("no answer from /readyz: {:?}", server.log.lock().unwrap()));
     assert_eq!(ready, 503, "readiness fails at once after SIGTERM");
+    // Within the grace period new requests are still taken (and finish with the rest)...
+    let during_grace = {
+        let (client, url, tx) = (client.clone(), server.url("/v1/score"), txs[0].clone());
+        tokio::spawn(async move {
+            client
+                .post(&url)
+                .json(&tx)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    // ...after it they are refused with 503 while the queue drains.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let late = client
+        .post(server.url("/v1/score"))
+        .json(&txs[1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 503);
+    assert_eq!(late.headers().get("retry-after").unwrap(), "1");
+    assert_eq!(late.json::<Value>().await.unwrap()["code"], "draining");
+    assert_eq!(during_grace.await.unwrap(), 200);
     for t in tasks {
         let (status, body) = t.await.unwrap();
         assert_eq!(status, 200, "{body}");
