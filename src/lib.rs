@@ -1,8 +1,10 @@
 //! pixguard: real-time fraud scoring of Brazilian Pix payments.
 //!
-//! This crate holds the Pix transaction and its validation ([`transaction`]), deterministic
-//! synthetic traffic with labelled fraud typologies ([`synth`]) and the feature pipeline that turns
-//! transactions into model inputs ([`features`]). See `../shared/DESIGN.md` for where it is going.
+//! A payment travels: [`transaction`] (parse and validate) → [`features`] (the package's feature
+//! spec) → [`engine`] (bounded queue, micro-batcher, device workers) → [`model`] (the Candle DCN-v2
+//! from an MLflow-format package) → back through [`server`] (HTTP) with a score and a decision.
+//! [`config`] is the one typed configuration, [`synth`] generates labelled traffic, [`jsonl`] reads
+//! transactions for the offline commands and [`cli`] is the `pixguard` command line.
 
 pub mod cli;
 pub mod config;
