@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod features;
 pub mod jsonl;
+pub mod logging;
 pub mod model;
 pub mod server;
 pub mod synth;

@@ -477,3 +477,24 @@ fn serve_without_arguments_serves_the_bundled_model_on_the_cpu() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[test]
+fn json_logs_are_cloud_logging_structured() {
+    let server = Server::start(&["--set", "logging.format=json"]);
+    let log = server.log.lock().unwrap().clone();
+    let lines: Vec<Value> = log
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+        .collect();
+    let listening = lines
+        .iter()
+        .find(|l| l["message"] == "listening")
+        .expect("a listening line");
+    assert_eq!(listening["severity"], "INFO");
+    assert_eq!(listening["device"], "cpu");
+    assert!(listening["time"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        lines.iter().any(|l| l["severity"] == "WARNING"),
+        "the CPU fallback is a WARNING"
+    );
+}

@@ -48,29 +48,12 @@ pub enum Command {
     Model(ModelCommand),
 }
 
-/// Sets up logging to stderr: `filter` in tracing's EnvFilter syntax, text or JSON lines.
-pub fn init_logging(filter: &str, json: bool) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr);
-    let result = if json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.with_ansi(io::stderr().is_terminal()).try_init()
-    };
-    // A subscriber already installed (tests running commands in-process) is fine.
-    let _ = result;
-}
-
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(args) = cli.command {
         return serve::run(args, cli.log.as_deref());
     }
-    init_logging(cli.log.as_deref().unwrap_or("info"), false);
+    crate::logging::init(cli.log.as_deref().unwrap_or("info"), false);
     match cli.command {
         Command::Serve(_) => Ok(()),
         Command::Synth(args) => synth::run(args),

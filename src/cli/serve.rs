@@ -92,7 +92,7 @@ pub fn run(args: ServeArgs, log_override: Option<&str>) -> anyhow::Result<()> {
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     }
     let level = log_override.unwrap_or(&config.logging.level);
-    super::init_logging(level, config.logging.format == LogFormat::Json);
+    crate::logging::init(level, config.logging.format == LogFormat::Json);
     tracing::debug!(?config, "effective configuration");
     let threads = config.engine.workers + 2;
     let runtime = tokio::runtime::Builder::new_multi_thread()

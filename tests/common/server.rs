@@ -45,6 +45,10 @@ impl Server {
                         .unwrap_or("")
                         .to_string();
                     let _ = tx.send(address);
+                } else if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                    && json["message"] == "listening"
+                {
+                    let _ = tx.send(json["address"].as_str().unwrap_or("").to_string());
                 }
                 sink.lock().unwrap().push(line);
             }
