@@ -3,6 +3,7 @@
 
 mod error;
 mod metrics;
+pub mod oip;
 mod v1;
 
 use std::sync::Arc;
@@ -115,6 +116,11 @@ pub fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
 pub fn router(state: Arc<AppState>) -> Router {
     let scoring = Router::new()
         .route("/v1/score", post(v1::score))
+        .route("/v2/models/{model}/infer", post(oip::infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(oip::infer),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes));
     Router::new()
@@ -131,6 +137,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/v1/stats", get(stats))
+        .route("/v2", get(oip::server_metadata))
+        .route("/v2/health/live", get(oip::live))
+        .route("/v2/health/ready", get(oip::ready))
+        .route("/v2/models/{model}", get(oip::model_metadata))
+        .route("/v2/models/{model}/ready", get(oip::model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(oip::model_metadata),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(oip::model_ready),
+        )
         .with_state(state)
 }
 
