@@ -34,7 +34,7 @@ fn counter(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(Str
 }
 
 /// Renders every metric in the Prometheus text format (durations in seconds).
-pub fn prometheus(m: &Metrics, queue_depth: usize, ready: bool) -> String {
+pub fn prometheus(m: &Metrics, queue_depth: usize, in_flight: usize, ready: bool) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let stages: [(&str, &str, &Stage); 3] = [
         (
@@ -69,6 +69,13 @@ pub fn prometheus(m: &Metrics, queue_depth: usize, ready: bool) -> String {
         "Rows waiting in the queue.",
         "gauge",
         &[(String::new(), queue_depth as u64)],
+    );
+    counter(
+        &mut out,
+        "pixguard_requests_in_flight",
+        "Scoring requests being handled (queued, computing or answering).",
+        "gauge",
+        &[(String::new(), in_flight as u64)],
     );
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     counter(

@@ -185,7 +185,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
     let ready = state.ready.load(Ordering::Acquire) && !state.draining.load(Ordering::Acquire);
-    let text = metrics::prometheus(&state.metrics, state.engine.queued_rows(), ready);
+    let in_flight = state.in_flight.load(Ordering::Acquire);
+    let text = metrics::prometheus(&state.metrics, state.engine.queued_rows(), in_flight, ready);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
