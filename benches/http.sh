@@ -27,7 +27,7 @@ cargo bench --bench http_echo --no-run --quiet 2>/dev/null
 ./target/release/pixguard synth --rows 10000 --seed 5 2>/dev/null \
   | python3 -c 'import sys, json; [print(json.dumps(json.loads(l)["transaction"])) for l in sys.stdin]' > "$BODIES"
 
-./target/release/pixguard serve --address 127.0.0.1 --port "$PIX_PORT" --log warn 2> "$LOGS/pixguard.log" &
+./target/release/pixguard serve --address 127.0.0.1 --port "$PIX_PORT" --grpc-port 0 --log warn 2> "$LOGS/pixguard.log" &
 pids+=($!)
 cargo bench --bench http_echo --quiet -- --port "$ECHO_PORT" --threads 2 2> "$LOGS/echo.log" &
 pids+=($!)

@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub address: String,
     /// Port to bind (0 picks a free one and logs it).
     pub port: u16,
+    /// Port of the Open Inference Protocol gRPC service (0 picks a free one and logs it).
+    pub grpc_port: u16,
     /// Largest accepted request body, in bytes (413 above).
     pub body_limit_bytes: usize,
     /// Most transactions in one request (413 above).
@@ -46,6 +48,7 @@ impl Default for ServerConfig {
         ServerConfig {
             address: "0.0.0.0".into(),
             port: 8080,
+            grpc_port: 8081,
             body_limit_bytes: 1 << 20,
             max_transactions_per_request: 1_000,
             grace_period_ms: 0,

@@ -347,7 +347,8 @@ fn serve_without_arguments_serves_the_bundled_model_on_the_cpu() {
     let server = Server::spawn(
         Command::new(env!("CARGO_BIN_EXE_pixguard"))
             .arg("serve")
-            .env("PIXGUARD__SERVER__PORT", "0"),
+            .env("PIXGUARD__SERVER__PORT", "0")
+            .env("PIXGUARD__SERVER__GRPC_PORT", "0"),
     );
     let client = reqwest::blocking::Client::new();
     let ready: Value = client

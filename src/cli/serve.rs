@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// server.port (0 picks a free port; the log says which)
     #[arg(long)]
     pub port: Option<u16>,
+    /// server.grpc_port (0 picks a free port; the log says which)
+    #[arg(long)]
+    pub grpc_port: Option<u16>,
     /// model.source: the model package folder
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -50,6 +53,7 @@ impl ServeArgs {
         };
         put("server.address", self.address.clone());
         put("server.port", self.port.map(|p| p.to_string()));
+        put("server.grpc_port", self.grpc_port.map(|p| p.to_string()));
         put(
             "model.source",
             self.model.as_ref().map(|p| p.display().to_string()),

@@ -2,6 +2,7 @@
 //! shutdown that drains queued work before the process exits.
 
 mod error;
+pub mod grpc;
 mod metrics;
 pub mod oip;
 mod v1;
@@ -226,6 +227,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {address}"))?;
     let local = listener.local_addr()?;
+    let grpc_address = format!(
+        "{}:{}",
+        state.config.server.address, state.config.server.grpc_port
+    );
+    let grpc_listener = tokio::net::TcpListener::bind(&grpc_address)
+        .await
+        .with_context(|| format!("binding {grpc_address}"))?;
+    let grpc_local = grpc_listener.local_addr()?;
+    // Logged before the HTTP "listening" line, so whoever waits for that line knows both ports.
+    tracing::info!(address = %grpc_local, "grpc listening");
     warm_up(&state).await?;
     state.ready.store(true, Ordering::Release);
     tracing::info!(
@@ -243,6 +254,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         drain(&drain_state).await;
         drained.notify_waiters();
     });
+    let (grpc_state, grpc_stop) = (state.clone(), stop.clone());
+    let grpc = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(grpc::GrpcInferenceServiceServer::new(grpc::Inference(
+                grpc_state,
+            )))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                async move {
+                    grpc_stop.notified().await;
+                },
+            )
+            .await
+    });
     let graceful = stop.clone();
     let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
         graceful.notified().await;
@@ -258,6 +283,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         _ = hard_stop => tracing::warn!("connections still open after the drain; closing them"),
     }
     drainer.abort();
+    if tokio::time::timeout(Duration::from_secs(1), grpc)
+        .await
+        .is_err()
+    {
+        tracing::warn!("gRPC connections still open after the drain; closing them");
+    }
     let engine = state.engine.clone();
     tokio::task::spawn_blocking(move || engine.shutdown()).await?;
     tracing::info!("stopped");

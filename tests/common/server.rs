@@ -18,7 +18,15 @@ pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 impl Server {
     /// `pixguard serve --address 127.0.0.1 --port 0` plus `args`, from the repository root.
     pub fn start(args: &[&str]) -> Server {
-        let mut all = vec!["serve", "--address", "127.0.0.1", "--port", "0"];
+        let mut all = vec![
+            "serve",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--grpc-port",
+            "0",
+        ];
         all.extend_from_slice(args);
         Self::spawn(Command::new(env!("CARGO_BIN_EXE_pixguard")).args(&all))
     }
@@ -38,7 +46,9 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening address=") {
+                if line.contains("grpc listening") {
+                    // The gRPC port: read from the log by `grpc_address`.
+                } else if let Some(at) = line.find("listening address=") {
                     let address = line[at + "listening address=".len()..]
                         .split_whitespace()
                         .next()
@@ -63,6 +73,26 @@ impl Server {
             child,
             base: format!("http://{address}"),
             log,
+        }
+    }
+
+    /// `host:port` of the gRPC service, from the log line written before the HTTP one.
+    pub fn grpc_address(&self) -> String {
+        let log = self.log.lock().unwrap();
+        let line = log
+            .iter()
+            .find(|l| l.contains("grpc listening"))
+            .expect("a grpc listening line");
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(json) => json["address"].as_str().unwrap_or("").to_string(),
+            Err(_) => line
+                .split("address=")
+                .nth(1)
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string(),
         }
     }
 

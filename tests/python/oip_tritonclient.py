@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""tritonclient (HTTP) against a running pixguard: metadata, health, infer in both input modes with
+"""tritonclient (HTTP and gRPC) against a running pixguard: metadata, health, infer in both input modes with
 JSON and binary tensors, output selection, and the protocol's errors. Scores must equal
 `pixguard score` for the same transactions within 1e-6. Called by tests/oip.rs with the server's URL.
 """
@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
@@ -41,7 +42,8 @@ def flatten(tx, prefix=""):
     return out
 
 
-def field_inputs(txs, binary):
+def field_inputs(txs, binary, module=None):
+    module = module or httpclient
     rows = [flatten(t) for t in txs]
     inputs = []
     for name, dt, _ in FIELDS:
@@ -54,8 +56,11 @@ def field_inputs(txs, binary):
             array = np.array(values, dtype=np.float64)
         else:
             array = np.array(values, dtype=np.bool_)
-        inp = httpclient.InferInput(name, [len(rows)], dt)
-        inp.set_data_from_numpy(array, binary_data=binary)
+        inp = module.InferInput(name, [len(rows)], dt)
+        if module is httpclient:
+            inp.set_data_from_numpy(array, binary_data=binary)
+        else:
+            inp.set_data_from_numpy(array)
         inputs.append(inp)
     return inputs
 
@@ -77,7 +82,8 @@ def expect_error(client, inputs, needle):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--url", required=True, help="host:port")
+    p.add_argument("--url", required=True, help="HTTP host:port")
+    p.add_argument("--grpc-url", required=True, help="gRPC host:port")
     p.add_argument("--pixguard", required=True)
     p.add_argument("--model", required=True)
     args = p.parse_args()
@@ -150,6 +156,43 @@ def main():
     f.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
     expect_error(client, [f], "features")
     print("errors: wrong datatype, shape mismatch, unknown input, missing input all refused by name")
+
+    # gRPC: the same checks through tritonclient.grpc (raw_input_contents / raw_output_contents).
+    g = grpcclient.InferenceServerClient(url=args.grpc_url)
+    expect(g.is_server_live() and g.is_server_ready() and g.is_model_ready(MODEL), "grpc health")
+    expect(g.get_server_metadata().name == "pixguard", "grpc server metadata")
+    gmeta = g.get_model_metadata(MODEL, model_version=version)
+    expect(len(gmeta.inputs) == len(FIELDS) + 2 and [o.name for o in gmeta.outputs] == ["score", "decision"],
+           "grpc model metadata")
+    for rows in (1, 1000):
+        result = g.infer(MODEL, field_inputs(txs[:rows], True, grpcclient), model_version=version)
+        score = result.as_numpy("score").reshape(-1).astype(np.float64)
+        decision = [d.decode() for d in result.as_numpy("decision").reshape(-1)]
+        worst = float(np.abs(score - want[:rows]).max())
+        expect(worst <= 1e-6 and decision == want_decisions[:rows], f"grpc fields rows={rows}: max diff {worst}")
+        print(f"grpc fields mode, {rows} rows: max |oip - pixguard score| = {worst:.2e}")
+        f = grpcclient.InferInput("features", list(numeric[:rows].shape), "FP32")
+        f.set_data_from_numpy(numeric[:rows])
+        c = grpcclient.InferInput("categories", list(categories[:rows].shape), "INT64")
+        c.set_data_from_numpy(categories[:rows])
+        result = g.infer(MODEL, [f, c], outputs=[grpcclient.InferRequestedOutput("score")])
+        expect(result.as_numpy("decision") is None, "grpc output selection")
+        worst = float(np.abs(result.as_numpy("score").reshape(-1) - want[:rows]).max())
+        expect(worst <= 1e-6, f"grpc features rows={rows}: max diff {worst}")
+        print(f"grpc features mode, {rows} rows: max |oip - pixguard score| = {worst:.2e}")
+    good = field_inputs(txs[:2], True, grpcclient)
+    bad_type = grpcclient.InferInput("amount_cents", [2], "FP64")
+    bad_type.set_data_from_numpy(np.array([1.0, 2.0]))
+    for inputs, needle in [
+        ([i for i in good if i.name() != "amount_cents"] + [bad_type], "amount_cents"),
+        ([i for i in good if i.name() != "purpose"], "missing input 'purpose'"),
+    ]:
+        try:
+            g.infer(MODEL, inputs)
+            expect(False, f"grpc request with {needle!r} was accepted")
+        except InferenceServerException as e:
+            expect(needle in e.message() and e.status() == "StatusCode.INVALID_ARGUMENT", f"grpc error {e}")
+    print("grpc errors: wrong datatype and missing input refused as INVALID_ARGUMENT, by name")
     return 0
 
 

@@ -20,8 +20,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use tensor::decode;
 pub use tensor::{Column, Datatype, OipError};
-use tensor::{RawInput, decode, encode_bytes};
+pub use tensor::{RawInput, encode_bytes};
 
 use super::AppState;
 use crate::engine::EngineError;
@@ -66,7 +67,7 @@ const FEATURES: &str = "features";
 const CATEGORIES: &str = "categories";
 
 /// An OIP error: `{"error": "..."}` with the status Triton uses for it.
-pub struct OipResponseError(StatusCode, String);
+pub struct OipResponseError(pub StatusCode, pub String);
 
 impl IntoResponse for OipResponseError {
     fn into_response(self) -> Response {
@@ -431,6 +432,61 @@ fn precomputed(
     })
 }
 
+/// Validates the inputs (either mode), queues their rows and waits for the scores. Shared by the
+/// HTTP and gRPC front ends.
+pub async fn score_inputs(
+    state: &AppState,
+    inputs: &[RawInput],
+    binary: &[Option<&[u8]>],
+) -> Result<crate::engine::Scored, OipResponseError> {
+    let (batch, _) = features(state, inputs, binary)?;
+    let deadline = Instant::now() + Duration::from_millis(state.config.engine.default_deadline_ms);
+    let scored = state.engine.score(batch, deadline).await?;
+    state.metrics.queue.record(scored.queue_us);
+    state.metrics.compute.record(scored.compute_us);
+    Ok(scored)
+}
+
+/// The decision for each score under the thresholds in force.
+pub fn decisions(state: &AppState, scores: &[f32]) -> Vec<&'static str> {
+    scores
+        .iter()
+        .map(|&s| match state.thresholds.decide(f64::from(s)) {
+            crate::model::Decision::Allow => "ALLOW",
+            crate::model::Decision::Hold => "HOLD",
+            crate::model::Decision::Reject => "REJECT",
+        })
+        .collect()
+}
+
+/// The model metadata's inputs: name, datatype, shape.
+pub fn input_metadata(state: &AppState) -> Vec<(String, &'static str, Vec<i64>)> {
+    let mut out: Vec<(String, &'static str, Vec<i64>)> = FIELD_INPUTS
+        .iter()
+        .map(|(n, dt, _)| (n.to_string(), dt.as_str(), vec![-1]))
+        .collect();
+    out.push((
+        FEATURES.into(),
+        "FP32",
+        vec![-1, state.extractor.n_numeric() as i64],
+    ));
+    out.push((
+        CATEGORIES.into(),
+        "INT64",
+        vec![-1, state.extractor.n_categorical() as i64],
+    ));
+    out
+}
+
+/// Checks that the request names the served model (and version, when given); 404 otherwise.
+pub fn check_served_model(
+    state: &AppState,
+    model: &str,
+    version: Option<&str>,
+) -> Result<(), OipResponseError> {
+    check_model(state, model, version)
+}
+
 /// `POST /v2/models/{m}[/versions/{v}]/infer`.
 pub async fn infer(
     State(state): State<Arc<AppState>>,
@@ -446,12 +502,8 @@ pub async fn infer(
         ));
     }
     let (request, binary) = split_body(&headers, &body)?;
-    let (batch, _) = features(&state, &request.inputs, &binary)?;
-    let rows = batch.rows;
-    let deadline = Instant::now() + Duration::from_millis(state.config.engine.default_deadline_ms);
-    let scored = state.engine.score(batch, deadline).await?;
-    state.metrics.queue.record(scored.queue_us);
-    state.metrics.compute.record(scored.compute_us);
+    let scored = score_inputs(&state, &request.inputs, &binary).await?;
+    let rows = scored.scores.len();
 
     let all_binary = request
         .parameters
@@ -479,15 +531,7 @@ pub async fn infer(
             ("decision".into(), all_binary),
         ],
     };
-    let decisions: Vec<&'static str> = scored
-        .scores
-        .iter()
-        .map(|&s| match state.thresholds.decide(f64::from(s)) {
-            crate::model::Decision::Allow => "ALLOW",
-            crate::model::Decision::Hold => "HOLD",
-            crate::model::Decision::Reject => "REJECT",
-        })
-        .collect();
+    let decisions = decisions(&state, &scored.scores);
     let mut outputs = Vec::new();
     let mut tail: Vec<u8> = Vec::new();
     for (name, as_binary) in &wanted {

@@ -38,7 +38,7 @@ impl Datatype {
 }
 
 /// One input as the request's JSON describes it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct RawInput {
     /// Input name.
     pub name: String,

@@ -1,0 +1,258 @@
+//! The Open Inference Protocol over gRPC (tonic): `inference.GRPCInferenceService` with the same
+//! inputs, engine, metrics, backpressure and shutdown as the HTTP front end.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::http::StatusCode;
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+use super::AppState;
+use super::oip::{self, OipResponseError, RawInput, encode_bytes};
+
+/// Code generated from `inference.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("inference");
+}
+
+use proto::grpc_inference_service_server::GrpcInferenceService;
+pub use proto::grpc_inference_service_server::GrpcInferenceServiceServer;
+use proto::model_infer_response::InferOutputTensor;
+use proto::model_metadata_response::TensorMetadata;
+use proto::*;
+
+/// The service, sharing the HTTP front end's state.
+pub struct Inference(pub Arc<AppState>);
+
+fn status(e: OipResponseError) -> Status {
+    let OipResponseError(code, message) = e;
+    match code {
+        StatusCode::NOT_FOUND => Status::not_found(message),
+        StatusCode::TOO_MANY_REQUESTS => Status::resource_exhausted(message),
+        StatusCode::SERVICE_UNAVAILABLE => Status::unavailable(message),
+        StatusCode::GATEWAY_TIMEOUT => Status::deadline_exceeded(message),
+        StatusCode::INTERNAL_SERVER_ERROR => Status::internal(message),
+        _ => Status::invalid_argument(message),
+    }
+}
+
+fn optional(version: &str) -> Option<&str> {
+    (!version.is_empty()).then_some(version)
+}
+
+/// Typed contents as the JSON `data` the shared decoder reads.
+fn contents_as_json(c: &InferTensorContents) -> Value {
+    let text = |b: &Vec<u8>| Value::String(String::from_utf8_lossy(b).into_owned());
+    let parts: [(bool, Vec<Value>); 8] = [
+        (
+            !c.bool_contents.is_empty(),
+            c.bool_contents.iter().map(|&v| Value::Bool(v)).collect(),
+        ),
+        (
+            !c.int_contents.is_empty(),
+            c.int_contents.iter().map(|&v| Value::from(v)).collect(),
+        ),
+        (
+            !c.int64_contents.is_empty(),
+            c.int64_contents.iter().map(|&v| Value::from(v)).collect(),
+        ),
+        (
+            !c.uint_contents.is_empty(),
+            c.uint_contents.iter().map(|&v| Value::from(v)).collect(),
+        ),
+        (
+            !c.uint64_contents.is_empty(),
+            c.uint64_contents.iter().map(|&v| Value::from(v)).collect(),
+        ),
+        (
+            !c.fp32_contents.is_empty(),
+            c.fp32_contents
+                .iter()
+                .map(|&v| float(f64::from(v)))
+                .collect(),
+        ),
+        (
+            !c.fp64_contents.is_empty(),
+            c.fp64_contents.iter().map(|&v| float(v)).collect(),
+        ),
+        (
+            !c.bytes_contents.is_empty(),
+            c.bytes_contents.iter().map(text).collect(),
+        ),
+    ];
+    Value::Array(
+        parts
+            .into_iter()
+            .find(|(present, _)| *present)
+            .map(|(_, v)| v)
+            .unwrap_or_default(),
+    )
+}
+
+/// NaN has no JSON form; the shared decoder reads `null` as NaN.
+fn float(v: f64) -> Value {
+    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Inference {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        let s = &self.0;
+        let ready = s.ready.load(Ordering::Acquire) && !s.draining.load(Ordering::Acquire);
+        Ok(Response::new(ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        r: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let r = r.into_inner();
+        oip::check_served_model(&self.0, &r.name, optional(&r.version)).map_err(status)?;
+        let s = &self.0;
+        let ready = s.ready.load(Ordering::Acquire) && !s.draining.load(Ordering::Acquire);
+        Ok(Response::new(ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: "pixguard".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["binary_tensor_data".into()],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        r: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let r = r.into_inner();
+        let s = &self.0;
+        oip::check_served_model(s, &r.name, optional(&r.version)).map_err(status)?;
+        let tensor = |name: &str, datatype: &str, shape: Vec<i64>| TensorMetadata {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape,
+        };
+        Ok(Response::new(ModelMetadataResponse {
+            name: s.model.name.clone(),
+            versions: vec![s.model.version.clone()],
+            platform: "pixguard_candle_dcn_v2".into(),
+            inputs: oip::input_metadata(s)
+                .into_iter()
+                .map(|(n, dt, shape)| tensor(&n, dt, shape))
+                .collect(),
+            outputs: vec![
+                tensor("score", "FP32", vec![-1, 1]),
+                tensor("decision", "BYTES", vec![-1, 1]),
+            ],
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        r: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        let s = &self.0;
+        s.in_flight.fetch_add(1, Ordering::AcqRel);
+        let started = std::time::Instant::now();
+        let result = self.infer(r.into_inner()).await;
+        s.in_flight.fetch_sub(1, Ordering::AcqRel);
+        s.metrics
+            .request
+            .record(started.elapsed().as_micros() as u64);
+        s.metrics
+            .count_response(if result.is_ok() { 200 } else { 400 });
+        result.map(Response::new)
+    }
+}
+
+impl Inference {
+    async fn infer(&self, r: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+        let s = &self.0;
+        oip::check_served_model(s, &r.model_name, optional(&r.model_version)).map_err(status)?;
+        if s.refusing.load(Ordering::Acquire) {
+            return Err(Status::unavailable("the server is shutting down"));
+        }
+        if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
+            return Err(Status::invalid_argument(format!(
+                "{} raw_input_contents for {} inputs",
+                r.raw_input_contents.len(),
+                r.inputs.len()
+            )));
+        }
+        let inputs: Vec<RawInput> = r
+            .inputs
+            .iter()
+            .map(|i| RawInput {
+                name: i.name.clone(),
+                shape: i.shape.clone(),
+                datatype: i.datatype.clone(),
+                parameters: serde_json::Map::new(),
+                data: i.contents.as_ref().map(contents_as_json),
+            })
+            .collect();
+        let binary: Vec<Option<&[u8]>> = (0..inputs.len())
+            .map(|k| r.raw_input_contents.get(k).map(Vec::as_slice))
+            .collect();
+        let scored = oip::score_inputs(s, &inputs, &binary)
+            .await
+            .map_err(status)?;
+        let rows = scored.scores.len() as i64;
+        let decisions = oip::decisions(s, &scored.scores);
+        let wanted: Vec<&str> = if r.outputs.is_empty() {
+            vec!["score", "decision"]
+        } else {
+            r.outputs.iter().map(|o| o.name.as_str()).collect()
+        };
+        let mut outputs = Vec::new();
+        let mut raw = Vec::new();
+        for name in wanted {
+            let (datatype, bytes) = match name {
+                "score" => (
+                    "FP32",
+                    scored
+                        .scores
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                ),
+                "decision" => ("BYTES", encode_bytes(&decisions)),
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "unknown output '{other}'"
+                    )));
+                }
+            };
+            outputs.push(InferOutputTensor {
+                name: name.into(),
+                datatype: datatype.into(),
+                shape: vec![rows, 1],
+                ..Default::default()
+            });
+            raw.push(bytes);
+        }
+        Ok(ModelInferResponse {
+            model_name: s.model.name.clone(),
+            model_version: s.model.version.clone(),
+            id: r.id,
+            outputs,
+            raw_output_contents: raw,
+            ..Default::default()
+        })
+    }
+}
