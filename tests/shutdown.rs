@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use server::{Server, metric, transactions};
+use server::{Server, metric, metric_or_zero, transactions};
 
 /// The `/metrics` text.
 async fn metrics_text(client: &reqwest::Client, server: &Server) -> String {
@@ -49,14 +49,27 @@ async fn sigterm_drains_200_requests_in_flight_and_exits_0() {
             })
         })
         .collect();
-    // Wait until all 200 requests are being handled by the server, so they are truly in flight.
-    loop {
+    // Wait until the server has taken all 200 requests (in flight or already answered). The worker
+    // needs ~6 s for them, so most are still in flight when SIGTERM arrives; a poll deadline turns a
+    // stuck wait into a failure with the numbers instead of a hang.
+    let started = std::time::Instant::now();
+    let in_flight = loop {
         let text = metrics_text(&client, &server).await;
-        if metric(&text, "pixguard_requests_in_flight") >= 200.0 {
-            break;
+        let in_flight = metric(&text, "pixguard_requests_in_flight");
+        let answered = metric_or_zero(&text, "pixguard_responses_total{status=\"200\"}");
+        if in_flight + answered >= 200.0 {
+            break in_flight;
         }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "only {in_flight} + {answered} requests taken"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
+    assert!(
+        in_flight >= 100.0,
+        "SIGTERM must find work in flight, found {in_flight}"
+    );
     server.terminate();
     tokio::time::sleep(Duration::from_millis(50)).await;
     // A loaded machine may refuse one connect attempt; a drained server would refuse them all.

@@ -163,3 +163,10 @@ pub fn transactions(count: usize, seed: u64) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["transaction"].clone())
         .collect()
 }
+
+/// Like [`metric`], but 0 for a labelled sample that has not appeared yet (no such response so far).
+pub fn metric_or_zero(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().expect("numeric sample"))
+}
