@@ -9,19 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use server::{Server, metric, transactions};
-
-/// The `/metrics` text.
-async fn metrics_text(client: &reqwest::Client, server: &Server) -> String {
-    client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
+use server::{Server, metric, metrics_text, transactions};
 
 /// `pixguard score` over the same transactions: end_to_end_id → (score, decision).
 fn offline_scores(txs: &[Value]) -> HashMap<String, (f64, String)> {

@@ -8,19 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use server::{Server, metric, metric_or_zero, transactions};
-
-/// The `/metrics` text.
-async fn metrics_text(client: &reqwest::Client, server: &Server) -> String {
-    client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
+use server::{Server, metric, metric_or_zero, metrics_text, transactions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_200_requests_in_flight_and_exits_0() {

@@ -163,11 +163,6 @@ impl Engine {
         })
     }
 
-    /// The shared metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     /// Rows waiting in the queue now.
     pub fn queued_rows(&self) -> usize {
         self.queued_rows.load(Ordering::Relaxed)

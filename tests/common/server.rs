@@ -170,3 +170,15 @@ pub fn metric_or_zero(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
         .map_or(0.0, |v| v.trim().parse().expect("numeric sample"))
 }
+
+/// The `/metrics` text of a running server.
+pub async fn metrics_text(client: &reqwest::Client, server: &Server) -> String {
+    client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

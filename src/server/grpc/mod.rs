@@ -119,7 +119,7 @@ impl GrpcInferenceService for Inference {
         r: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
         let r = r.into_inner();
-        oip::check_served_model(&self.0, &r.name, optional(&r.version)).map_err(status)?;
+        oip::check_model(&self.0, &r.name, optional(&r.version)).map_err(status)?;
         let s = &self.0;
         let ready = s.ready.load(Ordering::Acquire) && !s.draining.load(Ordering::Acquire);
         Ok(Response::new(ModelReadyResponse { ready }))
@@ -142,7 +142,7 @@ impl GrpcInferenceService for Inference {
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = r.into_inner();
         let s = &self.0;
-        oip::check_served_model(s, &r.name, optional(&r.version)).map_err(status)?;
+        oip::check_model(s, &r.name, optional(&r.version)).map_err(status)?;
         let tensor = |name: &str, datatype: &str, shape: Vec<i64>| TensorMetadata {
             name: name.into(),
             datatype: datatype.into(),
@@ -184,7 +184,7 @@ impl GrpcInferenceService for Inference {
 impl Inference {
     async fn infer(&self, r: ModelInferRequest) -> Result<ModelInferResponse, Status> {
         let s = &self.0;
-        oip::check_served_model(s, &r.model_name, optional(&r.model_version)).map_err(status)?;
+        oip::check_model(s, &r.model_name, optional(&r.model_version)).map_err(status)?;
         if s.refusing.load(Ordering::Acquire) {
             return Err(Status::unavailable("the server is shutting down"));
         }

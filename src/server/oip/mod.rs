@@ -129,7 +129,8 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> StatusCode {
     }
 }
 
-fn check_model(
+/// Checks that the request names the served model (and version, when given); 404 otherwise.
+pub fn check_model(
     state: &AppState,
     model: &str,
     version: Option<&str>,
@@ -314,10 +315,10 @@ fn features(
     state: &AppState,
     inputs: &[RawInput],
     binary: &[Option<&[u8]>],
-) -> Result<(FeatureBatch, Vec<String>), OipError> {
+) -> Result<FeatureBatch, OipError> {
     let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
     if names.contains(&FEATURES) || names.contains(&CATEGORIES) {
-        return precomputed(state, inputs, binary).map(|b| (b, Vec::new()));
+        return precomputed(state, inputs, binary);
     }
     let mut columns: HashMap<&str, Column> = HashMap::new();
     for (input, bin) in inputs.iter().zip(binary) {
@@ -346,8 +347,7 @@ fn features(
         )));
     }
     let txs = transactions(&columns, rows)?;
-    let ids = txs.iter().map(|t| t.end_to_end_id.to_string()).collect();
-    Ok((state.extractor.extract(&txs), ids))
+    Ok(state.extractor.extract(&txs))
 }
 
 fn precomputed(
@@ -439,7 +439,7 @@ pub async fn score_inputs(
     inputs: &[RawInput],
     binary: &[Option<&[u8]>],
 ) -> Result<crate::engine::Scored, OipResponseError> {
-    let (batch, _) = features(state, inputs, binary)?;
+    let batch = features(state, inputs, binary)?;
     let deadline = Instant::now() + Duration::from_millis(state.config.engine.default_deadline_ms);
     let scored = state.engine.score(batch, deadline).await?;
     state.metrics.queue.record(scored.queue_us);
@@ -476,15 +476,6 @@ pub fn input_metadata(state: &AppState) -> Vec<(String, &'static str, Vec<i64>)>
         vec![-1, state.extractor.n_categorical() as i64],
     ));
     out
-}
-
-/// Checks that the request names the served model (and version, when given); 404 otherwise.
-pub fn check_served_model(
-    state: &AppState,
-    model: &str,
-    version: Option<&str>,
-) -> Result<(), OipResponseError> {
-    check_model(state, model, version)
 }
 
 /// `POST /v2/models/{m}[/versions/{v}]/infer`.
