@@ -21,18 +21,16 @@ fn pixguard(args: &[&str], stdin: Option<&[u8]>) -> Output {
 
 #[test]
 fn synth_output_feeds_features() {
-    let synth = pixguard(
-        &[
-            "synth",
-            "--rows",
-            "200",
-            "--seed",
-            "9",
-            "--fraud-rate",
-            "0.1",
-        ],
-        None,
-    );
+    let args = [
+        "synth",
+        "--rows",
+        "200",
+        "--seed",
+        "9",
+        "--fraud-rate",
+        "0.1",
+    ];
+    let synth = pixguard(&args, None);
     assert!(
         synth.status.success(),
         "{}",
@@ -40,19 +38,8 @@ fn synth_output_feeds_features() {
     );
     assert_eq!(
         synth.stdout,
-        pixguard(
-            &[
-                "synth",
-                "--rows",
-                "200",
-                "--seed",
-                "9",
-                "--fraud-rate",
-                "0.1"
-            ],
-            None
-        )
-        .stdout
+        pixguard(&args, None).stdout,
+        "same seed, same bytes"
     );
 
     let features = pixguard(&["features"], Some(&synth.stdout));
