@@ -205,6 +205,29 @@ impl Stage {
     }
 }
 
+/// A cumulative count and duration, as Triton's statistics extension reports them.
+#[derive(Debug, Default)]
+pub struct Cumulative {
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl Cumulative {
+    /// Adds one occurrence lasting `micros`.
+    pub fn add(&self, micros: u64) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Occurrences and their total duration in nanoseconds.
+    pub fn count_ns(&self) -> (u64, u64) {
+        (
+            self.count.load(Ordering::Relaxed),
+            self.micros.load(Ordering::Relaxed).saturating_mul(1_000),
+        )
+    }
+}
+
 /// Why rows were turned away or dropped.
 #[derive(Debug, Default)]
 pub struct Rejections {
@@ -237,6 +260,12 @@ pub struct Metrics {
     pub rejections: Rejections,
     /// Responses by HTTP status.
     pub responses: Mutex<BTreeMap<u16, u64>>,
+    /// Scoring requests answered successfully, and their whole duration.
+    pub succeeded: Cumulative,
+    /// Scoring requests that failed, and their whole duration.
+    pub failed: Cumulative,
+    /// When the last scoring request finished, ms since the Unix epoch (0: none yet).
+    pub last_inference_ms: AtomicU64,
     /// Device in use (`cpu` or `cuda`).
     pub device: Mutex<String>,
     /// 1 when `device: auto` fell back to the CPU.
@@ -256,9 +285,21 @@ impl Metrics {
             rows_abandoned: AtomicU64::new(0),
             rejections: Rejections::default(),
             responses: Default::default(),
+            succeeded: Cumulative::default(),
+            failed: Cumulative::default(),
+            last_inference_ms: AtomicU64::new(0),
             device: Mutex::new("cpu".into()),
             cuda_fallback: AtomicU64::new(0),
         })
+    }
+
+    /// Records one finished scoring request: its outcome, its duration and when it ended.
+    pub fn record_outcome(&self, ok: bool, micros: u64) {
+        if ok { &self.succeeded } else { &self.failed }.add(micros);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_inference_ms.store(now, Ordering::Relaxed);
     }
 
     /// Counts one response with `status`.

@@ -143,6 +143,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/health/ready", get(oip::ready))
         .route("/v2/models/{model}", get(oip::model_metadata))
         .route("/v2/models/{model}/ready", get(oip::model_ready))
+        .route("/v2/models/{model}/config", get(oip::model_config))
+        .route("/v2/models/{model}/stats", get(oip::model_statistics))
+        .route("/v2/models/stats", get(oip::all_statistics))
         .route(
             "/v2/models/{model}/versions/{version}",
             get(oip::model_metadata),
@@ -150,6 +153,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v2/models/{model}/versions/{version}/ready",
             get(oip::model_ready),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(oip::model_config),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(oip::model_statistics),
         )
         .with_state(state)
 }
@@ -163,6 +174,9 @@ async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next)
     let micros = started.elapsed().as_micros() as u64;
     state.metrics.request.record(micros);
     state.metrics.count_response(response.status().as_u16());
+    state
+        .metrics
+        .record_outcome(response.status().is_success(), micros);
     response
         .headers_mut()
         .insert("x-total-time-us", HeaderValue::from(micros));
@@ -261,7 +275,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 grpc_state,
             )))
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                // Small unary answers must leave at once: Nagle's algorithm held some for 40 ms.
+                tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                    |stream| {
+                        if let Ok(s) = &stream {
+                            let _ = s.set_nodelay(true);
+                        }
+                        stream
+                    },
+                ),
                 async move {
                     grpc_stop.notified().await;
                 },
@@ -269,6 +292,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .await
     });
     let graceful = stop.clone();
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
         graceful.notified().await;
     });

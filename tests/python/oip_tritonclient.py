@@ -193,6 +193,33 @@ def main():
         except InferenceServerException as e:
             expect(needle in e.message() and e.status() == "StatusCode.INVALID_ARGUMENT", f"grpc error {e}")
     print("grpc errors: wrong datatype and missing input refused as INVALID_ARGUMENT, by name")
+
+    # Model configuration and statistics: what perf_analyzer reads from Triton.
+    config = client.get_model_config(MODEL)
+    inputs = {i["name"]: i for i in config["input"]}
+    expect(config["max_batch_size"] == 1000 and "dynamic_batching" in config, f"config {config}")
+    expect(inputs["features"]["dims"] == [len(spec["numeric"])] and inputs["features"]["data_type"] == "TYPE_FP32",
+           f"config features {inputs['features']}")
+    expect(inputs["end_to_end_id"]["data_type"] == "TYPE_STRING" and all(i["optional"] for i in inputs.values()),
+           "config field inputs")
+    gconfig = g.get_model_config(MODEL).config
+    expect(gconfig.max_batch_size == 1000 and [i.name for i in gconfig.input] == list(inputs)
+           and gconfig.input[2].data_type == 9 and gconfig.input[2].dims == [1], f"grpc config {gconfig}")
+    too_many = field_inputs(txs[:1] * 1001, True)
+    expect_error(client, too_many, "batch-size must be <= 1000")
+
+    before = client.get_inference_statistics(MODEL)["model_stats"][0]
+    client.infer(MODEL, field_inputs(txs[:3], True))
+    after = client.get_inference_statistics(MODEL)["model_stats"][0]
+    gafter = g.get_inference_statistics(MODEL).model_stats[0]
+    grew = lambda key: after["inference_stats"][key]["count"] - before["inference_stats"][key]["count"]
+    expect(after["inference_count"] - before["inference_count"] == 3, f"inference_count {before} -> {after}")
+    expect(grew("success") == 1 and grew("queue") == 1 and grew("compute_infer") == 1, f"stats {after}")
+    expect(grew("fail") == 0 and after["inference_stats"]["fail"]["count"] >= 1, "failed requests counted")
+    expect(after["inference_stats"]["success"]["ns"] > after["inference_stats"]["compute_infer"]["ns"] > 0,
+           "request time covers compute time")
+    expect(gafter.inference_count >= after["inference_count"] and gafter.version == version, f"grpc stats {gafter}")
+    print("model config (HTTP, gRPC), batch-size limit, statistics (HTTP, gRPC): as Triton reports them")
     return 0
 
 

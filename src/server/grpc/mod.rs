@@ -9,6 +9,7 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::AppState;
+use super::oip::model_config::triton_type_value;
 use super::oip::{self, OipResponseError, RawInput, encode_bytes};
 
 /// Code generated from `inference.proto`.
@@ -132,7 +133,7 @@ impl GrpcInferenceService for Inference {
         Ok(Response::new(ServerMetadataResponse {
             name: "pixguard".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: vec!["binary_tensor_data".into()],
+            extensions: oip::EXTENSIONS.iter().map(|e| e.to_string()).collect(),
         }))
     }
 
@@ -163,6 +164,93 @@ impl GrpcInferenceService for Inference {
         }))
     }
 
+    async fn model_config(
+        &self,
+        r: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        let r = r.into_inner();
+        let s = &self.0;
+        oip::check_model(s, &r.name, optional(&r.version)).map_err(status)?;
+        let c = oip::model_config::model_config(s);
+        let config = ModelConfig {
+            name: c.name.clone(),
+            platform: "pixguard_candle_dcn_v2".into(),
+            backend: "pixguard".into(),
+            max_batch_size: i32::try_from(c.max_batch_size).unwrap_or(i32::MAX),
+            input: c
+                .inputs
+                .iter()
+                .map(|t| ModelInput {
+                    name: t.name.clone(),
+                    data_type: triton_type_value(t.data_type),
+                    dims: t.dims.clone(),
+                    reshape: None,
+                    optional: t.optional,
+                })
+                .collect(),
+            output: c
+                .outputs
+                .iter()
+                .map(|t| ModelOutput {
+                    name: t.name.clone(),
+                    data_type: triton_type_value(t.data_type),
+                    dims: t.dims.clone(),
+                    reshape: None,
+                })
+                .collect(),
+            instance_group: vec![ModelInstanceGroup {
+                name: format!("{}_0", c.name),
+                count: i32::try_from(c.instances).unwrap_or(i32::MAX),
+                kind: model_instance_group::Kind::Cpu as i32,
+            }],
+            dynamic_batching: Some(ModelDynamicBatching {
+                preferred_batch_size: Vec::new(),
+                max_queue_delay_microseconds: c.max_queue_delay_us,
+            }),
+        };
+        Ok(Response::new(ModelConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        r: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let r = r.into_inner();
+        let s = &self.0;
+        if !r.name.is_empty() {
+            oip::check_model(s, &r.name, optional(&r.version)).map_err(status)?;
+        }
+        let st = oip::statistics::model_statistics(s);
+        let d = |d: oip::statistics::Duration| {
+            Some(StatisticDuration {
+                count: d.count,
+                ns: d.ns,
+            })
+        };
+        let zero = oip::statistics::Duration::default();
+        Ok(Response::new(ModelStatisticsResponse {
+            model_stats: vec![ModelStatistics {
+                name: st.name,
+                version: st.version,
+                last_inference: st.last_inference,
+                inference_count: st.inference_count,
+                execution_count: st.execution_count,
+                inference_stats: Some(InferStatistics {
+                    success: d(st.success),
+                    fail: d(st.fail),
+                    queue: d(st.queue),
+                    compute_input: d(zero),
+                    compute_infer: d(st.compute_infer),
+                    compute_output: d(zero),
+                    cache_hit: d(zero),
+                    cache_miss: d(zero),
+                }),
+            }],
+        }))
+    }
+
     async fn model_infer(
         &self,
         r: Request<ModelInferRequest>,
@@ -172,11 +260,11 @@ impl GrpcInferenceService for Inference {
         let started = std::time::Instant::now();
         let result = self.infer(r.into_inner()).await;
         s.in_flight.fetch_sub(1, Ordering::AcqRel);
-        s.metrics
-            .request
-            .record(started.elapsed().as_micros() as u64);
+        let micros = started.elapsed().as_micros() as u64;
+        s.metrics.request.record(micros);
         s.metrics
             .count_response(if result.is_ok() { 200 } else { 400 });
+        s.metrics.record_outcome(result.is_ok(), micros);
         result.map(Response::new)
     }
 }

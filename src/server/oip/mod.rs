@@ -5,6 +5,8 @@
 //! (validated and turned into features exactly like `/v1/score`), or precomputed `features` and
 //! `categories` tensors for callers with their own feature store.
 
+pub mod model_config;
+pub mod statistics;
 mod tensor;
 
 use std::collections::HashMap;
@@ -28,6 +30,9 @@ use super::AppState;
 use crate::engine::EngineError;
 use crate::features::FeatureBatch;
 use crate::transaction::{Transaction, from_flat};
+
+/// The protocol extensions served, as `GET /v2` and gRPC ServerMetadata list them.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration", "statistics"];
 
 /// Header of the binary tensor extension: length of the JSON part of the body.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -111,7 +116,7 @@ pub async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": "pixguard",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data"],
+        "extensions": EXTENSIONS,
     }))
 }
 
@@ -171,7 +176,7 @@ pub async fn model_metadata(
     let mut inputs: Vec<Value> = FIELD_INPUTS
         .iter()
         .map(|(name, dt, optional)| {
-            json!({"name": name, "datatype": dt.as_str(), "shape": [-1], "parameters": {"optional": optional}})
+            json!({"name": name, "datatype": dt.as_str(), "shape": [-1, 1], "parameters": {"optional": optional}})
         })
         .collect();
     inputs.push(
@@ -194,6 +199,31 @@ pub async fn model_metadata(
             "categorical_features": state.extractor.spec().categorical.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
         },
     })))
+}
+
+/// `GET /v2/models/{m}[/versions/{v}]/config`.
+pub async fn model_config(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<ModelPath>,
+) -> Result<Json<Value>, OipResponseError> {
+    check_model(&state, &path.model, path.version.as_deref())?;
+    Ok(Json(model_config::model_config(&state).to_json()))
+}
+
+/// `GET /v2/models/{m}[/versions/{v}]/stats`.
+pub async fn model_statistics(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<ModelPath>,
+) -> Result<Json<Value>, OipResponseError> {
+    check_model(&state, &path.model, path.version.as_deref())?;
+    let stats = statistics::model_statistics(&state).to_json();
+    Ok(Json(json!({"model_stats": [stats]})))
+}
+
+/// `GET /v2/models/stats`: every served model.
+pub async fn all_statistics(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let stats = statistics::model_statistics(&state).to_json();
+    Json(json!({"model_stats": [stats]}))
 }
 
 /// `GET /v2/models/{m}[/versions/{v}]/ready`.
@@ -440,6 +470,13 @@ pub async fn score_inputs(
     binary: &[Option<&[u8]>],
 ) -> Result<crate::engine::Scored, OipResponseError> {
     let batch = features(state, inputs, binary)?;
+    let limit = state.config.server.max_transactions_per_request;
+    if batch.rows > limit {
+        return Err(bad(format!(
+            "inference request batch-size must be <= {limit}, got {}",
+            batch.rows
+        )));
+    }
     let deadline = Instant::now() + Duration::from_millis(state.config.engine.default_deadline_ms);
     let scored = state.engine.score(batch, deadline).await?;
     state.metrics.queue.record(scored.queue_us);
@@ -463,7 +500,7 @@ pub fn decisions(state: &AppState, scores: &[f32]) -> Vec<&'static str> {
 pub fn input_metadata(state: &AppState) -> Vec<(String, &'static str, Vec<i64>)> {
     let mut out: Vec<(String, &'static str, Vec<i64>)> = FIELD_INPUTS
         .iter()
-        .map(|(n, dt, _)| (n.to_string(), dt.as_str(), vec![-1]))
+        .map(|(n, dt, _)| (n.to_string(), dt.as_str(), vec![-1, 1]))
         .collect();
     out.push((
         FEATURES.into(),
