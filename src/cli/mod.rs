@@ -46,6 +46,11 @@ pub enum Command {
     /// Inspect model packages.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Load-test a scoring server (pixguard or a peer): open loop at target rates or closed loop
+    /// at fixed concurrency; writes a table, report.json and report.html with plots.
+    Bench(crate::bench::BenchArgs),
+    /// Compare `pixguard bench` reports: highest throughput within a p99 bound, ratios, plots.
+    BenchCompare(crate::bench::CompareArgs),
 }
 
 /// Runs the parsed command.
@@ -60,6 +65,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Features(args) => features::run(args),
         Command::Score(args) => score::run(args),
         Command::Model(command) => score::model(command),
+        Command::Bench(args) => crate::bench::run(args),
+        Command::BenchCompare(args) => crate::bench::compare(args),
     }
 }
 

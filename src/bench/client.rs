@@ -1,0 +1,159 @@
+//! Connections to the target: HTTP/1.1 keep-alive (hyper) or gRPC (tonic), one per load task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use tonic::transport::{Channel, Endpoint};
+
+use super::requests::Bodies;
+use crate::server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+
+/// Where the load goes and what it sends.
+pub struct Target {
+    /// `host:port`.
+    authority: String,
+    /// For gRPC: `http://host:port`.
+    url: String,
+    bodies: Arc<Bodies>,
+    timeout: Duration,
+}
+
+/// One connection, opened lazily and reopened after an error.
+pub enum Conn {
+    /// HTTP/1.1.
+    Http(Option<SendRequest<Full<Bytes>>>),
+    /// gRPC over one HTTP/2 connection.
+    Grpc(Option<GrpcInferenceServiceClient<Channel>>),
+}
+
+impl Target {
+    /// A target at `url` (`http://host:port`) sending `bodies`.
+    pub fn new(url: &str, bodies: Bodies, timeout: Duration) -> anyhow::Result<Self> {
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--url {url:?} is not a URL: {e}"))?;
+        anyhow::ensure!(
+            uri.scheme_str() == Some("http"),
+            "--url {url:?}: only http:// targets are supported"
+        );
+        let authority = uri
+            .authority()
+            .map(|a| a.to_string())
+            .ok_or_else(|| anyhow::anyhow!("--url {url:?} has no host"))?;
+        anyhow::ensure!(!bodies.is_empty(), "no requests to send");
+        Ok(Target {
+            url: format!("http://{authority}"),
+            authority,
+            bodies: Arc::new(bodies),
+            timeout,
+        })
+    }
+
+    /// Distinct requests available.
+    pub fn requests(&self) -> usize {
+        self.bodies.len()
+    }
+
+    /// A connection of the right kind, not yet open.
+    pub fn conn(&self) -> Conn {
+        match *self.bodies {
+            Bodies::Http { .. } => Conn::Http(None),
+            Bodies::Grpc(_) => Conn::Grpc(None),
+        }
+    }
+
+    /// Sends request `i` (modulo the number of requests) and waits for the whole answer.
+    /// `Err` carries the outcome's label: an HTTP status, a gRPC code, or a transport failure.
+    pub async fn call(&self, conn: &mut Conn, i: usize) -> Result<(), String> {
+        match tokio::time::timeout(self.timeout, self.call_inner(conn, i)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // The connection may still carry the late answer: start afresh.
+                *conn = self.conn();
+                Err("timeout".into())
+            }
+        }
+    }
+
+    async fn call_inner(&self, conn: &mut Conn, i: usize) -> Result<(), String> {
+        match (&*self.bodies, conn) {
+            (
+                Bodies::Http {
+                    path,
+                    content_type,
+                    bodies,
+                },
+                Conn::Http(slot),
+            ) => {
+                if slot.as_ref().is_none_or(|s| s.is_closed()) {
+                    *slot = Some(self.connect_http().await?);
+                }
+                let Some(sender) = slot.as_mut() else {
+                    return Err("connect".into());
+                };
+                let request = hyper::Request::post(path.as_str())
+                    .header(hyper::header::HOST, self.authority.as_str())
+                    .header(hyper::header::CONTENT_TYPE, *content_type)
+                    .body(Full::new(bodies[i % bodies.len()].clone()))
+                    .map_err(|e| format!("request: {e}"))?;
+                let outcome = async {
+                    sender.ready().await?;
+                    let response = sender.send_request(request).await?;
+                    let status = response.status();
+                    response.into_body().collect().await?;
+                    Ok::<_, hyper::Error>(status)
+                }
+                .await;
+                match outcome {
+                    Ok(status) if status.is_success() => Ok(()),
+                    Ok(status) => Err(status.as_u16().to_string()),
+                    Err(_) => {
+                        *slot = None;
+                        Err("io".into())
+                    }
+                }
+            }
+            (Bodies::Grpc(requests), Conn::Grpc(slot)) => {
+                if slot.is_none() {
+                    let channel = Endpoint::from_shared(self.url.clone())
+                        .map_err(|_| "connect".to_string())?
+                        .tcp_nodelay(true)
+                        .connect()
+                        .await
+                        .map_err(|_| "connect".to_string())?;
+                    *slot = Some(GrpcInferenceServiceClient::new(channel));
+                }
+                let Some(client) = slot.as_mut() else {
+                    return Err("connect".into());
+                };
+                match client
+                    .model_infer(requests[i % requests.len()].clone())
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(status) => Err(format!("grpc:{:?}", status.code())),
+                }
+            }
+            (_, conn) => {
+                *conn = self.conn();
+                Err("internal: connection kind".into())
+            }
+        }
+    }
+
+    async fn connect_http(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .map_err(|_| "connect".to_string())?;
+        let _ = stream.set_nodelay(true);
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|_| "connect".to_string())?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+}

@@ -1,0 +1,293 @@
+//! The two load shapes. Open loop: a scheduler thread releases requests at their intended send
+//! times (constant or Poisson) and latency is measured from that intended time, so time spent
+//! waiting for a free connection counts (coordinated-omission correction). Closed loop: N tasks,
+//! each sending its next request when the previous answer arrived.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+
+use super::client::Target;
+use crate::synth::Rng;
+
+/// How requests are released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arrivals {
+    /// Evenly spaced.
+    Constant,
+    /// Exponential gaps (a Poisson process), as independent payers produce.
+    Poisson,
+}
+
+/// One step of the run.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    /// Open loop at `rate` requests/s over at most `connections` connections.
+    Open {
+        /// Offered requests per second.
+        rate: f64,
+        /// Arrival process.
+        arrivals: Arrivals,
+        /// Connections, i.e. the most requests in flight.
+        connections: usize,
+    },
+    /// Closed loop with `concurrency` connections, each waiting for its answer.
+    Closed {
+        /// Connections.
+        concurrency: usize,
+    },
+}
+
+/// Latencies are recorded from 1 µs to 10 minutes.
+const MAX_US: u64 = 600_000_000;
+
+fn histogram(digits: u8) -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, MAX_US, digits)?)
+}
+
+/// One second of the run.
+#[derive(Debug, Clone)]
+pub struct Second {
+    /// Successful answers whose intended send time fell in this second.
+    pub ok: u64,
+    /// Failed ones.
+    pub errors: u64,
+    /// Their latencies.
+    pub latency: Histogram<u64>,
+}
+
+/// What one step measured.
+#[derive(Debug)]
+pub struct Recorder {
+    run_start: Instant,
+    window: (Instant, Instant),
+    /// Latencies of successful requests intended inside the measured window, µs.
+    pub latency: Histogram<u64>,
+    /// How late the scheduler released requests (open loop), µs.
+    pub lateness: Histogram<u64>,
+    /// Successful requests in the window.
+    pub ok: u64,
+    /// Failed requests in the window, by outcome.
+    pub errors: BTreeMap<String, u64>,
+    /// Per second since the start of the whole run (warm-up included).
+    pub timeline: BTreeMap<u64, Second>,
+    /// An empty per-second histogram to clone.
+    empty_second: Histogram<u64>,
+}
+
+impl Recorder {
+    fn new(run_start: Instant, window: (Instant, Instant)) -> anyhow::Result<Self> {
+        Ok(Recorder {
+            run_start,
+            window,
+            latency: histogram(3)?,
+            lateness: histogram(2)?,
+            ok: 0,
+            errors: BTreeMap::new(),
+            timeline: BTreeMap::new(),
+            empty_second: histogram(2)?,
+        })
+    }
+
+    fn record(&mut self, intended: Instant, done: Instant, outcome: Result<(), String>) {
+        let micros = done.saturating_duration_since(intended).as_micros() as u64;
+        let micros = micros.clamp(1, MAX_US);
+        let second = intended.saturating_duration_since(self.run_start).as_secs();
+        let empty = &self.empty_second;
+        let slot = self.timeline.entry(second).or_insert_with(|| Second {
+            ok: 0,
+            errors: 0,
+            latency: empty.clone(),
+        });
+        let measured = intended >= self.window.0 && intended < self.window.1;
+        match outcome {
+            Ok(()) => {
+                slot.ok += 1;
+                let _ = slot.latency.record(micros);
+                if measured {
+                    self.ok += 1;
+                    let _ = self.latency.record(micros);
+                }
+            }
+            Err(label) => {
+                slot.errors += 1;
+                if measured {
+                    *self.errors.entry(label).or_default() += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Live counters for the progress bar.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Answers so far (all outcomes).
+    pub done: AtomicU64,
+    /// Failures so far.
+    pub failed: AtomicU64,
+}
+
+/// Runs one step: `warmup` unrecorded, then `duration` recorded. `run_start` anchors the timeline.
+pub async fn run_step(
+    target: Arc<Target>,
+    shape: Shape,
+    warmup: Duration,
+    duration: Duration,
+    run_start: Instant,
+    seed: u64,
+    live: Arc<Live>,
+) -> anyhow::Result<Recorder> {
+    let start = Instant::now();
+    let window = (start + warmup, start + warmup + duration);
+    let recorder = Arc::new(Mutex::new(Recorder::new(run_start, window)?));
+    let next = Arc::new(AtomicUsize::new(seed as usize % target.requests().max(1)));
+    match shape {
+        Shape::Closed { concurrency } => {
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency.max(1) {
+                let (target, recorder, next, live) =
+                    (target.clone(), recorder.clone(), next.clone(), live.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut conn = target.conn();
+                    while Instant::now() < window.1 {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let sent = Instant::now();
+                        let outcome = target.call(&mut conn, i).await;
+                        count(&live, &outcome);
+                        lock(&recorder).record(sent, Instant::now(), outcome);
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+        Shape::Open {
+            rate,
+            arrivals,
+            connections,
+        } => {
+            let (tx, rx) = mpsc::unbounded_channel::<Instant>();
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let stop = Arc::new(AtomicBool::new(false));
+            let scheduler = {
+                let (stop, recorder) = (stop.clone(), recorder.clone());
+                std::thread::Builder::new()
+                    .name("bench-scheduler".into())
+                    .spawn(move || {
+                        schedule(tx, rate, arrivals, start, window.1, seed, &stop, &recorder)
+                    })
+            };
+            let mut tasks = Vec::new();
+            for _ in 0..connections.max(1) {
+                let (target, recorder, next, live, rx) = (
+                    target.clone(),
+                    recorder.clone(),
+                    next.clone(),
+                    live.clone(),
+                    rx.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    let mut conn = target.conn();
+                    loop {
+                        let Some(intended) = rx.lock().await.recv().await else {
+                            break;
+                        };
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let outcome = target.call(&mut conn, i).await;
+                        count(&live, &outcome);
+                        lock(&recorder).record(intended, Instant::now(), outcome);
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            stop.store(true, Ordering::Relaxed);
+            if let Ok(handle) = scheduler {
+                let _ = handle.join();
+            }
+        }
+    }
+    // Every task has finished, so this is the last reference.
+    let result = match Arc::try_unwrap(recorder) {
+        Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
+        Err(shared) => {
+            let mut r = lock(&shared);
+            std::mem::replace(&mut *r, Recorder::new(run_start, window)?)
+        }
+    };
+    Ok(result)
+}
+
+fn lock(recorder: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
+    recorder.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn count(live: &Live, outcome: &Result<(), String>) {
+    live.done.fetch_add(1, Ordering::Relaxed);
+    if outcome.is_err() {
+        live.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Releases intended send times from `start` until `end`, sleeping in between. Linux rounds
+/// sleeps up by the thread's timer slack (50 µs by default); 1 ns slack keeps releases close to
+/// their times, and how late each one was is recorded.
+#[allow(clippy::too_many_arguments)]
+fn schedule(
+    tx: mpsc::UnboundedSender<Instant>,
+    rate: f64,
+    arrivals: Arrivals,
+    start: Instant,
+    end: Instant,
+    seed: u64,
+    stop: &AtomicBool,
+    recorder: &Mutex<Recorder>,
+) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0);
+    }
+    let mut rng = Rng::new(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mean_gap = 1.0 / rate.max(1e-9);
+    let mut at = start;
+    let mut late = Vec::with_capacity(1024);
+    loop {
+        let gap = match arrivals {
+            Arrivals::Constant => mean_gap,
+            Arrivals::Poisson => -mean_gap * (1.0 - rng.uniform()).ln(),
+        };
+        at += Duration::from_secs_f64(gap);
+        if at >= end || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let now = Instant::now();
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+        late.push(Instant::now().saturating_duration_since(at).as_micros() as u64);
+        if tx.send(at).is_err() {
+            break;
+        }
+        if late.len() == late.capacity() {
+            flush_lateness(recorder, &mut late);
+        }
+    }
+    flush_lateness(recorder, &mut late);
+}
+
+fn flush_lateness(recorder: &Mutex<Recorder>, late: &mut Vec<u64>) {
+    let mut r = lock(recorder);
+    for &l in late.iter() {
+        let _ = r.lateness.record(l.clamp(1, MAX_US));
+    }
+    late.clear();
+}

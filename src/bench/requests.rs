@@ -1,0 +1,213 @@
+//! Request bodies built once before the run, from synth traffic or a JSONL file, so the load
+//! generator spends its time sending, not encoding.
+
+use std::path::Path;
+
+use anyhow::Context;
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use crate::server::grpc::proto::ModelInferRequest;
+use crate::server::grpc::proto::model_infer_request::InferInputTensor;
+use crate::server::oip::{Datatype, FIELD_INPUTS, encode_bytes};
+use crate::synth::{Generator, SynthConfig};
+use crate::transaction::{CSV_COLUMNS, Transaction};
+
+/// Which API the load goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Api {
+    /// `POST /v1/score` with one transaction (pixguard's JSON API; also the FastAPI peer).
+    V1,
+    /// Open Inference Protocol over HTTP, the transaction's fields as JSON tensors.
+    OipHttp,
+    /// Open Inference Protocol over gRPC, the transaction's fields as raw_input_contents.
+    OipGrpc,
+    /// MLflow scoring server: `POST /invocations` with a one-row `dataframe_split`.
+    Mlflow,
+}
+
+/// One request per transaction, in the form the API takes.
+pub enum Bodies {
+    /// HTTP: path and bodies.
+    Http {
+        /// Request path, e.g. `/v1/score`.
+        path: String,
+        /// Extra content type.
+        content_type: &'static str,
+        /// One body per transaction.
+        bodies: Vec<Bytes>,
+    },
+    /// gRPC ModelInfer requests.
+    Grpc(Vec<ModelInferRequest>),
+}
+
+impl Bodies {
+    /// How many distinct requests there are.
+    pub fn len(&self) -> usize {
+        match self {
+            Bodies::Http { bodies, .. } => bodies.len(),
+            Bodies::Grpc(r) => r.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Transactions from a JSONL file (bare or `pixguard synth` rows), or `count` synth ones.
+pub fn transactions(
+    input: Option<&Path>,
+    count: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<Transaction>> {
+    if let Some(path) = input {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut out = Vec::new();
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let mut value: Value = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+            if let Some(inner) = value.get_mut("transaction") {
+                value = inner.take();
+            }
+            let tx: Transaction = serde_json::from_value(value)
+                .with_context(|| format!("{}:{}: not a transaction", path.display(), i + 1))?;
+            out.push(tx);
+        }
+        anyhow::ensure!(!out.is_empty(), "{} holds no transactions", path.display());
+        return Ok(out);
+    }
+    let cfg = SynthConfig {
+        seed,
+        rows: count as u64,
+        ..SynthConfig::default()
+    };
+    Ok(Generator::new(cfg)?.map(|row| row.transaction).collect())
+}
+
+/// The transaction's leaves by dotted name (absent optional fields are missing).
+fn flatten(tx: &Transaction) -> anyhow::Result<Map<String, Value>> {
+    fn walk(prefix: &str, value: Value, out: &mut Map<String, Value>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    walk(&format!("{prefix}{k}."), v, out);
+                }
+            }
+            Value::Null => {}
+            leaf => {
+                out.insert(prefix.trim_end_matches('.').to_string(), leaf);
+            }
+        }
+    }
+    let mut out = Map::new();
+    walk("", serde_json::to_value(tx)?, &mut out);
+    Ok(out)
+}
+
+/// A field's value as the OIP fields mode carries it: absent is `""`, NaN, or -1 (see FIELD_INPUTS).
+fn oip_value(flat: &Map<String, Value>, name: &str, datatype: Datatype) -> Value {
+    match (flat.get(name), datatype) {
+        (Some(v), _) => v.clone(),
+        (None, Datatype::Bytes) => json!(""),
+        (None, Datatype::Int64) => json!(-1),
+        (None, Datatype::Bool) => json!(false),
+        // JSON has no NaN: tritonclient writes the `NaN` literal, which pixguard and Triton take.
+        (None, _) => Value::Null,
+    }
+}
+
+fn oip_http_body(flat: &Map<String, Value>) -> Bytes {
+    let mut text = String::from("{\"inputs\":[");
+    for (k, (name, datatype, _)) in FIELD_INPUTS.iter().enumerate() {
+        let value = oip_value(flat, name, *datatype);
+        let data = if value.is_null() {
+            "NaN".to_string()
+        } else {
+            value.to_string()
+        };
+        if k > 0 {
+            text.push(',');
+        }
+        text.push_str(&format!(
+            "{{\"name\":\"{name}\",\"datatype\":\"{}\",\"shape\":[1,1],\"data\":[{data}]}}",
+            datatype.as_str()
+        ));
+    }
+    text.push_str("]}");
+    Bytes::from(text)
+}
+
+fn oip_grpc_request(flat: &Map<String, Value>, model: &str) -> ModelInferRequest {
+    let mut inputs = Vec::new();
+    let mut raw = Vec::new();
+    for (name, datatype, _) in FIELD_INPUTS {
+        let value = oip_value(flat, name, *datatype);
+        let bytes = match datatype {
+            Datatype::Bytes => encode_bytes(&[value.as_str().unwrap_or_default()]),
+            Datatype::Int64 => value.as_i64().unwrap_or(-1).to_le_bytes().to_vec(),
+            Datatype::Fp64 | Datatype::Fp32 => {
+                value.as_f64().unwrap_or(f64::NAN).to_le_bytes().to_vec()
+            }
+            Datatype::Bool => vec![u8::from(value.as_bool().unwrap_or(false))],
+        };
+        inputs.push(InferInputTensor {
+            name: name.to_string(),
+            datatype: datatype.as_str().into(),
+            shape: vec![1, 1],
+            ..Default::default()
+        });
+        raw.push(bytes);
+    }
+    ModelInferRequest {
+        model_name: model.into(),
+        inputs,
+        raw_input_contents: raw,
+        ..Default::default()
+    }
+}
+
+fn mlflow_body(flat: &Map<String, Value>) -> Bytes {
+    let row: Vec<Value> = CSV_COLUMNS
+        .iter()
+        .map(|c| flat.get(*c).cloned().unwrap_or(Value::Null))
+        .collect();
+    let body = json!({"dataframe_split": {"columns": CSV_COLUMNS, "data": [row]}});
+    Bytes::from(body.to_string())
+}
+
+/// Encodes every transaction for `api`; `model` names the OIP model.
+pub fn build(api: Api, model: &str, txs: &[Transaction]) -> anyhow::Result<Bodies> {
+    let flats = txs
+        .iter()
+        .map(flatten)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(match api {
+        Api::V1 => Bodies::Http {
+            path: "/v1/score".into(),
+            content_type: "application/json",
+            bodies: txs
+                .iter()
+                .map(|tx| serde_json::to_vec(tx).map(Bytes::from))
+                .collect::<Result<_, _>>()?,
+        },
+        Api::OipHttp => Bodies::Http {
+            path: format!("/v2/models/{model}/infer"),
+            content_type: "application/json",
+            bodies: flats.iter().map(oip_http_body).collect(),
+        },
+        Api::OipGrpc => Bodies::Grpc(flats.iter().map(|f| oip_grpc_request(f, model)).collect()),
+        Api::Mlflow => Bodies::Http {
+            path: "/invocations".into(),
+            content_type: "application/json",
+            bodies: flats.iter().map(mlflow_body).collect(),
+        },
+    })
+}
