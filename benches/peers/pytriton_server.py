@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Triton Inference Server (through pytriton) serving the bundled model with onnxruntime.
 
-The peer for perf_analyzer and `pixguard bench`: model `pix-fraud` takes the same precomputed
-`features` (FP32 [-1, n_numeric]) and `categories` (INT64 [-1, n_categorical]) as pixguard's
-second OIP input mode and answers `score` and `decision` with the package's thresholds. Triton's
-dynamic batcher gets pixguard's settings (max batch 1,000 rows, 500 µs queue delay); onnxruntime
-runs on one thread, like one pixguard worker.
+The peer for perf_analyzer and `pixguard bench`, two models:
+- `pix-fraud` takes the same precomputed `features` (FP32 [-1, n_numeric]) and `categories`
+  (INT64 [-1, n_categorical]) as pixguard's second OIP input mode;
+- `pix-fraud-tx` takes the transaction's 25 flattened fields, like pixguard's first OIP input mode,
+  and validates and pre-processes them in Python (pyfeatures.py) before onnxruntime.
+Both answer `score` and `decision` with the package's thresholds. Triton's dynamic batcher gets
+pixguard's settings (max batch 1,000 rows, 500 µs queue delay); onnxruntime runs on one thread per
+instance, like one pixguard worker.
 
     LD_LIBRARY_PATH=$(python3 -c 'import sysconfig;print(sysconfig.get_config_var("LIBDIR"))') \\
       python3 benches/peers/pytriton_server.py --model models/pix-fraud --http-port 18200 --grpc-port 18201
@@ -20,6 +23,22 @@ from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
+from pyfeatures import Preprocessor, Transaction, from_flat
+
+# The transaction's flattened fields (pixguard's OIP fields mode): name, numpy dtype.
+FIELDS = [
+    ("end_to_end_id", np.bytes_), ("accepted_at", np.bytes_), ("amount_cents", np.int64),
+    ("initiation_form", np.bytes_), ("purpose", np.bytes_), ("payer.ispb", np.bytes_),
+    ("payer.account_type", np.bytes_), ("payer.person_type", np.bytes_), ("payer.account_opened_at", np.bytes_),
+    ("payer.device.registered", np.bool_), ("payer.device.first_seen_at", np.bytes_), ("payee.ispb", np.bytes_),
+    ("payee.account_type", np.bytes_), ("payee.person_type", np.bytes_), ("payee.key_type", np.bytes_),
+    ("payee.key_created_at", np.bytes_), ("payee.account_opened_at", np.bytes_),
+    ("payee.dict_stats.settlements_90d", np.int64), ("payee.dict_stats.fraud_markers_30d", np.int64),
+    ("payee.dict_stats.infractions_open", np.int64), ("payee.dict_stats.mule_marker", np.bool_),
+    ("history.payee_first_time", np.bool_), ("history.payer_tx_1h", np.int64),
+    ("history.payer_amount_24h_cents", np.int64), ("history.amount_zscore_90d", np.float64),
+]
+
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -29,22 +48,54 @@ def main() -> None:
     p.add_argument("--metrics-port", type=int, default=18202)
     p.add_argument("--max-batch-size", type=int, default=1000)
     p.add_argument("--max-queue-delay-us", type=int, default=500)
+    p.add_argument("--instances", type=int, default=1, help="model instances (Python processes) per model")
     args = p.parse_args()
     package = pathlib.Path(args.model)
     meta = json.loads((package / "model.json").read_text())
     hold, reject = meta["thresholds"]["hold"], meta["thresholds"]["reject"]
     n_numeric, n_categorical = len(meta["features"]["numeric"]), len(meta["features"]["categorical"])
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(package / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    pre = Preprocessor(package)
 
-    @batch
-    def infer(features: np.ndarray, categories: np.ndarray):
-        (score,) = session.run(["score"], {"features": features, "categories": categories})
+    def session():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(package / "model.onnx"), options, providers=["CPUExecutionProvider"])
+
+    def answer(score):
         decision = np.where(score >= reject, b"REJECT", np.where(score >= hold, b"HOLD", b"ALLOW"))
         return {"score": score.astype(np.float32), "decision": decision.astype(np.object_)}
+
+    def features_model():
+        s = session()
+
+        @batch
+        def infer(features: np.ndarray, categories: np.ndarray):
+            (score,) = s.run(["score"], {"features": features, "categories": categories})
+            return answer(score)
+        return infer
+
+    def fields_model():
+        s = session()
+
+        def value(array, row):
+            v = array[row].reshape(-1)[0]
+            return v.decode() if isinstance(v, bytes) else v.item()
+
+        @batch
+        def infer(**inputs):
+            rows = len(inputs["end_to_end_id"])
+            flat = [{name: value(inputs[name], r) for name, _ in FIELDS if name in inputs} for r in range(rows)]
+            for row in flat:
+                if row.get("payee.dict_stats.settlements_90d", -1) < 0:  # -1: the DICT group is absent
+                    for k in [k for k in row if k.startswith("payee.dict_stats.")]:
+                        del row[k]
+            txs = [Transaction.model_validate(from_flat(row)) for row in flat]
+            numeric, categories = pre.batch(txs)
+            (score,) = s.run(["score"], {"features": numeric, "categories": categories})
+            return answer(score)
+        return infer
 
     config = TritonConfig(http_address="127.0.0.1", http_port=args.http_port, grpc_address="127.0.0.1",
                           grpc_port=args.grpc_port, metrics_port=args.metrics_port)
@@ -52,7 +103,7 @@ def main() -> None:
     with Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=[])) as triton:
         triton.bind(
             model_name=meta["name"],
-            infer_func=infer,
+            infer_func=[features_model() for _ in range(args.instances)],
             inputs=[Tensor(name="features", dtype=np.float32, shape=(n_numeric,)),
                     Tensor(name="categories", dtype=np.int64, shape=(n_categorical,))],
             outputs=[Tensor(name="score", dtype=np.float32, shape=(1,)),
@@ -61,7 +112,17 @@ def main() -> None:
                                batcher=DynamicBatcher(max_queue_delay_microseconds=args.max_queue_delay_us)),
             strict=True,
         )
-        print(f"pytriton serving {meta['name']} on http :{args.http_port}, grpc :{args.grpc_port}", flush=True)
+        triton.bind(
+            model_name=f"{meta['name']}-tx",
+            infer_func=[fields_model() for _ in range(args.instances)],
+            inputs=[Tensor(name=n, dtype=dt, shape=(1,), optional=True) for n, dt in FIELDS],
+            outputs=[Tensor(name="score", dtype=np.float32, shape=(1,)),
+                     Tensor(name="decision", dtype=np.bytes_, shape=(1,))],
+            config=ModelConfig(max_batch_size=args.max_batch_size,
+                               batcher=DynamicBatcher(max_queue_delay_microseconds=args.max_queue_delay_us)),
+            strict=False,
+        )
+        print(f"pytriton serving {meta['name']} and {meta['name']}-tx on http :{args.http_port}, grpc :{args.grpc_port}", flush=True)
         triton.serve()
 
 

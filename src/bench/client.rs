@@ -11,6 +11,9 @@ use tonic::transport::{Channel, Endpoint};
 use super::requests::Bodies;
 use crate::server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 
+/// Pause after a failed connection attempt.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(20);
+
 /// Where the load goes and what it sends.
 pub struct Target {
     /// `host:port`.
@@ -79,6 +82,15 @@ impl Target {
     }
 
     async fn call_inner(&self, conn: &mut Conn, i: usize) -> Result<(), String> {
+        let result = self.exchange(conn, i).await;
+        if matches!(&result, Err(e) if e == "connect") {
+            // A refused connection fails in microseconds; retrying at once would only spin.
+            tokio::time::sleep(CONNECT_BACKOFF).await;
+        }
+        result
+    }
+
+    async fn exchange(&self, conn: &mut Conn, i: usize) -> Result<(), String> {
         match (&*self.bodies, conn) {
             (
                 Bodies::Http {

@@ -299,13 +299,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         };
         let failed = last.failed();
         if last.latency_us.p99 as f64 > args.stop_p99_ms * 1000.0 || failed > last.ok {
-            progress.println(format!(
+            let note = format!(
                 "stopping after step {}: p99 {:.1} ms, {failed} failed of {} (--stop-p99-ms {})",
                 k + 1,
                 last.latency_us.p99 as f64 / 1000.0,
                 failed + last.ok,
                 args.stop_p99_ms
-            ));
+            );
+            // A hidden bar (no terminal, --no-progress) prints nothing: say it on stderr.
+            if progress.is_hidden() {
+                eprintln!("{note}");
+            } else {
+                progress.println(note);
+            }
             break;
         }
     }
@@ -394,4 +400,26 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
         args.out.join("compare.html").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_steps;
+
+    #[test]
+    fn step_specs() {
+        assert_eq!(parse_steps("5000").unwrap(), [5000.0]);
+        assert_eq!(parse_steps("1, 2,5").unwrap(), [1.0, 2.0, 5.0]);
+        assert_eq!(
+            parse_steps("1000:3000:1000").unwrap(),
+            [1000.0, 2000.0, 3000.0]
+        );
+        assert_eq!(parse_steps("1:16:5").unwrap(), [1.0, 6.0, 11.0, 16.0]);
+        assert_eq!(parse_steps("0.5:1:0.25").unwrap(), [0.5, 0.75, 1.0]);
+        for bad in [
+            "", "x", "1:2", "1:2:0", "5:1:1", "0", "-3", "1,,2", "1:2:3:4",
+        ] {
+            assert!(parse_steps(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -175,11 +175,15 @@ fn oip_grpc_request(flat: &Map<String, Value>, model: &str) -> ModelInferRequest
 }
 
 fn mlflow_body(flat: &Map<String, Value>) -> Bytes {
-    let row: Vec<Value> = CSV_COLUMNS
+    // MLflow's schema enforcement cannot take null in an optional integer column, but an optional
+    // column may be left out: each one-row request carries the columns its transaction has.
+    let columns: Vec<&str> = CSV_COLUMNS
         .iter()
-        .map(|c| flat.get(*c).cloned().unwrap_or(Value::Null))
+        .copied()
+        .filter(|c| flat.contains_key(*c))
         .collect();
-    let body = json!({"dataframe_split": {"columns": CSV_COLUMNS, "data": [row]}});
+    let row: Vec<&Value> = columns.iter().filter_map(|c| flat.get(*c)).collect();
+    let body = json!({"dataframe_split": {"columns": columns, "data": [row]}});
     Bytes::from(body.to_string())
 }
 

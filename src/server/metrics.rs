@@ -119,7 +119,7 @@ pub fn prometheus(m: &Metrics, queue_depth: usize, in_flight: usize, ready: bool
     counter(
         &mut out,
         "pixguard_responses_total",
-        "/v1/score responses by HTTP status.",
+        "Scoring responses (/v1/score, OIP over HTTP and gRPC) by HTTP status (gRPC: 200 or 400).",
         "counter",
         &responses,
     );

@@ -1,0 +1,313 @@
+//! `pixguard bench` and `pixguard bench-compare` against the real server on loopback: every
+//! answer the load generator counts must be one the server counted too.
+
+#[path = "common/server.rs"]
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use server::{Server, metric_or_zero};
+
+fn pixguard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pixguard"))
+        .args(args)
+        .current_dir(server::ROOT)
+        .output()
+        .expect("run pixguard")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pixguard-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn report(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report.json"))
+        .expect("report.json is JSON")
+}
+
+/// Answers the server gave with status 200 so far.
+fn answered(server: &Server) -> f64 {
+    let text = reqwest::blocking::get(server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    metric_or_zero(&text, "pixguard_responses_total{status=\"200\"}")
+}
+
+/// Successful answers the bench saw over the whole run, warm-up included.
+fn bench_ok(report: &Value) -> f64 {
+    report["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|t| t["ok"].as_f64().unwrap())
+        .sum()
+}
+
+fn check_step(step: &Value) {
+    let l = &step["latency_us"];
+    let p = |k: &str| l[k].as_u64().unwrap();
+    assert!(step["ok"].as_u64().unwrap() > 0, "{step}");
+    assert!(step["errors"].as_object().unwrap().is_empty(), "{step}");
+    assert!(
+        p("p50") > 0 && p("p50") <= p("p90") && p("p90") <= p("p99"),
+        "{step}"
+    );
+    assert!(p("p99") <= p("p999") && p("p999") <= p("max"), "{step}");
+}
+
+#[test]
+fn open_loop_steps_write_the_table_the_json_and_the_html() {
+    let server = Server::start(&[]);
+    let out = scratch("open");
+    let before = answered(&server);
+    let run = pixguard(&[
+        "bench",
+        "--url",
+        &server.base,
+        "--rate",
+        "200,400",
+        "--duration",
+        "2",
+        "--warmup",
+        "0.5",
+        "--transactions",
+        "300",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("offered/s") && stdout.contains("p99.9 ms"),
+        "{stdout}"
+    );
+
+    let r = report(&out);
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    for (step, rate) in steps.iter().zip([200.0, 400.0]) {
+        check_step(step);
+        assert_eq!(step["offered_rps"].as_f64(), Some(rate));
+        // Poisson arrivals over 2 s: the count is within a few standard deviations of the rate.
+        let achieved = step["achieved_rps"].as_f64().unwrap();
+        assert!(
+            (achieved - rate).abs() < 0.25 * rate,
+            "offered {rate}, achieved {achieved}"
+        );
+        assert!(
+            step["scheduler_lateness_us"]["p50"].as_u64().is_some(),
+            "{step}"
+        );
+    }
+    let ticks = r["timeline"].as_array().unwrap();
+    assert!(
+        ticks.iter().any(|t| t["warmup"] == true) && ticks.iter().any(|t| t["warmup"] == false)
+    );
+    // Every success the bench counted, warm-up included, is a 200 the server counted.
+    assert_eq!(answered(&server) - before, bench_ok(&r));
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 3, "three plots");
+    assert!(
+        html.contains("Latency percentiles against achieved throughput")
+            && html.ends_with("</html>\n")
+    );
+}
+
+#[test]
+fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
+    let server = Server::start(&[]);
+    let grpc = format!("http://{}", server.grpc_address());
+    let (a, b) = (scratch("grpc"), scratch("oip-http"));
+    let before = answered(&server);
+    let run = pixguard(&[
+        "bench",
+        "--api",
+        "oip-grpc",
+        "--url",
+        &grpc,
+        "--mode",
+        "closed",
+        "--concurrency",
+        "1,3",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+        "--label",
+        "grpc run",
+        "--no-progress",
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let r = report(&a);
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| s["concurrency"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 3]
+    );
+    steps.iter().for_each(check_step);
+    assert_eq!(answered(&server) - before, bench_ok(&r));
+
+    let run = pixguard(&[
+        "bench",
+        "--api",
+        "oip-http",
+        "--url",
+        &server.base,
+        "--mode",
+        "closed",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+        "--label",
+        "http run",
+        "--no-progress",
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    report(&b)["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .for_each(check_step);
+
+    let cmp = scratch("compare");
+    let run = pixguard(&[
+        "bench-compare",
+        a.join("report.json").to_str().unwrap(),
+        b.join("report.json").to_str().unwrap(),
+        "--out",
+        cmp.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let md = std::fs::read_to_string(cmp.join("compare.md")).unwrap();
+    assert!(
+        md.contains("| grpc run |") && md.contains("| http run |") && md.contains("1.0×"),
+        "{md}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cmp.join("compare.html"))
+            .unwrap()
+            .matches("<svg")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn an_unreachable_target_is_reported_not_a_crash() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = scratch("refused");
+    let run = pixguard(&[
+        "bench",
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+        "--rate",
+        "100,200",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let r = report(&out);
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "stepping stops once every request fails");
+    assert_eq!(steps[0]["ok"], 0);
+    assert!(
+        steps[0]["errors"]["connect"].as_u64().unwrap() > 0,
+        "{}",
+        steps[0]
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("stopping after step 1"));
+}
+
+#[test]
+fn bad_arguments_are_refused_with_the_reason() {
+    for (args, needle) in [
+        (vec!["bench", "--rate", "10:1:1"], "end ≥ start"),
+        (vec!["bench", "--rate", "fast"], "not a value"),
+        (vec!["bench", "--url", "ftp://x:1"], "only http://"),
+        (
+            vec!["bench", "--mode", "closed", "--concurrency", "0"],
+            "positive",
+        ),
+        (
+            vec!["bench", "--input", "/no/such/file.jsonl"],
+            "/no/such/file.jsonl",
+        ),
+    ] {
+        let run = pixguard(&args);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+    }
+    let help = String::from_utf8_lossy(&pixguard(&["bench", "--help"]).stdout).to_string();
+    for option in [
+        "--api",
+        "--url",
+        "--model",
+        "--mode",
+        "--rate",
+        "--arrivals",
+        "--connections",
+        "--concurrency",
+        "--duration",
+        "--warmup",
+        "--stop-p99-ms",
+        "--transactions",
+        "--seed",
+        "--input",
+        "--timeout-ms",
+        "--threads",
+        "--label",
+        "--out",
+        "--no-progress",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}");
+    }
+}
