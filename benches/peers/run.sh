@@ -11,11 +11,11 @@
 # loopback on this machine and is started and stopped here.
 #
 #   benches/peers/run.sh               # reports in target/peers/<date>/, summary in compare.md
-#   RATES=500,1000,5000 DURATION=5 benches/peers/run.sh
+#   RATES=500,1000,5000 DURATION=5 benches/peers/run.sh   # 18 steps by default, ~25 min
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-RATES=${RATES:-100,200,500,1000,2000,5000,10000,20000,30000,40000,50000,60000}
-DURATION=${DURATION:-10}
+RATES=${RATES:-10,20,50,100,200,300,500,750,1000,2000,5000,10000,15000,20000,30000,40000,45000,50000}
+DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 PA_RANGE=${PA_RANGE:-1:16:3}
 OUT=${OUT:-target/peers/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -93,6 +93,6 @@ r() { echo "$OUT/$1/report.json"; }
   echo; echo "Same API, OIP over gRPC:"; echo; cat "$OUT/oip-grpc/compare.md"
   echo; echo "perf_analyzer (gRPC, transaction fields, concurrency $PA_RANGE): concurrency, inferences/s, p50 µs, p99 µs"
   for f in pa-pixguard-grpc pa-triton-grpc; do
-    echo; echo "$f:"; cut -d, -f1,2,10,13 "$OUT/$f.csv" | tail -n +2 | sed 's/^/    /'
+    echo; echo "$f:"; cut -d, -f1,2,10,13 "$OUT/$f.csv" | tail -n +2 | sort -t, -n -k1 | sed "s/^/    /"
   done
 } | tee "$OUT/summary.md"

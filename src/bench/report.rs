@@ -49,9 +49,10 @@ pub struct Step {
     pub offered_rps: Option<f64>,
     /// Connections each waiting for its answer (closed loop).
     pub concurrency: Option<usize>,
-    /// Successful answers per second over the measured window.
+    /// Successful answers that arrived within the measured window, per second.
     pub achieved_rps: f64,
-    /// Successful answers in the window.
+    /// Successful answers to requests intended (open loop) or sent (closed loop) in the window:
+    /// the latency figures' population.
     pub ok: u64,
     /// Failures in the window by outcome (HTTP status, `grpc:Code`, `timeout`, `connect`, `io`).
     pub errors: BTreeMap<String, u64>,
@@ -138,7 +139,7 @@ pub fn add_step(
     report.steps.push(Step {
         offered_rps,
         concurrency,
-        achieved_rps: recorder.ok as f64 / report.duration_s,
+        achieved_rps: recorder.completed as f64 / report.duration_s,
         ok: recorder.ok,
         errors: recorder.errors.clone(),
         latency_us: Latency::of(&recorder.latency),
