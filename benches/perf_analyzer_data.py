@@ -15,31 +15,10 @@ import json
 import pathlib
 import struct
 import subprocess
+import sys
 
-# (name, OIP datatype), in pixguard's model-metadata order.
-FIELDS = [
-    ("end_to_end_id", "BYTES"), ("accepted_at", "BYTES"), ("amount_cents", "INT64"),
-    ("initiation_form", "BYTES"), ("purpose", "BYTES"), ("payer.ispb", "BYTES"),
-    ("payer.account_type", "BYTES"), ("payer.person_type", "BYTES"), ("payer.account_opened_at", "BYTES"),
-    ("payer.device.registered", "BOOL"), ("payer.device.first_seen_at", "BYTES"), ("payee.ispb", "BYTES"),
-    ("payee.account_type", "BYTES"), ("payee.person_type", "BYTES"), ("payee.key_type", "BYTES"),
-    ("payee.key_created_at", "BYTES"), ("payee.account_opened_at", "BYTES"),
-    ("payee.dict_stats.settlements_90d", "INT64"), ("payee.dict_stats.fraud_markers_30d", "INT64"),
-    ("payee.dict_stats.infractions_open", "INT64"), ("payee.dict_stats.mule_marker", "BOOL"),
-    ("history.payee_first_time", "BOOL"), ("history.payer_tx_1h", "INT64"),
-    ("history.payer_amount_24h_cents", "INT64"), ("history.amount_zscore_90d", "FP64"),
-]
-ABSENT = {"BYTES": "", "INT64": -1, "FP64": float("nan"), "BOOL": False}
-
-
-def flatten(tx, prefix=""):
-    out = {}
-    for k, v in tx.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "peers"))
+from pyfeatures import ABSENT, FIELDS, flatten  # noqa: E402
 
 
 def main() -> None:

@@ -17,6 +17,33 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
+
+# The transaction's 25 flattened fields as OIP inputs (pixguard's fields mode): name, datatype.
+FIELDS = [
+    ("end_to_end_id", "BYTES"), ("accepted_at", "BYTES"), ("amount_cents", "INT64"),
+    ("initiation_form", "BYTES"), ("purpose", "BYTES"), ("payer.ispb", "BYTES"),
+    ("payer.account_type", "BYTES"), ("payer.person_type", "BYTES"), ("payer.account_opened_at", "BYTES"),
+    ("payer.device.registered", "BOOL"), ("payer.device.first_seen_at", "BYTES"), ("payee.ispb", "BYTES"),
+    ("payee.account_type", "BYTES"), ("payee.person_type", "BYTES"), ("payee.key_type", "BYTES"),
+    ("payee.key_created_at", "BYTES"), ("payee.account_opened_at", "BYTES"),
+    ("payee.dict_stats.settlements_90d", "INT64"), ("payee.dict_stats.fraud_markers_30d", "INT64"),
+    ("payee.dict_stats.infractions_open", "INT64"), ("payee.dict_stats.mule_marker", "BOOL"),
+    ("history.payee_first_time", "BOOL"), ("history.payer_tx_1h", "INT64"),
+    ("history.payer_amount_24h_cents", "INT64"), ("history.amount_zscore_90d", "FP64"),
+]
+# What stands in an OIP field input for an absent value (-1 in the DICT counts: the group is absent).
+ABSENT = {"BYTES": "", "INT64": -1, "FP64": float("nan"), "BOOL": False}
+
+
+def flatten(tx: dict, prefix: str = "") -> dict:
+    """Dotted leaves of a nested transaction (absent optional fields stay absent)."""
+    out = {}
+    for k, v in tx.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 Ispb = Field(pattern=r"^[0-9]{8}$")
 
 

@@ -23,21 +23,12 @@ from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
+from pyfeatures import FIELDS as OIP_FIELDS
 from pyfeatures import Preprocessor, Transaction, from_flat
 
+NUMPY = {"BYTES": np.bytes_, "INT64": np.int64, "FP64": np.float64, "BOOL": np.bool_}
 # The transaction's flattened fields (pixguard's OIP fields mode): name, numpy dtype.
-FIELDS = [
-    ("end_to_end_id", np.bytes_), ("accepted_at", np.bytes_), ("amount_cents", np.int64),
-    ("initiation_form", np.bytes_), ("purpose", np.bytes_), ("payer.ispb", np.bytes_),
-    ("payer.account_type", np.bytes_), ("payer.person_type", np.bytes_), ("payer.account_opened_at", np.bytes_),
-    ("payer.device.registered", np.bool_), ("payer.device.first_seen_at", np.bytes_), ("payee.ispb", np.bytes_),
-    ("payee.account_type", np.bytes_), ("payee.person_type", np.bytes_), ("payee.key_type", np.bytes_),
-    ("payee.key_created_at", np.bytes_), ("payee.account_opened_at", np.bytes_),
-    ("payee.dict_stats.settlements_90d", np.int64), ("payee.dict_stats.fraud_markers_30d", np.int64),
-    ("payee.dict_stats.infractions_open", np.int64), ("payee.dict_stats.mule_marker", np.bool_),
-    ("history.payee_first_time", np.bool_), ("history.payer_tx_1h", np.int64),
-    ("history.payer_amount_24h_cents", np.int64), ("history.amount_zscore_90d", np.float64),
-]
+FIELDS = [(name, NUMPY[datatype]) for name, datatype in OIP_FIELDS]
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ pub mod load;
 pub mod report;
 pub mod requests;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -318,22 +318,39 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     progress.finish_and_clear();
     runtime.shutdown_timeout(Duration::from_secs(1));
 
-    print!("{}", report::table(&report));
-    if let Some(best) = best_within(&report, 10_000) {
-        println!(
-            "highest throughput with p99 ≤ 10 ms: {:.0} requests/s (p99 {:.2} ms)",
-            best.achieved_rps,
-            best.latency_us.p99 as f64 / 1000.0
-        );
-    }
+    // The files first: a closed stdout must not cost the run its results.
     let json_path = out.join("report.json");
     std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
     let html_path = out.join("report.html");
     std::fs::write(&html_path, html::report_page(&report))
         .with_context(|| format!("writing {}", html_path.display()))?;
-    println!("wrote {} and {}", json_path.display(), html_path.display());
-    Ok(())
+    let mut text = report::table(&report);
+    if let Some(best) = best_within(&report, 10_000) {
+        text.push_str(&format!(
+            "highest throughput with p99 ≤ 10 ms: {:.0} requests/s (p99 {:.2} ms)\n",
+            best.achieved_rps,
+            best.latency_us.p99 as f64 / 1000.0
+        ));
+    }
+    text.push_str(&format!(
+        "wrote {} and {}\n",
+        json_path.display(),
+        html_path.display()
+    ));
+    say(&text)
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
+fn say(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn progress_bar(args: &BenchArgs, total_secs: f64) -> indicatif::ProgressBar {
@@ -393,13 +410,11 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
         args.out.join("compare.html"),
         html::compare_page(&reports, limit, &md),
     )?;
-    print!("{md}");
-    println!(
-        "wrote {} and {}",
+    say(&format!(
+        "{md}wrote {} and {}\n",
         args.out.join("compare.md").display(),
         args.out.join("compare.html").display()
-    );
-    Ok(())
+    ))
 }
 
 #[cfg(test)]

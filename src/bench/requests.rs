@@ -153,9 +153,10 @@ fn oip_grpc_request(flat: &Map<String, Value>, model: &str) -> ModelInferRequest
         let bytes = match datatype {
             Datatype::Bytes => encode_bytes(&[value.as_str().unwrap_or_default()]),
             Datatype::Int64 => value.as_i64().unwrap_or(-1).to_le_bytes().to_vec(),
-            Datatype::Fp64 | Datatype::Fp32 => {
-                value.as_f64().unwrap_or(f64::NAN).to_le_bytes().to_vec()
-            }
+            Datatype::Fp64 => value.as_f64().unwrap_or(f64::NAN).to_le_bytes().to_vec(),
+            Datatype::Fp32 => (value.as_f64().unwrap_or(f64::NAN) as f32)
+                .to_le_bytes()
+                .to_vec(),
             Datatype::Bool => vec![u8::from(value.as_bool().unwrap_or(false))],
         };
         inputs.push(InferInputTensor {
