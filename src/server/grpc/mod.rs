@@ -152,7 +152,7 @@ impl GrpcInferenceService for Inference {
         Ok(Response::new(ModelMetadataResponse {
             name: s.model.name.clone(),
             versions: vec![s.model.version.clone()],
-            platform: "pixguard_candle_dcn_v2".into(),
+            platform: oip::PLATFORM.into(),
             inputs: oip::input_metadata(s)
                 .into_iter()
                 .map(|(n, dt, shape)| tensor(&n, dt, shape))
@@ -174,7 +174,7 @@ impl GrpcInferenceService for Inference {
         let c = oip::model_config::model_config(s);
         let config = ModelConfig {
             name: c.name.clone(),
-            platform: "pixguard_candle_dcn_v2".into(),
+            platform: oip::PLATFORM.into(),
             backend: "pixguard".into(),
             max_batch_size: i32::try_from(c.max_batch_size).unwrap_or(i32::MAX),
             input: c
@@ -184,7 +184,6 @@ impl GrpcInferenceService for Inference {
                     name: t.name.clone(),
                     data_type: triton_type_value(t.data_type),
                     dims: t.dims.clone(),
-                    reshape: None,
                     optional: t.optional,
                 })
                 .collect(),
@@ -195,13 +194,16 @@ impl GrpcInferenceService for Inference {
                     name: t.name.clone(),
                     data_type: triton_type_value(t.data_type),
                     dims: t.dims.clone(),
-                    reshape: None,
                 })
                 .collect(),
             instance_group: vec![ModelInstanceGroup {
                 name: format!("{}_0", c.name),
                 count: i32::try_from(c.instances).unwrap_or(i32::MAX),
-                kind: model_instance_group::Kind::Cpu as i32,
+                kind: if c.instance_kind == "KIND_GPU" {
+                    model_instance_group::Kind::Gpu
+                } else {
+                    model_instance_group::Kind::Cpu
+                } as i32,
             }],
             dynamic_batching: Some(ModelDynamicBatching {
                 preferred_batch_size: Vec::new(),

@@ -34,6 +34,9 @@ use crate::transaction::{Transaction, from_flat};
 /// The protocol extensions served, as `GET /v2` and gRPC ServerMetadata list them.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration", "statistics"];
 
+/// The platform name the metadata and the configuration report.
+pub const PLATFORM: &str = "pixguard_candle_dcn_v2";
+
 /// Header of the binary tensor extension: length of the JSON part of the body.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -186,7 +189,7 @@ pub async fn model_metadata(
     Ok(Json(json!({
         "name": state.model.name,
         "versions": [state.model.version],
-        "platform": "pixguard_candle_dcn_v2",
+        "platform": PLATFORM,
         "inputs": inputs,
         "outputs": [
             {"name": "score", "datatype": "FP32", "shape": [-1, 1]},

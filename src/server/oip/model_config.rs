@@ -1,7 +1,7 @@
 //! Triton's model configuration (`GET /v2/models/{m}/config`, gRPC `ModelConfig`): what Triton
 //! clients such as perf_analyzer read to learn the batch dimension and which inputs are optional.
 
-use super::{CATEGORIES, FEATURES, FIELD_INPUTS};
+use super::{CATEGORIES, FEATURES, FIELD_INPUTS, PLATFORM};
 use crate::server::AppState;
 
 /// One input or output as the configuration describes it (dims exclude the batch dimension).
@@ -28,6 +28,8 @@ pub struct ModelConfig {
     pub max_queue_delay_us: u64,
     /// Worker replicas.
     pub instances: i64,
+    /// Where they run: Triton's instance kind, `KIND_CPU` or `KIND_GPU`.
+    pub instance_kind: &'static str,
     /// Inputs of both modes.
     pub inputs: Vec<ConfigTensor>,
     /// Outputs.
@@ -91,6 +93,18 @@ pub fn model_config(state: &AppState) -> ModelConfig {
         max_batch_size: state.config.server.max_transactions_per_request as i64,
         max_queue_delay_us: state.config.engine.max_queue_delay_us,
         instances: state.config.engine.workers as i64,
+        instance_kind: if state
+            .metrics
+            .device
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_str()
+            == "cuda"
+        {
+            "KIND_GPU"
+        } else {
+            "KIND_CPU"
+        },
         inputs,
         outputs: vec![output("score", "FP32"), output("decision", "BYTES")],
     }
@@ -113,7 +127,7 @@ impl ModelConfig {
         };
         serde_json::json!({
             "name": self.name,
-            "platform": "pixguard_candle_dcn_v2",
+            "platform": PLATFORM,
             "backend": "pixguard",
             "max_batch_size": self.max_batch_size,
             "input": self.inputs.iter().map(|t| tensor(t, true)).collect::<Vec<_>>(),
@@ -121,7 +135,7 @@ impl ModelConfig {
             "dynamic_batching": {
                 "max_queue_delay_microseconds": self.max_queue_delay_us,
             },
-            "instance_group": [{"name": format!("{}_0", self.name), "kind": "KIND_CPU", "count": self.instances}],
+            "instance_group": [{"name": format!("{}_0", self.name), "kind": self.instance_kind, "count": self.instances}],
         })
     }
 }
