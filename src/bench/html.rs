@@ -261,18 +261,22 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
+/// One point per step with answers: (achieved rate, the chosen percentile in ms).
+fn latency_points(r: &Report, f: fn(&super::report::Latency) -> u64) -> Vec<(f64, f64)> {
+    r.steps
+        .iter()
+        .filter(|s| s.ok > 0)
+        .map(|s| (s.achieved_rps, f(&s.latency_us) as f64 / 1000.0))
+        .collect()
+}
+
 /// The single-run report.
 pub fn report_page(r: &Report) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
     let percentile = |name: &str, color, f: fn(&super::report::Latency) -> u64| Series {
         name: name.into(),
         color,
-        points: r
-            .steps
-            .iter()
-            .filter(|s| s.ok > 0)
-            .map(|s| (s.achieved_rps, ms(f(&s.latency_us))))
-            .collect(),
+        points: latency_points(r, f),
         markers: true,
     };
     let knee = svg(
@@ -434,12 +438,7 @@ pub fn compare_page(reports: &[Report], p99_limit_us: u64, markdown: &str) -> St
             .map(|(k, r)| Series {
                 name: r.label.clone(),
                 color: PALETTE[k % PALETTE.len()],
-                points: r
-                    .steps
-                    .iter()
-                    .filter(|s| s.ok > 0)
-                    .map(|s| (s.achieved_rps, ms(f(&s.latency_us))))
-                    .collect(),
+                points: latency_points(r, f),
                 markers: true,
             })
             .collect()
