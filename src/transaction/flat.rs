@@ -127,7 +127,13 @@ pub fn from_flat<'a>(
                 })?;
         }
     }
-    let tx: Transaction = super::deserialize_with_path(Value::Object(root))?;
+    let root = Value::Object(root);
+    // As in `parse_json`: plain serde first; path tracking (an allocation per key) only to name
+    // the field of a cell that fails.
+    let tx = match <Transaction as serde::Deserialize>::deserialize(&root) {
+        Ok(tx) => tx,
+        Err(_) => super::deserialize_with_path(root)?,
+    };
     tx.validate()?;
     Ok(tx)
 }
