@@ -21,9 +21,6 @@ PIX=18330; PIX_GRPC=18331; TRI=18320; TRI_GRPC=18321; TRI_METRICS=18322
 OUT=${OUT:-target/bench-vs-pa/$(date -u +%Y%m%dT%H%M%SZ)}
 source benches/peers/env.sh
 mkdir -p "$OUT"
-pids=()
-stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
-trap stop_all EXIT
 
 cargo build --release --quiet
 "$PEERS_VENV/bin/python" benches/perf_analyzer_data.py --pixguard target/release/pixguard --out "$OUT/data" --seed 7 > /dev/null

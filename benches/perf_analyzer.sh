@@ -18,9 +18,6 @@ TRI_HTTP=${TRI_HTTP:-18310}; TRI_GRPC=${TRI_GRPC:-18311}; TRI_METRICS=${TRI_METR
 OUT=${OUT:-target/perf_analyzer/$(date -u +%Y%m%dT%H%M%SZ)}
 source benches/peers/env.sh
 mkdir -p "$OUT"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 
 cargo build --release --quiet
 "$PEERS_VENV/bin/python" benches/perf_analyzer_data.py --pixguard target/release/pixguard --out "$OUT/data"
@@ -42,7 +39,7 @@ sweep pixguard_http_fields http "127.0.0.1:$PIX_HTTP" "$OUT/data/fields.json"
 sweep pixguard_http_features http "127.0.0.1:$PIX_HTTP" "$OUT/data/features.json"
 sweep pixguard_grpc_fields grpc "127.0.0.1:$PIX_GRPC" "$OUT/data/fields.json"
 sweep pixguard_grpc_features grpc "127.0.0.1:$PIX_GRPC" "$OUT/data/features.json"
-kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true; pids=()
+stop_all
 
 LD_LIBRARY_PATH="$PYTRITON_LD" "$PEERS_VENV/bin/python" benches/peers/pytriton_server.py \
   --http-port "$TRI_HTTP" --grpc-port "$TRI_GRPC" --metrics-port "$TRI_METRICS" > "$OUT/pytriton.log" 2>&1 &

@@ -1,5 +1,6 @@
 # Sourced by the peer benchmarks: makes the venv with perf_analyzer and pytriton (benches/peers/
-# requirements.txt) at $PEERS_VENV unless it is there, and exports what its binaries need.
+# requirements.txt) at $PEERS_VENV unless it is there, exports what its binaries need, and
+# stops the servers a script started (pids, stop_all) when it exits.
 PEERS_VENV=${PEERS_VENV:-$PWD/.peers-venv}
 if [ ! -x "$PEERS_VENV/bin/perf_analyzer" ]; then
   python3 -m venv "$PEERS_VENV"
@@ -18,3 +19,7 @@ wait_http() { # url seconds
   for _ in $(seq 1 $(( $2 * 10 ))); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "no answer from $1 after $2 s" >&2; return 1
 }
+# Servers a script starts go into pids; stop_all stops them (and runs on exit).
+pids=()
+stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
+trap stop_all EXIT

@@ -22,9 +22,6 @@ OUT=${OUT:-target/peers/$(date -u +%Y%m%dT%H%M%SZ)}
 PIX=18600; PIX_GRPC=18601; FASTAPI=18610; MLFLOW=18620; TRI=18630; TRI_GRPC=18631; TRI_METRICS=18632
 source benches/peers/env.sh
 mkdir -p "$OUT"
-pids=()
-stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
-trap stop_all EXIT
 
 cargo build --release --quiet
 PIXGUARD=target/release/pixguard
