@@ -110,7 +110,7 @@ async fn concurrent_clients_get_offline_scores_and_requests_are_batched() {
         .json()
         .await
         .unwrap();
-    for stage in ["request", "queue", "compute"] {
+    for stage in ["request", "queue", "compute", "engine"] {
         for window in ["since_start", "last_60s"] {
             let p = &stats["stages"][stage][window];
             let values: Vec<u64> = ["p50", "p90", "p99", "p999", "max"]
@@ -125,6 +125,13 @@ async fn concurrent_clients_get_offline_scores_and_requests_are_batched() {
             assert!(values[0] > 0);
         }
     }
+    // engine = queue + compute of each request, so its max bounds both from above.
+    let max = |stage: &str| {
+        stats["stages"][stage]["since_start"]["max"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(max("engine") >= max("queue") && max("engine") >= max("compute"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

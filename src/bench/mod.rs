@@ -81,6 +81,10 @@ pub struct BenchArgs {
     /// Send these transactions instead (JSONL, bare or `pixguard synth` rows).
     #[arg(long)]
     pub input: Option<PathBuf>,
+    /// Transactions per request (`v1` only, as `{"transactions": [...]}`): rows/s is this times
+    /// the request rate. For loading a GPU with millions of rows per second.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rows_per_request: u32,
     /// Per-request timeout in milliseconds (counted as a `timeout` error).
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
@@ -188,7 +192,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         format!("http://127.0.0.1:{port}")
     });
     let txs = requests::transactions(args.input.as_deref(), args.transactions, args.seed)?;
-    let bodies = requests::build(args.api, &args.model, &txs)?;
+    anyhow::ensure!(
+        args.rows_per_request == 1 || args.api == Api::V1,
+        "--rows-per-request applies to --api v1 only"
+    );
+    let bodies = requests::build(args.api, &args.model, &txs, args.rows_per_request as usize)?;
     let requests_count = bodies.len();
     let target = Arc::new(client::Target::new(
         &url,

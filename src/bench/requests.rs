@@ -188,8 +188,31 @@ fn mlflow_body(flat: &Map<String, Value>) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-/// Encodes every transaction for `api`; `model` names the OIP model.
-pub fn build(api: Api, model: &str, txs: &[Transaction]) -> anyhow::Result<Bodies> {
+/// Encodes every transaction for `api`; `model` names the OIP model. With `rows_per_request` > 1
+/// (v1 only) each body is a `{"transactions": [...]}` batch of that many, cycling through `txs`.
+pub fn build(
+    api: Api,
+    model: &str,
+    txs: &[Transaction],
+    rows_per_request: usize,
+) -> anyhow::Result<Bodies> {
+    if api == Api::V1 && rows_per_request > 1 {
+        anyhow::ensure!(!txs.is_empty(), "no transactions to batch");
+        let count = (txs.len() / rows_per_request).max(1);
+        let bodies = (0..count)
+            .map(|b| {
+                let batch: Vec<&Transaction> = (0..rows_per_request)
+                    .map(|i| &txs[(b * rows_per_request + i) % txs.len()])
+                    .collect();
+                serde_json::to_vec(&json!({ "transactions": batch })).map(Bytes::from)
+            })
+            .collect::<Result<_, _>>()?;
+        return Ok(Bodies::Http {
+            path: "/v1/score".into(),
+            content_type: "application/json",
+            bodies,
+        });
+    }
     let flats = txs
         .iter()
         .map(flatten)

@@ -1,6 +1,7 @@
 //! The `pixguard` command line: argument definitions and one function per subcommand.
 
 mod features;
+mod model_bench;
 mod score;
 mod serve;
 mod synth;

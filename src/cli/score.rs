@@ -8,9 +8,10 @@ use anyhow::Context;
 use candle_core::Device;
 use clap::{Args, Subcommand};
 
+use crate::config::DeviceChoice;
 use crate::features::FeatureBatch;
 use crate::jsonl::RowReader;
-use crate::model::Scorer;
+use crate::model::{Scorer, device};
 
 /// The bundled model package, relative to the repository root.
 pub const DEFAULT_MODEL: &str = "models/pix-fraud";
@@ -30,6 +31,9 @@ pub struct ScoreArgs {
     /// Write to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Where to run the model (`cuda` needs the `cuda` build and a GPU).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceChoice,
 }
 
 /// `pixguard model` subcommands.
@@ -41,13 +45,19 @@ pub enum ModelCommand {
         #[arg(default_value = DEFAULT_MODEL)]
         dir: PathBuf,
     },
+    /// Time the model's forward pass per batch size (CPU or GPU).
+    Bench(super::model_bench::ModelBenchArgs),
 }
 
 /// Scores every input transaction and writes `{end_to_end_id, score, decision, model_version}` lines.
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
-    let scorer = Scorer::load(&args.model, &Device::Cpu)
+    let selected = device::select(args.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
+    if let Some(reason) = &selected.fallback {
+        tracing::warn!(%reason, "CUDA is unusable: scoring on the CPU");
+    }
+    let scorer = Scorer::load(&args.model, &selected.device)
         .with_context(|| format!("loading model package {}", args.model.display()))?;
-    tracing::info!(model = %scorer.model_version(), "model loaded");
+    tracing::info!(model = %scorer.model_version(), device = %selected.description, "model loaded");
     let mut reader = RowReader::new(super::open_input(args.input.as_deref())?);
     let mut out = super::open_output(args.output.as_ref())?;
     let (mut rows, mut features, mut total) = (Vec::new(), FeatureBatch::default(), 0usize);
@@ -81,6 +91,7 @@ pub fn model(command: ModelCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&summary(&scorer))?);
             Ok(())
         }
+        ModelCommand::Bench(args) => super::model_bench::run(args),
     }
 }
 

@@ -248,6 +248,8 @@ pub struct Metrics {
     pub queue: Stage,
     /// Compute time of the batches a request's rows rode in.
     pub compute: Stage,
+    /// Queue wait plus compute of a request: the engine's share of its latency.
+    pub engine: Stage,
     /// Rows per dispatched batch.
     pub batch_size: PromHistogram,
     /// Rows scored.
@@ -279,6 +281,7 @@ impl Metrics {
             request: Stage::new()?,
             queue: Stage::new()?,
             compute: Stage::new()?,
+            engine: Stage::new()?,
             batch_size: PromHistogram::new(BATCH_BOUNDS),
             rows_scored: AtomicU64::new(0),
             rows_expired: AtomicU64::new(0),
@@ -291,6 +294,13 @@ impl Metrics {
             device: Mutex::new("cpu".into()),
             cuda_fallback: AtomicU64::new(0),
         })
+    }
+
+    /// Records where a scored request's engine time went.
+    pub fn record_engine(&self, queue_us: u64, compute_us: u64) {
+        self.queue.record(queue_us);
+        self.compute.record(compute_us);
+        self.engine.record(queue_us + compute_us);
     }
 
     /// Records one finished scoring request: its outcome, its duration and when it ended.

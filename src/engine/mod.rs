@@ -130,12 +130,14 @@ impl Engine {
                     tx.clone(),
                     metrics.clone(),
                     config.test_worker_delay_us,
+                    config.max_batch_size,
                 )
             })
             .collect();
         // With one worker the batcher computes its batches itself: two thread hand-offs and a
         // wake-up less per batch, which on a small machine is most of the per-request overhead.
-        let inline = if workers.len() == 1 {
+        // A pipelined (GPU) worker needs its own thread to overlap batches, so it is never inlined.
+        let inline = if workers.len() == 1 && !workers[0].pipelined() {
             workers.pop()
         } else {
             None

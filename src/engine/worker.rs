@@ -1,5 +1,9 @@
 //! A device worker: owns one model replica, computes the batches the batcher hands it, scatters the
 //! scores back to their requests and reports itself idle.
+//!
+//! On the CPU a batch is computed start to finish. On a GPU the worker keeps up to two batches in
+//! flight: it reports idle as soon as a batch is submitted, so the batcher can hand over the next
+//! one, whose host→device copy then overlaps the compute of the first.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,42 +20,23 @@ pub(super) struct Worker {
     batcher: Sender<Message>,
     metrics: Arc<Metrics>,
     test_delay: Duration,
+    /// Sizes the GPU buffers up front, so a batch never waits for an allocation.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    max_batch_size: usize,
+    rows: Rows,
+}
+
+/// The contiguous feature block of one batch, reused across batches.
+#[derive(Default)]
+struct Rows {
     numeric: Vec<f32>,
     categorical: Vec<u32>,
     out: Vec<f32>,
 }
 
-impl Worker {
-    pub(super) fn new(
-        id: usize,
-        model: DcnModel,
-        batcher: Sender<Message>,
-        metrics: Arc<Metrics>,
-        test_delay_us: u64,
-    ) -> Self {
-        Worker {
-            id,
-            model,
-            batcher,
-            metrics,
-            test_delay: Duration::from_micros(test_delay_us),
-            numeric: Vec::new(),
-            categorical: Vec::new(),
-            out: Vec::new(),
-        }
-    }
-
-    pub(super) fn run(mut self, batches: Receiver<Batch>) {
-        while let Ok(batch) = batches.recv() {
-            self.compute(batch);
-            if self.batcher.send(Message::Idle(self.id)).is_err() {
-                return;
-            }
-        }
-    }
-
-    pub(super) fn compute(&mut self, batch: Batch) {
-        // Gather the parts into one contiguous block: the only copy between request and model.
+impl Rows {
+    /// Gathers the batch's parts into one block: the only copy between request and model.
+    fn gather(&mut self, batch: &Batch) {
         self.numeric.clear();
         self.categorical.clear();
         for part in &batch.parts {
@@ -65,49 +50,189 @@ impl Worker {
             );
         }
         self.out.resize(batch.rows, 0.0);
+    }
+}
+
+impl Worker {
+    pub(super) fn new(
+        id: usize,
+        model: DcnModel,
+        batcher: Sender<Message>,
+        metrics: Arc<Metrics>,
+        test_delay_us: u64,
+        max_batch_size: usize,
+    ) -> Self {
+        Worker {
+            id,
+            model,
+            batcher,
+            metrics,
+            test_delay: Duration::from_micros(test_delay_us),
+            max_batch_size,
+            rows: Rows::default(),
+        }
+    }
+
+    /// Whether this worker keeps batches in flight (a GPU replica) and so needs a thread of its own.
+    pub(super) fn pipelined(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        if self.model.gpu().is_some() {
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn run(mut self, batches: Receiver<Batch>) {
+        #[cfg(feature = "cuda")]
+        if self.model.gpu().is_some() {
+            return self.run_pipelined(batches);
+        }
+        while let Ok(batch) = batches.recv() {
+            self.compute(batch);
+            if self.batcher.send(Message::Idle(self.id)).is_err() {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn compute(&mut self, batch: Batch) {
+        self.rows.gather(&batch);
         if !self.test_delay.is_zero() {
             std::thread::sleep(self.test_delay);
         }
         let started = Instant::now();
-        let result =
-            self.model
-                .score_host(&self.numeric, &self.categorical, batch.rows, &mut self.out);
-        let compute_us = started.elapsed().as_micros() as u64;
-        self.metrics.batch_size.observe(batch.rows as u64);
-        if let Err(e) = result {
+        let rows = &mut self.rows;
+        let result = self
+            .model
+            .score_host(&rows.numeric, &rows.categorical, batch.rows, &mut rows.out)
+            .map_err(|e| e.to_string());
+        finish(
+            &self.metrics,
+            batch,
+            result.map(|()| &self.rows.out[..]),
+            started,
+        );
+    }
+
+    /// The GPU loop: submit, report idle, and wait for the oldest batch only when both pipeline
+    /// slots are taken or no new batch is waiting.
+    #[cfg(feature = "cuda")]
+    fn run_pipelined(self, batches: Receiver<Batch>) {
+        use crossbeam_channel::TryRecvError;
+        use std::collections::VecDeque;
+
+        use crate::model::cuda::{CudaDcn, Ticket};
+
+        struct InFlight {
+            batch: Batch,
+            ticket: Ticket,
+            submitted: Instant,
+        }
+        fn complete(gpu: &mut CudaDcn, metrics: &Metrics, rows: &mut Rows, job: InFlight) {
+            rows.out.resize(job.batch.rows, 0.0);
+            let result = gpu
+                .wait(job.ticket, &mut rows.out)
+                .map(|()| &rows.out[..])
+                .map_err(|e| e.to_string());
+            finish(metrics, job.batch, result, job.submitted);
+        }
+
+        let Worker {
+            id,
+            model,
+            batcher,
+            metrics,
+            max_batch_size,
+            mut rows,
+            ..
+        } = self;
+        let Some(gpu) = model.gpu() else { return };
+        // The only user of this replica is this thread; the lock is uncontended.
+        let mut gpu = gpu.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = gpu.reserve(max_batch_size) {
+            tracing::error!(error = %e, rows = max_batch_size, "sizing the GPU buffers");
+        }
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        loop {
+            let next = if in_flight.is_empty() {
+                batches.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                batches.try_recv()
+            };
+            match next {
+                Ok(batch) => {
+                    rows.gather(&batch);
+                    let submitted = Instant::now();
+                    match gpu.submit(&rows.numeric, &rows.categorical, batch.rows) {
+                        Ok(ticket) => in_flight.push_back(InFlight {
+                            batch,
+                            ticket,
+                            submitted,
+                        }),
+                        Err(e) => finish(&metrics, batch, Err(e.to_string()), submitted),
+                    }
+                    if batcher.send(Message::Idle(id)).is_err() {
+                        break;
+                    }
+                    if !gpu.has_free_slot()
+                        && let Some(job) = in_flight.pop_front()
+                    {
+                        complete(&mut gpu, &metrics, &mut rows, job);
+                    }
+                }
+                Err(TryRecvError::Empty) => {
+                    if let Some(job) = in_flight.pop_front() {
+                        complete(&mut gpu, &metrics, &mut rows, job);
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        while let Some(job) = in_flight.pop_front() {
+            complete(&mut gpu, &metrics, &mut rows, job);
+        }
+    }
+}
+
+/// Records the batch and hands each request its scores (or the model's error).
+fn finish(metrics: &Metrics, batch: Batch, result: Result<&[f32], String>, started: Instant) {
+    let compute_us = started.elapsed().as_micros() as u64;
+    metrics.batch_size.observe(batch.rows as u64);
+    let out = match result {
+        Ok(out) => out,
+        Err(e) => {
             tracing::error!(error = %e, rows = batch.rows, "batch failed");
             for part in &batch.parts {
-                part.job.fail(EngineError::Model(e.to_string()));
+                part.job.fail(EngineError::Model(e.clone()));
             }
             return;
         }
-        self.metrics
-            .rows_scored
-            .fetch_add(batch.rows as u64, Ordering::Relaxed);
-        let mut at = 0;
-        for part in &batch.parts {
-            let mut state = part.job.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.scores[part.start..part.start + part.len]
-                .copy_from_slice(&self.out[at..at + part.len]);
-            at += part.len;
-            state.remaining -= part.len;
-            state.compute_us = state.compute_us.max(compute_us);
-            state.queue_us = state.queue_us.max(
-                batch
-                    .dispatched
-                    .duration_since(part.job.enqueued)
-                    .as_micros() as u64,
-            );
-            if state.remaining == 0
-                && let Some(reply) = state.reply.take()
-            {
-                let scored = Scored {
-                    scores: std::mem::take(&mut state.scores),
-                    queue_us: state.queue_us,
-                    compute_us: state.compute_us,
-                };
-                let _ = reply.send(Ok(scored));
-            }
+    };
+    metrics
+        .rows_scored
+        .fetch_add(batch.rows as u64, Ordering::Relaxed);
+    let mut at = 0;
+    for part in &batch.parts {
+        let mut state = part.job.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.scores[part.start..part.start + part.len].copy_from_slice(&out[at..at + part.len]);
+        at += part.len;
+        state.remaining -= part.len;
+        state.compute_us = state.compute_us.max(compute_us);
+        state.queue_us = state.queue_us.max(
+            batch
+                .dispatched
+                .duration_since(part.job.enqueued)
+                .as_micros() as u64,
+        );
+        if state.remaining == 0
+            && let Some(reply) = state.reply.take()
+        {
+            let scored = Scored {
+                scores: std::mem::take(&mut state.scores),
+                queue_us: state.queue_us,
+                compute_us: state.compute_us,
+            };
+            let _ = reply.send(Ok(scored));
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! `forward` takes the feature blocks the extractor produces (numeric f32 `[B, n]`, categorical u32
 //! `[B, c]`) and returns fraud probabilities `[B]`. On the CPU it runs as one fused custom op
-//! ([`super::fused`]); elsewhere, and in `forward_unfused`, as plain candle-nn layers.
+//! ([`super::fused`]); on a GPU `score_host` runs pixguard's fused kernels (`super::cuda`), while
+//! `forward`/`forward_unfused` stay plain candle-nn layers — the reference the kernels are checked
+//! against.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
@@ -18,7 +20,13 @@ pub struct DcnModel {
     head: Linear,
     device: Device,
     fused: Option<FusedDcn>,
+    #[cfg(feature = "cuda")]
+    gpu: Option<std::sync::Mutex<super::cuda::CudaDcn>>,
 }
+
+/// Rows the GPU buffers are sized for at load; they grow for larger batches.
+#[cfg(feature = "cuda")]
+const GPU_INITIAL_ROWS: usize = 1024;
 
 impl DcnModel {
     /// Builds the model from a var builder laid out as `model.py` names its tensors.
@@ -51,9 +59,18 @@ impl DcnModel {
             head,
             device,
             fused: None,
+            #[cfg(feature = "cuda")]
+            gpu: None,
         };
         if model.device.is_cpu() {
             model.fused = Some(model.build_fused(config.features.numeric.len())?);
+        }
+        #[cfg(feature = "cuda")]
+        if let candle_core::DeviceLocation::Cuda { gpu_id } = model.device.location() {
+            let host = model.build_fused(config.features.numeric.len())?;
+            let gpu = super::cuda::CudaDcn::new(gpu_id, &host, GPU_INITIAL_ROWS)
+                .map_err(|e| candle_core::Error::msg(e.to_string()))?;
+            model.gpu = Some(std::sync::Mutex::new(gpu));
         }
         Ok(model)
     }
@@ -77,6 +94,12 @@ impl DcnModel {
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The GPU pipeline, when the model was loaded onto a CUDA device.
+    #[cfg(feature = "cuda")]
+    pub fn gpu(&self) -> Option<&std::sync::Mutex<super::cuda::CudaDcn>> {
+        self.gpu.as_ref()
     }
 
     fn build_fused(&self, n_numeric: usize) -> Result<FusedDcn> {
@@ -146,6 +169,14 @@ impl DcnModel {
         rows: usize,
         out: &mut [f32],
     ) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &self.gpu {
+            // A poisoned lock means a batch panicked mid-way; the next submit starts clean.
+            let mut gpu = gpu.lock().unwrap_or_else(|p| p.into_inner());
+            return gpu
+                .run(numeric, categorical, rows, out)
+                .map_err(|e| candle_core::Error::msg(e.to_string()));
+        }
         match &self.fused {
             Some(fused) => fused
                 .run(numeric, categorical, rows, out)

@@ -1,7 +1,11 @@
 //! The fraud model: the package on disk ([`package`]), the Candle DCN-v2 ([`dcn`]) and its fused CPU
-//! pass ([`fused`]), tied together by [`Scorer`].
+//! pass ([`fused`]), its GPU pass (`cuda`, with the `cuda` feature) and the device choice
+//! ([`device`]), tied together by [`Scorer`].
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dcn;
+pub mod device;
 pub mod fused;
 pub mod package;
 

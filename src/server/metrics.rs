@@ -36,7 +36,7 @@ fn counter(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(Str
 /// Renders every metric in the Prometheus text format (durations in seconds).
 pub fn prometheus(m: &Metrics, queue_depth: usize, in_flight: usize, ready: bool) -> String {
     let mut out = String::with_capacity(8 * 1024);
-    let stages: [(&str, &str, &Stage); 3] = [
+    let stages: [(&str, &str, &Stage); 4] = [
         (
             "pixguard_request_duration_seconds",
             "Whole /v1/score request, as the server sees it.",
@@ -51,6 +51,11 @@ pub fn prometheus(m: &Metrics, queue_depth: usize, in_flight: usize, ready: bool
             "pixguard_compute_duration_seconds",
             "Model compute of the batches a request rode in.",
             &m.compute,
+        ),
+        (
+            "pixguard_engine_duration_seconds",
+            "Queue wait plus compute of a request.",
+            &m.engine,
         ),
     ];
     for (name, help, stage) in stages {
@@ -160,6 +165,7 @@ pub fn stats(m: &Metrics, queue_depth: usize) -> serde_json::Value {
             "request": stage(&m.request),
             "queue": stage(&m.queue),
             "compute": stage(&m.compute),
+            "engine": stage(&m.engine),
         },
         "rows_scored": m.rows_scored.load(Ordering::Relaxed),
         "queue_depth_rows": queue_depth,

@@ -54,19 +54,17 @@ pub struct AppState {
 
 /// Picks the device for `choice`; `auto` falls back to the CPU with a warning and a metric.
 fn device(choice: DeviceChoice, metrics: &Metrics) -> anyhow::Result<Device> {
-    match choice {
-        DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Cuda => anyhow::bail!(
-            "engine.device is cuda, but this binary was built without the `cuda` feature; use `auto` or `cpu`"
-        ),
-        DeviceChoice::Auto => {
-            tracing::warn!(
-                "engine.device is auto and this binary has no CUDA support: serving on the CPU"
-            );
+    let selected = crate::model::device::select(choice).map_err(|reason| {
+        anyhow::anyhow!("engine.device is cuda, but CUDA is unusable: {reason}")
+    })?;
+    match &selected.fallback {
+        Some(reason) => {
+            tracing::warn!(%reason, "engine.device is auto and CUDA is unusable: serving on the CPU");
             metrics.cuda_fallback.store(1, Ordering::Relaxed);
-            Ok(Device::Cpu)
         }
+        None => tracing::info!(device = %selected.description, "model device"),
     }
+    Ok(selected.device)
 }
 
 /// Loads the model, starts the engine and returns the shared state (not yet ready).

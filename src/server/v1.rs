@@ -119,8 +119,9 @@ pub async fn score(
     let deadline = Instant::now() + Duration::from_millis(timeout);
     let features = state.extractor.extract(&txs);
     let scored = state.engine.score(features, deadline).await?;
-    state.metrics.queue.record(scored.queue_us);
-    state.metrics.compute.record(scored.compute_us);
+    state
+        .metrics
+        .record_engine(scored.queue_us, scored.compute_us);
 
     let results: Vec<ScoreResult> = txs
         .iter()

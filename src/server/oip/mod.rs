@@ -482,8 +482,9 @@ pub async fn score_inputs(
     }
     let deadline = Instant::now() + Duration::from_millis(state.config.engine.default_deadline_ms);
     let scored = state.engine.score(batch, deadline).await?;
-    state.metrics.queue.record(scored.queue_us);
-    state.metrics.compute.record(scored.compute_us);
+    state
+        .metrics
+        .record_engine(scored.queue_us, scored.compute_us);
     Ok(scored)
 }
 

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The GPU check, for a machine with an NVIDIA GPU and no Rust or network (the lent GPU machine):
+# runs the `cuda` binary that kernels/build-cuda.sh built and was carried there, and prints one
+# summary table. Logs and JSON go to $OUT (default /tmp/pixguard-gpu-check).
+#
+#   kernels/gpu-check.sh [BINARY]        BINARY defaults to target/cuda/pixguard-cuda
+#
+#   0. the card, the driver, and which CUDA libraries the binary resolves
+#   1. golden parity: scores models/pix-fraud/golden.jsonl on CUDA and compares them with the
+#      PyTorch float64 scores stored beside each row (target ≤ 1e-4)
+#   2. the kernel tests (tests/gpu.rs), if their binary was carried (PIXGUARD_GPU_TESTS, default
+#      target/cuda/pixguard-gpu-tests), with PIXGUARD_REQUIRE_GPU=1 so that a skip is a failure
+#   3. model forward per batch size, 1 to 65,536 rows, synchronised, median after warm-up
+#      (`pixguard model bench`; target ≥ 10 M rows/s at large batches on an H100)
+#   4. serving on CUDA on loopback, loaded with `pixguard bench`: 1,000-row requests at 1,000/s
+#      (1 M rows/s; target p99 of queue + compute ≤ 2 ms, from the server's own `engine` stage),
+#      then single transactions
+#
+# CUDA libraries: the binary links libcuda (the driver's), cuBLAS, cuRAND and NVRTC 13. Unless
+# PIXGUARD_CUDA_LIBS is set, they are taken from the Python install's nvidia-* wheels (PyTorch's).
+# PIXGUARD_GPU_CHECK_DEVICE=auto runs the same steps where there is no GPU (a dry run of the script);
+# PIXGUARD_GPU_CHECK_QUICK=1 shortens every step (small batches, 2 s loads) for such a dry run.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+BIN=$(realpath "${1:-target/cuda/pixguard-cuda}")
+TESTS=${PIXGUARD_GPU_TESTS:-target/cuda/pixguard-gpu-tests}
+OUT=${OUT:-/tmp/pixguard-gpu-check}
+DEVICE=${PIXGUARD_GPU_CHECK_DEVICE:-cuda}
+PORT=${PIXGUARD_GPU_CHECK_PORT:-18080}
+if [[ -n "${PIXGUARD_GPU_CHECK_QUICK:-}" ]]; then
+  BATCHES=1,256,4096; MILLIS=200; LOAD_S=2; RATE_1M=20; RATES_SINGLE=200,400
+else
+  BATCHES=1,16,256,1024,4096,16384,65536; MILLIS=1500; LOAD_S=15; RATE_1M=1000; RATES_SINGLE=10000,20000,40000
+fi
+mkdir -p "$OUT"
+say() { printf '[gpu-check] %s\n' "$*" | tee -a "$OUT/steps.log" >&2; }
+declare -A RESULT
+
+if [[ -z "${PIXGUARD_CUDA_LIBS:-}" ]]; then
+  site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null || true)
+  PIXGUARD_CUDA_LIBS=$(find "$site/nvidia" -name 'lib*.so*' -printf '%h\n' 2>/dev/null | sort -u | paste -sd: -)
+fi
+export LD_LIBRARY_PATH="${PIXGUARD_CUDA_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# 0. environment
+{
+  date -u +%Y-%m-%dT%H:%M:%SZ
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  ldd "$BIN"
+} > "$OUT/environment.txt" 2>&1
+RESULT[card]=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n1)
+RESULT[card]=${RESULT[card]:-none}
+if grep -q '=> not found' "$OUT/environment.txt"; then
+  say "missing libraries:"; grep '=> not found' "$OUT/environment.txt" >&2
+fi
+say "binary $BIN on ${RESULT[card]}, device=$DEVICE"
+
+# 1. golden parity (the rows without their reference score, which `score` does not take)
+python3 -c 'import json, sys
+for line in open("models/pix-fraud/golden.jsonl"):
+    print(json.dumps(json.loads(line)["transaction"]))' > "$OUT/golden-input.jsonl"
+"$BIN" --log warn score --device "$DEVICE" "$OUT/golden-input.jsonl" -o "$OUT/golden-scores.jsonl" \
+  2> "$OUT/golden.log"
+RESULT[golden]=$(python3 - "$OUT/golden-scores.jsonl" <<'EOF'
+import json, sys
+want = {}
+for line in open("models/pix-fraud/golden.jsonl"):
+    row = json.loads(line)
+    want[row["transaction"]["end_to_end_id"]] = row["score"]
+got = [json.loads(l) for l in open(sys.argv[1])]
+assert len(got) == len(want), f"{len(got)} scores for {len(want)} golden rows"
+diff = max(abs(g["score"] - want[g["end_to_end_id"]]) for g in got)
+print(f"{diff:.2e} over {len(got)} rows ({'ok' if diff <= 1e-4 else 'FAIL'})")
+EOF
+)
+RESULT[golden]=${RESULT[golden]:-failed, see golden.log}
+say "golden parity: ${RESULT[golden]}"
+
+# 2. kernel tests
+if [[ -x "$TESTS" ]]; then
+  if PIXGUARD_REQUIRE_GPU=1 "$TESTS" --test-threads 1 --nocapture > "$OUT/kernel-tests.log" 2>&1; then
+    RESULT[tests]=$(grep -E '^test result' "$OUT/kernel-tests.log" | tail -n1)
+  else
+    RESULT[tests]="FAILED, see kernel-tests.log"
+  fi
+else
+  RESULT[tests]="not run (no $TESTS)"
+fi
+say "kernel tests: ${RESULT[tests]}"
+
+# 3. model forward
+"$BIN" --log warn model bench --device "$DEVICE" --batches "$BATCHES" \
+  --millis "$MILLIS" --json "$OUT/forward.json" > "$OUT/forward.txt" 2> "$OUT/forward.log"
+cat "$OUT/forward.txt" >&2
+RESULT[forward]=$(python3 - "$OUT/forward.json" <<'EOF' 2>/dev/null
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+best = max(rows, key=lambda r: max(r["fused_rows_per_s"], r["pipelined_rows_per_s"] or 0))
+print(f'{max(best["fused_rows_per_s"], best["pipelined_rows_per_s"] or 0) / 1e6:.2f} M rows/s at batch {best["batch"]}'
+      f' (synchronous {best["fused_rows_per_s"] / 1e6:.2f} M; Candle ops {(best["candle_rows_per_s"] or 0) / 1e6:.2f} M)')
+EOF
+)
+RESULT[forward]=${RESULT[forward]:-failed, see forward.log}
+say "forward: ${RESULT[forward]}"
+
+# 4. serving
+SERVER_PID=
+# No curl needed: python3 is there (PyTorch's).
+http_get() {
+  python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+    "http://127.0.0.1:$PORT$1"
+}
+start_server() {
+  PIXGUARD__SERVER__PORT=$PORT PIXGUARD__SERVER__GRPC_PORT=$((PORT + 1)) \
+  PIXGUARD__SERVER__ADDRESS=127.0.0.1 PIXGUARD__SERVER__BODY_LIMIT_BYTES=16777216 \
+  PIXGUARD__ENGINE__DEVICE=$DEVICE PIXGUARD__ENGINE__MAX_BATCH_SIZE=$1 \
+  PIXGUARD__ENGINE__MAX_QUEUE_DELAY_US=$2 PIXGUARD__ENGINE__MAX_QUEUE_ROWS=1000000 \
+    "$BIN" serve > "$OUT/serve-$3.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 120); do
+    if http_get /readyz > /dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  say "server did not become ready, see serve-$3.log"
+  return 1
+}
+stop_server() { [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; SERVER_PID=; }
+trap stop_server EXIT
+engine_p99() {
+  http_get /v1/stats > "$OUT/stats-$1.json" && python3 - "$OUT/stats-$1.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))["stages"]
+p = lambda k, q: s[k]["since_start"][q] / 1000
+print(f'engine (queue+compute) p50 {p("engine","p50"):.2f} ms, p99 {p("engine","p99"):.2f} ms '
+      f'(queue p99 {p("queue","p99"):.2f}, compute p99 {p("compute","p99"):.2f}); request p99 {p("request","p99"):.2f} ms')
+EOF
+}
+client_summary() {
+  python3 - "$1" "$2" <<'EOF'
+import json, sys
+steps = json.load(open(sys.argv[1]))["steps"]
+rows = int(sys.argv[2])
+for s in steps:
+    lat = s["latency_us"]
+    print(f'offered {s["offered_rps"] * rows:,.0f} rows/s, achieved {s["achieved_rps"] * rows:,.0f} rows/s, '
+          f'errors {sum(s["errors"].values())}, client p50 {lat["p50"] / 1000:.2f} ms p99 {lat["p99"] / 1000:.2f} ms')
+EOF
+}
+
+if start_server 16384 200 batch; then
+  # 1,000 rows per request at 1,000/s = 1 M rows/s; the client's JSON encoding is done before.
+  "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rows-per-request 1000 \
+    --transactions 20000 --rate "$RATE_1M" --duration "$LOAD_S" --warmup 3 --threads 8 --connections 512 \
+    --out "$OUT/bench-1m" --no-progress > "$OUT/bench-1m.txt" 2>&1
+  RESULT[serve_1m]="$(client_summary "$OUT/bench-1m/report.json" 1000 2>/dev/null || echo 'bench failed, see bench-1m.txt'); $(engine_p99 1m)"
+  stop_server
+fi
+say "1 M rows/s: ${RESULT[serve_1m]:-not run}"
+
+if start_server 512 100 single; then
+  "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rate "$RATES_SINGLE" \
+    --duration "$LOAD_S" --warmup 2 --threads 4 --connections 256 --out "$OUT/bench-single" --no-progress \
+    > "$OUT/bench-single.txt" 2>&1
+  RESULT[serve_single]="$(client_summary "$OUT/bench-single/report.json" 1 2>/dev/null | paste -sd';' - || echo 'bench failed'); $(engine_p99 single)"
+  stop_server
+fi
+say "single transactions: ${RESULT[serve_single]:-not run}"
+
+{
+  echo
+  echo "| check | result |"
+  echo "|---|---|"
+  echo "| card, driver | ${RESULT[card]} |"
+  echo "| golden parity (max abs diff vs PyTorch f64, target ≤ 1e-4) | ${RESULT[golden]} |"
+  echo "| kernel tests (tests/gpu.rs) | ${RESULT[tests]} |"
+  echo "| model forward, best (target ≥ 10 M rows/s) | ${RESULT[forward]} |"
+  echo "| serve 1 M rows/s (1,000-row requests; target engine p99 ≤ 2 ms) | ${RESULT[serve_1m]:-not run} |"
+  echo "| serve single transactions | ${RESULT[serve_single]:-not run} |"
+} | tee "$OUT/summary.md"

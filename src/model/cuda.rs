@@ -1,0 +1,535 @@
+//! The DCN-v2 forward on an NVIDIA GPU: weights resident, cuBLAS for the products, pixguard's own
+//! kernels (`kernels/dcn.cu`) for everything between them, and a two-slot pipeline so the copy of
+//! batch N+1 overlaps the compute of batch N.
+//!
+//! Per batch: the caller's rows go into a pinned staging buffer (numeric f32 bits, then categorical
+//! ids, as one block of 32-bit words), one host→device copy on the copy stream, the forward on the
+//! compute stream (which waits for that copy through cudarc's event tracking), and one
+//! device→host copy of the scores into pinned memory. Two slots each own their staging, input,
+//! scores and output buffers, so a slot can be filled while the other computes.
+
+use std::sync::Arc;
+
+use candle_core::cuda_backend::cudarc;
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys::cublasOperation_t};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg, result,
+};
+use cudarc::nvrtc::Ptx;
+
+use super::fused::FusedDcn;
+
+/// The kernels of `kernels/dcn.cu`, compiled to PTX by the build script.
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/dcn.ptx"));
+/// Threads per block for the element-wise kernels and the head (a multiple of the warp size).
+const BLOCK: u32 = 256;
+
+/// Errors of the GPU path.
+#[derive(Debug, thiserror::Error)]
+pub enum CudaError {
+    /// A CUDA driver call failed.
+    #[error("CUDA driver: {0}")]
+    Driver(#[from] DriverError),
+    /// A cuBLAS call failed.
+    #[error("cuBLAS: {0}")]
+    Blas(#[from] cudarc::cublas::result::CublasError),
+    /// The input does not fit the model.
+    #[error("{0}")]
+    Input(String),
+    /// The driver library panicked (cudarc does when it cannot load libcuda).
+    #[error("CUDA unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What the probe found on a device.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// Device ordinal.
+    pub ordinal: usize,
+    /// Marketing name, e.g. "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    /// Compute capability (major, minor).
+    pub compute_capability: (i32, i32),
+    /// Device memory in bytes.
+    pub total_memory: usize,
+}
+
+/// Whether CUDA device `ordinal` can be used, without panicking when there is no driver: a stub
+/// libcuda answers `CUDA_ERROR_STUB_LIBRARY`, a machine without GPUs reports none, and any panic
+/// inside cudarc is caught and reported as an error.
+pub fn probe(ordinal: usize) -> Result<DeviceInfo, CudaError> {
+    let attempt = std::panic::catch_unwind(|| -> Result<DeviceInfo, CudaError> {
+        result::init()?;
+        let count = result::device::get_count()?;
+        if ordinal >= count.max(0) as usize {
+            return Err(CudaError::Unavailable(format!(
+                "no CUDA device {ordinal} ({count} found)"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        Ok(DeviceInfo {
+            ordinal,
+            name: ctx.name()?,
+            compute_capability: ctx.compute_capability()?,
+            total_memory: ctx.total_mem()?,
+        })
+    });
+    match attempt {
+        Ok(r) => r,
+        Err(panic) => Err(CudaError::Unavailable(panic_message(&*panic))),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic in the CUDA driver wrapper".into())
+}
+
+/// One dense layer on the device: `W^T` `[in, out]` row-major, bias `[out]`.
+struct DeviceDense {
+    weight_t: CudaSlice<f32>,
+    bias: CudaSlice<f32>,
+    input: usize,
+    output: usize,
+}
+
+struct Kernels {
+    gather_concat: CudaFunction,
+    cross_finish: CudaFunction,
+    bias_relu: CudaFunction,
+    head_sigmoid: CudaFunction,
+}
+
+/// One pipeline slot: everything a batch owns between submit and wait.
+struct Slot {
+    staging: PinnedHostSlice<u32>,
+    input: CudaSlice<u32>,
+    scores: CudaSlice<f32>,
+    out: PinnedHostSlice<f32>,
+    /// Recorded on the copy stream after the upload: the staging buffer is free again.
+    uploaded: CudaEvent,
+    /// Recorded on the compute stream after the scores' download.
+    done: CudaEvent,
+    /// Rows of the batch in flight, if any.
+    rows: Option<usize>,
+}
+
+/// A submitted batch; hand it back to [`CudaDcn::wait`].
+#[derive(Debug)]
+#[must_use]
+pub struct Ticket(usize);
+
+/// The network resident on one GPU, with its two-slot pipeline.
+pub struct CudaDcn {
+    info: DeviceInfo,
+    copy: Arc<CudaStream>,
+    compute: Arc<CudaStream>,
+    blas: CudaBlas,
+    kernels: Kernels,
+    tables: CudaSlice<f32>,
+    meta: CudaSlice<i32>,
+    cardinalities: Vec<u32>,
+    n_numeric: usize,
+    width: usize,
+    widest: usize,
+    cross: Vec<DeviceDense>,
+    mlp: Vec<DeviceDense>,
+    head_weight: CudaSlice<f32>,
+    head_bias: f32,
+    /// Shared activations: the compute stream runs one batch at a time.
+    x0: CudaSlice<f32>,
+    act: [CudaSlice<f32>; 2],
+    capacity: usize,
+    slots: Vec<Slot>,
+    next: usize,
+}
+
+impl CudaDcn {
+    /// Uploads the network to device `ordinal`, with buffers for batches of up to `capacity` rows
+    /// (they grow if a larger batch comes).
+    pub fn new(ordinal: usize, net: &FusedDcn, capacity: usize) -> Result<Self, CudaError> {
+        let info = probe(ordinal)?;
+        let ctx = CudaContext::new(ordinal)?;
+        let copy = ctx.new_stream()?;
+        let compute = ctx.new_stream()?;
+        let blas = CudaBlas::new(compute.clone())?;
+        let module = ctx.load_module(Ptx::from_src(PTX))?;
+        let kernels = Kernels {
+            gather_concat: module.load_function("gather_concat")?,
+            cross_finish: module.load_function("cross_finish")?,
+            bias_relu: module.load_function("bias_relu")?,
+            head_sigmoid: module.load_function("head_sigmoid")?,
+        };
+        let mut flat = Vec::new();
+        let mut meta = Vec::new();
+        for table in &net.embeddings {
+            meta.push(to_i32(flat.len(), "embedding tables")?);
+            meta.push(to_i32(table.dim, "embedding dim")?);
+            flat.extend_from_slice(&table.weight);
+        }
+        let upload_dense = |d: &super::fused::DenseT| -> Result<DeviceDense, CudaError> {
+            Ok(DeviceDense {
+                weight_t: compute.clone_htod(&d.weight_t)?,
+                bias: compute.clone_htod(&d.bias)?,
+                input: d.input,
+                output: d.output,
+            })
+        };
+        let width = net.input_width();
+        let cross = net
+            .cross
+            .iter()
+            .map(upload_dense)
+            .collect::<Result<_, _>>()?;
+        let mlp: Vec<DeviceDense> = net.mlp.iter().map(upload_dense).collect::<Result<_, _>>()?;
+        let widest = mlp.iter().map(|l| l.output).max().unwrap_or(0).max(width);
+        let mut model = CudaDcn {
+            info,
+            tables: compute.clone_htod(&flat)?,
+            meta: compute.clone_htod(&meta)?,
+            cardinalities: net
+                .embeddings
+                .iter()
+                .map(|t| u32::try_from(t.cardinality).unwrap_or(u32::MAX))
+                .collect(),
+            n_numeric: net.n_numeric,
+            width,
+            widest,
+            cross,
+            mlp,
+            head_weight: compute.clone_htod(&net.head_weight)?,
+            head_bias: net.head_bias,
+            x0: compute.alloc_zeros(1)?,
+            act: [compute.alloc_zeros(1)?, compute.alloc_zeros(1)?],
+            capacity: 0,
+            slots: Vec::new(),
+            next: 0,
+            copy,
+            compute,
+            blas,
+            kernels,
+        };
+        model.reserve(capacity.max(1))?;
+        compute_sync(&model.compute)?;
+        Ok(model)
+    }
+
+    /// The device it runs on.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Largest batch the current buffers take without growing.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// (Re)allocates every batch-sized buffer for `rows` rows. Refused while a batch is in flight:
+    /// its buffers would go with the old allocation.
+    pub fn reserve(&mut self, rows: usize) -> Result<(), CudaError> {
+        if rows <= self.capacity {
+            return Ok(());
+        }
+        if self.slots.iter().any(|slot| slot.rows.is_some()) {
+            return Err(CudaError::Input(format!(
+                "a batch of {rows} rows needs larger buffers than the {} allocated; wait for the batches in flight first",
+                self.capacity
+            )));
+        }
+        let ctx = self.compute.context().clone();
+        let words = rows * (self.n_numeric + self.cardinalities.len());
+        self.x0 = self.compute.alloc_zeros(rows * self.width)?;
+        self.act = [
+            self.compute.alloc_zeros(rows * self.widest)?,
+            self.compute.alloc_zeros(rows * self.widest)?,
+        ];
+        self.slots = (0..2)
+            .map(|_| -> Result<Slot, CudaError> {
+                Ok(Slot {
+                    // SAFETY: both pinned buffers are written before they are read.
+                    staging: unsafe { ctx.alloc_pinned::<u32>(words)? },
+                    // Not write-combined: the host reads the scores back.
+                    out: unsafe { ctx.alloc_pinned_with_flags::<f32>(rows, 0)? },
+                    input: self.copy.alloc_zeros(words)?,
+                    scores: self.compute.alloc_zeros(rows)?,
+                    uploaded: ctx.new_event(None)?,
+                    done: ctx.new_event(None)?,
+                    rows: None,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        self.capacity = rows;
+        Ok(())
+    }
+
+    /// Whether another batch can be submitted without waiting for one first.
+    pub fn has_free_slot(&self) -> bool {
+        self.slots
+            .get(self.next)
+            .is_some_and(|slot| slot.rows.is_none())
+    }
+
+    /// Starts a batch: stages and uploads the rows, queues the forward and the download of the
+    /// scores, and returns at once. Fails if both slots are in flight (call [`Self::wait`] first)
+    /// or if a categorical id is outside its table.
+    pub fn submit(
+        &mut self,
+        numeric: &[f32],
+        categorical: &[u32],
+        rows: usize,
+    ) -> Result<Ticket, CudaError> {
+        let (nn, nc) = (self.n_numeric, self.cardinalities.len());
+        if numeric.len() != rows * nn || categorical.len() != rows * nc {
+            return Err(CudaError::Input(format!(
+                "expected {rows}×{nn} numeric and {rows}×{nc} categorical values, got {} and {}",
+                numeric.len(),
+                categorical.len()
+            )));
+        }
+        // The kernel indexes tables without bounds checks; the check is here, as on the CPU path.
+        for (i, &id) in categorical.iter().enumerate() {
+            let column = i % nc.max(1);
+            if id >= self.cardinalities[column] {
+                return Err(CudaError::Input(format!(
+                    "categorical column {column} has index {id}, outside its embedding table of {} rows",
+                    self.cardinalities[column]
+                )));
+            }
+        }
+        if rows == 0 {
+            return Err(CudaError::Input("empty batch".into()));
+        }
+        if rows > self.capacity {
+            self.reserve(rows.next_power_of_two())?;
+        }
+        let index = self.next;
+        if self.slots[index].rows.is_some() {
+            return Err(CudaError::Input(
+                "both pipeline slots are in flight; wait for one first".into(),
+            ));
+        }
+        let words = rows * (nn + nc);
+        {
+            let slot = &mut self.slots[index];
+            // The previous upload from this staging buffer must be over before it is rewritten.
+            slot.uploaded.synchronize()?;
+            let staging = slot.staging.as_mut_slice()?;
+            for (dst, v) in staging[..rows * nn].iter_mut().zip(numeric) {
+                *dst = v.to_bits();
+            }
+            staging[rows * nn..words].copy_from_slice(categorical);
+            let (dst, _record) = slot.input.device_ptr_mut(&self.copy);
+            // SAFETY: `staging` is pinned and stays untouched until `uploaded` completes (checked
+            // above before the next write); `input` holds at least `words` words.
+            unsafe { result::memcpy_htod_async(dst, &staging[..words], self.copy.cu_stream())? };
+        }
+        self.slots[index].uploaded.record(&self.copy)?;
+        self.forward(index, rows)?;
+        let slot = &mut self.slots[index];
+        {
+            let out = slot.out.as_mut_slice()?;
+            let (src, _record) = slot.scores.device_ptr(&self.compute);
+            // SAFETY: `out` is pinned and is only read after `done` completes.
+            unsafe { result::memcpy_dtoh_async(&mut out[..rows], src, self.compute.cu_stream())? };
+        }
+        slot.done.record(&self.compute)?;
+        slot.rows = Some(rows);
+        self.next = (index + 1) % self.slots.len();
+        Ok(Ticket(index))
+    }
+
+    /// Waits for a submitted batch and copies its scores into `out` (`rows` long).
+    pub fn wait(&mut self, ticket: Ticket, out: &mut [f32]) -> Result<(), CudaError> {
+        let slot = &mut self.slots[ticket.0];
+        let rows = slot.rows.take().unwrap_or(0);
+        slot.done.synchronize()?;
+        if out.len() != rows {
+            return Err(CudaError::Input(format!(
+                "{} outputs for a batch of {rows} rows",
+                out.len()
+            )));
+        }
+        out.copy_from_slice(&slot.out.as_slice()?[..rows]);
+        Ok(())
+    }
+
+    /// Scores one batch synchronously.
+    pub fn run(
+        &mut self,
+        numeric: &[f32],
+        categorical: &[u32],
+        rows: usize,
+        out: &mut [f32],
+    ) -> Result<(), CudaError> {
+        if rows == 0 {
+            return Ok(());
+        }
+        let ticket = self.submit(numeric, categorical, rows)?;
+        self.wait(ticket, out)
+    }
+
+    /// Queues the forward of slot `index`'s input on the compute stream.
+    fn forward(&mut self, index: usize, rows: usize) -> Result<(), CudaError> {
+        let stream = self.compute.clone();
+        let n = rows_i32(rows)?;
+        let width = to_i32(self.width, "input width")?;
+        let (nn, nc) = (
+            to_i32(self.n_numeric, "numeric features")?,
+            to_i32(self.cardinalities.len(), "categorical features")?,
+        );
+        let slot = &self.slots[index];
+        // SAFETY: argument types and order match `gather_concat` in kernels/dcn.cu; `x0` holds
+        // rows × width floats and `input` rows × (nn + nc) words.
+        unsafe {
+            stream
+                .launch_builder(&self.kernels.gather_concat)
+                .arg(&slot.input)
+                .arg(&n)
+                .arg(&nn)
+                .arg(&nc)
+                .arg(&self.tables)
+                .arg(&self.meta)
+                .arg(&width)
+                .arg(&mut self.x0)
+                .launch(elementwise(rows * self.width))?;
+        }
+        // x_l lives in x0 (l = 0) or in one of the two activation buffers; the gemm writes the
+        // other one, which the fused kernel then turns into x_{l+1}.
+        let mut current: Option<usize> = None;
+        for layer in &self.cross {
+            let target = current.map_or(0, |c| 1 - c);
+            let (src, dst) = split(&self.x0, &mut self.act, current, target);
+            gemm(&self.blas, layer, src, dst, rows)?;
+            let (xl, t) = split(&self.x0, &mut self.act, current, target);
+            // SAFETY: matches `cross_finish`; every buffer holds rows × width floats.
+            unsafe {
+                stream
+                    .launch_builder(&self.kernels.cross_finish)
+                    .arg(&self.x0)
+                    .arg(xl)
+                    .arg(t)
+                    .arg(&layer.bias)
+                    .arg(&n)
+                    .arg(&width)
+                    .launch(elementwise(rows * layer.output))?;
+            }
+            current = Some(target);
+        }
+        let mut last_width = self.width;
+        for layer in &self.mlp {
+            let target = current.map_or(0, |c| 1 - c);
+            let (src, dst) = split(&self.x0, &mut self.act, current, target);
+            gemm(&self.blas, layer, src, dst, rows)?;
+            let out_width = to_i32(layer.output, "layer width")?;
+            // SAFETY: matches `bias_relu`; the buffer holds rows × output floats.
+            unsafe {
+                stream
+                    .launch_builder(&self.kernels.bias_relu)
+                    .arg(&mut self.act[target])
+                    .arg(&layer.bias)
+                    .arg(&n)
+                    .arg(&out_width)
+                    .launch(elementwise(rows * layer.output))?;
+            }
+            current = Some(target);
+            last_width = layer.output;
+        }
+        let h = match current {
+            Some(c) => &self.act[c],
+            None => &self.x0,
+        };
+        let last_width = to_i32(last_width, "head width")?;
+        let threads = (rows as u64) * 32;
+        let cfg = LaunchConfig {
+            grid_dim: (threads.div_ceil(u64::from(BLOCK)) as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let scores = &mut self.slots[index].scores;
+        // SAFETY: matches `head_sigmoid`; `h` holds rows × last_width floats, `scores` rows.
+        unsafe {
+            stream
+                .launch_builder(&self.kernels.head_sigmoid)
+                .arg(h)
+                .arg(&self.head_weight)
+                .arg(&self.head_bias)
+                .arg(&n)
+                .arg(&last_width)
+                .arg(scores)
+                .launch(cfg)?;
+        }
+        Ok(())
+    }
+}
+
+/// (source, target) of a layer: the source is x0 before the first layer, then an activation buffer.
+fn split<'a>(
+    x0: &'a CudaSlice<f32>,
+    act: &'a mut [CudaSlice<f32>; 2],
+    current: Option<usize>,
+    target: usize,
+) -> (&'a CudaSlice<f32>, &'a mut CudaSlice<f32>) {
+    let [a, b] = act;
+    match (current, target) {
+        (None, 0) => (x0, a),
+        (None, _) => (x0, b),
+        (Some(_), 0) => (b, a),
+        (Some(_), _) => (a, b),
+    }
+}
+
+/// `dst[rows × out] = src[rows × in] · W^T` through cuBLAS. cuBLAS is column-major: a row-major
+/// `[r, c]` matrix is its column-major transpose, so `dst^T = (W^T)^T · src^T` needs no transposes.
+fn gemm(
+    blas: &CudaBlas,
+    layer: &DeviceDense,
+    src: &CudaSlice<f32>,
+    dst: &mut CudaSlice<f32>,
+    rows: usize,
+) -> Result<(), CudaError> {
+    let (m, k) = (
+        to_i32(layer.output, "layer width")?,
+        to_i32(layer.input, "layer width")?,
+    );
+    let cfg = GemmConfig {
+        transa: cublasOperation_t::CUBLAS_OP_N,
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m,
+        n: rows_i32(rows)?,
+        k,
+        alpha: 1.0f32,
+        lda: m,
+        ldb: k,
+        beta: 0.0f32,
+        ldc: m,
+    };
+    // SAFETY: W^T is [k, m] row-major (= m × k column-major, ld m), src holds rows × k floats
+    // (k × rows column-major, ld k), dst holds at least rows × m floats.
+    unsafe { blas.gemm(cfg, &layer.weight_t, src, dst)? };
+    Ok(())
+}
+
+fn elementwise(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((n as u64).div_ceil(u64::from(BLOCK)) as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn compute_sync(stream: &CudaStream) -> Result<(), CudaError> {
+    stream.synchronize()?;
+    Ok(())
+}
+
+fn rows_i32(rows: usize) -> Result<i32, CudaError> {
+    to_i32(rows, "batch rows")
+}
+
+fn to_i32(v: usize, what: &str) -> Result<i32, CudaError> {
+    i32::try_from(v).map_err(|_| CudaError::Input(format!("{what}: {v} exceeds i32")))
+}
