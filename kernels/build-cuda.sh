@@ -6,6 +6,7 @@
 #   kernels/build-cuda.sh            → target/cuda/pixguard-cuda (stripped), its size printed
 #   kernels/build-cuda.sh --tests    → also target/cuda/pixguard-gpu-tests, tests/gpu.rs as a
 #                                      binary to carry to a GPU machine (kernels/gpu-check.sh runs it)
+# Each binary also gets an .xz copy, small enough to carry.
 #
 # Environment: PIXGUARD_CUDA_TOOLS (default target/cuda-tools) holds the wheels and the unpacked
 # toolkit; CUDA_COMPUTE_CAP (default 90, H100/H200) is the architecture candle's kernels target.
@@ -90,3 +91,9 @@ for line in sys.stdin:
   strip "$CARGO_TARGET_DIR/pixguard-gpu-tests"
   ls -l "$CARGO_TARGET_DIR/pixguard-gpu-tests"
 fi
+
+# Compressed copies to carry to a GPU machine (both binaries together are ~100 MB, ~13 MB in xz):
+# kernels/gpu-check.sh unpacks them.
+for f in "$out" "$CARGO_TARGET_DIR/pixguard-gpu-tests"; do
+  if [[ -f "$f" ]]; then xz -T0 -6 -k -f "$f" && ls -l "$f.xz"; fi
+done

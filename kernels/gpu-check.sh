@@ -24,9 +24,20 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-BIN=$(realpath "${1:-target/cuda/pixguard-cuda}")
+BIN=${1:-target/cuda/pixguard-cuda}
 TESTS=${PIXGUARD_GPU_TESTS:-target/cuda/pixguard-gpu-tests}
 OUT=${OUT:-/tmp/pixguard-gpu-check}
+# build-cuda.sh's .xz copies are what fits a carry; unpack them beside the working tree.
+unpack() {
+  if [[ ! -x "$1" && -f "$1.xz" ]]; then
+    mkdir -p /tmp/pixguard-bin && xz -dc "$1.xz" > "/tmp/pixguard-bin/$(basename "$1")" \
+      && chmod +x "/tmp/pixguard-bin/$(basename "$1")" && echo "/tmp/pixguard-bin/$(basename "$1")"
+  else
+    echo "$1"
+  fi
+}
+BIN=$(realpath "$(unpack "$BIN")")
+TESTS=$(unpack "$TESTS")
 DEVICE=${PIXGUARD_GPU_CHECK_DEVICE:-cuda}
 PORT=${PIXGUARD_GPU_CHECK_PORT:-18080}
 if [[ -n "${PIXGUARD_GPU_CHECK_QUICK:-}" ]]; then

@@ -60,8 +60,8 @@ pub struct DeviceInfo {
 /// inside cudarc is caught and reported as an error.
 pub fn probe(ordinal: usize) -> Result<DeviceInfo, CudaError> {
     let attempt = std::panic::catch_unwind(|| -> Result<DeviceInfo, CudaError> {
-        result::init()?;
-        let count = result::device::get_count()?;
+        result::init().map_err(unavailable)?;
+        let count = result::device::get_count().map_err(unavailable)?;
         if ordinal >= count.max(0) as usize {
             return Err(CudaError::Unavailable(format!(
                 "no CUDA device {ordinal} ({count} found)"
@@ -79,6 +79,22 @@ pub fn probe(ordinal: usize) -> Result<DeviceInfo, CudaError> {
         Ok(r) => r,
         Err(panic) => Err(CudaError::Unavailable(panic_message(&*panic))),
     }
+}
+
+/// The driver's answer in words; a stub cannot even name its own error.
+fn unavailable(e: DriverError) -> CudaError {
+    use cudarc::driver::sys::CUresult;
+    let reason = match e.0 {
+        CUresult::CUDA_ERROR_STUB_LIBRARY => {
+            "libcuda is the link stub, not a driver (no NVIDIA driver on this machine)".to_string()
+        }
+        CUresult::CUDA_ERROR_NO_DEVICE => "the driver sees no CUDA device".to_string(),
+        CUresult::CUDA_ERROR_SYSTEM_DRIVER_MISMATCH => {
+            "libcuda and the NVIDIA kernel driver are different versions".to_string()
+        }
+        _ => return CudaError::Driver(e),
+    };
+    CudaError::Unavailable(reason)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
