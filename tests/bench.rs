@@ -278,6 +278,14 @@ fn bad_arguments_are_refused_with_the_reason() {
             vec!["bench", "--input", "/no/such/file.jsonl"],
             "/no/such/file.jsonl",
         ),
+        (
+            vec!["bench", "--api", "oip-http", "--rows-per-request", "4"],
+            "--api v1 only",
+        ),
+        (
+            vec!["bench", "--rows-per-request", "0"],
+            "--rows-per-request",
+        ),
     ] {
         let run = pixguard(&args);
         let stderr = String::from_utf8_lossy(&run.stderr);
@@ -307,7 +315,53 @@ fn bad_arguments_are_refused_with_the_reason() {
         "--label",
         "--out",
         "--no-progress",
+        "--rows-per-request",
     ] {
         assert!(help.contains(option), "--help lacks {option}");
     }
+}
+
+#[test]
+fn batched_requests_score_every_row_they_carry() {
+    let server = Server::start(&[]);
+    let rows_scored = |server: &Server| {
+        let text = reqwest::blocking::get(server.url("/metrics"))
+            .unwrap()
+            .text()
+            .unwrap();
+        metric_or_zero(&text, "pixguard_rows_scored_total")
+    };
+    let dir = scratch("batched");
+    let (answers_before, rows_before) = (answered(&server), rows_scored(&server));
+    let run = pixguard(&[
+        "bench",
+        "--url",
+        &server.base,
+        "--rows-per-request",
+        "37",
+        "--transactions",
+        "500",
+        "--mode",
+        "closed",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--no-progress",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let r = report(&dir);
+    r["steps"].as_array().unwrap().iter().for_each(check_step);
+    let requests = answered(&server) - answers_before;
+    assert_eq!(requests, bench_ok(&r));
+    // Each answered request carried 37 transactions, all of them scored.
+    assert_eq!(rows_scored(&server) - rows_before, 37.0 * requests);
 }

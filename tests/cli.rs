@@ -178,3 +178,99 @@ fn serve_refuses_cuda_without_the_cuda_build_and_names_unknown_config_keys() {
         "{yaml}"
     );
 }
+
+#[test]
+fn model_bench_times_every_batch_size_and_writes_json() {
+    let json =
+        std::env::temp_dir().join(format!("pixguard-model-bench-{}.json", std::process::id()));
+    let out = pixguard(
+        &[
+            "model",
+            "bench",
+            "--device",
+            "cpu",
+            "--batches",
+            "1,8,64",
+            "--millis",
+            "30",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("on cpu"), "{table}");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["batch"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 8, 64]
+    );
+    for r in rows {
+        let us = r["fused_us"].as_f64().unwrap();
+        let per_s = r["fused_rows_per_s"].as_f64().unwrap();
+        assert!(us > 0.0 && r["candle_us"].as_f64().unwrap() > 0.0, "{r}");
+        // rows/s is the batch over the median, not an independent figure.
+        let batch = r["batch"].as_f64().unwrap();
+        assert!((per_s - batch / (us * 1e-6)).abs() / per_s < 1e-9, "{r}");
+        assert!(r["iterations"].as_u64().unwrap() >= 5, "{r}");
+        // No pipeline on the CPU.
+        assert!(r["pipelined_us"].is_null(), "{r}");
+    }
+    let _ = std::fs::remove_file(&json);
+
+    let bad = pixguard(&["model", "bench", "--batches", "1,x"], None);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("--batches \"x\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn score_on_cuda_without_it_is_refused_and_auto_falls_back() {
+    let input = std::fs::read("models/pix-fraud/input_example.json").unwrap();
+    let cuda = pixguard(&["score", "--device", "cuda"], Some(&input));
+    let stderr = String::from_utf8_lossy(&cuda.stderr);
+    if cfg!(feature = "cuda") {
+        eprintln!("the cuda build: whether --device cuda works depends on the machine's GPU");
+    } else {
+        assert!(
+            !cuda.status.success() && stderr.contains("without the `cuda` feature"),
+            "{stderr}"
+        );
+    }
+    let auto = pixguard(&["score", "--device", "auto"], Some(&input));
+    assert!(
+        auto.status.success(),
+        "{}",
+        String::from_utf8_lossy(&auto.stderr)
+    );
+    let cpu = pixguard(&["score"], Some(&input));
+    // Wherever auto lands, the scores are the same model's: identical on the CPU, within f32
+    // rounding on a GPU.
+    let scores = |o: &Output| -> Vec<f64> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["score"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (a, c) = (scores(&auto), scores(&cpu));
+    assert_eq!(a.len(), c.len());
+    assert!(!a.is_empty());
+    assert!(
+        a.iter().zip(&c).all(|(x, y)| (x - y).abs() <= 1e-5),
+        "{a:?} vs {c:?}"
+    );
+}
