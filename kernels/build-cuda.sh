@@ -6,6 +6,7 @@
 #   kernels/build-cuda.sh            → target/cuda/pixguard-cuda (stripped), its size printed
 #   kernels/build-cuda.sh --tests    → also target/cuda/pixguard-gpu-tests, tests/gpu.rs as a
 #                                      binary to carry to a GPU machine (kernels/gpu-check.sh runs it)
+#   kernels/build-cuda.sh --clippy   → first `cargo clippy --all-targets -D warnings` on the cuda build
 # Each binary also gets an .xz copy, small enough to carry.
 #
 # Environment: PIXGUARD_CUDA_TOOLS (default target/cuda-tools) holds the wheels and the unpacked
@@ -68,11 +69,20 @@ export RUSTFLAGS="-L native=$CUDA_ROOT/lib -L native=$STUB"
 # A target folder of its own: different RUSTFLAGS would otherwise rebuild the CPU build's crates.
 export CARGO_TARGET_DIR="$ROOT/target/cuda"
 say "nvcc $(nvcc --version | grep -oE 'release [0-9.]+'), compute capability $CUDA_COMPUTE_CAP"
+for arg in "$@"; do
+  if [[ "$arg" == "--clippy" ]]; then
+    # --release: the build scripts' outputs (Candle's compiled kernels) are shared with the build.
+    (cd "$ROOT" && cargo clippy --release --locked --features cuda --all-targets -- -D warnings)
+  fi
+done
 (cd "$ROOT" && cargo build --release --locked --features cuda --bin pixguard)
 
 out="$CARGO_TARGET_DIR/pixguard-cuda"
 cp "$CARGO_TARGET_DIR/release/pixguard" "$out"
 strip "$out"
+# A compressed copy to carry to a GPU machine (~7.5 MB; with the tests' ~13 MB): gpu-check.sh
+# unpacks it.
+xz -T0 -6 -k -f "$out"
 bytes=$(stat -c %s "$out")
 awk -v b="$bytes" -v m="$MAX_BYTES" -v p="$out" 'BEGIN { printf "%s: %d bytes (%.1f MB), limit %.0f MB\n", p, b, b / 1e6, m / 1e6 }'
 if ((bytes >= MAX_BYTES)); then
@@ -80,7 +90,7 @@ if ((bytes >= MAX_BYTES)); then
   exit 1
 fi
 
-if [[ "${1:-}" == "--tests" ]]; then
+if [[ " $* " == *" --tests "* ]]; then
   tests=$(cd "$ROOT" && cargo test --release --locked --features cuda --test gpu --no-run \
     --message-format json | python3 -c 'import json,sys
 for line in sys.stdin:
@@ -89,11 +99,6 @@ for line in sys.stdin:
         print(m["executable"])')
   cp "$tests" "$CARGO_TARGET_DIR/pixguard-gpu-tests"
   strip "$CARGO_TARGET_DIR/pixguard-gpu-tests"
-  ls -l "$CARGO_TARGET_DIR/pixguard-gpu-tests"
+  xz -T0 -6 -k -f "$CARGO_TARGET_DIR/pixguard-gpu-tests"
+  ls -l "$CARGO_TARGET_DIR/pixguard-gpu-tests"*
 fi
-
-# Compressed copies to carry to a GPU machine (both binaries together are ~100 MB, ~13 MB in xz):
-# kernels/gpu-check.sh unpacks them.
-for f in "$out" "$CARGO_TARGET_DIR/pixguard-gpu-tests"; do
-  if [[ -f "$f" ]]; then xz -T0 -6 -k -f "$f" && ls -l "$f.xz"; fi
-done
