@@ -3,6 +3,7 @@
 
 mod batcher;
 pub mod metrics;
+mod pipeline;
 mod worker;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,9 +1,8 @@
 //! A device worker: owns one model replica, computes the batches the batcher hands it, scatters the
 //! scores back to their requests and reports itself idle.
 //!
-//! On the CPU a batch is computed start to finish. On a GPU the worker keeps up to two batches in
-//! flight: it reports idle as soon as a batch is submitted, so the batcher can hand over the next
-//! one, whose host→device copy then overlaps the compute of the first.
+//! On the CPU a batch is computed start to finish. On a GPU the worker runs `super::pipeline`'s
+//! loop instead, with up to two batches in flight.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,15 +27,15 @@ pub(super) struct Worker {
 
 /// The contiguous feature block of one batch, reused across batches.
 #[derive(Default)]
-struct Rows {
-    numeric: Vec<f32>,
-    categorical: Vec<u32>,
-    out: Vec<f32>,
+pub(super) struct Rows {
+    pub(super) numeric: Vec<f32>,
+    pub(super) categorical: Vec<u32>,
+    pub(super) out: Vec<f32>,
 }
 
 impl Rows {
     /// Gathers the batch's parts into one block: the only copy between request and model.
-    fn gather(&mut self, batch: &Batch) {
+    pub(super) fn gather(&mut self, batch: &Batch) {
         self.numeric.clear();
         self.categorical.clear();
         for part in &batch.parts {
@@ -114,29 +113,9 @@ impl Worker {
         );
     }
 
-    /// The GPU loop: submit, report idle, and wait for the oldest batch only when both pipeline
-    /// slots are taken or no new batch is waiting.
+    /// The GPU loop (`super::pipeline`), over this replica's CUDA pipeline.
     #[cfg(feature = "cuda")]
     fn run_pipelined(self, batches: Receiver<Batch>) {
-        use crossbeam_channel::TryRecvError;
-        use std::collections::VecDeque;
-
-        use crate::model::cuda::{CudaDcn, Ticket};
-
-        struct InFlight {
-            batch: Batch,
-            ticket: Ticket,
-            submitted: Instant,
-        }
-        fn complete(gpu: &mut CudaDcn, metrics: &Metrics, rows: &mut Rows, job: InFlight) {
-            rows.out.resize(job.batch.rows, 0.0);
-            let result = gpu
-                .wait(job.ticket, &mut rows.out)
-                .map(|()| &rows.out[..])
-                .map_err(|e| e.to_string());
-            finish(metrics, job.batch, result, job.submitted);
-        }
-
         let Worker {
             id,
             model,
@@ -149,53 +128,25 @@ impl Worker {
         let Some(gpu) = model.gpu() else { return };
         // The only user of this replica is this thread; the lock is uncontended.
         let mut gpu = gpu.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = gpu.reserve(max_batch_size) {
-            tracing::error!(error = %e, rows = max_batch_size, "sizing the GPU buffers");
-        }
-        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-        loop {
-            let next = if in_flight.is_empty() {
-                batches.recv().map_err(|_| TryRecvError::Disconnected)
-            } else {
-                batches.try_recv()
-            };
-            match next {
-                Ok(batch) => {
-                    rows.gather(&batch);
-                    let submitted = Instant::now();
-                    match gpu.submit(&rows.numeric, &rows.categorical, batch.rows) {
-                        Ok(ticket) => in_flight.push_back(InFlight {
-                            batch,
-                            ticket,
-                            submitted,
-                        }),
-                        Err(e) => finish(&metrics, batch, Err(e.to_string()), submitted),
-                    }
-                    if batcher.send(Message::Idle(id)).is_err() {
-                        break;
-                    }
-                    if !gpu.has_free_slot()
-                        && let Some(job) = in_flight.pop_front()
-                    {
-                        complete(&mut gpu, &metrics, &mut rows, job);
-                    }
-                }
-                Err(TryRecvError::Empty) => {
-                    if let Some(job) = in_flight.pop_front() {
-                        complete(&mut gpu, &metrics, &mut rows, job);
-                    }
-                }
-                Err(TryRecvError::Disconnected) => break,
-            }
-        }
-        while let Some(job) = in_flight.pop_front() {
-            complete(&mut gpu, &metrics, &mut rows, job);
-        }
+        super::pipeline::run(
+            &mut *gpu,
+            id,
+            &batches,
+            &batcher,
+            &metrics,
+            &mut rows,
+            max_batch_size,
+        );
     }
 }
 
 /// Records the batch and hands each request its scores (or the model's error).
-fn finish(metrics: &Metrics, batch: Batch, result: Result<&[f32], String>, started: Instant) {
+pub(super) fn finish(
+    metrics: &Metrics,
+    batch: Batch,
+    result: Result<&[f32], String>,
+    started: Instant,
+) {
     let compute_us = started.elapsed().as_micros() as u64;
     metrics.batch_size.observe(batch.rows as u64);
     let out = match result {
