@@ -361,9 +361,9 @@ impl CudaDcn {
     /// Whether a submitted batch has finished, without waiting (an error counts as finished:
     /// [`Self::wait`] reports it).
     pub fn is_done(&self, ticket: &Ticket) -> bool {
-        self.slots.get(ticket.0).is_none_or(|slot| {
-            slot.rows.is_none() || slot.done.try_is_complete().unwrap_or(true)
-        })
+        self.slots
+            .get(ticket.0)
+            .is_none_or(|slot| slot.rows.is_none() || slot.done.try_is_complete().unwrap_or(true))
     }
 
     /// Waits for a submitted batch and copies its scores into `out` (`rows` long).
