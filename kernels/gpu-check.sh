@@ -111,8 +111,10 @@ RESULT[forward]=$(python3 - "$OUT/forward.json" <<'EOF' 2>/dev/null
 import json, sys
 rows = json.load(open(sys.argv[1]))["rows"]
 best = max(rows, key=lambda r: max(r["fused_rows_per_s"], r["pipelined_rows_per_s"] or 0))
+k = best["kernels_us"]
 print(f'{max(best["fused_rows_per_s"], best["pipelined_rows_per_s"] or 0) / 1e6:.2f} M rows/s at batch {best["batch"]}'
-      f' (synchronous {best["fused_rows_per_s"] / 1e6:.2f} M; Candle ops {(best["candle_rows_per_s"] or 0) / 1e6:.2f} M)')
+      f' (synchronous {best["fused_rows_per_s"] / 1e6:.2f} M; kernels alone {best["batch"] / k if k else 0:.2f} M;'
+      f' Candle ops {(best["candle_rows_per_s"] or 0) / 1e6:.2f} M)')
 EOF
 )
 RESULT[forward]=${RESULT[forward]:-failed, see forward.log}

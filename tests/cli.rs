@@ -221,8 +221,8 @@ fn model_bench_times_every_batch_size_and_writes_json() {
         let batch = r["batch"].as_f64().unwrap();
         assert!((per_s - batch / (us * 1e-6)).abs() / per_s < 1e-9, "{r}");
         assert!(r["iterations"].as_u64().unwrap() >= 5, "{r}");
-        // No pipeline on the CPU.
-        assert!(r["pipelined_us"].is_null(), "{r}");
+        // No pipeline and no GPU timing on the CPU.
+        assert!(r["pipelined_us"].is_null() && r["kernels_us"].is_null(), "{r}");
     }
     let _ = std::fs::remove_file(&json);
 

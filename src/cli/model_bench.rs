@@ -2,9 +2,10 @@
 //!
 //! Every timing is one `score_host` call from host feature rows to host scores: on a GPU that is
 //! the upload, the forward and the download, synchronised, so it is what a batch costs the server.
-//! Three columns: pixguard's path (fused CPU op, or the CUDA kernels), Candle's generic ops on the
-//! same device (the plain candle-nn layers the fused paths replace), and on a GPU the two-slot
-//! pipeline (batch N+1 uploaded while N computes), which is how the server runs it.
+//! Columns: pixguard's path (fused CPU op, or the CUDA kernels), on a GPU the forward's own GPU time
+//! from CUDA events (kernels and products, without the copies), Candle's generic ops on the same
+//! device (the plain candle-nn layers the fused paths replace), and on a GPU the two-slot pipeline
+//! (batch N+1 uploaded while N computes), which is how the server runs it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -48,6 +49,8 @@ struct Row {
     /// Median µs per call of pixguard's path.
     fused_us: f64,
     fused_rows_per_s: f64,
+    /// Median GPU time of the forward alone (CUDA events; no copies), GPU only.
+    kernels_us: Option<f64>,
     candle_us: Option<f64>,
     candle_rows_per_s: Option<f64>,
     /// Mean µs per batch with two batches in flight (GPU only).
@@ -87,10 +90,11 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         package.config.name, selected.description
     );
     println!(
-        "{:>7} {:>12} {:>14} {:>12} {:>14} {:>13} {:>14}",
+        "{:>7} {:>12} {:>14} {:>11} {:>12} {:>14} {:>13} {:>14}",
         "batch",
         "fused µs",
         "fused rows/s",
+        "kernels µs",
         "candle µs",
         "candle rows/s",
         "pipelined µs",
@@ -100,9 +104,15 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
     for &b in &batches {
         let (numeric, categorical) = (&features.numeric[..b * nn], &features.categorical[..b * nc]);
         let mut out = vec![0.0f32; b];
+        let mut kernel_samples = Vec::new();
         let (fused_us, iterations) = median_us(budget, || {
-            model.score_host(numeric, categorical, b, &mut out)
+            model.score_host(numeric, categorical, b, &mut out)?;
+            if let Some(us) = last_forward_us(&model) {
+                kernel_samples.push(us);
+            }
+            Ok(())
         })?;
+        let kernels_us = median(&mut kernel_samples);
         let candle_us = if args.no_candle {
             None
         } else {
@@ -122,6 +132,7 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
             batch: b,
             fused_us,
             fused_rows_per_s: per_s(fused_us),
+            kernels_us,
             candle_us,
             candle_rows_per_s: candle_us.map(per_s),
             pipelined_us,
@@ -131,10 +142,11 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         let opt =
             |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
         println!(
-            "{:>7} {:>12.1} {:>14.0} {:>12} {:>14} {:>13} {:>14}",
+            "{:>7} {:>12.1} {:>14.0} {:>11} {:>12} {:>14} {:>13} {:>14}",
             b,
             row.fused_us,
             row.fused_rows_per_s,
+            opt(row.kernels_us, 1),
             opt(row.candle_us, 1),
             opt(row.candle_rows_per_s, 0),
             opt(row.pipelined_us, 1),
@@ -200,8 +212,28 @@ fn median_us(
         f()?;
         samples.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    let count = samples.len();
+    let mid = median(&mut samples).unwrap_or(f64::NAN);
+    Ok((mid, count))
+}
+
+fn median(samples: &mut [f64]) -> Option<f64> {
     samples.sort_by(f64::total_cmp);
-    Ok((samples[samples.len() / 2], samples.len()))
+    samples.get(samples.len() / 2).copied()
+}
+
+/// GPU time of the last forward, when the model runs on a GPU.
+#[cfg(feature = "cuda")]
+fn last_forward_us(model: &DcnModel) -> Option<f64> {
+    let gpu = model.gpu()?;
+    gpu.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .last_forward_us()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn last_forward_us(_model: &DcnModel) -> Option<f64> {
+    None
 }
 
 /// Mean µs per batch with two batches in flight, on a GPU; `None` elsewhere.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys::cublasOperation_t};
+use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
     DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg, result,
@@ -130,6 +131,9 @@ struct Slot {
     uploaded: CudaEvent,
     /// Recorded on the compute stream after the scores' download.
     done: CudaEvent,
+    /// Timing events around the forward on the compute stream (after the upload has landed).
+    forward_start: CudaEvent,
+    forward_end: CudaEvent,
     /// Rows of the batch in flight, if any.
     rows: Option<usize>,
 }
@@ -162,6 +166,7 @@ pub struct CudaDcn {
     capacity: usize,
     slots: Vec<Slot>,
     next: usize,
+    last_forward_us: Option<f64>,
 }
 
 impl CudaDcn {
@@ -224,6 +229,7 @@ impl CudaDcn {
             capacity: 0,
             slots: Vec::new(),
             next: 0,
+            last_forward_us: None,
             copy,
             compute,
             blas,
@@ -237,6 +243,11 @@ impl CudaDcn {
     /// The device it runs on.
     pub fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    /// GPU time of the last waited-for batch's forward (kernels and products, not the copies), µs.
+    pub fn last_forward_us(&self) -> Option<f64> {
+        self.last_forward_us
     }
 
     /// Largest batch the current buffers take without growing.
@@ -274,6 +285,8 @@ impl CudaDcn {
                     scores: self.compute.alloc_zeros(rows)?,
                     uploaded: ctx.new_event(None)?,
                     done: ctx.new_event(None)?,
+                    forward_start: ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
+                    forward_end: ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
                     rows: None,
                 })
             })
@@ -343,9 +356,16 @@ impl CudaDcn {
             // above before the next write); `input` holds at least `words` words.
             unsafe { result::memcpy_htod_async(dst, &staging[..words], self.copy.cu_stream())? };
         }
-        self.slots[index].uploaded.record(&self.copy)?;
+        {
+            let slot = &self.slots[index];
+            slot.uploaded.record(&self.copy)?;
+            // The forward's clock starts once the upload has landed: it times the kernels alone.
+            self.compute.wait(&slot.uploaded)?;
+            slot.forward_start.record(&self.compute)?;
+        }
         self.forward(index, rows)?;
         let slot = &mut self.slots[index];
+        slot.forward_end.record(&self.compute)?;
         {
             let out = slot.out.as_mut_slice()?;
             let (src, _record) = slot.scores.device_ptr(&self.compute);
@@ -378,6 +398,11 @@ impl CudaDcn {
             )));
         }
         out.copy_from_slice(&slot.out.as_slice()?[..rows]);
+        self.last_forward_us = slot
+            .forward_start
+            .elapsed_ms(&slot.forward_end)
+            .ok()
+            .map(|ms| f64::from(ms) * 1e3);
         Ok(())
     }
 
