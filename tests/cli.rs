@@ -222,7 +222,10 @@ fn model_bench_times_every_batch_size_and_writes_json() {
         assert!((per_s - batch / (us * 1e-6)).abs() / per_s < 1e-9, "{r}");
         assert!(r["iterations"].as_u64().unwrap() >= 5, "{r}");
         // No pipeline and no GPU timing on the CPU.
-        assert!(r["pipelined_us"].is_null() && r["kernels_us"].is_null(), "{r}");
+        assert!(
+            r["pipelined_us"].is_null() && r["kernels_us"].is_null(),
+            "{r}"
+        );
     }
     let _ = std::fs::remove_file(&json);
 
