@@ -29,13 +29,18 @@ fn report(dir: &Path) -> Value {
         .expect("report.json is JSON")
 }
 
-/// Answers the server gave with status 200 so far.
-fn answered(server: &Server) -> f64 {
+/// A metric's value in the server's /metrics now (0 while absent).
+fn metric_now(server: &Server, name: &str) -> f64 {
     let text = reqwest::blocking::get(server.url("/metrics"))
         .unwrap()
         .text()
         .unwrap();
-    metric_or_zero(&text, "pixguard_responses_total{status=\"200\"}")
+    metric_or_zero(&text, name)
+}
+
+/// Answers the server gave with status 200 so far.
+fn answered(server: &Server) -> f64 {
+    metric_now(server, "pixguard_responses_total{status=\"200\"}")
 }
 
 /// Successful answers the bench saw over the whole run, warm-up included.
@@ -324,13 +329,7 @@ fn bad_arguments_are_refused_with_the_reason() {
 #[test]
 fn batched_requests_score_every_row_they_carry() {
     let server = Server::start(&[]);
-    let rows_scored = |server: &Server| {
-        let text = reqwest::blocking::get(server.url("/metrics"))
-            .unwrap()
-            .text()
-            .unwrap();
-        metric_or_zero(&text, "pixguard_rows_scored_total")
-    };
+    let rows_scored = |server: &Server| metric_now(server, "pixguard_rows_scored_total");
     let dir = scratch("batched");
     let (answers_before, rows_before) = (answered(&server), rows_scored(&server));
     let run = pixguard(&[

@@ -64,7 +64,29 @@ struct JobState {
     reply: Option<oneshot::Sender<Result<Scored, EngineError>>>,
 }
 
+/// Where a job's answer arrives.
+type Answer = oneshot::Receiver<Result<Scored, EngineError>>;
+
 impl Job {
+    /// A job for `features`, enqueued now, and the receiver of its answer.
+    fn new(features: FeatureBatch, deadline: Instant) -> (Arc<Job>, Answer) {
+        let rows = features.rows;
+        let (reply, answer) = oneshot::channel();
+        let job = Arc::new(Job {
+            features,
+            enqueued: Instant::now(),
+            deadline,
+            state: Mutex::new(JobState {
+                scores: vec![0.0; rows],
+                remaining: rows,
+                queue_us: 0,
+                compute_us: 0,
+                reply: Some(reply),
+            }),
+        });
+        (job, answer)
+    }
+
     /// Whether nobody waits for the answer any more (finished, failed, or the caller went away).
     fn abandoned(&self) -> bool {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -197,19 +219,7 @@ impl Engine {
                 limit: self.max_queue_rows,
             });
         }
-        let (reply, answer) = oneshot::channel();
-        let job = Arc::new(Job {
-            features,
-            enqueued: Instant::now(),
-            deadline,
-            state: Mutex::new(JobState {
-                scores: vec![0.0; rows],
-                remaining: rows,
-                queue_us: 0,
-                compute_us: 0,
-                reply: Some(reply),
-            }),
-        });
+        let (job, answer) = Job::new(features, deadline);
         if self.tx.send(Message::Submit(job)).is_err() {
             self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
             return Err(EngineError::ShuttingDown);

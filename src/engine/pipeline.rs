@@ -140,13 +140,11 @@ pub(super) fn run<P: Pipelined>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::Duration;
 
-    use tokio::sync::oneshot;
-
     use super::*;
-    use crate::engine::{EngineError, Job, JobState, Part, Scored};
+    use crate::engine::{Answer, EngineError, Job, Part};
     use crate::features::FeatureBatch;
     use crate::model::fused::{DenseT, EmbeddingTable, FusedDcn};
 
@@ -245,8 +243,6 @@ mod tests {
         )
     }
 
-    type Answer = oneshot::Receiver<Result<Scored, EngineError>>;
-
     fn job(seed: usize, rows: usize) -> (Arc<Job>, Answer) {
         job_with(seed, rows, |_| {})
     }
@@ -256,7 +252,6 @@ mod tests {
         rows: usize,
         edit: impl FnOnce(&mut FeatureBatch),
     ) -> (Arc<Job>, Answer) {
-        let (reply, answer) = oneshot::channel();
         let mut features = FeatureBatch {
             rows,
             n_numeric: 3,
@@ -267,20 +262,7 @@ mod tests {
             categorical: (0..rows).map(|i| ((i + seed) % 5) as u32).collect(),
         };
         edit(&mut features);
-        let now = Instant::now();
-        let job = Arc::new(Job {
-            features,
-            enqueued: now,
-            deadline: now + Duration::from_secs(60),
-            state: Mutex::new(JobState {
-                scores: vec![0.0; rows],
-                remaining: rows,
-                queue_us: 0,
-                compute_us: 0,
-                reply: Some(reply),
-            }),
-        });
-        (job, answer)
+        Job::new(features, Instant::now() + Duration::from_secs(60))
     }
 
     /// Packs the jobs' rows into batches of at most `max` rows, splitting jobs across batches.
