@@ -83,7 +83,7 @@ impl Worker {
 
     pub(super) fn run(mut self, batches: Receiver<Batch>) {
         #[cfg(feature = "cuda")]
-        if self.model.gpu().is_some() {
+        if self.pipelined() {
             return self.run_pipelined(batches);
         }
         while let Ok(batch) = batches.recv() {
