@@ -30,7 +30,10 @@ OUT=${OUT:-/tmp/pixguard-gpu-check}
 # build-cuda.sh's .xz copies are what fits a carry; unpack them beside the working tree.
 unpack() {
   if [[ ! -x "$1" && -f "$1.xz" ]]; then
-    mkdir -p /tmp/pixguard-bin && xz -dc "$1.xz" > "/tmp/pixguard-bin/$(basename "$1")" \
+    # Python's lzma rather than xz(1), which a minimal image may lack.
+    mkdir -p /tmp/pixguard-bin && python3 -c 'import lzma, shutil, sys
+with lzma.open(sys.argv[1]) as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)' "$1.xz" "/tmp/pixguard-bin/$(basename "$1")" \
       && chmod +x "/tmp/pixguard-bin/$(basename "$1")" && echo "/tmp/pixguard-bin/$(basename "$1")"
   else
     echo "$1"
