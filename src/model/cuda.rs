@@ -145,7 +145,6 @@ pub struct Ticket(usize);
 
 /// The network resident on one GPU, with its two-slot pipeline.
 pub struct CudaDcn {
-    info: DeviceInfo,
     copy: Arc<CudaStream>,
     compute: Arc<CudaStream>,
     blas: CudaBlas,
@@ -173,7 +172,8 @@ impl CudaDcn {
     /// Uploads the network to device `ordinal`, with buffers for batches of up to `capacity` rows
     /// (they grow if a larger batch comes).
     pub fn new(ordinal: usize, net: &FusedDcn, capacity: usize) -> Result<Self, CudaError> {
-        let info = probe(ordinal)?;
+        // Named errors rather than a panic inside cudarc when the device is unusable.
+        probe(ordinal)?;
         let ctx = CudaContext::new(ordinal)?;
         let copy = ctx.new_stream()?;
         let compute = ctx.new_stream()?;
@@ -209,7 +209,6 @@ impl CudaDcn {
         let mlp: Vec<DeviceDense> = net.mlp.iter().map(upload_dense).collect::<Result<_, _>>()?;
         let widest = mlp.iter().map(|l| l.output).max().unwrap_or(0).max(width);
         let mut model = CudaDcn {
-            info,
             tables: compute.clone_htod(&flat)?,
             meta: compute.clone_htod(&meta)?,
             cardinalities: net
@@ -236,13 +235,8 @@ impl CudaDcn {
             kernels,
         };
         model.reserve(capacity.max(1))?;
-        compute_sync(&model.compute)?;
+        model.compute.synchronize()?;
         Ok(model)
-    }
-
-    /// The device it runs on.
-    pub fn info(&self) -> &DeviceInfo {
-        &self.info
     }
 
     /// GPU time of the last waited-for batch's forward (kernels and products, not the copies), µs.
@@ -424,7 +418,7 @@ impl CudaDcn {
     /// Queues the forward of slot `index`'s input on the compute stream.
     fn forward(&mut self, index: usize, rows: usize) -> Result<(), CudaError> {
         let stream = self.compute.clone();
-        let n = rows_i32(rows)?;
+        let n = to_i32(rows, "batch rows")?;
         let width = to_i32(self.width, "input width")?;
         let (nn, nc) = (
             to_i32(self.n_numeric, "numeric features")?,
@@ -548,7 +542,7 @@ fn gemm(
         transa: cublasOperation_t::CUBLAS_OP_N,
         transb: cublasOperation_t::CUBLAS_OP_N,
         m,
-        n: rows_i32(rows)?,
+        n: to_i32(rows, "batch rows")?,
         k,
         alpha: 1.0f32,
         lda: m,
@@ -568,15 +562,6 @@ fn elementwise(n: usize) -> LaunchConfig {
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     }
-}
-
-fn compute_sync(stream: &CudaStream) -> Result<(), CudaError> {
-    stream.synchronize()?;
-    Ok(())
-}
-
-fn rows_i32(rows: usize) -> Result<i32, CudaError> {
-    to_i32(rows, "batch rows")
 }
 
 fn to_i32(v: usize, what: &str) -> Result<i32, CudaError> {
