@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with an NVIDIA GPU and no Rust or network (the lent GPU machine):
 # runs the `cuda` binary that kernels/build-cuda.sh built and was carried there, and prints one
-# summary table. Logs and JSON go to $OUT (default /tmp/pixguard-gpu-check).
+# summary table. summary.md, steps.log and forward.txt go to $OUT (default /tmp/pixguard-gpu-check),
+# every log and JSON file into $OUT/logs.tar.gz, refreshed after each step so that a run cut off
+# by a time limit still leaves what it did (the GPU machine hands back only a few files).
 #
 #   kernels/gpu-check.sh [BINARY]        BINARY defaults to target/cuda/pixguard-cuda
 #
@@ -27,6 +29,7 @@ cd "$ROOT"
 BIN=${1:-target/cuda/pixguard-cuda}
 TESTS=${PIXGUARD_GPU_TESTS:-target/cuda/pixguard-gpu-tests}
 OUT=${OUT:-/tmp/pixguard-gpu-check}
+LOGS=$(mktemp -d /tmp/pixguard-gpu-check.XXXXXX)
 # build-cuda.sh's .xz copies are what fits a carry; unpack them beside the working tree.
 unpack() {
   if [[ ! -x "$1" && -f "$1.xz" ]]; then
@@ -49,12 +52,19 @@ else
   BATCHES=1,16,256,1024,4096,16384,65536; MILLIS=1500; LOAD_S=15; RATE_1M=1000; RATES_SINGLE=10000,20000,40000
 fi
 mkdir -p "$OUT"
-say() { printf '[gpu-check] %s\n' "$*" | tee -a "$OUT/steps.log" >&2; }
+say() { printf '[gpu-check] %s %s\n' "$(date -u +%T)" "$*" | tee -a "$OUT/steps.log" >&2; }
+checkpoint() { tar -C "$LOGS" -czf "$OUT/logs.tar.gz" . 2>/dev/null; }
 declare -A RESULT
 
 if [[ -z "${PIXGUARD_CUDA_LIBS:-}" ]]; then
   site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null || true)
   PIXGUARD_CUDA_LIBS=$(find "$site/nvidia" -name 'lib*.so*' -printf '%h\n' 2>/dev/null | sort -u | paste -sd: -)
+fi
+# The driver's libcuda is normally in the loader's cache; a container may mount it elsewhere.
+if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
+  for dir in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib64 /usr/lib/wsl/lib; do
+    [[ -e "$dir/libcuda.so.1" ]] && PIXGUARD_CUDA_LIBS="$PIXGUARD_CUDA_LIBS:$dir" && break
+  done
 fi
 export LD_LIBRARY_PATH="${PIXGUARD_CUDA_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
@@ -65,21 +75,22 @@ export LD_LIBRARY_PATH="${PIXGUARD_CUDA_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PAT
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
   ldd "$BIN"
-} > "$OUT/environment.txt" 2>&1
+} > "$LOGS/environment.txt" 2>&1
 RESULT[card]=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n1)
 RESULT[card]=${RESULT[card]:-none}
-if grep -q '=> not found' "$OUT/environment.txt"; then
-  say "missing libraries:"; grep '=> not found' "$OUT/environment.txt" >&2
+if grep -q '=> not found' "$LOGS/environment.txt"; then
+  say "missing libraries:"; grep '=> not found' "$LOGS/environment.txt" >&2
 fi
 say "binary $BIN on ${RESULT[card]}, device=$DEVICE"
+checkpoint
 
 # 1. golden parity (the rows without their reference score, which `score` does not take)
 python3 -c 'import json, sys
 for line in open("models/pix-fraud/golden.jsonl"):
-    print(json.dumps(json.loads(line)["transaction"]))' > "$OUT/golden-input.jsonl"
-"$BIN" --log warn score --device "$DEVICE" "$OUT/golden-input.jsonl" -o "$OUT/golden-scores.jsonl" \
-  2> "$OUT/golden.log"
-RESULT[golden]=$(python3 - "$OUT/golden-scores.jsonl" <<'EOF'
+    print(json.dumps(json.loads(line)["transaction"]))' > "$LOGS/golden-input.jsonl"
+timeout 120 "$BIN" --log warn score --device "$DEVICE" "$LOGS/golden-input.jsonl" -o "$LOGS/golden-scores.jsonl" \
+  2> "$LOGS/golden.log"
+RESULT[golden]=$(python3 - "$LOGS/golden-scores.jsonl" <<'EOF'
 import json, sys
 want = {}
 for line in open("models/pix-fraud/golden.jsonl"):
@@ -92,25 +103,30 @@ print(f"{diff:.2e} over {len(got)} rows ({'ok' if diff <= 1e-4 else 'FAIL'})")
 EOF
 )
 RESULT[golden]=${RESULT[golden]:-failed, see golden.log}
+[[ "${RESULT[golden]}" == *ok* ]] || tail -n 20 "$LOGS/golden.log" >&2
 say "golden parity: ${RESULT[golden]}"
+checkpoint
 
 # 2. kernel tests
 if [[ -x "$TESTS" ]]; then
-  if PIXGUARD_REQUIRE_GPU=1 "$TESTS" --test-threads 1 --nocapture > "$OUT/kernel-tests.log" 2>&1; then
-    RESULT[tests]=$(grep -E '^test result' "$OUT/kernel-tests.log" | tail -n1)
+  if PIXGUARD_REQUIRE_GPU=1 timeout 180 "$TESTS" --test-threads 1 --nocapture > "$LOGS/kernel-tests.log" 2>&1; then
+    RESULT[tests]=$(grep -E '^test result' "$LOGS/kernel-tests.log" | tail -n1)
   else
     RESULT[tests]="FAILED, see kernel-tests.log"
+    grep -E -A6 'panicked|^failures:|FAILED' "$LOGS/kernel-tests.log" | head -n 60 >&2
   fi
 else
   RESULT[tests]="not run (no $TESTS)"
 fi
 say "kernel tests: ${RESULT[tests]}"
+checkpoint
 
 # 3. model forward
-"$BIN" --log warn model bench --device "$DEVICE" --batches "$BATCHES" \
-  --millis "$MILLIS" --json "$OUT/forward.json" > "$OUT/forward.txt" 2> "$OUT/forward.log"
-cat "$OUT/forward.txt" >&2
-RESULT[forward]=$(python3 - "$OUT/forward.json" <<'EOF' 2>/dev/null
+timeout 240 "$BIN" --log warn model bench --device "$DEVICE" --batches "$BATCHES" \
+  --millis "$MILLIS" --json "$LOGS/forward.json" > "$LOGS/forward.txt" 2> "$LOGS/forward.log"
+cat "$LOGS/forward.txt" >&2
+cp "$LOGS/forward.txt" "$OUT/forward.txt"
+RESULT[forward]=$(python3 - "$LOGS/forward.json" <<'EOF' 2>/dev/null
 import json, sys
 rows = json.load(open(sys.argv[1]))["rows"]
 best = max(rows, key=lambda r: max(r["fused_rows_per_s"], r["pipelined_rows_per_s"] or 0))
@@ -121,7 +137,9 @@ print(f'{max(best["fused_rows_per_s"], best["pipelined_rows_per_s"] or 0) / 1e6:
 EOF
 )
 RESULT[forward]=${RESULT[forward]:-failed, see forward.log}
+[[ "${RESULT[forward]}" == failed* ]] && tail -n 20 "$LOGS/forward.log" >&2
 say "forward: ${RESULT[forward]}"
+checkpoint
 
 # 4. serving
 SERVER_PID=
@@ -135,7 +153,7 @@ start_server() {
   PIXGUARD__SERVER__ADDRESS=127.0.0.1 PIXGUARD__SERVER__BODY_LIMIT_BYTES=16777216 \
   PIXGUARD__ENGINE__DEVICE=$DEVICE PIXGUARD__ENGINE__MAX_BATCH_SIZE=$1 \
   PIXGUARD__ENGINE__MAX_QUEUE_DELAY_US=$2 PIXGUARD__ENGINE__MAX_QUEUE_ROWS=1000000 \
-    "$BIN" serve > "$OUT/serve-$3.log" 2>&1 &
+    "$BIN" serve > "$LOGS/serve-$3.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 120); do
     if http_get /readyz > /dev/null 2>&1; then return 0; fi
@@ -147,7 +165,7 @@ start_server() {
 stop_server() { [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; SERVER_PID=; }
 trap stop_server EXIT
 engine_p99() {
-  http_get /v1/stats > "$OUT/stats-$1.json" && python3 - "$OUT/stats-$1.json" <<'EOF'
+  http_get /v1/stats > "$LOGS/stats-$1.json" && python3 - "$LOGS/stats-$1.json" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))["stages"]
 p = lambda k, q: s[k]["since_start"][q] / 1000
@@ -169,22 +187,24 @@ EOF
 
 if start_server 16384 200 batch; then
   # 1,000 rows per request at 1,000/s = 1 M rows/s; the client's JSON encoding is done before.
-  "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rows-per-request 1000 \
+  timeout 120 "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rows-per-request 1000 \
     --transactions 20000 --rate "$RATE_1M" --duration "$LOAD_S" --warmup 3 --threads 8 --connections 512 \
-    --out "$OUT/bench-1m" --no-progress > "$OUT/bench-1m.txt" 2>&1
-  RESULT[serve_1m]="$(client_summary "$OUT/bench-1m/report.json" 1000 2>/dev/null || echo 'bench failed, see bench-1m.txt'); $(engine_p99 1m)"
+    --out "$LOGS/bench-1m" --no-progress > "$LOGS/bench-1m.txt" 2>&1
+  RESULT[serve_1m]="$(client_summary "$LOGS/bench-1m/report.json" 1000 2>/dev/null || echo 'bench failed, see bench-1m.txt'); $(engine_p99 1m)"
   stop_server
 fi
 say "1 M rows/s: ${RESULT[serve_1m]:-not run}"
+checkpoint
 
 if start_server 512 100 single; then
-  "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rate "$RATES_SINGLE" \
-    --duration "$LOAD_S" --warmup 2 --threads 4 --connections 256 --out "$OUT/bench-single" --no-progress \
-    > "$OUT/bench-single.txt" 2>&1
-  RESULT[serve_single]="$(client_summary "$OUT/bench-single/report.json" 1 2>/dev/null | paste -sd';' - || echo 'bench failed'); $(engine_p99 single)"
+  timeout 120 "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rate "$RATES_SINGLE" \
+    --duration "$LOAD_S" --warmup 2 --threads 4 --connections 256 --out "$LOGS/bench-single" --no-progress \
+    > "$LOGS/bench-single.txt" 2>&1
+  RESULT[serve_single]="$(client_summary "$LOGS/bench-single/report.json" 1 2>/dev/null | paste -sd';' - || echo 'bench failed'); $(engine_p99 single)"
   stop_server
 fi
 say "single transactions: ${RESULT[serve_single]:-not run}"
+checkpoint
 
 {
   echo
@@ -197,3 +217,4 @@ say "single transactions: ${RESULT[serve_single]:-not run}"
   echo "| serve 1 M rows/s (1,000-row requests; target engine p99 ≤ 2 ms) | ${RESULT[serve_1m]:-not run} |"
   echo "| serve single transactions | ${RESULT[serve_single]:-not run} |"
 } | tee "$OUT/summary.md"
+checkpoint
