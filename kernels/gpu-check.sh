@@ -49,7 +49,7 @@ PORT=${PIXGUARD_GPU_CHECK_PORT:-18080}
 if [[ -n "${PIXGUARD_GPU_CHECK_QUICK:-}" ]]; then
   BATCHES=1,256,4096; MILLIS=200; LOAD_S=2; RATE_1M=20; RATES_SINGLE=200,400
 else
-  BATCHES=1,16,256,1024,4096,16384,65536; MILLIS=1500; LOAD_S=15; RATE_1M=1000; RATES_SINGLE=10000,20000,40000
+  BATCHES=1,16,256,1024,4096,16384,65536; MILLIS=1500; LOAD_S=12; RATE_1M=1000; RATES_SINGLE=10000,20000,40000
 fi
 mkdir -p "$OUT"
 say() { printf '[gpu-check] %s %s\n' "$(date -u +%T)" "$*" | tee -a "$OUT/steps.log" >&2; }
@@ -139,10 +139,18 @@ EOF
 RESULT[forward]=${RESULT[forward]:-failed, see forward.log}
 [[ "${RESULT[forward]}" == failed* ]] && tail -n 20 "$LOGS/forward.log" >&2
 say "forward: ${RESULT[forward]}"
+# The same host's CPU, one thread, for scale (what a CPU worker does per core).
+timeout 60 "$BIN" --log warn model bench --device cpu --batches 1,256,4096 --millis 300 \
+  > "$LOGS/forward-cpu.txt" 2>&1 && cat "$LOGS/forward-cpu.txt" >&2
 checkpoint
 
 # 4. serving
 SERVER_PID=
+# Cores split between the server's HTTP threads and the load generator, so neither starves the
+# other (the GPU worker's polling thread and the batcher take one more each).
+CORES=$(nproc)
+HTTP_THREADS=$(( CORES > 6 ? CORES * 5 / 8 : 2 ))
+CLIENT_THREADS=$(( CORES > 6 ? CORES - HTTP_THREADS - 2 : 2 ))
 # No curl needed: python3 is there (PyTorch's).
 http_get() {
   python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
@@ -151,6 +159,7 @@ http_get() {
 start_server() {
   PIXGUARD__SERVER__PORT=$PORT PIXGUARD__SERVER__GRPC_PORT=$((PORT + 1)) \
   PIXGUARD__SERVER__ADDRESS=127.0.0.1 PIXGUARD__SERVER__BODY_LIMIT_BYTES=16777216 \
+  PIXGUARD__SERVER__HTTP_THREADS=$HTTP_THREADS \
   PIXGUARD__ENGINE__DEVICE=$DEVICE PIXGUARD__ENGINE__MAX_BATCH_SIZE=$1 \
   PIXGUARD__ENGINE__MAX_QUEUE_DELAY_US=$2 PIXGUARD__ENGINE__MAX_QUEUE_ROWS=1000000 \
     "$BIN" serve > "$LOGS/serve-$3.log" 2>&1 &
@@ -188,7 +197,7 @@ EOF
 if start_server 16384 200 batch; then
   # 1,000 rows per request at 1,000/s = 1 M rows/s; the client's JSON encoding is done before.
   timeout 120 "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rows-per-request 1000 \
-    --transactions 20000 --rate "$RATE_1M" --duration "$LOAD_S" --warmup 3 --threads 8 --connections 512 \
+    --transactions 20000 --rate "$RATE_1M" --duration "$LOAD_S" --warmup 3 --threads "$CLIENT_THREADS" --connections 512 \
     --out "$LOGS/bench-1m" --no-progress > "$LOGS/bench-1m.txt" 2>&1
   RESULT[serve_1m]="$(client_summary "$LOGS/bench-1m/report.json" 1000 2>/dev/null || echo 'bench failed, see bench-1m.txt'); $(engine_p99 1m)"
   stop_server
@@ -196,13 +205,17 @@ fi
 say "1 M rows/s: ${RESULT[serve_1m]:-not run}"
 checkpoint
 
-if start_server 512 100 single; then
-  timeout 120 "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rate "$RATES_SINGLE" \
-    --duration "$LOAD_S" --warmup 2 --threads 4 --connections 256 --out "$LOGS/bench-single" --no-progress \
-    > "$LOGS/bench-single.txt" 2>&1
-  RESULT[serve_single]="$(client_summary "$LOGS/bench-single/report.json" 1 2>/dev/null | paste -sd';' - || echo 'bench failed'); $(engine_p99 single)"
-  stop_server
-fi
+# One server per rate, so that each rate's engine percentiles are its own.
+RESULT[serve_single]=
+for rate in ${RATES_SINGLE//,/ }; do
+  if start_server 512 100 "single-$rate"; then
+    timeout 120 "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rate "$rate" \
+      --duration "$LOAD_S" --warmup 2 --threads "$CLIENT_THREADS" --connections 256 \
+      --out "$LOGS/bench-single-$rate" --no-progress > "$LOGS/bench-single-$rate.txt" 2>&1
+    RESULT[serve_single]+="$(client_summary "$LOGS/bench-single-$rate/report.json" 1 2>/dev/null || echo "$rate/s: bench failed"); $(engine_p99 "single-$rate")<br>"
+    stop_server
+  fi
+done
 say "single transactions: ${RESULT[serve_single]:-not run}"
 checkpoint
 

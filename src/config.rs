@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub grace_period_ms: u64,
     /// After SIGTERM, the longest the process waits for queued and in-flight work before exiting.
     pub drain_timeout_ms: u64,
+    /// Threads that receive, parse and answer requests (0: the cores the device workers leave).
+    pub http_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             max_transactions_per_request: 1_000,
             grace_period_ms: 0,
             drain_timeout_ms: 30_000,
+            http_threads: 0,
         }
     }
 }
@@ -183,6 +186,17 @@ pub enum ConfigError {
 pub const ENV_PREFIX: &str = "PIXGUARD__";
 
 impl Config {
+    /// The HTTP runtime's thread count on a machine with `cores` cores: `server.http_threads`, or
+    /// what the device workers leave. A GPU node's 1,000-row requests need several cores of JSON
+    /// parsing per million rows/s; a laptop's CPU workers need their cores for the model.
+    pub fn http_threads(&self, cores: usize) -> usize {
+        if self.server.http_threads > 0 {
+            return self.server.http_threads;
+        }
+        let engine = self.engine.workers * self.engine.threads_per_worker.max(1);
+        cores.saturating_sub(engine).max(2)
+    }
+
     /// Builds the configuration from `file` (skipped when `None` and `config.yaml` is absent), the
     /// process environment, then `overrides` (`section.key` → YAML scalar text, from CLI flags).
     pub fn load(
@@ -347,6 +361,21 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn http_threads_take_the_cores_the_workers_leave_unless_set() {
+        let mut config = Config::default();
+        config.engine.workers = 2;
+        config.engine.threads_per_worker = 3;
+        assert_eq!(
+            config.http_threads(16),
+            10,
+            "16 cores less 2 workers × 3 threads"
+        );
+        assert_eq!(config.http_threads(2), 2, "never fewer than two");
+        config.server.http_threads = 5;
+        assert_eq!(config.http_threads(16), 5, "an explicit count wins");
     }
 
     #[test]

@@ -98,13 +98,9 @@ pub fn run(args: ServeArgs, log_override: Option<&str>) -> anyhow::Result<()> {
     let level = log_override.unwrap_or(&config.logging.level);
     crate::logging::init(level, config.logging.format == LogFormat::Json);
     tracing::debug!(?config, "effective configuration");
-    let threads = config.engine.workers + 2;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            threads
-                .min(std::thread::available_parallelism().map_or(2, |n| n.get()))
-                .max(1),
-        )
+        .worker_threads(config.http_threads(cores))
         .enable_all()
         .thread_name("pixguard-http")
         .build()

@@ -147,7 +147,9 @@ impl DcnModel {
     pub fn forward_unfused(&self, numeric: &Tensor, categorical: &Tensor) -> Result<Tensor> {
         let mut parts = vec![numeric.clone()];
         for (i, embedding) in self.embeddings.iter().enumerate() {
-            let ids = categorical.narrow(1, i, 1)?.squeeze(1)?;
+            // Contiguous: Candle 0.11's CUDA index_select reads the ids as if they were (it applies
+            // their strides to the table instead), so a column view gathers another column's ids.
+            let ids = categorical.narrow(1, i, 1)?.squeeze(1)?.contiguous()?;
             parts.push(embedding.forward(&ids)?);
         }
         let x0 = Tensor::cat(&parts, 1)?;

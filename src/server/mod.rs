@@ -256,6 +256,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         model = %format!("{}:{}", state.model.name, state.model.version),
         device = %state.metrics.device.lock().unwrap_or_else(|p| p.into_inner()),
         workers = state.config.engine.workers,
+        http_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "listening"
     );
 
