@@ -149,8 +149,8 @@ SERVER_PID=
 # Cores split between the server's HTTP threads and the load generator, so neither starves the
 # other (the GPU worker's polling thread and the batcher take one more each).
 CORES=$(nproc)
-HTTP_THREADS=$(( CORES > 6 ? CORES * 5 / 8 : 2 ))
-CLIENT_THREADS=$(( CORES > 6 ? CORES - HTTP_THREADS - 2 : 2 ))
+HTTP_THREADS=$(( CORES > 6 ? CORES / 2 : 2 ))
+CLIENT_THREADS=$(( CORES > 6 ? CORES - HTTP_THREADS - 3 : 2 ))
 # No curl needed: python3 is there (PyTorch's).
 http_get() {
   python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \

@@ -41,7 +41,7 @@ pub struct ServerConfig {
     pub grace_period_ms: u64,
     /// After SIGTERM, the longest the process waits for queued and in-flight work before exiting.
     pub drain_timeout_ms: u64,
-    /// Threads that receive, parse and answer requests (0: the cores the device workers leave).
+    /// Threads that receive, parse and answer requests (0: the cores the engine's threads leave).
     pub http_threads: usize,
 }
 
@@ -187,13 +187,14 @@ pub const ENV_PREFIX: &str = "PIXGUARD__";
 
 impl Config {
     /// The HTTP runtime's thread count on a machine with `cores` cores: `server.http_threads`, or
-    /// what the device workers leave. A GPU node's 1,000-row requests need several cores of JSON
+    /// what the device workers and the batcher leave. A GPU node's 1,000-row requests need several cores of JSON
     /// parsing per million rows/s; a laptop's CPU workers need their cores for the model.
     pub fn http_threads(&self, cores: usize) -> usize {
         if self.server.http_threads > 0 {
             return self.server.http_threads;
         }
-        let engine = self.engine.workers * self.engine.threads_per_worker.max(1);
+        // The batcher thread is the engine's too.
+        let engine = self.engine.workers * self.engine.threads_per_worker.max(1) + 1;
         cores.saturating_sub(engine).max(2)
     }
 
@@ -370,8 +371,8 @@ mod tests {
         config.engine.threads_per_worker = 3;
         assert_eq!(
             config.http_threads(16),
-            10,
-            "16 cores less 2 workers × 3 threads"
+            9,
+            "16 cores less 2 workers × 3 threads and the batcher"
         );
         assert_eq!(config.http_threads(2), 2, "never fewer than two");
         config.server.http_threads = 5;

@@ -2,8 +2,9 @@
 //!
 //! Every timing is one `score_host` call from host feature rows to host scores: on a GPU that is
 //! the upload, the forward and the download, synchronised, so it is what a batch costs the server.
-//! Columns: pixguard's path (fused CPU op, or the CUDA kernels), on a GPU the forward's own GPU time
-//! from CUDA events (kernels and products, without the copies), Candle's generic ops on the same
+//! Columns: pixguard's path (fused CPU op, or the CUDA kernels); on a GPU where that time went —
+//! host staging (id check, pinned buffer fill), the upload and the forward (kernels and products)
+//! from CUDA events; Candle's generic ops on the same
 //! device (the plain candle-nn layers the fused paths replace), and on a GPU the two-slot pipeline
 //! (batch N+1 uploaded while N computes), which is how the server runs it.
 
@@ -51,6 +52,10 @@ struct Row {
     fused_rows_per_s: f64,
     /// Median GPU time of the forward alone (CUDA events; no copies), GPU only.
     kernels_us: Option<f64>,
+    /// Median host time to check ids and fill the pinned staging buffer, GPU only.
+    stage_us: Option<f64>,
+    /// Median GPU time of the host→device copy (CUDA events), GPU only.
+    upload_us: Option<f64>,
     candle_us: Option<f64>,
     candle_rows_per_s: Option<f64>,
     /// Mean µs per batch with two batches in flight (GPU only).
@@ -90,10 +95,12 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         package.config.name, selected.description
     );
     println!(
-        "{:>7} {:>12} {:>14} {:>11} {:>12} {:>14} {:>13} {:>14}",
+        "{:>7} {:>12} {:>14} {:>10} {:>9} {:>11} {:>12} {:>14} {:>13} {:>14}",
         "batch",
         "fused µs",
         "fused rows/s",
+        "stage µs",
+        "h2d µs",
         "kernels µs",
         "candle µs",
         "candle rows/s",
@@ -104,15 +111,18 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
     for &b in &batches {
         let (numeric, categorical) = (&features.numeric[..b * nn], &features.categorical[..b * nc]);
         let mut out = vec![0.0f32; b];
-        let mut kernel_samples = Vec::new();
+        let (mut kernel, mut stage, mut upload) = (Vec::new(), Vec::new(), Vec::new());
         let (fused_us, iterations) = median_us(budget, || {
             model.score_host(numeric, categorical, b, &mut out)?;
-            if let Some(us) = last_forward_us(&model) {
-                kernel_samples.push(us);
+            if let Some(t) = last_timings(&model) {
+                stage.push(t.stage_us);
+                kernel.extend(t.forward_us);
+                upload.extend(t.upload_us);
             }
             Ok(())
         })?;
-        let kernels_us = median(&mut kernel_samples);
+        let (kernels_us, stage_us, upload_us) =
+            (median(&mut kernel), median(&mut stage), median(&mut upload));
         let candle_us = if args.no_candle {
             None
         } else {
@@ -133,6 +143,8 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
             fused_us,
             fused_rows_per_s: per_s(fused_us),
             kernels_us,
+            stage_us,
+            upload_us,
             candle_us,
             candle_rows_per_s: candle_us.map(per_s),
             pipelined_us,
@@ -142,10 +154,12 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         let opt =
             |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
         println!(
-            "{:>7} {:>12.1} {:>14.0} {:>11} {:>12} {:>14} {:>13} {:>14}",
+            "{:>7} {:>12.1} {:>14.0} {:>10} {:>9} {:>11} {:>12} {:>14} {:>13} {:>14}",
             b,
             row.fused_us,
             row.fused_rows_per_s,
+            opt(row.stage_us, 1),
+            opt(row.upload_us, 1),
             opt(row.kernels_us, 1),
             opt(row.candle_us, 1),
             opt(row.candle_rows_per_s, 0),
@@ -222,17 +236,15 @@ fn median(samples: &mut [f64]) -> Option<f64> {
     samples.get(samples.len() / 2).copied()
 }
 
-/// GPU time of the last forward, when the model runs on a GPU.
+/// Where the last batch's time went, when the model runs on a GPU.
 #[cfg(feature = "cuda")]
-fn last_forward_us(model: &DcnModel) -> Option<f64> {
+fn last_timings(model: &DcnModel) -> Option<crate::model::BatchTimings> {
     let gpu = model.gpu()?;
-    gpu.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .last_forward_us()
+    gpu.lock().unwrap_or_else(|p| p.into_inner()).last_timings()
 }
 
 #[cfg(not(feature = "cuda"))]
-fn last_forward_us(_model: &DcnModel) -> Option<f64> {
+fn last_timings(_model: &DcnModel) -> Option<crate::model::BatchTimings> {
     None
 }
 

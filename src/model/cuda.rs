@@ -9,6 +9,7 @@
 //! scores and output buffers, so a slot can be filled while the other computes.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use candle_core::cuda_backend::cudarc;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys::cublasOperation_t};
@@ -19,6 +20,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
+use super::BatchTimings;
 use super::fused::FusedDcn;
 
 /// The kernels of `kernels/dcn.cu`, compiled to PTX by the build script.
@@ -127,6 +129,8 @@ struct Slot {
     input: CudaSlice<u32>,
     scores: CudaSlice<f32>,
     out: PinnedHostSlice<f32>,
+    /// Recorded on the copy stream before the upload (timing only).
+    upload_start: CudaEvent,
     /// Recorded on the copy stream after the upload: the staging buffer is free again.
     uploaded: CudaEvent,
     /// Recorded on the compute stream after the scores' download.
@@ -136,6 +140,8 @@ struct Slot {
     forward_end: CudaEvent,
     /// Rows of the batch in flight, if any.
     rows: Option<usize>,
+    /// Host time spent checking ids and filling the staging buffer for that batch, µs.
+    stage_us: f64,
 }
 
 /// A submitted batch; hand it back to [`CudaDcn::wait`].
@@ -165,7 +171,7 @@ pub struct CudaDcn {
     capacity: usize,
     slots: Vec<Slot>,
     next: usize,
-    last_forward_us: Option<f64>,
+    last_timings: Option<BatchTimings>,
 }
 
 impl CudaDcn {
@@ -228,7 +234,7 @@ impl CudaDcn {
             capacity: 0,
             slots: Vec::new(),
             next: 0,
-            last_forward_us: None,
+            last_timings: None,
             copy,
             compute,
             blas,
@@ -239,9 +245,9 @@ impl CudaDcn {
         Ok(model)
     }
 
-    /// GPU time of the last waited-for batch's forward (kernels and products, not the copies), µs.
-    pub fn last_forward_us(&self) -> Option<f64> {
-        self.last_forward_us
+    /// Where the last waited-for batch's time went.
+    pub fn last_timings(&self) -> Option<BatchTimings> {
+        self.last_timings
     }
 
     /// Largest batch the current buffers take without growing.
@@ -277,11 +283,13 @@ impl CudaDcn {
                     out: unsafe { ctx.alloc_pinned_with_flags::<f32>(rows, 0)? },
                     input: self.copy.alloc_zeros(words)?,
                     scores: self.compute.alloc_zeros(rows)?,
-                    uploaded: ctx.new_event(None)?,
+                    upload_start: ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
+                    uploaded: ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
                     done: ctx.new_event(None)?,
                     forward_start: ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
                     forward_end: ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
                     rows: None,
+                    stage_us: 0.0,
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -313,6 +321,7 @@ impl CudaDcn {
                 categorical.len()
             )));
         }
+        let staged = Instant::now();
         // The kernel indexes tables without bounds checks; the check is here, as on the CPU path.
         for (i, &id) in categorical.iter().enumerate() {
             let column = i % nc.max(1);
@@ -345,6 +354,8 @@ impl CudaDcn {
                 *dst = v.to_bits();
             }
             staging[rows * nn..words].copy_from_slice(categorical);
+            slot.stage_us = staged.elapsed().as_secs_f64() * 1e6;
+            slot.upload_start.record(&self.copy)?;
             let (dst, _record) = slot.input.device_ptr_mut(&self.copy);
             // SAFETY: `staging` is pinned and stays untouched until `uploaded` completes (checked
             // above before the next write); `input` holds at least `words` words.
@@ -392,11 +403,14 @@ impl CudaDcn {
             )));
         }
         out.copy_from_slice(&slot.out.as_slice()?[..rows]);
-        self.last_forward_us = slot
-            .forward_start
-            .elapsed_ms(&slot.forward_end)
-            .ok()
-            .map(|ms| f64::from(ms) * 1e3);
+        let micros = |from: &CudaEvent, to: &CudaEvent| {
+            from.elapsed_ms(to).ok().map(|ms| f64::from(ms) * 1e3)
+        };
+        self.last_timings = Some(BatchTimings {
+            stage_us: slot.stage_us,
+            upload_us: micros(&slot.upload_start, &slot.uploaded),
+            forward_us: micros(&slot.forward_start, &slot.forward_end),
+        });
         Ok(())
     }
 

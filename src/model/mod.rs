@@ -94,3 +94,15 @@ impl Scorer {
             .collect())
     }
 }
+
+/// Where one batch's time went, to see what bounds a batch size.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchTimings {
+    /// Host, until the upload is issued: id bounds check, the slot's previous upload (if still
+    /// running), writing the pinned staging buffer.
+    pub stage_us: f64,
+    /// GPU: the host→device copy (CUDA events on the copy stream).
+    pub upload_us: Option<f64>,
+    /// GPU: the forward alone, from the upload's landing to the last kernel (CUDA events).
+    pub forward_us: Option<f64>,
+}

@@ -207,11 +207,20 @@ async fn stats(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(metrics::stats(&state.metrics, state.engine.queued_rows())).into_response()
 }
 
-/// Runs one full batch of zero rows through every worker so the first real request pays no warm-up.
+/// Runs batches of 1, 8, 64, … and `engine.max_batch_size` rows before readiness, so that no real
+/// request pays a warm-up: cuBLAS picks its kernels by size range, and CUDA loads each kernel on its
+/// first launch (lazy loading) — seen on an H100 as millisecond stalls at the first batches.
 async fn warm_up(state: &AppState) -> anyhow::Result<()> {
-    let rows = state.config.engine.max_batch_size;
+    let max = state.config.engine.max_batch_size;
+    let mut sizes: Vec<usize> = std::iter::successors(Some(1usize), |n| Some(n * 8))
+        .take_while(|&n| n < max)
+        .collect();
+    sizes.push(max);
     let (nn, nc) = (state.extractor.n_numeric(), state.extractor.n_categorical());
-    for _ in 0..state.config.engine.workers {
+    for rows in sizes
+        .into_iter()
+        .flat_map(|rows| std::iter::repeat_n(rows, state.config.engine.workers))
+    {
         let batch = FeatureBatch {
             rows,
             n_numeric: nn,
