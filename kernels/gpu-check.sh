@@ -21,7 +21,8 @@
 # CUDA libraries: the binary links libcuda (the driver's), cuBLAS, cuRAND and NVRTC 13. Unless
 # PIXGUARD_CUDA_LIBS is set, they are taken from the Python install's nvidia-* wheels (PyTorch's).
 # PIXGUARD_GPU_CHECK_DEVICE=auto runs the same steps where there is no GPU (a dry run of the script);
-# PIXGUARD_GPU_CHECK_QUICK=1 shortens every step (small batches, 2 s loads) for such a dry run.
+# PIXGUARD_GPU_CHECK_QUICK=1 shortens every step (small batches, 2 s loads) for such a dry run;
+# PIXGUARD_GPU_CHECK_FORWARD_ONLY=1 stops after step 3 (a kernel change, when device time is short).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -139,9 +140,14 @@ EOF
 RESULT[forward]=${RESULT[forward]:-failed, see forward.log}
 [[ "${RESULT[forward]}" == failed* ]] && tail -n 20 "$LOGS/forward.log" >&2
 say "forward: ${RESULT[forward]}"
+if [[ -n "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" ]]; then
+  RATES_SINGLE=; RESULT[serve_1m]="skipped (PIXGUARD_GPU_CHECK_FORWARD_ONLY)"
+fi
 # The same host's CPU, one thread, for scale (what a CPU worker does per core).
-timeout 60 "$BIN" --log warn model bench --device cpu --batches 1,256,4096 --millis 300 \
-  > "$LOGS/forward-cpu.txt" 2>&1 && cat "$LOGS/forward-cpu.txt" >&2
+if [[ -z "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" ]]; then
+  timeout 60 "$BIN" --log warn model bench --device cpu --batches 1,256,4096 --millis 300 \
+    > "$LOGS/forward-cpu.txt" 2>&1 && cat "$LOGS/forward-cpu.txt" >&2
+fi
 checkpoint
 
 # 4. serving
@@ -194,7 +200,7 @@ for s in steps:
 EOF
 }
 
-if start_server 16384 200 batch; then
+if [[ -z "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" ]] && start_server 16384 200 batch; then
   # 1,000 rows per request at 1,000/s = 1 M rows/s; the client's JSON encoding is done before.
   timeout 120 "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rows-per-request 1000 \
     --transactions 20000 --rate "$RATE_1M" --duration "$LOAD_S" --warmup 3 --threads "$CLIENT_THREADS" --connections 512 \

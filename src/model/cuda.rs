@@ -20,8 +20,8 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use super::BatchTimings;
 use super::fused::FusedDcn;
+use super::{BatchTimings, copy_checked_ids};
 
 /// The kernels of `kernels/dcn.cu`, compiled to PTX by the build script.
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/dcn.ptx"));
@@ -322,16 +322,6 @@ impl CudaDcn {
             )));
         }
         let staged = Instant::now();
-        // The kernel indexes tables without bounds checks; the check is here, as on the CPU path.
-        for (i, &id) in categorical.iter().enumerate() {
-            let column = i % nc.max(1);
-            if id >= self.cardinalities[column] {
-                return Err(CudaError::Input(format!(
-                    "categorical column {column} has index {id}, outside its embedding table of {} rows",
-                    self.cardinalities[column]
-                )));
-            }
-        }
         if rows == 0 {
             return Err(CudaError::Input("empty batch".into()));
         }
@@ -353,7 +343,14 @@ impl CudaDcn {
             for (dst, v) in staging[..rows * nn].iter_mut().zip(numeric) {
                 *dst = v.to_bits();
             }
-            staging[rows * nn..words].copy_from_slice(categorical);
+            // The kernel indexes tables without bounds checks; the check is here, as on the CPU
+            // path, and before `rows` is set, so a rejected batch leaves the slot free.
+            copy_checked_ids(
+                &mut staging[rows * nn..words],
+                categorical,
+                &self.cardinalities,
+            )
+            .map_err(CudaError::Input)?;
             slot.stage_us = staged.elapsed().as_secs_f64() * 1e6;
             slot.upload_start.record(&self.copy)?;
             let (dst, _record) = slot.input.device_ptr_mut(&self.copy);
