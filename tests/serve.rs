@@ -85,10 +85,11 @@ async fn concurrent_clients_get_offline_scores_and_requests_are_batched() {
         t.await.unwrap();
     }
     let text = metrics_text(&client, &server).await;
-    // The warm-up batch (512 rows) is in the histogram too; take it out.
+    // The warm-up batches (engine.max_batch_size 512) are in the histogram too; take them out.
+    let warm_up = pixguard::server::warm_up_sizes(512);
     let (sum, count) = (
-        metric(&text, "pixguard_batch_size_rows_sum") - 512.0,
-        metric(&text, "pixguard_batch_size_rows_count") - 1.0,
+        metric(&text, "pixguard_batch_size_rows_sum") - warm_up.iter().sum::<usize>() as f64,
+        metric(&text, "pixguard_batch_size_rows_count") - warm_up.len() as f64,
     );
     assert_eq!(sum, 640.0);
     assert!(
@@ -209,10 +210,11 @@ async fn a_full_queue_answers_429_and_late_rows_504_without_compute() {
         metric(&text, "pixguard_rows_dropped_total{reason=\"deadline\"}"),
         1.0
     );
-    // Everything computed is the warm-up batch plus the rows that got 200: the late row never was.
+    // Everything computed is the warm-up batches plus the rows that got 200: the late row never was.
+    let warm_up: usize = pixguard::server::warm_up_sizes(4).iter().sum();
     assert_eq!(
         metric(&text, "pixguard_rows_scored_total"),
-        4.0 + ok as f64 + 4.0
+        (warm_up + ok + 4) as f64
     );
     assert_eq!(
         metric(&text, "pixguard_rejections_total{reason=\"overloaded\"}"),

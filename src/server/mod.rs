@@ -207,15 +207,20 @@ async fn stats(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(metrics::stats(&state.metrics, state.engine.queued_rows())).into_response()
 }
 
-/// Runs batches of 1, 8, 64, … and `engine.max_batch_size` rows before readiness, so that no real
-/// request pays a warm-up: cuBLAS picks its kernels by size range, and CUDA loads each kernel on its
-/// first launch (lazy loading) — seen on an H100 as millisecond stalls at the first batches.
-async fn warm_up(state: &AppState) -> anyhow::Result<()> {
-    let max = state.config.engine.max_batch_size;
+/// Rows of each warm-up batch a worker runs before readiness: 1, 8, 64, … and `max_batch_size`.
+/// They are counted in the metrics like any batch.
+pub fn warm_up_sizes(max_batch_size: usize) -> Vec<usize> {
     let mut sizes: Vec<usize> = std::iter::successors(Some(1usize), |n| Some(n * 8))
-        .take_while(|&n| n < max)
+        .take_while(|&n| n < max_batch_size)
         .collect();
-    sizes.push(max);
+    sizes.push(max_batch_size);
+    sizes
+}
+
+/// Runs [`warm_up_sizes`] batches before readiness, so that no real request pays a warm-up: cuBLAS
+/// picks its kernels by size range, and CUDA loads each kernel on its first launch (lazy loading).
+async fn warm_up(state: &AppState) -> anyhow::Result<()> {
+    let sizes = warm_up_sizes(state.config.engine.max_batch_size);
     let (nn, nc) = (state.extractor.n_numeric(), state.extractor.n_categorical());
     for rows in sizes
         .into_iter()
@@ -374,5 +379,18 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warm_up_sizes;
+
+    #[test]
+    fn warm_up_covers_each_eightfold_size_range_up_to_the_largest_batch() {
+        assert_eq!(warm_up_sizes(1), [1]);
+        assert_eq!(warm_up_sizes(4), [1, 4]);
+        assert_eq!(warm_up_sizes(512), [1, 8, 64, 512]);
+        assert_eq!(warm_up_sizes(16_384), [1, 8, 64, 512, 4096, 16_384]);
     }
 }
