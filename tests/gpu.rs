@@ -285,3 +285,31 @@ fn an_id_outside_its_table_is_an_error_not_a_read_past_it() {
         .expect("valid batch after a refused one");
     assert!(max_diff(&out, &cpu(&net, &numeric, &[1, 2, 3, 4], 2)) <= TOLERANCE);
 }
+
+/// Needs no GPU: which errors mark a replica as broken (liveness then fails and the pod restarts).
+#[test]
+fn only_sticky_driver_errors_break_a_replica() {
+    use candle_core::cuda_backend::cudarc::driver::{DriverError, sys::CUresult};
+    for sticky in [
+        CUresult::CUDA_ERROR_ILLEGAL_ADDRESS,
+        CUresult::CUDA_ERROR_ASSERT,
+        CUresult::CUDA_ERROR_LAUNCH_FAILED,
+        CUresult::CUDA_ERROR_ECC_UNCORRECTABLE,
+    ] {
+        assert!(
+            CudaError::Driver(DriverError(sticky)).is_sticky(),
+            "{sticky:?}"
+        );
+    }
+    for passing in [
+        CUresult::CUDA_ERROR_OUT_OF_MEMORY,
+        CUresult::CUDA_ERROR_INVALID_VALUE,
+        CUresult::CUDA_ERROR_NOT_READY,
+    ] {
+        assert!(
+            !CudaError::Driver(DriverError(passing)).is_sticky(),
+            "{passing:?}"
+        );
+    }
+    assert!(!CudaError::Input("categorical column 0 has index 9".into()).is_sticky());
+}

@@ -2,8 +2,8 @@
 //! and HDR histograms (since start and over the last 60 s) for exact percentiles.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -272,6 +272,8 @@ pub struct Metrics {
     pub device: Mutex<String>,
     /// 1 when `device: auto` fell back to the CPU.
     pub cuda_fallback: AtomicU64,
+    /// Set once, by the first worker whose device can take no more work: why. Liveness fails.
+    pub device_failure: OnceLock<String>,
 }
 
 impl Metrics {
@@ -293,6 +295,7 @@ impl Metrics {
             last_inference_ms: AtomicU64::new(0),
             device: Mutex::new("cpu".into()),
             cuda_fallback: AtomicU64::new(0),
+            device_failure: OnceLock::new(),
         })
     }
 

@@ -35,6 +35,9 @@ pub enum EngineError {
     /// The model failed on the batch.
     #[error("model error: {0}")]
     Model(String),
+    /// The worker's device can take no more work (a sticky CUDA error); only a restart recovers.
+    #[error("device failed: {0}")]
+    DeviceFailed(String),
 }
 
 /// Scores of one request, with where the time went.

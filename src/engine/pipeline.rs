@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::worker::{Rows, finish};
-use super::{Batch, Message, Metrics};
+use super::worker::{Rows, fail, finish};
+use super::{Batch, EngineError, Message, Metrics};
 
 /// A model with a fixed number of in-flight slots: `submit` returns at once, `wait` blocks.
 pub(crate) trait Pipelined {
@@ -34,6 +34,8 @@ pub(crate) trait Pipelined {
     fn is_done(&self, ticket: &Self::Ticket) -> bool;
     /// Waits for a batch and writes its scores into `out`.
     fn wait(&mut self, ticket: Self::Ticket, out: &mut [f32]) -> Result<(), String>;
+    /// Why the device can take no more work, once an error has left it unusable.
+    fn broken(&self) -> Option<String>;
 }
 
 #[cfg(feature = "cuda")]
@@ -54,8 +56,8 @@ impl Pipelined for crate::model::cuda::CudaDcn {
         categorical: &[u32],
         rows: usize,
     ) -> Result<Self::Ticket, String> {
-        crate::model::cuda::CudaDcn::submit(self, numeric, categorical, rows)
-            .map_err(|e| e.to_string())
+        let result = crate::model::cuda::CudaDcn::submit(self, numeric, categorical, rows);
+        self.note(result).map_err(|e| e.to_string())
     }
 
     fn is_done(&self, ticket: &Self::Ticket) -> bool {
@@ -63,7 +65,12 @@ impl Pipelined for crate::model::cuda::CudaDcn {
     }
 
     fn wait(&mut self, ticket: Self::Ticket, out: &mut [f32]) -> Result<(), String> {
-        crate::model::cuda::CudaDcn::wait(self, ticket, out).map_err(|e| e.to_string())
+        let result = crate::model::cuda::CudaDcn::wait(self, ticket, out);
+        self.note(result).map_err(|e| e.to_string())
+    }
+
+    fn broken(&self) -> Option<String> {
+        crate::model::cuda::CudaDcn::broken(self).map(str::to_owned)
     }
 }
 
@@ -91,10 +98,23 @@ pub(super) fn run<P: Pipelined>(
         rows.out.resize(job.batch.rows, 0.0);
         let result = model
             .wait(job.ticket, &mut rows.out)
-            .map(|()| &rows.out[..]);
+            .map(|()| &rows.out[..])
+            .map_err(EngineError::Model);
         finish(metrics, job.batch, result, job.submitted);
     };
+    // Set once the device is unusable: from then on no device call is made (a broken CUDA context
+    // can hang as well as fail) and every batch fails at once, so that clients retry elsewhere
+    // rather than wait for their deadlines, while liveness fails and the process gets restarted.
+    let mut broken: Option<EngineError> = None;
     loop {
+        if let Some(error) = &broken {
+            let Ok(batch) = batches.recv() else { break };
+            fail(&batch, error);
+            if batcher.send(Message::Idle(id)).is_err() {
+                break;
+            }
+            continue;
+        }
         let next = match in_flight.front() {
             None => batches.recv().map_err(|_| TryRecvError::Disconnected),
             Some(_) => batches.try_recv(),
@@ -108,6 +128,7 @@ pub(super) fn run<P: Pipelined>(
                     && let Some(job) = in_flight.pop_front()
                 {
                     complete(model, rows, job);
+                    broken = check_device(model, id, metrics, &mut in_flight);
                 } else {
                     std::thread::yield_now();
                 }
@@ -118,24 +139,52 @@ pub(super) fn run<P: Pipelined>(
             && let Some(job) = in_flight.pop_front()
         {
             complete(model, rows, job);
+            broken = check_device(model, id, metrics, &mut in_flight);
         }
-        rows.gather(&batch);
-        let submitted = Instant::now();
-        match model.submit(&rows.numeric, &rows.categorical, batch.rows) {
-            Ok(ticket) => in_flight.push_back(InFlight {
-                batch,
-                ticket,
-                submitted,
-            }),
-            Err(e) => finish(metrics, batch, Err(e), submitted),
+        if let Some(error) = &broken {
+            fail(&batch, error);
+        } else {
+            rows.gather(&batch);
+            let submitted = Instant::now();
+            match model.submit(&rows.numeric, &rows.categorical, batch.rows) {
+                Ok(ticket) => in_flight.push_back(InFlight {
+                    batch,
+                    ticket,
+                    submitted,
+                }),
+                Err(e) => {
+                    finish(metrics, batch, Err(EngineError::Model(e)), submitted);
+                    broken = check_device(model, id, metrics, &mut in_flight);
+                }
+            }
         }
         if batcher.send(Message::Idle(id)).is_err() {
             break;
         }
     }
+    // Batches still in flight at shutdown (none once the device broke: `check_device` failed them).
     while let Some(job) = in_flight.pop_front() {
         complete(model, rows, job);
+        check_device(model, id, metrics, &mut in_flight);
     }
+}
+
+/// After a failure: if the device is now unusable, records why (liveness reads it), fails the
+/// batches still in flight without touching the device, and returns the error for later batches.
+fn check_device<P: Pipelined>(
+    model: &P,
+    id: usize,
+    metrics: &Metrics,
+    in_flight: &mut VecDeque<InFlight<P::Ticket>>,
+) -> Option<EngineError> {
+    let reason = model.broken()?;
+    tracing::error!(worker = id, %reason, "the device can take no more work: failing every batch until restarted");
+    let _ = metrics.device_failure.set(reason.clone());
+    let error = EngineError::DeviceFailed(reason);
+    for job in in_flight.drain(..) {
+        fail(&job.batch, &error);
+    }
+    Some(error)
 }
 
 #[cfg(test)]
@@ -157,6 +206,11 @@ mod tests {
         next: usize,
         max_in_flight: usize,
         compute: Duration,
+        /// A batch of this many rows "breaks the device" when waited for, as a sticky CUDA error.
+        breaks_on_rows: Option<usize>,
+        broken: Option<String>,
+        /// Submits after the device broke: the loop must make none.
+        submits_when_broken: usize,
     }
 
     impl TwoSlots {
@@ -167,6 +221,9 @@ mod tests {
                 next: 0,
                 max_in_flight: 0,
                 compute,
+                breaks_on_rows: None,
+                broken: None,
+                submits_when_broken: 0,
             }
         }
     }
@@ -188,6 +245,9 @@ mod tests {
             categorical: &[u32],
             rows: usize,
         ) -> Result<usize, String> {
+            if self.broken.is_some() {
+                self.submits_when_broken += 1;
+            }
             if !self.has_free_slot() {
                 return Err("both slots in flight".into());
             }
@@ -210,11 +270,20 @@ mod tests {
         fn wait(&mut self, ticket: usize, out: &mut [f32]) -> Result<(), String> {
             let (scores, ready) = self.slots[ticket].take().ok_or("waited for a free slot")?;
             std::thread::sleep(ready.saturating_duration_since(Instant::now()));
+            if Some(scores.len()) == self.breaks_on_rows {
+                let error = "CUDA driver: CUDA_ERROR_ILLEGAL_ADDRESS".to_string();
+                self.broken = Some(error.clone());
+                return Err(error);
+            }
             if scores.len() != out.len() {
                 return Err(format!("{} scores for {} outputs", scores.len(), out.len()));
             }
             out.copy_from_slice(&scores);
             Ok(())
+        }
+
+        fn broken(&self) -> Option<String> {
+            self.broken.clone()
         }
     }
 
@@ -304,7 +373,7 @@ mod tests {
     }
 
     /// Hands out batches the way the batcher does: one to an idle worker, the next on `Idle`.
-    fn drive(model: &mut TwoSlots, batches: Vec<Batch>) {
+    fn drive(model: &mut TwoSlots, batches: Vec<Batch>) -> Metrics {
         let (batch_tx, batch_rx) = crossbeam_channel::bounded(1);
         let (msg_tx, msg_rx) = crossbeam_channel::unbounded();
         let feeder = std::thread::spawn(move || {
@@ -326,6 +395,7 @@ mod tests {
             64,
         );
         feeder.join().unwrap();
+        metrics
     }
 
     #[test]
@@ -366,6 +436,47 @@ mod tests {
         assert!(
             matches!(&failed, EngineError::Model(m) if m.contains("index 9")),
             "{failed:?}"
+        );
+    }
+
+    #[test]
+    fn after_a_sticky_error_every_batch_fails_at_once_and_the_device_is_left_alone() {
+        let mut model = TwoSlots::new(Duration::from_millis(2));
+        model.breaks_on_rows = Some(7);
+        let (a, mut answer_a) = job(1, 10);
+        let (breaking, mut answer_breaking) = job(2, 7);
+        let (later, answers_later): (Vec<_>, Vec<_>) = (3..9).map(|i| job(i, 5 + i)).unzip();
+        let mut all = batches(std::slice::from_ref(&a), 64);
+        all.extend(batches(std::slice::from_ref(&breaking), 64));
+        for job in &later {
+            all.extend(batches(std::slice::from_ref(job), 64));
+        }
+        let metrics = drive(&mut model, all);
+        assert!(
+            answer_a.try_recv().unwrap().is_ok(),
+            "scored before the failure"
+        );
+        let failed = answer_breaking.try_recv().unwrap().unwrap_err();
+        assert!(
+            matches!(&failed, EngineError::Model(m) if m.contains("ILLEGAL_ADDRESS")),
+            "{failed:?}"
+        );
+        // Whether a later batch was already in flight or came after, it fails as device_failed.
+        for mut answer in answers_later {
+            let e = answer.try_recv().expect("answered").unwrap_err();
+            assert!(
+                matches!(&e, EngineError::DeviceFailed(m) if m.contains("ILLEGAL_ADDRESS")),
+                "{e:?}"
+            );
+        }
+        assert_eq!(
+            model.submits_when_broken, 0,
+            "no device call after the failure"
+        );
+        assert_eq!(
+            metrics.device_failure.get().map(String::as_str),
+            Some("CUDA driver: CUDA_ERROR_ILLEGAL_ADDRESS"),
+            "recorded for liveness"
         );
     }
 }

@@ -104,7 +104,7 @@ impl Worker {
         let result = self
             .model
             .score_host(&rows.numeric, &rows.categorical, batch.rows, &mut rows.out)
-            .map_err(|e| e.to_string());
+            .map_err(|e| EngineError::Model(e.to_string()));
         finish(
             &self.metrics,
             batch,
@@ -140,11 +140,18 @@ impl Worker {
     }
 }
 
+/// Answers every request with a part in `batch` with `error`.
+pub(super) fn fail(batch: &Batch, error: &EngineError) {
+    for part in &batch.parts {
+        part.job.fail(error.clone());
+    }
+}
+
 /// Records the batch and hands each request its scores (or the model's error).
 pub(super) fn finish(
     metrics: &Metrics,
     batch: Batch,
-    result: Result<&[f32], String>,
+    result: Result<&[f32], EngineError>,
     started: Instant,
 ) {
     let compute_us = started.elapsed().as_micros() as u64;
@@ -153,9 +160,7 @@ pub(super) fn finish(
         Ok(out) => out,
         Err(e) => {
             tracing::error!(error = %e, rows = batch.rows, "batch failed");
-            for part in &batch.parts {
-                part.job.fail(EngineError::Model(e.clone()));
-            }
+            fail(&batch, &e);
             return;
         }
     };

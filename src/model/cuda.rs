@@ -45,6 +45,30 @@ pub enum CudaError {
     Unavailable(String),
 }
 
+impl CudaError {
+    /// Whether the error leaves the CUDA context unusable: CUDA reports these "sticky" errors again
+    /// on every later call in the process, and only a new process recovers.
+    pub fn is_sticky(&self) -> bool {
+        use cudarc::driver::sys::CUresult as R;
+        matches!(
+            self,
+            CudaError::Driver(DriverError(
+                R::CUDA_ERROR_ILLEGAL_ADDRESS
+                    | R::CUDA_ERROR_LAUNCH_TIMEOUT
+                    | R::CUDA_ERROR_ASSERT
+                    | R::CUDA_ERROR_HARDWARE_STACK_ERROR
+                    | R::CUDA_ERROR_ILLEGAL_INSTRUCTION
+                    | R::CUDA_ERROR_MISALIGNED_ADDRESS
+                    | R::CUDA_ERROR_INVALID_ADDRESS_SPACE
+                    | R::CUDA_ERROR_INVALID_PC
+                    | R::CUDA_ERROR_LAUNCH_FAILED
+                    | R::CUDA_ERROR_ECC_UNCORRECTABLE
+                    | R::CUDA_ERROR_CONTEXT_IS_DESTROYED
+            ))
+        )
+    }
+}
+
 /// What the probe found on a device.
 #[derive(Debug, Clone)]
 pub struct DeviceInfo {
@@ -172,6 +196,8 @@ pub struct CudaDcn {
     slots: Vec<Slot>,
     next: usize,
     last_timings: Option<BatchTimings>,
+    /// The first sticky error seen: the context can take no more work.
+    broken: Option<String>,
 }
 
 impl CudaDcn {
@@ -235,6 +261,7 @@ impl CudaDcn {
             slots: Vec::new(),
             next: 0,
             last_timings: None,
+            broken: None,
             copy,
             compute,
             blas,
@@ -243,6 +270,22 @@ impl CudaDcn {
         model.reserve(capacity.max(1))?;
         model.compute.synchronize()?;
         Ok(model)
+    }
+
+    /// Remembers a sticky error from `result` (see [`CudaError::is_sticky`]) and passes it on.
+    pub fn note<T>(&mut self, result: Result<T, CudaError>) -> Result<T, CudaError> {
+        if let Err(e) = &result
+            && e.is_sticky()
+            && self.broken.is_none()
+        {
+            self.broken = Some(e.to_string());
+        }
+        result
+    }
+
+    /// Why this replica can take no more work, once [`Self::note`] has seen a sticky error.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
     }
 
     /// Where the last waited-for batch's time went.

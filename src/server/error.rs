@@ -68,6 +68,10 @@ impl ServerError {
             ServerError::Engine(EngineError::Model(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "model_error", None)
             }
+            // Another replica can answer; this one fails liveness and gets restarted.
+            ServerError::Engine(EngineError::DeviceFailed(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "device_failed", None)
+            }
         }
     }
 }

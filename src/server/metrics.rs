@@ -145,6 +145,13 @@ pub fn prometheus(m: &Metrics, queue_depth: usize, in_flight: usize, ready: bool
     );
     counter(
         &mut out,
+        "pixguard_device_failed",
+        "1 once a worker's device can take no more work (liveness fails; restart).",
+        "gauge",
+        &[(String::new(), u64::from(m.device_failure.get().is_some()))],
+    );
+    counter(
+        &mut out,
         "pixguard_ready",
         "1 when the server takes traffic.",
         "gauge",

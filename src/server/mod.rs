@@ -52,6 +52,20 @@ pub struct AppState {
     pub in_flight: AtomicUsize,
 }
 
+impl AppState {
+    /// Why a worker's device can take no more work, if one cannot: liveness fails with it.
+    pub fn device_failure(&self) -> Option<&str> {
+        self.metrics.device_failure.get().map(String::as_str)
+    }
+
+    /// Whether readiness holds: loaded, warmed up, not draining, every device usable.
+    pub fn takes_traffic(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
+            && self.device_failure().is_none()
+    }
+}
+
 /// Picks the device for `choice`; `auto` falls back to the CPU with a warning and a metric.
 fn device(choice: DeviceChoice, metrics: &Metrics) -> anyhow::Result<Device> {
     let selected = crate::model::device::select(choice).map_err(|reason| {
@@ -124,15 +138,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes));
     Router::new()
         .merge(scoring)
-        .route(
-            "/healthz",
-            get(|| async {
-                (
-                    StatusCode::OK,
-                    axum::Json(serde_json::json!({"status": "live"})),
-                )
-            }),
-        )
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/v1/stats", get(stats))
@@ -181,8 +187,24 @@ async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next)
     response
 }
 
+/// Liveness: fails only when a device can take no more work, which a restart cures.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.device_failure() {
+        None => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "live"})),
+        )
+            .into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "device_failed", "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let ready = state.ready.load(Ordering::Acquire) && !state.draining.load(Ordering::Acquire);
+    let ready = state.takes_traffic();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -197,7 +219,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
-    let ready = state.ready.load(Ordering::Acquire) && !state.draining.load(Ordering::Acquire);
+    let ready = state.takes_traffic();
     let in_flight = state.in_flight.load(Ordering::Acquire);
     let text = metrics::prometheus(&state.metrics, state.engine.queued_rows(), in_flight, ready);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

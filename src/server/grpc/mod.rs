@@ -103,15 +103,15 @@ impl GrpcInferenceService for Inference {
         &self,
         _: Request<ServerLiveRequest>,
     ) -> Result<Response<ServerLiveResponse>, Status> {
-        Ok(Response::new(ServerLiveResponse { live: true }))
+        let live = self.0.device_failure().is_none();
+        Ok(Response::new(ServerLiveResponse { live }))
     }
 
     async fn server_ready(
         &self,
         _: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
-        let s = &self.0;
-        let ready = s.ready.load(Ordering::Acquire) && !s.draining.load(Ordering::Acquire);
+        let ready = self.0.takes_traffic();
         Ok(Response::new(ServerReadyResponse { ready }))
     }
 
@@ -121,8 +121,7 @@ impl GrpcInferenceService for Inference {
     ) -> Result<Response<ModelReadyResponse>, Status> {
         let r = r.into_inner();
         oip::check_model(&self.0, &r.name, optional(&r.version)).map_err(status)?;
-        let s = &self.0;
-        let ready = s.ready.load(Ordering::Acquire) && !s.draining.load(Ordering::Acquire);
+        let ready = self.0.takes_traffic();
         Ok(Response::new(ModelReadyResponse { ready }))
     }
 

@@ -105,6 +105,7 @@ impl From<EngineError> for OipResponseError {
             EngineError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Model(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::DeviceFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         OipResponseError(status, e.to_string())
     }
@@ -123,14 +124,18 @@ pub async fn server_metadata() -> Json<Value> {
     }))
 }
 
-/// `GET /v2/health/live`.
-pub async fn live() -> StatusCode {
-    StatusCode::OK
+/// `GET /v2/health/live`: fails once a device can take no more work.
+pub async fn live(State(state): State<Arc<AppState>>) -> StatusCode {
+    if state.device_failure().is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 /// `GET /v2/health/ready`.
 pub async fn ready(State(state): State<Arc<AppState>>) -> StatusCode {
-    if state.ready.load(Ordering::Acquire) && !state.draining.load(Ordering::Acquire) {
+    if state.takes_traffic() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
