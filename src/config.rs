@@ -187,8 +187,8 @@ pub const ENV_PREFIX: &str = "PIXGUARD__";
 
 impl Config {
     /// The HTTP runtime's thread count on a machine with `cores` cores: `server.http_threads`, or
-    /// what the device workers and the batcher leave. A GPU node's 1,000-row requests need several cores of JSON
-    /// parsing per million rows/s; a laptop's CPU workers need their cores for the model.
+    /// what the device workers and the batcher leave. A GPU node's 1,000-row requests need several
+    /// cores of JSON parsing per million rows/s; a laptop's CPU workers need theirs for the model.
     pub fn http_threads(&self, cores: usize) -> usize {
         if self.server.http_threads > 0 {
             return self.server.http_threads;

@@ -4,9 +4,9 @@
 //! the upload, the forward and the download, synchronised, so it is what a batch costs the server.
 //! Columns: pixguard's path (fused CPU op, or the CUDA kernels); on a GPU where that time went —
 //! host staging (id check, pinned buffer fill), the upload and the forward (kernels and products)
-//! from CUDA events; Candle's generic ops on the same
-//! device (the plain candle-nn layers the fused paths replace), and on a GPU the two-slot pipeline
-//! (batch N+1 uploaded while N computes), which is how the server runs it.
+//! from CUDA events; Candle's generic ops on the same device (the plain candle-nn layers the fused
+//! paths replace); and on a GPU the two-slot pipeline (batch N+1 uploaded while N computes), which
+//! is how the server runs it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

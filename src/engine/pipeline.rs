@@ -178,7 +178,7 @@ fn check_device<P: Pipelined>(
     in_flight: &mut VecDeque<InFlight<P::Ticket>>,
 ) -> Option<EngineError> {
     let reason = model.broken()?;
-    tracing::error!(worker = id, %reason, "the device can take no more work: failing every batch until restarted");
+    tracing::error!(worker = id, %reason, "device unusable: failing every batch until restarted");
     let _ = metrics.device_failure.set(reason.clone());
     let error = EngineError::DeviceFailed(reason);
     for job in in_flight.drain(..) {
