@@ -364,7 +364,6 @@ impl CudaDcn {
                 categorical.len()
             )));
         }
-        let staged = Instant::now();
         if rows == 0 {
             return Err(CudaError::Input("empty batch".into()));
         }
@@ -380,6 +379,8 @@ impl CudaDcn {
         let words = rows * (nn + nc);
         {
             let slot = &mut self.slots[index];
+            // Staging time as `BatchTimings` defines it: from here, so a buffer growth above is out.
+            let staged = Instant::now();
             // The previous upload from this staging buffer must be over before it is rewritten.
             slot.uploaded.synchronize()?;
             let staging = slot.staging.as_mut_slice()?;
