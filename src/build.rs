@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "src/server/grpc/inference.proto";
+    let proto = "src/protocol/inference.proto";
     println!("cargo:rerun-if-changed={proto}");
     // SAFETY: build scripts are single-threaded.
     unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     tonic_prost_build::configure()
         .build_client(true)
-        .compile_protos(&[proto], &["src/server/grpc"])?;
+        .compile_protos(&[proto], &["src/protocol"])?;
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
         compile_ptx()?;
     }

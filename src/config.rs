@@ -36,6 +36,9 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// Most transactions in one request (413 above).
     pub max_transactions_per_request: usize,
+    /// Most scoring requests in flight at once, all front ends together; beyond it a request is
+    /// refused at once with 429 (gRPC RESOURCE_EXHAUSTED). 0: no bound.
+    pub max_concurrent_requests: usize,
     /// After SIGTERM, how long new requests are still accepted (readiness already fails) so load
     /// balancers can notice; then they get 503.
     pub grace_period_ms: u64,
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             grpc_port: 8081,
             body_limit_bytes: 1 << 20,
             max_transactions_per_request: 1_000,
+            max_concurrent_requests: 256,
             grace_period_ms: 0,
             drain_timeout_ms: 30_000,
             http_threads: 0,

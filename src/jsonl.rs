@@ -9,6 +9,7 @@ use std::io::BufRead;
 
 use serde_json::Value;
 
+use crate::protocol::v1::{BatchRequest, validate_batch};
 use crate::synth::{FraudType, SynthRow};
 use crate::transaction::{Transaction, ValidationError, deserialize_with_path, from_flat};
 
@@ -86,18 +87,17 @@ pub fn parse_document(line: &str) -> Result<Vec<InputRow>, ValidationError> {
             label: Some((row.label, row.fraud_type)),
         }]);
     }
-    if let Some(Value::Array(items)) = value.get("transactions") {
-        if value.as_object().is_some_and(|o| o.len() != 1) {
-            return Err(ValidationError::new(
-                "",
-                "a batch has `transactions` and nothing else",
-            ));
-        }
-        return items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| bare(item.clone(), &format!("transactions[{i}]")))
-            .collect();
+    if value.get("transactions").is_some_and(Value::is_array) {
+        let batch: BatchRequest = deserialize_with_path(value)?;
+        validate_batch(&batch.transactions)?;
+        return Ok(batch
+            .transactions
+            .into_iter()
+            .map(|transaction| InputRow {
+                transaction,
+                label: None,
+            })
+            .collect());
     }
     if value.get("columns").is_some() && value.get("data").is_some() {
         return split_orient(&value);

@@ -9,7 +9,7 @@ use hyper::client::conn::http1::SendRequest;
 use tonic::transport::{Channel, Endpoint};
 
 use super::requests::Bodies;
-use crate::server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::protocol::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
 
 /// Pause after a failed connection attempt.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(20);

@@ -7,9 +7,9 @@ use anyhow::Context;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::server::grpc::proto::ModelInferRequest;
-use crate::server::grpc::proto::model_infer_request::InferInputTensor;
-use crate::server::oip::{Datatype, FIELD_INPUTS, encode_bytes};
+use crate::protocol::grpc::ModelInferRequest;
+use crate::protocol::grpc::model_infer_request::InferInputTensor;
+use crate::protocol::oip::{Datatype, FIELD_INPUTS, encode_bytes};
 use crate::synth::{Generator, SynthConfig};
 use crate::transaction::{CSV_COLUMNS, Transaction};
 

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::batch::{Batch, Job, Part};
 use super::worker::Worker;
-use super::{Batch, EngineError, Job, Message, Metrics, Part};
+use super::{EngineError, Message, Metrics};
 use crate::config::EngineConfig;
 
 pub(super) struct Batcher {

@@ -1,6 +1,7 @@
 //! The engine: callers submit feature rows and await their scores; one batcher thread owns the
 //! queue and forms batches; device workers each own a model replica and compute them.
 
+mod batch;
 mod batcher;
 pub mod metrics;
 mod pipeline;
@@ -12,13 +13,14 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
-use tokio::sync::oneshot;
-
 pub use metrics::Metrics;
 
 use crate::config::EngineConfig;
 use crate::features::FeatureBatch;
 use crate::model::DcnModel;
+use crate::model::device::DeviceKind;
+
+use batch::Job;
 
 /// Why the engine could not score a request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -51,75 +53,6 @@ pub struct Scored {
     pub compute_us: u64,
 }
 
-/// A request in flight: its rows, and the scores gathered so far.
-struct Job {
-    features: FeatureBatch,
-    enqueued: Instant,
-    deadline: Instant,
-    state: Mutex<JobState>,
-}
-
-struct JobState {
-    scores: Vec<f32>,
-    remaining: usize,
-    queue_us: u64,
-    compute_us: u64,
-    reply: Option<oneshot::Sender<Result<Scored, EngineError>>>,
-}
-
-/// Where a job's answer arrives.
-type Answer = oneshot::Receiver<Result<Scored, EngineError>>;
-
-impl Job {
-    /// A job for `features`, enqueued now, and the receiver of its answer.
-    fn new(features: FeatureBatch, deadline: Instant) -> (Arc<Job>, Answer) {
-        let rows = features.rows;
-        let (reply, answer) = oneshot::channel();
-        let job = Arc::new(Job {
-            features,
-            enqueued: Instant::now(),
-            deadline,
-            state: Mutex::new(JobState {
-                scores: vec![0.0; rows],
-                remaining: rows,
-                queue_us: 0,
-                compute_us: 0,
-                reply: Some(reply),
-            }),
-        });
-        (job, answer)
-    }
-
-    /// Whether nobody waits for the answer any more (finished, failed, or the caller went away).
-    fn abandoned(&self) -> bool {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.reply.as_ref().is_none_or(|r| r.is_closed())
-    }
-
-    /// Fails the whole request (its other parts are then skipped).
-    fn fail(&self, error: EngineError) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(reply) = state.reply.take() {
-            let _ = reply.send(Err(error));
-        }
-    }
-}
-
-/// A slice of a job's rows inside a batch.
-struct Part {
-    job: Arc<Job>,
-    start: usize,
-    len: usize,
-}
-
-/// Rows going to one worker together.
-struct Batch {
-    parts: Vec<Part>,
-    rows: usize,
-    oldest: Instant,
-    dispatched: Instant,
-}
-
 enum Message {
     Submit(Arc<Job>),
     Idle(usize),
@@ -132,6 +65,7 @@ pub struct Engine {
     queued_rows: Arc<AtomicUsize>,
     max_queue_rows: usize,
     metrics: Arc<Metrics>,
+    device: DeviceKind,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -144,6 +78,9 @@ impl Engine {
     ) -> std::io::Result<Engine> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let queued_rows = Arc::new(AtomicUsize::new(0));
+        let device = replicas
+            .first()
+            .map_or(DeviceKind::Cpu, |m| DeviceKind::of(m.device()));
         let mut threads = Vec::new();
         let mut worker_txs = Vec::new();
         let mut workers: Vec<worker::Worker> = replicas
@@ -187,8 +124,19 @@ impl Engine {
             queued_rows,
             max_queue_rows: config.max_queue_rows,
             metrics,
+            device,
             threads: Mutex::new(threads),
         })
+    }
+
+    /// What the engine records.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The kind of device the workers compute on.
+    pub fn device(&self) -> DeviceKind {
+        self.device
     }
 
     /// Rows waiting in the queue now.
@@ -227,7 +175,10 @@ impl Engine {
             self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
             return Err(EngineError::ShuttingDown);
         }
-        answer.await.unwrap_or(Err(EngineError::ShuttingDown))
+        let scored = answer.await.unwrap_or(Err(EngineError::ShuttingDown))?;
+        self.metrics
+            .record_engine(scored.queue_us, scored.compute_us);
+        Ok(scored)
     }
 
     /// Finishes every queued row, stops the threads and waits for them.

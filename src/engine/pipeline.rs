@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::worker::{Rows, fail, finish};
-use super::{Batch, EngineError, Message, Metrics};
+use super::batch::{Batch, Rows, fail, finish};
+use super::{EngineError, Message, Metrics};
 
 /// A model with a fixed number of in-flight slots: `submit` returns at once, `wait` blocks.
 pub(crate) trait Pipelined {
@@ -193,7 +193,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::engine::{Answer, EngineError, Job, Part};
+    use crate::engine::EngineError;
+    use crate::engine::batch::{Answer, Job, Part};
     use crate::features::FeatureBatch;
     use crate::model::fused::{DenseT, EmbeddingTable, FusedDcn};
 

@@ -5,12 +5,12 @@
 //! loop instead, with up to two batches in flight.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{Batch, EngineError, Message, Metrics, Scored};
+use super::batch::{Batch, Rows, finish};
+use super::{EngineError, Message, Metrics};
 use crate::model::DcnModel;
 
 pub(super) struct Worker {
@@ -23,33 +23,6 @@ pub(super) struct Worker {
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     max_batch_size: usize,
     rows: Rows,
-}
-
-/// The contiguous feature block of one batch, reused across batches.
-#[derive(Default)]
-pub(super) struct Rows {
-    pub(super) numeric: Vec<f32>,
-    pub(super) categorical: Vec<u32>,
-    pub(super) out: Vec<f32>,
-}
-
-impl Rows {
-    /// Gathers the batch's parts into one block: the only copy between request and model.
-    pub(super) fn gather(&mut self, batch: &Batch) {
-        self.numeric.clear();
-        self.categorical.clear();
-        for part in &batch.parts {
-            let f = &part.job.features;
-            self.numeric.extend_from_slice(
-                &f.numeric[part.start * f.n_numeric..(part.start + part.len) * f.n_numeric],
-            );
-            self.categorical.extend_from_slice(
-                &f.categorical
-                    [part.start * f.n_categorical..(part.start + part.len) * f.n_categorical],
-            );
-        }
-        self.out.resize(batch.rows, 0.0);
-    }
 }
 
 impl Worker {
@@ -137,58 +110,5 @@ impl Worker {
             &mut rows,
             max_batch_size,
         );
-    }
-}
-
-/// Answers every request with a part in `batch` with `error`.
-pub(super) fn fail(batch: &Batch, error: &EngineError) {
-    for part in &batch.parts {
-        part.job.fail(error.clone());
-    }
-}
-
-/// Records the batch and hands each request its scores (or the model's error).
-pub(super) fn finish(
-    metrics: &Metrics,
-    batch: Batch,
-    result: Result<&[f32], EngineError>,
-    started: Instant,
-) {
-    let compute_us = started.elapsed().as_micros() as u64;
-    metrics.batch_size.observe(batch.rows as u64);
-    let out = match result {
-        Ok(out) => out,
-        Err(e) => {
-            tracing::error!(error = %e, rows = batch.rows, "batch failed");
-            fail(&batch, &e);
-            return;
-        }
-    };
-    metrics
-        .rows_scored
-        .fetch_add(batch.rows as u64, Ordering::Relaxed);
-    let mut at = 0;
-    for part in &batch.parts {
-        let mut state = part.job.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.scores[part.start..part.start + part.len].copy_from_slice(&out[at..at + part.len]);
-        at += part.len;
-        state.remaining -= part.len;
-        state.compute_us = state.compute_us.max(compute_us);
-        state.queue_us = state.queue_us.max(
-            batch
-                .dispatched
-                .duration_since(part.job.enqueued)
-                .as_micros() as u64,
-        );
-        if state.remaining == 0
-            && let Some(reply) = state.reply.take()
-        {
-            let scored = Scored {
-                scores: std::mem::take(&mut state.scores),
-                queue_us: state.queue_us,
-                compute_us: state.compute_us,
-            };
-            let _ = reply.send(Ok(scored));
-        }
     }
 }

@@ -8,6 +8,35 @@ use candle_core::Device;
 
 use crate::config::DeviceChoice;
 
+/// The kind of device a model computes on: the label of `pixguard_device_info{device}` and
+/// Triton's instance kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// The host CPU.
+    Cpu,
+    /// An NVIDIA GPU.
+    Cuda,
+}
+
+impl DeviceKind {
+    /// The kind of a Candle device.
+    pub fn of(device: &Device) -> DeviceKind {
+        if device.is_cpu() {
+            DeviceKind::Cpu
+        } else {
+            DeviceKind::Cuda
+        }
+    }
+
+    /// `cpu` or `cuda`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+}
+
 /// The device chosen, and why.
 pub struct Selected {
     /// Where the model runs.

@@ -122,6 +122,17 @@ pub enum Decision {
     Reject,
 }
 
+impl Decision {
+    /// The wire spelling: `ALLOW`, `HOLD` or `REJECT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "ALLOW",
+            Decision::Hold => "HOLD",
+            Decision::Reject => "REJECT",
+        }
+    }
+}
+
 impl Thresholds {
     /// The decision for a score.
     pub fn decide(&self, score: f64) -> Decision {

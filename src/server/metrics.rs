@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
-use crate::engine::Metrics;
-use crate::engine::metrics::{PromHistogram, Stage};
+use crate::histogram::{PromHistogram, Stage};
+use crate::scoring::Scoring;
 
 fn histogram(out: &mut String, name: &str, help: &str, h: &PromHistogram, scale: f64) {
     let (cumulative, sum, count) = h.snapshot();
@@ -33,14 +33,21 @@ fn counter(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(Str
     }
 }
 
-/// Renders every metric in the Prometheus text format (durations in seconds).
-pub fn prometheus(m: &Metrics, queue_depth: usize, in_flight: usize, ready: bool) -> String {
+/// Renders every metric in the Prometheus text format (durations in seconds): the front ends'
+/// (through the scoring layer) and the engine's.
+pub fn prometheus(scoring: &Scoring) -> String {
+    let front = &scoring.metrics;
+    let engine = scoring.engine();
+    let m = engine.metrics();
+    let queue_depth = engine.queued_rows();
+    let in_flight = front.in_flight.load(Ordering::Acquire);
+    let ready = scoring.takes_traffic();
     let mut out = String::with_capacity(8 * 1024);
     let stages: [(&str, &str, &Stage); 4] = [
         (
             "pixguard_request_duration_seconds",
-            "Whole /v1/score request, as the server sees it.",
-            &m.request,
+            "Whole scoring request (any API), admission to answer.",
+            &front.request,
         ),
         (
             "pixguard_queue_wait_seconds",
@@ -78,7 +85,7 @@ pub fn prometheus(m: &Metrics, queue_depth: usize, in_flight: usize, ready: bool
     counter(
         &mut out,
         "pixguard_requests_in_flight",
-        "Scoring requests being handled (queued, computing or answering).",
+        "Scoring requests admitted and not yet answered (bounded by server.max_concurrent_requests).",
         "gauge",
         &[(String::new(), in_flight as u64)],
     );
@@ -103,7 +110,7 @@ pub fn prometheus(m: &Metrics, queue_depth: usize, in_flight: usize, ready: bool
     counter(
         &mut out,
         "pixguard_rejections_total",
-        "Requests turned away, by reason.",
+        "Requests the engine turned away: queue full, or deadline passed before compute.",
         "counter",
         &[
             (
@@ -111,24 +118,26 @@ pub fn prometheus(m: &Metrics, queue_depth: usize, in_flight: usize, ready: bool
                 load(&m.rejections.overloaded),
             ),
             ("{reason=\"deadline\"}".into(), load(&m.rejections.deadline)),
-            ("{reason=\"draining\"}".into(), load(&m.rejections.draining)),
         ],
     );
-    let responses: Vec<(String, u64)> = m
-        .responses
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(status, n)| (format!("{{status=\"{status}\"}}"), *n))
+    let responses: Vec<(String, u64)> = front
+        .responses()
+        .into_iter()
+        .map(|(api, code, n)| {
+            (
+                format!("{{api=\"{}\",code=\"{}\"}}", api.as_str(), code.as_str()),
+                n,
+            )
+        })
         .collect();
     counter(
         &mut out,
         "pixguard_responses_total",
-        "Scoring responses (/v1/score, OIP over HTTP and gRPC) by HTTP status (gRPC: 200 or 400).",
+        "Scoring requests by API (v1, oip_http, oip_grpc) and how they ended (ok, or the error code).",
         "counter",
         &responses,
     );
-    let device = m.device.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let device = engine.device().as_str();
     counter(
         &mut out,
         "pixguard_device_info",
@@ -161,7 +170,9 @@ pub fn prometheus(m: &Metrics, queue_depth: usize, in_flight: usize, ready: bool
 }
 
 /// p50/p90/p99/p99.9/max per stage, since start and over the last 60 s, in microseconds.
-pub fn stats(m: &Metrics, queue_depth: usize) -> serde_json::Value {
+pub fn stats(scoring: &Scoring) -> serde_json::Value {
+    let m = scoring.engine().metrics();
+    let queue_depth = scoring.engine().queued_rows();
     let stage = |s: &Stage| {
         let (total, recent) = s.hdr.percentiles();
         json!({"since_start": total, "last_60s": recent})
@@ -169,12 +180,12 @@ pub fn stats(m: &Metrics, queue_depth: usize) -> serde_json::Value {
     json!({
         "unit": "microseconds",
         "stages": {
-            "request": stage(&m.request),
+            "request": stage(&scoring.metrics.request),
             "queue": stage(&m.queue),
             "compute": stage(&m.compute),
             "engine": stage(&m.engine),
         },
-        "rows_scored": m.rows_scored.load(Ordering::Relaxed),
+        "rows_scored": m.rows_scored(),
         "queue_depth_rows": queue_depth,
     })
 }

@@ -8,7 +8,7 @@ pub mod oip;
 mod v1;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,50 +20,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use candle_core::Device;
 
-pub use error::ServerError;
-pub use v1::{DEADLINE_HEADER, ModelRef};
+pub use error::{HttpError, grpc_status};
 
 use crate::config::{Config, DeviceChoice};
 use crate::engine::{Engine, Metrics};
-use crate::features::{FeatureBatch, FeatureExtractor};
-use crate::model::{DcnModel, ModelPackage, Thresholds};
+use crate::features::FeatureBatch;
+use crate::model::{DcnModel, ModelPackage};
+use crate::scoring::Scoring;
 
-/// What every handler shares.
+/// What every handler shares: the configuration and the scoring path.
 pub struct AppState {
     /// Effective configuration.
     pub config: Config,
-    /// The package's feature spec, compiled.
-    pub extractor: FeatureExtractor,
-    /// Thresholds in force (the package's, or the config's overrides).
-    pub thresholds: Thresholds,
-    /// Name and version reported with every score.
-    pub model: ModelRef,
-    /// The micro-batcher and workers.
-    pub engine: Arc<Engine>,
-    /// Shared metrics.
-    pub metrics: Arc<Metrics>,
-    /// Model loaded and warmed up.
-    pub ready: AtomicBool,
-    /// SIGTERM seen: readiness fails.
-    pub draining: AtomicBool,
-    /// Grace period over: new scoring requests get 503.
-    pub refusing: AtomicBool,
-    /// Scoring requests being handled now.
-    pub in_flight: AtomicUsize,
-}
-
-impl AppState {
-    /// Why a worker's device can take no more work, if one cannot: liveness fails with it.
-    pub fn device_failure(&self) -> Option<&str> {
-        self.metrics.device_failure.get().map(String::as_str)
-    }
-
-    /// Whether readiness holds: loaded, warmed up, not draining, every device usable.
-    pub fn takes_traffic(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-            && !self.draining.load(Ordering::Acquire)
-            && self.device_failure().is_none()
-    }
+    /// The one path of a payment.
+    pub scoring: Scoring,
 }
 
 /// Picks the device for `choice`; `auto` falls back to the CPU with a warning and a metric.
@@ -87,42 +57,20 @@ pub fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
     let package = ModelPackage::load(&config.model.source)
         .with_context(|| format!("loading model package {}", config.model.source.display()))?;
     let device = device(config.engine.device, &metrics)?;
-    *metrics.device.lock().unwrap_or_else(|p| p.into_inner()) =
-        if device.is_cpu() { "cpu" } else { "cuda" }.into();
     let replicas = (0..config.engine.workers)
         .map(|_| DcnModel::from_package(&package, &device))
         .collect::<Result<Vec<_>, _>>()?;
-    let engine = Arc::new(
-        Engine::start(&config.engine, replicas, metrics.clone()).context("starting the engine")?,
-    );
-    let mut thresholds = package.config.thresholds;
-    if let Some(hold) = config.decisions.hold {
-        thresholds.hold = hold;
-    }
-    if let Some(reject) = config.decisions.reject {
-        thresholds.reject = reject;
-    }
-    anyhow::ensure!(
-        0.0 < thresholds.hold && thresholds.hold < thresholds.reject && thresholds.reject < 1.0,
-        "decisions: hold {} and reject {} must satisfy 0 < hold < reject < 1",
-        thresholds.hold,
-        thresholds.reject
-    );
-    Ok(Arc::new(AppState {
-        extractor: FeatureExtractor::new(package.config.features.clone())?,
-        thresholds,
-        model: ModelRef {
-            name: package.config.name.clone(),
-            version: package.config.version.clone(),
-        },
-        engine,
-        metrics,
-        config,
-        ready: AtomicBool::new(false),
-        draining: AtomicBool::new(false),
-        refusing: AtomicBool::new(false),
-        in_flight: AtomicUsize::new(0),
-    }))
+    let engine =
+        Arc::new(Engine::start(&config.engine, replicas, metrics).context("starting the engine")?);
+    let scoring = Scoring::new(&package, engine, &config)?;
+    Ok(Arc::new(AppState { config, scoring }))
+}
+
+/// Stamps the engine's share of a scored request's time on its answer.
+fn timing(response: &mut Response, queue_us: u64, compute_us: u64) {
+    let headers = response.headers_mut();
+    headers.insert("x-queue-time-us", HeaderValue::from(queue_us));
+    headers.insert("x-compute-time-us", HeaderValue::from(compute_us));
 }
 
 /// The routes.
@@ -134,7 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(oip::infer),
         )
-        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn(track))
         .layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes));
     Router::new()
         .merge(scoring)
@@ -169,18 +117,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Counts the request in flight, times it, and stamps `x-total-time-us` on every answer.
-async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+/// Stamps `x-total-time-us` on every scoring answer, refusals included.
+async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    state.in_flight.fetch_add(1, Ordering::AcqRel);
     let mut response = next.run(request).await;
-    state.in_flight.fetch_sub(1, Ordering::AcqRel);
     let micros = started.elapsed().as_micros() as u64;
-    state.metrics.request.record(micros);
-    state.metrics.count_response(response.status().as_u16());
-    state
-        .metrics
-        .record_outcome(response.status().is_success(), micros);
     response
         .headers_mut()
         .insert("x-total-time-us", HeaderValue::from(micros));
@@ -189,7 +130,7 @@ async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next)
 
 /// Liveness: fails only when a device can take no more work, which a restart cures.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    match state.device_failure() {
+    match state.scoring.device_failure() {
         None => (
             StatusCode::OK,
             axum::Json(serde_json::json!({"status": "live"})),
@@ -204,7 +145,8 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let ready = state.takes_traffic();
+    let scoring = &state.scoring;
+    let ready = scoring.takes_traffic();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -212,21 +154,19 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     };
     let body = serde_json::json!({
         "ready": ready,
-        "draining": state.draining.load(Ordering::Acquire),
-        "model": state.model,
+        "draining": scoring.lifecycle.draining(),
+        "model": scoring.model(),
     });
     (status, axum::Json(body)).into_response()
 }
 
 async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
-    let ready = state.takes_traffic();
-    let in_flight = state.in_flight.load(Ordering::Acquire);
-    let text = metrics::prometheus(&state.metrics, state.engine.queued_rows(), in_flight, ready);
+    let text = metrics::prometheus(&state.scoring);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(metrics::stats(&state.metrics, state.engine.queued_rows())).into_response()
+    axum::Json(metrics::stats(&state.scoring)).into_response()
 }
 
 /// Rows of each warm-up batch a worker runs before readiness: 1, 8, 64, … and `max_batch_size`.
@@ -243,7 +183,8 @@ pub fn warm_up_sizes(max_batch_size: usize) -> Vec<usize> {
 /// picks its kernels by size range, and CUDA loads each kernel on its first launch (lazy loading).
 async fn warm_up(state: &AppState) -> anyhow::Result<()> {
     let sizes = warm_up_sizes(state.config.engine.max_batch_size);
-    let (nn, nc) = (state.extractor.n_numeric(), state.extractor.n_categorical());
+    let extractor = state.scoring.extractor();
+    let (nn, nc) = (extractor.n_numeric(), extractor.n_categorical());
     for rows in sizes
         .into_iter()
         .flat_map(|rows| std::iter::repeat_n(rows, state.config.engine.workers))
@@ -256,7 +197,8 @@ async fn warm_up(state: &AppState) -> anyhow::Result<()> {
             categorical: vec![0; rows * nc],
         };
         state
-            .engine
+            .scoring
+            .engine()
             .score(batch, Instant::now() + Duration::from_secs(60))
             .await
             .context("warm-up batch")?;
@@ -286,11 +228,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Logged before the HTTP "listening" line, so whoever waits for that line knows both ports.
     tracing::info!(address = %grpc_local, "grpc listening");
     warm_up(&state).await?;
-    state.ready.store(true, Ordering::Release);
+    state.scoring.lifecycle.mark_ready();
+    let model = state.scoring.model();
     tracing::info!(
         address = %local,
-        model = %format!("{}:{}", state.model.name, state.model.version),
-        device = %state.metrics.device.lock().unwrap_or_else(|p| p.into_inner()),
+        model = %format!("{}:{}", model.name, model.version),
+        device = state.scoring.engine().device().as_str(),
         workers = state.config.engine.workers,
         http_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "listening"
@@ -350,7 +293,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     {
         tracing::warn!("gRPC connections still open after the drain; closing them");
     }
-    let engine = state.engine.clone();
+    let engine = state.scoring.engine().clone();
     tokio::task::spawn_blocking(move || engine.shutdown()).await?;
     tracing::info!("stopped");
     Ok(())
@@ -360,7 +303,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// waits (up to the drain timeout) for the ones in flight.
 async fn drain(state: &AppState) {
     let server = &state.config.server;
-    state.draining.store(true, Ordering::Release);
+    let scoring = &state.scoring;
+    scoring.lifecycle.start_draining();
     tracing::info!(
         grace_ms = server.grace_period_ms,
         drain_timeout_ms = server.drain_timeout_ms,
@@ -368,11 +312,12 @@ async fn drain(state: &AppState) {
     );
     let deadline = Instant::now() + Duration::from_millis(server.drain_timeout_ms);
     tokio::time::sleep(Duration::from_millis(server.grace_period_ms)).await;
-    state.refusing.store(true, Ordering::Release);
-    while state.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+    scoring.lifecycle.refuse_new();
+    let in_flight = || scoring.metrics.in_flight.load(Ordering::Acquire);
+    while in_flight() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let left = state.in_flight.load(Ordering::Acquire);
+    let left = in_flight();
     if left > 0 {
         tracing::warn!(
             in_flight = left,

@@ -1,7 +1,8 @@
 //! Triton's model configuration (`GET /v2/models/{m}/config`, gRPC `ModelConfig`): what Triton
 //! clients such as perf_analyzer read to learn the batch dimension and which inputs are optional.
 
-use super::{CATEGORIES, FEATURES, FIELD_INPUTS, PLATFORM};
+use crate::model::device::DeviceKind;
+use crate::protocol::oip::{PLATFORM, TensorSpec};
 use crate::server::AppState;
 
 /// One input or output as the configuration describes it (dims exclude the batch dimension).
@@ -11,6 +12,8 @@ pub struct ConfigTensor {
     pub name: String,
     /// Triton's `DataType` enum name (`TYPE_FP32`, `TYPE_STRING`, …).
     pub data_type: &'static str,
+    /// Its value in model_config.proto.
+    pub data_type_value: i32,
     /// Shape without the batch dimension.
     pub dims: Vec<i64>,
     /// Whether a request may leave it out.
@@ -34,79 +37,40 @@ pub struct ModelConfig {
     pub inputs: Vec<ConfigTensor>,
     /// Outputs.
     pub outputs: Vec<ConfigTensor>,
-}
-
-/// Triton's `DataType` name for an OIP datatype.
-pub fn triton_type(datatype: &str) -> &'static str {
-    match datatype {
-        "BOOL" => "TYPE_BOOL",
-        "INT64" => "TYPE_INT64",
-        "FP32" => "TYPE_FP32",
-        "FP64" => "TYPE_FP64",
-        "BYTES" => "TYPE_STRING",
-        _ => "TYPE_INVALID",
-    }
-}
-
-/// Triton's `DataType` enum value (model_config.proto) for a name from [`triton_type`].
-pub fn triton_type_value(name: &str) -> i32 {
-    match name {
-        "TYPE_BOOL" => 1,
-        "TYPE_INT64" => 9,
-        "TYPE_FP32" => 11,
-        "TYPE_FP64" => 12,
-        "TYPE_STRING" => 13,
-        _ => 0,
-    }
+    /// Feature names in the order of the precomputed inputs' columns.
+    pub parameters: Vec<(&'static str, String)>,
 }
 
 /// The configuration of the model `state` serves. Every input is optional because the two input
 /// modes are alternatives; which inputs a request must carry is checked at inference.
 pub fn model_config(state: &AppState) -> ModelConfig {
-    let scalar = |name: &str, datatype: &str| ConfigTensor {
-        name: name.into(),
-        data_type: triton_type(datatype),
-        dims: vec![1],
-        optional: true,
+    let scoring = &state.scoring;
+    let tensor = |t: &TensorSpec, optional: bool| ConfigTensor {
+        name: t.name.clone(),
+        data_type: t.datatype.triton_name(),
+        data_type_value: t.datatype.triton_value(),
+        dims: t.shape[1..].to_vec(),
+        optional,
     };
-    let mut inputs: Vec<ConfigTensor> = FIELD_INPUTS
-        .iter()
-        .map(|(name, datatype, _)| scalar(name, datatype.as_str()))
-        .collect();
-    for (name, datatype, width) in [
-        (FEATURES, "FP32", state.extractor.n_numeric()),
-        (CATEGORIES, "INT64", state.extractor.n_categorical()),
-    ] {
-        inputs.push(ConfigTensor {
-            name: name.into(),
-            data_type: triton_type(datatype),
-            dims: vec![width as i64],
-            optional: true,
-        });
-    }
-    let output = |name: &str, datatype: &str| ConfigTensor {
-        optional: false,
-        ..scalar(name, datatype)
-    };
+    let signature = scoring.signature();
     ModelConfig {
-        name: state.model.name.clone(),
-        max_batch_size: state.config.server.max_transactions_per_request as i64,
+        name: scoring.model().name.clone(),
+        max_batch_size: scoring.limits().max_rows_per_request as i64,
         max_queue_delay_us: state.config.engine.max_queue_delay_us,
         instances: state.config.engine.workers as i64,
-        instance_kind: if state
-            .metrics
-            .device
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_str()
-            == "cuda"
-        {
-            "KIND_GPU"
-        } else {
-            "KIND_CPU"
+        instance_kind: match scoring.engine().device() {
+            DeviceKind::Cuda => "KIND_GPU",
+            DeviceKind::Cpu => "KIND_CPU",
         },
-        inputs,
-        outputs: vec![output("score", "FP32"), output("decision", "BYTES")],
+        inputs: signature.inputs.iter().map(|t| tensor(t, true)).collect(),
+        outputs: signature.outputs.iter().map(|t| tensor(t, false)).collect(),
+        parameters: vec![
+            ("numeric_features", signature.numeric_features.join(",")),
+            (
+                "categorical_features",
+                signature.categorical_features.join(","),
+            ),
+        ],
     }
 }
 
@@ -135,6 +99,11 @@ impl ModelConfig {
             "dynamic_batching": {
                 "max_queue_delay_microseconds": self.max_queue_delay_us,
             },
+            "parameters": self
+                .parameters
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!({"string_value": v})))
+                .collect::<serde_json::Map<_, _>>(),
             "instance_group": [{"name": format!("{}_0", self.name), "kind": self.instance_kind, "count": self.instances}],
         })
     }

@@ -1,7 +1,10 @@
 //! Triton's statistics extension (`GET /v2/models/{m}/stats`, gRPC `ModelStatistics`): cumulative
 //! counts and durations, which perf_analyzer reads to split its latency into queue and compute.
 
-use crate::server::AppState;
+use std::sync::atomic::Ordering;
+
+use crate::histogram::PromHistogram;
+use crate::scoring::Scoring;
 
 /// A cumulative count and duration in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -37,29 +40,28 @@ pub struct ModelStatistics {
 
 /// The served model's statistics. Feature assembly happens before the queue and is part of
 /// `success` only; compute_input and compute_output are not measured apart from compute_infer.
-pub fn model_statistics(state: &AppState) -> ModelStatistics {
-    let m = &state.metrics;
+pub fn model_statistics(scoring: &Scoring) -> ModelStatistics {
+    let front = &scoring.metrics;
+    let engine = scoring.engine().metrics();
     let duration = |(count, ns): (u64, u64)| Duration { count, ns };
-    let histogram = |h: &crate::engine::metrics::PromHistogram| {
+    let histogram = |h: &PromHistogram| {
         let (_, sum_us, count) = h.snapshot();
         Duration {
             count,
             ns: sum_us.saturating_mul(1_000),
         }
     };
-    let (_, _, batches) = m.batch_size.snapshot();
+    let (_, _, batches) = engine.batch_size.snapshot();
     ModelStatistics {
-        name: state.model.name.clone(),
-        version: state.model.version.clone(),
-        last_inference: m
-            .last_inference_ms
-            .load(std::sync::atomic::Ordering::Relaxed),
-        inference_count: m.rows_scored.load(std::sync::atomic::Ordering::Relaxed),
+        name: scoring.model().name.clone(),
+        version: scoring.model().version.clone(),
+        last_inference: front.last_inference_ms.load(Ordering::Relaxed),
+        inference_count: engine.rows_scored(),
         execution_count: batches,
-        success: duration(m.succeeded.count_ns()),
-        fail: duration(m.failed.count_ns()),
-        queue: histogram(&m.queue.prom),
-        compute_infer: histogram(&m.compute.prom),
+        success: duration(front.succeeded.count_ns()),
+        fail: duration(front.failed.count_ns()),
+        queue: histogram(&engine.queue.prom),
+        compute_infer: histogram(&engine.compute.prom),
     }
 }
 

@@ -1,0 +1,162 @@
+//! What travels between the caller, the batcher and the workers: a request's rows ([`Job`]), a
+//! slice of them ([`Part`]), the rows going to one worker together ([`Batch`]), and how a worker
+//! gathers a batch ([`Rows`]) and hands each request its scores ([`finish`]). Both worker loops
+//! (`worker`, `pipeline`) use these; neither imports the other's internals.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::{EngineError, Metrics, Scored};
+use crate::features::FeatureBatch;
+
+/// A request in flight: its rows, and the scores gathered so far.
+pub(super) struct Job {
+    pub(super) features: FeatureBatch,
+    pub(super) enqueued: Instant,
+    pub(super) deadline: Instant,
+    pub(super) state: Mutex<JobState>,
+}
+
+pub(super) struct JobState {
+    pub(super) scores: Vec<f32>,
+    pub(super) remaining: usize,
+    pub(super) queue_us: u64,
+    pub(super) compute_us: u64,
+    pub(super) reply: Option<oneshot::Sender<Result<Scored, EngineError>>>,
+}
+
+/// Where a job's answer arrives.
+pub(super) type Answer = oneshot::Receiver<Result<Scored, EngineError>>;
+
+impl Job {
+    /// A job for `features`, enqueued now, and the receiver of its answer.
+    pub(super) fn new(features: FeatureBatch, deadline: Instant) -> (Arc<Job>, Answer) {
+        let rows = features.rows;
+        let (reply, answer) = oneshot::channel();
+        let job = Arc::new(Job {
+            features,
+            enqueued: Instant::now(),
+            deadline,
+            state: Mutex::new(JobState {
+                scores: vec![0.0; rows],
+                remaining: rows,
+                queue_us: 0,
+                compute_us: 0,
+                reply: Some(reply),
+            }),
+        });
+        (job, answer)
+    }
+
+    /// Whether nobody waits for the answer any more (finished, failed, or the caller went away).
+    pub(super) fn abandoned(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.reply.as_ref().is_none_or(|r| r.is_closed())
+    }
+
+    /// Fails the whole request (its other parts are then skipped).
+    pub(super) fn fail(&self, error: EngineError) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reply) = state.reply.take() {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+/// A slice of a job's rows inside a batch.
+pub(super) struct Part {
+    pub(super) job: Arc<Job>,
+    pub(super) start: usize,
+    pub(super) len: usize,
+}
+
+/// Rows going to one worker together.
+pub(super) struct Batch {
+    pub(super) parts: Vec<Part>,
+    pub(super) rows: usize,
+    pub(super) oldest: Instant,
+    pub(super) dispatched: Instant,
+}
+
+/// The contiguous feature block of one batch, reused across batches.
+#[derive(Default)]
+pub(super) struct Rows {
+    pub(super) numeric: Vec<f32>,
+    pub(super) categorical: Vec<u32>,
+    pub(super) out: Vec<f32>,
+}
+
+impl Rows {
+    /// Gathers the batch's parts into one block: the only copy between request and model.
+    pub(super) fn gather(&mut self, batch: &Batch) {
+        self.numeric.clear();
+        self.categorical.clear();
+        for part in &batch.parts {
+            let f = &part.job.features;
+            self.numeric.extend_from_slice(
+                &f.numeric[part.start * f.n_numeric..(part.start + part.len) * f.n_numeric],
+            );
+            self.categorical.extend_from_slice(
+                &f.categorical
+                    [part.start * f.n_categorical..(part.start + part.len) * f.n_categorical],
+            );
+        }
+        self.out.resize(batch.rows, 0.0);
+    }
+}
+
+/// Answers every request with a part in `batch` with `error`.
+pub(super) fn fail(batch: &Batch, error: &EngineError) {
+    for part in &batch.parts {
+        part.job.fail(error.clone());
+    }
+}
+
+/// Records the batch and hands each request its scores (or the model's error).
+pub(super) fn finish(
+    metrics: &Metrics,
+    batch: Batch,
+    result: Result<&[f32], EngineError>,
+    started: Instant,
+) {
+    let compute_us = started.elapsed().as_micros() as u64;
+    metrics.batch_size.observe(batch.rows as u64);
+    let out = match result {
+        Ok(out) => out,
+        Err(e) => {
+            tracing::error!(error = %e, rows = batch.rows, "batch failed");
+            fail(&batch, &e);
+            return;
+        }
+    };
+    metrics
+        .rows_scored
+        .fetch_add(batch.rows as u64, Ordering::Relaxed);
+    let mut at = 0;
+    for part in &batch.parts {
+        let mut state = part.job.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.scores[part.start..part.start + part.len].copy_from_slice(&out[at..at + part.len]);
+        at += part.len;
+        state.remaining -= part.len;
+        state.compute_us = state.compute_us.max(compute_us);
+        state.queue_us = state.queue_us.max(
+            batch
+                .dispatched
+                .duration_since(part.job.enqueued)
+                .as_micros() as u64,
+        );
+        if state.remaining == 0
+            && let Some(reply) = state.reply.take()
+        {
+            let scored = Scored {
+                scores: std::mem::take(&mut state.scores),
+                queue_us: state.queue_us,
+                compute_us: state.compute_us,
+            };
+            let _ = reply.send(Ok(scored));
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The transaction-fields input mode: one typed column per flattened field, turned into validated
+//! transactions directly (no JSON in between), with every error naming the input and the row.
+
+use std::str::FromStr;
+
+use super::tensor::{Column, Tensor, decode};
+use super::{FIELD_INPUTS, ProtocolError};
+use crate::transaction::{
+    DictStats, EndToEndId, History, Ispb, Payee, Payer, Timestamp, Transaction,
+};
+
+/// Index of each field in [`FIELD_INPUTS`], for the builder below.
+mod at {
+    pub const E2E: usize = 0;
+    pub const ACCEPTED: usize = 1;
+    pub const AMOUNT: usize = 2;
+    pub const FORM: usize = 3;
+    pub const PURPOSE: usize = 4;
+    pub const PAYER_ISPB: usize = 5;
+    pub const PAYER_ACCOUNT: usize = 6;
+    pub const PAYER_PERSON: usize = 7;
+    pub const PAYER_OPENED: usize = 8;
+    pub const DEVICE_REGISTERED: usize = 9;
+    pub const DEVICE_FIRST_SEEN: usize = 10;
+    pub const PAYEE_ISPB: usize = 11;
+    pub const PAYEE_ACCOUNT: usize = 12;
+    pub const PAYEE_PERSON: usize = 13;
+    pub const KEY_TYPE: usize = 14;
+    pub const KEY_CREATED: usize = 15;
+    pub const PAYEE_OPENED: usize = 16;
+    pub const SETTLEMENTS: usize = 17;
+    pub const FRAUD_MARKERS: usize = 18;
+    pub const INFRACTIONS: usize = 19;
+    pub const MULE: usize = 20;
+    pub const FIRST_TIME: usize = 21;
+    pub const TX_1H: usize = 22;
+    pub const AMOUNT_24H: usize = 23;
+    pub const ZSCORE: usize = 24;
+}
+
+/// Decodes the field tensors and builds one validated transaction per row.
+pub(super) fn transactions(tensors: &[Tensor<'_>]) -> Result<Vec<Transaction>, ProtocolError> {
+    let mut columns: Vec<Option<Column>> = vec![None; FIELD_INPUTS.len()];
+    for t in tensors {
+        let Some(k) = FIELD_INPUTS.iter().position(|(n, _, _)| *n == t.name) else {
+            return Err(ProtocolError::invalid(
+                t.name,
+                format!(
+                    "unknown input '{}' (the model takes the transaction's fields, or features \
+                     and categories)",
+                    t.name
+                ),
+            ));
+        };
+        if t.shape.len() > 2 || t.shape.get(1).is_some_and(|d| *d != 1) {
+            return Err(ProtocolError::invalid(
+                t.name,
+                format!("shape {:?} must be [N] or [N, 1]", t.shape),
+            ));
+        }
+        if columns[k].is_some() {
+            return Err(ProtocolError::invalid(t.name, "input given twice"));
+        }
+        columns[k] = Some(decode(t, FIELD_INPUTS[k].1)?);
+    }
+    for (k, (name, _, optional)) in FIELD_INPUTS.iter().enumerate() {
+        if !optional && columns[k].is_none() {
+            return Err(ProtocolError::invalid(
+                *name,
+                format!("missing input '{name}' (required)"),
+            ));
+        }
+    }
+    let rows = columns[at::E2E].as_ref().map_or(0, Column::len);
+    for (k, c) in columns.iter().enumerate() {
+        if let Some(c) = c
+            && c.len() != rows
+        {
+            return Err(ProtocolError::invalid(
+                FIELD_INPUTS[k].0,
+                format!("has {} rows, end_to_end_id has {rows}", c.len()),
+            ));
+        }
+    }
+    let cells = Cells { columns: &columns };
+    (0..rows)
+        .map(|row| {
+            let tx = cells.transaction(row).map_err(|(k, reason)| {
+                ProtocolError::invalid(FIELD_INPUTS[k].0, format!("row {row}: {reason}"))
+            })?;
+            tx.validate()
+                .map_err(|e| ProtocolError::invalid(e.field, format!("row {row}: {}", e.reason)))?;
+            Ok(tx)
+        })
+        .collect()
+}
+
+/// A cell error: the field's index and why.
+type CellError = (usize, String);
+
+struct Cells<'a> {
+    columns: &'a [Option<Column>],
+}
+
+impl Cells<'_> {
+    fn text(&self, k: usize, row: usize) -> Option<&str> {
+        match &self.columns[k] {
+            Some(Column::Text(v)) if !v[row].is_empty() => Some(&v[row]),
+            _ => None,
+        }
+    }
+
+    fn int(&self, k: usize, row: usize) -> Option<i64> {
+        match &self.columns[k] {
+            Some(Column::Int(v)) => Some(v[row]),
+            _ => None,
+        }
+    }
+
+    fn boolean(&self, k: usize, row: usize) -> Option<bool> {
+        match &self.columns[k] {
+            Some(Column::Bool(v)) => Some(v[row]),
+            _ => None,
+        }
+    }
+
+    fn float(&self, k: usize, row: usize) -> Option<f64> {
+        match &self.columns[k] {
+            Some(Column::Float(v)) if !v[row].is_nan() => Some(v[row]),
+            _ => None,
+        }
+    }
+
+    fn required<T>(k: usize, v: Option<T>) -> Result<T, CellError> {
+        v.ok_or_else(|| {
+            (
+                k,
+                "is required (an empty or absent value was sent)".to_string(),
+            )
+        })
+    }
+
+    fn parsed<T>(
+        &self,
+        k: usize,
+        row: usize,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, CellError> {
+        self.text(k, row)
+            .map(|s| parse(s).map_err(|e| (k, e)))
+            .transpose()
+    }
+
+    fn code<T: FromStr<Err = String>>(&self, k: usize, row: usize) -> Result<T, CellError> {
+        Self::required(k, self.parsed(k, row, T::from_str)?)
+    }
+
+    fn time(&self, k: usize, row: usize) -> Result<Option<Timestamp>, CellError> {
+        self.parsed(k, row, Timestamp::parse)
+    }
+
+    fn count(&self, k: usize, row: usize) -> Result<u32, CellError> {
+        let v = Self::required(k, self.int(k, row))?;
+        u32::try_from(v).map_err(|_| (k, format!("must be between 0 and {}, got {v}", u32::MAX)))
+    }
+
+    fn transaction(&self, row: usize) -> Result<Transaction, CellError> {
+        let dict_stats = match self.int(at::SETTLEMENTS, row) {
+            // -1 (or any negative count) marks the whole DICT group absent.
+            Some(n) if n < 0 => None,
+            None if [at::FRAUD_MARKERS, at::INFRACTIONS, at::MULE]
+                .iter()
+                .all(|&k| self.columns[k].is_none()) =>
+            {
+                None
+            }
+            _ => Some(DictStats {
+                settlements_90d: self.count(at::SETTLEMENTS, row)?,
+                fraud_markers_30d: self.count(at::FRAUD_MARKERS, row)?,
+                infractions_open: self.count(at::INFRACTIONS, row)?,
+                mule_marker: Self::required(at::MULE, self.boolean(at::MULE, row))?,
+            }),
+        };
+        Ok(Transaction {
+            end_to_end_id: Self::required(at::E2E, self.parsed(at::E2E, row, EndToEndId::parse)?)?,
+            accepted_at: Self::required(at::ACCEPTED, self.time(at::ACCEPTED, row)?)?,
+            amount_cents: Self::required(at::AMOUNT, self.int(at::AMOUNT, row))?,
+            initiation_form: self.code(at::FORM, row)?,
+            purpose: self.code(at::PURPOSE, row)?,
+            payer: Payer {
+                ispb: Self::required(
+                    at::PAYER_ISPB,
+                    self.parsed(at::PAYER_ISPB, row, Ispb::parse)?,
+                )?,
+                account_type: self.code(at::PAYER_ACCOUNT, row)?,
+                person_type: self.code(at::PAYER_PERSON, row)?,
+                account_opened_at: Self::required(
+                    at::PAYER_OPENED,
+                    self.time(at::PAYER_OPENED, row)?,
+                )?,
+                device: crate::transaction::Device {
+                    registered: Self::required(
+                        at::DEVICE_REGISTERED,
+                        self.boolean(at::DEVICE_REGISTERED, row),
+                    )?,
+                    first_seen_at: self.time(at::DEVICE_FIRST_SEEN, row)?,
+                },
+            },
+            payee: Payee {
+                ispb: Self::required(
+                    at::PAYEE_ISPB,
+                    self.parsed(at::PAYEE_ISPB, row, Ispb::parse)?,
+                )?,
+                account_type: self.code(at::PAYEE_ACCOUNT, row)?,
+                person_type: self.code(at::PAYEE_PERSON, row)?,
+                key_type: self.parsed(at::KEY_TYPE, row, |s| s.parse())?,
+                key_created_at: self.time(at::KEY_CREATED, row)?,
+                account_opened_at: self.time(at::PAYEE_OPENED, row)?,
+                dict_stats,
+            },
+            history: History {
+                payee_first_time: Self::required(
+                    at::FIRST_TIME,
+                    self.boolean(at::FIRST_TIME, row),
+                )?,
+                payer_tx_1h: self.count(at::TX_1H, row)?,
+                payer_amount_24h_cents: Self::required(
+                    at::AMOUNT_24H,
+                    self.int(at::AMOUNT_24H, row),
+                )?,
+                amount_zscore_90d: self.float(at::ZSCORE, row),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FIELD_INPUTS, at};
+
+    #[test]
+    fn the_builder_indices_name_the_fields_they_read() {
+        let named = [
+            (at::E2E, "end_to_end_id"),
+            (at::ACCEPTED, "accepted_at"),
+            (at::AMOUNT, "amount_cents"),
+            (at::FORM, "initiation_form"),
+            (at::PURPOSE, "purpose"),
+            (at::PAYER_ISPB, "payer.ispb"),
+            (at::PAYER_ACCOUNT, "payer.account_type"),
+            (at::PAYER_PERSON, "payer.person_type"),
+            (at::PAYER_OPENED, "payer.account_opened_at"),
+            (at::DEVICE_REGISTERED, "payer.device.registered"),
+            (at::DEVICE_FIRST_SEEN, "payer.device.first_seen_at"),
+            (at::PAYEE_ISPB, "payee.ispb"),
+            (at::PAYEE_ACCOUNT, "payee.account_type"),
+            (at::PAYEE_PERSON, "payee.person_type"),
+            (at::KEY_TYPE, "payee.key_type"),
+            (at::KEY_CREATED, "payee.key_created_at"),
+            (at::PAYEE_OPENED, "payee.account_opened_at"),
+            (at::SETTLEMENTS, "payee.dict_stats.settlements_90d"),
+            (at::FRAUD_MARKERS, "payee.dict_stats.fraud_markers_30d"),
+            (at::INFRACTIONS, "payee.dict_stats.infractions_open"),
+            (at::MULE, "payee.dict_stats.mule_marker"),
+            (at::FIRST_TIME, "history.payee_first_time"),
+            (at::TX_1H, "history.payer_tx_1h"),
+            (at::AMOUNT_24H, "history.payer_amount_24h_cents"),
+            (at::ZSCORE, "history.amount_zscore_90d"),
+        ];
+        assert_eq!(named.len(), FIELD_INPUTS.len());
+        for (k, name) in named {
+            assert_eq!(FIELD_INPUTS[k].0, name);
+        }
+    }
+}

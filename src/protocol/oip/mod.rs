@@ -1,0 +1,315 @@
+//! The Open Inference Protocol (KServe v2): the model's signature, defined once and read by the
+//! metadata, the model configuration and both `infer`s; the request and response of `infer`; and
+//! the decoding of its input tensors, whatever their encoding, into what the scoring layer takes.
+//!
+//! Two input modes, both in the signature: the transaction's flattened fields as named inputs
+//! (validated exactly like `/v1/score`), or precomputed `features` and `categories` tensors for
+//! callers with their own feature store.
+
+mod binary;
+mod fields;
+mod request;
+mod response;
+mod tensor;
+
+pub use binary::{HEADER_LENGTH, split_body};
+pub use request::{InferRequest, RequestInput, RequestedOutput};
+pub use response::{grpc_outputs, http_body};
+pub use tensor::{
+    Column, Datatype, Tensor, TensorData, decode, encode_bytes, nan_literals_to_null,
+};
+
+use super::{Payload, ProtocolError};
+use crate::features::{FeatureBatch, FeatureSpec};
+
+/// The protocol extensions served, as `GET /v2` and gRPC ServerMetadata list them.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration", "statistics"];
+
+/// The platform name the metadata and the configuration report.
+pub const PLATFORM: &str = "pixguard_candle_dcn_v2";
+
+/// The server's name in the metadata.
+pub const SERVER_NAME: &str = "pixguard";
+
+/// The flattened transaction fields as inputs: name, datatype, optional.
+/// Absent per row: "" for BYTES, NaN for FP64, -1 for the INT64 DICT counts (which makes the whole
+/// `payee.dict_stats` group absent); an optional input may also be left out entirely.
+pub const FIELD_INPUTS: &[(&str, Datatype, bool)] = &[
+    ("end_to_end_id", Datatype::Bytes, false),
+    ("accepted_at", Datatype::Bytes, false),
+    ("amount_cents", Datatype::Int64, false),
+    ("initiation_form", Datatype::Bytes, false),
+    ("purpose", Datatype::Bytes, false),
+    ("payer.ispb", Datatype::Bytes, false),
+    ("payer.account_type", Datatype::Bytes, false),
+    ("payer.person_type", Datatype::Bytes, false),
+    ("payer.account_opened_at", Datatype::Bytes, false),
+    ("payer.device.registered", Datatype::Bool, false),
+    ("payer.device.first_seen_at", Datatype::Bytes, true),
+    ("payee.ispb", Datatype::Bytes, false),
+    ("payee.account_type", Datatype::Bytes, false),
+    ("payee.person_type", Datatype::Bytes, false),
+    ("payee.key_type", Datatype::Bytes, true),
+    ("payee.key_created_at", Datatype::Bytes, true),
+    ("payee.account_opened_at", Datatype::Bytes, true),
+    ("payee.dict_stats.settlements_90d", Datatype::Int64, true),
+    ("payee.dict_stats.fraud_markers_30d", Datatype::Int64, true),
+    ("payee.dict_stats.infractions_open", Datatype::Int64, true),
+    ("payee.dict_stats.mule_marker", Datatype::Bool, true),
+    ("history.payee_first_time", Datatype::Bool, false),
+    ("history.payer_tx_1h", Datatype::Int64, false),
+    ("history.payer_amount_24h_cents", Datatype::Int64, false),
+    ("history.amount_zscore_90d", Datatype::Fp64, true),
+];
+
+/// The precomputed numeric features input: FP32 `[N, numeric features]`.
+pub const FEATURES: &str = "features";
+/// The precomputed categorical indices input: INT64 `[N, categorical features]`.
+pub const CATEGORIES: &str = "categories";
+
+/// An output of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Fraud probability, FP32 `[N, 1]`.
+    Score,
+    /// ALLOW, HOLD or REJECT, BYTES `[N, 1]`.
+    Decision,
+}
+
+impl Output {
+    /// Every output, in the order an unselective request gets them.
+    pub const ALL: [Output; 2] = [Output::Score, Output::Decision];
+
+    /// The output's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Output::Score => "score",
+            Output::Decision => "decision",
+        }
+    }
+
+    /// Its element type.
+    pub fn datatype(self) -> Datatype {
+        match self {
+            Output::Score => Datatype::Fp32,
+            Output::Decision => Datatype::Bytes,
+        }
+    }
+
+    /// The output called `name`, if the model has one.
+    pub fn named(name: &str) -> Option<Output> {
+        Output::ALL.into_iter().find(|o| o.name() == name)
+    }
+}
+
+/// One tensor of the signature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    /// Name.
+    pub name: String,
+    /// Element type.
+    pub datatype: Datatype,
+    /// Shape, batch dimension first (`-1`: variable).
+    pub shape: Vec<i64>,
+    /// Whether a request may leave it out (inputs only; the two modes are alternatives).
+    pub optional: bool,
+}
+
+/// The served model's signature: both input modes and the outputs, built from its feature spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signature {
+    /// Inputs of both modes: the transaction fields, then `features` and `categories`.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs.
+    pub outputs: Vec<TensorSpec>,
+    /// Names of the numeric features, in the order of the `features` columns.
+    pub numeric_features: Vec<String>,
+    /// Names of the categorical features, in the order of the `categories` columns.
+    pub categorical_features: Vec<String>,
+    /// Embedding table sizes, one per categorical feature.
+    pub cardinalities: Vec<usize>,
+}
+
+impl Signature {
+    /// The signature of a model with feature spec `spec`.
+    pub fn new(spec: &FeatureSpec) -> Signature {
+        let mut inputs: Vec<TensorSpec> = FIELD_INPUTS
+            .iter()
+            .map(|&(name, datatype, optional)| TensorSpec {
+                name: name.into(),
+                datatype,
+                shape: vec![-1, 1],
+                optional,
+            })
+            .collect();
+        for (name, datatype, width) in [
+            (FEATURES, Datatype::Fp32, spec.numeric.len()),
+            (CATEGORIES, Datatype::Int64, spec.categorical.len()),
+        ] {
+            inputs.push(TensorSpec {
+                name: name.into(),
+                datatype,
+                shape: vec![-1, width as i64],
+                optional: true,
+            });
+        }
+        let outputs = Output::ALL
+            .iter()
+            .map(|o| TensorSpec {
+                name: o.name().into(),
+                datatype: o.datatype(),
+                shape: vec![-1, 1],
+                optional: false,
+            })
+            .collect();
+        Signature {
+            inputs,
+            outputs,
+            numeric_features: spec.numeric.iter().map(|f| f.name.clone()).collect(),
+            categorical_features: spec.categorical.iter().map(|f| f.name.clone()).collect(),
+            cardinalities: spec.categorical.iter().map(|f| f.cardinality()).collect(),
+        }
+    }
+
+    /// Checks the requested outputs (name, binary) before any work is done; none requested: all.
+    pub fn select_outputs<'a>(
+        &self,
+        requested: Option<impl Iterator<Item = (&'a str, bool)>>,
+        default_binary: bool,
+    ) -> Result<Vec<(Output, bool)>, ProtocolError> {
+        let Some(requested) = requested else {
+            return Ok(Output::ALL.map(|o| (o, default_binary)).to_vec());
+        };
+        requested
+            .enumerate()
+            .map(|(i, (name, binary))| {
+                Output::named(name).map(|o| (o, binary)).ok_or_else(|| {
+                    ProtocolError::invalid(
+                        format!("outputs[{i}]"),
+                        format!("unknown output '{name}' (the model has 'score' and 'decision')"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Decodes a request's inputs into the rows it carries, refusing more than `limit` rows before
+    /// decoding any element.
+    pub fn decode_inputs(
+        &self,
+        tensors: &[Tensor<'_>],
+        limit: usize,
+    ) -> Result<Payload, ProtocolError> {
+        for t in tensors {
+            if let Some(&rows) = t.shape.first()
+                && rows > limit as i64
+            {
+                return Err(ProtocolError::TooManyRows {
+                    rows: usize::try_from(rows).unwrap_or(usize::MAX),
+                    limit,
+                    field: None,
+                });
+            }
+        }
+        if tensors
+            .iter()
+            .any(|t| t.name == FEATURES || t.name == CATEGORIES)
+        {
+            return self.precomputed(tensors).map(Payload::Features);
+        }
+        fields::transactions(tensors).map(Payload::Transactions)
+    }
+
+    fn precomputed(&self, tensors: &[Tensor<'_>]) -> Result<FeatureBatch, ProtocolError> {
+        let (nn, nc) = (self.numeric_features.len(), self.cardinalities.len());
+        let mut numeric: Option<Vec<f32>> = None;
+        let mut categorical: Option<Vec<u32>> = None;
+        for t in tensors {
+            let (width, datatype) = match t.name {
+                FEATURES => (nn, Datatype::Fp32),
+                CATEGORIES => (nc, Datatype::Int64),
+                other => {
+                    return Err(ProtocolError::invalid(
+                        other,
+                        format!(
+                            "unknown input '{other}': with precomputed features only \
+                             '{FEATURES}' and '{CATEGORIES}' are taken"
+                        ),
+                    ));
+                }
+            };
+            if t.shape.len() != 2 || t.shape[1] != width as i64 {
+                return Err(ProtocolError::invalid(
+                    t.name,
+                    format!("shape {:?} must be [N, {width}]", t.shape),
+                ));
+            }
+            match decode(t, datatype)? {
+                Column::Float(v) => {
+                    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                        return Err(ProtocolError::invalid(
+                            FEATURES,
+                            format!("element {i} is not finite"),
+                        ));
+                    }
+                    numeric = Some(v.into_iter().map(|x| x as f32).collect());
+                }
+                Column::Int(v) => {
+                    let mut out = Vec::with_capacity(v.len());
+                    for (i, x) in v.into_iter().enumerate() {
+                        let card = self.cardinalities[i % nc];
+                        if x < 0 || x as u64 >= card as u64 {
+                            return Err(ProtocolError::invalid(
+                                CATEGORIES,
+                                format!(
+                                    "element {i} is {x}, outside 0..{card} for feature '{}'",
+                                    self.categorical_features[i % nc]
+                                ),
+                            ));
+                        }
+                        out.push(x as u32);
+                    }
+                    categorical = Some(out);
+                }
+                _ => {
+                    return Err(ProtocolError::invalid(t.name, "unexpected element type"));
+                }
+            }
+        }
+        let numeric = numeric.ok_or_else(|| {
+            ProtocolError::invalid(FEATURES, "missing input (required with categories)")
+        })?;
+        let categorical = categorical.ok_or_else(|| {
+            ProtocolError::invalid(CATEGORIES, "missing input (required with features)")
+        })?;
+        let rows = numeric.len() / nn.max(1);
+        if categorical.len() / nc.max(1) != rows {
+            return Err(ProtocolError::invalid(
+                CATEGORIES,
+                format!(
+                    "has {} rows, '{FEATURES}' has {rows}",
+                    categorical.len() / nc.max(1)
+                ),
+            ));
+        }
+        Ok(FeatureBatch {
+            rows,
+            n_numeric: nn,
+            n_categorical: nc,
+            numeric,
+            categorical,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FIELD_INPUTS;
+    use crate::transaction::CSV_COLUMNS;
+
+    #[test]
+    fn field_inputs_are_the_flattened_columns() {
+        let names: Vec<&str> = FIELD_INPUTS.iter().map(|f| f.0).collect();
+        assert_eq!(names, CSV_COLUMNS);
+    }
+}

@@ -1,0 +1,132 @@
+//! pixguard's JSON API, `POST /v1/score`: one transaction, or `{"transactions": [...]}`, answered
+//! with `{end_to_end_id, score, decision, model}` or `{"results": [...]}` in request order.
+
+use serde::{Deserialize, Serialize};
+
+use super::ProtocolError;
+use crate::model::Decision;
+use crate::transaction::{Transaction, ValidationError, parse_json};
+
+/// Header a client may set to bound how long its rows may wait for compute (also on OIP HTTP).
+pub const DEADLINE_HEADER: &str = "x-request-timeout-ms";
+
+/// A batch: `{"transactions": [...]}`, as `/v1/score` and a JSONL line take it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// The payments, each validated on its own.
+    pub transactions: Vec<Transaction>,
+}
+
+/// A parsed `/v1/score` body.
+#[derive(Debug)]
+pub struct ScoreRequest {
+    /// The payments, validated.
+    pub transactions: Vec<Transaction>,
+    /// Whether the body was a batch (answered with `results`) or one transaction.
+    pub batch: bool,
+}
+
+/// The model that answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// Model name.
+    pub name: String,
+    /// Model version.
+    pub version: String,
+}
+
+/// One scored payment.
+#[derive(Debug, Serialize)]
+pub struct ScoreResult<'a> {
+    /// The payment's end-to-end id.
+    pub end_to_end_id: &'a str,
+    /// Fraud probability.
+    pub score: f32,
+    /// ALLOW, HOLD or REJECT under the thresholds in force.
+    pub decision: Decision,
+    /// Who scored it.
+    pub model: &'a ModelRef,
+}
+
+/// The answer to a batch.
+#[derive(Debug, Serialize)]
+pub struct BatchResponse<'a> {
+    /// One result per transaction, in request order.
+    pub results: Vec<ScoreResult<'a>>,
+}
+
+/// An error answer: `{"error": "...", "field": "payee.key_type", "code": "invalid_field"}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Human-readable reason.
+    pub error: String,
+    /// Dotted path of the offending field, when one is to blame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Machine-readable code (`invalid_field`, `overloaded`, …).
+    pub code: String,
+}
+
+/// Whether the body is a batch: its first key is `transactions` (a transaction has no such field).
+pub fn is_batch(body: &[u8]) -> bool {
+    let trimmed = body.trim_ascii_start();
+    trimmed
+        .strip_prefix(b"{")
+        .is_some_and(|rest| rest.trim_ascii_start().starts_with(b"\"transactions\""))
+}
+
+/// Parses and validates a `/v1/score` body holding at most `limit` transactions.
+pub fn parse_request(body: &[u8], limit: usize) -> Result<ScoreRequest, ProtocolError> {
+    if !is_batch(body) {
+        let tx = Transaction::from_json(body).map_err(|e| classify(e, body))?;
+        return Ok(ScoreRequest {
+            transactions: vec![tx],
+            batch: false,
+        });
+    }
+    let batch: BatchRequest = parse_json(body).map_err(|e| classify(e, body))?;
+    if batch.transactions.len() > limit {
+        return Err(ProtocolError::TooManyRows {
+            rows: batch.transactions.len(),
+            limit,
+            field: Some("transactions"),
+        });
+    }
+    validate_batch(&batch.transactions)?;
+    Ok(ScoreRequest {
+        transactions: batch.transactions,
+        batch: true,
+    })
+}
+
+/// Validates each transaction of a batch, naming `transactions[i]` in the error.
+pub fn validate_batch(transactions: &[Transaction]) -> Result<(), ValidationError> {
+    for (i, tx) in transactions.iter().enumerate() {
+        tx.validate()
+            .map_err(|e| e.within(&format!("transactions[{i}]")))?;
+    }
+    Ok(())
+}
+
+/// A JSON syntax error is malformed; everything else names a field.
+fn classify(error: ValidationError, body: &[u8]) -> ProtocolError {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Err(e) => ProtocolError::InvalidJson(format!("invalid JSON: {e}")),
+        Ok(_) => ProtocolError::Invalid(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_batch;
+
+    #[test]
+    fn batch_detection_looks_at_the_first_key_only() {
+        assert!(is_batch(b"  {\n \"transactions\": []}"));
+        assert!(!is_batch(
+            b"{\"end_to_end_id\": \"x\", \"transactions\": 1}"
+        ));
+        assert!(!is_batch(b"[]"));
+    }
+}

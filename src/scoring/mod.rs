@@ -1,0 +1,281 @@
+//! The one path of a payment, shared by every front end (/v1, OIP over HTTP and gRPC, and the
+//! Kafka, Parquet and registry front ends to come). A front end only translates into it and out of
+//! it:
+//!
+//! 1. [`Scoring::admit`] — refused at once while draining or beyond `server.max_concurrent_requests`
+//!    (429 / RESOURCE_EXHAUSTED); otherwise the request is in flight until its [`Admission`] drops.
+//! 2. The front end decodes its wire form (`crate::protocol`) into a [`Payload`]: validated
+//!    transactions, or feature rows computed by the caller. Too many rows are refused before any
+//!    element is decoded.
+//! 3. [`Scoring::score`] — features are extracted here (the package's spec, so training and serving
+//!    agree), the rows join the engine's bounded queue with the request's deadline, the micro-batcher
+//!    packs them with other requests' rows, a device worker computes them, and each score gets its
+//!    decision under the thresholds in force.
+//! 4. The front end renders the [`Scores`] or the [`ScoreError`], whose status, gRPC code,
+//!    Retry-After and metric label are defined once, in [`error`].
+//! 5. [`Admission::finish`] records the outcome; the guard's drop records the duration.
+
+mod admission;
+pub mod error;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub use admission::{Admission, Api};
+pub use error::{Code, GrpcCode, ScoreError};
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::features::{FeatureBatch, FeatureExtractor};
+use crate::model::{Decision, ModelPackage, Thresholds};
+use crate::protocol::oip::Signature;
+use crate::protocol::v1::ModelRef;
+use crate::protocol::{Payload, ProtocolError};
+use crate::transaction::Transaction;
+
+/// Bounds every request is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most rows one request may carry.
+    pub max_rows_per_request: usize,
+    /// Most requests in flight at once (0: no bound).
+    pub max_concurrent_requests: usize,
+    /// Deadline of a request that sets none.
+    pub default_deadline: Duration,
+}
+
+impl Limits {
+    /// The limits `config` sets.
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            max_rows_per_request: config.server.max_transactions_per_request,
+            max_concurrent_requests: config.server.max_concurrent_requests,
+            default_deadline: Duration::from_millis(config.engine.default_deadline_ms),
+        }
+    }
+}
+
+/// Where the server is in its life: loading, serving, draining, refusing.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    ready: AtomicBool,
+    draining: AtomicBool,
+    refusing: AtomicBool,
+}
+
+impl Lifecycle {
+    /// The model is loaded and warmed up.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// SIGTERM seen: readiness fails, requests are still taken.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Grace period over: new requests are refused (503 / UNAVAILABLE).
+    pub fn refuse_new(&self) {
+        self.refusing.store(true, Ordering::Release);
+    }
+
+    /// Whether the model is loaded and warmed up.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Whether SIGTERM was seen.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether new requests are refused.
+    pub fn refusing(&self) -> bool {
+        self.refusing.load(Ordering::Acquire)
+    }
+}
+
+/// Scores of one request, with their decisions and where the time went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// One probability per row, in request order.
+    pub scores: Vec<f32>,
+    /// The decision for each score.
+    pub decisions: Vec<Decision>,
+    /// Enqueue to dispatch of the request's last part, µs.
+    pub queue_us: u64,
+    /// Longest compute of the batches the request rode in, µs.
+    pub compute_us: u64,
+}
+
+/// The served model, its engine and the bounds and state every front end shares.
+pub struct Scoring {
+    extractor: FeatureExtractor,
+    thresholds: Thresholds,
+    model: ModelRef,
+    signature: Signature,
+    engine: Arc<Engine>,
+    limits: Limits,
+    /// Front-end request metrics.
+    pub metrics: metrics::Metrics,
+    /// Ready, draining, refusing.
+    pub lifecycle: Lifecycle,
+}
+
+impl Scoring {
+    /// The scoring path for `package` on a started `engine`; `config.decisions` may override the
+    /// package's thresholds.
+    pub fn new(
+        package: &ModelPackage,
+        engine: Arc<Engine>,
+        config: &Config,
+    ) -> anyhow::Result<Self> {
+        let mut thresholds = package.config.thresholds;
+        if let Some(hold) = config.decisions.hold {
+            thresholds.hold = hold;
+        }
+        if let Some(reject) = config.decisions.reject {
+            thresholds.reject = reject;
+        }
+        anyhow::ensure!(
+            0.0 < thresholds.hold && thresholds.hold < thresholds.reject && thresholds.reject < 1.0,
+            "decisions: hold {} and reject {} must satisfy 0 < hold < reject < 1",
+            thresholds.hold,
+            thresholds.reject
+        );
+        let features = package.config.features.clone();
+        Ok(Scoring {
+            signature: Signature::new(&features),
+            extractor: FeatureExtractor::new(features)?,
+            thresholds,
+            model: ModelRef {
+                name: package.config.name.clone(),
+                version: package.config.version.clone(),
+            },
+            engine,
+            limits: Limits::from_config(config),
+            metrics: metrics::Metrics::new()?,
+            lifecycle: Lifecycle::default(),
+        })
+    }
+
+    /// The model every answer names.
+    pub fn model(&self) -> &ModelRef {
+        &self.model
+    }
+
+    /// The model's Open Inference Protocol signature.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// The engine the rows go to.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The bounds requests are held to.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The package's feature extractor.
+    pub fn extractor(&self) -> &FeatureExtractor {
+        &self.extractor
+    }
+
+    /// Refuses a model name (or version) this server does not serve.
+    pub fn check_model(&self, name: &str, version: Option<&str>) -> Result<(), ScoreError> {
+        if name != self.model.name {
+            return Err(ScoreError::UnknownModel(format!("unknown model '{name}'")));
+        }
+        match version {
+            Some(v) if !v.is_empty() && v != self.model.version => {
+                Err(ScoreError::UnknownModel(format!(
+                    "unknown version '{v}' of model '{name}' (serving '{}')",
+                    self.model.version
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The instant a request's rows must reach a worker by: its own timeout, or the default.
+    pub fn deadline(&self, timeout: Option<Duration>) -> Instant {
+        Instant::now() + timeout.unwrap_or(self.limits.default_deadline)
+    }
+
+    /// Why a device can take no more work, if one cannot: liveness fails with it.
+    pub fn device_failure(&self) -> Option<&str> {
+        self.engine
+            .metrics()
+            .device_failure
+            .get()
+            .map(String::as_str)
+    }
+
+    /// Liveness: fails only when a device can take no more work, which a restart cures.
+    pub fn live(&self) -> bool {
+        self.device_failure().is_none()
+    }
+
+    /// Readiness: loaded, warmed up, not draining, every device usable.
+    pub fn takes_traffic(&self) -> bool {
+        self.lifecycle.ready() && !self.lifecycle.draining() && self.live()
+    }
+
+    /// Scores what a request carries.
+    pub async fn score(&self, payload: Payload, deadline: Instant) -> Result<Scores, ScoreError> {
+        match payload {
+            Payload::Transactions(txs) => self.score_transactions(&txs, deadline).await,
+            Payload::Features(batch) => self.score_features(batch, deadline).await,
+        }
+    }
+
+    /// Scores validated transactions, extracting their features with the package's spec.
+    pub async fn score_transactions(
+        &self,
+        txs: &[Transaction],
+        deadline: Instant,
+    ) -> Result<Scores, ScoreError> {
+        self.check_rows(txs.len())?;
+        self.score_features(self.extractor.extract(txs), deadline)
+            .await
+    }
+
+    /// Scores feature rows (in the package's order, checked against its tables).
+    pub async fn score_features(
+        &self,
+        batch: FeatureBatch,
+        deadline: Instant,
+    ) -> Result<Scores, ScoreError> {
+        self.check_rows(batch.rows)?;
+        let scored = self.engine.score(batch, deadline).await?;
+        let decisions = scored
+            .scores
+            .iter()
+            .map(|&s| self.thresholds.decide(f64::from(s)))
+            .collect();
+        Ok(Scores {
+            scores: scored.scores,
+            decisions,
+            queue_us: scored.queue_us,
+            compute_us: scored.compute_us,
+        })
+    }
+
+    fn check_rows(&self, rows: usize) -> Result<(), ScoreError> {
+        let limit = self.limits.max_rows_per_request;
+        if rows > limit {
+            return Err(ProtocolError::TooManyRows {
+                rows,
+                limit,
+                field: None,
+            }
+            .into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! The Open Inference Protocol over gRPC (tonic): `inference.GRPCInferenceService`, translating to
+//! the same scoring path, signature, errors and shutdown as the HTTP front ends. Typed `contents`
+//! and `raw_input_contents` are decoded straight into columns (`crate::protocol::oip`).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::AppState;
+use super::error::grpc_status;
+use super::oip::{model_config, statistics};
+use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceService;
+use crate::protocol::grpc::model_metadata_response::TensorMetadata;
+use crate::protocol::grpc::*;
+use crate::protocol::oip::{EXTENSIONS, PLATFORM, SERVER_NAME, Tensor, TensorData, grpc_outputs};
+use crate::scoring::{Api, ScoreError};
+
+pub use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceServiceServer;
+
+/// The service, sharing the HTTP front end's state.
+pub struct Inference(pub Arc<AppState>);
+
+fn optional(version: &str) -> Option<&str> {
+    (!version.is_empty()).then_some(version)
+}
+
+fn check(state: &AppState, name: &str, version: &str) -> Result<(), Status> {
+    state
+        .scoring
+        .check_model(name, optional(version))
+        .map_err(|e| grpc_status(&e))
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Inference {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        let live = self.0.scoring.live();
+        Ok(Response::new(ServerLiveResponse { live }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        let ready = self.0.scoring.takes_traffic();
+        Ok(Response::new(ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        r: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let r = r.into_inner();
+        check(&self.0, &r.name, &r.version)?;
+        let ready = self.0.scoring.takes_traffic();
+        Ok(Response::new(ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: SERVER_NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        r: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let r = r.into_inner();
+        check(&self.0, &r.name, &r.version)?;
+        let scoring = &self.0.scoring;
+        let signature = scoring.signature();
+        let tensor = |t: &crate::protocol::oip::TensorSpec| TensorMetadata {
+            name: t.name.clone(),
+            datatype: t.datatype.as_str().into(),
+            shape: t.shape.clone(),
+        };
+        Ok(Response::new(ModelMetadataResponse {
+            name: scoring.model().name.clone(),
+            versions: vec![scoring.model().version.clone()],
+            platform: PLATFORM.into(),
+            inputs: signature.inputs.iter().map(tensor).collect(),
+            outputs: signature.outputs.iter().map(tensor).collect(),
+        }))
+    }
+
+    async fn model_config(
+        &self,
+        r: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        let r = r.into_inner();
+        check(&self.0, &r.name, &r.version)?;
+        let c = model_config::model_config(&self.0);
+        let config = ModelConfig {
+            name: c.name.clone(),
+            platform: PLATFORM.into(),
+            backend: "pixguard".into(),
+            max_batch_size: i32::try_from(c.max_batch_size).unwrap_or(i32::MAX),
+            input: c
+                .inputs
+                .iter()
+                .map(|t| ModelInput {
+                    name: t.name.clone(),
+                    data_type: t.data_type_value,
+                    dims: t.dims.clone(),
+                    optional: t.optional,
+                })
+                .collect(),
+            output: c
+                .outputs
+                .iter()
+                .map(|t| ModelOutput {
+                    name: t.name.clone(),
+                    data_type: t.data_type_value,
+                    dims: t.dims.clone(),
+                })
+                .collect(),
+            instance_group: vec![ModelInstanceGroup {
+                name: format!("{}_0", c.name),
+                count: i32::try_from(c.instances).unwrap_or(i32::MAX),
+                kind: if c.instance_kind == "KIND_GPU" {
+                    model_instance_group::Kind::Gpu
+                } else {
+                    model_instance_group::Kind::Cpu
+                } as i32,
+            }],
+            dynamic_batching: Some(ModelDynamicBatching {
+                preferred_batch_size: Vec::new(),
+                max_queue_delay_microseconds: c.max_queue_delay_us,
+            }),
+            parameters: c
+                .parameters
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        ModelParameter {
+                            string_value: v.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        };
+        Ok(Response::new(ModelConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        r: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let r = r.into_inner();
+        if !r.name.is_empty() {
+            check(&self.0, &r.name, &r.version)?;
+        }
+        let st = statistics::model_statistics(&self.0.scoring);
+        let d = |d: statistics::Duration| {
+            Some(StatisticDuration {
+                count: d.count,
+                ns: d.ns,
+            })
+        };
+        let zero = statistics::Duration::default();
+        Ok(Response::new(ModelStatisticsResponse {
+            model_stats: vec![ModelStatistics {
+                name: st.name,
+                version: st.version,
+                last_inference: st.last_inference,
+                inference_count: st.inference_count,
+                execution_count: st.execution_count,
+                inference_stats: Some(InferStatistics {
+                    success: d(st.success),
+                    fail: d(st.fail),
+                    queue: d(st.queue),
+                    compute_input: d(zero),
+                    compute_infer: d(st.compute_infer),
+                    compute_output: d(zero),
+                    cache_hit: d(zero),
+                    cache_miss: d(zero),
+                }),
+            }],
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        r: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        let scoring = &self.0.scoring;
+        let admission = scoring.admit(Api::OipGrpc).map_err(|e| grpc_status(&e))?;
+        let timeout = r
+            .metadata()
+            .get(TIMEOUT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_timeout);
+        let result = self.infer(r.into_inner(), timeout).await;
+        admission
+            .finish(result)
+            .map(Response::new)
+            .map_err(|e| grpc_status(&e))
+    }
+}
+
+impl Inference {
+    async fn infer(
+        &self,
+        r: ModelInferRequest,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<ModelInferResponse, ScoreError> {
+        let scoring = &self.0.scoring;
+        scoring.check_model(&r.model_name, optional(&r.model_version))?;
+        if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
+            return Err(ScoreError::Malformed(format!(
+                "{} raw_input_contents for {} inputs",
+                r.raw_input_contents.len(),
+                r.inputs.len()
+            )));
+        }
+        let signature = scoring.signature();
+        let outputs = signature.select_outputs(
+            (!r.outputs.is_empty()).then(|| r.outputs.iter().map(|o| (o.name.as_str(), true))),
+            true,
+        )?;
+        let tensors: Vec<Tensor<'_>> = r
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(k, i)| Tensor {
+                name: &i.name,
+                datatype: &i.datatype,
+                shape: &i.shape,
+                data: match (r.raw_input_contents.get(k), &i.contents) {
+                    (Some(raw), _) => TensorData::Binary(raw),
+                    (None, Some(contents)) => TensorData::Proto(contents),
+                    (None, None) => TensorData::Missing,
+                },
+            })
+            .collect();
+        let payload = signature.decode_inputs(&tensors, scoring.limits().max_rows_per_request)?;
+        let scored = scoring.score(payload, scoring.deadline(timeout)).await?;
+        let (outputs, raw) = grpc_outputs(&outputs, &scored.scores, &scored.decisions);
+        Ok(ModelInferResponse {
+            model_name: scoring.model().name.clone(),
+            model_version: scoring.model().version.clone(),
+            id: r.id,
+            outputs,
+            raw_output_contents: raw,
+            ..Default::default()
+        })
+    }
+}
