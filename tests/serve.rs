@@ -98,7 +98,7 @@ async fn concurrent_clients_get_offline_scores_and_requests_are_batched() {
         sum / count
     );
     assert_eq!(
-        metric(&text, "pixguard_responses_total{status=\"200\"}"),
+        metric(&text, "pixguard_responses_total{api=\"v1\",code=\"ok\"}"),
         640.0
     );
     assert_eq!(metric(&text, "pixguard_device_info{device=\"cpu\"}"), 1.0);

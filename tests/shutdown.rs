@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use server::{Server, metric, metric_or_zero, metrics_text, transactions};
+use server::{Server, answered_ok, metric, metrics_text, transactions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_200_requests_in_flight_and_exits_0() {
@@ -44,7 +44,7 @@ async fn sigterm_drains_200_requests_in_flight_and_exits_0() {
     let in_flight = loop {
         let text = metrics_text(&client, &server).await;
         let in_flight = metric(&text, "pixguard_requests_in_flight");
-        let answered = metric_or_zero(&text, "pixguard_responses_total{status=\"200\"}");
+        let answered = answered_ok(&text);
         if in_flight + answered >= 200.0 {
             break in_flight;
         }

@@ -182,3 +182,12 @@ pub async fn metrics_text(client: &reqwest::Client, server: &Server) -> String {
         .await
         .unwrap()
 }
+
+/// Scoring requests answered successfully so far, over every API
+/// (`pixguard_responses_total{api=…,code="ok"}` summed).
+pub fn answered_ok(text: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with("pixguard_responses_total{") && l.contains("code=\"ok\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
