@@ -3,6 +3,8 @@
 
 mod batch;
 mod batcher;
+#[cfg(test)]
+mod batcher_tests;
 pub mod metrics;
 mod pipeline;
 mod worker;

@@ -17,6 +17,9 @@ use crate::scoring::{Api, ScoreError};
 
 pub use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceServiceServer;
 
+/// How much earlier than the caller's `grpc-timeout` pixguard gives up on a call.
+const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The service, sharing the HTTP front end's state.
 pub struct Inference(pub Arc<AppState>);
 
@@ -202,7 +205,15 @@ impl GrpcInferenceService for Inference {
             .get(TIMEOUT_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_timeout);
-        let result = self.infer(r.into_inner(), timeout).await;
+        // tonic answers CANCELLED when the caller's grpc-timeout passes; answering a little before
+        // it keeps the code DEADLINE_EXCEEDED, as on the HTTP APIs.
+        let timeout = timeout.map(|t| t.saturating_sub(DEADLINE_MARGIN.min(t / 10)));
+        let result = match timeout {
+            Some(t) => tokio::time::timeout(t, self.infer(r.into_inner(), Some(t)))
+                .await
+                .unwrap_or(Err(ScoreError::DeadlineExceeded)),
+            None => self.infer(r.into_inner(), None).await,
+        };
         admission
             .finish(result)
             .map(Response::new)
