@@ -80,7 +80,9 @@ impl Harness {
     }
 
     fn nothing_dispatched(&self) -> bool {
-        self.batches.recv_timeout(Duration::from_millis(50)).is_err()
+        self.batches
+            .recv_timeout(Duration::from_millis(50))
+            .is_err()
     }
 }
 
@@ -91,7 +93,11 @@ impl Drop for Harness {
         if self.busy.get() {
             let _ = self.tx.send(Message::Idle(0));
         }
-        while self.batches.recv_timeout(Duration::from_millis(100)).is_ok() {
+        while self
+            .batches
+            .recv_timeout(Duration::from_millis(100))
+            .is_ok()
+        {
             let _ = self.tx.send(Message::Idle(0));
         }
         if let Some(t) = self.thread.take() {
@@ -122,7 +128,11 @@ fn an_idle_worker_gets_rows_at_once_and_a_busy_one_gets_them_packed_across_reque
     let h = Harness::new(512, 10_000_000);
     let (first, _a0) = h.submit(1, LONG);
     let batch = h.next_batch();
-    assert_eq!(layout(&batch, &[&first]), [(0, 0, 1)], "no wait for more rows");
+    assert_eq!(
+        layout(&batch, &[&first]),
+        [(0, 0, 1)],
+        "no wait for more rows"
+    );
     // The worker is busy: three requests join one open batch, in arrival order.
     let (j1, _a1) = h.submit(2, LONG);
     let (j2, _a2) = h.submit(3, LONG);
@@ -135,7 +145,11 @@ fn an_idle_worker_gets_rows_at_once_and_a_busy_one_gets_them_packed_across_reque
         layout(&batch, &[&j1, &j2, &j3]),
         [(0, 0, 2), (1, 0, 3), (2, 0, 4)]
     );
-    assert_eq!(h.queued.load(Ordering::Acquire), 0, "dispatched rows leave the queue count");
+    assert_eq!(
+        h.queued.load(Ordering::Acquire),
+        0,
+        "dispatched rows leave the queue count"
+    );
 }
 
 #[test]
@@ -175,7 +189,10 @@ fn rows_past_their_deadline_are_dropped_before_dispatch_and_their_request_fails(
     std::thread::sleep(Duration::from_millis(30));
     h.idle();
     assert_eq!(layout(&h.next_batch(), &[&late, &fine]), [(1, 0, 2)]);
-    assert_eq!(late_answer.try_recv(), Ok(Err(EngineError::DeadlineExceeded)));
+    assert_eq!(
+        late_answer.try_recv(),
+        Ok(Err(EngineError::DeadlineExceeded))
+    );
     assert_eq!(h.metrics.rows_expired.load(Ordering::Relaxed), 3);
     assert_eq!(h.metrics.rejections.deadline.load(Ordering::Relaxed), 1);
 }
@@ -198,8 +215,7 @@ async fn a_request_that_does_not_fit_the_queue_bound_is_refused_at_once() {
     let package =
         crate::model::ModelPackage::load(concat!(env!("CARGO_MANIFEST_DIR"), "/models/pix-fraud"))
             .unwrap();
-    let model =
-        crate::model::DcnModel::from_package(&package, &candle_core::Device::Cpu).unwrap();
+    let model = crate::model::DcnModel::from_package(&package, &candle_core::Device::Cpu).unwrap();
     let config = EngineConfig {
         max_queue_rows: 4,
         test_worker_delay_us: 300_000,
@@ -207,7 +223,10 @@ async fn a_request_that_does_not_fit_the_queue_bound_is_refused_at_once() {
     };
     let metrics = Arc::new(Metrics::new().unwrap());
     let engine = Arc::new(Engine::start(&config, vec![model], metrics.clone()).unwrap());
-    let (nn, nc) = (package.config.features.numeric.len(), package.config.features.categorical.len());
+    let (nn, nc) = (
+        package.config.features.numeric.len(),
+        package.config.features.categorical.len(),
+    );
     let batch = move |n: usize| FeatureBatch {
         rows: n,
         n_numeric: nn,
@@ -224,8 +243,17 @@ async fn a_request_that_does_not_fit_the_queue_bound_is_refused_at_once() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = Instant::now();
     let refused = engine.score(batch(2), deadline).await;
-    assert_eq!(refused, Err(EngineError::Overloaded { queued: 3, limit: 4 }));
-    assert!(started.elapsed() < Duration::from_millis(50), "refused without waiting");
+    assert_eq!(
+        refused,
+        Err(EngineError::Overloaded {
+            queued: 3,
+            limit: 4
+        })
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "refused without waiting"
+    );
     assert_eq!(metrics.rejections.overloaded.load(Ordering::Relaxed), 1);
     assert_eq!(computing.await.unwrap().unwrap().scores.len(), 1);
     assert_eq!(queued.await.unwrap().unwrap().scores.len(), 3);
