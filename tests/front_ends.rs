@@ -386,7 +386,10 @@ async fn check_http_only(
 }
 
 /// Exactly the keys `keys`, each of the JSON type the specification gives.
-fn shape(what: &str, v: &Value, keys: &[(&str, fn(&Value) -> bool)]) {
+/// A key of a specification object and the check of its JSON type.
+type Key<'a> = (&'a str, fn(&Value) -> bool);
+
+fn shape(what: &str, v: &Value, keys: &[Key]) {
     let object = v
         .as_object()
         .unwrap_or_else(|| panic!("{what}: not an object: {v}"));
