@@ -75,7 +75,13 @@ for arg in "$@"; do
     (cd "$ROOT" && cargo clippy --release --locked --features cuda --all-targets -- -D warnings)
   fi
 done
-(cd "$ROOT" && cargo build --release --locked --features cuda --bin pixguard)
+# The binary and (with --tests) tests/gpu.rs in one cargo call: built apart, the dev-dependencies
+# change the features of shared crates and the tree compiles twice.
+mkdir -p "$CARGO_TARGET_DIR"
+targets=(--bin pixguard)
+if [[ " $* " == *" --tests "* ]]; then targets+=(--test gpu); fi
+(cd "$ROOT" && cargo build --release --locked --features cuda "${targets[@]}" \
+  --message-format json-render-diagnostics > "$CARGO_TARGET_DIR/artifacts.json")
 
 out="$CARGO_TARGET_DIR/pixguard-cuda"
 cp "$CARGO_TARGET_DIR/release/pixguard" "$out"
@@ -91,12 +97,11 @@ if ((bytes >= MAX_BYTES)); then
 fi
 
 if [[ " $* " == *" --tests "* ]]; then
-  tests=$(cd "$ROOT" && cargo test --release --locked --features cuda --test gpu --no-run \
-    --message-format json | python3 -c 'import json,sys
-for line in sys.stdin:
+  tests=$(python3 -c 'import json,sys
+for line in open(sys.argv[1]):
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
-        print(m["executable"])')
+        print(m["executable"])' "$CARGO_TARGET_DIR/artifacts.json")
   cp "$tests" "$CARGO_TARGET_DIR/pixguard-gpu-tests"
   strip "$CARGO_TARGET_DIR/pixguard-gpu-tests"
   xz -T0 -6 -k -f "$CARGO_TARGET_DIR/pixguard-gpu-tests"
