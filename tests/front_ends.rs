@@ -254,12 +254,7 @@ async fn bad_requests_mean_the_same_on_every_api() {
         status.message().contains("raw_input_contents"),
         "{status:?}"
     );
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server::metrics_text(&reqwest::Client::new(), &server).await;
     for api in ["v1", "oip_http", "oip_grpc"] {
         let sample = format!("pixguard_responses_total{{api=\"{api}\",code=\"invalid_field\"}} 1");
         assert!(metrics.contains(&sample), "{sample} missing:\n{metrics}");
@@ -589,11 +584,6 @@ impl Named for Value {
 }
 
 async fn rows_scored(server: &Server) -> f64 {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server::metrics_text(&reqwest::Client::new(), server).await;
     server::metric(&text, "pixguard_rows_scored_total")
 }
