@@ -74,6 +74,13 @@ impl Harness {
         batch
     }
 
+    /// Hands the worker a one-row batch and keeps it busy; returns that request's answer.
+    fn make_busy(&self) -> Answer {
+        let (_, answer) = self.submit(1, LONG);
+        let _ = self.next_batch();
+        answer
+    }
+
     fn idle(&self) {
         self.busy.set(false);
         self.tx.send(Message::Idle(0)).unwrap();
@@ -155,8 +162,7 @@ fn an_idle_worker_gets_rows_at_once_and_a_busy_one_gets_them_packed_across_reque
 #[test]
 fn a_batch_is_sealed_once_its_oldest_row_has_waited_the_delay() {
     let h = Harness::new(512, 5_000);
-    let (first, _a0) = h.submit(1, LONG);
-    let _ = layout(&h.next_batch(), &[&first]);
+    let _busy = h.make_busy();
     let (early, _a1) = h.submit(2, LONG);
     std::thread::sleep(Duration::from_millis(40));
     // Sealed: a later request starts a new batch instead of joining it.
@@ -170,8 +176,7 @@ fn a_batch_is_sealed_once_its_oldest_row_has_waited_the_delay() {
 #[test]
 fn a_request_larger_than_the_room_left_spans_batches_of_at_most_max_batch_size() {
     let h = Harness::new(4, 10_000_000);
-    let (first, _a0) = h.submit(1, LONG);
-    let _ = layout(&h.next_batch(), &[&first]);
+    let _busy = h.make_busy();
     let (big, _a1) = h.submit(6, LONG);
     h.idle();
     assert_eq!(layout(&h.next_batch(), &[&big]), [(0, 0, 4)]);
@@ -182,8 +187,7 @@ fn a_request_larger_than_the_room_left_spans_batches_of_at_most_max_batch_size()
 #[test]
 fn rows_past_their_deadline_are_dropped_before_dispatch_and_their_request_fails() {
     let h = Harness::new(512, 10_000_000);
-    let (first, _a0) = h.submit(1, LONG);
-    let _ = layout(&h.next_batch(), &[&first]);
+    let _busy = h.make_busy();
     let (late, mut late_answer) = h.submit(3, Duration::from_millis(5));
     let (fine, _a2) = h.submit(2, LONG);
     std::thread::sleep(Duration::from_millis(30));
@@ -200,8 +204,7 @@ fn rows_past_their_deadline_are_dropped_before_dispatch_and_their_request_fails(
 #[test]
 fn rows_whose_caller_has_gone_are_skipped() {
     let h = Harness::new(512, 10_000_000);
-    let (first, _a0) = h.submit(1, LONG);
-    let _ = layout(&h.next_batch(), &[&first]);
+    let _busy = h.make_busy();
     let (gone, answer) = h.submit(5, LONG);
     drop(answer);
     let (kept, _a2) = h.submit(2, LONG);
