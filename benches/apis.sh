@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Saturation throughput of the three scoring APIs of one pixguard server, with the same load
+# generator (`pixguard bench`, closed loop) and the same 10,000 synth transactions: /v1/score,
+# OIP over HTTP (the transaction's fields as JSON tensors) and OIP over gRPC (raw_input_contents).
+# The server is pinned to CPU 0 and the generator to CPU 1, so the server is what saturates.
+#
+#   benches/apis.sh                       # CONCURRENCY=16 DURATION=8 WARMUP=2
+#   benches/apis.sh --overload            # also: open loop at 3x /v1's saturation, 2,000 connections
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONCURRENCY=${CONCURRENCY:-16}
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+HTTP_PORT=${HTTP_PORT:-18089}
+GRPC_PORT=${GRPC_PORT:-18091}
+OUT=${OUT:-target/bench/apis}
+mkdir -p "$OUT"
+server=""
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null || true' EXIT
+
+cargo build --release --quiet --locked
+bin=./target/release/pixguard
+taskset -c 0 "$bin" serve --address 127.0.0.1 --port "$HTTP_PORT" --grpc-port "$GRPC_PORT" \
+  --log warn 2> "$OUT/server.log" &
+server=$!
+for _ in $(seq 1 600); do
+  curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" > /dev/null && break
+  sleep 0.1
+done
+
+bench() { # api url label [extra args]
+  local api=$1 url=$2 label=$3
+  shift 3
+  taskset -c 1 "$bin" bench --api "$api" --url "$url" --transactions 10000 --seed 7 \
+    --duration "$DURATION" --warmup "$WARMUP" --threads 1 --no-progress --label "$label" \
+    --out "$OUT/$label" "$@" > "$OUT/$label.txt" 2> "$OUT/$label.log"
+  python3 - "$OUT/$label/report.json" "$label" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+for step in report["steps"]:
+    lat = step["latency_us"]
+    print(f'{sys.argv[2]:<10} offered={step.get("offered_rps") or 0:>8.0f} achieved={step["achieved_rps"]:>8.0f}/s '
+          f'ok={step["ok"]} errors={step["errors"]} p50_ms={lat["p50"] / 1e3:.2f} p99_ms={lat["p99"] / 1e3:.2f}')
+PY
+}
+
+echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD), $(nproc) cores, closed loop c=$CONCURRENCY, ${DURATION}s"
+bench v1 "http://127.0.0.1:$HTTP_PORT" v1 --mode closed --concurrency "$CONCURRENCY"
+bench oip-http "http://127.0.0.1:$HTTP_PORT" oip-http --mode closed --concurrency "$CONCURRENCY"
+bench oip-grpc "http://127.0.0.1:$GRPC_PORT" oip-grpc --mode closed --concurrency "$CONCURRENCY"
+
+ratio() { python3 -c "import json,sys; a=json.load(open(sys.argv[1]))['steps'][0]['achieved_rps']; b=json.load(open(sys.argv[2]))['steps'][0]['achieved_rps']; print(f'{a/b:.2f}')" "$1" "$2"; }
+echo "oip-http / v1 = $(ratio "$OUT/oip-http/report.json" "$OUT/v1/report.json")"
+echo "oip-grpc / v1 = $(ratio "$OUT/oip-grpc/report.json" "$OUT/v1/report.json")"
+
+if [[ " $* " == *" --overload "* ]]; then
+  # Open loop at three times /v1's saturation throughput with 2,000 connections: the excess must be
+  # refused at once (429), the accepted requests keep a bounded server-side latency, and readiness
+  # holds throughout.
+  rate=$(python3 -c "import json,sys; print(int(3 * json.load(open(sys.argv[1]))['steps'][0]['achieved_rps']))" "$OUT/v1/report.json")
+  ( while kill -0 "$server" 2> /dev/null; do
+      curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$HTTP_PORT/readyz" || echo down
+      sleep 0.5
+    done > "$OUT/readyz.txt" ) &
+  watcher=$!
+  bench v1 "http://127.0.0.1:$HTTP_PORT" overload --mode open --rate "$rate" --connections 2000 --timeout-ms 5000
+  kill "$watcher" 2> /dev/null || true
+  echo "readiness during the overload: $(sort "$OUT/readyz.txt" | uniq -c | tr '\n' ' ')"
+  curl -s "http://127.0.0.1:$HTTP_PORT/v1/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin)["stages"]; print("server-side request p50/p99/max us (last 60 s):", s["request"]["last_60s"]["p50"], s["request"]["last_60s"]["p99"], s["request"]["last_60s"]["max"]); print("engine queue p99 us:", s["queue"]["last_60s"]["p99"])'
+  curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | grep -E '^pixguard_responses_total'
+  kill -0 "$server" && echo "server still running"
+fi
