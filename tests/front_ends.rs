@@ -346,7 +346,22 @@ async fn refusals_mean_the_same_on_every_api_and_the_spec_bodies_hold() {
                     .model_infer(request)
                     .await
                     .unwrap_err();
-                assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+                // The server answers DEADLINE_EXCEEDED a little before the deadline; on a loaded
+                // machine tonic's client may still end the call itself (CANCELLED) first, so the
+                // server's own account of the call is what is checked.
+                assert!(
+                    matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+                    "{status:?}"
+                );
+                let text = server::metrics_text(&reqwest::Client::new(), &server).await;
+                assert_eq!(
+                    server::metric(
+                        &text,
+                        "pixguard_responses_total{api=\"oip_grpc\",code=\"deadline_exceeded\"}"
+                    ),
+                    1.0,
+                    "{text}"
+                );
             }
         }
         for h in holder {

@@ -18,7 +18,7 @@ use crate::scoring::{Api, ScoreError};
 pub use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceServiceServer;
 
 /// How much earlier than the caller's `grpc-timeout` pixguard gives up on a call.
-const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(2);
+const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The service, sharing the HTTP front end's state.
 pub struct Inference(pub Arc<AppState>);

@@ -1,8 +1,8 @@
 //! The binary tensor extension: a body is the JSON request, `Inference-Header-Content-Length`
-//! bytes long, followed by the raw bytes of each input that says `binary_data_size`, in order.
+//! bytes long, followed by the raw bytes of each input that says `binary_data_size`, in order;
+//! BYTES elements in its length-prefixed form; and the `NaN` literals tritonclient writes.
 
 use super::request::InferRequest;
-use super::tensor::nan_literals_to_null;
 use crate::protocol::ProtocolError;
 
 /// Header of the binary tensor extension: length of the JSON part of the body.
@@ -71,4 +71,70 @@ pub fn split_body<'a>(
         )));
     }
     Ok((request, slices))
+}
+
+/// Encodes BYTES elements in the binary extension's length-prefixed form.
+pub fn encode_bytes(items: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.iter().map(|s| s.len() + 4).sum());
+    for s in items {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    out
+}
+
+/// Triton accepts the non-standard `NaN` and `Infinity` literals that tritonclient writes for float
+/// tensors; serde_json does not. Outside strings, `NaN` becomes `null` (read back as NaN) and
+/// `Infinity` a string (refused by name). Returns `None` when the text has neither.
+pub fn nan_literals_to_null(json: &[u8]) -> Option<Vec<u8>> {
+    let has = |pat: &[u8]| json.windows(pat.len()).any(|w| w == pat);
+    if !has(b"NaN") && !has(b"Infinity") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped, mut i) = (false, false, 0);
+    while i < json.len() {
+        let c = json[i];
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            in_string = true;
+        } else if json[i..].starts_with(b"NaN") {
+            out.extend_from_slice(b"null");
+            i += 3;
+            continue;
+        } else if json[i..].starts_with(b"Infinity") {
+            out.extend_from_slice(b"\"Infinity\"");
+            i += 8;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nan_literals_to_null;
+
+    #[test]
+    fn nan_literals_become_null_outside_strings() {
+        let fixed =
+            nan_literals_to_null(br#"{"a": [1.0, NaN, -Infinity], "s": "NaN \" NaN"}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(fixed).unwrap(),
+            r#"{"a": [1.0, null, -"Infinity"], "s": "NaN \" NaN"}"#
+        );
+        assert!(nan_literals_to_null(b"[1, 2]").is_none());
+    }
 }

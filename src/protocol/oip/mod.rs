@@ -12,12 +12,10 @@ mod request;
 mod response;
 mod tensor;
 
-pub use binary::{HEADER_LENGTH, split_body};
+pub use binary::{HEADER_LENGTH, encode_bytes, nan_literals_to_null, split_body};
 pub use request::{InferRequest, RequestInput, RequestedOutput};
 pub use response::{grpc_outputs, http_body};
-pub use tensor::{
-    Column, Datatype, Tensor, TensorData, decode, encode_bytes, nan_literals_to_null,
-};
+pub use tensor::{Column, Datatype, Tensor, TensorData, decode};
 
 use super::{Payload, ProtocolError};
 use crate::features::{FeatureBatch, FeatureSpec};

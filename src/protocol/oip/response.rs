@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::Output;
-use super::tensor::encode_bytes;
+use super::binary::encode_bytes;
 use crate::model::Decision;
 use crate::protocol::grpc::model_infer_response::InferOutputTensor;
 
