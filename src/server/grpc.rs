@@ -112,7 +112,7 @@ impl GrpcInferenceService for Inference {
                 .iter()
                 .map(|t| ModelInput {
                     name: t.name.clone(),
-                    data_type: t.data_type_value,
+                    data_type: t.datatype.triton_value(),
                     dims: t.dims.clone(),
                     optional: t.optional,
                 })
@@ -122,7 +122,7 @@ impl GrpcInferenceService for Inference {
                 .iter()
                 .map(|t| ModelOutput {
                     name: t.name.clone(),
-                    data_type: t.data_type_value,
+                    data_type: t.datatype.triton_value(),
                     dims: t.dims.clone(),
                 })
                 .collect(),

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,7 +27,8 @@ use crate::config::{Config, DeviceChoice};
 use crate::engine::{Engine, Metrics};
 use crate::features::FeatureBatch;
 use crate::model::{DcnModel, ModelPackage};
-use crate::scoring::Scoring;
+use crate::protocol::v1::DEADLINE_HEADER;
+use crate::scoring::{ScoreError, Scoring};
 
 /// What every handler shares: the configuration and the scoring path.
 pub struct AppState {
@@ -64,6 +66,23 @@ pub fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         Arc::new(Engine::start(&config.engine, replicas, metrics).context("starting the engine")?);
     let scoring = Scoring::new(&package, engine, &config)?;
     Ok(Arc::new(AppState { config, scoring }))
+}
+
+/// The request's own deadline, from `x-request-timeout-ms`.
+fn timeout(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(DEADLINE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+}
+
+/// A body that could not be read: too large, or broken.
+fn body_error(e: BytesRejection, limit: usize) -> ScoreError {
+    match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ScoreError::PayloadTooLarge { limit },
+        _ => ScoreError::Malformed(format!("reading the request body: {}", e.body_text())),
+    }
 }
 
 /// Stamps the engine's share of a scored request's time on its answer.

@@ -1,36 +1,18 @@
 //! `POST /v1/score`: translates the JSON API into the scoring path and back.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::error::HttpError;
-use super::{AppState, timing};
-use crate::protocol::v1::{BatchResponse, DEADLINE_HEADER, ScoreResult, parse_request};
+use super::{AppState, body_error, timeout, timing};
+use crate::protocol::v1::{BatchResponse, ScoreResult, parse_request};
 use crate::scoring::{Api, ScoreError};
-
-/// The request's own deadline, from `x-request-timeout-ms`.
-pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(DEADLINE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_millis)
-}
-
-/// A body that could not be read: too large, or broken.
-pub fn body_error(e: BytesRejection, limit: usize) -> ScoreError {
-    match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ScoreError::PayloadTooLarge { limit },
-        _ => ScoreError::Malformed(format!("reading the request body: {}", e.body_text())),
-    }
-}
 
 /// Scores the transactions in the body.
 pub async fn score(

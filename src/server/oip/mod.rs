@@ -17,8 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::HttpError;
-use super::v1::{body_error, timeout};
-use super::{AppState, timing};
+use super::{AppState, body_error, timeout, timing};
 use crate::protocol::oip::{
     EXTENSIONS, HEADER_LENGTH, PLATFORM, SERVER_NAME, http_body, split_body,
 };

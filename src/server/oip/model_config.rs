@@ -2,7 +2,7 @@
 //! clients such as perf_analyzer read to learn the batch dimension and which inputs are optional.
 
 use crate::model::device::DeviceKind;
-use crate::protocol::oip::{PLATFORM, TensorSpec};
+use crate::protocol::oip::{Datatype, PLATFORM, TensorSpec};
 use crate::server::AppState;
 
 /// One input or output as the configuration describes it (dims exclude the batch dimension).
@@ -10,10 +10,8 @@ use crate::server::AppState;
 pub struct ConfigTensor {
     /// Tensor name.
     pub name: String,
-    /// Triton's `DataType` enum name (`TYPE_FP32`, `TYPE_STRING`, …).
-    pub data_type: &'static str,
-    /// Its value in model_config.proto.
-    pub data_type_value: i32,
+    /// Element type: Triton's `TYPE_FP32`, `TYPE_STRING`, … and its model_config.proto value.
+    pub datatype: Datatype,
     /// Shape without the batch dimension.
     pub dims: Vec<i64>,
     /// Whether a request may leave it out.
@@ -47,8 +45,7 @@ pub fn model_config(state: &AppState) -> ModelConfig {
     let scoring = &state.scoring;
     let tensor = |t: &TensorSpec, optional: bool| ConfigTensor {
         name: t.name.clone(),
-        data_type: t.datatype.triton_name(),
-        data_type_value: t.datatype.triton_value(),
+        datatype: t.datatype,
         dims: t.shape[1..].to_vec(),
         optional,
     };
@@ -80,7 +77,7 @@ impl ModelConfig {
         let tensor = |t: &ConfigTensor, input: bool| {
             let mut v = serde_json::json!({
                 "name": t.name,
-                "data_type": t.data_type,
+                "data_type": t.datatype.triton_name(),
                 "dims": t.dims,
             });
             if input {
