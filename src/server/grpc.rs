@@ -3,7 +3,9 @@
 //! and `raw_input_contents` are decoded straight into columns (`crate::protocol::oip`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use super::AppState;
@@ -200,18 +202,26 @@ impl GrpcInferenceService for Inference {
     ) -> Result<Response<ModelInferResponse>, Status> {
         let scoring = &self.0.scoring;
         let admission = scoring.admit(Api::OipGrpc).map_err(|e| grpc_status(&e))?;
-        let timeout = r
+        let arrived = r
+            .extensions()
+            .get::<Arrival>()
+            .map_or_else(Instant::now, |a| a.0);
+        // tonic answers CANCELLED when the caller's grpc-timeout passes, timed from the request's
+        // head; answering a little before that instant keeps the code DEADLINE_EXCEEDED, as on the
+        // HTTP APIs, however long the body took to arrive and decode.
+        let deadline = r
             .metadata()
             .get(TIMEOUT_HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_timeout);
-        // tonic answers CANCELLED when the caller's grpc-timeout passes; answering a little before
-        // it keeps the code DEADLINE_EXCEEDED, as on the HTTP APIs.
-        let timeout = timeout.map(|t| t.saturating_sub(DEADLINE_MARGIN.min(t / 10)));
-        let result = match timeout {
-            Some(t) => tokio::time::timeout(t, self.infer(r.into_inner(), Some(t)))
-                .await
-                .unwrap_or(Err(ScoreError::DeadlineExceeded)),
+            .and_then(parse_timeout)
+            .map(|t| arrived + t.saturating_sub(DEADLINE_MARGIN.min(t / 10)));
+        let result = match deadline {
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                tokio::time::timeout_at(at.into(), self.infer(r.into_inner(), Some(left)))
+                    .await
+                    .unwrap_or(Err(ScoreError::DeadlineExceeded))
+            }
             None => self.infer(r.into_inner(), None).await,
         };
         admission
@@ -219,6 +229,24 @@ impl GrpcInferenceService for Inference {
             .map(Response::new)
             .map_err(|e| grpc_status(&e))
     }
+}
+
+/// When a call's head reached the service: the instant tonic's own `grpc-timeout` timer starts.
+#[derive(Clone, Copy)]
+struct Arrival(Instant);
+
+/// Stamps a call with its [`Arrival`]; it runs on the call's head, before the body is read.
+type Stamp = fn(Request<()>) -> Result<Request<()>, Status>;
+
+/// The service with every call stamped on arrival.
+pub fn service(
+    state: Arc<AppState>,
+) -> InterceptedService<GrpcInferenceServiceServer<Inference>, Stamp> {
+    fn stamp(mut r: Request<()>) -> Result<Request<()>, Status> {
+        r.extensions_mut().insert(Arrival(Instant::now()));
+        Ok(r)
+    }
+    GrpcInferenceServiceServer::with_interceptor(Inference(state), stamp as Stamp)
 }
 
 impl Inference {

@@ -268,9 +268,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (grpc_state, grpc_stop) = (state.clone(), stop.clone());
     let grpc = tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(grpc::GrpcInferenceServiceServer::new(grpc::Inference(
-                grpc_state,
-            )))
+            .add_service(grpc::service(grpc_state))
             .serve_with_incoming_shutdown(
                 // Small unary answers must leave at once: Nagle's algorithm held some for 40 ms.
                 tokio_stream::StreamExt::map(
