@@ -239,7 +239,9 @@ fn median(samples: &mut [f64]) -> Option<f64> {
 /// Where the last batch's time went, when the model runs on a GPU.
 #[cfg(feature = "cuda")]
 fn last_timings(model: &DcnModel) -> Option<crate::model::BatchTimings> {
-    let gpu = model.gpu()?;
+    let crate::model::Runner::Cuda(gpu) = model.runner() else {
+        return None;
+    };
     gpu.lock().unwrap_or_else(|p| p.into_inner()).last_timings()
 }
 
@@ -257,7 +259,7 @@ fn pipelined(
     rows: usize,
     budget: Duration,
 ) -> anyhow::Result<Option<f64>> {
-    let Some(gpu) = model.gpu() else {
+    let crate::model::Runner::Cuda(gpu) = model.runner() else {
         return Ok(None);
     };
     let mut gpu = gpu.lock().unwrap_or_else(|p| p.into_inner());

@@ -14,65 +14,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::batch::{Batch, Rows, fail, finish};
 use super::{EngineError, Message, Metrics};
-
-/// A model with a fixed number of in-flight slots: `submit` returns at once, `wait` blocks.
-pub(crate) trait Pipelined {
-    /// Names a submitted batch.
-    type Ticket;
-    /// Sizes the buffers for batches of up to `rows` rows.
-    fn reserve(&mut self, rows: usize) -> Result<(), String>;
-    /// Whether `submit` can take another batch now.
-    fn has_free_slot(&self) -> bool;
-    /// Starts a batch.
-    fn submit(
-        &mut self,
-        numeric: &[f32],
-        categorical: &[u32],
-        rows: usize,
-    ) -> Result<Self::Ticket, String>;
-    /// Whether a submitted batch has finished (an error counts as finished: `wait` reports it).
-    fn is_done(&self, ticket: &Self::Ticket) -> bool;
-    /// Waits for a batch and writes its scores into `out`.
-    fn wait(&mut self, ticket: Self::Ticket, out: &mut [f32]) -> Result<(), String>;
-    /// Why the device can take no more work, once an error has left it unusable.
-    fn broken(&self) -> Option<String>;
-}
-
-#[cfg(feature = "cuda")]
-impl Pipelined for crate::model::cuda::CudaDcn {
-    type Ticket = crate::model::cuda::Ticket;
-
-    fn reserve(&mut self, rows: usize) -> Result<(), String> {
-        crate::model::cuda::CudaDcn::reserve(self, rows).map_err(|e| e.to_string())
-    }
-
-    fn has_free_slot(&self) -> bool {
-        crate::model::cuda::CudaDcn::has_free_slot(self)
-    }
-
-    fn submit(
-        &mut self,
-        numeric: &[f32],
-        categorical: &[u32],
-        rows: usize,
-    ) -> Result<Self::Ticket, String> {
-        let result = crate::model::cuda::CudaDcn::submit(self, numeric, categorical, rows);
-        self.note(result).map_err(|e| e.to_string())
-    }
-
-    fn is_done(&self, ticket: &Self::Ticket) -> bool {
-        crate::model::cuda::CudaDcn::is_done(self, ticket)
-    }
-
-    fn wait(&mut self, ticket: Self::Ticket, out: &mut [f32]) -> Result<(), String> {
-        let result = crate::model::cuda::CudaDcn::wait(self, ticket, out);
-        self.note(result).map_err(|e| e.to_string())
-    }
-
-    fn broken(&self) -> Option<String> {
-        crate::model::cuda::CudaDcn::broken(self).map(str::to_owned)
-    }
-}
+use crate::model::Pipelined;
 
 struct InFlight<T> {
     batch: Batch,

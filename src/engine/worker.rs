@@ -47,11 +47,11 @@ impl Worker {
 
     /// Whether this worker keeps batches in flight (a GPU replica) and so needs a thread of its own.
     pub(super) fn pipelined(&self) -> bool {
-        #[cfg(feature = "cuda")]
-        if self.model.gpu().is_some() {
-            return true;
+        match self.model.runner() {
+            #[cfg(feature = "cuda")]
+            crate::model::Runner::Cuda(_) => true,
+            _ => false,
         }
-        false
     }
 
     pub(super) fn run(mut self, batches: Receiver<Batch>) {
@@ -98,7 +98,9 @@ impl Worker {
             mut rows,
             ..
         } = self;
-        let Some(gpu) = model.gpu() else { return };
+        let crate::model::Runner::Cuda(gpu) = model.runner() else {
+            return;
+        };
         // The only user of this replica is this thread; the lock is uncontended.
         let mut gpu = gpu.lock().unwrap_or_else(|p| p.into_inner());
         super::pipeline::run(

@@ -1,6 +1,6 @@
-//! The fraud model: the package on disk ([`package`]), the Candle DCN-v2 ([`dcn`]) and its fused CPU
-//! pass ([`fused`]), its GPU pass (`cuda`, with the `cuda` feature) and the device choice
-//! ([`device`]), tied together by [`Scorer`].
+//! The fraud model: the package on disk ([`package`]), the DCN-v2 ([`dcn`]) with its candle-nn
+//! layers ([`reference`]), its fused CPU pass ([`fused`]) and its GPU pass (`cuda`, with the `cuda`
+//! feature, behind [`Pipelined`]), and the device choice ([`device`]), tied together by [`Scorer`].
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -8,12 +8,15 @@ pub mod dcn;
 pub mod device;
 pub mod fused;
 pub mod package;
+pub mod pipelined;
+pub mod reference;
 
 use candle_core::Device;
 use serde::Serialize;
 
-pub use dcn::DcnModel;
+pub use dcn::{DcnModel, Runner};
 pub use package::{Decision, ModelConfig, ModelPackage, PackageError, Thresholds};
+pub use pipelined::Pipelined;
 
 use crate::features::{FeatureBatch, FeatureExtractor};
 use crate::transaction::Transaction;

@@ -16,121 +16,18 @@ use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys::cublasOperation_t};
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
-    DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg, result,
+    LaunchConfig, PinnedHostSlice, PushKernelArg, result,
 };
 use cudarc::nvrtc::Ptx;
 
-use super::fused::FusedDcn;
-use super::{BatchTimings, copy_checked_ids};
+use super::super::fused::{DenseT, FusedDcn};
+use super::super::{BatchTimings, copy_checked_ids};
+use super::{CudaError, probe};
 
 /// The kernels of `kernels/dcn.cu`, compiled to PTX by the build script.
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/dcn.ptx"));
 /// Threads per block for the element-wise kernels and the head (a multiple of the warp size).
 const BLOCK: u32 = 256;
-
-/// Errors of the GPU path.
-#[derive(Debug, thiserror::Error)]
-pub enum CudaError {
-    /// A CUDA driver call failed.
-    #[error("CUDA driver: {0}")]
-    Driver(#[from] DriverError),
-    /// A cuBLAS call failed.
-    #[error("cuBLAS: {0}")]
-    Blas(#[from] cudarc::cublas::result::CublasError),
-    /// The input does not fit the model.
-    #[error("{0}")]
-    Input(String),
-    /// The driver library panicked (cudarc does when it cannot load libcuda).
-    #[error("CUDA unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl CudaError {
-    /// Whether the error leaves the CUDA context unusable: CUDA reports these "sticky" errors again
-    /// on every later call in the process, and only a new process recovers.
-    pub fn is_sticky(&self) -> bool {
-        use cudarc::driver::sys::CUresult as R;
-        matches!(
-            self,
-            CudaError::Driver(DriverError(
-                R::CUDA_ERROR_ILLEGAL_ADDRESS
-                    | R::CUDA_ERROR_LAUNCH_TIMEOUT
-                    | R::CUDA_ERROR_ASSERT
-                    | R::CUDA_ERROR_HARDWARE_STACK_ERROR
-                    | R::CUDA_ERROR_ILLEGAL_INSTRUCTION
-                    | R::CUDA_ERROR_MISALIGNED_ADDRESS
-                    | R::CUDA_ERROR_INVALID_ADDRESS_SPACE
-                    | R::CUDA_ERROR_INVALID_PC
-                    | R::CUDA_ERROR_LAUNCH_FAILED
-                    | R::CUDA_ERROR_ECC_UNCORRECTABLE
-                    | R::CUDA_ERROR_CONTEXT_IS_DESTROYED
-            ))
-        )
-    }
-}
-
-/// What the probe found on a device.
-#[derive(Debug, Clone)]
-pub struct DeviceInfo {
-    /// Device ordinal.
-    pub ordinal: usize,
-    /// Marketing name, e.g. "NVIDIA H100 80GB HBM3".
-    pub name: String,
-    /// Compute capability (major, minor).
-    pub compute_capability: (i32, i32),
-    /// Device memory in bytes.
-    pub total_memory: usize,
-}
-
-/// Whether CUDA device `ordinal` can be used, without panicking when there is no driver: a stub
-/// libcuda answers `CUDA_ERROR_STUB_LIBRARY`, a machine without GPUs reports none, and any panic
-/// inside cudarc is caught and reported as an error.
-pub fn probe(ordinal: usize) -> Result<DeviceInfo, CudaError> {
-    let attempt = std::panic::catch_unwind(|| -> Result<DeviceInfo, CudaError> {
-        result::init().map_err(unavailable)?;
-        let count = result::device::get_count().map_err(unavailable)?;
-        if ordinal >= count.max(0) as usize {
-            return Err(CudaError::Unavailable(format!(
-                "no CUDA device {ordinal} ({count} found)"
-            )));
-        }
-        let ctx = CudaContext::new(ordinal)?;
-        Ok(DeviceInfo {
-            ordinal,
-            name: ctx.name()?,
-            compute_capability: ctx.compute_capability()?,
-            total_memory: ctx.total_mem()?,
-        })
-    });
-    match attempt {
-        Ok(r) => r,
-        Err(panic) => Err(CudaError::Unavailable(panic_message(&*panic))),
-    }
-}
-
-/// The driver's answer in words; a stub cannot even name its own error.
-fn unavailable(e: DriverError) -> CudaError {
-    use cudarc::driver::sys::CUresult;
-    let reason = match e.0 {
-        CUresult::CUDA_ERROR_STUB_LIBRARY => {
-            "libcuda is the link stub, not a driver (no NVIDIA driver on this machine)".to_string()
-        }
-        CUresult::CUDA_ERROR_NO_DEVICE => "the driver sees no CUDA device".to_string(),
-        CUresult::CUDA_ERROR_SYSTEM_DRIVER_MISMATCH => {
-            "libcuda and the NVIDIA kernel driver are different versions".to_string()
-        }
-        _ => return CudaError::Driver(e),
-    };
-    CudaError::Unavailable(reason)
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "panic in the CUDA driver wrapper".into())
-}
 
 /// One dense layer on the device: `W^T` `[in, out]` row-major, bias `[out]`.
 struct DeviceDense {
@@ -224,7 +121,7 @@ impl CudaDcn {
             meta.push(to_i32(table.dim, "embedding dim")?);
             flat.extend_from_slice(&table.weight);
         }
-        let upload_dense = |d: &super::fused::DenseT| -> Result<DeviceDense, CudaError> {
+        let upload_dense = |d: &DenseT| -> Result<DeviceDense, CudaError> {
             Ok(DeviceDense {
                 weight_t: compute.clone_htod(&d.weight_t)?,
                 bias: compute.clone_htod(&d.bias)?,
@@ -272,8 +169,9 @@ impl CudaDcn {
         Ok(model)
     }
 
-    /// Remembers a sticky error from `result` (see [`CudaError::is_sticky`]) and passes it on.
-    pub fn note<T>(&mut self, result: Result<T, CudaError>) -> Result<T, CudaError> {
+    /// Remembers a sticky error from `result` (see [`CudaError::is_sticky`]) and passes it on:
+    /// every public call that touches the device goes through here, so no caller has to.
+    fn note<T>(&mut self, result: Result<T, CudaError>) -> Result<T, CudaError> {
         if let Err(e) = &result
             && e.is_sticky()
             && self.broken.is_none()
@@ -283,7 +181,7 @@ impl CudaDcn {
         result
     }
 
-    /// Why this replica can take no more work, once [`Self::note`] has seen a sticky error.
+    /// Why this replica can take no more work, once a call has failed with a sticky error.
     pub fn broken(&self) -> Option<&str> {
         self.broken.as_deref()
     }
@@ -301,6 +199,11 @@ impl CudaDcn {
     /// (Re)allocates every batch-sized buffer for `rows` rows. Refused while a batch is in flight:
     /// its buffers would go with the old allocation.
     pub fn reserve(&mut self, rows: usize) -> Result<(), CudaError> {
+        let result = self.grow(rows);
+        self.note(result)
+    }
+
+    fn grow(&mut self, rows: usize) -> Result<(), CudaError> {
         if rows <= self.capacity {
             return Ok(());
         }
@@ -356,6 +259,16 @@ impl CudaDcn {
         categorical: &[u32],
         rows: usize,
     ) -> Result<Ticket, CudaError> {
+        let result = self.try_submit(numeric, categorical, rows);
+        self.note(result)
+    }
+
+    fn try_submit(
+        &mut self,
+        numeric: &[f32],
+        categorical: &[u32],
+        rows: usize,
+    ) -> Result<Ticket, CudaError> {
         let (nn, nc) = (self.n_numeric, self.cardinalities.len());
         if numeric.len() != rows * nn || categorical.len() != rows * nc {
             return Err(CudaError::Input(format!(
@@ -368,7 +281,7 @@ impl CudaDcn {
             return Err(CudaError::Input("empty batch".into()));
         }
         if rows > self.capacity {
-            self.reserve(rows.next_power_of_two())?;
+            self.grow(rows.next_power_of_two())?;
         }
         let index = self.next;
         if self.slots[index].rows.is_some() {
@@ -434,6 +347,11 @@ impl CudaDcn {
 
     /// Waits for a submitted batch and copies its scores into `out` (`rows` long).
     pub fn wait(&mut self, ticket: Ticket, out: &mut [f32]) -> Result<(), CudaError> {
+        let result = self.try_wait(ticket, out);
+        self.note(result)
+    }
+
+    fn try_wait(&mut self, ticket: Ticket, out: &mut [f32]) -> Result<(), CudaError> {
         let slot = &mut self.slots[ticket.0];
         let rows = slot.rows.take().unwrap_or(0);
         slot.done.synchronize()?;

@@ -1,0 +1,26 @@
+//! The seam between a device that keeps batches in flight and the engine loop that feeds it
+//! (`engine::pipeline`): a GPU replica implements it, the engine's tests fake it.
+
+/// A model with a fixed number of in-flight slots: `submit` returns at once, `wait` blocks.
+pub trait Pipelined {
+    /// Names a submitted batch.
+    type Ticket;
+    /// Sizes the buffers for batches of up to `rows` rows.
+    fn reserve(&mut self, rows: usize) -> Result<(), String>;
+    /// Whether `submit` can take another batch now.
+    fn has_free_slot(&self) -> bool;
+    /// Starts a batch.
+    fn submit(
+        &mut self,
+        numeric: &[f32],
+        categorical: &[u32],
+        rows: usize,
+    ) -> Result<Self::Ticket, String>;
+    /// Whether a submitted batch has finished (an error counts as finished: `wait` reports it).
+    fn is_done(&self, ticket: &Self::Ticket) -> bool;
+    /// Waits for a batch and writes its scores into `out`.
+    fn wait(&mut self, ticket: Self::Ticket, out: &mut [f32]) -> Result<(), String>;
+    /// Why the device can take no more work, once an error has left it unusable. The model records
+    /// this itself, from its own calls: the loop only asks.
+    fn broken(&self) -> Option<String>;
+}
