@@ -5,6 +5,7 @@
 //! over the window, and its typology is drawn given its hour, so night-time typologies land at night
 //! without breaking the order.
 
+mod calendar;
 mod rng;
 mod story;
 
@@ -13,8 +14,8 @@ use std::io::{self, Write};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use calendar::{HOUR_PROFILES, weekday_weight};
 pub use rng::Rng;
-use story::{HOUR_PROFILES, weekday_weight};
 
 use crate::transaction::{CSV_COLUMNS, Transaction, write_csv_row};
 

@@ -1,6 +1,7 @@
 //! pixguard on an NVIDIA GPU: whether a device is usable ([`probe`]), the errors of the GPU path,
 //! and the network resident on a device ([`CudaDcn`], in `runner.rs`).
 
+mod forward;
 mod runner;
 
 use candle_core::cuda_backend::cudarc;
