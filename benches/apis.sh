@@ -28,9 +28,18 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 
+# The server's CPU time (user + system, clock ticks) and how many requests it has answered on an
+# API: per request, its own cost, whichever side saturated; busy near 100% means the server did.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$server/stat"; }
+answered() { # api label of pixguard_responses_total
+  curl -s "http://127.0.0.1:$HTTP_PORT/metrics" \
+    | awk -v api="$1" 'index($0, "pixguard_responses_total{api=\"" api "\"") == 1 { n += $2 } END { print n + 0 }'
+}
 bench() { # api url label [extra args]
   local api=$1 url=$2 label=$3
   shift 3
+  local metric=${api//-/_} ticks0 answered0 t0
+  ticks0=$(cpu_ticks); answered0=$(answered "$metric"); t0=$(date +%s.%N)
   taskset -c 1 "$bin" bench --api "$api" --url "$url" --transactions 10000 --seed 7 \
     --duration "$DURATION" --warmup "$WARMUP" --threads 1 --no-progress --label "$label" \
     --out "$OUT/$label" "$@" > "$OUT/$label.txt" 2> "$OUT/$label.log"
@@ -41,6 +50,14 @@ for step in report["steps"]:
     lat = step["latency_us"]
     print(f'{sys.argv[2]:<10} offered={step.get("offered_rps") or 0:>8.0f} achieved={step["achieved_rps"]:>8.0f}/s '
           f'ok={step["ok"]} errors={step["errors"]} p50_ms={lat["p50"] / 1e3:.2f} p99_ms={lat["p99"] / 1e3:.2f}')
+PY
+  python3 - "$label" "$ticks0" "$(cpu_ticks)" "$answered0" "$(answered "$metric")" "$t0" "$(date +%s.%N)" "$(getconf CLK_TCK)" <<'PY'
+import sys
+label, c0, c1, a0, a1, t0, t1, hz = sys.argv[1:]
+cpu = (int(c1) - int(c0)) / int(hz)
+n = int(float(a1)) - int(float(a0))
+print(f'{label:<10} server: {cpu / max(n, 1) * 1e6:.1f} us CPU per answered request ({n} answered), '
+      f'busy {cpu / (float(t1) - float(t0)) * 100:.0f}% of one core')
 PY
 }
 

@@ -6,7 +6,8 @@
 #   kernels/build-cuda.sh            → target/cuda/pixguard-cuda (stripped), its size printed
 #   kernels/build-cuda.sh --tests    → also target/cuda/pixguard-gpu-tests, tests/gpu.rs as a
 #                                      binary to carry to a GPU machine (kernels/gpu-check.sh runs it)
-#   kernels/build-cuda.sh --clippy   → first `cargo clippy --all-targets -D warnings` on the cuda build
+#   kernels/build-cuda.sh --clippy   → the same build linted by clippy, warnings denied (also builds
+#                                      tests/gpu.rs, the one test target with cuda-only code)
 # Each binary also gets an .xz copy, small enough to carry.
 #
 # Environment: PIXGUARD_CUDA_TOOLS (default target/cuda-tools) holds the wheels and the unpacked
@@ -69,17 +70,20 @@ export RUSTFLAGS="-L native=$CUDA_ROOT/lib -L native=$STUB"
 # A target folder of its own: different RUSTFLAGS would otherwise rebuild the CPU build's crates.
 export CARGO_TARGET_DIR="$ROOT/target/cuda"
 say "nvcc $(nvcc --version | grep -oE 'release [0-9.]+'), compute capability $CUDA_COMPUTE_CAP"
-for arg in "$@"; do
-  if [[ "$arg" == "--clippy" ]]; then
-    # --release: the build scripts' outputs (Candle's compiled kernels) are shared with the build.
-    (cd "$ROOT" && cargo clippy --release --locked --features cuda --all-targets -- -D warnings)
-  fi
-done
-# The binary and (with --tests) tests/gpu.rs in one cargo call: built apart, the dev-dependencies
-# change the features of shared crates and the tree compiles twice.
-mkdir -p "$CARGO_TARGET_DIR"
 targets=(--bin pixguard)
-if [[ " $* " == *" --tests "* ]]; then targets+=(--test gpu); fi
+if [[ " $* " == *" --clippy "* ]]; then
+  # Clippy lints the cuda build while it compiles (the workspace wrapper also used by .ci/run), so
+  # the dependency tree is not compiled a second time for a `cargo clippy`. The targets with
+  # cuda-only code are the library, the binary and tests/gpu.rs; every other target compiles the
+  # same code as the CPU build, which CI lints.
+  export RUSTC_WORKSPACE_WRAPPER="$ROOT/.ci/clippy-deny"
+  targets+=(--test gpu)
+elif [[ " $* " == *" --tests "* ]]; then
+  targets+=(--test gpu)
+fi
+# The binary and tests/gpu.rs in one cargo call: built apart, the dev-dependencies change the
+# features of shared crates and the tree compiles twice.
+mkdir -p "$CARGO_TARGET_DIR"
 (cd "$ROOT" && cargo build --release --locked --features cuda "${targets[@]}" \
   --message-format json-render-diagnostics > "$CARGO_TARGET_DIR/artifacts.json")
 
