@@ -4,16 +4,21 @@
 # OIP over HTTP (the transaction's fields as JSON tensors) and OIP over gRPC (raw_input_contents).
 # The server is pinned to CPU 0 and the generator to CPU 1, so the server is what saturates.
 #
-#   benches/apis.sh                       # CONCURRENCY=16 DURATION=8 WARMUP=2
+# The APIs take turns for ROUNDS rounds and each one's median is quoted, so that the machine's drift
+# over the run (a shared machine: ±30% between runs minutes apart) falls on all three alike.
+#
+#   benches/apis.sh                       # CONCURRENCY=16 DURATION=8 WARMUP=2 ROUNDS=3
 #   benches/apis.sh --overload            # also: open loop at 3x /v1's saturation, 2,000 connections
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONCURRENCY=${CONCURRENCY:-16}
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-3}
 HTTP_PORT=${HTTP_PORT:-18089}
 GRPC_PORT=${GRPC_PORT:-18091}
 OUT=${OUT:-target/bench/apis}
+rm -rf "$OUT"
 mkdir -p "$OUT"
 server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null || true' EXIT
@@ -51,30 +56,45 @@ for step in report["steps"]:
     print(f'{sys.argv[2]:<10} offered={step.get("offered_rps") or 0:>8.0f} achieved={step["achieved_rps"]:>8.0f}/s '
           f'ok={step["ok"]} errors={step["errors"]} p50_ms={lat["p50"] / 1e3:.2f} p99_ms={lat["p99"] / 1e3:.2f}')
 PY
-  python3 - "$label" "$ticks0" "$(cpu_ticks)" "$answered0" "$(answered "$metric")" "$t0" "$(date +%s.%N)" "$(getconf CLK_TCK)" <<'PY'
+  python3 - "$label" "$ticks0" "$(cpu_ticks)" "$answered0" "$(answered "$metric")" "$t0" "$(date +%s.%N)" "$(getconf CLK_TCK)" "$OUT" <<'PY'
 import sys
-label, c0, c1, a0, a1, t0, t1, hz = sys.argv[1:]
+label, c0, c1, a0, a1, t0, t1, hz, out = sys.argv[1:]
 cpu = (int(c1) - int(c0)) / int(hz)
 n = int(float(a1)) - int(float(a0))
 print(f'{label:<10} server: {cpu / max(n, 1) * 1e6:.1f} us CPU per answered request ({n} answered), '
       f'busy {cpu / (float(t1) - float(t0)) * 100:.0f}% of one core')
+with open(f"{out}/{label.split('-r')[0]}.cpu", 'a') as f:
+    f.write(f'{cpu / max(n, 1) * 1e6}\n')
 PY
 }
 
-echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD), $(nproc) cores, closed loop c=$CONCURRENCY, ${DURATION}s"
-bench v1 "http://127.0.0.1:$HTTP_PORT" v1 --mode closed --concurrency "$CONCURRENCY"
-bench oip-http "http://127.0.0.1:$HTTP_PORT" oip-http --mode closed --concurrency "$CONCURRENCY"
-bench oip-grpc "http://127.0.0.1:$GRPC_PORT" oip-grpc --mode closed --concurrency "$CONCURRENCY"
-
-ratio() { python3 -c "import json,sys; a=json.load(open(sys.argv[1]))['steps'][0]['achieved_rps']; b=json.load(open(sys.argv[2]))['steps'][0]['achieved_rps']; print(f'{a/b:.2f}')" "$1" "$2"; }
-echo "oip-http / v1 = $(ratio "$OUT/oip-http/report.json" "$OUT/v1/report.json")"
-echo "oip-grpc / v1 = $(ratio "$OUT/oip-grpc/report.json" "$OUT/v1/report.json")"
+echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD), $(nproc) cores, closed loop c=$CONCURRENCY, ${DURATION}s, $ROUNDS rounds"
+for round in $(seq 1 "$ROUNDS"); do
+  bench v1 "http://127.0.0.1:$HTTP_PORT" "v1-r$round" --mode closed --concurrency "$CONCURRENCY"
+  bench oip-http "http://127.0.0.1:$HTTP_PORT" "oip-http-r$round" --mode closed --concurrency "$CONCURRENCY"
+  bench oip-grpc "http://127.0.0.1:$GRPC_PORT" "oip-grpc-r$round" --mode closed --concurrency "$CONCURRENCY"
+done
+(cd "$OUT" && python3 - <<'PY'
+import glob, json, statistics
+def median_rps(api):
+    return statistics.median(json.load(open(f))["steps"][0]["achieved_rps"] for f in glob.glob(f"{api}-r*/report.json"))
+def median_cpu(api):
+    return statistics.median(float(x) for x in open(f"{api}.cpu"))
+v1 = median_rps("v1")
+print("median over rounds:")
+for api in ["v1", "oip-http", "oip-grpc"]:
+    rps = median_rps(api)
+    print(f"  {api:<9} {rps:>8.0f}/s  ÷ v1 = {rps / v1:.2f}   server CPU {median_cpu(api):.1f} us/request"
+          f"  (÷ v1's: {median_cpu('v1') / median_cpu(api):.2f})")
+json.dump({"v1": v1}, open("medians.json", "w"))
+PY
+)
 
 if [[ " $* " == *" --overload "* ]]; then
   # Open loop at three times /v1's saturation throughput with 2,000 connections: the excess must be
   # refused at once (429), the accepted requests keep a bounded server-side latency, and readiness
   # holds throughout.
-  rate=$(python3 -c "import json,sys; print(int(3 * json.load(open(sys.argv[1]))['steps'][0]['achieved_rps']))" "$OUT/v1/report.json")
+  rate=$(python3 -c "import json,sys; print(int(3 * json.load(open(sys.argv[1]))['v1']))" "$OUT/medians.json")
   ( while kill -0 "$server" 2> /dev/null; do
       curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$HTTP_PORT/readyz" || echo down
       sleep 0.5

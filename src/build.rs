@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     tonic_prost_build::configure()
         .build_client(true)
+        // `bytes` fields as `Bytes`: raw tensor contents are slices of the received buffer, not
+        // one allocation and copy each (25 per transaction-fields request).
+        .bytes(".")
         .compile_protos(&[proto], &["src/protocol"])?;
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
         compile_ptx()?;

@@ -44,7 +44,8 @@ pub struct ServerConfig {
     pub grace_period_ms: u64,
     /// After SIGTERM, the longest the process waits for queued and in-flight work before exiting.
     pub drain_timeout_ms: u64,
-    /// Threads that receive, parse and answer requests (0: the cores the engine's threads leave).
+    /// Threads that receive, parse and answer requests (0: the cores the engine's threads leave,
+    /// at least two, one on a single core).
     pub http_threads: usize,
 }
 
@@ -191,15 +192,18 @@ pub const ENV_PREFIX: &str = "PIXGUARD__";
 
 impl Config {
     /// The HTTP runtime's thread count on a machine with `cores` cores: `server.http_threads`, or
-    /// what the device workers and the batcher leave. A GPU node's 1,000-row requests need several
-    /// cores of JSON parsing per million rows/s; a laptop's CPU workers need theirs for the model.
+    /// what the device workers and the batcher leave, at least two — but one when the process may
+    /// use a single core (a CPU limit of 1, `taskset`): a second runtime thread there only adds
+    /// context switches and work-stealing wake-ups (gRPC's per-stream tasks hop between them). A
+    /// GPU node's 1,000-row requests need several cores of JSON parsing per million rows/s; a
+    /// laptop's CPU workers need theirs for the model.
     pub fn http_threads(&self, cores: usize) -> usize {
         if self.server.http_threads > 0 {
             return self.server.http_threads;
         }
         // The batcher thread is the engine's too.
         let engine = self.engine.workers * self.engine.threads_per_worker.max(1) + 1;
-        cores.saturating_sub(engine).max(2)
+        cores.saturating_sub(engine).max(cores.clamp(1, 2))
     }
 
     /// Builds the configuration from `file` (skipped when `None` and `config.yaml` is absent), the
@@ -379,6 +383,7 @@ mod tests {
             "16 cores less 2 workers × 3 threads and the batcher"
         );
         assert_eq!(config.http_threads(2), 2, "never fewer than two");
+        assert_eq!(config.http_threads(1), 1, "but one on one core");
         config.server.http_threads = 5;
         assert_eq!(config.http_threads(16), 5, "an explicit count wins");
     }

@@ -81,7 +81,10 @@ fn precomputed(rows: usize) -> (Vec<u8>, ModelInferRequest) {
             tensor("features", "FP32", nn),
             tensor("categories", "INT64", nc),
         ],
-        raw_input_contents: vec![vec![0u8; rows * nn * 4], vec![0u8; rows * nc * 8]],
+        raw_input_contents: vec![
+            vec![0u8; rows * nn * 4].into(),
+            vec![0u8; rows * nc * 8].into(),
+        ],
         ..Default::default()
     };
     (body.to_string().into_bytes(), grpc)

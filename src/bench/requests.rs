@@ -165,7 +165,7 @@ fn oip_grpc_request(flat: &Map<String, Value>, model: &str) -> ModelInferRequest
             shape: vec![1, 1],
             ..Default::default()
         });
-        raw.push(bytes);
+        raw.push(bytes::Bytes::from(bytes));
     }
     ModelInferRequest {
         model_name: model.into(),

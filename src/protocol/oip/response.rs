@@ -112,7 +112,7 @@ pub fn grpc_outputs(
     outputs: &[(Output, bool)],
     scores: &[f32],
     decisions: &[Decision],
-) -> (Vec<InferOutputTensor>, Vec<Vec<u8>>) {
+) -> (Vec<InferOutputTensor>, Vec<bytes::Bytes>) {
     outputs
         .iter()
         .map(|&(output, _)| {
@@ -123,7 +123,7 @@ pub fn grpc_outputs(
                     shape: vec![scores.len() as i64, 1],
                     ..Default::default()
                 },
-                raw(output, scores, decisions),
+                raw(output, scores, decisions).into(),
             )
         })
         .unzip()

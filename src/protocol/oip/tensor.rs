@@ -434,7 +434,8 @@ fn decode_proto(
                 .iter()
                 .enumerate()
                 .map(|(i, b)| {
-                    String::from_utf8(b.clone())
+                    std::str::from_utf8(b)
+                        .map(str::to_owned)
                         .map_err(|_| invalid(name, format!("element {i} is not UTF-8")))
                 })
                 .collect::<Result<_, _>>()?,
