@@ -100,10 +100,31 @@ if [[ " $* " == *" --overload "* ]]; then
       sleep 0.5
     done > "$OUT/readyz.txt" ) &
   watcher=$!
+  # The accepted requests' server-side latency during this step alone: the difference of the
+  # Prometheus histograms scraped before and after it.
+  curl -s "http://127.0.0.1:$HTTP_PORT/metrics" > "$OUT/metrics-before.txt"
   bench v1 "http://127.0.0.1:$HTTP_PORT" overload --mode open --rate "$rate" --connections 2000 --timeout-ms 5000
+  curl -s "http://127.0.0.1:$HTTP_PORT/metrics" > "$OUT/metrics-after.txt"
   kill "$watcher" 2> /dev/null || true
   echo "readiness during the overload: $(sort "$OUT/readyz.txt" | uniq -c | tr '\n' ' ')"
-  curl -s "http://127.0.0.1:$HTTP_PORT/v1/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin)["stages"]; print("server-side request p50/p99/max us (last 60 s):", s["request"]["last_60s"]["p50"], s["request"]["last_60s"]["p99"], s["request"]["last_60s"]["max"]); print("engine queue p99 us:", s["queue"]["last_60s"]["p99"])'
+  python3 - "$OUT/metrics-before.txt" "$OUT/metrics-after.txt" <<'PY'
+import re, sys
+def buckets(path, name):
+    out = {}
+    for line in open(path):
+        m = re.match(name + r'_bucket\{le="([^"]+)"\} ([0-9.e+]+)', line)
+        if m:
+            out[float(m.group(1))] = float(m.group(2))
+    return out
+for name, what in [("pixguard_request_duration_seconds", "admission to answer"),
+                   ("pixguard_queue_wait_seconds", "engine queue")]:
+    before, after = buckets(sys.argv[1], name), buckets(sys.argv[2], name)
+    delta = sorted((le, after[le] - before.get(le, 0)) for le in after)
+    total = delta[-1][1]
+    def q(p):  # the upper bound of the bucket holding the quantile
+        return next(le for le, n in delta if n >= p * total)
+    print(f"during the overload, {what}: {total:.0f} accepted, p50 <= {q(0.5) * 1e3:g} ms, p99 <= {q(0.99) * 1e3:g} ms")
+PY
   curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | grep -E '^pixguard_responses_total'
   kill -0 "$server" && echo "server still running"
 fi

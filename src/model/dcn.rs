@@ -18,7 +18,7 @@ pub enum Runner {
     Fused(FusedDcn),
     /// Weights resident on a GPU with a two-slot pipeline; one worker thread owns it.
     #[cfg(feature = "cuda")]
-    Cuda(std::sync::Mutex<super::cuda::CudaDcn>),
+    Cuda(Box<std::sync::Mutex<super::cuda::CudaDcn>>),
 }
 
 /// The network and its runner.
@@ -45,7 +45,7 @@ impl DcnModel {
                 let gpu =
                     super::cuda::CudaDcn::new(gpu_id, &reference.to_fused()?, GPU_INITIAL_ROWS)
                         .map_err(|e| candle_core::Error::msg(e.to_string()))?;
-                Runner::Cuda(std::sync::Mutex::new(gpu))
+                Runner::Cuda(Box::new(std::sync::Mutex::new(gpu)))
             }
             _ => Runner::Reference,
         };
