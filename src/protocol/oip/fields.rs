@@ -159,6 +159,22 @@ impl Cells<'_> {
         self.parsed(k, row, Timestamp::parse)
     }
 
+    fn required_time(&self, k: usize, row: usize) -> Result<Timestamp, CellError> {
+        Self::required(k, self.time(k, row)?)
+    }
+
+    fn ispb(&self, k: usize, row: usize) -> Result<Ispb, CellError> {
+        Self::required(k, self.parsed(k, row, Ispb::parse)?)
+    }
+
+    fn flag(&self, k: usize, row: usize) -> Result<bool, CellError> {
+        Self::required(k, self.boolean(k, row))
+    }
+
+    fn required_int(&self, k: usize, row: usize) -> Result<i64, CellError> {
+        Self::required(k, self.int(k, row))
+    }
+
     fn count(&self, k: usize, row: usize) -> Result<u32, CellError> {
         let v = Self::required(k, self.int(k, row))?;
         u32::try_from(v).map_err(|_| (k, format!("must be between 0 and {}, got {v}", u32::MAX)))
@@ -178,39 +194,27 @@ impl Cells<'_> {
                 settlements_90d: self.count(at::SETTLEMENTS, row)?,
                 fraud_markers_30d: self.count(at::FRAUD_MARKERS, row)?,
                 infractions_open: self.count(at::INFRACTIONS, row)?,
-                mule_marker: Self::required(at::MULE, self.boolean(at::MULE, row))?,
+                mule_marker: self.flag(at::MULE, row)?,
             }),
         };
         Ok(Transaction {
             end_to_end_id: Self::required(at::E2E, self.parsed(at::E2E, row, EndToEndId::parse)?)?,
-            accepted_at: Self::required(at::ACCEPTED, self.time(at::ACCEPTED, row)?)?,
-            amount_cents: Self::required(at::AMOUNT, self.int(at::AMOUNT, row))?,
+            accepted_at: self.required_time(at::ACCEPTED, row)?,
+            amount_cents: self.required_int(at::AMOUNT, row)?,
             initiation_form: self.code(at::FORM, row)?,
             purpose: self.code(at::PURPOSE, row)?,
             payer: Payer {
-                ispb: Self::required(
-                    at::PAYER_ISPB,
-                    self.parsed(at::PAYER_ISPB, row, Ispb::parse)?,
-                )?,
+                ispb: self.ispb(at::PAYER_ISPB, row)?,
                 account_type: self.code(at::PAYER_ACCOUNT, row)?,
                 person_type: self.code(at::PAYER_PERSON, row)?,
-                account_opened_at: Self::required(
-                    at::PAYER_OPENED,
-                    self.time(at::PAYER_OPENED, row)?,
-                )?,
+                account_opened_at: self.required_time(at::PAYER_OPENED, row)?,
                 device: crate::transaction::Device {
-                    registered: Self::required(
-                        at::DEVICE_REGISTERED,
-                        self.boolean(at::DEVICE_REGISTERED, row),
-                    )?,
+                    registered: self.flag(at::DEVICE_REGISTERED, row)?,
                     first_seen_at: self.time(at::DEVICE_FIRST_SEEN, row)?,
                 },
             },
             payee: Payee {
-                ispb: Self::required(
-                    at::PAYEE_ISPB,
-                    self.parsed(at::PAYEE_ISPB, row, Ispb::parse)?,
-                )?,
+                ispb: self.ispb(at::PAYEE_ISPB, row)?,
                 account_type: self.code(at::PAYEE_ACCOUNT, row)?,
                 person_type: self.code(at::PAYEE_PERSON, row)?,
                 key_type: self.parsed(at::KEY_TYPE, row, |s| s.parse())?,
@@ -219,15 +223,9 @@ impl Cells<'_> {
                 dict_stats,
             },
             history: History {
-                payee_first_time: Self::required(
-                    at::FIRST_TIME,
-                    self.boolean(at::FIRST_TIME, row),
-                )?,
+                payee_first_time: self.flag(at::FIRST_TIME, row)?,
                 payer_tx_1h: self.count(at::TX_1H, row)?,
-                payer_amount_24h_cents: Self::required(
-                    at::AMOUNT_24H,
-                    self.int(at::AMOUNT_24H, row),
-                )?,
+                payer_amount_24h_cents: self.required_int(at::AMOUNT_24H, row)?,
                 amount_zscore_90d: self.float(at::ZSCORE, row),
             },
         })
