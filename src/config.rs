@@ -130,14 +130,27 @@ impl Default for ModelConfig {
     }
 }
 
-/// Decision threshold overrides; absent: the package's own.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+/// Decision threshold overrides (absent: the package's own) and reason codes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecisionsConfig {
     /// Lowest score held for review.
     pub hold: Option<f64>,
     /// Lowest score rejected.
     pub reject: Option<f64>,
+    /// Reasons on every HOLD and REJECT, and on any answer whose request asks (`explain`); false:
+    /// never. Needs a package that describes its explanations.
+    pub reasons: bool,
+}
+
+impl Default for DecisionsConfig {
+    fn default() -> Self {
+        DecisionsConfig {
+            hold: None,
+            reject: None,
+            reasons: true,
+        }
+    }
 }
 
 /// Log line format.

@@ -551,7 +551,7 @@ async fn spec_bodies(server: &Server) {
         );
     }
     let unknown_output = format!(
-        "{},\"outputs\":[{{\"name\":\"reasons\"}}]}}",
+        "{},\"outputs\":[{{\"name\":\"attention\"}}]}}",
         &with_id[..with_id.len() - 1]
     );
     let before = rows_scored(server).await;
@@ -567,7 +567,7 @@ async fn spec_bodies(server: &Server) {
         v["error"]
             .as_str()
             .unwrap()
-            .contains("unknown output 'reasons'"),
+            .contains("unknown output 'attention'"),
         "{v}"
     );
     assert_eq!(rows_scored(server).await, before, "refused before compute");

@@ -9,19 +9,25 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::explain::Explained;
 use super::{EngineError, Metrics, Scored};
 use crate::features::FeatureBatch;
+use crate::model::explain::Reasons;
 
 /// A request in flight: its rows, and the scores gathered so far.
 pub(super) struct Job {
     pub(super) features: FeatureBatch,
     pub(super) enqueued: Instant,
     pub(super) deadline: Instant,
+    /// Rows scoring at least this get reasons (`None`: no row does).
+    pub(super) explain_from: Option<f64>,
     pub(super) state: Mutex<JobState>,
 }
 
 pub(super) struct JobState {
     pub(super) scores: Vec<f32>,
+    /// Per row, when the job asks for reasons; empty otherwise.
+    pub(super) reasons: Vec<Option<Reasons>>,
     pub(super) remaining: usize,
     pub(super) queue_us: u64,
     pub(super) compute_us: u64,
@@ -33,15 +39,31 @@ pub(super) type Answer = oneshot::Receiver<Result<Scored, EngineError>>;
 
 impl Job {
     /// A job for `features`, enqueued now, and the receiver of its answer.
+    #[cfg(test)]
     pub(super) fn new(features: FeatureBatch, deadline: Instant) -> (Arc<Job>, Answer) {
+        Self::explained(features, deadline, None)
+    }
+
+    /// A job whose rows scoring at least `explain_from` also get reasons.
+    pub(super) fn explained(
+        features: FeatureBatch,
+        deadline: Instant,
+        explain_from: Option<f64>,
+    ) -> (Arc<Job>, Answer) {
         let rows = features.rows;
         let (reply, answer) = oneshot::channel();
         let job = Arc::new(Job {
             features,
             enqueued: Instant::now(),
             deadline,
+            explain_from,
             state: Mutex::new(JobState {
                 scores: vec![0.0; rows],
+                reasons: if explain_from.is_some() {
+                    vec![None; rows]
+                } else {
+                    Vec::new()
+                },
                 remaining: rows,
                 queue_us: 0,
                 compute_us: 0,
@@ -115,16 +137,16 @@ pub(super) fn fail(batch: &Batch, error: &EngineError) {
     }
 }
 
-/// Records the batch and hands each request its scores (or the model's error).
+/// Records the batch and hands each request its scores and reasons (or the model's error).
 pub(super) fn finish(
     metrics: &Metrics,
     batch: Batch,
-    result: Result<&[f32], EngineError>,
+    result: Result<(&[f32], Explained), EngineError>,
     started: Instant,
 ) {
     let compute_us = started.elapsed().as_micros() as u64;
     metrics.batch_size.observe(batch.rows as u64);
-    let out = match result {
+    let (out, mut explained) = match result {
         Ok(out) => out,
         Err(e) => {
             tracing::error!(error = %e, rows = batch.rows, "batch failed");
@@ -136,9 +158,14 @@ pub(super) fn finish(
         .rows_scored
         .fetch_add(batch.rows as u64, Ordering::Relaxed);
     let mut at = 0;
-    for part in &batch.parts {
+    for (index, part) in batch.parts.iter().enumerate() {
         let mut state = part.job.state.lock().unwrap_or_else(|p| p.into_inner());
         state.scores[part.start..part.start + part.len].copy_from_slice(&out[at..at + part.len]);
+        for (row, reasons) in explained.take_part(index) {
+            if let Some(slot) = state.reasons.get_mut(row) {
+                *slot = Some(reasons);
+            }
+        }
         at += part.len;
         state.remaining -= part.len;
         state.compute_us = state.compute_us.max(compute_us);
@@ -153,6 +180,7 @@ pub(super) fn finish(
         {
             let scored = Scored {
                 scores: std::mem::take(&mut state.scores),
+                reasons: std::mem::take(&mut state.reasons),
                 queue_us: state.queue_us,
                 compute_us: state.compute_us,
             };

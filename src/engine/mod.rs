@@ -5,6 +5,7 @@ mod batch;
 mod batcher;
 #[cfg(test)]
 mod batcher_tests;
+mod explain;
 pub mod metrics;
 mod pipeline;
 mod worker;
@@ -21,6 +22,7 @@ use crate::config::EngineConfig;
 use crate::features::FeatureBatch;
 use crate::model::DcnModel;
 use crate::model::device::DeviceKind;
+use crate::model::explain::Reasons;
 
 use batch::Job;
 
@@ -49,6 +51,8 @@ pub enum EngineError {
 pub struct Scored {
     /// One probability per submitted row, in order.
     pub scores: Vec<f32>,
+    /// Per row, its reasons when it needed them; empty when the request asked for none.
+    pub reasons: Vec<Option<Reasons>>,
     /// Enqueue to dispatch of the request's last part, µs.
     pub queue_us: u64,
     /// Longest compute of the batches the request rode in, µs.
@@ -152,10 +156,22 @@ impl Engine {
         features: FeatureBatch,
         deadline: Instant,
     ) -> Result<Scored, EngineError> {
+        self.score_explained(features, deadline, None).await
+    }
+
+    /// As [`Engine::score`], and rows scoring at least `explain_from` also get their reasons
+    /// (when the model's package describes how), computed on the worker in the same batch.
+    pub async fn score_explained(
+        &self,
+        features: FeatureBatch,
+        deadline: Instant,
+        explain_from: Option<f64>,
+    ) -> Result<Scored, EngineError> {
         let rows = features.rows;
         if rows == 0 {
             return Ok(Scored {
                 scores: Vec::new(),
+                reasons: Vec::new(),
                 queue_us: 0,
                 compute_us: 0,
             });
@@ -172,7 +188,7 @@ impl Engine {
                 limit: self.max_queue_rows,
             });
         }
-        let (job, answer) = Job::new(features, deadline);
+        let (job, answer) = Job::explained(features, deadline, explain_from);
         if self.tx.send(Message::Submit(job)).is_err() {
             self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
             return Err(EngineError::ShuttingDown);

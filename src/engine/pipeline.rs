@@ -13,8 +13,10 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::batch::{Batch, Rows, fail, finish};
+use super::explain::{Scratch, explain};
 use super::{EngineError, Message, Metrics};
 use crate::model::Pipelined;
+use crate::model::explain::Occlusion;
 
 struct InFlight<T> {
     batch: Batch,
@@ -23,8 +25,10 @@ struct InFlight<T> {
 }
 
 /// Runs worker `id` over `batches` until the batcher hangs up, then finishes what is in flight.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run<P: Pipelined>(
     model: &mut P,
+    occlusion: Option<&Occlusion>,
     id: usize,
     batches: &Receiver<Batch>,
     batcher: &Sender<Message>,
@@ -36,11 +40,26 @@ pub(super) fn run<P: Pipelined>(
         tracing::error!(error = %e, rows = max_batch_size, "sizing the device buffers");
     }
     let mut in_flight: VecDeque<InFlight<P::Ticket>> = VecDeque::new();
-    let complete = |model: &mut P, rows: &mut Rows, job: InFlight<P::Ticket>| {
+    let mut scratch = Scratch::default();
+    let mut complete = |model: &mut P, rows: &mut Rows, job: InFlight<P::Ticket>| {
         rows.out.resize(job.batch.rows, 0.0);
         let result = model
             .wait(job.ticket, &mut rows.out)
-            .map(|()| &rows.out[..])
+            .and_then(|()| {
+                // The batch's slot is free again: the explanation pass takes it, synchronously.
+                explain(
+                    &job.batch,
+                    &rows.out,
+                    occlusion,
+                    &mut scratch,
+                    max_batch_size,
+                    |n, c, r, out| {
+                        let ticket = model.submit(n, c, r)?;
+                        model.wait(ticket, out)
+                    },
+                )
+            })
+            .map(|explained| (&rows.out[..], explained))
             .map_err(EngineError::Model);
         finish(metrics, job.batch, result, job.submitted);
     };
@@ -330,6 +349,7 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         run(
             model,
+            None,
             7,
             &batch_rx,
             &msg_tx,

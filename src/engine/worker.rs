@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::batch::{Batch, Rows, finish};
+use super::explain::{Scratch, explain};
 use super::{EngineError, Message, Metrics};
 use crate::model::DcnModel;
 
@@ -19,10 +20,11 @@ pub(super) struct Worker {
     batcher: Sender<Message>,
     metrics: Arc<Metrics>,
     test_delay: Duration,
-    /// Sizes the GPU buffers up front, so a batch never waits for an allocation.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    /// Sizes the GPU buffers up front, so a batch never waits for an allocation, and bounds the
+    /// rows of one explanation pass.
     max_batch_size: usize,
     rows: Rows,
+    scratch: Scratch,
 }
 
 impl Worker {
@@ -42,6 +44,7 @@ impl Worker {
             test_delay: Duration::from_micros(test_delay_us),
             max_batch_size,
             rows: Rows::default(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -74,14 +77,26 @@ impl Worker {
         }
         let started = Instant::now();
         let rows = &mut self.rows;
-        let result = self
-            .model
-            .score_host(&rows.numeric, &rows.categorical, batch.rows, &mut rows.out)
-            .map_err(|e| EngineError::Model(e.to_string()));
+        let model = &self.model;
+        let forward = |n: &[f32], c: &[u32], r: usize, out: &mut [f32]| {
+            model.score_host(n, c, r, out).map_err(|e| e.to_string())
+        };
+        let result = forward(&rows.numeric, &rows.categorical, batch.rows, &mut rows.out)
+            .and_then(|()| {
+                explain(
+                    &batch,
+                    &rows.out,
+                    model.occlusion(),
+                    &mut self.scratch,
+                    self.max_batch_size,
+                    forward,
+                )
+            })
+            .map_err(EngineError::Model);
         finish(
             &self.metrics,
             batch,
-            result.map(|()| &self.rows.out[..]),
+            result.map(|explained| (&self.rows.out[..], explained)),
             started,
         );
     }
@@ -105,6 +120,7 @@ impl Worker {
         let mut gpu = gpu.lock().unwrap_or_else(|p| p.into_inner());
         super::pipeline::run(
             &mut *gpu,
+            model.occlusion(),
             id,
             &batches,
             &batcher,

@@ -6,6 +6,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::explain::Occlusion;
 use super::fused::{FusedDcn, FusedDcnOp};
 use super::package::{ModelConfig, ModelPackage, PackageError};
 use super::reference::Reference;
@@ -21,11 +22,12 @@ pub enum Runner {
     Cuda(Box<std::sync::Mutex<super::cuda::CudaDcn>>),
 }
 
-/// The network and its runner.
+/// The network, its runner, and how its scores are explained.
 pub struct DcnModel {
     reference: Reference,
     runner: Runner,
     device: Device,
+    occlusion: Option<Occlusion>,
 }
 
 /// Rows the GPU buffers are sized for at load; they grow for larger batches.
@@ -49,10 +51,18 @@ impl DcnModel {
             }
             _ => Runner::Reference,
         };
+        let occlusion = match &config.explanations {
+            Some(spec) => Some(
+                spec.compile(&config.features)
+                    .map_err(|e| candle_core::Error::msg(e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(DcnModel {
             reference,
             runner,
             device,
+            occlusion,
         })
     }
 
@@ -75,6 +85,11 @@ impl DcnModel {
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// How reasons are computed, when the package describes it.
+    pub fn occlusion(&self) -> Option<&Occlusion> {
+        self.occlusion.as_ref()
     }
 
     /// How this model scores batches.

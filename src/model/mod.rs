@@ -6,6 +6,7 @@
 pub mod cuda;
 pub mod dcn;
 pub mod device;
+pub mod explain;
 pub mod fused;
 pub mod package;
 pub mod pipelined;

@@ -51,6 +51,9 @@ pub enum PackageError {
     /// The architecture does not fit the feature spec.
     #[error("model.json architecture: {0}")]
     Architecture(String),
+    /// The explanations do not fit the feature spec.
+    #[error("model.json explanations: {0}")]
+    Explanations(String),
     /// The decision thresholds are not ordered.
     #[error("model.json thresholds: need 0 < hold < reject < 1, got hold {hold}, reject {reject}")]
     Thresholds { hold: f64, reject: f64 },
@@ -160,6 +163,9 @@ pub struct ModelConfig {
     pub features: FeatureSpec,
     /// Decision thresholds.
     pub thresholds: Thresholds,
+    /// How the model's scores are explained (reason codes); absent: no reasons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanations: Option<super::explain::ExplanationSpec>,
     /// Holdout metrics, free-form.
     #[serde(default)]
     pub metrics: serde_json::Value,
@@ -222,6 +228,9 @@ impl ModelConfig {
         let Thresholds { hold, reject } = self.thresholds;
         if !(0.0 < hold && hold < reject && reject < 1.0) {
             return Err(PackageError::Thresholds { hold, reject });
+        }
+        if let Some(e) = &self.explanations {
+            e.compile(&self.features)?;
         }
         Ok(())
     }

@@ -16,6 +16,9 @@ pub const DEADLINE_HEADER: &str = "x-request-timeout-ms";
 pub struct BatchRequest {
     /// The payments, each validated on its own.
     pub transactions: Vec<Transaction>,
+    /// Reasons on every answer, not only on HOLD and REJECT.
+    #[serde(default)]
+    pub explain: bool,
 }
 
 /// A parsed `/v1/score` body.
@@ -25,6 +28,8 @@ pub struct ScoreRequest {
     pub transactions: Vec<Transaction>,
     /// Whether the body was a batch (answered with `results`) or one transaction.
     pub batch: bool,
+    /// The batch's `explain` (a single transaction asks with `?explain=true`).
+    pub explain: bool,
 }
 
 /// The model that answered.
@@ -36,6 +41,15 @@ pub struct ModelRef {
     pub version: String,
 }
 
+/// One reason a payment scored high: a reason code and how much it added to the score.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReasonOut<'a> {
+    /// Stable code, e.g. `PAYEE_KEY_NEW` (the package's `model.json` describes each).
+    pub code: &'a str,
+    /// The score minus the score with the code's features at their training baseline.
+    pub contribution: f32,
+}
+
 /// One scored payment.
 #[derive(Debug, Serialize)]
 pub struct ScoreResult<'a> {
@@ -45,6 +59,9 @@ pub struct ScoreResult<'a> {
     pub score: f32,
     /// ALLOW, HOLD or REJECT under the thresholds in force.
     pub decision: Decision,
+    /// Why, largest contribution first: on HOLD and REJECT, and on any answer when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<ReasonOut<'a>>>,
     /// Who scored it.
     pub model: &'a ModelRef,
 }
@@ -83,6 +100,7 @@ pub fn parse_request(body: &[u8], limit: usize) -> Result<ScoreRequest, Protocol
         return Ok(ScoreRequest {
             transactions: vec![tx],
             batch: false,
+            explain: false,
         });
     }
     let batch: BatchRequest = parse_json(body).map_err(|e| classify(e, body))?;
@@ -97,6 +115,7 @@ pub fn parse_request(body: &[u8], limit: usize) -> Result<ScoreRequest, Protocol
     Ok(ScoreRequest {
         transactions: batch.transactions,
         batch: true,
+        explain: batch.explain,
     })
 }
 

@@ -29,9 +29,10 @@ pub use error::{Code, GrpcCode, ScoreError};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::features::{FeatureBatch, FeatureExtractor};
+use crate::model::explain::Reasons;
 use crate::model::{Decision, ModelPackage, Thresholds};
 use crate::protocol::oip::Signature;
-use crate::protocol::v1::ModelRef;
+use crate::protocol::v1::{ModelRef, ReasonOut};
 use crate::protocol::{Payload, ProtocolError};
 use crate::transaction::Transaction;
 
@@ -104,6 +105,8 @@ pub struct Scores {
     pub scores: Vec<f32>,
     /// The decision for each score.
     pub decisions: Vec<Decision>,
+    /// Per row, its reasons when it got them (see [`Scoring::reason`]); empty when none did.
+    pub reasons: Vec<Option<Reasons>>,
     /// Enqueue to dispatch of the request's last part, µs.
     pub queue_us: u64,
     /// Longest compute of the batches the request rode in, µs.
@@ -118,6 +121,8 @@ pub struct Scoring {
     signature: Signature,
     engine: Arc<Engine>,
     limits: Limits,
+    /// Reason codes by group, when the package explains its scores and reasons are on.
+    reason_codes: Option<Vec<String>>,
     /// Front-end request metrics.
     pub metrics: metrics::Metrics,
     /// Ready, draining, refusing.
@@ -146,7 +151,14 @@ impl Scoring {
             thresholds.reject
         );
         let features = package.config.features.clone();
+        let reason_codes = package
+            .config
+            .explanations
+            .as_ref()
+            .filter(|_| config.decisions.reasons)
+            .map(|e| e.groups.iter().map(|g| g.code.clone()).collect());
         Ok(Scoring {
+            reason_codes,
             signature: Signature::new(&features),
             extractor: FeatureExtractor::new(features)?,
             thresholds,
@@ -226,11 +238,17 @@ impl Scoring {
         self.lifecycle.ready() && !self.lifecycle.draining() && self.live()
     }
 
-    /// Scores what a request carries.
-    pub async fn score(&self, payload: Payload, deadline: Instant) -> Result<Scores, ScoreError> {
+    /// Scores what a request carries; with `explain`, every row gets its reasons, not only the
+    /// held and rejected ones.
+    pub async fn score(
+        &self,
+        payload: Payload,
+        deadline: Instant,
+        explain: bool,
+    ) -> Result<Scores, ScoreError> {
         match payload {
-            Payload::Transactions(txs) => self.score_transactions(&txs, deadline).await,
-            Payload::Features(batch) => self.score_features(batch, deadline).await,
+            Payload::Transactions(txs) => self.score_transactions(&txs, deadline, explain).await,
+            Payload::Features(batch) => self.score_features(batch, deadline, explain).await,
         }
     }
 
@@ -239,9 +257,10 @@ impl Scoring {
         &self,
         txs: &[Transaction],
         deadline: Instant,
+        explain: bool,
     ) -> Result<Scores, ScoreError> {
         self.check_rows(txs.len())?;
-        self.score_features(self.extractor.extract(txs), deadline)
+        self.score_features(self.extractor.extract(txs), deadline, explain)
             .await
     }
 
@@ -250,9 +269,21 @@ impl Scoring {
         &self,
         batch: FeatureBatch,
         deadline: Instant,
+        explain: bool,
     ) -> Result<Scores, ScoreError> {
         self.check_rows(batch.rows)?;
-        let scored = self.engine.score(batch, deadline).await?;
+        // Reasons from the HOLD threshold up (`Thresholds::decide`'s own comparison), or for all.
+        let explain_from = self.reason_codes.as_ref().map(|_| {
+            if explain {
+                f64::NEG_INFINITY
+            } else {
+                self.thresholds.hold
+            }
+        });
+        let scored = self
+            .engine
+            .score_explained(batch, deadline, explain_from)
+            .await?;
         let decisions = scored
             .scores
             .iter()
@@ -261,9 +292,36 @@ impl Scoring {
         Ok(Scores {
             scores: scored.scores,
             decisions,
+            reasons: scored.reasons,
             queue_us: scored.queue_us,
             compute_us: scored.compute_us,
         })
+    }
+
+    /// Row `row`'s reasons as (code, contribution), largest first; `None` when it got none.
+    pub fn reason<'a>(&'a self, scores: &'a Scores, row: usize) -> Option<Vec<ReasonOut<'a>>> {
+        let codes = self.reason_codes.as_ref()?;
+        let reasons = scores.reasons.get(row)?.as_ref()?;
+        Some(
+            reasons
+                .iter()
+                .map(|r| ReasonOut {
+                    code: codes.get(usize::from(r.group)).map_or("", String::as_str),
+                    contribution: r.contribution,
+                })
+                .collect(),
+        )
+    }
+
+    /// Each row's reasons as JSON text (`[]` when it got none): the OIP `reasons` output.
+    pub fn reason_texts(&self, scores: &Scores) -> Vec<String> {
+        (0..scores.scores.len())
+            .map(|row| {
+                let reasons = self.reason(scores, row).unwrap_or_default();
+                // A list of plain structs of a string and a float always serialises.
+                serde_json::to_string(&reasons).unwrap_or_else(|_| "[]".into())
+            })
+            .collect()
     }
 
     fn check_rows(&self, rows: usize) -> Result<(), ScoreError> {

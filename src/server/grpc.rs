@@ -14,7 +14,9 @@ use super::oip::{model_config, statistics};
 use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceService;
 use crate::protocol::grpc::model_metadata_response::TensorMetadata;
 use crate::protocol::grpc::*;
-use crate::protocol::oip::{EXTENSIONS, PLATFORM, SERVER_NAME, Tensor, TensorData, grpc_outputs};
+use crate::protocol::oip::{
+    Answers, EXTENSIONS, Output, PLATFORM, SERVER_NAME, Tensor, TensorData, grpc_outputs,
+};
 use crate::scoring::{Api, ScoreError};
 
 pub use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceServiceServer;
@@ -285,8 +287,26 @@ impl Inference {
             })
             .collect();
         let payload = signature.decode_inputs(&tensors, scoring.limits().max_rows_per_request)?;
-        let scored = scoring.score(payload, scoring.deadline(timeout)).await?;
-        let (outputs, raw) = grpc_outputs(&outputs, &scored.scores, &scored.decisions);
+        let explain = r.parameters.get("explain").is_some_and(|p| {
+            matches!(
+                p.parameter_choice,
+                Some(infer_parameter::ParameterChoice::BoolParam(true))
+            )
+        });
+        let scored = scoring
+            .score(payload, scoring.deadline(timeout), explain)
+            .await?;
+        let reasons = if outputs.iter().any(|(o, _)| *o == Output::Reasons) {
+            scoring.reason_texts(&scored)
+        } else {
+            Vec::new()
+        };
+        let answers = Answers {
+            scores: &scored.scores,
+            decisions: &scored.decisions,
+            reasons: &reasons,
+        };
+        let (outputs, raw) = grpc_outputs(&outputs, &answers);
         Ok(ModelInferResponse {
             model_name: scoring.model().name.clone(),
             model_version: scoring.model().version.clone(),

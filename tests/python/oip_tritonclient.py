@@ -98,7 +98,7 @@ def main():
     model = client.get_model_metadata(MODEL)
     names = {i["name"]: i for i in model["inputs"]}
     expect(len(names) == len(FIELDS) + 2 and names["features"]["shape"][0] == -1, f"inputs {names.keys()}")
-    expect([o["name"] for o in model["outputs"]] == ["score", "decision"], "outputs")
+    expect([o["name"] for o in model["outputs"]] == ["score", "decision", "reasons"], "outputs")
     version = model["versions"][0]
     expect(client.get_model_metadata(MODEL, model_version=version)["name"] == MODEL, "versioned metadata")
 
@@ -122,6 +122,18 @@ def main():
             expect(worst <= 1e-6, f"fields rows={rows} binary={binary}: max diff {worst}")
             expect(decision == want_decisions[:rows], f"fields rows={rows} binary={binary}: decisions differ")
             print(f"fields mode, {rows} rows, binary={binary}: max |oip - pixguard score| = {worst:.2e}")
+
+    # Reasons: a BYTES output of JSON text, a list on every HOLD and REJECT, empty on ALLOW.
+    for binary in (False, True):
+        result = client.infer(MODEL, field_inputs(txs, binary),
+                              outputs=[httpclient.InferRequestedOutput("reasons", binary_data=binary)])
+        reasons = [json.loads(r.decode() if isinstance(r, bytes) else r) for r in result.as_numpy("reasons").reshape(-1)]
+        flagged = [i for i, d in enumerate(want_decisions) if d != "ALLOW"]
+        expect(flagged and all(reasons[i] and all(r["contribution"] > 0 for r in reasons[i]) for i in flagged),
+               f"binary={binary}: a HOLD or REJECT row without reasons")
+        expect(all(not reasons[i] for i, d in enumerate(want_decisions) if d == "ALLOW"),
+               f"binary={binary}: reasons on an ALLOW row that did not ask")
+        print(f"reasons, binary={binary}: on all {len(flagged)} HOLD/REJECT rows of 1000, none on ALLOW")
 
     features = subprocess.run([args.pixguard, "features", "--model", args.model, "--format", "csv"],
                               input=plain, check=True, capture_output=True).stdout.decode()
@@ -162,7 +174,7 @@ def main():
     expect(g.is_server_live() and g.is_server_ready() and g.is_model_ready(MODEL), "grpc health")
     expect(g.get_server_metadata().name == "pixguard", "grpc server metadata")
     gmeta = g.get_model_metadata(MODEL, model_version=version)
-    expect(len(gmeta.inputs) == len(FIELDS) + 2 and [o.name for o in gmeta.outputs] == ["score", "decision"],
+    expect(len(gmeta.inputs) == len(FIELDS) + 2 and [o.name for o in gmeta.outputs] == ["score", "decision", "reasons"],
            "grpc model metadata")
     for rows in (1, 1000):
         result = g.infer(MODEL, field_inputs(txs[:rows], True, grpcclient), model_version=version)

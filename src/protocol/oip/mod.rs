@@ -14,7 +14,7 @@ mod tensor;
 
 pub use binary::{HEADER_LENGTH, encode_bytes, nan_literals_to_null, split_body};
 pub use request::{InferRequest, RequestInput, RequestedOutput};
-pub use response::{grpc_outputs, http_body};
+pub use response::{Answers, grpc_outputs, http_body};
 pub use tensor::{Column, Datatype, Tensor, TensorData, decode};
 
 use super::{Payload, ProtocolError};
@@ -72,17 +72,20 @@ pub enum Output {
     Score,
     /// ALLOW, HOLD or REJECT, BYTES `[N, 1]`.
     Decision,
+    /// The row's reasons as JSON text (`[{"code", "contribution"}, …]`, `[]` for none), BYTES `[N, 1]`.
+    Reasons,
 }
 
 impl Output {
     /// Every output, in the order an unselective request gets them.
-    pub const ALL: [Output; 2] = [Output::Score, Output::Decision];
+    pub const ALL: [Output; 3] = [Output::Score, Output::Decision, Output::Reasons];
 
     /// The output's name.
     pub fn name(self) -> &'static str {
         match self {
             Output::Score => "score",
             Output::Decision => "decision",
+            Output::Reasons => "reasons",
         }
     }
 
@@ -90,7 +93,7 @@ impl Output {
     pub fn datatype(self) -> Datatype {
         match self {
             Output::Score => Datatype::Fp32,
-            Output::Decision => Datatype::Bytes,
+            Output::Decision | Output::Reasons => Datatype::Bytes,
         }
     }
 
@@ -184,7 +187,10 @@ impl Signature {
                 Output::named(name).map(|o| (o, binary)).ok_or_else(|| {
                     ProtocolError::invalid(
                         format!("outputs[{i}]"),
-                        format!("unknown output '{name}' (the model has 'score' and 'decision')"),
+                        format!(
+                            "unknown output '{name}' (the model has 'score', 'decision' and \
+                             'reasons')"
+                        ),
                     )
                 })
             })

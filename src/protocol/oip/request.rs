@@ -69,6 +69,11 @@ impl InferRequest {
             .collect()
     }
 
+    /// `explain`: reasons for every row, not only the held and rejected ones.
+    pub fn explain(&self) -> bool {
+        flag(&self.parameters, "explain").unwrap_or(false)
+    }
+
     /// `binary_data_output`: whether outputs go binary unless they say otherwise.
     pub fn binary_output(&self) -> bool {
         flag(&self.parameters, "binary_data_output").unwrap_or(false)

@@ -1,5 +1,5 @@
 //! The `infer` response: JSON (`$inference_response`, with binary outputs appended when asked) and
-//! gRPC (`raw_output_contents`), from the same scores and decisions.
+//! gRPC (`raw_output_contents`), from the same scores, decisions and reasons.
 
 use serde::Serialize;
 
@@ -37,17 +37,35 @@ struct BinarySize {
 #[serde(untagged)]
 enum Data<'a> {
     Scores(&'a [f32]),
-    Decisions(Vec<&'static str>),
+    Texts(Vec<&'a str>),
 }
 
-fn decision_names(decisions: &[Decision]) -> Vec<&'static str> {
-    decisions.iter().map(|d| d.as_str()).collect()
+/// What the outputs are made of, row by row.
+pub struct Answers<'a> {
+    /// Fraud probabilities.
+    pub scores: &'a [f32],
+    /// Their decisions.
+    pub decisions: &'a [Decision],
+    /// Each row's reasons as JSON text (a row past the end has none: `[]`); only read when the
+    /// `reasons` output is selected.
+    pub reasons: &'a [String],
 }
 
-fn raw(output: Output, scores: &[f32], decisions: &[Decision]) -> Vec<u8> {
-    match output {
-        Output::Score => scores.iter().flat_map(|s| s.to_le_bytes()).collect(),
-        Output::Decision => encode_bytes(&decision_names(decisions)),
+impl<'a> Answers<'a> {
+    fn texts(&self, output: Output) -> Vec<&'a str> {
+        match output {
+            Output::Decision => self.decisions.iter().map(|d| d.as_str()).collect(),
+            _ => (0..self.scores.len())
+                .map(|i| self.reasons.get(i).map_or("[]", String::as_str))
+                .collect(),
+        }
+    }
+
+    fn raw(&self, output: Output) -> Vec<u8> {
+        match output {
+            Output::Score => self.scores.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            _ => encode_bytes(&self.texts(output)),
+        }
     }
 }
 
@@ -57,16 +75,15 @@ pub fn http_body(
     model: (&str, &str),
     id: Option<&str>,
     outputs: &[(Output, bool)],
-    scores: &[f32],
-    decisions: &[Decision],
+    answers: &Answers<'_>,
 ) -> (Vec<u8>, Option<usize>) {
-    let rows = scores.len();
+    let rows = answers.scores.len();
     let mut tail: Vec<u8> = Vec::new();
     let outputs = outputs
         .iter()
         .map(|&(output, binary)| {
             let (parameters, data) = if binary {
-                let bytes = raw(output, scores, decisions);
+                let bytes = answers.raw(output);
                 let size = bytes.len();
                 tail.extend_from_slice(&bytes);
                 (
@@ -77,8 +94,8 @@ pub fn http_body(
                 )
             } else {
                 let data = match output {
-                    Output::Score => Data::Scores(scores),
-                    Output::Decision => Data::Decisions(decision_names(decisions)),
+                    Output::Score => Data::Scores(answers.scores),
+                    _ => Data::Texts(answers.texts(output)),
                 };
                 (None, Some(data))
             };
@@ -110,8 +127,7 @@ pub fn http_body(
 /// gRPC output tensors and their raw contents, in the requested order.
 pub fn grpc_outputs(
     outputs: &[(Output, bool)],
-    scores: &[f32],
-    decisions: &[Decision],
+    answers: &Answers<'_>,
 ) -> (Vec<InferOutputTensor>, Vec<bytes::Bytes>) {
     outputs
         .iter()
@@ -120,10 +136,10 @@ pub fn grpc_outputs(
                 InferOutputTensor {
                     name: output.name().into(),
                     datatype: output.datatype().as_str().into(),
-                    shape: vec![scores.len() as i64, 1],
+                    shape: vec![answers.scores.len() as i64, 1],
                     ..Default::default()
                 },
-                raw(output, scores, decisions).into(),
+                answers.raw(output).into(),
             )
         })
         .unzip()

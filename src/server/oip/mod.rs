@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::error::HttpError;
 use super::{AppState, body_error, timeout, timing};
 use crate::protocol::oip::{
-    EXTENSIONS, HEADER_LENGTH, PLATFORM, SERVER_NAME, http_body, split_body,
+    Answers, EXTENSIONS, HEADER_LENGTH, Output, PLATFORM, SERVER_NAME, http_body, split_body,
 };
 use crate::scoring::Api;
 
@@ -144,14 +144,23 @@ pub async fn infer(
             scoring.limits().max_rows_per_request,
         )?;
         let deadline = scoring.deadline(timeout(&headers));
-        let scored = scoring.score(payload, deadline).await?;
+        let scored = scoring.score(payload, deadline, request.explain()).await?;
         let model = scoring.model();
+        let reasons = if outputs.iter().any(|(o, _)| *o == Output::Reasons) {
+            scoring.reason_texts(&scored)
+        } else {
+            Vec::new()
+        };
+        let answers = Answers {
+            scores: &scored.scores,
+            decisions: &scored.decisions,
+            reasons: &reasons,
+        };
         let (bytes, json_length) = http_body(
             (&model.name, &model.version),
             request.id.as_deref(),
             &outputs,
-            &scored.scores,
-            &scored.decisions,
+            &answers,
         );
         let mut response = bytes.into_response();
         let headers = response.headers_mut();

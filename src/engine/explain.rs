@@ -1,0 +1,87 @@
+//! Reasons, on the worker that scored the batch: once a batch's scores are in, the rows whose
+//! request asked for reasons at that score are occluded group by group (the package's method,
+//! `model::explain`) and scored together in one more pass of the same model, in chunks of at most
+//! one batch's rows. Rows that need no reasons cost nothing.
+
+use super::batch::Batch;
+use crate::model::explain::{Occlusion, Reasons};
+
+/// Reasons found for a batch: (index of the part in the batch, row within its job, reasons).
+#[derive(Default)]
+pub(super) struct Explained(Vec<(usize, usize, Reasons)>);
+
+impl Explained {
+    /// Takes the reasons of part `index` (they are in part order).
+    pub(super) fn take_part(
+        &mut self,
+        index: usize,
+    ) -> impl Iterator<Item = (usize, Reasons)> + '_ {
+        let end = self.0.iter().take_while(|(p, _, _)| *p == index).count();
+        self.0.drain(..end).map(|(_, row, reasons)| (row, reasons))
+    }
+}
+
+/// Buffers reused across batches.
+#[derive(Default)]
+pub(super) struct Scratch {
+    numeric: Vec<f32>,
+    categorical: Vec<u32>,
+    out: Vec<f32>,
+}
+
+/// The reasons of every row of `batch` (scored `scores`) whose job asks for them, computed with
+/// `forward` (the worker's model: host rows in, scores out) over at most `chunk` rows at a time.
+pub(super) fn explain(
+    batch: &Batch,
+    scores: &[f32],
+    occlusion: Option<&Occlusion>,
+    scratch: &mut Scratch,
+    chunk: usize,
+    mut forward: impl FnMut(&[f32], &[u32], usize, &mut [f32]) -> Result<(), String>,
+) -> Result<Explained, String> {
+    let Some(occlusion) = occlusion else {
+        return Ok(Explained::default());
+    };
+    // (part, row in its job, row in the batch) of every row that needs reasons.
+    let mut wanted = Vec::new();
+    let mut at = 0;
+    for (index, part) in batch.parts.iter().enumerate() {
+        if let Some(from) = part.job.explain_from {
+            for i in 0..part.len {
+                if f64::from(scores[at + i]) >= from {
+                    wanted.push((index, part.start + i, at + i));
+                }
+            }
+        }
+        at += part.len;
+    }
+    if wanted.is_empty() {
+        return Ok(Explained::default());
+    }
+    let groups = occlusion.groups();
+    // Whole rows per chunk: every occluded copy of a row is scored in the same pass.
+    let per_chunk = (chunk / groups).max(1);
+    let mut explained = Vec::with_capacity(wanted.len());
+    for rows in wanted.chunks(per_chunk) {
+        scratch.numeric.clear();
+        scratch.categorical.clear();
+        for &(index, row, _) in rows {
+            let f = &batch.parts[index].job.features;
+            occlusion.occlude(
+                &f.numeric[row * f.n_numeric..(row + 1) * f.n_numeric],
+                &f.categorical[row * f.n_categorical..(row + 1) * f.n_categorical],
+                &mut scratch.numeric,
+                &mut scratch.categorical,
+            );
+        }
+        let n = rows.len() * groups;
+        scratch.out.clear();
+        scratch.out.resize(n, 0.0);
+        forward(&scratch.numeric, &scratch.categorical, n, &mut scratch.out)?;
+        for (k, &(index, row, in_batch)) in rows.iter().enumerate() {
+            let occluded = &scratch.out[k * groups..(k + 1) * groups];
+            explained.push((index, row, occlusion.reasons(scores[in_batch], occluded)));
+        }
+    }
+    Ok(Explained(explained))
+}

@@ -1,0 +1,216 @@
+//! Reason codes: why a payment scored high, as the package describes it (`model.json`
+//! `explanations`) and as the PyTorch reference computes it (`models/train/explain.py`).
+//!
+//! The method is group occlusion: every input feature belongs to one named group; a group's
+//! contribution to a row's score is the score minus the score of the same row with that group's
+//! features set to their training baseline (a numeric feature to 0, its standardised training mean;
+//! a categorical one to its most frequent training category). It is exact for this network (no
+//! sampling or linearisation) and costs one forward per group for the rows that need reasons, in
+//! one extra batch. The reasons are the groups with a positive contribution, largest first, at
+//! most [`MAX_REASONS`].
+
+use serde::{Deserialize, Serialize};
+
+use super::PackageError;
+use crate::features::FeatureSpec;
+
+/// Reasons given per explained row.
+pub const MAX_REASONS: usize = 3;
+
+/// `model.json` `explanations`: the method, and the groups with their codes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplanationSpec {
+    /// Always `occlusion`.
+    pub method: ExplanationMethod,
+    /// The groups; together they cover every input feature once.
+    pub groups: Vec<ReasonGroup>,
+    /// Baseline category index of each categorical feature (its most frequent training value).
+    pub categorical_baselines: std::collections::BTreeMap<String, u32>,
+}
+
+/// The attribution methods pixguard implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExplanationMethod {
+    /// Each group set to its training baseline, one forward per group.
+    Occlusion,
+}
+
+/// One reason code and the features behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonGroup {
+    /// Stable code, e.g. `PAYEE_KEY_NEW`.
+    pub code: String,
+    /// What it means, in an analyst's words.
+    pub description: String,
+    /// Names of the group's numeric features.
+    #[serde(default)]
+    pub numeric: Vec<String>,
+    /// Names of the group's categorical features.
+    #[serde(default)]
+    pub categorical: Vec<String>,
+}
+
+/// One reason given for a row: its group (index into the spec's groups) and contribution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reason {
+    /// Index of the group in [`ExplanationSpec::groups`].
+    pub group: u16,
+    /// Score minus the score with the group at its baseline.
+    pub contribution: f32,
+}
+
+/// The reasons of one row, largest contribution first.
+pub type Reasons = Vec<Reason>;
+
+/// The spec resolved against the feature layout: column indices per group.
+#[derive(Debug, Clone)]
+pub struct Occlusion {
+    codes: Vec<String>,
+    numeric: Vec<Vec<usize>>,
+    categorical: Vec<Vec<(usize, u32)>>,
+    n_numeric: usize,
+    n_categorical: usize,
+}
+
+impl ExplanationSpec {
+    /// Checks the spec against the features and resolves it; every feature in exactly one group.
+    pub fn compile(&self, features: &FeatureSpec) -> Result<Occlusion, PackageError> {
+        let err = |m: String| PackageError::Explanations(m);
+        let numeric_names: Vec<&str> = features.numeric.iter().map(|f| f.name.as_str()).collect();
+        let categorical = &features.categorical;
+        let mut numeric_seen = vec![false; numeric_names.len()];
+        let mut categorical_seen = vec![false; categorical.len()];
+        let mut codes = Vec::new();
+        let (mut numeric_groups, mut categorical_groups) = (Vec::new(), Vec::new());
+        if self.groups.is_empty() || self.groups.len() > usize::from(u16::MAX) {
+            return Err(err(format!("{} groups", self.groups.len())));
+        }
+        for g in &self.groups {
+            if g.code.is_empty() || codes.contains(&g.code) {
+                return Err(err(format!("group code '{}' empty or repeated", g.code)));
+            }
+            let mut columns = Vec::new();
+            for name in &g.numeric {
+                let k = numeric_names
+                    .iter()
+                    .position(|n| n == name)
+                    .ok_or_else(|| err(format!("{}: no numeric feature '{name}'", g.code)))?;
+                if std::mem::replace(&mut numeric_seen[k], true) {
+                    return Err(err(format!("numeric feature '{name}' in two groups")));
+                }
+                columns.push(k);
+            }
+            let mut cats = Vec::new();
+            for name in &g.categorical {
+                let k = categorical
+                    .iter()
+                    .position(|f| &f.name == name)
+                    .ok_or_else(|| err(format!("{}: no categorical feature '{name}'", g.code)))?;
+                if std::mem::replace(&mut categorical_seen[k], true) {
+                    return Err(err(format!("categorical feature '{name}' in two groups")));
+                }
+                let baseline = *self
+                    .categorical_baselines
+                    .get(name)
+                    .ok_or_else(|| err(format!("no baseline for categorical feature '{name}'")))?;
+                if baseline as usize >= categorical[k].cardinality() {
+                    return Err(err(format!(
+                        "baseline {baseline} of '{name}' is outside its {} categories",
+                        categorical[k].cardinality()
+                    )));
+                }
+                cats.push((k, baseline));
+            }
+            if columns.is_empty() && cats.is_empty() {
+                return Err(err(format!("group {} has no features", g.code)));
+            }
+            codes.push(g.code.clone());
+            numeric_groups.push(columns);
+            categorical_groups.push(cats);
+        }
+        let missing: Vec<&str> = numeric_names
+            .iter()
+            .zip(&numeric_seen)
+            .filter(|(_, seen)| !**seen)
+            .map(|(n, _)| *n)
+            .chain(
+                categorical
+                    .iter()
+                    .zip(&categorical_seen)
+                    .filter(|(_, seen)| !**seen)
+                    .map(|(f, _)| f.name.as_str()),
+            )
+            .collect();
+        if !missing.is_empty() {
+            return Err(err(format!("features in no group: {}", missing.join(", "))));
+        }
+        Ok(Occlusion {
+            codes,
+            numeric: numeric_groups,
+            categorical: categorical_groups,
+            n_numeric: numeric_names.len(),
+            n_categorical: categorical.len(),
+        })
+    }
+}
+
+impl Occlusion {
+    /// Number of groups: occluded rows per explained row.
+    pub fn groups(&self) -> usize {
+        self.codes.len()
+    }
+
+    /// The code of group `g`.
+    pub fn code(&self, g: u16) -> &str {
+        self.codes.get(usize::from(g)).map_or("", String::as_str)
+    }
+
+    /// Appends one row per group to `numeric` and `categorical`: the given row with that group's
+    /// features at their baselines.
+    pub fn occlude(
+        &self,
+        numeric_row: &[f32],
+        categorical_row: &[u32],
+        numeric: &mut Vec<f32>,
+        categorical: &mut Vec<u32>,
+    ) {
+        debug_assert_eq!(numeric_row.len(), self.n_numeric);
+        debug_assert_eq!(categorical_row.len(), self.n_categorical);
+        for (columns, cats) in self.numeric.iter().zip(&self.categorical) {
+            let start = numeric.len();
+            numeric.extend_from_slice(numeric_row);
+            for &k in columns {
+                numeric[start + k] = 0.0;
+            }
+            let start = categorical.len();
+            categorical.extend_from_slice(categorical_row);
+            for &(k, baseline) in cats {
+                categorical[start + k] = baseline;
+            }
+        }
+    }
+
+    /// The reasons of a row scored `score` whose occluded rows scored `occluded` (one per group):
+    /// the positive contributions, largest first (ties in group order), at most [`MAX_REASONS`].
+    pub fn reasons(&self, score: f32, occluded: &[f32]) -> Reasons {
+        let mut all: Vec<Reason> = occluded
+            .iter()
+            .enumerate()
+            .map(|(g, &s)| Reason {
+                group: g as u16,
+                contribution: score - s,
+            })
+            .filter(|r| r.contribution > 0.0)
+            .collect();
+        all.sort_by(|a, b| {
+            b.contribution
+                .total_cmp(&a.contribution)
+                .then(a.group.cmp(&b.group))
+        });
+        all.truncate(MAX_REASONS);
+        all
+    }
+}
