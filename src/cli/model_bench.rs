@@ -6,7 +6,9 @@
 //! host staging (id check, pinned buffer fill), the upload and the forward (kernels and products)
 //! from CUDA events; Candle's generic ops on the same device (the plain candle-nn layers the fused
 //! paths replace); and on a GPU the two-slot pipeline (batch N+1 uploaded while N computes), which
-//! is how the server runs it.
+//! is how the server runs it. With a package that explains its scores, the last column is the cost
+//! of reason codes per explained row: its occluded copies (one per reason group) built, scored in
+//! one pass of the same path, and ranked.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -61,6 +63,9 @@ struct Row {
     /// Mean µs per batch with two batches in flight (GPU only).
     pipelined_us: Option<f64>,
     pipelined_rows_per_s: Option<f64>,
+    /// Median µs per row to explain every row of the batch (reason codes), when the package
+    /// describes how.
+    explain_us_per_row: Option<f64>,
     iterations: usize,
 }
 
@@ -95,7 +100,7 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         package.config.name, selected.description
     );
     println!(
-        "{:>7} {:>12} {:>14} {:>10} {:>9} {:>11} {:>12} {:>14} {:>13} {:>14}",
+        "{:>7} {:>12} {:>14} {:>10} {:>9} {:>11} {:>12} {:>14} {:>13} {:>14} {:>15}",
         "batch",
         "fused µs",
         "fused rows/s",
@@ -105,7 +110,8 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         "candle µs",
         "candle rows/s",
         "pipelined µs",
-        "pipelined r/s"
+        "pipelined r/s",
+        "explain µs/row"
     );
     let mut table = Vec::new();
     for &b in &batches {
@@ -137,6 +143,34 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
             )
         };
         let pipelined_us = pipelined(&model, numeric, categorical, b, budget)?;
+        let explain_us_per_row = match model.occlusion() {
+            Some(occlusion) => {
+                let groups = occlusion.groups();
+                let (mut n, mut c, mut o) = (Vec::new(), Vec::new(), Vec::new());
+                let (us, _) = median_us(budget, || {
+                    n.clear();
+                    c.clear();
+                    for r in 0..b {
+                        occlusion.occlude(
+                            &numeric[r * nn..(r + 1) * nn],
+                            &categorical[r * nc..(r + 1) * nc],
+                            &mut n,
+                            &mut c,
+                        );
+                    }
+                    o.resize(b * groups, 0.0);
+                    model.score_host(&n, &c, b * groups, &mut o)?;
+                    for r in 0..b {
+                        std::hint::black_box(
+                            occlusion.reasons(out[r], &o[r * groups..(r + 1) * groups]),
+                        );
+                    }
+                    Ok(())
+                })?;
+                Some(us / b as f64)
+            }
+            None => None,
+        };
         let per_s = |us: f64| b as f64 / (us * 1e-6);
         let row = Row {
             batch: b,
@@ -149,12 +183,13 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
             candle_rows_per_s: candle_us.map(per_s),
             pipelined_us,
             pipelined_rows_per_s: pipelined_us.map(per_s),
+            explain_us_per_row,
             iterations,
         };
         let opt =
             |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
         println!(
-            "{:>7} {:>12.1} {:>14.0} {:>10} {:>9} {:>11} {:>12} {:>14} {:>13} {:>14}",
+            "{:>7} {:>12.1} {:>14.0} {:>10} {:>9} {:>11} {:>12} {:>14} {:>13} {:>14} {:>15}",
             b,
             row.fused_us,
             row.fused_rows_per_s,
@@ -165,6 +200,7 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
             opt(row.candle_rows_per_s, 0),
             opt(row.pipelined_us, 1),
             opt(row.pipelined_rows_per_s, 0),
+            opt(row.explain_us_per_row, 2),
         );
         table.push(row);
     }

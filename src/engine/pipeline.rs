@@ -336,6 +336,14 @@ mod tests {
 
     /// Hands out batches the way the batcher does: one to an idle worker, the next on `Idle`.
     fn drive(model: &mut TwoSlots, batches: Vec<Batch>) -> Metrics {
+        drive_explained(model, None, batches)
+    }
+
+    fn drive_explained(
+        model: &mut TwoSlots,
+        occlusion: Option<&Occlusion>,
+        batches: Vec<Batch>,
+    ) -> Metrics {
         let (batch_tx, batch_rx) = crossbeam_channel::bounded(1);
         let (msg_tx, msg_rx) = crossbeam_channel::unbounded();
         let feeder = std::thread::spawn(move || {
@@ -349,7 +357,7 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         run(
             model,
-            None,
+            occlusion,
             7,
             &batch_rx,
             &msg_tx,
@@ -380,6 +388,53 @@ mod tests {
         }
         // Each batch "computes" for 3 ms: the next one arrives meanwhile and is submitted beside it.
         assert_eq!(model.max_in_flight, 2);
+    }
+
+    #[test]
+    fn rows_that_ask_get_the_reasons_of_their_occluded_scores_through_the_slots() {
+        // Two groups over the small net: the numeric columns 0–1, and column 2 with the category.
+        let occlusion = Occlusion::from_groups(
+            vec![
+                ("A".into(), vec![0, 1], vec![]),
+                ("B".into(), vec![2], vec![(0, 4)]),
+            ],
+            3,
+            1,
+        );
+        let mut model = TwoSlots::new(Duration::from_millis(1));
+        let (asked, mut answer_asked) = {
+            let features = job(5, 30).0.features.clone();
+            Job::explained(
+                features,
+                Instant::now() + Duration::from_secs(60),
+                Some(f64::NEG_INFINITY),
+            )
+        };
+        let (plain, mut answer_plain) = job(6, 20);
+        // Both in one batch of 40 and the rest in another: the explanation pass runs while the
+        // second batch is in flight, in chunks of whole rows (64 rows: 32 rows × 2 groups).
+        let all = batches(&[asked.clone(), plain], 40);
+        drive_explained(&mut model, Some(&occlusion), all);
+        let got = answer_asked.try_recv().unwrap().unwrap();
+        let f = &asked.features;
+        for row in 0..f.rows {
+            let (mut n, mut c) = (Vec::new(), Vec::new());
+            occlusion.occlude(
+                &f.numeric[row * 3..(row + 1) * 3],
+                &f.categorical[row..row + 1],
+                &mut n,
+                &mut c,
+            );
+            let mut occluded = vec![0.0; 2];
+            model.net.run(&n, &c, 2, &mut occluded).unwrap();
+            let want = occlusion.reasons(got.scores[row], &occluded);
+            assert_eq!(got.reasons[row].as_ref(), Some(&want), "row {row}");
+        }
+        let plain = answer_plain.try_recv().unwrap().unwrap();
+        assert!(
+            plain.reasons.is_empty(),
+            "a job that asked for none gets none"
+        );
     }
 
     #[test]

@@ -147,17 +147,42 @@ impl ExplanationSpec {
         if !missing.is_empty() {
             return Err(err(format!("features in no group: {}", missing.join(", "))));
         }
-        Ok(Occlusion {
-            codes,
-            numeric: numeric_groups,
-            categorical: categorical_groups,
-            n_numeric: numeric_names.len(),
-            n_categorical: categorical.len(),
-        })
+        let groups = codes
+            .into_iter()
+            .zip(numeric_groups)
+            .zip(categorical_groups)
+            .map(|((c, n), k)| (c, n, k))
+            .collect();
+        Ok(Occlusion::from_groups(
+            groups,
+            numeric_names.len(),
+            categorical.len(),
+        ))
     }
 }
 
 impl Occlusion {
+    /// An occlusion from resolved groups: (code, numeric columns, (categorical column, baseline)).
+    pub(crate) fn from_groups(
+        groups: Vec<(String, Vec<usize>, Vec<(usize, u32)>)>,
+        n_numeric: usize,
+        n_categorical: usize,
+    ) -> Occlusion {
+        let mut o = Occlusion {
+            codes: Vec::new(),
+            numeric: Vec::new(),
+            categorical: Vec::new(),
+            n_numeric,
+            n_categorical,
+        };
+        for (code, numeric, categorical) in groups {
+            o.codes.push(code);
+            o.numeric.push(numeric);
+            o.categorical.push(categorical);
+        }
+        o
+    }
+
     /// Number of groups: occluded rows per explained row.
     pub fn groups(&self) -> usize {
         self.codes.len()
@@ -212,5 +237,90 @@ impl Occlusion {
         });
         all.truncate(MAX_REASONS);
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelConfig;
+
+    fn bundled() -> ModelConfig {
+        let text = std::fs::read_to_string("models/pix-fraud/model.json").unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn the_bundled_groups_cover_every_feature_once() {
+        let config = bundled();
+        let spec = config.explanations.as_ref().unwrap();
+        let occlusion = spec.compile(&config.features).unwrap();
+        assert_eq!(occlusion.groups(), spec.groups.len());
+        let (mut n, mut c) = (Vec::new(), Vec::new());
+        let numeric = vec![1.0; config.features.numeric.len()];
+        let categorical = vec![1; config.features.categorical.len()];
+        occlusion.occlude(&numeric, &categorical, &mut n, &mut c);
+        // Each feature is at its baseline in exactly one occluded copy.
+        let zeroed = n.iter().filter(|v| **v == 0.0).count();
+        assert_eq!(zeroed, numeric.len());
+        let moved = c.iter().filter(|v| **v != 1).count();
+        let at_one = spec
+            .categorical_baselines
+            .values()
+            .filter(|b| **b == 1)
+            .count();
+        assert_eq!(moved + at_one, categorical.len());
+    }
+
+    #[test]
+    fn a_spec_that_misses_repeats_or_overflows_is_refused() {
+        let config = bundled();
+        let spec = config.explanations.clone().unwrap();
+        let refused = |edit: &dyn Fn(&mut ExplanationSpec), says: &str| {
+            let mut s = spec.clone();
+            edit(&mut s);
+            let e = s.compile(&config.features).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        };
+        refused(
+            &|s| s.groups[0].numeric.pop().map(drop).unwrap_or(()),
+            "in no group",
+        );
+        refused(
+            &|s| {
+                let name = s.groups[1].numeric[0].clone();
+                s.groups[0].numeric.push(name);
+            },
+            "in two groups",
+        );
+        refused(
+            &|s| s.groups[0].numeric.push("nope".into()),
+            "no numeric feature 'nope'",
+        );
+        refused(
+            &|s| {
+                s.categorical_baselines.insert("purpose".into(), 99);
+            },
+            "outside its",
+        );
+        refused(&|s| s.groups[1].code = s.groups[0].code.clone(), "repeated");
+    }
+
+    #[test]
+    fn reasons_are_the_positive_contributions_largest_first_at_most_three() {
+        let o = Occlusion::from_groups(
+            (0..5).map(|g| (format!("G{g}"), vec![g], vec![])).collect(),
+            5,
+            0,
+        );
+        // Score 0.5; contributions 0.1, -0.2, 0.3, 0.1, 0.05.
+        let r = o.reasons(0.5, &[0.4, 0.7, 0.2, 0.4, 0.45]);
+        let groups: Vec<u16> = r.iter().map(|r| r.group).collect();
+        assert_eq!(
+            groups,
+            vec![2, 0, 3],
+            "ties in group order, the negative one left out"
+        );
+        assert!(o.reasons(0.5, &[0.6, 0.5, 0.9, 0.7, 0.8]).is_empty());
     }
 }
