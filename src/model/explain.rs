@@ -65,6 +65,9 @@ pub struct Reason {
 /// The reasons of one row, largest contribution first.
 pub type Reasons = Vec<Reason>;
 
+/// A resolved group: its code, numeric columns, and (categorical column, baseline) pairs.
+pub(crate) type ResolvedGroup = (String, Vec<usize>, Vec<(usize, u32)>);
+
 /// The spec resolved against the feature layout: column indices per group.
 #[derive(Debug, Clone)]
 pub struct Occlusion {
@@ -164,7 +167,7 @@ impl ExplanationSpec {
 impl Occlusion {
     /// An occlusion from resolved groups: (code, numeric columns, (categorical column, baseline)).
     pub(crate) fn from_groups(
-        groups: Vec<(String, Vec<usize>, Vec<(usize, u32)>)>,
+        groups: Vec<ResolvedGroup>,
         n_numeric: usize,
         n_categorical: usize,
     ) -> Occlusion {
