@@ -145,7 +145,7 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         let pipelined_us = pipelined(&model, numeric, categorical, b, budget)?;
         let explain_us_per_row = match model.occlusion() {
             Some(occlusion) => {
-                let groups = occlusion.groups();
+                let per_row = occlusion.groups() + 1;
                 let (mut n, mut c, mut o) = (Vec::new(), Vec::new(), Vec::new());
                 let (us, _) = median_us(budget, || {
                     n.clear();
@@ -158,12 +158,10 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
                             &mut c,
                         );
                     }
-                    o.resize(b * groups, 0.0);
-                    model.score_host(&n, &c, b * groups, &mut o)?;
+                    o.resize(b * per_row, 0.0);
+                    model.logits_host(&n, &c, b * per_row, &mut o)?;
                     for r in 0..b {
-                        std::hint::black_box(
-                            occlusion.reasons(out[r], &o[r * groups..(r + 1) * groups]),
-                        );
+                        std::hint::black_box(occlusion.reasons(&o[r * per_row..(r + 1) * per_row]));
                     }
                     Ok(())
                 })?;

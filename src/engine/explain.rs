@@ -30,14 +30,14 @@ pub(super) struct Scratch {
 }
 
 /// The reasons of every row of `batch` (scored `scores`) whose job asks for them, computed with
-/// `forward` (the worker's model: host rows in, scores out) over at most `chunk` rows at a time.
+/// `logits` (the worker's model: host rows in, logits out) over at most `chunk` rows at a time.
 pub(super) fn explain(
     batch: &Batch,
     scores: &[f32],
     occlusion: Option<&Occlusion>,
     scratch: &mut Scratch,
     chunk: usize,
-    mut forward: impl FnMut(&[f32], &[u32], usize, &mut [f32]) -> Result<(), String>,
+    mut logits: impl FnMut(&[f32], &[u32], usize, &mut [f32]) -> Result<(), String>,
 ) -> Result<Explained, String> {
     let Some(occlusion) = occlusion else {
         return Ok(Explained::default());
@@ -58,9 +58,9 @@ pub(super) fn explain(
     if wanted.is_empty() {
         return Ok(Explained::default());
     }
-    let groups = occlusion.groups();
-    // Whole rows per chunk: every occluded copy of a row is scored in the same pass.
-    let per_chunk = (chunk / groups).max(1);
+    // The row itself and one occluded copy per group, all in the same pass.
+    let per_row = occlusion.groups() + 1;
+    let per_chunk = (chunk / per_row).max(1);
     let mut explained = Vec::with_capacity(wanted.len());
     for rows in wanted.chunks(per_chunk) {
         scratch.numeric.clear();
@@ -74,13 +74,13 @@ pub(super) fn explain(
                 &mut scratch.categorical,
             );
         }
-        let n = rows.len() * groups;
+        let n = rows.len() * per_row;
         scratch.out.clear();
         scratch.out.resize(n, 0.0);
-        forward(&scratch.numeric, &scratch.categorical, n, &mut scratch.out)?;
-        for (k, &(index, row, in_batch)) in rows.iter().enumerate() {
-            let occluded = &scratch.out[k * groups..(k + 1) * groups];
-            explained.push((index, row, occlusion.reasons(scores[in_batch], occluded)));
+        logits(&scratch.numeric, &scratch.categorical, n, &mut scratch.out)?;
+        for (k, &(index, row, _)) in rows.iter().enumerate() {
+            let own = &scratch.out[k * per_row..(k + 1) * per_row];
+            explained.push((index, row, occlusion.reasons(own)));
         }
     }
     Ok(Explained(explained))

@@ -16,7 +16,7 @@ use super::batch::{Batch, Rows, fail, finish};
 use super::explain::{Scratch, explain};
 use super::{EngineError, Message, Metrics};
 use crate::model::Pipelined;
-use crate::model::explain::Occlusion;
+use crate::model::explain::{Occlusion, logit_of};
 
 struct InFlight<T> {
     batch: Batch,
@@ -36,8 +36,13 @@ pub(super) fn run<P: Pipelined>(
     rows: &mut Rows,
     max_batch_size: usize,
 ) {
-    if let Err(e) = model.reserve(max_batch_size) {
-        tracing::error!(error = %e, rows = max_batch_size, "sizing the device buffers");
+    // A batch's explanation pass is one submission of up to every row with its occluded copies,
+    // into the slot its batch just freed: a second one would find the next slot busy with the
+    // batch behind it, and buffers cannot grow while that one is in flight. So the buffers are
+    // sized for it up front.
+    let largest = occlusion.map_or(max_batch_size, |o| max_batch_size * (o.groups() + 1));
+    if let Err(e) = model.reserve(largest) {
+        tracing::error!(error = %e, rows = largest, "sizing the device buffers");
     }
     let mut in_flight: VecDeque<InFlight<P::Ticket>> = VecDeque::new();
     let mut scratch = Scratch::default();
@@ -52,10 +57,15 @@ pub(super) fn run<P: Pipelined>(
                     &rows.out,
                     occlusion,
                     &mut scratch,
-                    max_batch_size,
+                    largest,
                     |n, c, r, out| {
                         let ticket = model.submit(n, c, r)?;
-                        model.wait(ticket, out)
+                        model.wait(ticket, out)?;
+                        // The device pass gives probabilities; the reasons read logits.
+                        for v in out.iter_mut() {
+                            *v = logit_of(*v);
+                        }
+                        Ok(())
                     },
                 )
             })
@@ -412,7 +422,7 @@ mod tests {
         };
         let (plain, mut answer_plain) = job(6, 20);
         // Both in one batch of 40 and the rest in another: the explanation pass runs while the
-        // second batch is in flight, in chunks of whole rows (64 rows: 32 rows × 2 groups).
+        // second batch is in flight, in one submission into the slot the first batch freed.
         let all = batches(&[asked.clone(), plain], 40);
         drive_explained(&mut model, Some(&occlusion), all);
         let got = answer_asked.try_recv().unwrap().unwrap();
@@ -425,9 +435,14 @@ mod tests {
                 &mut n,
                 &mut c,
             );
-            let mut occluded = vec![0.0; 2];
-            model.net.run(&n, &c, 2, &mut occluded).unwrap();
-            let want = occlusion.reasons(got.scores[row], &occluded);
+            let mut occluded = vec![0.0; 3];
+            model.net.run(&n, &c, 3, &mut occluded).unwrap();
+            assert_eq!(
+                occluded[0], got.scores[row],
+                "the row itself leads its copies"
+            );
+            let logits: Vec<f32> = occluded.iter().map(|&p| logit_of(p)).collect();
+            let want = occlusion.reasons(&logits);
             assert_eq!(got.reasons[row].as_ref(), Some(&want), "row {row}");
         }
         let plain = answer_plain.try_recv().unwrap().unwrap();

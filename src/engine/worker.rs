@@ -78,10 +78,9 @@ impl Worker {
         let started = Instant::now();
         let rows = &mut self.rows;
         let model = &self.model;
-        let forward = |n: &[f32], c: &[u32], r: usize, out: &mut [f32]| {
-            model.score_host(n, c, r, out).map_err(|e| e.to_string())
-        };
-        let result = forward(&rows.numeric, &rows.categorical, batch.rows, &mut rows.out)
+        let result = model
+            .score_host(&rows.numeric, &rows.categorical, batch.rows, &mut rows.out)
+            .map_err(|e| e.to_string())
             .and_then(|()| {
                 explain(
                     &batch,
@@ -89,7 +88,7 @@ impl Worker {
                     model.occlusion(),
                     &mut self.scratch,
                     self.max_batch_size,
-                    forward,
+                    |n, c, r, out| model.logits_host(n, c, r, out).map_err(|e| e.to_string()),
                 )
             })
             .map_err(EngineError::Model);

@@ -112,6 +112,51 @@ impl DcnModel {
         self.reference.forward(numeric, categorical)
     }
 
+    /// The logits of host feature blocks (before the sigmoid), for reason codes. On a GPU they are
+    /// recovered from the kernels' f32 probabilities, so there a score within ~1e-7 of 0 or 1 loses
+    /// the contributions below that resolution.
+    pub fn logits_host(
+        &self,
+        numeric: &[f32],
+        categorical: &[u32],
+        rows: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        match &self.runner {
+            Runner::Fused(fused) => fused
+                .run_logits(numeric, categorical, rows, out)
+                .map_err(candle_core::Error::msg),
+            #[cfg(feature = "cuda")]
+            Runner::Cuda(_) => {
+                self.score_host(numeric, categorical, rows, out)?;
+                for v in out.iter_mut() {
+                    *v = super::explain::logit_of(*v);
+                }
+                Ok(())
+            }
+            Runner::Reference => {
+                let (n, c) = self.tensors(numeric, categorical, rows)?;
+                out.copy_from_slice(&self.reference.logits(&n, &c)?.to_vec1::<f32>()?);
+                Ok(())
+            }
+        }
+    }
+
+    fn tensors(
+        &self,
+        numeric: &[f32],
+        categorical: &[u32],
+        rows: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let n = Tensor::from_slice(numeric, (rows, numeric.len() / rows.max(1)), &self.device)?;
+        let c = Tensor::from_slice(
+            categorical,
+            (rows, categorical.len() / rows.max(1)),
+            &self.device,
+        )?;
+        Ok((n, c))
+    }
+
     /// Scores host feature blocks directly (no tensors): the serving hot path.
     pub fn score_host(
         &self,
@@ -132,13 +177,7 @@ impl DcnModel {
                     .map_err(|e| candle_core::Error::msg(e.to_string()))
             }
             Runner::Reference => {
-                let n =
-                    Tensor::from_slice(numeric, (rows, numeric.len() / rows.max(1)), &self.device)?;
-                let c = Tensor::from_slice(
-                    categorical,
-                    (rows, categorical.len() / rows.max(1)),
-                    &self.device,
-                )?;
+                let (n, c) = self.tensors(numeric, categorical, rows)?;
                 out.copy_from_slice(&self.reference.forward(&n, &c)?.to_vec1::<f32>()?);
                 Ok(())
             }

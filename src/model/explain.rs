@@ -8,6 +8,9 @@
 //! sampling or linearisation) and costs one forward per group for the rows that need reasons, in
 //! one extra batch. The reasons are the groups with a positive contribution, largest first, at
 //! most [`MAX_REASONS`].
+//!
+//! The passes return logits, and the scores are taken in f64 from them: a rejected payment often
+//! scores 1.0 in f32, where every occluded copy would also read 1.0 and the differences vanish.
 
 use serde::{Deserialize, Serialize};
 
@@ -196,8 +199,8 @@ impl Occlusion {
         self.codes.get(usize::from(g)).map_or("", String::as_str)
     }
 
-    /// Appends one row per group to `numeric` and `categorical`: the given row with that group's
-    /// features at their baselines.
+    /// Appends the given row and then one row per group to `numeric` and `categorical`: the row
+    /// itself, and the row with that group's features at their baselines (`groups() + 1` rows).
     pub fn occlude(
         &self,
         numeric_row: &[f32],
@@ -207,6 +210,8 @@ impl Occlusion {
     ) {
         debug_assert_eq!(numeric_row.len(), self.n_numeric);
         debug_assert_eq!(categorical_row.len(), self.n_categorical);
+        numeric.extend_from_slice(numeric_row);
+        categorical.extend_from_slice(categorical_row);
         for (columns, cats) in self.numeric.iter().zip(&self.categorical) {
             let start = numeric.len();
             numeric.extend_from_slice(numeric_row);
@@ -221,15 +226,20 @@ impl Occlusion {
         }
     }
 
-    /// The reasons of a row scored `score` whose occluded rows scored `occluded` (one per group):
-    /// the positive contributions, largest first (ties in group order), at most [`MAX_REASONS`].
-    pub fn reasons(&self, score: f32, occluded: &[f32]) -> Reasons {
+    /// The reasons of a row from the logits of its [`Occlusion::occlude`] rows (the row itself,
+    /// then one per group): the positive contributions, largest first (ties in group order), at
+    /// most [`MAX_REASONS`].
+    pub fn reasons(&self, logits: &[f32]) -> Reasons {
+        let Some((&own, occluded)) = logits.split_first() else {
+            return Vec::new();
+        };
+        let score = sigmoid(own);
         let mut all: Vec<Reason> = occluded
             .iter()
             .enumerate()
-            .map(|(g, &s)| Reason {
+            .map(|(g, &l)| Reason {
                 group: g as u16,
-                contribution: score - s,
+                contribution: (score - sigmoid(l)) as f32,
             })
             .filter(|r| r.contribution > 0.0)
             .collect();
@@ -241,6 +251,17 @@ impl Occlusion {
         all.truncate(MAX_REASONS);
         all
     }
+}
+
+/// The probability of a logit, in f64.
+fn sigmoid(logit: f32) -> f64 {
+    1.0 / (1.0 + (-f64::from(logit)).exp())
+}
+
+/// The logit of an f32 probability, kept finite at 0 and 1 (a GPU pass returns probabilities).
+pub fn logit_of(p: f32) -> f32 {
+    let p = f64::from(p).clamp(1e-12, 1.0 - 1e-12);
+    (p / (1.0 - p)).ln() as f32
 }
 
 #[cfg(test)]
@@ -263,7 +284,9 @@ mod tests {
         let numeric = vec![1.0; config.features.numeric.len()];
         let categorical = vec![1; config.features.categorical.len()];
         occlusion.occlude(&numeric, &categorical, &mut n, &mut c);
-        // Each feature is at its baseline in exactly one occluded copy.
+        // The row itself first, then each feature at its baseline in exactly one occluded copy.
+        assert_eq!(n.len(), numeric.len() * (spec.groups.len() + 1));
+        assert_eq!(n[..numeric.len()], numeric[..]);
         let zeroed = n.iter().filter(|v| **v == 0.0).count();
         assert_eq!(zeroed, numeric.len());
         let moved = c.iter().filter(|v| **v != 1).count();
@@ -316,14 +339,21 @@ mod tests {
             5,
             0,
         );
-        // Score 0.5; contributions 0.1, -0.2, 0.3, 0.1, 0.05.
-        let r = o.reasons(0.5, &[0.4, 0.7, 0.2, 0.4, 0.45]);
+        // Logit 0 (score 0.5); occluded logits below it push the score up, above it down.
+        let r = o.reasons(&[0.0, -1.0, 1.0, -3.0, -1.0, -0.5]);
         let groups: Vec<u16> = r.iter().map(|r| r.group).collect();
         assert_eq!(
             groups,
             vec![2, 0, 3],
             "ties in group order, the negative one left out"
         );
-        assert!(o.reasons(0.5, &[0.6, 0.5, 0.9, 0.7, 0.8]).is_empty());
+        let want = 0.5 - 1.0 / (1.0 + 3f64.exp());
+        assert!((f64::from(r[0].contribution) - want).abs() < 1e-7);
+        assert!(o.reasons(&[0.0, 1.0, 0.5, 2.0, 0.1, 0.0]).is_empty());
+        // A saturated row still tells its groups apart: scores 1 - 2e-9 and 1 - 4.5e-5 are both
+        // 1.0 in f32, not in f64.
+        let r = o.reasons(&[20.0, 10.0, 20.0, 20.0, 20.0, 20.0]);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].contribution > 4e-5, "{r:?}");
     }
 }

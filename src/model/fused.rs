@@ -146,6 +146,31 @@ impl FusedDcn {
         rows: usize,
         out: &mut [f32],
     ) -> Result<(), String> {
+        self.run_head(numeric, categorical, rows, out, |logit| {
+            1.0 / (1.0 + (-logit).exp())
+        })
+    }
+
+    /// As [`FusedDcn::run`], but the logits, before the sigmoid: reason codes compare scores that
+    /// f32 probabilities cannot tell apart once the sigmoid saturates.
+    pub fn run_logits(
+        &self,
+        numeric: &[f32],
+        categorical: &[u32],
+        rows: usize,
+        out: &mut [f32],
+    ) -> Result<(), String> {
+        self.run_head(numeric, categorical, rows, out, |logit| logit)
+    }
+
+    fn run_head(
+        &self,
+        numeric: &[f32],
+        categorical: &[u32],
+        rows: usize,
+        out: &mut [f32],
+        head: impl Fn(f32) -> f32,
+    ) -> Result<(), String> {
         let (nn, nc, d0) = (self.n_numeric, self.embeddings.len(), self.input_width());
         if numeric.len() != rows * nn || categorical.len() != rows * nc || out.len() != rows {
             return Err(format!(
@@ -175,8 +200,7 @@ impl FusedDcn {
             let h = self.layers(s, m);
             for (r, slot) in out[start..start + m].iter_mut().enumerate() {
                 let row = &h[r * self.head_weight.len()..(r + 1) * self.head_weight.len()];
-                let logit = dot(row, &self.head_weight) + self.head_bias;
-                *slot = 1.0 / (1.0 + (-logit).exp());
+                *slot = head(dot(row, &self.head_weight) + self.head_bias);
             }
         }
         Ok(())

@@ -51,6 +51,11 @@ impl Reference {
 
     /// Fraud probabilities `[B]` for numeric `[B, n]` f32 and categorical `[B, c]` u32 features.
     pub fn forward(&self, numeric: &Tensor, categorical: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::sigmoid(&self.logits(numeric, categorical)?)
+    }
+
+    /// The logits `[B]` the probabilities are the sigmoid of.
+    pub fn logits(&self, numeric: &Tensor, categorical: &Tensor) -> Result<Tensor> {
         let mut parts = vec![numeric.clone()];
         for (i, embedding) in self.embeddings.iter().enumerate() {
             // Contiguous: Candle 0.11's CUDA index_select reads the ids as if they were (it applies
@@ -66,7 +71,7 @@ impl Reference {
         for layer in &self.mlp {
             x = layer.forward(&x)?.relu()?;
         }
-        candle_nn::ops::sigmoid(&self.head.forward(&x)?)?.squeeze(1)
+        self.head.forward(&x)?.squeeze(1)
     }
 
     /// The same weights copied to the host, in the layout the fused passes (CPU and CUDA) read.
