@@ -315,6 +315,10 @@ impl Scoring {
 
     /// Each row's reasons as JSON text (`[]` when it got none): the OIP `reasons` output.
     pub fn reason_texts(&self, scores: &Scores) -> Vec<String> {
+        if scores.reasons.iter().all(Option::is_none) {
+            // Rows past the end of the list render as `[]`: most answers need no allocation.
+            return Vec::new();
+        }
         (0..scores.scores.len())
             .map(|row| {
                 let reasons = self.reason(scores, row).unwrap_or_default();
