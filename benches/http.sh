@@ -19,7 +19,12 @@ ECHO_PORT=${ECHO_PORT:-18090}
 BODIES=$(mktemp /tmp/pixguard-bodies.XXXXXX.jsonl)
 LOGS=$(mktemp -d /tmp/pixguard-http.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -f "$BODIES"; }
+# `cargo bench` runs the echo server as its child: stop that too, or it outlives the script.
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  pkill -f "http_echo.* --port $ECHO_PORT" 2>/dev/null || true
+  rm -f "$BODIES"
+}
 trap cleanup EXIT
 
 cargo build --release --quiet
