@@ -183,6 +183,19 @@ fn grpc_request(tx: &Value, explain: bool) -> ModelInferRequest {
     request
 }
 
+/// POSTs a JSON body and parses the JSON answer.
+async fn post(http: &reqwest::Client, url: String, body: Vec<u8>) -> Value {
+    http.post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The `reasons` output of an OIP JSON response, parsed.
 fn oip_reasons(response: &Value) -> Value {
     let out = response["outputs"]
@@ -226,24 +239,19 @@ async fn held_and_rejected_answers_carry_reasons_on_every_api() {
         } else {
             "/v1/score"
         };
-        let one: Value = http
-            .post(server.url(path))
-            .json(&g.transaction)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let batch: Value = http
-            .post(server.url("/v1/score"))
-            .json(&json!({"transactions": [g.transaction], "explain": explain}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let one = post(
+            &http,
+            server.url(path),
+            g.transaction.to_string().into_bytes(),
+        )
+        .await;
+        let batch = json!({"transactions": [g.transaction], "explain": explain});
+        let batch = post(
+            &http,
+            server.url("/v1/score"),
+            batch.to_string().into_bytes(),
+        )
+        .await;
         for answer in [&one, &batch["results"][0]] {
             match &want {
                 Some(codes) => assert_eq!(&codes_of(&answer["reasons"]), codes, "{answer}"),
@@ -251,15 +259,12 @@ async fn held_and_rejected_answers_carry_reasons_on_every_api() {
             }
         }
         // OIP HTTP: the `reasons` BYTES output, `[]` when there are none.
-        let response: Value = http
-            .post(server.url(&format!("/v2/models/{MODEL}/infer")))
-            .body(oip_body(&g.transaction, json!({"explain": explain})))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let response = post(
+            &http,
+            server.url(&format!("/v2/models/{MODEL}/infer")),
+            oip_body(&g.transaction, json!({"explain": explain})),
+        )
+        .await;
         let reasons = oip_reasons(&response);
         assert_eq!(
             codes_of(&reasons),

@@ -122,24 +122,7 @@ impl DcnModel {
         rows: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        match &self.runner {
-            Runner::Fused(fused) => fused
-                .run_logits(numeric, categorical, rows, out)
-                .map_err(candle_core::Error::msg),
-            #[cfg(feature = "cuda")]
-            Runner::Cuda(_) => {
-                self.score_host(numeric, categorical, rows, out)?;
-                for v in out.iter_mut() {
-                    *v = super::explain::logit_of(*v);
-                }
-                Ok(())
-            }
-            Runner::Reference => {
-                let (n, c) = self.tensors(numeric, categorical, rows)?;
-                out.copy_from_slice(&self.reference.logits(&n, &c)?.to_vec1::<f32>()?);
-                Ok(())
-            }
-        }
+        self.host(numeric, categorical, rows, out, true)
     }
 
     fn tensors(
@@ -165,22 +148,45 @@ impl DcnModel {
         rows: usize,
         out: &mut [f32],
     ) -> Result<()> {
+        self.host(numeric, categorical, rows, out, false)
+    }
+
+    /// Probabilities, or with `logits` the logits, of host feature blocks on the runner.
+    fn host(
+        &self,
+        numeric: &[f32],
+        categorical: &[u32],
+        rows: usize,
+        out: &mut [f32],
+        logits: bool,
+    ) -> Result<()> {
         match &self.runner {
-            Runner::Fused(fused) => fused
-                .run(numeric, categorical, rows, out)
-                .map_err(candle_core::Error::msg),
+            Runner::Fused(fused) if logits => fused.run_logits(numeric, categorical, rows, out),
+            Runner::Fused(fused) => fused.run(numeric, categorical, rows, out),
             #[cfg(feature = "cuda")]
             Runner::Cuda(gpu) => {
                 // A poisoned lock means a batch panicked mid-way; the next submit starts clean.
                 let mut gpu = gpu.lock().unwrap_or_else(|p| p.into_inner());
                 gpu.run(numeric, categorical, rows, out)
-                    .map_err(|e| candle_core::Error::msg(e.to_string()))
+                    .map_err(|e| candle_core::Error::msg(e.to_string()))?;
+                if logits {
+                    for v in out.iter_mut() {
+                        *v = super::explain::logit_of(*v);
+                    }
+                }
+                return Ok(());
             }
             Runner::Reference => {
                 let (n, c) = self.tensors(numeric, categorical, rows)?;
-                out.copy_from_slice(&self.reference.forward(&n, &c)?.to_vec1::<f32>()?);
-                Ok(())
+                let t = if logits {
+                    self.reference.logits(&n, &c)?
+                } else {
+                    self.reference.forward(&n, &c)?
+                };
+                out.copy_from_slice(&t.to_vec1::<f32>()?);
+                return Ok(());
             }
         }
+        .map_err(candle_core::Error::msg)
     }
 }

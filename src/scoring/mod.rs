@@ -31,7 +31,7 @@ use crate::engine::Engine;
 use crate::features::{FeatureBatch, FeatureExtractor};
 use crate::model::explain::Reasons;
 use crate::model::{Decision, ModelPackage, Thresholds};
-use crate::protocol::oip::Signature;
+use crate::protocol::oip::{Answers, Output, Signature};
 use crate::protocol::v1::{ModelRef, ReasonOut};
 use crate::protocol::{Payload, ProtocolError};
 use crate::transaction::Transaction;
@@ -111,6 +111,17 @@ pub struct Scores {
     pub queue_us: u64,
     /// Longest compute of the batches the request rode in, µs.
     pub compute_us: u64,
+}
+
+impl Scores {
+    /// The OIP outputs' rows, with `reasons` from [`Scoring::reason_texts`].
+    pub fn answers<'a>(&'a self, reasons: &'a [String]) -> Answers<'a> {
+        Answers {
+            scores: &self.scores,
+            decisions: &self.decisions,
+            reasons,
+        }
+    }
 }
 
 /// The served model, its engine and the bounds and state every front end shares.
@@ -313,9 +324,12 @@ impl Scoring {
         )
     }
 
-    /// Each row's reasons as JSON text (`[]` when it got none): the OIP `reasons` output.
-    pub fn reason_texts(&self, scores: &Scores) -> Vec<String> {
-        if scores.reasons.iter().all(Option::is_none) {
+    /// Each row's reasons as JSON text (`[]` when it got none) for the OIP `reasons` output, when
+    /// `outputs` selects it; no text is built otherwise.
+    pub fn reason_texts(&self, scores: &Scores, outputs: &[(Output, bool)]) -> Vec<String> {
+        if !outputs.iter().any(|(o, _)| *o == Output::Reasons)
+            || scores.reasons.iter().all(Option::is_none)
+        {
             // Rows past the end of the list render as `[]`: most answers need no allocation.
             return Vec::new();
         }

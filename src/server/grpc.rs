@@ -14,9 +14,7 @@ use super::oip::{model_config, statistics};
 use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceService;
 use crate::protocol::grpc::model_metadata_response::TensorMetadata;
 use crate::protocol::grpc::*;
-use crate::protocol::oip::{
-    Answers, EXTENSIONS, Output, PLATFORM, SERVER_NAME, Tensor, TensorData, grpc_outputs,
-};
+use crate::protocol::oip::{EXTENSIONS, PLATFORM, SERVER_NAME, Tensor, TensorData, grpc_outputs};
 use crate::scoring::{Api, ScoreError};
 
 pub use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceServiceServer;
@@ -296,16 +294,8 @@ impl Inference {
         let scored = scoring
             .score(payload, scoring.deadline(timeout), explain)
             .await?;
-        let reasons = if outputs.iter().any(|(o, _)| *o == Output::Reasons) {
-            scoring.reason_texts(&scored)
-        } else {
-            Vec::new()
-        };
-        let answers = Answers {
-            scores: &scored.scores,
-            decisions: &scored.decisions,
-            reasons: &reasons,
-        };
+        let reasons = scoring.reason_texts(&scored, &outputs);
+        let answers = scored.answers(&reasons);
         let (outputs, raw) = grpc_outputs(&outputs, &answers);
         Ok(ModelInferResponse {
             model_name: scoring.model().name.clone(),

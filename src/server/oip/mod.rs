@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::error::HttpError;
 use super::{AppState, body_error, timeout, timing};
 use crate::protocol::oip::{
-    Answers, EXTENSIONS, HEADER_LENGTH, Output, PLATFORM, SERVER_NAME, http_body, split_body,
+    EXTENSIONS, HEADER_LENGTH, PLATFORM, SERVER_NAME, http_body, split_body,
 };
 use crate::scoring::Api;
 
@@ -146,16 +146,8 @@ pub async fn infer(
         let deadline = scoring.deadline(timeout(&headers));
         let scored = scoring.score(payload, deadline, request.explain()).await?;
         let model = scoring.model();
-        let reasons = if outputs.iter().any(|(o, _)| *o == Output::Reasons) {
-            scoring.reason_texts(&scored)
-        } else {
-            Vec::new()
-        };
-        let answers = Answers {
-            scores: &scored.scores,
-            decisions: &scored.decisions,
-            reasons: &reasons,
-        };
+        let reasons = scoring.reason_texts(&scored, &outputs);
+        let answers = scored.answers(&reasons);
         let (bytes, json_length) = http_body(
             (&model.name, &model.version),
             request.id.as_deref(),
