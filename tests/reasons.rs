@@ -287,4 +287,27 @@ async fn held_and_rejected_answers_carry_reasons_on_every_api() {
         let reasons: Value = serde_json::from_slice(&raw[4..4 + len]).unwrap();
         assert_eq!(codes_of(&reasons), want.unwrap_or_default());
     }
+    // An `explain` that is not a boolean is refused, naming it, not read as false.
+    let r = http
+        .post(server.url(&format!("/v2/models/{MODEL}/infer")))
+        .body(oip_body(&allowed.transaction, json!({"explain": "yes"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["field"], "parameters.explain", "{body}");
+    let mut request = grpc_request(&allowed.transaction, false);
+    request.parameters.insert(
+        "explain".into(),
+        InferParameter {
+            parameter_choice: Some(ParameterChoice::StringParam("yes".into())),
+        },
+    );
+    let status = grpc.model_infer(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("parameters.explain"),
+        "{status:?}"
+    );
 }

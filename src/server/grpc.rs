@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use super::AppState;
 use super::error::grpc_status;
 use super::oip::{model_config, statistics};
+use crate::protocol::ProtocolError;
 use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceService;
 use crate::protocol::grpc::model_metadata_response::TensorMetadata;
 use crate::protocol::grpc::*;
@@ -285,12 +286,16 @@ impl Inference {
             })
             .collect();
         let payload = signature.decode_inputs(&tensors, scoring.limits().max_rows_per_request)?;
-        let explain = r.parameters.get("explain").is_some_and(|p| {
-            matches!(
-                p.parameter_choice,
-                Some(infer_parameter::ParameterChoice::BoolParam(true))
-            )
-        });
+        let explain = match r.parameters.get("explain").map(|p| &p.parameter_choice) {
+            None => false,
+            Some(Some(infer_parameter::ParameterChoice::BoolParam(b))) => *b,
+            Some(_) => {
+                return Err(ScoreError::from(ProtocolError::invalid(
+                    "parameters.explain",
+                    "must be a bool_param",
+                )));
+            }
+        };
         let scored = scoring
             .score(payload, scoring.deadline(timeout), explain)
             .await?;

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::ProtocolError;
 use super::tensor::{Tensor, TensorData};
 
 /// `$inference_request`.
@@ -69,9 +70,17 @@ impl InferRequest {
             .collect()
     }
 
-    /// `explain`: reasons for every row, not only the held and rejected ones.
-    pub fn explain(&self) -> bool {
-        flag(&self.parameters, "explain").unwrap_or(false)
+    /// `explain`: reasons for every row, not only the held and rejected ones; a value that is not
+    /// a boolean is refused rather than read as false.
+    pub fn explain(&self) -> Result<bool, ProtocolError> {
+        match self.parameters.get("explain") {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(ProtocolError::invalid(
+                "parameters.explain",
+                format!("must be true or false, got {other}"),
+            )),
+        }
     }
 
     /// `binary_data_output`: whether outputs go binary unless they say otherwise.

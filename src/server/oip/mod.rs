@@ -144,7 +144,7 @@ pub async fn infer(
             scoring.limits().max_rows_per_request,
         )?;
         let deadline = scoring.deadline(timeout(&headers));
-        let scored = scoring.score(payload, deadline, request.explain()).await?;
+        let scored = scoring.score(payload, deadline, request.explain()?).await?;
         let model = scoring.model();
         let reasons = scoring.reason_texts(&scored, &outputs);
         let answers = scored.answers(&reasons);
