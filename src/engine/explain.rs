@@ -42,14 +42,14 @@ pub(super) fn explain(
     let Some(occlusion) = occlusion else {
         return Ok(Explained::default());
     };
-    // (part, row in its job, row in the batch) of every row that needs reasons.
+    // (part, row in its job) of every row that needs reasons.
     let mut wanted = Vec::new();
     let mut at = 0;
     for (index, part) in batch.parts.iter().enumerate() {
         if let Some(from) = part.job.explain_from {
             for i in 0..part.len {
                 if f64::from(scores[at + i]) >= from {
-                    wanted.push((index, part.start + i, at + i));
+                    wanted.push((index, part.start + i));
                 }
             }
         }
@@ -65,7 +65,7 @@ pub(super) fn explain(
     for rows in wanted.chunks(per_chunk) {
         scratch.numeric.clear();
         scratch.categorical.clear();
-        for &(index, row, _) in rows {
+        for &(index, row) in rows {
             let f = &batch.parts[index].job.features;
             occlusion.occlude(
                 &f.numeric[row * f.n_numeric..(row + 1) * f.n_numeric],
@@ -78,7 +78,7 @@ pub(super) fn explain(
         scratch.out.clear();
         scratch.out.resize(n, 0.0);
         logits(&scratch.numeric, &scratch.categorical, n, &mut scratch.out)?;
-        for (k, &(index, row, _)) in rows.iter().enumerate() {
+        for (k, &(index, row)) in rows.iter().enumerate() {
             let own = &scratch.out[k * per_row..(k + 1) * per_row];
             explained.push((index, row, occlusion.reasons(own)));
         }

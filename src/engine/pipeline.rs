@@ -16,7 +16,7 @@ use super::batch::{Batch, Rows, fail, finish};
 use super::explain::{Scratch, explain};
 use super::{EngineError, Message, Metrics};
 use crate::model::Pipelined;
-use crate::model::explain::{Occlusion, logit_of};
+use crate::model::explain::Occlusion;
 
 struct InFlight<T> {
     batch: Batch,
@@ -58,15 +58,7 @@ pub(super) fn run<P: Pipelined>(
                     occlusion,
                     &mut scratch,
                     largest,
-                    |n, c, r, out| {
-                        let ticket = model.submit(n, c, r)?;
-                        model.wait(ticket, out)?;
-                        // The device pass gives probabilities; the reasons read logits.
-                        for v in out.iter_mut() {
-                            *v = logit_of(*v);
-                        }
-                        Ok(())
-                    },
+                    |n, c, r, out| model.logits(n, c, r, out),
                 )
             })
             .map(|explained| (&rows.out[..], explained))
@@ -167,6 +159,7 @@ mod tests {
     use crate::engine::EngineError;
     use crate::engine::batch::{Answer, Job, Part};
     use crate::features::FeatureBatch;
+    use crate::model::explain::logit_of;
     use crate::model::fused::{DenseT, EmbeddingTable, FusedDcn};
 
     /// Two slots over the CPU pass. Scores are computed at submit and handed out only at wait, so
@@ -403,14 +396,8 @@ mod tests {
     #[test]
     fn rows_that_ask_get_the_reasons_of_their_occluded_scores_through_the_slots() {
         // Two groups over the small net: the numeric columns 0–1, and column 2 with the category.
-        let occlusion = Occlusion::from_groups(
-            vec![
-                ("A".into(), vec![0, 1], vec![]),
-                ("B".into(), vec![2], vec![(0, 4)]),
-            ],
-            3,
-            1,
-        );
+        let occlusion =
+            Occlusion::from_groups(vec![(vec![0, 1], vec![]), (vec![2], vec![(0, 4)])], 3, 1);
         let mut model = TwoSlots::new(Duration::from_millis(1));
         let (asked, mut answer_asked) = {
             let features = job(5, 30).0.features.clone();

@@ -167,14 +167,12 @@ impl DcnModel {
             Runner::Cuda(gpu) => {
                 // A poisoned lock means a batch panicked mid-way; the next submit starts clean.
                 let mut gpu = gpu.lock().unwrap_or_else(|p| p.into_inner());
-                gpu.run(numeric, categorical, rows, out)
-                    .map_err(|e| candle_core::Error::msg(e.to_string()))?;
                 if logits {
-                    for v in out.iter_mut() {
-                        *v = super::explain::logit_of(*v);
-                    }
+                    super::Pipelined::logits(&mut *gpu, numeric, categorical, rows, out)
+                } else {
+                    gpu.run(numeric, categorical, rows, out)
+                        .map_err(|e| e.to_string())
                 }
-                return Ok(());
             }
             Runner::Reference => {
                 let (n, c) = self.tensors(numeric, categorical, rows)?;

@@ -68,13 +68,13 @@ pub struct Reason {
 /// The reasons of one row, largest contribution first.
 pub type Reasons = Vec<Reason>;
 
-/// A resolved group: its code, numeric columns, and (categorical column, baseline) pairs.
-pub(crate) type ResolvedGroup = (String, Vec<usize>, Vec<(usize, u32)>);
+/// A resolved group: its numeric columns, and (categorical column, baseline) pairs.
+pub(crate) type ResolvedGroup = (Vec<usize>, Vec<(usize, u32)>);
 
-/// The spec resolved against the feature layout: column indices per group.
+/// The spec resolved against the feature layout: column indices per group, in the spec's order
+/// (a [`Reason`]'s `group` indexes it, and the spec's `groups` give the codes).
 #[derive(Debug, Clone)]
 pub struct Occlusion {
-    codes: Vec<String>,
     numeric: Vec<Vec<usize>>,
     categorical: Vec<Vec<(usize, u32)>>,
     n_numeric: usize,
@@ -89,13 +89,13 @@ impl ExplanationSpec {
         let categorical = &features.categorical;
         let mut numeric_seen = vec![false; numeric_names.len()];
         let mut categorical_seen = vec![false; categorical.len()];
-        let mut codes = Vec::new();
-        let (mut numeric_groups, mut categorical_groups) = (Vec::new(), Vec::new());
+        let mut codes: Vec<&str> = Vec::new();
+        let mut groups = Vec::new();
         if self.groups.is_empty() || self.groups.len() > usize::from(u16::MAX) {
             return Err(err(format!("{} groups", self.groups.len())));
         }
         for g in &self.groups {
-            if g.code.is_empty() || codes.contains(&g.code) {
+            if g.code.is_empty() || codes.contains(&g.code.as_str()) {
                 return Err(err(format!("group code '{}' empty or repeated", g.code)));
             }
             let mut columns = Vec::new();
@@ -133,9 +133,8 @@ impl ExplanationSpec {
             if columns.is_empty() && cats.is_empty() {
                 return Err(err(format!("group {} has no features", g.code)));
             }
-            codes.push(g.code.clone());
-            numeric_groups.push(columns);
-            categorical_groups.push(cats);
+            codes.push(&g.code);
+            groups.push((columns, cats));
         }
         let missing: Vec<&str> = numeric_names
             .iter()
@@ -153,12 +152,6 @@ impl ExplanationSpec {
         if !missing.is_empty() {
             return Err(err(format!("features in no group: {}", missing.join(", "))));
         }
-        let groups = codes
-            .into_iter()
-            .zip(numeric_groups)
-            .zip(categorical_groups)
-            .map(|((c, n), k)| (c, n, k))
-            .collect();
         Ok(Occlusion::from_groups(
             groups,
             numeric_names.len(),
@@ -168,35 +161,24 @@ impl ExplanationSpec {
 }
 
 impl Occlusion {
-    /// An occlusion from resolved groups: (code, numeric columns, (categorical column, baseline)).
+    /// An occlusion from resolved groups: (numeric columns, (categorical column, baseline)).
     pub(crate) fn from_groups(
         groups: Vec<ResolvedGroup>,
         n_numeric: usize,
         n_categorical: usize,
     ) -> Occlusion {
-        let mut o = Occlusion {
-            codes: Vec::new(),
-            numeric: Vec::new(),
-            categorical: Vec::new(),
+        let (numeric, categorical) = groups.into_iter().unzip();
+        Occlusion {
+            numeric,
+            categorical,
             n_numeric,
             n_categorical,
-        };
-        for (code, numeric, categorical) in groups {
-            o.codes.push(code);
-            o.numeric.push(numeric);
-            o.categorical.push(categorical);
         }
-        o
     }
 
     /// Number of groups: occluded rows per explained row.
     pub fn groups(&self) -> usize {
-        self.codes.len()
-    }
-
-    /// The code of group `g`.
-    pub fn code(&self, g: u16) -> &str {
-        self.codes.get(usize::from(g)).map_or("", String::as_str)
+        self.numeric.len()
     }
 
     /// Appends the given row and then one row per group to `numeric` and `categorical`: the row
@@ -262,6 +244,13 @@ fn sigmoid(logit: f32) -> f64 {
 pub fn logit_of(p: f32) -> f32 {
     let p = f64::from(p).clamp(1e-12, 1.0 - 1e-12);
     (p / (1.0 - p)).ln() as f32
+}
+
+/// Turns a pass's probabilities into logits in place.
+pub fn to_logits(values: &mut [f32]) {
+    for v in values {
+        *v = logit_of(*v);
+    }
 }
 
 #[cfg(test)]
@@ -334,11 +323,7 @@ mod tests {
 
     #[test]
     fn reasons_are_the_positive_contributions_largest_first_at_most_three() {
-        let o = Occlusion::from_groups(
-            (0..5).map(|g| (format!("G{g}"), vec![g], vec![])).collect(),
-            5,
-            0,
-        );
+        let o = Occlusion::from_groups((0..5).map(|g| (vec![g], vec![])).collect(), 5, 0);
         // Logit 0 (score 0.5); occluded logits below it push the score up, above it down.
         let r = o.reasons(&[0.0, -1.0, 1.0, -3.0, -1.0, -0.5]);
         let groups: Vec<u16> = r.iter().map(|r| r.group).collect();

@@ -23,4 +23,19 @@ pub trait Pipelined {
     /// Why the device can take no more work, once an error has left it unusable. The model records
     /// this itself, from its own calls: the loop only asks.
     fn broken(&self) -> Option<String>;
+
+    /// The logits of a batch, synchronously (reason codes): submitted, waited for, and turned from
+    /// the pass's probabilities into logits. Needs a free slot.
+    fn logits(
+        &mut self,
+        numeric: &[f32],
+        categorical: &[u32],
+        rows: usize,
+        out: &mut [f32],
+    ) -> Result<(), String> {
+        let ticket = self.submit(numeric, categorical, rows)?;
+        self.wait(ticket, out)?;
+        super::explain::to_logits(out);
+        Ok(())
+    }
 }
