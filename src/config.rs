@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Threads that receive, parse and answer requests (0: the cores the engine's threads leave,
     /// at least two, one on a single core).
     pub http_threads: usize,
+    /// File holding the bearer token of `/admin/*` (or `PIXGUARD_ADMIN_TOKEN`); with neither, the
+    /// admin routes are off. Never the token itself: config files get copied and logged.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
             grace_period_ms: 0,
             drain_timeout_ms: 30_000,
             http_threads: 0,
+            admin_token_file: None,
         }
     }
 }
@@ -114,18 +118,38 @@ impl Default for EngineConfig {
     }
 }
 
-/// Which model to serve.
+/// Which model to serve, where it comes from, and how it is followed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Package folder (an MLflow Model with the pixguard flavor).
-    pub source: PathBuf,
+    /// A package folder, `gs://bucket/prefix`, `models:/<name>@<alias>` or `models:/<name>/<version>`.
+    pub source: String,
+    /// MLflow tracking server for `models:/` sources (absent: `MLFLOW_TRACKING_URI`).
+    pub registry_uri: Option<String>,
+    /// Where remote packages are downloaded, one folder per name/version/digest.
+    pub cache_dir: PathBuf,
+    /// Seconds between checks of the source for a new version (0: never; `POST /admin/model/reload`
+    /// still reloads).
+    pub poll_interval_s: u64,
+    /// When the registry or bucket cannot be reached at start, serve the last version this cache
+    /// loaded from the same source instead of exiting.
+    pub use_cached_on_error: bool,
+    /// A challenger scored on a sampled copy of live rows, off the critical path (absent: none).
+    pub shadow: Option<String>,
+    /// Share of requests the challenger also scores, 0 to 1.
+    pub shadow_fraction: f64,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            source: PathBuf::from("models/pix-fraud"),
+            source: "models/pix-fraud".into(),
+            registry_uri: None,
+            cache_dir: PathBuf::from(".pixguard/models"),
+            poll_interval_s: 30,
+            use_cached_on_error: false,
+            shadow: None,
+            shadow_fraction: 0.0,
         }
     }
 }
@@ -321,6 +345,9 @@ impl Config {
             && !(0.0 < h && h < r && r < 1.0)
         {
             return Err(bad("decisions", "need 0 < hold < reject < 1"));
+        }
+        if !(0.0..=1.0).contains(&self.model.shadow_fraction) {
+            return Err(bad("model.shadow_fraction", "must be between 0 and 1"));
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod jsonl;
 pub mod logging;
 pub mod model;
 pub mod protocol;
+pub mod registry;
 pub mod scoring;
 pub mod server;
 pub mod synth;

@@ -22,7 +22,13 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pixguard: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // The registry or bucket could not be reached (sysexits EX_UNAVAILABLE): a caller or
+            // an orchestrator can tell "try again later" from "this package is broken".
+            let unreachable = e.chain().any(|c| {
+                c.downcast_ref::<pixguard::registry::RegistryError>()
+                    .is_some_and(pixguard::registry::RegistryError::is_unreachable)
+            });
+            std::process::ExitCode::from(if unreachable { 69 } else { 1 })
         }
     }
 }

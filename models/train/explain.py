@@ -156,11 +156,14 @@ def reference_reasons() -> None:
 
 
 def main() -> None:
+    global PACKAGE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", action="store_true", help="write model.json explanations and the MLmodel digest")
     p.add_argument("--golden", action="store_true", help="write the reference reasons into golden.jsonl")
     p.add_argument("--sample-rows", type=int, default=200_000, help="rows of the baseline sample")
+    p.add_argument("--package", default=str(PACKAGE), help="package folder (default: models/pix-fraud)")
     args = p.parse_args()
+    PACKAGE = pathlib.Path(args.package).resolve()
     if args.spec:
         write_spec(args.sample_rows)
     if args.golden:

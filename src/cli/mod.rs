@@ -2,6 +2,7 @@
 
 mod features;
 mod model_bench;
+mod registry;
 mod score;
 mod serve;
 mod synth;

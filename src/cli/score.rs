@@ -47,6 +47,35 @@ pub enum ModelCommand {
     },
     /// Time the model's forward pass per batch size (CPU or GPU).
     Bench(super::model_bench::ModelBenchArgs),
+    /// Register a package in the MLflow Model Registry as a new version (optionally under an alias).
+    Publish(super::registry::PublishArgs),
+    /// Point alias --to at the version alias --from points at (e.g. staging → production).
+    Promote {
+        #[command(flatten)]
+        registry: super::registry::RegistryArgs,
+        /// Alias whose version is promoted.
+        #[arg(long, default_value = "staging")]
+        from: String,
+        /// Alias that moves.
+        #[arg(long, default_value = "production")]
+        to: String,
+    },
+    /// Point an alias back at the version it replaced last.
+    Rollback {
+        #[command(flatten)]
+        registry: super::registry::RegistryArgs,
+        /// Alias that moves back.
+        #[arg(long, default_value = "production")]
+        alias: String,
+    },
+    /// Versions of a registered model: aliases, digests, metrics, when published.
+    List {
+        #[command(flatten)]
+        registry: super::registry::RegistryArgs,
+        /// One JSON object per version instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Scores every input transaction and writes `{end_to_end_id, score, decision, model_version}` lines.
@@ -92,6 +121,12 @@ pub fn model(command: ModelCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ModelCommand::Bench(args) => super::model_bench::run(args),
+        ModelCommand::Publish(args) => super::registry::publish(args),
+        ModelCommand::Promote { registry, from, to } => {
+            super::registry::promote(registry, from, to)
+        }
+        ModelCommand::Rollback { registry, alias } => super::registry::rollback(registry, alias),
+        ModelCommand::List { registry, json } => super::registry::list(registry, json),
     }
 }
 

@@ -26,9 +26,9 @@ pub struct ServeArgs {
     /// server.grpc_port (0 picks a free port; the log says which)
     #[arg(long)]
     pub grpc_port: Option<u16>,
-    /// model.source: the model package folder
+    /// model.source: a package folder, gs://bucket/prefix, models:/NAME@ALIAS or models:/NAME/VERSION
     #[arg(long)]
-    pub model: Option<PathBuf>,
+    pub model: Option<String>,
     /// engine.device
     #[arg(long, value_enum)]
     pub device: Option<DeviceChoice>,
@@ -54,10 +54,7 @@ impl ServeArgs {
         put("server.address", self.address.clone());
         put("server.port", self.port.map(|p| p.to_string()));
         put("server.grpc_port", self.grpc_port.map(|p| p.to_string()));
-        put(
-            "model.source",
-            self.model.as_ref().map(|p| p.display().to_string()),
-        );
+        put("model.source", self.model.clone());
         put(
             "engine.device",
             self.device.map(|d| match d {

@@ -20,6 +20,8 @@ pub mod error;
 pub mod metrics;
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -124,8 +126,76 @@ impl Scores {
     }
 }
 
-/// The served model, its engine and the bounds and state every front end shares.
+/// The served model (swappable) and the bounds and state every front end shares.
 pub struct Scoring {
+    served: ArcSwap<Served>,
+    engine_metrics: Arc<crate::engine::Metrics>,
+    limits: Limits,
+    /// Front-end request metrics.
+    pub metrics: metrics::Metrics,
+    /// Ready, draining, refusing.
+    pub lifecycle: Lifecycle,
+}
+
+impl Scoring {
+    /// The scoring path, serving `served` first.
+    pub fn new(served: Served, config: &Config) -> anyhow::Result<Self> {
+        Ok(Scoring {
+            engine_metrics: served.engine().metrics().clone(),
+            served: ArcSwap::from_pointee(served),
+            limits: Limits::from_config(config),
+            metrics: metrics::Metrics::new()?,
+            lifecycle: Lifecycle::default(),
+        })
+    }
+
+    /// The version serving now. A request takes it once and keeps it to its end: its rows are
+    /// extracted, computed, decided and named by that one version, whatever swaps meanwhile.
+    pub fn served(&self) -> Arc<Served> {
+        self.served.load_full()
+    }
+
+    /// Serves `next` from now on; answers the version it replaced, which finishes the batches it
+    /// already has and is freed when its last request lets go of it.
+    pub fn swap(&self, next: Served) -> Arc<Served> {
+        self.served.swap(Arc::new(next))
+    }
+
+    /// What every engine records (all versions share one set of metrics).
+    pub fn engine_metrics(&self) -> &Arc<crate::engine::Metrics> {
+        &self.engine_metrics
+    }
+
+    /// The bounds requests are held to.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The instant a request's rows must reach a worker by: its own timeout, or the default.
+    pub fn deadline(&self, timeout: Option<Duration>) -> Instant {
+        Instant::now() + timeout.unwrap_or(self.limits.default_deadline)
+    }
+
+    /// Why a device can take no more work, if one cannot: liveness fails with it.
+    pub fn device_failure(&self) -> Option<&str> {
+        self.engine_metrics.device_failure.get().map(String::as_str)
+    }
+
+    /// Liveness: fails only when a device can take no more work, which a restart cures.
+    pub fn live(&self) -> bool {
+        self.device_failure().is_none()
+    }
+
+    /// Readiness: loaded, warmed up, not draining, every device usable.
+    pub fn takes_traffic(&self) -> bool {
+        self.lifecycle.ready() && !self.lifecycle.draining() && self.live()
+    }
+}
+
+/// One version of the model as it serves: its feature spec, thresholds, signature, reason codes
+/// and its own engine (batcher and replicas). Swapping versions swaps the whole of it, so a
+/// request never mixes one version's features with another's weights or thresholds.
+pub struct Served {
     extractor: FeatureExtractor,
     thresholds: Thresholds,
     model: ModelRef,
@@ -134,19 +204,36 @@ pub struct Scoring {
     limits: Limits,
     /// Reason codes by group, when the package explains its scores and reasons are on.
     reason_codes: Option<Vec<String>>,
-    /// Front-end request metrics.
-    pub metrics: metrics::Metrics,
-    /// Ready, draining, refusing.
-    pub lifecycle: Lifecycle,
+    /// Where it came from and how it was checked.
+    pub origin: Origin,
 }
 
-impl Scoring {
-    /// The scoring path for `package` on a started `engine`; `config.decisions` may override the
-    /// package's thresholds.
+/// Where a served version came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Origin {
+    /// The configured source (`models:/pix-fraud@production`, a folder, `gs://…`).
+    pub source: String,
+    /// Where its files were (`mlflow-artifacts:/…`, `gs://…`, a folder).
+    pub location: String,
+    /// What changes exactly when the package changes (registry version or MLmodel digest).
+    pub identity: String,
+    /// SHA-256 of the weights.
+    pub weights_sha256: String,
+    /// Largest |score − golden score| of the self-test on the serving device.
+    pub self_test_max_error: Option<f64>,
+    /// When it started serving (RFC 3339).
+    pub loaded_at: String,
+}
+
+impl Served {
+    /// `package` served by a started `engine`, named `name:version` (the registry's version when
+    /// it came from one); `config.decisions` may override the package's thresholds.
     pub fn new(
         package: &ModelPackage,
+        version: String,
         engine: Arc<Engine>,
         config: &Config,
+        origin: Origin,
     ) -> anyhow::Result<Self> {
         let mut thresholds = package.config.thresholds;
         if let Some(hold) = config.decisions.hold {
@@ -168,19 +255,18 @@ impl Scoring {
             .as_ref()
             .filter(|_| config.decisions.reasons)
             .map(|e| e.groups.iter().map(|g| g.code.clone()).collect());
-        Ok(Scoring {
+        Ok(Served {
             reason_codes,
             signature: Signature::new(&features),
             extractor: FeatureExtractor::new(features)?,
             thresholds,
             model: ModelRef {
                 name: package.config.name.clone(),
-                version: package.config.version.clone(),
+                version,
             },
             engine,
             limits: Limits::from_config(config),
-            metrics: metrics::Metrics::new()?,
-            lifecycle: Lifecycle::default(),
+            origin,
         })
     }
 
@@ -199,14 +285,14 @@ impl Scoring {
         &self.engine
     }
 
-    /// The bounds requests are held to.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// The package's feature extractor.
     pub fn extractor(&self) -> &FeatureExtractor {
         &self.extractor
+    }
+
+    /// The thresholds decisions are made under.
+    pub fn thresholds(&self) -> Thresholds {
+        self.thresholds
     }
 
     /// Refuses a model name (or version) this server does not serve.
@@ -223,30 +309,6 @@ impl Scoring {
             }
             _ => Ok(()),
         }
-    }
-
-    /// The instant a request's rows must reach a worker by: its own timeout, or the default.
-    pub fn deadline(&self, timeout: Option<Duration>) -> Instant {
-        Instant::now() + timeout.unwrap_or(self.limits.default_deadline)
-    }
-
-    /// Why a device can take no more work, if one cannot: liveness fails with it.
-    pub fn device_failure(&self) -> Option<&str> {
-        self.engine
-            .metrics()
-            .device_failure
-            .get()
-            .map(String::as_str)
-    }
-
-    /// Liveness: fails only when a device can take no more work, which a restart cures.
-    pub fn live(&self) -> bool {
-        self.device_failure().is_none()
-    }
-
-    /// Readiness: loaded, warmed up, not draining, every device usable.
-    pub fn takes_traffic(&self) -> bool {
-        self.lifecycle.ready() && !self.lifecycle.draining() && self.live()
     }
 
     /// Scores what a request carries; with `explain`, every row gets its reasons, not only the
@@ -353,5 +415,16 @@ impl Scoring {
             .into());
         }
         Ok(())
+    }
+}
+
+impl Drop for Served {
+    /// The last request on this version has finished: stop its engine (its queue is empty) and
+    /// free its replicas, off the async runtime.
+    fn drop(&mut self) {
+        let engine = self.engine.clone();
+        let _ = std::thread::Builder::new()
+            .name("pixguard-retire".into())
+            .spawn(move || engine.shutdown());
     }
 }

@@ -33,6 +33,7 @@ fn optional(version: &str) -> Option<&str> {
 fn check(state: &AppState, name: &str, version: &str) -> Result<(), Status> {
     state
         .scoring
+        .served()
         .check_model(name, optional(version))
         .map_err(|e| grpc_status(&e))
 }
@@ -82,16 +83,16 @@ impl GrpcInferenceService for Inference {
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = r.into_inner();
         check(&self.0, &r.name, &r.version)?;
-        let scoring = &self.0.scoring;
-        let signature = scoring.signature();
+        let served = self.0.scoring.served();
+        let signature = served.signature();
         let tensor = |t: &crate::protocol::oip::TensorSpec| TensorMetadata {
             name: t.name.clone(),
             datatype: t.datatype.as_str().into(),
             shape: t.shape.clone(),
         };
         Ok(Response::new(ModelMetadataResponse {
-            name: scoring.model().name.clone(),
-            versions: vec![scoring.model().version.clone()],
+            name: served.model().name.clone(),
+            versions: vec![served.model().version.clone()],
             platform: PLATFORM.into(),
             inputs: signature.inputs.iter().map(tensor).collect(),
             outputs: signature.outputs.iter().map(tensor).collect(),
@@ -104,7 +105,7 @@ impl GrpcInferenceService for Inference {
     ) -> Result<Response<ModelConfigResponse>, Status> {
         let r = r.into_inner();
         check(&self.0, &r.name, &r.version)?;
-        let c = model_config::model_config(&self.0);
+        let c = model_config::model_config(&self.0, &self.0.scoring.served());
         let config = ModelConfig {
             name: c.name.clone(),
             platform: PLATFORM.into(),
@@ -168,7 +169,7 @@ impl GrpcInferenceService for Inference {
         if !r.name.is_empty() {
             check(&self.0, &r.name, &r.version)?;
         }
-        let st = statistics::model_statistics(&self.0.scoring);
+        let st = statistics::model_statistics(&self.0.scoring, &self.0.scoring.served());
         let d = |d: statistics::Duration| {
             Some(StatisticDuration {
                 count: d.count,
@@ -257,7 +258,8 @@ impl Inference {
         timeout: Option<std::time::Duration>,
     ) -> Result<ModelInferResponse, ScoreError> {
         let scoring = &self.0.scoring;
-        scoring.check_model(&r.model_name, optional(&r.model_version))?;
+        let served = scoring.served();
+        served.check_model(&r.model_name, optional(&r.model_version))?;
         if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
             return Err(ScoreError::Malformed(format!(
                 "{} raw_input_contents for {} inputs",
@@ -265,7 +267,7 @@ impl Inference {
                 r.inputs.len()
             )));
         }
-        let signature = scoring.signature();
+        let signature = served.signature();
         let outputs = signature.select_outputs(
             (!r.outputs.is_empty()).then(|| r.outputs.iter().map(|o| (o.name.as_str(), true))),
             true,
@@ -296,15 +298,15 @@ impl Inference {
                 )));
             }
         };
-        let scored = scoring
+        let scored = served
             .score(payload, scoring.deadline(timeout), explain)
             .await?;
-        let reasons = scoring.reason_texts(&scored, &outputs);
+        let reasons = served.reason_texts(&scored, &outputs);
         let answers = scored.answers(&reasons);
         let (outputs, raw) = grpc_outputs(&outputs, &answers);
         Ok(ModelInferResponse {
-            model_name: scoring.model().name.clone(),
-            model_version: scoring.model().version.clone(),
+            model_name: served.model().name.clone(),
+            model_version: served.model().version.clone(),
             id: r.id,
             outputs,
             raw_output_contents: raw,

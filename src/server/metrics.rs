@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
+use super::models::Models;
 use crate::histogram::{PromHistogram, Stage};
 use crate::scoring::Scoring;
 
@@ -35,11 +36,11 @@ fn counter(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(Str
 
 /// Renders every metric in the Prometheus text format (durations in seconds): the front ends'
 /// (through the scoring layer) and the engine's.
-pub fn prometheus(scoring: &Scoring) -> String {
+pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
     let front = &scoring.metrics;
-    let engine = scoring.engine();
-    let m = engine.metrics();
-    let queue_depth = engine.queued_rows();
+    let m = scoring.engine_metrics();
+    let served = scoring.served();
+    let queue_depth = served.engine().queued_rows();
     let in_flight = front.in_flight.load(Ordering::Acquire);
     let ready = scoring.takes_traffic();
     let mut out = String::with_capacity(8 * 1024);
@@ -137,7 +138,7 @@ pub fn prometheus(scoring: &Scoring) -> String {
         "counter",
         &responses,
     );
-    let device = engine.device().as_str();
+    let device = served.engine().device().as_str();
     counter(
         &mut out,
         "pixguard_device_info",
@@ -166,13 +167,51 @@ pub fn prometheus(scoring: &Scoring) -> String {
         "gauge",
         &[(String::new(), u64::from(ready))],
     );
+    let model = served.model();
+    counter(
+        &mut out,
+        "pixguard_model_info",
+        "The model version serving now, and the source it follows.",
+        "gauge",
+        &[(
+            format!(
+                "{{name=\"{}\",version=\"{}\",source=\"{}\"}}",
+                label(&model.name),
+                label(&model.version),
+                label(&served.origin.source)
+            ),
+            1,
+        )],
+    );
+    counter(
+        &mut out,
+        "pixguard_model_swaps_total",
+        "Model versions swapped in since start.",
+        "counter",
+        &[(String::new(), models.swaps.load(Ordering::Relaxed))],
+    );
+    counter(
+        &mut out,
+        "pixguard_model_load_failures_total",
+        "Model versions refused (fetch, package checks, self-test or warm-up failed); the serving version stayed.",
+        "counter",
+        &[(String::new(), models.failures.load(Ordering::Relaxed))],
+    );
     out
+}
+
+/// A Prometheus label value: `\`, `"` and newlines escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// p50/p90/p99/p99.9/max per stage, since start and over the last 60 s, in microseconds.
 pub fn stats(scoring: &Scoring) -> serde_json::Value {
-    let m = scoring.engine().metrics();
-    let queue_depth = scoring.engine().queued_rows();
+    let m = scoring.engine_metrics();
+    let queue_depth = scoring.served().engine().queued_rows();
     let stage = |s: &Stage| {
         let (total, recent) = s.hdr.percentiles();
         json!({"since_start": total, "last_60s": recent})

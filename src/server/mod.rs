@@ -1,9 +1,11 @@
 //! The HTTP front end (axum): `/v1/score`, health, readiness, metrics and stats, and the graceful
 //! shutdown that drains queued work before the process exits.
 
+mod admin;
 mod error;
 pub mod grpc;
 mod metrics;
+pub mod models;
 pub mod oip;
 mod v1;
 
@@ -24,18 +26,20 @@ use candle_core::Device;
 pub use error::{HttpError, grpc_status};
 
 use crate::config::{Config, DeviceChoice};
-use crate::engine::{Engine, Metrics};
-use crate::features::FeatureBatch;
-use crate::model::{DcnModel, ModelPackage};
+use crate::engine::Metrics;
 use crate::protocol::v1::DEADLINE_HEADER;
 use crate::scoring::{ScoreError, Scoring};
 
-/// What every handler shares: the configuration and the scoring path.
+/// What every handler shares: the configuration, the scoring path and the model's follower.
 pub struct AppState {
     /// Effective configuration.
     pub config: Config,
     /// The one path of a payment.
     pub scoring: Scoring,
+    /// Loads and swaps model versions.
+    pub models: Arc<models::Models>,
+    /// The admin routes' bearer token; `None`: they are off.
+    admin_token: Option<admin::Token>,
 }
 
 /// Picks the device for `choice`; `auto` falls back to the CPU with a warning and a metric.
@@ -54,18 +58,18 @@ fn device(choice: DeviceChoice, metrics: &Metrics) -> anyhow::Result<Device> {
 }
 
 /// Loads the model, starts the engine and returns the shared state (not yet ready).
-pub fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
+pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
     let metrics = Arc::new(Metrics::new().context("creating histograms")?);
-    let package = ModelPackage::load(&config.model.source)
-        .with_context(|| format!("loading model package {}", config.model.source.display()))?;
     let device = device(config.engine.device, &metrics)?;
-    let replicas = (0..config.engine.workers)
-        .map(|_| DcnModel::from_package(&package, &device))
-        .collect::<Result<Vec<_>, _>>()?;
-    let engine =
-        Arc::new(Engine::start(&config.engine, replicas, metrics).context("starting the engine")?);
-    let scoring = Scoring::new(&package, engine, &config)?;
-    Ok(Arc::new(AppState { config, scoring }))
+    let admin_token = admin::Token::from_config(&config.server)?;
+    let (models, served) = models::Models::start(&config, device, metrics).await?;
+    let scoring = Scoring::new(served, &config)?;
+    Ok(Arc::new(AppState {
+        config,
+        scoring,
+        models: Arc::new(models),
+        admin_token,
+    }))
 }
 
 /// The request's own deadline, from `x-request-timeout-ms`.
@@ -109,6 +113,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/v1/stats", get(stats))
+        .merge(admin::routes())
         .route("/v2", get(oip::server_metadata))
         .route("/v2/health/live", get(oip::live))
         .route("/v2/health/ready", get(oip::ready))
@@ -174,13 +179,13 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let body = serde_json::json!({
         "ready": ready,
         "draining": scoring.lifecycle.draining(),
-        "model": scoring.model(),
+        "model": scoring.served().model(),
     });
     (status, axum::Json(body)).into_response()
 }
 
 async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
-    let text = metrics::prometheus(&state.scoring);
+    let text = metrics::prometheus(&state.scoring, &state.models);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -198,36 +203,9 @@ pub fn warm_up_sizes(max_batch_size: usize) -> Vec<usize> {
     sizes
 }
 
-/// Runs [`warm_up_sizes`] batches before readiness, so that no real request pays a warm-up: cuBLAS
-/// picks its kernels by size range, and CUDA loads each kernel on its first launch (lazy loading).
-async fn warm_up(state: &AppState) -> anyhow::Result<()> {
-    let sizes = warm_up_sizes(state.config.engine.max_batch_size);
-    let extractor = state.scoring.extractor();
-    let (nn, nc) = (extractor.n_numeric(), extractor.n_categorical());
-    for rows in sizes
-        .into_iter()
-        .flat_map(|rows| std::iter::repeat_n(rows, state.config.engine.workers))
-    {
-        let batch = FeatureBatch {
-            rows,
-            n_numeric: nn,
-            n_categorical: nc,
-            numeric: vec![0.0; rows * nn],
-            categorical: vec![0; rows * nc],
-        };
-        state
-            .scoring
-            .engine()
-            .score(batch, Instant::now() + Duration::from_secs(60))
-            .await
-            .context("warm-up batch")?;
-    }
-    Ok(())
-}
-
 /// Serves until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let state = tokio::task::spawn_blocking(move || build(config)).await??;
+    let state = build(config).await?;
     let address = format!(
         "{}:{}",
         state.config.server.address, state.config.server.port
@@ -246,17 +224,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let grpc_local = grpc_listener.local_addr()?;
     // Logged before the HTTP "listening" line, so whoever waits for that line knows both ports.
     tracing::info!(address = %grpc_local, "grpc listening");
-    warm_up(&state).await?;
+    models::warm_up(&state.scoring.served(), &state.config).await?;
     state.scoring.lifecycle.mark_ready();
-    let model = state.scoring.model();
+    let served = state.scoring.served();
     tracing::info!(
         address = %local,
-        model = %format!("{}:{}", model.name, model.version),
-        device = state.scoring.engine().device().as_str(),
+        model = %format!("{}:{}", served.model().name, served.model().version),
+        source = %served.origin.source,
+        admin = state.admin_token.is_some(),
+        device = served.engine().device().as_str(),
         workers = state.config.engine.workers,
         http_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "listening"
     );
+    drop(served);
+    let follower = tokio::spawn(state.models.clone().follow(state.clone()));
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let (drain_state, drained) = (state.clone(), stop.clone());
@@ -304,13 +286,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         _ = hard_stop => tracing::warn!("connections still open after the drain; closing them"),
     }
     drainer.abort();
+    follower.abort();
     if tokio::time::timeout(Duration::from_secs(1), grpc)
         .await
         .is_err()
     {
         tracing::warn!("gRPC connections still open after the drain; closing them");
     }
-    let engine = state.scoring.engine().clone();
+    let engine = state.scoring.served().engine().clone();
     tokio::task::spawn_blocking(move || engine.shutdown()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -37,10 +37,11 @@ pub async fn score(
         let request = parse_request(&body, scoring.limits().max_rows_per_request)?;
         let deadline = scoring.deadline(timeout(&headers));
         let explain = request.explain || query.explain;
-        let scored = scoring
+        let served = scoring.served();
+        let scored = served
             .score_transactions(&request.transactions, deadline, explain)
             .await?;
-        let model = scoring.model();
+        let model = served.model();
         let mut results = request
             .transactions
             .iter()
@@ -50,7 +51,7 @@ pub async fn score(
                 end_to_end_id: tx.end_to_end_id.as_str(),
                 score,
                 decision,
-                reasons: scoring.reason(&scored, row),
+                reasons: served.reason(&scored, row),
                 model,
             });
         let mut response = if request.batch {

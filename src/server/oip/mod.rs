@@ -65,13 +65,12 @@ pub async fn model_ready(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Response, HttpError> {
-    state
-        .scoring
-        .check_model(&path.model, path.version.as_deref())?;
+    let served = state.scoring.served();
+    served.check_model(&path.model, path.version.as_deref())?;
     let ready = state.scoring.takes_traffic();
     Ok(health(
         ready,
-        json!({"name": state.scoring.model().name, "ready": ready}),
+        json!({"name": served.model().name, "ready": ready}),
     ))
 }
 
@@ -80,13 +79,13 @@ pub async fn model_metadata(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Json<Value>, HttpError> {
-    let scoring = &state.scoring;
-    scoring.check_model(&path.model, path.version.as_deref())?;
-    let signature = scoring.signature();
+    let served = state.scoring.served();
+    served.check_model(&path.model, path.version.as_deref())?;
+    let signature = served.signature();
     let tensor = |t: &crate::protocol::oip::TensorSpec| json!({"name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape});
     Ok(Json(json!({
-        "name": scoring.model().name,
-        "versions": [scoring.model().version],
+        "name": served.model().name,
+        "versions": [served.model().version],
         "platform": PLATFORM,
         "inputs": signature.inputs.iter().map(tensor).collect::<Vec<_>>(),
         "outputs": signature.outputs.iter().map(tensor).collect::<Vec<_>>(),
@@ -98,10 +97,9 @@ pub async fn model_config(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Json<Value>, HttpError> {
-    state
-        .scoring
-        .check_model(&path.model, path.version.as_deref())?;
-    Ok(Json(model_config::model_config(&state).to_json()))
+    let served = state.scoring.served();
+    served.check_model(&path.model, path.version.as_deref())?;
+    Ok(Json(model_config::model_config(&state, &served).to_json()))
 }
 
 /// `GET /v2/models/{m}[/versions/{v}]/stats`.
@@ -109,16 +107,15 @@ pub async fn model_statistics(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Json<Value>, HttpError> {
-    state
-        .scoring
-        .check_model(&path.model, path.version.as_deref())?;
-    let stats = statistics::model_statistics(&state.scoring).to_json();
+    let served = state.scoring.served();
+    served.check_model(&path.model, path.version.as_deref())?;
+    let stats = statistics::model_statistics(&state.scoring, &served).to_json();
     Ok(Json(json!({"model_stats": [stats]})))
 }
 
 /// `GET /v2/models/stats`: every served model.
 pub async fn all_statistics(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let stats = statistics::model_statistics(&state.scoring).to_json();
+    let stats = statistics::model_statistics(&state.scoring, &state.scoring.served()).to_json();
     Json(json!({"model_stats": [stats]}))
 }
 
@@ -132,11 +129,12 @@ pub async fn infer(
     let scoring = &state.scoring;
     let admission = scoring.admit(Api::OipHttp)?;
     let result = async {
-        scoring.check_model(&path.model, path.version.as_deref())?;
+        let served = scoring.served();
+        served.check_model(&path.model, path.version.as_deref())?;
         let body = body.map_err(|e| body_error(e, state.config.server.body_limit_bytes))?;
         let header_length = headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes);
         let (request, binary) = split_body(header_length, &body)?;
-        let signature = scoring.signature();
+        let signature = served.signature();
         let outputs =
             signature.select_outputs(request.requested_outputs(), request.binary_output())?;
         let payload = signature.decode_inputs(
@@ -144,9 +142,9 @@ pub async fn infer(
             scoring.limits().max_rows_per_request,
         )?;
         let deadline = scoring.deadline(timeout(&headers));
-        let scored = scoring.score(payload, deadline, request.explain()?).await?;
-        let model = scoring.model();
-        let reasons = scoring.reason_texts(&scored, &outputs);
+        let scored = served.score(payload, deadline, request.explain()?).await?;
+        let model = served.model();
+        let reasons = served.reason_texts(&scored, &outputs);
         let answers = scored.answers(&reasons);
         let (bytes, json_length) = http_body(
             (&model.name, &model.version),

@@ -3,6 +3,7 @@
 
 use crate::model::device::DeviceKind;
 use crate::protocol::oip::{Datatype, PLATFORM, TensorSpec};
+use crate::scoring::Served;
 use crate::server::AppState;
 
 /// One input or output as the configuration describes it (dims exclude the batch dimension).
@@ -41,7 +42,7 @@ pub struct ModelConfig {
 
 /// The configuration of the model `state` serves. Every input is optional because the two input
 /// modes are alternatives; which inputs a request must carry is checked at inference.
-pub fn model_config(state: &AppState) -> ModelConfig {
+pub fn model_config(state: &AppState, served: &Served) -> ModelConfig {
     let scoring = &state.scoring;
     let tensor = |t: &TensorSpec, optional: bool| ConfigTensor {
         name: t.name.clone(),
@@ -49,13 +50,13 @@ pub fn model_config(state: &AppState) -> ModelConfig {
         dims: t.shape[1..].to_vec(),
         optional,
     };
-    let signature = scoring.signature();
+    let signature = served.signature();
     ModelConfig {
-        name: scoring.model().name.clone(),
+        name: served.model().name.clone(),
         max_batch_size: scoring.limits().max_rows_per_request as i64,
         max_queue_delay_us: state.config.engine.max_queue_delay_us,
         instances: state.config.engine.workers as i64,
-        instance_kind: match scoring.engine().device() {
+        instance_kind: match served.engine().device() {
             DeviceKind::Cuda => "KIND_GPU",
             DeviceKind::Cpu => "KIND_CPU",
         },

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::histogram::PromHistogram;
-use crate::scoring::Scoring;
+use crate::scoring::{Scoring, Served};
 
 /// A cumulative count and duration in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -40,9 +40,9 @@ pub struct ModelStatistics {
 
 /// The served model's statistics. Feature assembly happens before the queue and is part of
 /// `success` only; compute_input and compute_output are not measured apart from compute_infer.
-pub fn model_statistics(scoring: &Scoring) -> ModelStatistics {
+pub fn model_statistics(scoring: &Scoring, served: &Served) -> ModelStatistics {
     let front = &scoring.metrics;
-    let engine = scoring.engine().metrics();
+    let engine = scoring.engine_metrics();
     let duration = |(count, ns): (u64, u64)| Duration { count, ns };
     let histogram = |h: &PromHistogram| {
         let (_, sum_us, count) = h.snapshot();
@@ -53,8 +53,8 @@ pub fn model_statistics(scoring: &Scoring) -> ModelStatistics {
     };
     let (_, _, batches) = engine.batch_size.snapshot();
     ModelStatistics {
-        name: scoring.model().name.clone(),
-        version: scoring.model().version.clone(),
+        name: served.model().name.clone(),
+        version: served.model().version.clone(),
         last_inference: front.last_inference_ms.load(Ordering::Relaxed),
         inference_count: engine.rows_scored(),
         execution_count: batches,

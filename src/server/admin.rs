@@ -1,0 +1,151 @@
+//! `/admin/*`: what model serves and from where, reload it, pin another source. Authenticated by a
+//! bearer token read from `server.admin_token_file` or `PIXGUARD_ADMIN_TOKEN` (never from
+//! config.yaml itself, never logged); without one the routes are off (404). A missing or wrong
+//! token gets 401 and changes nothing.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use crate::config::ServerConfig;
+
+/// Environment variable holding the admin token (when no file is configured).
+pub const TOKEN_ENV: &str = "PIXGUARD_ADMIN_TOKEN";
+
+/// The admin bearer token, kept only as its SHA-256.
+pub struct Token([u8; 32]);
+
+impl Token {
+    /// The token from `server.admin_token_file`, else `PIXGUARD_ADMIN_TOKEN`; `None`: admin off.
+    pub fn from_config(server: &ServerConfig) -> anyhow::Result<Option<Token>> {
+        let text =
+            match &server.admin_token_file {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("server.admin_token_file {}: {e}", path.display())
+                })?),
+                None => std::env::var(TOKEN_ENV).ok(),
+            };
+        let Some(text) = text else { return Ok(None) };
+        let token = text.trim();
+        anyhow::ensure!(
+            token.len() >= 16,
+            "the admin token must be at least 16 characters (it guards model swaps)"
+        );
+        Ok(Some(Token(Sha256::digest(token.as_bytes()).into())))
+    }
+
+    /// Whether `presented` is the token. Both sides are hashed first and compared without an
+    /// early exit, so the time taken says nothing about how much of it was right.
+    fn matches(&self, presented: &str) -> bool {
+        let other: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.0
+            .iter()
+            .zip(other.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// The admin routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/admin/model", get(describe).post(pin))
+        .route("/admin/model/reload", post(reload))
+}
+
+/// Refuses the request unless the admin routes are on and it carries the token.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &state.admin_token else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "the admin API is off: no admin token is configured"})),
+        )
+            .into_response());
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if token.matches(p.trim()) => Ok(()),
+        _ => Err((
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(json!({"error": "missing or wrong admin bearer token"})),
+        )
+            .into_response()),
+    }
+}
+
+/// `GET /admin/model`.
+async fn describe(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused;
+    }
+    axum::Json(state.models.describe(&state.scoring)).into_response()
+}
+
+/// `?force=true`: try again a version that was refused before.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ReloadQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /admin/model/reload`: check the source now; 200 swapped or unchanged, 409 refused.
+async fn reload(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ReloadQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused;
+    }
+    let force = query.is_ok_and(|q| q.force);
+    let checked = state.models.check(&state.scoring, force).await;
+    let status = if checked.outcome == "refused" {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(checked)).into_response()
+}
+
+/// `POST /admin/model` `{"source": "models:/pix-fraud/7"}`: serve and follow another source;
+/// 409 (and nothing changes) when it is refused.
+async fn pin(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused;
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Pin {
+        source: String,
+    }
+    let pin: Pin = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": format!("body: {e} (expected {{\"source\": \"…\"}})")})),
+            )
+                .into_response();
+        }
+    };
+    match state.models.pin(&state.scoring, &pin.source).await {
+        Ok(checked) => axum::Json(checked).into_response(),
+        Err(reason) => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({"outcome": "refused", "reason": reason})),
+        )
+            .into_response(),
+    }
+}

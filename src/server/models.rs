@@ -1,0 +1,508 @@
+//! The served model's life: the first load, then following the source (poll and admin reload),
+//! and swapping a new version in without dropping a request.
+//!
+//! A new version is fetched, loaded (digests, shapes, thresholds), self-tested (the package's
+//! golden rows scored on the serving device must match the stored scores), given its own engine,
+//! warmed up, and only then swapped in. Requests hold the version they started on to their end,
+//! so batches already running finish on the old one; its engine stops and its replicas are freed
+//! when the last of them lets go. A version that fails any step is refused and the old one keeps
+//! serving; the refusal is logged, counted and shown in `GET /admin/model`.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use candle_core::Device;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::engine::{Engine, Metrics};
+use crate::features::FeatureBatch;
+use crate::model::{DcnModel, ModelPackage};
+use crate::registry::{RegistryError, Resolver, Target};
+use crate::scoring::{Origin, Scoring, Served};
+use crate::transaction::Transaction;
+
+/// Largest |score − golden| a version may show on the serving device. The fused CPU pass and the
+/// GPU pass agree with PyTorch's float64 reference to ~2e-7; a changed weight or spec is orders
+/// of magnitude further off.
+pub const SELF_TEST_TOLERANCE: f64 = 1e-5;
+
+/// How many load attempts `GET /admin/model` remembers.
+const HISTORY: usize = 32;
+
+/// One load attempt, for `/admin/model` and the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadEvent {
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// The configured source.
+    pub source: String,
+    /// The version it resolved to, when it got that far.
+    pub identity: Option<String>,
+    /// `serving` or `refused`.
+    pub outcome: &'static str,
+    /// Why it was refused.
+    pub reason: Option<String>,
+    /// Resolve to ready, ms.
+    pub duration_ms: u64,
+}
+
+/// What a check found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checked {
+    /// `swapped`, `unchanged`, or `refused`.
+    pub outcome: &'static str,
+    /// The version serving after the check, `name:version`.
+    pub serving: String,
+    /// Why the new version was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+struct Status {
+    history: VecDeque<LoadEvent>,
+    last_error: Option<LoadEvent>,
+    /// A version already refused is not fetched again on every poll; a reload retries it.
+    refused: Option<String>,
+}
+
+/// Loads versions and swaps them in; one check at a time.
+pub struct Models {
+    config: Config,
+    device: Device,
+    metrics: Arc<Metrics>,
+    resolver: tokio::sync::Mutex<Resolver>,
+    status: Mutex<Status>,
+    /// Versions swapped in since start.
+    pub swaps: AtomicU64,
+    /// Versions refused since start (first load included).
+    pub failures: AtomicU64,
+}
+
+impl Models {
+    /// Loads the configured source and answers the follower and the first version (with its
+    /// engine started but not warmed up). Unreachable at start: the last good cached version of
+    /// the same source when `model.use_cached_on_error`, else an error.
+    pub async fn start(
+        config: &Config,
+        device: Device,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<(Models, Served)> {
+        let resolver = Resolver::new(
+            &config.model.source,
+            config.model.registry_uri.as_deref(),
+            &config.model.cache_dir,
+        )?;
+        let models = Models {
+            config: config.clone(),
+            device,
+            metrics,
+            resolver: tokio::sync::Mutex::new(resolver),
+            status: Mutex::new(Status {
+                history: VecDeque::new(),
+                last_error: None,
+                refused: None,
+            }),
+            swaps: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        };
+        let started = Instant::now();
+        let resolver = models.resolver.lock().await;
+        let fetched = async {
+            let target = resolver.resolve().await?;
+            let dir = resolver.fetch(&target).await?;
+            Ok::<_, RegistryError>((target, dir))
+        }
+        .await;
+        let (target, dir) = match fetched {
+            Ok(found) => found,
+            Err(e) if e.is_unreachable() && config.model.use_cached_on_error => {
+                let (target, dir) = resolver.last_good().ok_or_else(|| {
+                    anyhow::Error::new(e).context(format!(
+                        "{} is unreachable and the cache holds no good version of it",
+                        resolver.source()
+                    ))
+                })?;
+                tracing::warn!(
+                    source = %resolver.source(),
+                    version = %target.identity,
+                    "the model source is unreachable: serving the last good cached version"
+                );
+                (target, dir)
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("resolving model source {}", resolver.source())));
+            }
+        };
+        let source = resolver.source().to_string();
+        drop(resolver);
+        let served = {
+            let (config, device, metrics) = (
+                models.config.clone(),
+                models.device.clone(),
+                models.metrics.clone(),
+            );
+            let (dir2, target2, source2) = (dir.clone(), target.clone(), source.clone());
+            tokio::task::spawn_blocking(move || {
+                build(&config, &device, metrics, &dir2, &target2, &source2)
+            })
+            .await?
+            .with_context(|| format!("loading model {source} ({})", target.identity))?
+        };
+        models.resolver.lock().await.remember_good(&target, &dir);
+        models.record(LoadEvent {
+            at: now(),
+            source,
+            identity: Some(target.identity),
+            outcome: "serving",
+            reason: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+        Ok((models, served))
+    }
+
+    /// Checks the source now and swaps in a new version if it names one. With `force`, a version
+    /// refused before is tried again.
+    pub async fn check(&self, scoring: &Scoring, force: bool) -> Checked {
+        let resolver = self.resolver.lock().await;
+        self.check_with(&resolver, scoring, force).await
+    }
+
+    /// Follows `source` from now on (an admin pin), swapping to it at once.
+    pub async fn pin(&self, scoring: &Scoring, source: &str) -> Result<Checked, String> {
+        let next = Resolver::new(
+            source,
+            self.config.model.registry_uri.as_deref(),
+            &self.config.model.cache_dir,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut resolver = self.resolver.lock().await;
+        let checked = self.check_with(&next, scoring, true).await;
+        if checked.outcome == "refused" {
+            return Err(checked.reason.unwrap_or_default());
+        }
+        *resolver = next;
+        Ok(checked)
+    }
+
+    async fn check_with(&self, resolver: &Resolver, scoring: &Scoring, force: bool) -> Checked {
+        let started = Instant::now();
+        let source = resolver.source().to_string();
+        let current = scoring.served();
+        let serving = |s: &Served| format!("{}:{}", s.model().name, s.model().version);
+        let target = match resolver.resolve().await {
+            Ok(t) => t,
+            Err(e) => return self.refuse(&source, None, e.to_string(), started, &current),
+        };
+        if target.identity == current.origin.identity {
+            return Checked {
+                outcome: "unchanged",
+                serving: serving(&current),
+                reason: None,
+            };
+        }
+        {
+            let status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            if !force && status.refused.as_deref() == Some(target.identity.as_str()) {
+                return Checked {
+                    outcome: "unchanged",
+                    serving: serving(&current),
+                    reason: status.last_error.as_ref().and_then(|e| e.reason.clone()),
+                };
+            }
+        }
+        tracing::info!(%source, version = %target.identity, "new model version: loading");
+        let dir = match resolver.fetch(&target).await {
+            Ok(d) => d,
+            Err(e) => {
+                return self.refuse(&source, Some(&target), e.to_string(), started, &current);
+            }
+        };
+        let built = {
+            let (config, device, metrics) = (
+                self.config.clone(),
+                self.device.clone(),
+                self.metrics.clone(),
+            );
+            let (dir, target, source) = (dir.clone(), target.clone(), source.clone());
+            tokio::task::spawn_blocking(move || {
+                build(&config, &device, metrics, &dir, &target, &source)
+            })
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+        };
+        let next = match built {
+            Ok(s) => s,
+            Err(e) => {
+                return self.refuse(&source, Some(&target), format!("{e:#}"), started, &current);
+            }
+        };
+        if let Err(e) = warm_up(&next, &self.config).await {
+            return self.refuse(&source, Some(&target), format!("{e:#}"), started, &current);
+        }
+        if next.model().name != current.model().name {
+            tracing::warn!(
+                from = %current.model().name,
+                to = %next.model().name,
+                "the new version has another model name: clients must use the new one"
+            );
+        }
+        let now_serving = serving(&next);
+        let old = scoring.swap(next);
+        resolver.remember_good(&target, &dir);
+        self.swaps.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            from = %serving(&old),
+            to = %now_serving,
+            %source,
+            ms = started.elapsed().as_millis() as u64,
+            "model swapped"
+        );
+        drop(old);
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refused = None;
+        self.record(LoadEvent {
+            at: now(),
+            source,
+            identity: Some(target.identity),
+            outcome: "serving",
+            reason: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+        Checked {
+            outcome: "swapped",
+            serving: now_serving,
+            reason: None,
+        }
+    }
+
+    fn refuse(
+        &self,
+        source: &str,
+        target: Option<&Target>,
+        reason: String,
+        started: Instant,
+        current: &Served,
+    ) -> Checked {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            %source,
+            version = target.map_or("?", |t| t.identity.as_str()),
+            %reason,
+            serving = %current.model().version,
+            "model version refused; the serving version is unchanged"
+        );
+        let event = LoadEvent {
+            at: now(),
+            source: source.to_string(),
+            identity: target.map(|t| t.identity.clone()),
+            outcome: "refused",
+            reason: Some(reason.clone()),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            status.refused = target.map(|t| t.identity.clone());
+            status.last_error = Some(event.clone());
+        }
+        self.record(event);
+        Checked {
+            outcome: "refused",
+            serving: format!("{}:{}", current.model().name, current.model().version),
+            reason: Some(reason),
+        }
+    }
+
+    fn record(&self, event: LoadEvent) {
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if status.history.len() == HISTORY {
+            status.history.pop_front();
+        }
+        status.history.push_back(event);
+    }
+
+    /// `GET /admin/model`: what serves, from where, the last refusal, the recent loads.
+    pub fn describe(&self, scoring: &Scoring) -> serde_json::Value {
+        let served = scoring.served();
+        let status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::json!({
+            "serving": {
+                "name": served.model().name,
+                "version": served.model().version,
+                "origin": served.origin,
+            },
+            "source": self.config_source(),
+            "poll_interval_s": self.config.model.poll_interval_s,
+            "swaps": self.swaps.load(Ordering::Relaxed),
+            "failures": self.failures.load(Ordering::Relaxed),
+            "last_error": status.last_error,
+            "history": status.history,
+        })
+    }
+
+    fn config_source(&self) -> String {
+        self.resolver.try_lock().map_or_else(
+            |_| self.config.model.source.clone(),
+            |r| r.source().to_string(),
+        )
+    }
+
+    /// Checks the source every `model.poll_interval_s` until the process ends.
+    pub async fn follow(self: Arc<Self>, state: Arc<super::AppState>) {
+        let every = self.config.model.poll_interval_s;
+        if every == 0 {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(every));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if state.scoring.lifecycle.draining() {
+                return;
+            }
+            self.check(&state.scoring, false).await;
+        }
+    }
+}
+
+/// Loads the package in `dir`, builds its replicas, self-tests them and starts their engine.
+fn build(
+    config: &Config,
+    device: &Device,
+    metrics: Arc<Metrics>,
+    dir: &Path,
+    target: &Target,
+    source: &str,
+) -> anyhow::Result<Served> {
+    let package = ModelPackage::load(dir)?;
+    let replicas = (0..config.engine.workers)
+        .map(|_| DcnModel::from_package(&package, device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let extractor = crate::features::FeatureExtractor::new(package.config.features.clone())?;
+    let max_error = self_test(&package, &extractor, &replicas[0])?;
+    let engine =
+        Arc::new(Engine::start(&config.engine, replicas, metrics).context("starting the engine")?);
+    let weights = package
+        .flavor
+        .sha256
+        .get("weights")
+        .cloned()
+        .unwrap_or_default();
+    let version = target
+        .registry_version
+        .clone()
+        .unwrap_or_else(|| package.config.version.clone());
+    Served::new(
+        &package,
+        version,
+        engine,
+        config,
+        Origin {
+            source: source.to_string(),
+            location: target.location.clone(),
+            identity: target.identity.clone(),
+            weights_sha256: weights,
+            self_test_max_error: Some(max_error),
+            loaded_at: now(),
+        },
+    )
+}
+
+/// Scores the package's golden rows on `model` (the serving device) and answers the largest
+/// difference from the stored scores; refuses beyond [`SELF_TEST_TOLERANCE`].
+fn self_test(
+    package: &ModelPackage,
+    extractor: &crate::features::FeatureExtractor,
+    model: &DcnModel,
+) -> anyhow::Result<f64> {
+    let file = package.flavor.golden.as_deref().context(
+        "self-test: the package names no golden rows (flavors.pixguard.golden); a version that \
+         cannot prove its scores on this device is not served",
+    )?;
+    let path = package.dir.join(file);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("self-test: reading {}", path.display()))?;
+    let mut txs = Vec::new();
+    let mut expected = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("self-test: {file} line {}", i + 1))?;
+        let tx = Transaction::from_json(v["transaction"].to_string().as_bytes())
+            .map_err(|e| anyhow::anyhow!("self-test: {file} line {}: {e}", i + 1))?;
+        let score = v["score"]
+            .as_f64()
+            .with_context(|| format!("self-test: {file} line {}: no score", i + 1))?;
+        txs.push(tx);
+        expected.push(score);
+    }
+    anyhow::ensure!(!txs.is_empty(), "self-test: {file} has no rows");
+    let mut batch = FeatureBatch::default();
+    let mut worst = (0.0f64, 0usize);
+    for (start, chunk) in (0..txs.len())
+        .step_by(256)
+        .map(|s| (s, &txs[s..(s + 256).min(txs.len())]))
+    {
+        extractor.extract_into(chunk, &mut batch);
+        let mut out = vec![0.0f32; chunk.len()];
+        model.score_host(&batch.numeric, &batch.categorical, chunk.len(), &mut out)?;
+        for (k, &s) in out.iter().enumerate() {
+            let d = (f64::from(s) - expected[start + k]).abs();
+            if !(d <= worst.0) {
+                worst = (d, start + k);
+            }
+        }
+    }
+    anyhow::ensure!(
+        worst.0 <= SELF_TEST_TOLERANCE,
+        "self-test failed: golden row {} ({}) scores {:.3e} away from its stored score on this \
+         device (tolerance {SELF_TEST_TOLERANCE:e}): the weights, the spec or the golden file \
+         do not belong together",
+        worst.1 + 1,
+        txs[worst.1].end_to_end_id,
+        worst.0
+    );
+    Ok(worst.0)
+}
+
+/// Runs [`super::warm_up_sizes`] batches through `served`'s engine before it takes traffic, so
+/// no real request pays a warm-up: cuBLAS picks its kernels by size range, and CUDA loads each
+/// kernel on its first launch (lazy loading).
+pub async fn warm_up(served: &Served, config: &Config) -> anyhow::Result<()> {
+    let extractor = served.extractor();
+    let (nn, nc) = (extractor.n_numeric(), extractor.n_categorical());
+    for rows in super::warm_up_sizes(config.engine.max_batch_size)
+        .into_iter()
+        .flat_map(|rows| std::iter::repeat_n(rows, config.engine.workers))
+    {
+        let batch = FeatureBatch {
+            rows,
+            n_numeric: nn,
+            n_categorical: nc,
+            numeric: vec![0.0; rows * nn],
+            categorical: vec![0; rows * nc],
+        };
+        served
+            .engine()
+            .score(batch, Instant::now() + Duration::from_secs(60))
+            .await
+            .context("warm-up batch")?;
+    }
+    Ok(())
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
