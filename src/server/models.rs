@@ -66,8 +66,8 @@ pub struct Checked {
 struct Status {
     history: VecDeque<LoadEvent>,
     last_error: Option<LoadEvent>,
-    /// A version already refused is not fetched again on every poll; a reload retries it.
-    refused: Option<String>,
+    /// Versions already refused are not fetched again on every poll; `reload?force=true` retries.
+    refused: VecDeque<String>,
 }
 
 /// Loads versions and swaps them in; one check at a time.
@@ -105,7 +105,7 @@ impl Models {
             status: Mutex::new(Status {
                 history: VecDeque::new(),
                 last_error: None,
-                refused: None,
+                refused: VecDeque::new(),
             }),
             swaps: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -208,7 +208,7 @@ impl Models {
         }
         {
             let status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            if !force && status.refused.as_deref() == Some(target.identity.as_str()) {
+            if !force && status.refused.contains(&target.identity) {
                 return Checked {
                     outcome: "unchanged",
                     serving: serving(&current),
@@ -268,7 +268,8 @@ impl Models {
         self.status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .refused = None;
+            .refused
+            .retain(|r| *r != target.identity);
         self.record(LoadEvent {
             at: now(),
             source,
@@ -310,7 +311,14 @@ impl Models {
         };
         {
             let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            status.refused = target.map(|t| t.identity.clone());
+            if let Some(t) = target
+                && !status.refused.contains(&t.identity)
+            {
+                if status.refused.len() == HISTORY {
+                    status.refused.pop_front();
+                }
+                status.refused.push_back(t.identity.clone());
+            }
             status.last_error = Some(event.clone());
         }
         self.record(event);
