@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+
+use crate::protocol::v1::MODEL_VERSION_HEADER;
 use hyper::client::conn::http1::SendRequest;
 use tonic::transport::{Channel, Endpoint};
 
@@ -13,6 +15,13 @@ use crate::protocol::grpc::grpc_inference_service_client::GrpcInferenceServiceCl
 
 /// Pause after a failed connection attempt.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// A successful answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answered {
+    /// The model version that scored it, when the server says.
+    pub version: Option<String>,
+}
 
 /// Where the load goes and what it sends.
 pub struct Target {
@@ -68,9 +77,11 @@ impl Target {
         }
     }
 
-    /// Sends request `i` (modulo the number of requests) and waits for the whole answer.
-    /// `Err` carries the outcome's label: an HTTP status, a gRPC code, or a transport failure.
-    pub async fn call(&self, conn: &mut Conn, i: usize) -> Result<(), String> {
+    /// Sends request `i` (modulo the number of requests) and waits for the whole answer; `Ok`
+    /// carries the model version that answered (`x-model-version`, or the gRPC answer's field)
+    /// when the server names one. `Err` carries the outcome's label: an HTTP status, a gRPC code,
+    /// or a transport failure.
+    pub async fn call(&self, conn: &mut Conn, i: usize) -> Result<Answered, String> {
         match tokio::time::timeout(self.timeout, self.call_inner(conn, i)).await {
             Ok(result) => result,
             Err(_) => {
@@ -81,7 +92,7 @@ impl Target {
         }
     }
 
-    async fn call_inner(&self, conn: &mut Conn, i: usize) -> Result<(), String> {
+    async fn call_inner(&self, conn: &mut Conn, i: usize) -> Result<Answered, String> {
         let result = self.exchange(conn, i).await;
         if matches!(&result, Err(e) if e == "connect") {
             // A refused connection fails in microseconds; retrying at once would only spin.
@@ -90,7 +101,7 @@ impl Target {
         result
     }
 
-    async fn exchange(&self, conn: &mut Conn, i: usize) -> Result<(), String> {
+    async fn exchange(&self, conn: &mut Conn, i: usize) -> Result<Answered, String> {
         match (&*self.bodies, conn) {
             (
                 Bodies::Http {
@@ -115,13 +126,16 @@ impl Target {
                     sender.ready().await?;
                     let response = sender.send_request(request).await?;
                     let status = response.status();
+                    let version = response.headers().get(MODEL_VERSION_HEADER).cloned();
                     response.into_body().collect().await?;
-                    Ok::<_, hyper::Error>(status)
+                    Ok::<_, hyper::Error>((status, version))
                 }
                 .await;
                 match outcome {
-                    Ok(status) if status.is_success() => Ok(()),
-                    Ok(status) => Err(status.as_u16().to_string()),
+                    Ok((status, version)) if status.is_success() => Ok(Answered {
+                        version: version.map(|v| String::from_utf8_lossy(v.as_bytes()).into()),
+                    }),
+                    Ok((status, _)) => Err(status.as_u16().to_string()),
                     Err(_) => {
                         *slot = None;
                         Err("io".into())
@@ -145,7 +159,9 @@ impl Target {
                     .model_infer(requests[i % requests.len()].clone())
                     .await
                 {
-                    Ok(_) => Ok(()),
+                    Ok(answer) => Ok(Answered {
+                        version: Some(answer.into_inner().model_version),
+                    }),
                     Err(status) => Err(format!("grpc:{:?}", status.code())),
                 }
             }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
-use super::client::Target;
+use super::client::{Answered, Target};
 use crate::synth::Rng;
 
 /// How requests are released.
@@ -76,6 +76,8 @@ pub struct Recorder {
     pub completed: u64,
     /// Failed requests in the window, by outcome.
     pub errors: BTreeMap<String, u64>,
+    /// Successful answers of the whole run (warm-up included) by the model version that gave them.
+    pub versions: BTreeMap<String, u64>,
     /// Per second since the start of the whole run (warm-up included).
     pub timeline: BTreeMap<u64, Second>,
     /// An empty per-second histogram to clone.
@@ -92,12 +94,13 @@ impl Recorder {
             ok: 0,
             completed: 0,
             errors: BTreeMap::new(),
+            versions: BTreeMap::new(),
             timeline: BTreeMap::new(),
             empty_second: histogram(2)?,
         })
     }
 
-    fn record(&mut self, intended: Instant, done: Instant, outcome: Result<(), String>) {
+    fn record(&mut self, intended: Instant, done: Instant, outcome: Result<Answered, String>) {
         let micros = done.saturating_duration_since(intended).as_micros() as u64;
         let micros = micros.clamp(1, MAX_US);
         let second = intended.saturating_duration_since(self.run_start).as_secs();
@@ -114,7 +117,15 @@ impl Recorder {
             self.completed += 1;
         }
         match outcome {
-            Ok(()) => {
+            Ok(answered) => {
+                if let Some(v) = answered.version {
+                    match self.versions.get_mut(&v) {
+                        Some(n) => *n += 1,
+                        None => {
+                            self.versions.insert(v, 1);
+                        }
+                    }
+                }
                 slot.ok += 1;
                 let _ = slot.latency.record(micros);
                 if measured {
@@ -238,7 +249,7 @@ fn lock(recorder: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
     recorder.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn count(live: &Live, outcome: &Result<(), String>) {
+fn count(live: &Live, outcome: &Result<Answered, String>) {
     live.done.fetch_add(1, Ordering::Relaxed);
     if outcome.is_err() {
         live.failed.fetch_add(1, Ordering::Relaxed);

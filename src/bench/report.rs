@@ -56,6 +56,10 @@ pub struct Step {
     pub ok: u64,
     /// Failures in the window by outcome (HTTP status, `grpc:Code`, `timeout`, `connect`, `io`).
     pub errors: BTreeMap<String, u64>,
+    /// Successful answers of the step (warm-up included) by the model version that gave them,
+    /// when the server names it (`x-model-version`, gRPC `model_version`).
+    #[serde(default)]
+    pub versions: BTreeMap<String, u64>,
     /// Latency of successful answers, from the intended send time (open loop) or the send (closed).
     pub latency_us: Latency,
     /// How late the open-loop scheduler released requests.
@@ -142,6 +146,7 @@ pub fn add_step(
         achieved_rps: recorder.completed as f64 / report.duration_s,
         ok: recorder.ok,
         errors: recorder.errors.clone(),
+        versions: recorder.versions.clone(),
         latency_us: Latency::of(&recorder.latency),
         scheduler_lateness_us: open.then(|| Latency::of(&recorder.lateness)),
         starts_at_s: step_start_s,

@@ -10,6 +10,10 @@ use crate::transaction::{Transaction, ValidationError, parse_json};
 /// Header a client may set to bound how long its rows may wait for compute (also on OIP HTTP).
 pub const DEADLINE_HEADER: &str = "x-request-timeout-ms";
 
+/// Response header naming the model version that scored a request (every HTTP scoring answer),
+/// so a client or a load test sees a swap without parsing bodies.
+pub const MODEL_VERSION_HEADER: &str = "x-model-version";
+
 /// A batch: `{"transactions": [...]}`, as `/v1/score` and a JSONL line take it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

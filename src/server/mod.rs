@@ -27,7 +27,7 @@ pub use error::{HttpError, grpc_status};
 
 use crate::config::{Config, DeviceChoice};
 use crate::engine::Metrics;
-use crate::protocol::v1::DEADLINE_HEADER;
+use crate::protocol::v1::{DEADLINE_HEADER, MODEL_VERSION_HEADER};
 use crate::scoring::{ScoreError, Scoring};
 
 /// What every handler shares: the configuration, the scoring path and the model's follower.
@@ -89,9 +89,13 @@ fn body_error(e: BytesRejection, limit: usize) -> ScoreError {
     }
 }
 
-/// Stamps the engine's share of a scored request's time on its answer.
-fn timing(response: &mut Response, queue_us: u64, compute_us: u64) {
+/// Stamps the engine's share of a scored request's time, and the version that scored it, on its
+/// answer.
+fn timing(response: &mut Response, queue_us: u64, compute_us: u64, version: &str) {
     let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(version) {
+        headers.insert(MODEL_VERSION_HEADER, v);
+    }
     headers.insert("x-queue-time-us", HeaderValue::from(queue_us));
     headers.insert("x-compute-time-us", HeaderValue::from(compute_us));
 }

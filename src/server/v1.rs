@@ -65,7 +65,12 @@ pub async fn score(
                 None => return Err(ScoreError::Malformed("no transaction".into())),
             }
         };
-        timing(&mut response, scored.queue_us, scored.compute_us);
+        timing(
+            &mut response,
+            scored.queue_us,
+            scored.compute_us,
+            &served.model().version,
+        );
         Ok(response)
     }
     .await;

@@ -167,7 +167,12 @@ pub async fn infer(
                 )
             }
         };
-        timing(&mut response, scored.queue_us, scored.compute_us);
+        timing(
+            &mut response,
+            scored.queue_us,
+            scored.compute_us,
+            &served.model().version,
+        );
         Ok(response)
     }
     .await;

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Model swaps under load: `pixguard bench` open loop at about half of saturation while the
+`production` alias flips between two real models every few seconds.
+
+A real MLflow server and fake-gcs-server hold the two versions (models/pix-fraud and
+models/pix-fraud-challenger, artifacts on GCS); `pixguard serve` follows
+`models:/pix-fraud@production` with a 1 s poll. Checks, and exits non-zero unless all hold:
+  - no answer other than 200 during the run;
+  - every answer names one of the two versions (`x-model-version`, tallied by the bench);
+  - after each flip the new version answers within poll interval + its load time (+ 0.5 s for
+    this script's own polling);
+  - RSS after the last swap (default the 20th) within 10 % of RSS after the 2nd.
+Run with the Python of tests/python/requirements.txt (mlflow, fake-gcs-server):
+
+    .ci-venv/bin/python benches/lifecycle/swap.py --pixguard target/release/pixguard
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from harness import ROOT, Stack, rss_kib  # noqa: E402
+
+TOKEN = "swap-benchmark-admin-token"
+POLL_S = 1
+
+
+def one_request() -> bytes:
+    line = (ROOT / "models/pix-fraud/golden.jsonl").read_text().splitlines()[0]
+    return json.dumps(json.loads(line)["transaction"]).encode()
+
+
+def answering_version(url: str, body: bytes) -> str | None:
+    req = urllib.request.Request(f"{url}/v1/score", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.headers.get("x-model-version")
+
+
+def admin(url: str) -> dict:
+    req = urllib.request.Request(f"{url}/admin/model", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
+
+
+def bench(pixguard: str, url: str, out: pathlib.Path, cpu: str | None, *args: str) -> subprocess.Popen:
+    cmd = [pixguard, "bench", "--api", "v1", "--url", url, "--out", str(out), "--no-progress",
+           "--label", out.name, *args]
+    if cpu is not None:
+        cmd = ["taskset", "-c", cpu, *cmd]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pixguard", default=str(ROOT / "target/release/pixguard"))
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    p.add_argument("--flip-every", type=float, default=5.0)
+    p.add_argument("--swaps", type=int, default=20, help="total swaps (flips continue after the load)")
+    p.add_argument("--rate", type=float, default=0.0, help="offered requests/s (0: half of a closed-loop saturation run)")
+    p.add_argument("--out", default=str(ROOT / "target/bench/swap"))
+    args = p.parse_args()
+    out = pathlib.Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    # Server on CPU 0, load generator on CPU 1, when there are two.
+    cpus = ("0", "1") if (os.cpu_count() or 1) >= 2 else (None, None)
+    stack = Stack(out / "work", args.pixguard)
+    try:
+        va = stack.publish("models/pix-fraud", "production")
+        vb = stack.publish("models/pix-fraud-challenger", "staging")
+        proc, url = stack.serve("models:/pix-fraud@production", "--set", f"model.poll_interval_s={POLL_S}",
+                                token=TOKEN, cpu=cpus[0])
+        rate = args.rate
+        if rate <= 0:
+            b = bench(args.pixguard, url, out / "saturation", cpus[1], "--mode", "closed", "--concurrency", "16",
+                      "--duration", "5", "--warmup", "1")
+            b.wait()
+            saturation = json.loads((out / "saturation/report.json").read_text())["steps"][0]["achieved_rps"]
+            rate = max(10.0, round(saturation / 2))
+        else:
+            saturation = None
+        print(f"versions {va} (models/pix-fraud) and {vb} (models/pix-fraud-challenger); "
+              f"saturation {saturation and round(saturation)}/s, offered {rate:.0f}/s for {args.duration:.0f}s", flush=True)
+        load = bench(args.pixguard, url, out / "load", cpus[1], "--mode", "open", "--rate", str(int(rate)),
+                     "--duration", str(args.duration), "--warmup", "2", "--timeout-ms", "5000")
+        body = one_request()
+        flips, rss = [], {}
+        current, other = va, vb
+        started = time.time()
+        while len(flips) < args.swaps:
+            next_flip = started + (len(flips) + 1) * args.flip_every
+            time.sleep(max(0.0, next_flip - time.time()))
+            stack.set_alias("production", other)
+            t0 = time.time()
+            while answering_version(url, body) != other:
+                if time.time() - t0 > 60:
+                    print(f"flip {len(flips) + 1}: {other} never answered", file=sys.stderr)
+                    return 1
+                time.sleep(0.01)
+            seen = time.time() - t0
+            history = admin(url)["history"]
+            load_ms = next(e["duration_ms"] for e in reversed(history)
+                           if e["outcome"] == "serving" and e["identity"].endswith(f"/{other}"))
+            under_load = load.poll() is None
+            flips.append({"to": other, "seen_s": round(seen, 3), "load_ms": load_ms, "under_load": under_load})
+            rss[len(flips)] = rss_kib(proc.pid)
+            current, other = other, current
+        load.wait()
+        report = json.loads((out / "load/report.json").read_text())["steps"][0]
+    finally:
+        stack.close()
+    errors = report["errors"]
+    versions = report.get("versions", {})
+    late = [f for f in flips if f["seen_s"] > POLL_S + f["load_ms"] / 1000 + 0.5]
+    seen = [f["seen_s"] for f in flips]
+    rss2, rss_last = rss[2], rss[len(flips)]
+    summary = {
+        "offered_rps": rate, "saturation_rps": saturation, "achieved_rps": report["achieved_rps"],
+        "answers_ok": report["ok"], "errors": errors, "versions": versions,
+        "p50_ms": report["latency_us"]["p50"] / 1000, "p99_ms": report["latency_us"]["p99"] / 1000,
+        "flips": flips, "flips_under_load": sum(f["under_load"] for f in flips),
+        "seen_median_s": statistics.median(seen), "seen_max_s": max(seen),
+        "load_median_ms": statistics.median(f["load_ms"] for f in flips),
+        "rss_kib_after_2": rss2, f"rss_kib_after_{len(flips)}": rss_last,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "flips"}, indent=2))
+    ok = True
+    if errors:
+        print(f"FAIL: non-200 answers during the run: {errors}", file=sys.stderr)
+        ok = False
+    if not versions or not set(versions) <= {va, vb}:
+        print(f"FAIL: answers named versions {sorted(versions)}, expected only {va} and {vb}", file=sys.stderr)
+        ok = False
+    if late:
+        print(f"FAIL: flips answered later than poll + load + 0.5 s: {late}", file=sys.stderr)
+        ok = False
+    if rss_last > 1.1 * rss2:
+        print(f"FAIL: RSS grew from {rss2} KiB after 2 swaps to {rss_last} KiB after {len(flips)}", file=sys.stderr)
+        ok = False
+    print("swap under load:", "PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
