@@ -138,6 +138,8 @@ pub struct ModelConfig {
     pub shadow: Option<String>,
     /// Share of requests the challenger also scores, 0 to 1.
     pub shadow_fraction: f64,
+    /// JSONL file every champion/challenger decision disagreement is appended to (absent: none).
+    pub shadow_log: Option<PathBuf>,
 }
 
 impl Default for ModelConfig {
@@ -150,6 +152,7 @@ impl Default for ModelConfig {
             use_cached_on_error: false,
             shadow: None,
             shadow_fraction: 0.0,
+            shadow_log: None,
         }
     }
 }

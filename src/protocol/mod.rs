@@ -51,7 +51,7 @@ impl From<ValidationError> for ProtocolError {
 }
 
 /// What a request carries to score: transactions, or feature rows computed by the caller.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Payload {
     /// Validated transactions; the scoring layer extracts their features.
     Transactions(Vec<Transaction>),

@@ -18,6 +18,7 @@
 mod admission;
 pub mod error;
 pub mod metrics;
+pub mod shadow;
 
 use std::sync::Arc;
 
@@ -129,6 +130,7 @@ impl Scores {
 /// The served model (swappable) and the bounds and state every front end shares.
 pub struct Scoring {
     served: ArcSwap<Served>,
+    shadow: Option<Arc<shadow::Shadow>>,
     engine_metrics: Arc<crate::engine::Metrics>,
     limits: Limits,
     /// Front-end request metrics.
@@ -138,11 +140,16 @@ pub struct Scoring {
 }
 
 impl Scoring {
-    /// The scoring path, serving `served` first.
-    pub fn new(served: Served, config: &Config) -> anyhow::Result<Self> {
+    /// The scoring path, serving `served` first, with a challenger in the shadow when given.
+    pub fn new(
+        served: Served,
+        shadow: Option<shadow::Shadow>,
+        config: &Config,
+    ) -> anyhow::Result<Self> {
         Ok(Scoring {
             engine_metrics: served.engine().metrics().clone(),
             served: ArcSwap::from_pointee(served),
+            shadow: shadow.map(Arc::new),
             limits: Limits::from_config(config),
             metrics: metrics::Metrics::new()?,
             lifecycle: Lifecycle::default(),
@@ -155,10 +162,49 @@ impl Scoring {
         self.served.load_full()
     }
 
-    /// Serves `next` from now on; answers the version it replaced, which finishes the batches it
-    /// already has and is freed when its last request lets go of it.
-    pub fn swap(&self, next: Served) -> Arc<Served> {
-        self.served.swap(Arc::new(next))
+    /// Where the champion lives: a swap stores the next version here; the one it replaces
+    /// finishes the batches it already has and is freed when its last request lets go of it.
+    pub fn champion(&self) -> &ArcSwap<Served> {
+        &self.served
+    }
+
+    /// The challenger scored in the shadow, if any.
+    pub fn shadow(&self) -> Option<&Arc<shadow::Shadow>> {
+        self.shadow.as_ref()
+    }
+
+    /// Scores what a request carries on `served` (the version the request took); a sampled copy
+    /// goes to the challenger afterwards, off the answer's path.
+    pub async fn score(
+        &self,
+        served: &Served,
+        payload: Payload,
+        deadline: Instant,
+        explain: bool,
+    ) -> Result<Scores, ScoreError> {
+        let ticket = self.shadow.as_ref().and_then(|s| s.ticket(served));
+        let copy = ticket.as_ref().map(|_| payload.clone());
+        let scores = served.score(payload, deadline, explain).await?;
+        if let (Some(ticket), Some(copy)) = (ticket, copy) {
+            ticket.offer(copy, served, &scores);
+        }
+        Ok(scores)
+    }
+
+    /// [`Scoring::score`] for validated transactions the caller keeps.
+    pub async fn score_transactions(
+        &self,
+        served: &Served,
+        txs: &[Transaction],
+        deadline: Instant,
+        explain: bool,
+    ) -> Result<Scores, ScoreError> {
+        let ticket = self.shadow.as_ref().and_then(|s| s.ticket(served));
+        let scores = served.score_transactions(txs, deadline, explain).await?;
+        if let Some(ticket) = ticket {
+            ticket.offer(Payload::Transactions(txs.to_vec()), served, &scores);
+        }
+        Ok(scores)
     }
 
     /// What every engine records (all versions share one set of metrics).

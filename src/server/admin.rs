@@ -90,7 +90,11 @@ async fn describe(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
     if let Err(refused) = authorize(&state, &headers) {
         return refused;
     }
-    axum::Json(state.models.describe(&state.scoring)).into_response()
+    let mut body = state.models.describe(&state.scoring);
+    if let Some(shadow) = &state.shadow_models {
+        body["shadow"] = shadow.describe(&state.scoring);
+    }
+    axum::Json(body).into_response()
 }
 
 /// `?force=true`: try again a version that was refused before.

@@ -298,8 +298,8 @@ impl Inference {
                 )));
             }
         };
-        let scored = served
-            .score(payload, scoring.deadline(timeout), explain)
+        let scored = scoring
+            .score(&served, payload, scoring.deadline(timeout), explain)
             .await?;
         let reasons = served.reason_texts(&scored, &outputs);
         let answers = scored.answers(&reasons);

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::models::Models;
 use crate::histogram::{PromHistogram, Stage};
 use crate::scoring::Scoring;
+use crate::scoring::shadow::{SCORE_BUCKETS, Shadow};
 
 fn histogram(out: &mut String, name: &str, help: &str, h: &PromHistogram, scale: f64) {
     let (cumulative, sum, count) = h.snapshot();
@@ -90,7 +91,6 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
         "gauge",
         &[(String::new(), in_flight as u64)],
     );
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     counter(
         &mut out,
         "pixguard_rows_scored_total",
@@ -197,7 +197,117 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
         "counter",
         &[(String::new(), models.failures.load(Ordering::Relaxed))],
     );
+    if let Some(shadow) = scoring.shadow() {
+        shadow_metrics(&mut out, shadow);
+    }
     out
+}
+
+const DECISIONS: [&str; 3] = ["ALLOW", "HOLD", "REJECT"];
+
+/// The challenger's version, sampling outcomes, decision agreement and score distribution.
+fn shadow_metrics(out: &mut String, shadow: &Shadow) {
+    let served = shadow.slot().load_full();
+    let m = &shadow.metrics;
+    counter(
+        out,
+        "pixguard_shadow_model_info",
+        "The challenger version scored in the shadow, and the source it follows.",
+        "gauge",
+        &[(
+            format!(
+                "{{name=\"{}\",version=\"{}\",source=\"{}\"}}",
+                label(&served.model().name),
+                label(&served.model().version),
+                label(&served.origin.source)
+            ),
+            1,
+        )],
+    );
+    counter(
+        out,
+        "pixguard_shadow_requests_total",
+        "Requests sampled for the challenger, and those shed (champion busy), not comparable (feature rows of another spec) or failed on it.",
+        "counter",
+        &[
+            ("{outcome=\"sampled\"}".to_string(), load(&m.sampled)),
+            ("{outcome=\"shed\"}".to_string(), load(&m.shed)),
+            (
+                "{outcome=\"incompatible\"}".to_string(),
+                load(&m.incompatible),
+            ),
+            ("{outcome=\"error\"}".to_string(), load(&m.errors)),
+        ],
+    );
+    let mut agreement = Vec::new();
+    for (i, champion) in DECISIONS.iter().enumerate() {
+        for (j, challenger) in DECISIONS.iter().enumerate() {
+            agreement.push((
+                format!("{{champion=\"{champion}\",challenger=\"{challenger}\"}}"),
+                load(&m.agreement[i][j]),
+            ));
+        }
+    }
+    counter(
+        out,
+        "pixguard_shadow_decisions_total",
+        "Rows scored by both, by champion decision and challenger decision.",
+        "counter",
+        &agreement,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pixguard_shadow_score Challenger scores of the rows it scored.\n# TYPE pixguard_shadow_score histogram"
+    );
+    let mut cumulative = 0;
+    for (bound, bucket) in SCORE_BUCKETS.iter().zip(&m.score_buckets) {
+        cumulative += load(bucket);
+        let _ = writeln!(
+            out,
+            "pixguard_shadow_score_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "pixguard_shadow_score_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "pixguard_shadow_score_sum {}",
+        load(&m.score_sum_micros) as f64 / 1e6
+    );
+    let _ = writeln!(out, "pixguard_shadow_score_count {cumulative}");
+}
+
+/// The shadow's figures for `/v1/stats`.
+fn shadow_stats(shadow: &Shadow) -> serde_json::Value {
+    let m = &shadow.metrics;
+    let served = shadow.slot().load_full();
+    let mut matrix = serde_json::Map::new();
+    let mut agree = 0;
+    let mut total = 0;
+    for (i, champion) in DECISIONS.iter().enumerate() {
+        let mut row = serde_json::Map::new();
+        for (j, challenger) in DECISIONS.iter().enumerate() {
+            let n = load(&m.agreement[i][j]);
+            total += n;
+            if i == j {
+                agree += n;
+            }
+            row.insert((*challenger).into(), n.into());
+        }
+        matrix.insert((*champion).into(), row.into());
+    }
+    json!({
+        "model": served.model(),
+        "sampled": load(&m.sampled),
+        "shed": load(&m.shed),
+        "incompatible": load(&m.incompatible),
+        "errors": load(&m.errors),
+        "rows": load(&m.rows),
+        "decision_agreement": if total > 0 { agree as f64 / total as f64 } else { 1.0 },
+        "decisions_champion_by_challenger": matrix,
+    })
 }
 
 /// A Prometheus label value: `\`, `"` and newlines escaped.
@@ -226,5 +336,10 @@ pub fn stats(scoring: &Scoring) -> serde_json::Value {
         },
         "rows_scored": m.rows_scored(),
         "queue_depth_rows": queue_depth,
+        "shadow": scoring.shadow().map(|s| shadow_stats(s)),
     })
+}
+
+fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
 }

@@ -38,6 +38,8 @@ pub struct AppState {
     pub scoring: Scoring,
     /// Loads and swaps model versions.
     pub models: Arc<models::Models>,
+    /// Loads and swaps the challenger's versions, when one is scored in the shadow.
+    pub shadow_models: Option<Arc<models::Models>>,
     /// The admin routes' bearer token; `None`: they are off.
     admin_token: Option<admin::Token>,
 }
@@ -62,12 +64,38 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
     let metrics = Arc::new(Metrics::new().context("creating histograms")?);
     let device = device(config.engine.device, &metrics)?;
     let admin_token = admin::Token::from_config(&config.server)?;
-    let (models, served) = models::Models::start(&config, device, metrics).await?;
-    let scoring = Scoring::new(served, &config)?;
+    let (models, served) = models::Models::start(
+        models::Role::Champion,
+        &config.model.source,
+        &config,
+        device.clone(),
+        metrics,
+    )
+    .await?;
+    let (shadow_models, shadow) = match &config.model.shadow {
+        None => (None, None),
+        Some(source) => {
+            // Its own engine metrics: the challenger's batches must not show up as the champion's.
+            let metrics = Arc::new(Metrics::new().context("creating histograms")?);
+            let (follower, challenger) =
+                models::Models::start(models::Role::Shadow, source, &config, device, metrics)
+                    .await
+                    .context("loading the shadow model (model.shadow)")?;
+            let shadow = crate::scoring::shadow::Shadow::new(
+                challenger,
+                config.model.shadow_fraction,
+                config.engine.max_batch_size,
+                config.model.shadow_log.as_deref(),
+            )?;
+            (Some(Arc::new(follower)), Some(shadow))
+        }
+    };
+    let scoring = Scoring::new(served, shadow, &config)?;
     Ok(Arc::new(AppState {
         config,
         scoring,
         models: Arc::new(models),
+        shadow_models,
         admin_token,
     }))
 }
@@ -229,6 +257,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Logged before the HTTP "listening" line, so whoever waits for that line knows both ports.
     tracing::info!(address = %grpc_local, "grpc listening");
     models::warm_up(&state.scoring.served(), &state.config).await?;
+    if let Some(shadow) = state.scoring.shadow() {
+        models::warm_up(&shadow.slot().load_full(), &state.config).await?;
+    }
     state.scoring.lifecycle.mark_ready();
     let served = state.scoring.served();
     tracing::info!(
@@ -243,6 +274,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     drop(served);
     let follower = tokio::spawn(state.models.clone().follow(state.clone()));
+    let shadow_follower = state
+        .shadow_models
+        .clone()
+        .map(|m| tokio::spawn(m.follow(state.clone())));
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let (drain_state, drained) = (state.clone(), stop.clone());
@@ -291,6 +326,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     drainer.abort();
     follower.abort();
+    if let Some(f) = shadow_follower {
+        f.abort();
+    }
     if tokio::time::timeout(Duration::from_secs(1), grpc)
         .await
         .is_err()

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use candle_core::Device;
 use serde::Serialize;
 
@@ -70,8 +71,20 @@ struct Status {
     refused: VecDeque<String>,
 }
 
+/// Which version a follower keeps up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The version that answers (`model.source`).
+    Champion,
+    /// The challenger scored in the shadow (`model.shadow`).
+    Shadow,
+}
+
 /// Loads versions and swaps them in; one check at a time.
 pub struct Models {
+    role: Role,
+    /// The source followed now (an admin pin changes it).
+    source: Mutex<String>,
     config: Config,
     device: Device,
     metrics: Arc<Metrics>,
@@ -88,16 +101,20 @@ impl Models {
     /// engine started but not warmed up). Unreachable at start: the last good cached version of
     /// the same source when `model.use_cached_on_error`, else an error.
     pub async fn start(
+        role: Role,
+        source: &str,
         config: &Config,
         device: Device,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Models, Served)> {
         let resolver = Resolver::new(
-            &config.model.source,
+            source,
             config.model.registry_uri.as_deref(),
             &config.model.cache_dir,
         )?;
         let models = Models {
+            role,
+            source: Mutex::new(source.to_string()),
             config: config.clone(),
             device,
             metrics,
@@ -186,14 +203,30 @@ impl Models {
         if checked.outcome == "refused" {
             return Err(checked.reason.unwrap_or_default());
         }
+        *self.source.lock().unwrap_or_else(|p| p.into_inner()) = next.source().to_string();
         *resolver = next;
         Ok(checked)
+    }
+
+    /// The slot this follower keeps up to date.
+    fn slot<'a>(&self, scoring: &'a Scoring) -> Option<&'a ArcSwap<Served>> {
+        match self.role {
+            Role::Champion => Some(scoring.champion()),
+            Role::Shadow => scoring.shadow().map(|s| s.slot()),
+        }
     }
 
     async fn check_with(&self, resolver: &Resolver, scoring: &Scoring, force: bool) -> Checked {
         let started = Instant::now();
         let source = resolver.source().to_string();
-        let current = scoring.served();
+        let Some(slot) = self.slot(scoring) else {
+            return Checked {
+                outcome: "unchanged",
+                serving: String::new(),
+                reason: None,
+            };
+        };
+        let current = slot.load_full();
         let serving = |s: &Served| format!("{}:{}", s.model().name, s.model().version);
         let target = match resolver.resolve().await {
             Ok(t) => t,
@@ -216,7 +249,7 @@ impl Models {
                 };
             }
         }
-        tracing::info!(%source, version = %target.identity, "new model version: loading");
+        tracing::info!(role = ?self.role, %source, version = %target.identity, "new model version: loading");
         let dir = match resolver.fetch(&target).await {
             Ok(d) => d,
             Err(e) => {
@@ -254,7 +287,7 @@ impl Models {
             );
         }
         let now_serving = serving(&next);
-        let old = scoring.swap(next);
+        let old = slot.swap(Arc::new(next));
         resolver.remember_good(&target, &dir);
         self.swaps.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
@@ -262,6 +295,7 @@ impl Models {
             to = %now_serving,
             %source,
             ms = started.elapsed().as_millis() as u64,
+            role = ?self.role,
             "model swapped"
         );
         drop(old);
@@ -339,7 +373,9 @@ impl Models {
 
     /// `GET /admin/model`: what serves, from where, the last refusal, the recent loads.
     pub fn describe(&self, scoring: &Scoring) -> serde_json::Value {
-        let served = scoring.served();
+        let Some(served) = self.slot(scoring).map(|s| s.load_full()) else {
+            return serde_json::Value::Null;
+        };
         let status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         serde_json::json!({
             "serving": {
@@ -357,10 +393,10 @@ impl Models {
     }
 
     fn config_source(&self) -> String {
-        self.resolver.try_lock().map_or_else(
-            |_| self.config.model.source.clone(),
-            |r| r.source().to_string(),
-        )
+        self.source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Checks the source every `model.poll_interval_s` until the process ends.

@@ -38,8 +38,8 @@ pub async fn score(
         let deadline = scoring.deadline(timeout(&headers));
         let explain = request.explain || query.explain;
         let served = scoring.served();
-        let scored = served
-            .score_transactions(&request.transactions, deadline, explain)
+        let scored = scoring
+            .score_transactions(&served, &request.transactions, deadline, explain)
             .await?;
         let model = served.model();
         let mut results = request

@@ -142,7 +142,9 @@ pub async fn infer(
             scoring.limits().max_rows_per_request,
         )?;
         let deadline = scoring.deadline(timeout(&headers));
-        let scored = served.score(payload, deadline, request.explain()?).await?;
+        let scored = scoring
+            .score(&served, payload, deadline, request.explain()?)
+            .await?;
         let model = served.model();
         let reasons = served.reason_texts(&scored, &outputs);
         let answers = scored.answers(&reasons);
