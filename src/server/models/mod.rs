@@ -9,7 +9,6 @@
 //! serving; the refusal is logged, counted and shown in `GET /admin/model`.
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,17 +19,14 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::{Engine, Metrics};
-use crate::features::FeatureBatch;
-use crate::model::{DcnModel, ModelPackage};
+use crate::engine::Metrics;
 use crate::registry::{RegistryError, Resolver, Target};
-use crate::scoring::{Origin, Scoring, Served};
-use crate::transaction::Transaction;
+use crate::scoring::{Scoring, Served};
 
-/// Largest |score − golden| a version may show on the serving device. The fused CPU pass and the
-/// GPU pass agree with PyTorch's float64 reference to ~2e-7; a changed weight or spec is orders
-/// of magnitude further off.
-pub const SELF_TEST_TOLERANCE: f64 = 1e-5;
+mod load;
+
+use load::build;
+pub use load::{SELF_TEST_TOLERANCE, warm_up};
 
 /// How many load attempts `GET /admin/model` remembers.
 const HISTORY: usize = 32;
@@ -418,135 +414,6 @@ impl Models {
     }
 }
 
-/// Loads the package in `dir`, builds its replicas, self-tests them and starts their engine.
-fn build(
-    config: &Config,
-    device: &Device,
-    metrics: Arc<Metrics>,
-    dir: &Path,
-    target: &Target,
-    source: &str,
-) -> anyhow::Result<Served> {
-    let package = ModelPackage::load(dir)?;
-    let replicas = (0..config.engine.workers)
-        .map(|_| DcnModel::from_package(&package, device))
-        .collect::<Result<Vec<_>, _>>()?;
-    let extractor = crate::features::FeatureExtractor::new(package.config.features.clone())?;
-    let max_error = self_test(&package, &extractor, &replicas[0])?;
-    let engine =
-        Arc::new(Engine::start(&config.engine, replicas, metrics).context("starting the engine")?);
-    let weights = package
-        .flavor
-        .sha256
-        .get("weights")
-        .cloned()
-        .unwrap_or_default();
-    let version = target
-        .registry_version
-        .clone()
-        .unwrap_or_else(|| package.config.version.clone());
-    Served::new(
-        &package,
-        version,
-        engine,
-        config,
-        Origin {
-            source: source.to_string(),
-            location: target.location.clone(),
-            identity: target.identity.clone(),
-            weights_sha256: weights,
-            self_test_max_error: Some(max_error),
-            loaded_at: now(),
-        },
-    )
-}
-
-/// Scores the package's golden rows on `model` (the serving device) and answers the largest
-/// difference from the stored scores; refuses beyond [`SELF_TEST_TOLERANCE`].
-fn self_test(
-    package: &ModelPackage,
-    extractor: &crate::features::FeatureExtractor,
-    model: &DcnModel,
-) -> anyhow::Result<f64> {
-    let file = package.flavor.golden.as_deref().context(
-        "self-test: the package names no golden rows (flavors.pixguard.golden); a version that \
-         cannot prove its scores on this device is not served",
-    )?;
-    let path = package.dir.join(file);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("self-test: reading {}", path.display()))?;
-    let mut txs = Vec::new();
-    let mut expected = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("self-test: {file} line {}", i + 1))?;
-        let tx = Transaction::from_json(v["transaction"].to_string().as_bytes())
-            .map_err(|e| anyhow::anyhow!("self-test: {file} line {}: {e}", i + 1))?;
-        let score = v["score"]
-            .as_f64()
-            .with_context(|| format!("self-test: {file} line {}: no score", i + 1))?;
-        txs.push(tx);
-        expected.push(score);
-    }
-    anyhow::ensure!(!txs.is_empty(), "self-test: {file} has no rows");
-    let mut batch = FeatureBatch::default();
-    let mut worst = (0.0f64, 0usize);
-    for (start, chunk) in (0..txs.len())
-        .step_by(256)
-        .map(|s| (s, &txs[s..(s + 256).min(txs.len())]))
-    {
-        extractor.extract_into(chunk, &mut batch);
-        let mut out = vec![0.0f32; chunk.len()];
-        model.score_host(&batch.numeric, &batch.categorical, chunk.len(), &mut out)?;
-        for (k, &s) in out.iter().enumerate() {
-            let d = (f64::from(s) - expected[start + k]).abs();
-            if !(d <= worst.0) {
-                worst = (d, start + k);
-            }
-        }
-    }
-    anyhow::ensure!(
-        worst.0 <= SELF_TEST_TOLERANCE,
-        "self-test failed: golden row {} ({}) scores {:.3e} away from its stored score on this \
-         device (tolerance {SELF_TEST_TOLERANCE:e}): the weights, the spec or the golden file \
-         do not belong together",
-        worst.1 + 1,
-        txs[worst.1].end_to_end_id,
-        worst.0
-    );
-    Ok(worst.0)
-}
-
-/// Runs [`super::warm_up_sizes`] batches through `served`'s engine before it takes traffic, so
-/// no real request pays a warm-up: cuBLAS picks its kernels by size range, and CUDA loads each
-/// kernel on its first launch (lazy loading).
-pub async fn warm_up(served: &Served, config: &Config) -> anyhow::Result<()> {
-    let extractor = served.extractor();
-    let (nn, nc) = (extractor.n_numeric(), extractor.n_categorical());
-    for rows in super::warm_up_sizes(config.engine.max_batch_size)
-        .into_iter()
-        .flat_map(|rows| std::iter::repeat_n(rows, config.engine.workers))
-    {
-        let batch = FeatureBatch {
-            rows,
-            n_numeric: nn,
-            n_categorical: nc,
-            numeric: vec![0.0; rows * nn],
-            categorical: vec![0; rows * nc],
-        };
-        served
-            .engine()
-            .score(batch, Instant::now() + Duration::from_secs(60))
-            .await
-            .context("warm-up batch")?;
-    }
-    Ok(())
-}
-
-fn now() -> String {
+pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
