@@ -258,7 +258,12 @@ fn copy_package(from: &str, dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).expect("copy dir");
     for entry in std::fs::read_dir(Path::new(ROOT).join(from)).expect("package") {
         let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+        if entry.file_type().expect("type").is_dir() {
+            let sub = format!("{from}/{}", entry.file_name().to_string_lossy());
+            copy_package(&sub, &dir.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+        }
     }
     dir.to_path_buf()
 }
@@ -317,6 +322,59 @@ fn publish_serve_promote_rollback_and_refusals() {
     assert_eq!(
         seen["weights_sha256"],
         "abc07051b7df1348d8a28fe84a4d592d01777a29df0fe4d7c59fa19da4ebecaf"
+    );
+
+    // The registered version opens in MLflow's own pyfunc (the package's python_function flavor)
+    // and scores the golden rows as pixguard does.
+    env.pixguard(&[
+        "model",
+        "promote",
+        "--name",
+        "pix-fraud",
+        "--from",
+        "staging",
+        "--to",
+        "production",
+    ]);
+    let golden_txs = tmp.join("golden-transactions.jsonl");
+    let lines: Vec<String> = golden("models/pix-fraud", usize::MAX)
+        .0
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    std::fs::write(&golden_txs, lines.join("\n")).unwrap();
+    let ours = tmp.join("pixguard-golden-scores.jsonl");
+    let scored = Command::new(env!("CARGO_BIN_EXE_pixguard"))
+        .current_dir(ROOT)
+        .arg("score")
+        .arg(&golden_txs)
+        .args(["-o", ours.to_str().unwrap()])
+        .output()
+        .expect("pixguard score");
+    assert!(scored.status.success());
+    let parity = Command::new(&python)
+        .arg(Path::new(ROOT).join("tests/python/pyfunc_parity.py"))
+        .args([
+            "--tracking-uri",
+            &env.mlflow.uri,
+            "--model-uri",
+            "models:/pix-fraud@production",
+        ])
+        .arg("--golden")
+        .arg(bundled.join("golden.jsonl"))
+        .arg("--pixguard-scores")
+        .arg(&ours)
+        .output()
+        .expect("pyfunc parity");
+    assert!(
+        parity.status.success(),
+        "mlflow.pyfunc disagrees with pixguard: {}{}",
+        String::from_utf8_lossy(&parity.stdout),
+        String::from_utf8_lossy(&parity.stderr)
+    );
+    eprintln!(
+        "pyfunc vs pixguard: {}",
+        String::from_utf8_lossy(&parity.stdout).trim()
     );
 
     // 2. The same package published with its files on GCS becomes production.
@@ -460,6 +518,9 @@ fn publish_serve_promote_rollback_and_refusals() {
     //    c. A listing with an object named `…/../…`: refused before anything is written.
     for entry in std::fs::read_dir(&bundled).unwrap() {
         let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            continue;
+        }
         env.gcs.put(
             BUCKET,
             &format!("evil/model/{}", entry.file_name().to_string_lossy()),

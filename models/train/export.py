@@ -40,9 +40,10 @@ FLAT_TYPES = {
     "payee.key_type": ("string", False),
     "payee.key_created_at": ("string", False),
     "payee.account_opened_at": ("string", False),
-    "payee.dict_stats.settlements_90d": ("long", False),
-    "payee.dict_stats.fraud_markers_30d": ("long", False),
-    "payee.dict_stats.infractions_open": ("long", False),
+    # double, not long: pandas holds a missing integer as NaN, which MLflow refuses for `long`.
+    "payee.dict_stats.settlements_90d": ("double", False),
+    "payee.dict_stats.fraud_markers_30d": ("double", False),
+    "payee.dict_stats.infractions_open": ("double", False),
     "payee.dict_stats.mule_marker": ("boolean", False),
     "history.payee_first_time": ("boolean", True),
     "history.payer_tx_1h": ("long", True),
@@ -182,4 +183,6 @@ def export_package(*, out, model, spec, args, thresholds, metrics, xgb_params, h
     # object dtype keeps integers integral and absent values as null (not NaN) in the JSON.
     _save_example(mlmodel, pd.DataFrame(examples, dtype=object), str(out))
     mlmodel.save(str(out / "MLmodel"))
+    from pyfunc_flavor import add_flavor
+    add_flavor(out)
     print(f"package written to {out}", flush=True)
