@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -52,7 +53,7 @@ class Stack:
         self.procs.append(subprocess.Popen(
             [str(fake._get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
              "-port", str(port), "-external-url", self.gcs_url, "-public-host", f"127.0.0.1:{port}",
-             "-data", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+             "-data", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         self.key = work / "gcs-key.json"
         self.key.write_text(json.dumps({"private_key": "unused", "private_key_id": "unused",
                                         "client_email": "bench@example.iam.gserviceaccount.com",
@@ -64,7 +65,7 @@ class Stack:
         self.procs.append(subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{work}/mlflow.db",
              "--artifacts-destination", str(work / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"], stdout=log.open("w"), stderr=subprocess.STDOUT))
+             "--workers", "1"], stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
         wait_http(f"{self.mlflow}/health", 240, "mlflow server", log)
         self.env = dict(os.environ, MLFLOW_TRACKING_URI=self.mlflow, GOOGLE_SERVICE_ACCOUNT=str(self.key))
         self.env.pop("RUST_LOG", None)
@@ -96,20 +97,25 @@ class Stack:
             cmd = ["taskset", "-c", cpu, *cmd]
         log = (self.work / f"serve-{port}.log").open("w")
         proc = subprocess.Popen(cmd, env=dict(self.env, PIXGUARD_ADMIN_TOKEN=token), cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=log)
+                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/readyz", 120, "pixguard serve", pathlib.Path(log.name))
         return proc, url
 
     def close(self) -> None:
+        # Each server leads its own session: `mlflow server`'s uvicorn children go with it.
         for p in reversed(self.procs):
-            p.terminate()
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         for p in self.procs:
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                p.kill()
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
 
 
 def rss_kib(pid: int) -> int:

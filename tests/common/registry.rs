@@ -34,11 +34,36 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A child process killed on drop.
+/// A child process leading its own process group, killed with the whole group on drop: `mlflow
+/// server` runs uvicorn (and job workers) as children, which outlive a kill of the parent alone.
 pub struct Process(pub Child);
+
+impl Process {
+    /// Spawns `command` as the leader of a new process group.
+    pub fn spawn(command: &mut Command) -> std::io::Result<Process> {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0).spawn().map(Process)
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
+        let group = -(self.0.id() as i32);
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
+        unsafe {
+            libc::kill(group, libc::SIGTERM);
+        }
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(group, libc::SIGKILL);
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -57,27 +82,22 @@ impl MlflowServer {
         std::fs::create_dir_all(dir).expect("mlflow dir");
         let port = free_port();
         let log = std::fs::File::create(dir.join("server.log")).expect("mlflow log");
-        let child = Command::new(python)
-            .args(["-m", "mlflow", "server", "--backend-store-uri"])
-            .arg(format!("sqlite:///{}/mlflow.db", dir.display()))
-            .arg("--artifacts-destination")
-            .arg(dir.join("artifacts"))
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--workers",
-                "1",
-            ])
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start mlflow server");
+        let process = Process::spawn(
+            Command::new(python)
+                .args(["-m", "mlflow", "server", "--backend-store-uri"])
+                .arg(format!("sqlite:///{}/mlflow.db", dir.display()))
+                .arg("--artifacts-destination")
+                .arg(dir.join("artifacts"))
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--workers", "1"])
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log),
+        )
+        .expect("start mlflow server");
         let server = MlflowServer {
             uri: format!("http://127.0.0.1:{port}"),
             dir: dir.to_path_buf(),
-            _process: Process(child),
+            _process: process,
         };
         let client = reqwest::blocking::Client::new();
         let until = Instant::now() + Duration::from_secs(240);
@@ -130,23 +150,18 @@ impl GcsServer {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         // -public-host: serve the XML API (object_store's reads) on this address too.
-        let child = Command::new(&binary)
-            .args([
-                "-scheme",
-                "http",
-                "-backend",
-                "memory",
-                "-host",
-                "127.0.0.1",
-            ])
-            .args(["-port", &port.to_string(), "-external-url", &url])
-            .args(["-public-host", &format!("127.0.0.1:{port}")])
-            .arg("-data")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start fake-gcs-server");
+        let process = Process::spawn(
+            Command::new(&binary)
+                .args(["-scheme", "http", "-backend", "memory"])
+                .args(["-host", "127.0.0.1", "-port", &port.to_string()])
+                .args(["-external-url", &url])
+                .args(["-public-host", &format!("127.0.0.1:{port}")])
+                .arg("-data")
+                .arg(&data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .expect("start fake-gcs-server");
         let key_file = dir.join("gcs-key.json");
         std::fs::write(
             &key_file,
@@ -161,7 +176,7 @@ impl GcsServer {
         let server = GcsServer {
             url,
             key_file,
-            _process: Process(child),
+            _process: process,
         };
         let client = reqwest::blocking::Client::new();
         let until = Instant::now() + Duration::from_secs(20);
