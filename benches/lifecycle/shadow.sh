@@ -74,7 +74,8 @@ for label in sys.argv[1:]:
     p99 = statistics.median(x["latency_us"]["p99"] for x in s) / 1000
     errors = sum(sum(x["errors"].values()) for x in s)
     base = base or p99
-    print(f"{label:<12} p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  (rounds: {' · '.join(f'{x['latency_us']['p99'] / 1000:.3f}' for x in s)})"
+    rounds = " · ".join(f"{x['latency_us']['p99'] / 1000:.3f}" for x in s)
+    print(f"{label:<12} p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  (p99 rounds: {rounds})"
           f"  p99 ÷ off {p99 / base:.3f}  errors {errors}")
 PY
 )

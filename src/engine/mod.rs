@@ -82,6 +82,16 @@ impl Engine {
         replicas: Vec<DcnModel>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Engine> {
+        Self::start_with(config, replicas, metrics, Priority::Normal)
+    }
+
+    /// [`Engine::start`], its threads scheduled at `priority`.
+    pub fn start_with(
+        config: &EngineConfig,
+        replicas: Vec<DcnModel>,
+        metrics: Arc<Metrics>,
+        priority: Priority,
+    ) -> std::io::Result<Engine> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let queued_rows = Arc::new(AtomicUsize::new(0));
         let device = replicas
@@ -115,7 +125,7 @@ impl Engine {
             let (wtx, wrx) = crossbeam_channel::bounded(1);
             worker_txs.push(wtx);
             let name = format!("pixguard-worker-{}", worker_txs.len() - 1);
-            threads.push(spawn(&name, move || w.run(wrx))?);
+            threads.push(spawn(&name, priority, move || w.run(wrx))?);
         }
         let b = batcher::Batcher::new(
             config,
@@ -124,7 +134,7 @@ impl Engine {
             queued_rows.clone(),
             metrics.clone(),
         );
-        threads.push(spawn("pixguard-batcher", move || b.run(rx))?);
+        threads.push(spawn("pixguard-batcher", priority, move || b.run(rx))?);
         Ok(Engine {
             tx,
             queued_rows,
@@ -209,6 +219,43 @@ impl Engine {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name.into()).spawn(f)
+/// How an engine's threads are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Like every other thread: the serving engine.
+    Normal,
+    /// Linux `SCHED_IDLE`: only when a core has nothing else to run — work that must never
+    /// delay serving (a challenger scored in the shadow). Elsewhere, as `Normal`.
+    Idle,
 }
+
+fn spawn(
+    name: &str,
+    priority: Priority,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if priority == Priority::Idle {
+                idle_priority();
+            }
+            f()
+        })
+}
+
+#[cfg(target_os = "linux")]
+fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sets the calling thread's policy (pid 0); `param` outlives the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not lower a background engine thread to SCHED_IDLE"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn idle_priority() {}

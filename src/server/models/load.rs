@@ -10,7 +10,7 @@ use candle_core::Device;
 
 use super::now;
 use crate::config::Config;
-use crate::engine::{Engine, Metrics};
+use crate::engine::{Engine, Metrics, Priority};
 use crate::features::FeatureBatch;
 use crate::model::{DcnModel, ModelPackage};
 use crate::registry::Target;
@@ -24,6 +24,7 @@ pub const SELF_TEST_TOLERANCE: f64 = 1e-5;
 
 /// Loads the package in `dir`, builds its replicas, self-tests them and starts their engine.
 pub(super) fn build(
+    priority: Priority,
     config: &Config,
     device: &Device,
     metrics: Arc<Metrics>,
@@ -37,8 +38,10 @@ pub(super) fn build(
         .collect::<Result<Vec<_>, _>>()?;
     let extractor = crate::features::FeatureExtractor::new(package.config.features.clone())?;
     let max_error = self_test(&package, &extractor, &replicas[0])?;
-    let engine =
-        Arc::new(Engine::start(&config.engine, replicas, metrics).context("starting the engine")?);
+    let engine = Arc::new(
+        Engine::start_with(&config.engine, replicas, metrics, priority)
+            .context("starting the engine")?,
+    );
     let weights = package
         .flavor
         .sha256

@@ -19,7 +19,7 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::Metrics;
+use crate::engine::{Metrics, Priority};
 use crate::registry::{RegistryError, Resolver, Target};
 use crate::scoring::{Scoring, Served};
 
@@ -74,6 +74,16 @@ pub enum Role {
     Champion,
     /// The challenger scored in the shadow (`model.shadow`).
     Shadow,
+}
+
+impl Role {
+    /// How its engine's threads are scheduled: a challenger only on otherwise idle cores.
+    fn priority(self) -> Priority {
+        match self {
+            Role::Champion => Priority::Normal,
+            Role::Shadow => Priority::Idle,
+        }
+    }
 }
 
 /// Loads versions and swaps them in; one check at a time.
@@ -162,7 +172,15 @@ impl Models {
             );
             let (dir2, target2, source2) = (dir.clone(), target.clone(), source.clone());
             tokio::task::spawn_blocking(move || {
-                build(&config, &device, metrics, &dir2, &target2, &source2)
+                build(
+                    role.priority(),
+                    &config,
+                    &device,
+                    metrics,
+                    &dir2,
+                    &target2,
+                    &source2,
+                )
             })
             .await?
             .with_context(|| format!("loading model {source} ({})", target.identity))?
@@ -259,8 +277,9 @@ impl Models {
                 self.metrics.clone(),
             );
             let (dir, target, source) = (dir.clone(), target.clone(), source.clone());
+            let priority = self.role.priority();
             tokio::task::spawn_blocking(move || {
-                build(&config, &device, metrics, &dir, &target, &source)
+                build(priority, &config, &device, metrics, &dir, &target, &source)
             })
             .await
             .map_err(anyhow::Error::from)
