@@ -61,34 +61,49 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/model/reload", post(reload))
 }
 
+/// Why an admin request is refused.
+enum Refusal {
+    /// No token is configured: the admin routes are off.
+    Off,
+    /// No token, or the wrong one.
+    Unauthorized,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Off => (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"error": "the admin API is off: no admin token is configured"})),
+            )
+                .into_response(),
+            Refusal::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(json!({"error": "missing or wrong admin bearer token"})),
+            )
+                .into_response(),
+        }
+    }
+}
+
 /// Refuses the request unless the admin routes are on and it carries the token.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &state.admin_token else {
-        return Err((
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "the admin API is off: no admin token is configured"})),
-        )
-            .into_response());
-    };
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
+    let token = state.admin_token.as_ref().ok_or(Refusal::Off)?;
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(p) if token.matches(p.trim()) => Ok(()),
-        _ => Err((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            axum::Json(json!({"error": "missing or wrong admin bearer token"})),
-        )
-            .into_response()),
+        _ => Err(Refusal::Unauthorized),
     }
 }
 
 /// `GET /admin/model`.
 async fn describe(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(refused) = authorize(&state, &headers) {
-        return refused;
+        return refused.into_response();
     }
     let mut body = state.models.describe(&state.scoring);
     if let Some(shadow) = &state.shadow_models {
@@ -111,7 +126,7 @@ async fn reload(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = authorize(&state, &headers) {
-        return refused;
+        return refused.into_response();
     }
     let force = query.is_ok_and(|q| q.force);
     let checked = state.models.check(&state.scoring, force).await;
@@ -127,7 +142,7 @@ async fn reload(
 /// 409 (and nothing changes) when it is refused.
 async fn pin(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(refused) = authorize(&state, &headers) {
-        return refused;
+        return refused.into_response();
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
