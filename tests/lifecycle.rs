@@ -245,6 +245,25 @@ fn wait_for_version(server: &Server, version: &str, within: Duration) -> Duratio
     }
 }
 
+/// How long the server took to load `version` the last time it swapped it in.
+fn last_load(server: &Server, version: &str) -> Duration {
+    let (_, body) = admin(server, "GET", "/admin/model", Some(TOKEN), None);
+    let ms = body["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .rev()
+        .find(|e| {
+            e["outcome"] == "serving"
+                && e["identity"]
+                    .as_str()
+                    .is_some_and(|i| i.ends_with(&format!("/{version}")))
+        })
+        .and_then(|e| e["duration_ms"].as_u64())
+        .expect("a load of that version in the history");
+    Duration::from_millis(ms)
+}
+
 fn metric(server: &Server, name: &str) -> f64 {
     let text = reqwest::blocking::get(server.url("/metrics"))
         .expect("metrics")
@@ -427,7 +446,14 @@ fn publish_serve_promote_rollback_and_refusals() {
     assert_eq!(moved["version"], v_ch.as_str());
     assert_eq!(moved["replaced"], v_prod.as_str());
     let took = wait_for_version(&server, &v_ch, Duration::from_secs(POLL_S + 20));
-    eprintln!("swap to the challenger seen after {took:?}");
+    let load = last_load(&server, &v_ch);
+    eprintln!("swap to the challenger seen after {took:?} (its load: {load:?})");
+    // Within one poll interval plus the version's own load time (and this loop's 50 ms step and
+    // admin call).
+    assert!(
+        took <= Duration::from_secs(POLL_S) + load + Duration::from_millis(500),
+        "{took:?}"
+    );
     let (txs_ch, _) = golden("models/pix-fraud-challenger", 200);
     let (versions, scores) = score(&server, &txs_ch);
     assert!(versions.iter().all(|v| *v == v_ch), "{versions:?}");
@@ -450,7 +476,12 @@ fn publish_serve_promote_rollback_and_refusals() {
     )
     .expect("rollback JSON");
     assert_eq!(moved["version"], v_prod.as_str());
-    wait_for_version(&server, &v_prod, Duration::from_secs(POLL_S + 20));
+    let took = wait_for_version(&server, &v_prod, Duration::from_secs(POLL_S + 20));
+    let load = last_load(&server, &v_prod);
+    assert!(
+        took <= Duration::from_secs(POLL_S) + load + Duration::from_millis(500),
+        "{took:?}"
+    );
     let listed = env.pixguard(&["model", "list", "--name", "pix-fraud", "--json"]);
     let rows: Vec<Value> = listed
         .lines()
