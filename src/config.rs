@@ -18,6 +18,8 @@ pub struct Config {
     pub model: ModelConfig,
     /// Decision threshold overrides.
     pub decisions: DecisionsConfig,
+    /// Scoring from Kafka (`pixguard stream`, or beside `serve` when enabled).
+    pub stream: StreamConfig,
     /// Logging.
     pub logging: LoggingConfig,
 }
@@ -176,6 +178,53 @@ impl Default for DecisionsConfig {
             hold: None,
             reject: None,
             reasons: true,
+        }
+    }
+}
+
+/// Scoring from Kafka: topics, group, and librdkafka settings passed through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Run the Kafka consumer beside the HTTP front ends (`pixguard stream` sets it).
+    pub enabled: bool,
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Transactions to score (JSON values, as `/v1/score` takes them).
+    pub input_topic: String,
+    /// Scores (key: end_to_end_id).
+    pub output_topic: String,
+    /// Messages that cannot be scored, with Kafka Connect's error headers.
+    pub dead_letter_topic: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Most messages scored in one call (the engine batches further).
+    pub max_batch: usize,
+    /// Messages in flight beyond which the partitions are paused (resumed below half).
+    pub max_in_flight: usize,
+    /// How often finished offsets are committed, ms.
+    pub commit_interval_ms: u64,
+    /// How long a revoked partition's work in flight may take to finish before it is given up, ms.
+    pub revoke_timeout_ms: u64,
+    /// librdkafka properties passed through (SASL/SSL for managed Kafka), e.g.
+    /// `security.protocol: SASL_SSL`; `_` stands for `.` (environment overrides cannot hold `.`).
+    pub librdkafka: std::collections::BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            enabled: false,
+            brokers: "127.0.0.1:9092".into(),
+            input_topic: "pix.transactions".into(),
+            output_topic: "pix.scores".into(),
+            dead_letter_topic: "pix.transactions.dlq".into(),
+            group_id: "pixguard".into(),
+            max_batch: 512,
+            max_in_flight: 8192,
+            commit_interval_ms: 200,
+            revoke_timeout_ms: 10_000,
+            librdkafka: std::collections::BTreeMap::new(),
         }
     }
 }

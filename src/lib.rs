@@ -21,5 +21,6 @@ pub mod protocol;
 pub mod registry;
 pub mod scoring;
 pub mod server;
+pub mod sources;
 pub mod synth;
 pub mod transaction;

@@ -10,7 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Command::Serve(_));
+    let serving = matches!(cli.command, Command::Serve(_) | Command::Stream(_));
     if !serving && std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // Candle re-reads /proc/cpuinfo on every CPU op when this is unset (~56 µs a call).
         // `serve` sets it from engine.threads_per_worker once its configuration is loaded.

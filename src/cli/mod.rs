@@ -2,6 +2,7 @@
 
 mod features;
 mod model_bench;
+mod produce;
 mod registry;
 mod score;
 mod serve;
@@ -51,6 +52,11 @@ pub enum Command {
     /// Load-test a scoring server (pixguard or a peer): open loop at target rates or closed loop
     /// at fixed concurrency; writes a table, report.json and report.html with plots.
     Bench(crate::bench::BenchArgs),
+    /// Score Pix transactions from a Kafka topic (`serve` with `stream.enabled`): scores to the
+    /// output topic, unscorable messages to the dead-letter topic, at least once.
+    Stream(ServeArgs),
+    /// Feed a Kafka topic with transactions (JSONL), at a rate or as fast as the broker takes them.
+    Produce(produce::ProduceArgs),
     /// Compare `pixguard bench` reports: highest throughput within a p99 bound, ratios, plots.
     BenchCompare(crate::bench::CompareArgs),
 }
@@ -60,9 +66,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(args) = cli.command {
         return serve::run(args, cli.log.as_deref());
     }
+    if let Command::Stream(mut args) = cli.command {
+        args.set.push("stream.enabled=true".into());
+        return serve::run(args, cli.log.as_deref());
+    }
     crate::logging::init(cli.log.as_deref().unwrap_or("info"), false);
     match cli.command {
-        Command::Serve(_) => Ok(()),
+        Command::Serve(_) | Command::Stream(_) => Ok(()),
+        Command::Produce(args) => produce::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Features(args) => features::run(args),
         Command::Score(args) => score::run(args),

@@ -42,6 +42,8 @@ pub struct AppState {
     pub shadow_models: Option<Arc<models::Models>>,
     /// The admin routes' bearer token; `None`: they are off.
     admin_token: Option<admin::Token>,
+    /// The Kafka consumer's shared state, when `stream.enabled`.
+    pub stream: Option<Arc<crate::sources::kafka::Shared>>,
 }
 
 /// Picks the device for `choice`; `auto` falls back to the CPU with a warning and a metric.
@@ -91,12 +93,18 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         }
     };
     let scoring = Scoring::new(served, shadow, &config)?;
+    let stream = if config.stream.enabled {
+        Some(crate::sources::kafka::shared(&config.stream)?)
+    } else {
+        None
+    };
     Ok(Arc::new(AppState {
         config,
         scoring,
         models: Arc::new(models),
         shadow_models,
         admin_token,
+        stream,
     }))
 }
 
@@ -202,7 +210,12 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let scoring = &state.scoring;
-    let ready = scoring.takes_traffic();
+    let brokers_down = state.stream.as_ref().is_some_and(|s| {
+        s.metrics
+            .brokers_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+    });
+    let ready = scoring.takes_traffic() && !brokers_down;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -217,7 +230,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
-    let text = metrics::prometheus(&state.scoring, &state.models);
+    let mut text = metrics::prometheus(&state.scoring, &state.models);
+    if let Some(stream) = &state.stream {
+        stream.metrics.prometheus(&mut text);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -279,10 +295,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .clone()
         .map(|m| tokio::spawn(m.follow(state.clone())));
 
+    // The Kafka consumer, when enabled: told to stop at SIGTERM, awaited before the engine stops.
+    let (stream_stop, stream_stopped) = tokio::sync::watch::channel(false);
+    let stream = state.stream.clone().map(|shared| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::sources::kafka::run(state, shared, stream_stopped).await {
+                tracing::error!(error = %format!("{e:#}"), "the Kafka stream stopped");
+            }
+        })
+    });
+
     let stop = Arc::new(tokio::sync::Notify::new());
     let (drain_state, drained) = (state.clone(), stop.clone());
     let drainer = tokio::spawn(async move {
         shutdown_signal().await;
+        let _ = stream_stop.send(true);
         drain(&drain_state).await;
         drained.notify_waiters();
     });
@@ -334,6 +362,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::warn!("gRPC connections still open after the drain; closing them");
+    }
+    if let Some(stream) = stream {
+        // It finishes its work in flight and commits (bounded by server.drain_timeout_ms).
+        let _ = stream.await;
     }
     let engine = state.scoring.served().engine().clone();
     tokio::task::spawn_blocking(move || engine.shutdown()).await?;

@@ -1,0 +1,162 @@
+//! What a message becomes: a transaction to score, or a dead-letter record saying why not; and
+//! the score's own message.
+
+use rdkafka::Message;
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use serde_json::json;
+
+use crate::model::Decision;
+use crate::transaction::Transaction;
+
+/// Why a message cannot be scored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unscorable {
+    /// Short class: `empty`, `not_utf8`, `too_large`, `invalid_json`, `invalid_field`.
+    pub class: &'static str,
+    /// The field path, for a field that is wrong.
+    pub field: Option<String>,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+/// Decodes a message's value into a validated transaction.
+pub fn decode(value: Option<&[u8]>, limit: usize) -> Result<Transaction, Unscorable> {
+    let value = match value {
+        None => {
+            return Err(Unscorable {
+                class: "empty",
+                field: None,
+                message: "tombstone: the message has no value".into(),
+            });
+        }
+        Some(v) if v.iter().all(u8::is_ascii_whitespace) => {
+            return Err(Unscorable {
+                class: "empty",
+                field: None,
+                message: "the message value is empty".into(),
+            });
+        }
+        Some(v) => v,
+    };
+    if value.len() > limit {
+        return Err(Unscorable {
+            class: "too_large",
+            field: None,
+            message: format!(
+                "{} bytes, the limit is {limit} (server.body_limit_bytes)",
+                value.len()
+            ),
+        });
+    }
+    if let Err(e) = std::str::from_utf8(value) {
+        return Err(Unscorable {
+            class: "not_utf8",
+            field: None,
+            message: format!("the value is not UTF-8: {e}"),
+        });
+    }
+    Transaction::from_json(value).map_err(|e| {
+        if e.field.is_empty() {
+            Unscorable {
+                class: "invalid_json",
+                field: None,
+                message: e.reason,
+            }
+        } else {
+            Unscorable {
+                class: "invalid_field",
+                field: Some(e.field.clone()),
+                message: e.to_string(),
+            }
+        }
+    })
+}
+
+/// The input message's headers, detached, for the output or dead-letter record.
+pub fn headers_of(message: &BorrowedMessage<'_>) -> OwnedHeaders {
+    message.headers().map(|h| h.detach()).unwrap_or_default()
+}
+
+/// Kafka Connect's dead-letter headers (`__connect.errors.*`) plus pixguard's own, appended to
+/// the original headers.
+pub fn dead_letter_headers(
+    original: OwnedHeaders,
+    source: (&str, i32, i64),
+    why: &Unscorable,
+    model_version: &str,
+) -> OwnedHeaders {
+    let (topic, partition, offset) = source;
+    let mut h = original;
+    let mut add = |key: &str, value: &str| {
+        h = std::mem::take(&mut h).insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    };
+    add("__connect.errors.topic", topic);
+    add("__connect.errors.partition", &partition.to_string());
+    add("__connect.errors.offset", &offset.to_string());
+    add("__connect.errors.connector.name", "pixguard-stream");
+    add("__connect.errors.stage", "VALUE_CONVERTER");
+    add(
+        "__connect.errors.exception.class.name",
+        &format!("pixguard.{}", why.class),
+    );
+    add("__connect.errors.exception.message", &why.message);
+    if let Some(field) = &why.field {
+        add("pixguard.errors.field", field);
+    }
+    add("pixguard.model.version", model_version);
+    h
+}
+
+/// The score's message value: the /v1 answer plus when it was scored and where it came from.
+#[allow(clippy::too_many_arguments)]
+pub fn output(
+    tx: &Transaction,
+    score: f32,
+    decision: Decision,
+    reasons: Option<serde_json::Value>,
+    model: &crate::protocol::v1::ModelRef,
+    source: (&str, i32, i64),
+) -> Vec<u8> {
+    let mut value = json!({
+        "end_to_end_id": tx.end_to_end_id.as_str(),
+        "score": score,
+        "decision": decision,
+        "model": model,
+        "model_version": format!("{}:{}", model.name, model.version),
+        "scored_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "source": {"topic": source.0, "partition": source.1, "offset": source.2},
+    });
+    if let Some(r) = reasons {
+        value["reasons"] = r;
+    }
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_bad_value_gets_its_class() {
+        assert_eq!(decode(None, 100).unwrap_err().class, "empty");
+        assert_eq!(decode(Some(b"  "), 100).unwrap_err().class, "empty");
+        assert_eq!(
+            decode(Some(&[b'{'; 200]), 100).unwrap_err().class,
+            "too_large"
+        );
+        assert_eq!(
+            decode(Some(&[0xff, 0xfe]), 100).unwrap_err().class,
+            "not_utf8"
+        );
+        assert_eq!(
+            decode(Some(b"{not json"), 100).unwrap_err().class,
+            "invalid_json"
+        );
+        let err = decode(Some(br#"{"end_to_end_id": 5}"#), 100).unwrap_err();
+        assert_eq!(err.class, "invalid_field", "{err:?}");
+        assert_eq!(err.field.as_deref(), Some("end_to_end_id"));
+    }
+}

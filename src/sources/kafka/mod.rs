@@ -1,0 +1,205 @@
+//! `pixguard stream`: Kafka in, scores out. A consumer-group member scoring each message with the
+//! same scoring layer, engine and model as `serve`; each score goes to the output topic, each
+//! message that cannot be scored to the dead-letter topic (Kafka Connect's headers), and a
+//! partition's offset is committed only up to the contiguous run of messages whose output the
+//! broker has acknowledged: at least once, never a silent skip. docs/streaming.md.
+
+mod message;
+mod offsets;
+mod run;
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+pub use message::{Unscorable, decode};
+pub use offsets::Offsets;
+pub use run::{Shared, run, shared};
+
+use crate::histogram::Stage;
+
+/// What the stream records, for `/metrics`, `/v1/stats` and the progress log.
+pub struct StreamMetrics {
+    /// Messages received.
+    pub consumed: AtomicU64,
+    /// Scores acknowledged by the broker.
+    pub produced: AtomicU64,
+    /// Offset commits made.
+    pub commits: AtomicU64,
+    /// Scoring calls retried because the engine was full or late.
+    pub retries: AtomicU64,
+    /// Errors the Kafka client reported (outages included).
+    pub broker_errors: AtomicU64,
+    /// Sends that failed and were retried.
+    pub produce_errors: AtomicU64,
+    /// Times the partitions were paused for backpressure.
+    pub pauses: AtomicU64,
+    /// Partitions paused now.
+    pub paused: AtomicU64,
+    /// Every broker unreachable (readiness fails) until the next successful fetch or send.
+    pub brokers_down: AtomicBool,
+    dead_letters: Mutex<BTreeMap<&'static str, u64>>,
+    /// Message timestamp → the broker acknowledged its score, µs.
+    pub end_to_end: Stage,
+    started: Instant,
+}
+
+impl StreamMetrics {
+    /// Empty.
+    pub fn new() -> Result<Self, hdrhistogram::CreationError> {
+        Ok(StreamMetrics {
+            consumed: AtomicU64::new(0),
+            produced: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            broker_errors: AtomicU64::new(0),
+            produce_errors: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
+            paused: AtomicU64::new(0),
+            brokers_down: AtomicBool::new(false),
+            dead_letters: Mutex::new(BTreeMap::new()),
+            end_to_end: Stage::new()?,
+            started: Instant::now(),
+        })
+    }
+
+    /// One message dead-lettered, for `class`.
+    pub fn dead_lettered(&self, class: &'static str) {
+        *self
+            .dead_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(class)
+            .or_default() += 1;
+    }
+
+    /// Messages dead-lettered, all reasons.
+    pub fn dead_lettered_total(&self) -> u64 {
+        self.dead_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+
+    /// A progress line: counts and rates since start.
+    pub fn log_progress(&self) {
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-9);
+        let consumed = self.consumed.load(Ordering::Relaxed);
+        let produced = self.produced.load(Ordering::Relaxed);
+        tracing::info!(
+            consumed,
+            produced,
+            dead_lettered = self.dead_lettered_total(),
+            commits = self.commits.load(Ordering::Relaxed),
+            paused = self.paused.load(Ordering::Relaxed),
+            consumed_per_s = (consumed as f64 / seconds).round(),
+            "stream progress"
+        );
+    }
+
+    /// The Prometheus lines.
+    pub fn prometheus(&self, out: &mut String) {
+        let mut counter = |name: &str, help: &str, kind: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            "pixguard_stream_consumed_total",
+            "Kafka messages received.",
+            "counter",
+            &[(String::new(), load(&self.consumed))],
+        );
+        counter(
+            "pixguard_stream_produced_total",
+            "Scores the broker acknowledged on the output topic.",
+            "counter",
+            &[(String::new(), load(&self.produced))],
+        );
+        let dead: Vec<(String, u64)> = self
+            .dead_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(class, n)| (format!("{{reason=\"{class}\"}}"), *n))
+            .collect();
+        counter(
+            "pixguard_stream_dead_lettered_total",
+            "Messages sent to the dead-letter topic, by reason.",
+            "counter",
+            &dead,
+        );
+        counter(
+            "pixguard_stream_commits_total",
+            "Offset commits.",
+            "counter",
+            &[(String::new(), load(&self.commits))],
+        );
+        counter(
+            "pixguard_stream_retries_total",
+            "Scoring calls retried while the engine was full.",
+            "counter",
+            &[(String::new(), load(&self.retries))],
+        );
+        counter(
+            "pixguard_stream_pauses_total",
+            "Times the partitions were paused for backpressure.",
+            "counter",
+            &[(String::new(), load(&self.pauses))],
+        );
+        counter(
+            "pixguard_stream_paused_partitions",
+            "Partitions paused now.",
+            "gauge",
+            &[(String::new(), load(&self.paused))],
+        );
+        counter(
+            "pixguard_stream_broker_errors_total",
+            "Errors the Kafka client reported.",
+            "counter",
+            &[(String::new(), load(&self.broker_errors))],
+        );
+        counter(
+            "pixguard_stream_produce_errors_total",
+            "Sends that failed and were retried.",
+            "counter",
+            &[(String::new(), load(&self.produce_errors))],
+        );
+        counter(
+            "pixguard_stream_brokers_down",
+            "1 while every broker is unreachable.",
+            "gauge",
+            &[(
+                String::new(),
+                u64::from(self.brokers_down.load(Ordering::Relaxed)),
+            )],
+        );
+        let (buckets, sum, count) = self.end_to_end.prom.snapshot();
+        let _ = writeln!(
+            out,
+            "# HELP pixguard_stream_end_to_end_seconds Message timestamp to the score's acknowledgement.\n# TYPE pixguard_stream_end_to_end_seconds histogram"
+        );
+        for (bound, n) in self.end_to_end.prom.bounds.iter().zip(&buckets) {
+            let _ = writeln!(
+                out,
+                "pixguard_stream_end_to_end_seconds_bucket{{le=\"{}\"}} {n}",
+                bound / 1e6
+            );
+        }
+        let _ = writeln!(
+            out,
+            "pixguard_stream_end_to_end_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "pixguard_stream_end_to_end_seconds_sum {}",
+            sum as f64 / 1e6
+        );
+        let _ = writeln!(out, "pixguard_stream_end_to_end_seconds_count {count}");
+    }
+}

@@ -1,0 +1,156 @@
+//! Which offsets may be committed: per partition, the contiguous watermark of finished messages.
+//! The micro-batcher and the producer finish messages out of order; committing the highest
+//! finished offset would skip an unfinished one on a crash. The commit position of a partition is
+//! its lowest unfinished offset, or one past the highest received when none is unfinished.
+
+use std::collections::{BTreeSet, HashMap};
+
+/// A topic partition.
+pub type Key = (String, i32);
+
+#[derive(Debug, Default)]
+struct Partition {
+    /// Received and not yet finished (acknowledged output or dead-letter record).
+    pending: BTreeSet<i64>,
+    /// One past the highest offset received.
+    next: Option<i64>,
+    /// The last position committed (or handed out to commit).
+    committed: Option<i64>,
+}
+
+impl Partition {
+    fn position(&self) -> Option<i64> {
+        self.pending.first().copied().or(self.next)
+    }
+}
+
+/// Offsets of every assigned partition.
+#[derive(Debug, Default)]
+pub struct Offsets {
+    partitions: HashMap<Key, Partition>,
+}
+
+impl Offsets {
+    /// A message at `offset` was received and its work started.
+    pub fn received(&mut self, topic: &str, partition: i32, offset: i64) {
+        let p = self
+            .partitions
+            .entry((topic.to_string(), partition))
+            .or_default();
+        p.pending.insert(offset);
+        p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// The message at `offset` is finished: its output (or dead-letter record) is acknowledged.
+    /// Offsets of a partition given up meanwhile are ignored.
+    pub fn finished(&mut self, topic: &str, partition: i32, offset: i64) {
+        if let Some(p) = self.partitions.get_mut(&(topic.to_string(), partition)) {
+            p.pending.remove(&offset);
+        }
+    }
+
+    /// Positions to commit that moved since the last call: (topic, partition, next offset to read).
+    pub fn committable(&mut self) -> Vec<(String, i32, i64)> {
+        let mut out = Vec::new();
+        for ((topic, partition), p) in &mut self.partitions {
+            if let Some(position) = p.position()
+                && p.committed.is_none_or(|c| position > c)
+            {
+                p.committed = Some(position);
+                out.push((topic.clone(), *partition, position));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Positions to commit for `keys` (moved or not), for a commit before giving them up.
+    pub fn positions(&self, keys: &[Key]) -> Vec<(String, i32, i64)> {
+        keys.iter()
+            .filter_map(|k| {
+                let p = self.partitions.get(k)?;
+                Some((k.0.clone(), k.1, p.position()?))
+            })
+            .collect()
+    }
+
+    /// Messages of `keys` still unfinished.
+    pub fn pending_in(&self, keys: &[Key]) -> usize {
+        keys.iter()
+            .filter_map(|k| self.partitions.get(k))
+            .map(|p| p.pending.len())
+            .sum()
+    }
+
+    /// Messages still unfinished, all partitions.
+    pub fn pending(&self) -> usize {
+        self.partitions.values().map(|p| p.pending.len()).sum()
+    }
+
+    /// Forgets partitions given up: their late completions change nothing.
+    pub fn forget(&mut self, keys: &[Key]) {
+        for k in keys {
+            self.partitions.remove(k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_position_never_passes_an_unfinished_message() {
+        let mut o = Offsets::default();
+        for offset in 10..15 {
+            o.received("t", 0, offset);
+        }
+        o.received("t", 1, 3);
+        // 11 and 13 finish first: the position stays at 10, the lowest unfinished.
+        o.finished("t", 0, 11);
+        o.finished("t", 0, 13);
+        let mut fresh = Offsets::default();
+        fresh.received("t", 0, 10);
+        assert_eq!(fresh.committable(), vec![("t".to_string(), 0, 10)]);
+        o.finished("t", 0, 10);
+        assert_eq!(
+            o.positions(&[("t".into(), 0)]),
+            vec![("t".to_string(), 0, 12)]
+        );
+        o.finished("t", 0, 12);
+        o.finished("t", 0, 14);
+        assert_eq!(
+            o.positions(&[("t".into(), 0)]),
+            vec![("t".to_string(), 0, 15)]
+        );
+        assert_eq!(o.pending(), 1);
+        assert_eq!(o.pending_in(&[("t".into(), 1)]), 1);
+        o.finished("t", 1, 3);
+        assert_eq!(o.pending(), 0);
+    }
+
+    #[test]
+    fn committable_reports_each_position_once_and_only_forward() {
+        let mut o = Offsets::default();
+        o.received("t", 0, 0);
+        o.received("t", 0, 1);
+        // Position 0: nothing finished yet, but committing 0 is harmless and moves nothing later.
+        assert_eq!(o.committable(), vec![("t".to_string(), 0, 0)]);
+        assert!(o.committable().is_empty());
+        o.finished("t", 0, 1);
+        assert!(o.committable().is_empty(), "0 is still unfinished");
+        o.finished("t", 0, 0);
+        assert_eq!(o.committable(), vec![("t".to_string(), 0, 2)]);
+        assert!(o.committable().is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_partition_ignores_late_completions() {
+        let mut o = Offsets::default();
+        o.received("t", 2, 7);
+        o.forget(&[("t".into(), 2)]);
+        o.finished("t", 2, 7);
+        assert_eq!(o.pending(), 0);
+        assert!(o.committable().is_empty());
+    }
+}

@@ -1,0 +1,528 @@
+//! The consumer loop: fetch, decode, score through the scoring layer in chunks, produce each
+//! score (or dead-letter record), and commit each partition's contiguous watermark once the
+//! broker has acknowledged what it covers.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::FutureExt;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::StreamMetrics;
+use super::message::{Unscorable, dead_letter_headers, decode, headers_of, output};
+use super::offsets::{Key, Offsets};
+use crate::config::StreamConfig;
+use crate::scoring::ScoreError;
+use crate::server::AppState;
+use crate::transaction::Transaction;
+
+/// What the loop, its tasks and the rebalance callback share.
+pub struct Shared {
+    offsets: Mutex<Offsets>,
+    progress: Condvar,
+    /// What the stream records.
+    pub metrics: StreamMetrics,
+    revoke_timeout: Duration,
+}
+
+impl Shared {
+    fn finished(&self, topic: &str, partition: i32, offset: i64) {
+        self.offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finished(topic, partition, offset);
+        self.progress.notify_all();
+    }
+
+    fn pending(&self) -> usize {
+        self.offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending()
+    }
+}
+
+/// librdkafka calls back here: errors (broker outages) and rebalances.
+struct KafkaContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for KafkaContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.shared
+            .metrics
+            .broker_errors
+            .fetch_add(1, Ordering::Relaxed);
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.shared
+                .metrics
+                .brokers_down
+                .store(true, Ordering::Relaxed);
+        }
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for KafkaContext {
+    /// Before partitions are given up: finish their work in flight (up to `revoke_timeout`) and
+    /// commit what is done, so the next owner starts exactly there.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let keys: Vec<Key> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let until = Instant::now() + self.shared.revoke_timeout;
+        let mut offsets = self
+            .shared
+            .offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        while offsets.pending_in(&keys) > 0 && Instant::now() < until {
+            offsets = self
+                .shared
+                .progress
+                .wait_timeout(offsets, Duration::from_millis(20))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        let left = offsets.pending_in(&keys);
+        let positions = offsets.positions(&keys);
+        offsets.forget(&keys);
+        drop(offsets);
+        if left > 0 {
+            tracing::warn!(
+                messages = left,
+                "partitions revoked with work unfinished: the next owner scores those again"
+            );
+        }
+        if let Some(list) = list(&positions) {
+            match consumer.commit(&list, CommitMode::Sync) {
+                Ok(()) => {
+                    self.shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "commit before revocation failed"),
+            }
+        }
+        tracing::info!(partitions = ?keys, "partitions revoked");
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(partitions = ?parts, "partitions assigned");
+        }
+    }
+}
+
+fn list(positions: &[(String, i32, i64)]) -> Option<TopicPartitionList> {
+    if positions.is_empty() {
+        return None;
+    }
+    let mut list = TopicPartitionList::new();
+    for (topic, partition, offset) in positions {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .ok()?;
+    }
+    Some(list)
+}
+
+/// librdkafka settings: the configured pass-through (`security_protocol` → `security.protocol`:
+/// no librdkafka property has `_`, and environment variable names cannot hold `.`).
+fn client(config: &StreamConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers);
+    for (k, v) in &config.librdkafka {
+        let value = match v {
+            serde_yaml_ng::Value::String(s) => s.clone(),
+            serde_yaml_ng::Value::Number(n) => n.to_string(),
+            serde_yaml_ng::Value::Bool(b) => b.to_string(),
+            other => serde_yaml_ng::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
+        c.set(k.replace('_', "."), value);
+    }
+    c
+}
+
+/// One decoded message on its way.
+struct Work {
+    tx: Transaction,
+    key: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+}
+
+/// Runs until `stop` turns true; then finishes the work in flight and commits.
+pub async fn run(
+    state: Arc<AppState>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let config = state.config.stream.clone();
+    let consumer: StreamConsumer<KafkaContext> = client(&config)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .create_with_context(KafkaContext {
+            shared: shared.clone(),
+        })
+        .context("creating the Kafka consumer")?;
+    let producer: FutureProducer = client(&config)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .create()
+        .context("creating the Kafka producer")?;
+    consumer
+        .subscribe(&[config.input_topic.as_str()])
+        .with_context(|| format!("subscribing to {}", config.input_topic))?;
+    tracing::info!(
+        brokers = %config.brokers,
+        input = %config.input_topic,
+        output = %config.output_topic,
+        dead_letter = %config.dead_letter_topic,
+        group = %config.group_id,
+        "stream consuming"
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(config.commit_interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut paused = false;
+    let mut last_log = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            _ = tick.tick() => {
+                commit(&consumer, &shared, CommitMode::Async);
+                paused = backpressure(&consumer, &shared, &config, paused);
+                if last_log.elapsed() >= Duration::from_secs(10) {
+                    last_log = Instant::now();
+                    shared.metrics.log_progress();
+                }
+            }
+            message = consumer.recv() => {
+                let first = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        shared.metrics.broker_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "kafka receive error; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                shared.metrics.brokers_down.store(false, Ordering::Relaxed);
+                // Whatever else is already fetched joins this chunk: one scoring call for many
+                // messages, the engine's batcher packs them further.
+                let mut chunk = Vec::new();
+                accept(&state, &shared, &producer, &config, &first, &mut chunk);
+                drop(first);
+                while chunk.len() < config.max_batch {
+                    match consumer.recv().now_or_never() {
+                        Some(Ok(m)) => accept(&state, &shared, &producer, &config, &m, &mut chunk),
+                        _ => break,
+                    }
+                }
+                if !chunk.is_empty() {
+                    tokio::spawn(score(state.clone(), shared.clone(), producer.clone(), config.clone(), chunk));
+                }
+                paused = backpressure(&consumer, &shared, &config, paused);
+            }
+        }
+    }
+    // Stop fetching; finish what is in flight; commit it.
+    let until = Instant::now() + Duration::from_millis(state.config.server.drain_timeout_ms);
+    while shared.pending() > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let left = shared.pending();
+    commit(&consumer, &shared, CommitMode::Sync);
+    if left > 0 {
+        tracing::warn!(
+            messages = left,
+            "stream stopped with work unfinished (not committed)"
+        );
+    }
+    tracing::info!("stream stopped");
+    Ok(())
+}
+
+/// Commits every partition's watermark that moved.
+fn commit(consumer: &StreamConsumer<KafkaContext>, shared: &Shared, mode: CommitMode) {
+    let positions = shared
+        .offsets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .committable();
+    if let Some(list) = list(&positions) {
+        match consumer.commit(&list, mode) {
+            Ok(()) => {
+                shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "offset commit failed; retried on the next tick"),
+        }
+    }
+}
+
+/// Pauses every assigned partition while too many messages are in flight (the engine's queue is
+/// backing up); resumes below half of that. Nothing is dropped or failed meanwhile.
+fn backpressure(
+    consumer: &StreamConsumer<KafkaContext>,
+    shared: &Shared,
+    config: &StreamConfig,
+    paused: bool,
+) -> bool {
+    let pending = shared.pending();
+    let Ok(assignment) = consumer.assignment() else {
+        return paused;
+    };
+    if !paused && pending >= config.max_in_flight {
+        if consumer.pause(&assignment).is_ok() {
+            shared
+                .metrics
+                .paused
+                .store(assignment.count() as u64, Ordering::Relaxed);
+            shared.metrics.pauses.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(pending, "partitions paused");
+            return true;
+        }
+    } else if paused && pending <= config.max_in_flight / 2 && consumer.resume(&assignment).is_ok()
+    {
+        shared.metrics.paused.store(0, Ordering::Relaxed);
+        return false;
+    }
+    paused
+}
+
+/// Takes one message: registers its offset, then queues it for scoring or dead-letters it.
+fn accept(
+    state: &AppState,
+    shared: &Arc<Shared>,
+    producer: &FutureProducer,
+    config: &StreamConfig,
+    message: &BorrowedMessage<'_>,
+    chunk: &mut Vec<Work>,
+) {
+    let (topic, partition, offset) = (
+        message.topic().to_string(),
+        message.partition(),
+        message.offset(),
+    );
+    shared
+        .offsets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .received(&topic, partition, offset);
+    shared.metrics.consumed.fetch_add(1, Ordering::Relaxed);
+    let key = message.key().map(<[u8]>::to_vec);
+    let headers = headers_of(message);
+    match decode(message.payload(), state.config.server.body_limit_bytes) {
+        Ok(tx) => chunk.push(Work {
+            tx,
+            key,
+            headers,
+            topic,
+            partition,
+            offset,
+            timestamp_ms: message.timestamp().to_millis(),
+        }),
+        Err(why) => {
+            let value = message.payload().map(<[u8]>::to_vec);
+            let version = state.scoring.served().model().version.clone();
+            tokio::spawn(dead_letter(
+                shared.clone(),
+                producer.clone(),
+                config.dead_letter_topic.clone(),
+                (topic, partition, offset),
+                key,
+                value,
+                headers,
+                why,
+                version,
+            ));
+        }
+    }
+}
+
+/// Sends a record until the broker acknowledges it: a broker outage is waited out, never turned
+/// into a lost message.
+async fn deliver<'a>(
+    producer: &FutureProducer,
+    shared: &Shared,
+    record: impl Fn() -> FutureRecord<'a, [u8], [u8]>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match producer
+            .send(record(), Timeout::After(Duration::from_secs(5)))
+            .await
+        {
+            Ok(_) => {
+                shared.metrics.brokers_down.store(false, Ordering::Relaxed);
+                return;
+            }
+            Err((e, _)) => {
+                shared
+                    .metrics
+                    .produce_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "produce failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter(
+    shared: Arc<Shared>,
+    producer: FutureProducer,
+    topic: String,
+    source: (String, i32, i64),
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+    why: Unscorable,
+    version: String,
+) {
+    let headers = dead_letter_headers(headers, (&source.0, source.1, source.2), &why, &version);
+    deliver(&producer, &shared, || {
+        let mut r = FutureRecord::to(&topic).headers(headers.clone());
+        if let Some(k) = key.as_deref() {
+            r = r.key(k);
+        }
+        if let Some(v) = value.as_deref() {
+            r = r.payload(v);
+        }
+        r
+    })
+    .await;
+    shared.metrics.dead_lettered(why.class);
+    shared.finished(&source.0, source.1, source.2);
+}
+
+/// Scores a chunk (retrying while the engine is busy: backpressure, not loss), then produces each
+/// score and marks its message finished once the broker has it.
+async fn score(
+    state: Arc<AppState>,
+    shared: Arc<Shared>,
+    producer: FutureProducer,
+    config: StreamConfig,
+    chunk: Vec<Work>,
+) {
+    let txs: Vec<Transaction> = chunk.iter().map(|w| w.tx.clone()).collect();
+    let mut backoff = Duration::from_millis(5);
+    let (served, scores) = loop {
+        let served = state.scoring.served();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        match state
+            .scoring
+            .score_transactions(&served, &txs, deadline, false)
+            .await
+        {
+            Ok(scores) => break (served, scores),
+            Err(ScoreError::Overloaded(_) | ScoreError::DeadlineExceeded) => {
+                shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => {
+                // Not the messages' fault and not curable by waiting (a model or device error):
+                // each goes to the dead-letter topic with the reason rather than being retried
+                // forever.
+                tracing::error!(error = %e, messages = chunk.len(), "scoring failed; dead-lettering the chunk");
+                let version = served.model().version.clone();
+                for w in chunk {
+                    let value = serde_json::to_vec(&w.tx).ok();
+                    dead_letter(
+                        shared.clone(),
+                        producer.clone(),
+                        config.dead_letter_topic.clone(),
+                        (w.topic, w.partition, w.offset),
+                        w.key,
+                        value,
+                        w.headers,
+                        Unscorable {
+                            class: "scoring_failed",
+                            field: None,
+                            message: e.to_string(),
+                        },
+                        version.clone(),
+                    )
+                    .await;
+                }
+                return;
+            }
+        }
+    };
+    let model = served.model().clone();
+    let sends = chunk.iter().enumerate().map(|(row, w)| {
+        let reasons = served
+            .reason(&scores, row)
+            .and_then(|r| serde_json::to_value(r).ok());
+        let value = output(
+            &w.tx,
+            scores.scores[row],
+            scores.decisions[row],
+            reasons,
+            &model,
+            (&w.topic, w.partition, w.offset),
+        );
+        let (producer, shared, topic) = (&producer, &shared, &config.output_topic);
+        async move {
+            let key = w.tx.end_to_end_id.as_str().as_bytes();
+            deliver(producer, shared, || {
+                FutureRecord::to(topic)
+                    .key(key)
+                    .payload(value.as_slice())
+                    .headers(w.headers.clone())
+            })
+            .await;
+            shared.metrics.produced.fetch_add(1, Ordering::Relaxed);
+            if let Some(ts) = w.timestamp_ms {
+                let now = chrono::Utc::now().timestamp_millis();
+                shared
+                    .metrics
+                    .end_to_end
+                    .record((now - ts).max(0) as u64 * 1000);
+            }
+            shared.finished(&w.topic, w.partition, w.offset);
+        }
+    });
+    futures_util::future::join_all(sends).await;
+}
+
+/// The state shared by the loop and its tasks.
+pub fn shared(config: &StreamConfig) -> anyhow::Result<Arc<Shared>> {
+    Ok(Arc::new(Shared {
+        offsets: Mutex::new(Offsets::default()),
+        progress: Condvar::new(),
+        metrics: StreamMetrics::new()?,
+        revoke_timeout: Duration::from_millis(config.revoke_timeout_ms),
+    }))
+}

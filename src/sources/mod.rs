@@ -1,0 +1,4 @@
+//! Inputs other than the request/response front ends: each a folder with its configuration, its
+//! run loop and its tests.
+
+pub mod kafka;
