@@ -232,7 +232,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
     let mut text = metrics::prometheus(&state.scoring, &state.models);
     if let Some(stream) = &state.stream {
-        stream.metrics.prometheus(&mut text);
+        stream.prometheus(&mut text);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -46,11 +46,23 @@ impl Shared {
         self.progress.notify_all();
     }
 
-    fn pending(&self) -> usize {
+    /// Messages received and not yet finished.
+    pub fn pending(&self) -> usize {
         self.offsets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pending()
+    }
+
+    /// The Prometheus lines: messages in flight, then the counters.
+    pub fn prometheus(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP pixguard_stream_in_flight_messages Messages received and not yet finished (uncommitted).\n# TYPE pixguard_stream_in_flight_messages gauge\npixguard_stream_in_flight_messages {}",
+            self.pending()
+        );
+        self.metrics.prometheus(out);
     }
 }
 

@@ -1,0 +1,392 @@
+//! `pixguard stream` against a real Kafka-protocol broker (tansu): at least once through SIGKILLs,
+//! every unscorable message on the dead-letter topic with its reason, and a graceful SIGTERM that
+//! leaves nothing to score twice.
+
+#[path = "common/kafka.rs"]
+mod kafka;
+#[path = "common/server.rs"]
+mod server;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka::{Broker, broker_binary};
+use serde_json::Value;
+use server::{ROOT, Server};
+
+const PIXGUARD: &str = env!("CARGO_BIN_EXE_pixguard");
+const BODY_LIMIT: usize = 4096;
+
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("PIXGUARD_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set PIXGUARD_PYTHON"
+            );
+            eprintln!(
+                "skipped: set PIXGUARD_PYTHON to a Python with tests/python/requirements.txt"
+            );
+            None
+        }
+    }
+}
+
+struct Fixture {
+    python: PathBuf,
+    broker: Broker,
+    tmp: PathBuf,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Option<Fixture> {
+        let binary = broker_binary()?;
+        let python = python()?;
+        let tmp = std::env::temp_dir().join(format!("pixguard-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        Some(Fixture {
+            python,
+            broker: Broker::start(&binary),
+            tmp,
+        })
+    }
+
+    fn topics(&self, names: &[&str]) {
+        let status = Command::new(&self.python)
+            .arg(Path::new(ROOT).join("tests/python/kafka_topics.py"))
+            .args([
+                "create",
+                "--brokers",
+                &self.broker.address,
+                "--partitions",
+                "3",
+            ])
+            .args(names)
+            .status()
+            .expect("create topics");
+        assert!(status.success());
+    }
+
+    fn produce(&self, file: &Path, topic: &str) {
+        let out = Command::new(PIXGUARD)
+            .args([
+                "produce",
+                "--brokers",
+                &self.broker.address,
+                "--topic",
+                topic,
+            ])
+            .arg(file)
+            .output()
+            .expect("pixguard produce");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Every record of `topic`.
+    fn dump(&self, topic: &str, expect: usize) -> Vec<Value> {
+        let out = Command::new(&self.python)
+            .arg(Path::new(ROOT).join("tests/python/kafka_topics.py"))
+            .args(["dump", "--brokers", &self.broker.address, "--expect"])
+            .arg(expect.to_string())
+            .args(["--idle-s", "8", topic])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("dump");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("dump line"))
+            .collect()
+    }
+
+    /// `pixguard stream` on these topics.
+    fn stream(&self, group: &str, topics: (&str, &str, &str)) -> Server {
+        let set = |k: &str, v: &str| ["--set".to_string(), format!("{k}={v}")];
+        let mut args: Vec<String> = vec![
+            "stream".into(),
+            "--address".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            "0".into(),
+            "--grpc-port".into(),
+            "0".into(),
+        ];
+        for (k, v) in [
+            ("stream.brokers", self.broker.address.as_str()),
+            ("stream.input_topic", topics.0),
+            ("stream.output_topic", topics.1),
+            ("stream.dead_letter_topic", topics.2),
+            ("stream.group_id", group),
+            // The broker's group join takes about half of this (the default 45 s is slow to test).
+            ("stream.librdkafka.session_timeout_ms", "6000"),
+            ("server.body_limit_bytes", &BODY_LIMIT.to_string()),
+            ("model.poll_interval_s", "0"),
+        ] {
+            args.extend(set(k, v));
+        }
+        Server::spawn(Command::new(PIXGUARD).args(&args))
+    }
+}
+
+fn metric(server: &Server, name: &str) -> f64 {
+    reqwest::blocking::get(server.url("/metrics"))
+        .ok()
+        .and_then(|r| r.text().ok())
+        .map_or(-1.0, |t| server::metric_or_zero(&t, name))
+}
+
+/// Waits until `server` has consumed `at_least` messages and has nothing in flight.
+fn wait_idle(server: &Server, at_least: f64, within: Duration) {
+    let until = Instant::now() + within;
+    loop {
+        let consumed = metric(server, "pixguard_stream_consumed_total");
+        let in_flight = metric(server, "pixguard_stream_in_flight_messages");
+        if consumed >= at_least && in_flight == 0.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "stream not done: consumed {consumed}, in flight {in_flight}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `count` synth transactions (JSONL of bare transactions) and `pixguard score`'s scores of them.
+fn traffic(tmp: &Path, count: usize, seed: u64) -> (PathBuf, HashMap<String, f64>) {
+    let synth = tmp.join(format!("synth-{seed}.jsonl"));
+    let status = Command::new(PIXGUARD)
+        .args([
+            "synth",
+            "--rows",
+            &count.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "-o",
+        ])
+        .arg(&synth)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = Command::new(PIXGUARD)
+        .arg("score")
+        .arg(&synth)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let scores = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["end_to_end_id"].as_str().unwrap().to_string(),
+                v["score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    (synth, scores)
+}
+
+#[test]
+fn at_least_once_through_three_sigkills_with_every_bad_message_dead_lettered() {
+    let Some(fx) = Fixture::new("stream-kill") else {
+        return;
+    };
+    let topics = ("kill.in", "kill.out", "kill.dlq");
+    fx.topics(&[topics.0, topics.1, topics.2]);
+    let (synth, expected) = traffic(&fx.tmp, 100_000, 21);
+    // 500 malformed messages of five kinds, spread through the valid ones.
+    let valid = std::fs::read(&synth).unwrap();
+    let mut input = Vec::new();
+    let mut bad = HashMap::<&str, usize>::new();
+    for (i, line) in valid
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        input.extend_from_slice(line);
+        input.push(b'\n');
+        if i % 200 == 199 {
+            let k = i / 200;
+            let (kind, bytes): (&str, Vec<u8>) = match k % 5 {
+                0 => ("invalid_json", format!("not json {k}").into_bytes()),
+                1 => (
+                    "not_utf8",
+                    [&[0xff_u8, 0xfe][..], format!("{k}").as_bytes()].concat(),
+                ),
+                2 => ("empty", Vec::new()),
+                3 => {
+                    let mut v: Value = serde_json::from_slice(line).unwrap();
+                    let tx = v.get_mut("transaction").unwrap_or(&mut Value::Null).clone();
+                    let mut tx = if tx.is_null() { v.clone() } else { tx };
+                    tx["amount_cents"] = (-5).into();
+                    tx["end_to_end_id"] = format!("E60701190202610010000BAD{k:07}").into();
+                    ("invalid_field", serde_json::to_vec(&tx).unwrap())
+                }
+                _ => (
+                    "too_large",
+                    format!("{{\"pad\": \"{}\"}}", "x".repeat(BODY_LIMIT + 10)).into_bytes(),
+                ),
+            };
+            *bad.entry(kind).or_default() += 1;
+            input.extend_from_slice(&bytes);
+            input.push(b'\n');
+        }
+    }
+    assert_eq!(bad.values().sum::<usize>(), 500);
+    let file = fx.tmp.join("input.jsonl");
+    std::fs::write(&file, &input).unwrap();
+    fx.produce(&file, topics.0);
+
+    // Three SIGKILLs at moments drawn from the process id, each followed by a restart.
+    let mut seed = u64::from(std::process::id());
+    for kill in 0..3 {
+        let stream = fx.stream("kill", topics);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let wait = Duration::from_millis(4000 + (seed >> 33) % 4000);
+        std::thread::sleep(wait);
+        let consumed = metric(&stream, "pixguard_stream_consumed_total");
+        let in_flight = metric(&stream, "pixguard_stream_in_flight_messages");
+        eprintln!(
+            "kill {} after {wait:?}: consumed {consumed}, in flight {in_flight}",
+            kill + 1
+        );
+        drop(stream); // SIGKILL
+    }
+    let mut last = fx.stream("kill", topics);
+    wait_idle(&last, 1.0, Duration::from_secs(600));
+    // Idle means it has caught up with what it was assigned; give it a moment for stragglers.
+    let mut quiet = 0;
+    let mut seen = metric(&last, "pixguard_stream_consumed_total");
+    while quiet < 5 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = metric(&last, "pixguard_stream_consumed_total");
+        quiet = if now == seen && metric(&last, "pixguard_stream_in_flight_messages") == 0.0 {
+            quiet + 1
+        } else {
+            0
+        };
+        seen = now;
+    }
+    last.terminate();
+    assert!(last.wait(Duration::from_secs(60)).success());
+
+    let scores = fx.dump(topics.1, usize::MAX >> 1);
+    let mut got: HashMap<String, Vec<f64>> = HashMap::new();
+    for r in &scores {
+        let v: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+        assert_eq!(r["key"], v["end_to_end_id"]);
+        got.entry(v["end_to_end_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(v["score"].as_f64().unwrap());
+    }
+    let mut missing = 0;
+    let mut worst = 0.0f64;
+    for (id, want) in &expected {
+        match got.get(id) {
+            None => missing += 1,
+            Some(all) => {
+                for s in all {
+                    worst = worst.max((s - want).abs());
+                }
+            }
+        }
+    }
+    let duplicates = scores.len() - got.len();
+    let dead = fx.dump(topics.2, 500);
+    let mut by_class = HashMap::<String, std::collections::HashSet<String>>::new();
+    for r in &dead {
+        let h = &r["headers"];
+        let class = h["__connect.errors.exception.class.name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            !h["__connect.errors.exception.message"]
+                .as_str()
+                .unwrap_or("")
+                .is_empty()
+        );
+        assert_eq!(h["__connect.errors.topic"], topics.0);
+        let at = format!(
+            "{}/{}",
+            h["__connect.errors.partition"], h["__connect.errors.offset"]
+        );
+        by_class.entry(class).or_default().insert(at);
+    }
+    eprintln!(
+        "scores {} for {} ids ({duplicates} duplicates), missing {missing}, max |score - pixguard score| {worst:e}; dead letters {}",
+        scores.len(),
+        got.len(),
+        dead.len()
+    );
+    assert_eq!(missing, 0, "valid transactions without a score");
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "scores for ids that were never sent"
+    );
+    assert!(worst <= 1e-6, "{worst}");
+    for (kind, n) in &bad {
+        let found = by_class
+            .get(&format!("pixguard.{kind}"))
+            .map_or(0, |s| s.len());
+        assert_eq!(found, *n, "{kind} on the dead-letter topic");
+    }
+    // At least once: a kill re-scores what was in flight or finished but not yet committed.
+    assert!(
+        duplicates <= 3 * (8192 + 512 * 4),
+        "{duplicates} duplicates"
+    );
+    let _ = std::fs::remove_dir_all(&fx.tmp);
+}
+
+#[test]
+fn a_graceful_sigterm_leaves_nothing_to_score_twice() {
+    let Some(fx) = Fixture::new("stream-term") else {
+        return;
+    };
+    let topics = ("term.in", "term.out", "term.dlq");
+    fx.topics(&[topics.0, topics.1, topics.2]);
+    let (synth, expected) = traffic(&fx.tmp, 20_000, 22);
+    fx.produce(&synth, topics.0);
+    let mut first = fx.stream("term", topics);
+    // Stop it mid-stream.
+    let until = Instant::now() + Duration::from_secs(120);
+    while metric(&first, "pixguard_stream_produced_total") < 2_000.0 {
+        assert!(Instant::now() < until, "no progress");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.terminate();
+    assert!(
+        first.wait(Duration::from_secs(60)).success(),
+        "exit 0 after SIGTERM"
+    );
+    let second = fx.stream("term", topics);
+    wait_idle(&second, 1.0, Duration::from_secs(300));
+    let scores = fx.dump(topics.1, expected.len());
+    let mut ids = std::collections::HashSet::new();
+    for r in &scores {
+        ids.insert(r["key"].as_str().unwrap().to_string());
+    }
+    eprintln!("{} scores, {} ids", scores.len(), ids.len());
+    assert_eq!(ids.len(), expected.len());
+    assert_eq!(
+        scores.len(),
+        expected.len(),
+        "a graceful stop must not cause duplicates"
+    );
+    drop(second);
+    let _ = std::fs::remove_dir_all(&fx.tmp);
+}
