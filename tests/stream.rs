@@ -304,7 +304,7 @@ fn at_least_once_through_three_sigkills_with_every_bad_message_dead_lettered() {
         }
     }
     let duplicates = scores.len() - got.len();
-    let dead = fx.dump(topics.2, 500);
+    let dead = fx.dump(topics.2, usize::MAX >> 1);
     let mut by_class = HashMap::<String, std::collections::HashSet<String>>::new();
     for r in &dead {
         let h = &r["headers"];
@@ -325,11 +325,16 @@ fn at_least_once_through_three_sigkills_with_every_bad_message_dead_lettered() {
         );
         by_class.entry(class).or_default().insert(at);
     }
+    let unique_dead: usize = by_class.values().map(|s| s.len()).sum();
     eprintln!(
-        "scores {} for {} ids ({duplicates} duplicates), missing {missing}, max |score - pixguard score| {worst:e}; dead letters {}",
+        "scores {} for {} ids ({duplicates} duplicates), missing {missing}, max |score - pixguard score| {worst:e}; dead letters {} for {unique_dead} messages",
         scores.len(),
         got.len(),
         dead.len()
+    );
+    assert_eq!(
+        unique_dead, 500,
+        "every malformed message, and nothing else, dead-lettered"
     );
     assert_eq!(missing, 0, "valid transactions without a score");
     assert_eq!(
