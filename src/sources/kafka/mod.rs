@@ -34,6 +34,8 @@ pub struct StreamMetrics {
     pub broker_errors: AtomicU64,
     /// Sends that failed and were retried.
     pub produce_errors: AtomicU64,
+    /// Messages of partitions revoked after they were fetched, left to their new owner.
+    pub skipped: AtomicU64,
     /// Times the partitions were paused for backpressure.
     pub pauses: AtomicU64,
     /// Partitions paused now.
@@ -56,6 +58,7 @@ impl StreamMetrics {
             retries: AtomicU64::new(0),
             broker_errors: AtomicU64::new(0),
             produce_errors: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
             paused: AtomicU64::new(0),
             brokers_down: AtomicBool::new(false),
@@ -133,6 +136,12 @@ impl StreamMetrics {
             "Messages sent to the dead-letter topic, by reason.",
             "counter",
             &dead,
+        );
+        counter(
+            "pixguard_stream_skipped_total",
+            "Messages of partitions revoked after they were fetched, left to their new owner.",
+            "counter",
+            &[(String::new(), load(&self.skipped))],
         );
         counter(
             "pixguard_stream_commits_total",

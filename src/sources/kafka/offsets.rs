@@ -3,7 +3,7 @@
 //! finished offset would skip an unfinished one on a crash. The commit position of a partition is
 //! its lowest unfinished offset, or one past the highest received when none is unfinished.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// A topic partition.
 pub type Key = (String, i32);
@@ -28,9 +28,22 @@ impl Partition {
 #[derive(Debug, Default)]
 pub struct Offsets {
     partitions: HashMap<Key, Partition>,
+    /// Partitions this member owns now. A message of another — prefetched before its partition was
+    /// revoked — belongs to the new owner, which starts from the committed position.
+    assigned: HashSet<Key>,
 }
 
 impl Offsets {
+    /// These partitions are ours from now on.
+    pub fn assign(&mut self, keys: &[Key]) {
+        self.assigned.extend(keys.iter().cloned());
+    }
+
+    /// Whether a message of this partition is ours to score.
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.assigned.contains(&(topic.to_string(), partition))
+    }
+
     /// A message at `offset` was received and its work started.
     pub fn received(&mut self, topic: &str, partition: i32, offset: i64) {
         let p = self
@@ -91,6 +104,7 @@ impl Offsets {
     pub fn forget(&mut self, keys: &[Key]) {
         for k in keys {
             self.partitions.remove(k);
+            self.assigned.remove(k);
         }
     }
 }
@@ -147,8 +161,14 @@ mod tests {
     #[test]
     fn a_forgotten_partition_ignores_late_completions() {
         let mut o = Offsets::default();
+        o.assign(&[("t".into(), 2)]);
+        assert!(o.owns("t", 2));
         o.received("t", 2, 7);
         o.forget(&[("t".into(), 2)]);
+        assert!(
+            !o.owns("t", 2),
+            "a revoked partition's prefetched messages are not ours"
+        );
         o.finished("t", 2, 7);
         assert_eq!(o.pending(), 0);
         assert!(o.committable().is_empty());

@@ -139,7 +139,17 @@ impl ConsumerContext for KafkaContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            let keys: Vec<Key> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            self.shared
+                .offsets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .assign(&keys);
+            let parts: Vec<i32> = keys.iter().map(|k| k.1).collect();
             tracing::info!(partitions = ?parts, "partitions assigned");
         }
     }
@@ -344,11 +354,15 @@ fn accept(
         message.partition(),
         message.offset(),
     );
-    shared
-        .offsets
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .received(&topic, partition, offset);
+    {
+        let mut offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        if !offsets.owns(&topic, partition) {
+            // Fetched before its partition was revoked: the new owner scores it.
+            shared.metrics.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        offsets.received(&topic, partition, offset);
+    }
     shared.metrics.consumed.fetch_add(1, Ordering::Relaxed);
     let key = message.key().map(<[u8]>::to_vec);
     let headers = headers_of(message);
