@@ -319,7 +319,10 @@ fn label(value: &str) -> String {
 }
 
 /// p50/p90/p99/p99.9/max per stage, since start and over the last 60 s, in microseconds.
-pub fn stats(scoring: &Scoring) -> serde_json::Value {
+pub fn stats(
+    scoring: &Scoring,
+    stream: Option<&crate::sources::kafka::Shared>,
+) -> serde_json::Value {
     let m = scoring.engine_metrics();
     let queue_depth = scoring.served().engine().queued_rows();
     let stage = |s: &Stage| {
@@ -337,6 +340,7 @@ pub fn stats(scoring: &Scoring) -> serde_json::Value {
         "rows_scored": m.rows_scored(),
         "queue_depth_rows": queue_depth,
         "shadow": scoring.shadow().map(|s| shadow_stats(s)),
+        "stream": stream.map(|s| s.stats()),
     })
 }
 

@@ -238,7 +238,7 @@ async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(metrics::stats(&state.scoring)).into_response()
+    axum::Json(metrics::stats(&state.scoring, state.stream.as_deref())).into_response()
 }
 
 /// Rows of each warm-up batch a worker runs before readiness: 1, 8, 64, … and `max_batch_size`.

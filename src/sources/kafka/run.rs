@@ -54,6 +54,19 @@ impl Shared {
             .pending()
     }
 
+    /// The stream's figures for `/v1/stats`: counts and end-to-end percentiles (µs).
+    pub fn stats(&self) -> serde_json::Value {
+        let m = &self.metrics;
+        let (total, recent) = m.end_to_end.hdr.percentiles();
+        serde_json::json!({
+            "consumed": m.consumed.load(Ordering::Relaxed),
+            "produced": m.produced.load(Ordering::Relaxed),
+            "dead_lettered": m.dead_lettered_total(),
+            "in_flight": self.pending(),
+            "end_to_end_us": {"since_start": total, "last_60s": recent},
+        })
+    }
+
     /// The Prometheus lines: messages in flight, then the counters.
     pub fn prometheus(&self, out: &mut String) {
         use std::fmt::Write;
