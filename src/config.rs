@@ -221,7 +221,7 @@ impl Default for StreamConfig {
             dead_letter_topic: "pix.transactions.dlq".into(),
             group_id: "pixguard".into(),
             max_batch: 512,
-            max_in_flight: 8192,
+            max_in_flight: 32_768,
             commit_interval_ms: 200,
             revoke_timeout_ms: 10_000,
             librdkafka: std::collections::BTreeMap::new(),

@@ -351,7 +351,7 @@ fn at_least_once_through_three_sigkills_with_every_bad_message_dead_lettered() {
     }
     // At least once: a kill re-scores what was in flight or finished but not yet committed.
     assert!(
-        duplicates <= 3 * (8192 + 512 * 4),
+        duplicates <= 3 * (32_768 + 512 * 4),
         "{duplicates} duplicates"
     );
     let _ = std::fs::remove_dir_all(&fx.tmp);

@@ -43,7 +43,7 @@ def main() -> int:
                                    providers=["CPUExecutionProvider"])
     consumer = Consumer({"bootstrap.servers": args.brokers, "group.id": args.group,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "session.timeout.ms": 6000})
+                         "session.timeout.ms": 6000, "fetch.wait.max.ms": 5})
     producer = Producer({"bootstrap.servers": args.brokers, "enable.idempotence": True,
                          "acks": "all", "linger.ms": 2})
     consumer.subscribe([args.input])
