@@ -460,3 +460,36 @@ fn two_members_share_the_partitions_and_one_leaving_hands_over_without_loss() {
     drop(b);
     let _ = std::fs::remove_dir_all(&fx.tmp);
 }
+
+#[test]
+fn a_broker_outage_fails_readiness_and_keeps_the_process_alive() {
+    let Some(mut fx) = Fixture::new("stream-outage") else {
+        return;
+    };
+    let topics = ("out.in", "out.out", "out.dlq");
+    fx.topics(&[topics.0, topics.1, topics.2]);
+    let stream = fx.stream("outage", topics);
+    let status =
+        |path: &str| reqwest::blocking::get(stream.url(path)).map_or(0, |r| r.status().as_u16());
+    let until = Instant::now() + Duration::from_secs(60);
+    while status("/readyz") != 200 {
+        assert!(Instant::now() < until, "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fx.broker.kill();
+    let until = Instant::now() + Duration::from_secs(90);
+    while status("/readyz") != 503 {
+        assert!(
+            Instant::now() < until,
+            "readiness still passes with every broker down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        status("/healthz"),
+        200,
+        "an outage is not a reason to restart the process"
+    );
+    assert_eq!(metric(&stream, "pixguard_stream_brokers_down"), 1.0);
+    let _ = std::fs::remove_dir_all(&fx.tmp);
+}

@@ -63,6 +63,14 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Stops the broker now (an outage).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
