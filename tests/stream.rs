@@ -4,6 +4,8 @@
 
 #[path = "common/kafka.rs"]
 mod kafka;
+#[path = "common/registry.rs"]
+mod registry;
 #[path = "common/server.rs"]
 mod server;
 
@@ -19,22 +21,6 @@ use server::{ROOT, Server};
 const PIXGUARD: &str = env!("CARGO_BIN_EXE_pixguard");
 const BODY_LIMIT: usize = 4096;
 
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("PIXGUARD_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must set PIXGUARD_PYTHON"
-            );
-            eprintln!(
-                "skipped: set PIXGUARD_PYTHON to a Python with tests/python/requirements.txt"
-            );
-            None
-        }
-    }
-}
-
 struct Fixture {
     python: PathBuf,
     broker: Broker,
@@ -44,7 +30,7 @@ struct Fixture {
 impl Fixture {
     fn new(name: &str) -> Option<Fixture> {
         let binary = broker_binary()?;
-        let python = python()?;
+        let python = registry::python("the stream test")?;
         let tmp = std::env::temp_dir().join(format!("pixguard-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).unwrap();

@@ -9,6 +9,7 @@
 //! serving; the refusal is logged, counted and shown in `GET /admin/model`.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -164,27 +165,10 @@ impl Models {
         };
         let source = resolver.source().to_string();
         drop(resolver);
-        let served = {
-            let (config, device, metrics) = (
-                models.config.clone(),
-                models.device.clone(),
-                models.metrics.clone(),
-            );
-            let (dir2, target2, source2) = (dir.clone(), target.clone(), source.clone());
-            tokio::task::spawn_blocking(move || {
-                build(
-                    role.priority(),
-                    &config,
-                    &device,
-                    metrics,
-                    &dir2,
-                    &target2,
-                    &source2,
-                )
-            })
-            .await?
-            .with_context(|| format!("loading model {source} ({})", target.identity))?
-        };
+        let served = models
+            .build(&dir, &target, &source)
+            .await
+            .with_context(|| format!("loading model {source} ({})", target.identity))?;
         models.resolver.lock().await.remember_good(&target, &dir);
         models.record(LoadEvent {
             at: now(),
@@ -220,6 +204,23 @@ impl Models {
         *self.source.lock().unwrap_or_else(|p| p.into_inner()) = next.source().to_string();
         *resolver = next;
         Ok(checked)
+    }
+
+    /// Loads the package in `dir` into a started version, off the async threads.
+    async fn build(&self, dir: &Path, target: &Target, source: &str) -> anyhow::Result<Served> {
+        let (config, device, metrics) = (
+            self.config.clone(),
+            self.device.clone(),
+            self.metrics.clone(),
+        );
+        let (dir, target, source) = (dir.to_path_buf(), target.clone(), source.to_string());
+        let priority = self.role.priority();
+        tokio::task::spawn_blocking(move || {
+            build(priority, &config, &device, metrics, &dir, &target, &source)
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r)
     }
 
     /// The slot this follower keeps up to date.
@@ -270,21 +271,7 @@ impl Models {
                 return self.refuse(&source, Some(&target), e.to_string(), started, &current);
             }
         };
-        let built = {
-            let (config, device, metrics) = (
-                self.config.clone(),
-                self.device.clone(),
-                self.metrics.clone(),
-            );
-            let (dir, target, source) = (dir.clone(), target.clone(), source.clone());
-            let priority = self.role.priority();
-            tokio::task::spawn_blocking(move || {
-                build(priority, &config, &device, metrics, &dir, &target, &source)
-            })
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r)
-        };
+        let built = self.build(&dir, &target, &source).await;
         let next = match built {
             Ok(s) => s,
             Err(e) => {

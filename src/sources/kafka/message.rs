@@ -56,7 +56,9 @@ pub fn decode(value: Option<&[u8]>, limit: usize) -> Result<Transaction, Unscora
         });
     }
     Transaction::from_json(value).map_err(|e| {
-        if e.field.is_empty() {
+        // Only on the error path: is it JSON at all? serde names a position inside a broken
+        // document as if it were a field.
+        if serde_json::from_slice::<serde::de::IgnoredAny>(value).is_err() {
             Unscorable {
                 class: "invalid_json",
                 field: None,
@@ -65,7 +67,7 @@ pub fn decode(value: Option<&[u8]>, limit: usize) -> Result<Transaction, Unscora
         } else {
             Unscorable {
                 class: "invalid_field",
-                field: Some(e.field.clone()),
+                field: Some(e.field.clone()).filter(|f| !f.is_empty()),
                 message: e.to_string(),
             }
         }
