@@ -95,6 +95,16 @@ impl Fixture {
 
     /// `pixguard stream` on these topics.
     fn stream(&self, group: &str, topics: (&str, &str, &str)) -> Server {
+        self.stream_with(group, topics, &[])
+    }
+
+    /// [`Fixture::stream`] with more `key=value` settings.
+    fn stream_with(
+        &self,
+        group: &str,
+        topics: (&str, &str, &str),
+        extra: &[(&str, &str)],
+    ) -> Server {
         let set = |k: &str, v: &str| ["--set".to_string(), format!("{k}={v}")];
         let mut args: Vec<String> = vec![
             "stream".into(),
@@ -115,7 +125,10 @@ impl Fixture {
             ("stream.librdkafka.session_timeout_ms", "6000"),
             ("server.body_limit_bytes", &BODY_LIMIT.to_string()),
             ("model.poll_interval_s", "0"),
-        ] {
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        {
             args.extend(set(k, v));
         }
         Server::spawn(Command::new(PIXGUARD).args(&args))
@@ -352,7 +365,10 @@ fn a_graceful_sigterm_leaves_nothing_to_score_twice() {
     fx.topics(&[topics.0, topics.1, topics.2]);
     let (synth, expected) = traffic(&fx.tmp, 20_000, 22);
     fx.produce(&synth, topics.0);
-    let mut first = fx.stream("term", topics);
+    // Small batches and a low in-flight bound pace the first member, so the SIGTERM lands
+    // mid-stream (unpaced, it takes all 20,000 at once and finishes them before stopping).
+    let paced = [("stream.max_in_flight", "512"), ("stream.max_batch", "64")];
+    let mut first = fx.stream_with("term", topics, &paced);
     // Stop it mid-stream.
     let until = Instant::now() + Duration::from_secs(120);
     while metric(&first, "pixguard_stream_produced_total") < 2_000.0 {
