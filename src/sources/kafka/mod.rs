@@ -43,6 +43,8 @@ pub struct StreamMetrics {
     /// Every broker unreachable (readiness fails) until the next successful fetch or send.
     pub brokers_down: AtomicBool,
     dead_letters: Mutex<BTreeMap<&'static str, u64>>,
+    /// Per assigned partition, its lag in messages as librdkafka last computed it.
+    pub lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// Message timestamp → the broker acknowledged its score, µs.
     pub end_to_end: Stage,
     started: Instant,
@@ -63,6 +65,7 @@ impl StreamMetrics {
             paused: AtomicU64::new(0),
             brokers_down: AtomicBool::new(false),
             dead_letters: Mutex::new(BTreeMap::new()),
+            lag: Mutex::new(BTreeMap::new()),
             end_to_end: Stage::new()?,
             started: Instant::now(),
         })
@@ -187,6 +190,24 @@ impl StreamMetrics {
                 String::new(),
                 u64::from(self.brokers_down.load(Ordering::Relaxed)),
             )],
+        );
+        let lag: Vec<(String, u64)> = self
+            .lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((topic, partition), n)| {
+                (
+                    format!("{{topic=\"{topic}\",partition=\"{partition}\"}}"),
+                    (*n).max(0) as u64,
+                )
+            })
+            .collect();
+        counter(
+            "pixguard_stream_lag_messages",
+            "Per assigned partition: messages behind the high watermark (librdkafka's statistics, every 10 s; absent where the broker does not say).",
+            "gauge",
+            &lag,
         );
         let (buckets, sum, count) = self.end_to_end.prom.snapshot();
         let _ = writeln!(
