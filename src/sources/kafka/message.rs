@@ -3,9 +3,9 @@
 
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
-use serde_json::json;
+use serde::Serialize;
 
-use crate::model::Decision;
+use crate::protocol::v1::ScoreResult;
 use crate::transaction::Transaction;
 
 /// Why a message cannot be scored.
@@ -112,28 +112,39 @@ pub fn dead_letter_headers(
     h
 }
 
-/// The score's message value: the /v1 answer plus when it was scored and where it came from.
-#[allow(clippy::too_many_arguments)]
-pub fn output(
-    tx: &Transaction,
-    score: f32,
-    decision: Decision,
-    reasons: Option<serde_json::Value>,
-    model: &crate::protocol::v1::ModelRef,
-    source: (&str, i32, i64),
-) -> Vec<u8> {
-    let mut value = json!({
-        "end_to_end_id": tx.end_to_end_id.as_str(),
-        "score": score,
-        "decision": decision,
-        "model": model,
-        "model_version": format!("{}:{}", model.name, model.version),
-        "scored_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "source": {"topic": source.0, "partition": source.1, "offset": source.2},
-    });
-    if let Some(r) = reasons {
-        value["reasons"] = r;
-    }
+/// The score's message value: the /v1 answer plus the version's full name, when it was scored and
+/// where it came from.
+#[derive(Serialize)]
+struct Output<'a> {
+    #[serde(flatten)]
+    answer: ScoreResult<'a>,
+    model_version: String,
+    scored_at: String,
+    source: Source<'a>,
+}
+
+/// The input message a score answers.
+#[derive(Serialize)]
+struct Source<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+}
+
+/// The output message's value for `answer`, from the message at `source`.
+pub fn output(answer: ScoreResult<'_>, source: (&str, i32, i64)) -> Vec<u8> {
+    let model_version = format!("{}:{}", answer.model.name, answer.model.version);
+    let value = Output {
+        answer,
+        model_version,
+        scored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        source: Source {
+            topic: source.0,
+            partition: source.1,
+            offset: source.2,
+        },
+    };
+    // Plain structs of strings and numbers always serialise.
     serde_json::to_vec(&value).unwrap_or_default()
 }
 

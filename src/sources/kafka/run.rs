@@ -24,6 +24,7 @@ use super::StreamMetrics;
 use super::message::{Unscorable, dead_letter_headers, decode, headers_of, output};
 use super::offsets::{Key, Offsets};
 use crate::config::StreamConfig;
+use crate::protocol::v1::ScoreResult;
 use crate::scoring::ScoreError;
 use crate::server::AppState;
 use crate::transaction::Transaction;
@@ -138,24 +139,32 @@ impl ConsumerContext for KafkaContext {
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
-        let until = Instant::now() + self.shared.revoke_timeout;
-        let mut offsets = self
-            .shared
-            .offsets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        while offsets.pending_in(&keys) > 0 && Instant::now() < until {
-            offsets = self
-                .shared
-                .progress
-                .wait_timeout(offsets, Duration::from_millis(20))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
-        let left = offsets.pending_in(&keys);
-        let positions = offsets.positions(&keys);
-        offsets.forget(&keys);
-        drop(offsets);
+        let shared = &self.shared;
+        let drain = || {
+            let until = Instant::now() + shared.revoke_timeout;
+            let mut offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
+            while offsets.pending_in(&keys) > 0 && Instant::now() < until {
+                offsets = shared
+                    .progress
+                    .wait_timeout(offsets, Duration::from_millis(20))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            let left = offsets.pending_in(&keys);
+            let positions = offsets.positions(&keys);
+            offsets.forget(&keys);
+            (left, positions)
+        };
+        // This runs inside `recv()` on an async worker: `block_in_place` hands the worker's queued
+        // tasks (its next-task slot is not stolen by the others) to another thread, so the chunks
+        // being waited for keep running.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let (left, positions) = if multi_thread {
+            tokio::task::block_in_place(drain)
+        } else {
+            drain()
+        };
         if left > 0 {
             tracing::warn!(
                 messages = left,
@@ -226,9 +235,16 @@ fn client(config: &StreamConfig, defaults: &[(&str, &str)]) -> ClientConfig {
     c
 }
 
-/// One decoded message on its way.
+/// Decoded messages on their way: the transactions as the scoring layer takes them (no copy),
+/// and beside each, where it came from.
+#[derive(Default)]
+struct Chunk {
+    txs: Vec<Transaction>,
+    work: Vec<Work>,
+}
+
+/// Where one decoded message came from.
 struct Work {
-    tx: Transaction,
     key: Option<Vec<u8>>,
     headers: OwnedHeaders,
     topic: String,
@@ -310,16 +326,17 @@ pub async fn run(
                 shared.metrics.brokers_down.store(false, Ordering::Relaxed);
                 // Whatever else is already fetched joins this chunk: one scoring call for many
                 // messages, the engine's batcher packs them further.
-                let mut chunk = Vec::new();
+                let mut chunk = Chunk::default();
                 accept(&state, &shared, &producer, &config, &first, &mut chunk);
                 drop(first);
-                while chunk.len() < config.max_batch {
+                while chunk.txs.len() < config.max_batch {
                     match consumer.recv().now_or_never() {
                         Some(Ok(m)) => accept(&state, &shared, &producer, &config, &m, &mut chunk),
                         _ => break,
                     }
                 }
-                if !chunk.is_empty() {
+                let chunk = dispatchable(&shared, chunk);
+                if !chunk.txs.is_empty() {
                     tokio::spawn(score(state.clone(), shared.clone(), producer.clone(), config.clone(), chunk));
                 }
                 paused = backpressure(&consumer, &shared, &config, paused);
@@ -390,14 +407,34 @@ fn backpressure(
     paused
 }
 
-/// Takes one message: registers its offset, then queues it for scoring or dead-letters it.
+/// The chunk's messages whose partitions are still ours, registered as in flight. A chunk's
+/// messages become pending only here, as it is handed to its task: a rebalance can run inside
+/// the `recv()` calls that fill a chunk, and a revocation waiting for messages still sitting in the
+/// unsent chunk would wait for the very loop it is blocking (its timeout ran out, the new owner
+/// scored them again). Messages of a partition revoked meanwhile are left to the new owner.
+fn dispatchable(shared: &Shared, chunk: Chunk) -> Chunk {
+    let mut offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
+    let mut kept = Chunk::default();
+    for (tx, w) in chunk.txs.into_iter().zip(chunk.work) {
+        if offsets.owns(&w.topic, w.partition) {
+            offsets.received(&w.topic, w.partition, w.offset);
+            kept.txs.push(tx);
+            kept.work.push(w);
+        } else {
+            shared.metrics.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    kept
+}
+
+/// Takes one message: queues it for scoring, or registers it and dead-letters it.
 fn accept(
     state: &AppState,
     shared: &Arc<Shared>,
     producer: &FutureProducer,
     config: &StreamConfig,
     message: &BorrowedMessage<'_>,
-    chunk: &mut Vec<Work>,
+    chunk: &mut Chunk,
 ) {
     let (topic, partition, offset) = (
         message.topic().to_string(),
@@ -405,28 +442,34 @@ fn accept(
         message.offset(),
     );
     {
-        let mut offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        let offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
         if !offsets.owns(&topic, partition) {
             // Fetched before its partition was revoked: the new owner scores it.
             shared.metrics.skipped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        offsets.received(&topic, partition, offset);
     }
     shared.metrics.consumed.fetch_add(1, Ordering::Relaxed);
     let key = message.key().map(<[u8]>::to_vec);
     let headers = headers_of(message);
     match decode(message.payload(), state.config.server.body_limit_bytes) {
-        Ok(tx) => chunk.push(Work {
-            tx,
-            key,
-            headers,
-            topic,
-            partition,
-            offset,
-            timestamp_ms: message.timestamp().to_millis(),
-        }),
+        Ok(tx) => {
+            chunk.txs.push(tx);
+            chunk.work.push(Work {
+                key,
+                headers,
+                topic,
+                partition,
+                offset,
+                timestamp_ms: message.timestamp().to_millis(),
+            });
+        }
         Err(why) => {
+            shared
+                .offsets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .received(&topic, partition, offset);
             let value = message.payload().map(<[u8]>::to_vec);
             let version = state.scoring.served().model().version.clone();
             tokio::spawn(dead_letter(
@@ -509,9 +552,9 @@ async fn score(
     shared: Arc<Shared>,
     producer: FutureProducer,
     config: StreamConfig,
-    chunk: Vec<Work>,
+    chunk: Chunk,
 ) {
-    let txs: Vec<Transaction> = chunk.iter().map(|w| w.tx.clone()).collect();
+    let Chunk { txs, work } = chunk;
     let mut backoff = Duration::from_millis(5);
     let (served, scores) = loop {
         let served = state.scoring.served();
@@ -531,10 +574,10 @@ async fn score(
                 // Not the messages' fault and not curable by waiting (a model or device error):
                 // each goes to the dead-letter topic with the reason rather than being retried
                 // forever.
-                tracing::error!(error = %e, messages = chunk.len(), "scoring failed; dead-lettering the chunk");
+                tracing::error!(error = %e, messages = txs.len(), "scoring failed; dead-lettering the chunk");
                 let version = served.model().version.clone();
-                for w in chunk {
-                    let value = serde_json::to_vec(&w.tx).ok();
+                for (tx, w) in txs.iter().zip(work) {
+                    let value = serde_json::to_vec(tx).ok();
                     dead_letter(
                         shared.clone(),
                         producer.clone(),
@@ -556,22 +599,19 @@ async fn score(
             }
         }
     };
-    let model = served.model().clone();
-    let sends = chunk.iter().enumerate().map(|(row, w)| {
-        let reasons = served
-            .reason(&scores, row)
-            .and_then(|r| serde_json::to_value(r).ok());
-        let value = output(
-            &w.tx,
-            scores.scores[row],
-            scores.decisions[row],
-            reasons,
-            &model,
-            (&w.topic, w.partition, w.offset),
-        );
+    let sends = txs.iter().zip(&work).enumerate().map(|(row, (tx, w))| {
+        // The /v1 answer itself (the same type /v1 renders), plus provenance.
+        let answer = ScoreResult {
+            end_to_end_id: tx.end_to_end_id.as_str(),
+            score: scores.scores[row],
+            decision: scores.decisions[row],
+            reasons: served.reason(&scores, row),
+            model: served.model(),
+        };
+        let value = output(answer, (&w.topic, w.partition, w.offset));
         let (producer, shared, topic) = (&producer, &shared, &config.output_topic);
         async move {
-            let key = w.tx.end_to_end_id.as_str().as_bytes();
+            let key = tx.end_to_end_id.as_str().as_bytes();
             deliver(producer, shared, || {
                 FutureRecord::to(topic)
                     .key(key)
