@@ -3,6 +3,7 @@
 //! the last 60 s) for exact percentiles.
 
 use std::collections::VecDeque;
+use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -226,5 +227,38 @@ impl Cumulative {
             self.count.load(Ordering::Relaxed),
             self.micros.load(Ordering::Relaxed).saturating_mul(1_000),
         )
+    }
+}
+
+/// Writes `h` as a Prometheus histogram, its values divided by `scale` (µs → s: 1e6).
+pub fn write_histogram(out: &mut String, name: &str, help: &str, h: &PromHistogram, scale: f64) {
+    let (cumulative, sum, count) = h.snapshot();
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, c) in h.bounds.iter().zip(&cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {c}", bound / scale);
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {}",
+        cumulative.last().copied().unwrap_or(0)
+    );
+    let _ = writeln!(
+        out,
+        "{name}_sum {}\n{name}_count {count}",
+        sum as f64 / scale
+    );
+}
+
+/// Writes a Prometheus metric of `kind` (counter, gauge) with its labelled samples.
+pub fn write_samples(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    samples: &[(String, u64)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
     }
 }

@@ -15,17 +15,22 @@ use arc_swap::ArcSwap;
 use serde_json::json;
 
 use super::{Scores, Served};
+use crate::histogram::PromHistogram;
 use crate::model::Decision;
 use crate::protocol::Payload;
 
-/// Upper bounds of the challenger-score histogram buckets (the last is +Inf in Prometheus).
-pub const SCORE_BUCKETS: [f64; 10] = [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0];
+/// Upper bounds of the challenger-score histogram buckets, in millionths of a probability (the
+/// histogram counts integers; rendered divided by [`SCORE_SCALE`]).
+const SCORE_BOUNDS: [f64; 10] = [1e3, 1e4, 5e4, 1e5, 2.5e5, 5e5, 7.5e5, 9e5, 9.9e5, 1e6];
+
+/// Divides the score histogram's values back to probabilities.
+pub const SCORE_SCALE: f64 = 1e6;
 
 /// Shadow requests in flight beyond which new ones are shed.
 const MAX_IN_FLIGHT: usize = 64;
 
 /// What shadow scoring recorded.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ShadowMetrics {
     /// Requests sampled for the challenger.
     pub sampled: AtomicU64,
@@ -39,10 +44,22 @@ pub struct ShadowMetrics {
     pub rows: AtomicU64,
     /// Rows by [champion decision][challenger decision] (ALLOW, HOLD, REJECT).
     pub agreement: [[AtomicU64; 3]; 3],
-    /// Challenger scores per [`SCORE_BUCKETS`] bucket (not cumulative).
-    pub score_buckets: [AtomicU64; SCORE_BUCKETS.len()],
-    /// Sum of challenger scores, in millionths.
-    pub score_sum_micros: AtomicU64,
+    /// Challenger scores, in millionths.
+    pub scores: PromHistogram,
+}
+
+impl Default for ShadowMetrics {
+    fn default() -> Self {
+        ShadowMetrics {
+            sampled: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            incompatible: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            agreement: Default::default(),
+            scores: PromHistogram::new(&SCORE_BOUNDS),
+        }
+    }
 }
 
 fn index(d: Decision) -> usize {
@@ -173,13 +190,7 @@ impl Ticket {
                 .enumerate()
             {
                 m.agreement[index(ours)][index(their)].fetch_add(1, Ordering::Relaxed);
-                let bucket = SCORE_BUCKETS
-                    .iter()
-                    .position(|&b| f64::from(score) <= b)
-                    .unwrap_or(SCORE_BUCKETS.len() - 1);
-                m.score_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-                m.score_sum_micros
-                    .fetch_add((f64::from(score) * 1e6) as u64, Ordering::Relaxed);
+                m.scores.observe((f64::from(score) * SCORE_SCALE) as u64);
                 if ours != their && shadow.log.is_some() {
                     disagreements.push(json!({
                         "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

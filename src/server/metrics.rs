@@ -1,39 +1,13 @@
 //! `/metrics` (Prometheus text exposition) and `/v1/stats` (HDR percentiles as JSON).
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
 use super::models::Models;
-use crate::histogram::{PromHistogram, Stage};
+use crate::histogram::{Stage, write_histogram as histogram, write_samples as counter};
 use crate::scoring::Scoring;
-use crate::scoring::shadow::{SCORE_BUCKETS, Shadow};
-
-fn histogram(out: &mut String, name: &str, help: &str, h: &PromHistogram, scale: f64) {
-    let (cumulative, sum, count) = h.snapshot();
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    for (bound, c) in h.bounds.iter().zip(&cumulative) {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {c}", bound / scale);
-    }
-    let _ = writeln!(
-        out,
-        "{name}_bucket{{le=\"+Inf\"}} {}",
-        cumulative.last().copied().unwrap_or(0)
-    );
-    let _ = writeln!(
-        out,
-        "{name}_sum {}\n{name}_count {count}",
-        sum as f64 / scale
-    );
-}
-
-fn counter(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(String, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{labels} {value}");
-    }
-}
+use crate::scoring::shadow::{SCORE_SCALE, Shadow};
 
 /// Renders every metric in the Prometheus text format (durations in seconds): the front ends'
 /// (through the scoring layer) and the engine's.
@@ -255,28 +229,13 @@ fn shadow_metrics(out: &mut String, shadow: &Shadow) {
         "counter",
         &agreement,
     );
-    let _ = writeln!(
+    histogram(
         out,
-        "# HELP pixguard_shadow_score Challenger scores of the rows it scored.\n# TYPE pixguard_shadow_score histogram"
+        "pixguard_shadow_score",
+        "Challenger scores of the rows it scored.",
+        &m.scores,
+        SCORE_SCALE,
     );
-    let mut cumulative = 0;
-    for (bound, bucket) in SCORE_BUCKETS.iter().zip(&m.score_buckets) {
-        cumulative += load(bucket);
-        let _ = writeln!(
-            out,
-            "pixguard_shadow_score_bucket{{le=\"{bound}\"}} {cumulative}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "pixguard_shadow_score_bucket{{le=\"+Inf\"}} {cumulative}"
-    );
-    let _ = writeln!(
-        out,
-        "pixguard_shadow_score_sum {}",
-        load(&m.score_sum_micros) as f64 / 1e6
-    );
-    let _ = writeln!(out, "pixguard_shadow_score_count {cumulative}");
 }
 
 /// The shadow's figures for `/v1/stats`.

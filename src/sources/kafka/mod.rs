@@ -9,7 +9,6 @@ mod offsets;
 mod run;
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -18,7 +17,7 @@ pub use message::{Unscorable, decode};
 pub use offsets::Offsets;
 pub use run::{Shared, run, shared};
 
-use crate::histogram::Stage;
+use crate::histogram::{Stage, write_histogram, write_samples};
 
 /// What the stream records, for `/metrics`, `/v1/stats` and the progress log.
 pub struct StreamMetrics {
@@ -108,20 +107,16 @@ impl StreamMetrics {
 
     /// The Prometheus lines.
     pub fn prometheus(&self, out: &mut String) {
-        let mut counter = |name: &str, help: &str, kind: &str, samples: &[(String, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
-        };
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter(
+        write_samples(
+            out,
             "pixguard_stream_consumed_total",
             "Kafka messages received.",
             "counter",
             &[(String::new(), load(&self.consumed))],
         );
-        counter(
+        write_samples(
+            out,
             "pixguard_stream_produced_total",
             "Scores the broker acknowledged on the output topic.",
             "counter",
@@ -134,55 +129,64 @@ impl StreamMetrics {
             .iter()
             .map(|(class, n)| (format!("{{reason=\"{class}\"}}"), *n))
             .collect();
-        counter(
+        write_samples(
+            out,
             "pixguard_stream_dead_lettered_total",
             "Messages sent to the dead-letter topic, by reason.",
             "counter",
             &dead,
         );
-        counter(
+        write_samples(
+            out,
             "pixguard_stream_skipped_total",
             "Messages of partitions revoked after they were fetched, left to their new owner.",
             "counter",
             &[(String::new(), load(&self.skipped))],
         );
-        counter(
+        write_samples(
+            out,
             "pixguard_stream_commits_total",
             "Offset commits.",
             "counter",
             &[(String::new(), load(&self.commits))],
         );
-        counter(
+        write_samples(
+            out,
             "pixguard_stream_retries_total",
             "Scoring calls retried while the engine was full.",
             "counter",
             &[(String::new(), load(&self.retries))],
         );
-        counter(
+        write_samples(
+            out,
             "pixguard_stream_pauses_total",
             "Times the partitions were paused for backpressure.",
             "counter",
             &[(String::new(), load(&self.pauses))],
         );
-        counter(
+        write_samples(
+            out,
             "pixguard_stream_paused_partitions",
             "Partitions paused now.",
             "gauge",
             &[(String::new(), load(&self.paused))],
         );
-        counter(
+        write_samples(
+            out,
             "pixguard_stream_broker_errors_total",
             "Errors the Kafka client reported.",
             "counter",
             &[(String::new(), load(&self.broker_errors))],
         );
-        counter(
+        write_samples(
+            out,
             "pixguard_stream_produce_errors_total",
             "Sends that failed and were retried.",
             "counter",
             &[(String::new(), load(&self.produce_errors))],
         );
-        counter(
+        write_samples(
+            out,
             "pixguard_stream_brokers_down",
             "1 while every broker is unreachable.",
             "gauge",
@@ -203,33 +207,19 @@ impl StreamMetrics {
                 )
             })
             .collect();
-        counter(
+        write_samples(
+            out,
             "pixguard_stream_lag_messages",
             "Per assigned partition: messages behind the high watermark (librdkafka's statistics, every 10 s; absent where the broker does not say).",
             "gauge",
             &lag,
         );
-        let (buckets, sum, count) = self.end_to_end.prom.snapshot();
-        let _ = writeln!(
+        write_histogram(
             out,
-            "# HELP pixguard_stream_end_to_end_seconds Message timestamp to the score's acknowledgement.\n# TYPE pixguard_stream_end_to_end_seconds histogram"
+            "pixguard_stream_end_to_end_seconds",
+            "Message timestamp to the score's acknowledgement.",
+            &self.end_to_end.prom,
+            1e6,
         );
-        for (bound, n) in self.end_to_end.prom.bounds.iter().zip(&buckets) {
-            let _ = writeln!(
-                out,
-                "pixguard_stream_end_to_end_seconds_bucket{{le=\"{}\"}} {n}",
-                bound / 1e6
-            );
-        }
-        let _ = writeln!(
-            out,
-            "pixguard_stream_end_to_end_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "pixguard_stream_end_to_end_seconds_sum {}",
-            sum as f64 / 1e6
-        );
-        let _ = writeln!(out, "pixguard_stream_end_to_end_seconds_count {count}");
     }
 }

@@ -74,11 +74,12 @@ impl Shared {
 
     /// The Prometheus lines: messages in flight, then the counters.
     pub fn prometheus(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(
+        crate::histogram::write_samples(
             out,
-            "# HELP pixguard_stream_in_flight_messages Messages received and not yet finished (uncommitted).\n# TYPE pixguard_stream_in_flight_messages gauge\npixguard_stream_in_flight_messages {}",
-            self.pending()
+            "pixguard_stream_in_flight_messages",
+            "Messages received and not yet finished (uncommitted).",
+            "gauge",
+            &[(String::new(), self.pending() as u64)],
         );
         self.metrics.prometheus(out);
     }
