@@ -8,6 +8,7 @@
 //! [`config`] is the one typed configuration, [`synth`] generates labelled traffic, [`jsonl`] reads
 //! transactions for the offline commands and [`cli`] is the `pixguard` command line.
 
+pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -1,5 +1,6 @@
 //! The `pixguard` command line: argument definitions and one function per subcommand.
 
+mod batch;
 mod features;
 mod model_bench;
 mod produce;
@@ -46,6 +47,9 @@ pub enum Command {
     Features(FeaturesArgs),
     /// Score JSONL transactions with a model package on the CPU; writes one JSON line per payment.
     Score(ScoreArgs),
+    /// Score files (Parquet, JSONL, CSV; a file or a folder) into a scores file, bad rows into a
+    /// rejects file, on every core and the configured device; prints a JSON summary.
+    Batch(batch::BatchArgs),
     /// Inspect model packages.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(args),
         Command::Features(args) => features::run(args),
         Command::Score(args) => score::run(args),
+        Command::Batch(args) => batch::run(args),
         Command::Model(command) => score::model(command),
         Command::Bench(args) => crate::bench::run(args),
         Command::BenchCompare(args) => crate::bench::compare(args),

@@ -7,7 +7,8 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Args, ValueEnum};
 
-use crate::synth::{Generator, SynthConfig, write_csv, write_jsonl};
+use crate::synth::{Generator, SynthConfig, write_csv, write_jsonl, write_parquet};
+use crate::transaction::arrow::Layout;
 
 /// Output format of `pixguard synth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -16,6 +17,9 @@ pub enum SynthFormat {
     Jsonl,
     /// A header row, then the flattened transaction columns, `label` and `fraud_type`.
     Csv,
+    /// Parquet (snappy): the transaction's columns (`--layout`), `label` and `fraud_type`; needs
+    /// `--output`.
+    Parquet,
 }
 
 /// Arguments of `pixguard synth`.
@@ -39,6 +43,9 @@ pub struct SynthArgs {
     /// Length of the window in days; arrivals follow hour, weekday and payday seasonality within it.
     #[arg(long, default_value_t = 30)]
     pub days: u32,
+    /// Parquet columns: nested structs (`payer` { `ispb`, … }) or flat dotted names (`payer.ispb`).
+    #[arg(long, value_enum, default_value_t = Layout::Nested)]
+    pub layout: Layout,
     /// Write to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -54,14 +61,36 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
         days: args.days,
     };
     let generator = Generator::new(cfg)?;
-    let mut out = super::open_output(args.output.as_ref())?;
     let started = Instant::now();
     let n = match args.format {
-        SynthFormat::Jsonl => write_jsonl(generator, &mut out),
-        SynthFormat::Csv => write_csv(generator, &mut out),
-    }
-    .and_then(|n| out.flush().map(|_| n))
-    .context("writing synthetic rows")?;
+        SynthFormat::Parquet => {
+            let path = args
+                .output
+                .as_ref()
+                .filter(|p| p.as_os_str() != "-")
+                .context(
+                    "--format parquet needs --output FILE (Parquet is not streamed to stdout)",
+                )?;
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let out = std::io::BufWriter::with_capacity(1 << 20, file);
+            write_parquet(generator, out, args.layout).context("writing synthetic rows")?
+        }
+        format => {
+            let mut out = super::open_output(args.output.as_ref())?;
+            match format {
+                SynthFormat::Csv => write_csv(generator, &mut out),
+                _ => write_jsonl(generator, &mut out),
+            }
+            .and_then(|n| out.flush().map(|_| n))
+            .context("writing synthetic rows")?
+        }
+    };
+    done(n, started);
+    Ok(())
+}
+
+fn done(n: u64, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         rows = n,
@@ -69,5 +98,4 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
         rows_per_second = (n as f64 / secs) as u64,
         "synth done"
     );
-    Ok(())
 }

@@ -4,6 +4,7 @@
 //! message it is about to send, the DICT lookup of the payee's key (with DICT's anti-fraud
 //! statistics), and the PSP's own feature store (the payer's recent history).
 
+pub mod arrow;
 mod flat;
 mod wire;
 
