@@ -201,7 +201,7 @@ fn formatters(keep: &[ArrayRef]) -> anyhow::Result<Vec<ArrayFormatter<'_>>> {
 /// Where scores go.
 pub enum Sink {
     /// A Parquet file.
-    Parquet(ArrowWriter<BufWriter<File>>),
+    Parquet(Box<ArrowWriter<BufWriter<File>>>),
     /// A text file (JSONL, or CSV after its header).
     Text(BufWriter<File>),
 }
@@ -219,7 +219,11 @@ impl Sink {
                     .set_column_dictionary_enabled(ColumnPath::from("end_to_end_id"), false)
                     .set_column_dictionary_enabled(ColumnPath::from("score"), false)
                     .build();
-                Sink::Parquet(ArrowWriter::try_new(out, schema.clone(), Some(props))?)
+                Sink::Parquet(Box::new(ArrowWriter::try_new(
+                    out,
+                    schema.clone(),
+                    Some(props),
+                )?))
             }
             Format::Jsonl => Sink::Text(out),
             Format::Csv => {

@@ -173,3 +173,59 @@ fn nest(leaves: &[Field], prefix: &str) -> Vec<Field> {
 pub fn schema_ref(layout: Layout) -> Arc<Schema> {
     Arc::new(schema(layout))
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::{ArrayRef, RecordBatch};
+
+    use super::*;
+    use crate::synth::{Generator, SynthConfig};
+
+    fn synth(rows: u64) -> Vec<crate::transaction::Transaction> {
+        let cfg = SynthConfig {
+            seed: 5,
+            rows,
+            fraud_rate: 0.2,
+            start: chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap_or_default(),
+            days: 7,
+        };
+        Generator::new(cfg)
+            .map(|g| g.map(|r| r.transaction).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn both_layouts_read_back_what_was_written() {
+        let txs = synth(3000);
+        assert_eq!(txs.len(), 3000);
+        for layout in [Layout::Nested, Layout::Flat] {
+            let mut columns = Columns::with_capacity(txs.len());
+            txs.iter().for_each(|t| columns.push(t));
+            let arrays: Vec<ArrayRef> =
+                columns.finish(layout).into_iter().map(|(_, a)| a).collect();
+            let batch = RecordBatch::try_new(schema_ref(layout), arrays).expect("schema matches");
+            let plan = Plan::new(&batch.schema()).expect("every leaf found");
+            let (mut read, mut rows, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
+            plan.read(&batch, &mut read, &mut rows, &mut rejects)
+                .expect("readable");
+            assert!(rejects.is_empty(), "{layout:?}: {:?}", rejects.first());
+            assert_eq!(read, txs, "{layout:?}");
+            assert_eq!(rows, (0..txs.len() as u32).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_missing_required_leaf_is_named() {
+        let mut fields = schema(Layout::Flat).fields().to_vec();
+        fields.retain(|f| f.name() != "payer.ispb" && f.name() != "history.payer_tx_1h");
+        let err = Plan::new(&Schema::new(fields)).expect_err("refused");
+        assert_eq!(
+            err,
+            PlanError::Missing(vec!["payer.ispb".into(), "history.payer_tx_1h".into()])
+        );
+        let mut fields = schema(Layout::Flat).fields().to_vec();
+        fields[at::AMOUNT] = Arc::new(Field::new("amount_cents", DataType::Float64, true));
+        let err = Plan::new(&Schema::new(fields)).expect_err("refused");
+        assert!(err.to_string().contains("amount_cents is Float64"), "{err}");
+    }
+}
