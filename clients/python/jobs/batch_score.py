@@ -30,7 +30,7 @@ def main() -> int:
     ap.add_argument("--output", required=True, help="Parquet folder for the scores")
     ap.add_argument("--url", default="http://127.0.0.1:8080", help="pixguard base URL")
     ap.add_argument("--keep", default="", help="comma-separated input columns to copy")
-    ap.add_argument("--batch-size", type=int, default=4096, help="rows per /v1/score request")
+    ap.add_argument("--batch-size", type=int, default=1000, help="rows per /v1/score request (≤ the server's server.max_transactions_per_request)")
     ap.add_argument("--master", default=None, help="e.g. local[2]; default: spark-submit's")
     ap.add_argument("--partitions", type=int, default=0, help="repartition the input first")
     args = ap.parse_args()

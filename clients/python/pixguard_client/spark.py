@@ -185,7 +185,7 @@ def make_predict_fn(url: str, explain: bool = False, timeout: float = 60.0, retr
     return make
 
 
-def score_udf(url: str, batch_size: int = 4096, explain: bool = False, timeout: float = 60.0):
+def score_udf(url: str, batch_size: int = 1000, explain: bool = False, timeout: float = 60.0):
     """The pandas UDF that scores LEAVES-ordered columns through the pixguard at ``url``."""
     return predict_batch_udf(
         make_predict_fn(url, explain=explain, timeout=timeout),
@@ -198,7 +198,7 @@ def with_scores(
     df: DataFrame,
     url: str,
     column: str = "pixguard",
-    batch_size: int = 4096,
+    batch_size: int = 1000,
     explain: bool = False,
 ) -> DataFrame:
     """``df`` with a struct column ``column`` (score, decision, reasons, model_version, error).
