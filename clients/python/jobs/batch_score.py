@@ -16,12 +16,16 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, HERE)
+# Python processes Spark starts on this machine (local mode's workers, the data source planner)
+# inherit the environment; on a cluster, pip-install the package or rely on ship() below.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")]))
 
 from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from pixguard_client.spark import with_scores  # noqa: E402
+from pixguard_client.spark import ship, with_scores  # noqa: E402
 
 
 def main() -> int:
@@ -41,6 +45,7 @@ def main() -> int:
     started = time.monotonic()
     spark = builder.config("spark.sql.session.timeZone", "UTC").getOrCreate()
     session_s = time.monotonic() - started
+    ship(spark)
     df = spark.read.parquet(args.input)
     if args.partitions:
         df = df.repartition(args.partitions)

@@ -18,14 +18,18 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, HERE)
+# Python processes Spark starts on this machine (local mode's workers, the data source planner)
+# inherit the environment; on a cluster, pip-install the package or rely on ship() below.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")]))
 
 from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType  # noqa: E402
 
 from pixguard_client.kafka_source import KafkaDataSource  # noqa: E402
-from pixguard_client.spark import LEAVES, with_scores  # noqa: E402
+from pixguard_client.spark import LEAVES, ship, with_scores  # noqa: E402
 
 KINDS = {"text": StringType(), "time": StringType(), "int": LongType(), "bool": BooleanType(), "float": DoubleType()}
 
@@ -71,6 +75,7 @@ def main() -> int:
         builder = builder.master(args.master)
     spark = builder.config("spark.sql.session.timeZone", "UTC").config(
         "spark.sql.shuffle.partitions", "4").getOrCreate()
+    ship(spark)
     spark.dataSource.register(KafkaDataSource)
 
     raw = (spark.readStream.format("pixguard-kafka")

@@ -31,6 +31,7 @@ from pyspark.sql.datasource import (
     InputPartition,
     WriterCommitMessage,
 )
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
 from pyspark.sql.types import StructType
 
 SCHEMA = "key string, value string, topic string, partition int, offset long, timestamp_ms long"
@@ -140,16 +141,22 @@ class KafkaStreamReader(DataSourceStreamReader):
         self._known = dict(ends)
         return ends
 
-    def latestOffset(self) -> dict:
-        return self._ends(self._watermarks())
+    def getDefaultReadLimit(self) -> ReadLimit:
+        return ReadMaxRows(self.max_per_trigger) if self.max_per_trigger else ReadAllAvailable()
+
+    def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
+        # Spark takes the answer as the micro-batch's end: the cap is applied here, from the
+        # batch's start (a cap applied when reading would skip the records past it).
+        ends = self._ends(self._watermarks())
+        if isinstance(limit, ReadMaxRows):
+            share = max(1, limit.max_rows // max(1, len(ends)))
+            ends = {p: max(int(start.get(p, 0)), min(e, int(start.get(p, 0)) + share)) for p, e in ends.items()}
+        return ends
 
     def partitions(self, start: dict, end: dict) -> list[InputPartition]:
         ranges = []
         for p, stop in end.items():
-            first = int(start.get(p, 0))
-            stop = int(stop)
-            if self.max_per_trigger:
-                stop = min(stop, first + max(1, self.max_per_trigger // max(1, len(end))))
+            first, stop = int(start.get(p, 0)), int(stop)
             if stop > first:
                 ranges.append(_Range(int(p), first, stop))
         return ranges

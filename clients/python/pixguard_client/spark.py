@@ -216,3 +216,19 @@ def with_scores(
         F.when(scored["error"] != "", scored["error"]).alias("error"),
     )
     return df.withColumn(column, clean).drop(raw)
+
+
+def ship(spark) -> None:
+    """Makes this package importable on the executors (``addPyFile`` of a zip of it), for
+    clusters where it is not pip-installed on every node."""
+    import os
+    import tempfile
+    import zipfile
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(tempfile.mkdtemp(prefix="pixguard-client-"), "pixguard_client.zip")
+    with zipfile.ZipFile(path, "w") as z:
+        for name in sorted(os.listdir(here)):
+            if name.endswith(".py"):
+                z.write(os.path.join(here, name), f"pixguard_client/{name}")
+    spark.sparkContext.addPyFile(path)
