@@ -2,6 +2,9 @@
 //! the scores `pixguard score` gives; corrupted rows land in the rejects file with their field
 //! and every other row is scored; a file without a required column is refused before any work.
 
+#[path = "common/registry.rs"]
+mod registry;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -615,4 +618,58 @@ fn a_folder_of_part_files_and_broken_csv_records() {
             .starts_with("has 3 fields, the header has 27"),
         "{v}"
     );
+}
+
+#[test]
+fn gs_input_and_output_through_a_gcs_emulator() {
+    let Some(python) = registry::python("the gs:// batch test (fake-gcs-server)") else {
+        return;
+    };
+    let dir = tmp("gcs");
+    let gcs = registry::GcsServer::start(&python, &dir, &["pix-data"]);
+    let whole = dir.join("whole.parquet");
+    synth(&whole, "parquet", "nested");
+    let batch = one_batch(&whole);
+    for (i, (offset, len)) in [(0, 2500), (2500, 1500)].into_iter().enumerate() {
+        let part = dir.join(format!("part-{i}.parquet"));
+        write_parquet(&part, &batch.slice(offset, len));
+        gcs.put(
+            "pix-data",
+            &format!("in/part-{i}.parquet"),
+            std::fs::read(&part).expect("part"),
+        );
+    }
+    gcs.put("pix-data", "in/_SUCCESS", Vec::new());
+    let out = Command::new(env!("CARGO_BIN_EXE_pixguard"))
+        .args([
+            "batch",
+            "-i",
+            "gs://pix-data/in",
+            "-o",
+            "gs://pix-data/out/scores.parquet",
+        ])
+        .env("GOOGLE_SERVICE_ACCOUNT", &gcs.key_file)
+        .env("RUST_LOG", "warn")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("pixguard runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sum = summary(&out);
+    assert_eq!(sum["files"], 2, "{sum}");
+    assert_eq!(sum["scored"], 4000, "{sum}");
+    assert_eq!(sum["output"], "gs://pix-data/out/scores.parquet", "{sum}");
+    assert_eq!(
+        sum["rejects"], "gs://pix-data/out/scores.rejects.jsonl",
+        "{sum}"
+    );
+    let fetched = dir.join("fetched.parquet");
+    std::fs::write(&fetched, gcs.get("pix-data", "out/scores.parquet")).expect("output object");
+    assert!(gcs.get("pix-data", "out/scores.rejects.jsonl").is_empty());
+    let local = dir.join("local.parquet");
+    ok(&["batch", "-i", s(&whole), "-o", s(&local)]);
+    assert_eq!(scores_parquet(&fetched), scores_parquet(&local));
 }

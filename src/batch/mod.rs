@@ -10,6 +10,7 @@
 
 pub mod input;
 pub mod output;
+pub mod remote;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;

@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::batch::input::Format;
-use crate::batch::{Job, default_rejects};
+use crate::batch::remote::{self, is_remote};
+use crate::batch::{Job, Summary, default_rejects};
 use crate::config::{Config, DeviceChoice};
 use crate::engine::Metrics;
 use crate::server::models::{Models, Role};
@@ -136,7 +137,11 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         metrics,
     ))?;
     tracing::info!(model = %source, device = %selected.description, "batch: model loaded");
-    let summary = crate::batch::run(&job, Arc::new(served), runtime.handle().clone())?;
+    // gs:// in or out: staged through a local folder, removed when the job ends.
+    let staging = std::env::temp_dir().join(format!("pixguard-batch-{}", std::process::id()));
+    let result = staged(job, &staging, served, &runtime);
+    let _ = std::fs::remove_dir_all(&staging);
+    let summary = result?;
     tracing::info!(
         rows = summary.rows,
         scored = summary.scored,
@@ -147,4 +152,42 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     );
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
+}
+
+/// Runs `job`, its gs:// input downloaded into `staging` first and its gs:// outputs uploaded
+/// after; the summary names the URIs.
+fn staged(
+    mut job: Job,
+    staging: &std::path::Path,
+    served: crate::scoring::Served,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Summary> {
+    if is_remote(&job.input) {
+        let uri = job.input.display().to_string();
+        job.input = runtime.block_on(remote::fetch_input(&uri, &staging.join("in")))?;
+    }
+    let mut uploads = Vec::new();
+    for path in [&mut job.output, &mut job.rejects] {
+        if is_remote(path) {
+            let uri = path.display().to_string();
+            let local = staging.join("out").join(
+                path.file_name()
+                    .with_context(|| format!("{uri}: expected gs://bucket/path/file"))?,
+            );
+            std::fs::create_dir_all(staging.join("out"))?;
+            uploads.push((local.clone(), uri));
+            *path = local;
+        }
+    }
+    let mut summary = crate::batch::run(&job, Arc::new(served), runtime.handle().clone())?;
+    for (local, uri) in uploads {
+        runtime.block_on(remote::upload(&local, &uri))?;
+        if summary.output == local.display().to_string() {
+            summary.output = uri.clone();
+        }
+        if summary.rejects == local.display().to_string() {
+            summary.rejects = uri;
+        }
+    }
+    Ok(summary)
 }

@@ -209,6 +209,47 @@ impl Store {
         }
     }
 
+    /// Copies file `rel` to `dest` without holding it whole in memory (GCS streams it).
+    pub async fn download(&self, rel: &str, dest: &std::path::Path) -> Result<u64, RegistryError> {
+        use std::io::Write;
+        let io = |source| RegistryError::Io {
+            path: dest.to_path_buf(),
+            source,
+        };
+        let mut file = std::io::BufWriter::new(std::fs::File::create(dest).map_err(io)?);
+        let mut written = 0u64;
+        match self {
+            Store::Gcs {
+                store,
+                bucket,
+                prefix,
+            } => {
+                let path = ObjectPath::parse(join(prefix, rel))
+                    .map_err(|_| RegistryError::UnsafePath(rel.to_string()))?;
+                let got = store
+                    .get(&path)
+                    .await
+                    .map_err(|e| storage_error(bucket, e))?;
+                let mut stream = got.into_stream();
+                while let Some(chunk) = stream
+                    .try_next()
+                    .await
+                    .map_err(|e| storage_error(bucket, e))?
+                {
+                    file.write_all(&chunk).map_err(io)?;
+                    written += chunk.len() as u64;
+                }
+            }
+            _ => {
+                let bytes = self.get(rel).await?;
+                file.write_all(&bytes).map_err(io)?;
+                written = bytes.len() as u64;
+            }
+        }
+        file.flush().map_err(io)?;
+        Ok(written)
+    }
+
     /// Writes file `rel` of the package.
     pub async fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<(), RegistryError> {
         match self {
