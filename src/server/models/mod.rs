@@ -257,10 +257,18 @@ impl Models {
         {
             let status = self.status.lock().unwrap_or_else(|p| p.into_inner());
             if !force && status.refused.contains(&target.identity) {
+                // Not fetched again every poll; but the source still names a refused version,
+                // and an operator who asks is told so (409 on /admin/model/reload), whether the
+                // poller or this request met it first.
+                let before = status.last_error.as_ref().and_then(|e| e.reason.clone());
                 return Checked {
-                    outcome: "unchanged",
+                    outcome: "refused",
                     serving: serving(&current),
-                    reason: status.last_error.as_ref().and_then(|e| e.reason.clone()),
+                    reason: Some(format!(
+                        "version {} was refused{}; ?force=true tries it again",
+                        target.identity,
+                        before.map(|r| format!(": {r}")).unwrap_or_default()
+                    )),
                 };
             }
         }
