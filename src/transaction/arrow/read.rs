@@ -286,6 +286,7 @@ enum Cell<'a> {
 }
 
 impl Col<'_> {
+    #[inline]
     fn get(&self, row: usize) -> Result<Option<Cell<'_>>, String> {
         if self.nulls.is_some_and(|n| n.is_null(row)) {
             return Ok(None);
@@ -308,6 +309,7 @@ impl Col<'_> {
 }
 
 /// Reads leaf `k` of row `i`; `None` when the column is absent or the cell null.
+#[inline]
 fn cell<'a>(
     cols: &'a [Option<Col<'a>>],
     k: usize,
@@ -322,10 +324,12 @@ fn cell<'a>(
 }
 
 /// A required leaf's value: absent or null is an error naming it.
+#[inline]
 fn need<T>(k: usize, v: Result<Option<T>, ValidationError>) -> Result<T, ValidationError> {
     v?.ok_or_else(|| ValidationError::new(LEAVES[k].path, "is required"))
 }
 
+#[cold]
 fn wrong(k: usize) -> ValidationError {
     ValidationError::new(
         LEAVES[k].path,
@@ -333,6 +337,7 @@ fn wrong(k: usize) -> ValidationError {
     )
 }
 
+#[inline]
 fn text<'a>(
     cols: &'a [Option<Col<'a>>],
     k: usize,
@@ -345,6 +350,7 @@ fn text<'a>(
     }
 }
 
+#[inline]
 fn parsed<T>(
     cols: &[Option<Col<'_>>],
     k: usize,
@@ -356,6 +362,7 @@ fn parsed<T>(
         .transpose()
 }
 
+#[inline]
 fn code<T: FromStr<Err = String>>(
     cols: &[Option<Col<'_>>],
     k: usize,
@@ -364,6 +371,7 @@ fn code<T: FromStr<Err = String>>(
     parsed(cols, k, i, T::from_str)
 }
 
+#[inline]
 fn timestamp(
     cols: &[Option<Col<'_>>],
     k: usize,
@@ -383,6 +391,7 @@ fn timestamp(
     }
 }
 
+#[inline]
 fn int(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<i64>, ValidationError> {
     match cell(cols, k, i)? {
         None => Ok(None),
@@ -396,6 +405,7 @@ fn int(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<i64>, Vali
     }
 }
 
+#[inline]
 fn count(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<u32>, ValidationError> {
     int(cols, k, i)?
         .map(|v| {
@@ -409,6 +419,7 @@ fn count(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<u32>, Va
         .transpose()
 }
 
+#[inline]
 fn boolean(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<bool>, ValidationError> {
     match cell(cols, k, i)? {
         None => Ok(None),
@@ -419,6 +430,7 @@ fn boolean(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<bool>,
     }
 }
 
+#[inline]
 fn float(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<f64>, ValidationError> {
     match cell(cols, k, i)? {
         None => Ok(None),
