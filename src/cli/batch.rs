@@ -45,7 +45,7 @@ pub struct BatchArgs {
     /// Rows per chunk: each is read, checked and scored as one engine request.
     #[arg(long, default_value_t = 16_384)]
     pub chunk_rows: usize,
-    /// Threads turning rows into features (default: one per core); the model runs on the
+    /// Threads turning rows into features (default: one per core, plus one); the model runs on the
     /// engine's workers (one replica per core on the CPU, one pipelined worker on a GPU).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -95,7 +95,10 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     let on_gpu = !selected.device.is_cpu();
     // A file is not a stream of requests: each chunk is one batch, the queue holds what the
     // workers have in hand, and the model gets a replica per core (one pipelined GPU worker).
-    let workers = args.workers.unwrap_or(cores).max(1);
+    // One more worker than cores: a worker waits for the engine's answer while the engine
+    // computes its chunk, and the spare keeps both busy (10M rows on 2 cores: median 824k
+    // rows/s with 3 workers against 706k with 2, three interleaved runs each).
+    let workers = args.workers.unwrap_or(cores + 1).max(1);
     config.engine.workers = if on_gpu { 1 } else { cores };
     config.engine.max_batch_size = args.chunk_rows;
     config.engine.max_queue_rows = args.chunk_rows * (workers + 2);
