@@ -16,10 +16,12 @@ use crate::server::models::{Models, Role};
 /// Arguments of `pixguard batch`.
 #[derive(Debug, Args)]
 pub struct BatchArgs {
-    /// A Parquet, JSONL or CSV file, or a folder of them (Spark's part files).
+    /// A Parquet, JSONL or CSV file, or a folder of them (Spark's part files); local or
+    /// gs://bucket/path (an object, or the files under a prefix).
     #[arg(long, short)]
     pub input: PathBuf,
-    /// The scores file: end_to_end_id, score, decision, reasons, model_version and --keep columns.
+    /// The scores file (local or gs://): end_to_end_id, score, decision, reasons, model_version and
+    /// --keep columns.
     #[arg(long, short)]
     pub output: PathBuf,
     /// Input format (default: from the file names).
