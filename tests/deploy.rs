@@ -434,3 +434,78 @@ fn every_dashboard_query_reads_metrics_a_live_server_exposes() {
     }
     panic!("dashboard queries read what /metrics lacks: {missing:#?}");
 }
+
+/// (METHOD, path) of every `.route("path", get(…).post(…))` in a Rust source file.
+fn routes_in(source: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find(".route(") {
+        let body = &rest[at + ".route(".len()..];
+        let mut depth = 1usize;
+        let mut end = body.len();
+        for (i, c) in body.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let call = &body[..end];
+        let path = call.split('"').nth(1).unwrap_or("").to_string();
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let token = format!("{method}(");
+            let found = call.match_indices(&token).any(|(i, _)| {
+                i == 0
+                    || !call.as_bytes()[i - 1].is_ascii_alphanumeric()
+                        && call.as_bytes()[i - 1] != b'_'
+            });
+            if found {
+                out.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        rest = &body[end..];
+    }
+    out
+}
+
+#[test]
+fn the_endpoints_document_lists_exactly_the_servers_routes() {
+    let read = |p: &str| std::fs::read_to_string(format!("{ROOT}/{p}")).expect("source");
+    let mut server: Vec<(String, String)> = ["src/server/mod.rs", "src/server/admin.rs"]
+        .iter()
+        .flat_map(|p| routes_in(&read(p)))
+        .collect();
+    server.sort();
+    server.dedup();
+    assert!(server.len() >= 20, "{server:?}");
+    let doc: Value = serde_yaml_ng::from_str(&read("k8s/endpoints/openapi.yaml")).expect("YAML");
+    let mut documented = Vec::new();
+    let mut operation_ids = Vec::new();
+    for (path, item) in doc["paths"].as_mapping().expect("paths") {
+        for (method, op) in item.as_mapping().expect("operations") {
+            documented.push((str_of(method).to_uppercase(), str_of(path).to_string()));
+            operation_ids.push(str_of(&op["operationId"]).to_string());
+        }
+    }
+    documented.sort();
+    let only_server: Vec<_> = server.iter().filter(|r| !documented.contains(r)).collect();
+    let only_doc: Vec<_> = documented.iter().filter(|r| !server.contains(r)).collect();
+    assert!(
+        only_server.is_empty() && only_doc.is_empty(),
+        "routes the document lacks: {only_server:?}; documented routes the server lacks: {only_doc:?}"
+    );
+    // Endpoints needs an operationId on every operation, each one different.
+    assert!(operation_ids.iter().all(|o| !o.is_empty()));
+    let mut unique = operation_ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), operation_ids.len(), "{operation_ids:?}");
+    assert!(str_of(&doc["host"]).ends_with(".cloud.goog"));
+    assert_eq!(doc["swagger"], "2.0");
+}
