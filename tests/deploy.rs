@@ -108,7 +108,9 @@ fn every_overlay_renders_secure_probed_and_bounded_workloads() {
                     .map(|m| str_of(&m["mountPath"]))
                     .collect();
                 assert!(mounts.contains(&"/tmp"), "{overlay}/{name}: {mounts:?}");
-                assert!(mounts.contains(&"/var/cache/pixguard"), "{overlay}/{name}");
+                if c["name"] == "pixguard" {
+                    assert!(mounts.contains(&"/var/cache/pixguard"), "{overlay}/{name}");
+                }
             }
         }
         let server = kind(&docs, "Deployment")
@@ -224,6 +226,34 @@ fn production_asks_for_a_gpu_and_follows_the_production_alias() {
         );
         assert!(str_of(&c["image"]).contains("pixguard-cuda"), "{name}");
     }
+    // The HTTP API behind Cloud Endpoints: ESPv2 beside the server, the Service's http port on it.
+    let server = kind(&docs, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "pixguard")
+        .expect("server");
+    let esp = server["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "esp"))
+        .expect("an ESPv2 sidecar");
+    let args: Vec<&str> = esp["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(str_of)
+        .collect();
+    assert!(args.contains(&"--rollout_strategy=managed"), "{args:?}");
+    assert!(
+        args.contains(&"--backend=http://127.0.0.1:8080"),
+        "{args:?}"
+    );
+    let endpoints: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(format!("{ROOT}/k8s/endpoints/openapi.yaml")).expect("document"),
+    )
+    .expect("YAML");
+    let service = format!("--service={}", str_of(&endpoints["host"]));
+    assert!(args.contains(&service.as_str()), "{args:?} vs {service}");
+    let svc = kind(&docs, "Service")[0];
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "esp");
     let Some(dev) = render("dev") else { return };
     for (name, spec) in pod_specs(&dev) {
         assert!(
