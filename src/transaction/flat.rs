@@ -36,6 +36,36 @@ pub const CSV_COLUMNS: &[&str] = &[
     "history.amount_zscore_90d",
 ];
 
+/// Positions of each flattened field in [`CSV_COLUMNS`] (and in every list kept in that order:
+/// the OIP field inputs, the Arrow leaves).
+pub mod at {
+    pub const E2E: usize = 0;
+    pub const ACCEPTED: usize = 1;
+    pub const AMOUNT: usize = 2;
+    pub const FORM: usize = 3;
+    pub const PURPOSE: usize = 4;
+    pub const PAYER_ISPB: usize = 5;
+    pub const PAYER_ACCOUNT: usize = 6;
+    pub const PAYER_PERSON: usize = 7;
+    pub const PAYER_OPENED: usize = 8;
+    pub const DEVICE_REGISTERED: usize = 9;
+    pub const DEVICE_FIRST_SEEN: usize = 10;
+    pub const PAYEE_ISPB: usize = 11;
+    pub const PAYEE_ACCOUNT: usize = 12;
+    pub const PAYEE_PERSON: usize = 13;
+    pub const KEY_TYPE: usize = 14;
+    pub const KEY_CREATED: usize = 15;
+    pub const PAYEE_OPENED: usize = 16;
+    pub const SETTLEMENTS: usize = 17;
+    pub const FRAUD_MARKERS: usize = 18;
+    pub const INFRACTIONS: usize = 19;
+    pub const MULE: usize = 20;
+    pub const FIRST_TIME: usize = 21;
+    pub const TX_1H: usize = 22;
+    pub const AMOUNT_24H: usize = 23;
+    pub const ZSCORE: usize = 24;
+}
+
 /// Appends the transaction's cells, comma-separated, in [`CSV_COLUMNS`] order (no newline).
 ///
 /// No value can contain a comma, quote or newline (codes, digits, RFC 3339), so no quoting is needed.

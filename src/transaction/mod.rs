@@ -12,7 +12,7 @@ use chrono::{Datelike, TimeDelta, Timelike};
 use chrono_tz::America::Sao_Paulo;
 use serde::{Deserialize, Serialize};
 
-pub use flat::{CSV_COLUMNS, from_flat, write_csv_row};
+pub use flat::{CSV_COLUMNS, at, from_flat, write_csv_row};
 pub use wire::{
     AccountType, EndToEndId, InitiationForm, Ispb, KeyType, PersonType, Purpose, Timestamp,
 };

@@ -5,38 +5,11 @@ use std::str::FromStr;
 
 use super::tensor::{Column, Tensor, decode};
 use super::{FIELD_INPUTS, ProtocolError};
+// FIELD_INPUTS is in CSV_COLUMNS order (checked in oip/mod.rs), so the flattened columns'
+// positions index it.
 use crate::transaction::{
-    DictStats, EndToEndId, History, Ispb, Payee, Payer, Timestamp, Transaction,
+    DictStats, EndToEndId, History, Ispb, Payee, Payer, Timestamp, Transaction, at,
 };
-
-/// Index of each field in [`FIELD_INPUTS`], for the builder below.
-mod at {
-    pub const E2E: usize = 0;
-    pub const ACCEPTED: usize = 1;
-    pub const AMOUNT: usize = 2;
-    pub const FORM: usize = 3;
-    pub const PURPOSE: usize = 4;
-    pub const PAYER_ISPB: usize = 5;
-    pub const PAYER_ACCOUNT: usize = 6;
-    pub const PAYER_PERSON: usize = 7;
-    pub const PAYER_OPENED: usize = 8;
-    pub const DEVICE_REGISTERED: usize = 9;
-    pub const DEVICE_FIRST_SEEN: usize = 10;
-    pub const PAYEE_ISPB: usize = 11;
-    pub const PAYEE_ACCOUNT: usize = 12;
-    pub const PAYEE_PERSON: usize = 13;
-    pub const KEY_TYPE: usize = 14;
-    pub const KEY_CREATED: usize = 15;
-    pub const PAYEE_OPENED: usize = 16;
-    pub const SETTLEMENTS: usize = 17;
-    pub const FRAUD_MARKERS: usize = 18;
-    pub const INFRACTIONS: usize = 19;
-    pub const MULE: usize = 20;
-    pub const FIRST_TIME: usize = 21;
-    pub const TX_1H: usize = 22;
-    pub const AMOUNT_24H: usize = 23;
-    pub const ZSCORE: usize = 24;
-}
 
 /// Decodes the field tensors and builds one validated transaction per row.
 pub(super) fn transactions(tensors: &[Tensor<'_>]) -> Result<Vec<Transaction>, ProtocolError> {

@@ -61,7 +61,7 @@ const fn leaf(path: &'static str, kind: Kind, required: bool) -> Leaf {
     }
 }
 
-/// Every leaf, in [`super::CSV_COLUMNS`] order. The four `payee.dict_stats` leaves are required
+/// Every leaf, in [`super::CSV_COLUMNS`] order (indexed by [`super::at`]). The four `payee.dict_stats` leaves are required
 /// together: all absent means no DICT statistics.
 pub const LEAVES: [Leaf; 25] = [
     leaf("end_to_end_id", Kind::Text, true),
@@ -90,35 +90,6 @@ pub const LEAVES: [Leaf; 25] = [
     leaf("history.payer_amount_24h_cents", Kind::Int, true),
     leaf("history.amount_zscore_90d", Kind::Float, false),
 ];
-
-/// Positions in [`LEAVES`].
-pub(crate) mod at {
-    pub const E2E: usize = 0;
-    pub const ACCEPTED: usize = 1;
-    pub const AMOUNT: usize = 2;
-    pub const FORM: usize = 3;
-    pub const PURPOSE: usize = 4;
-    pub const PAYER_ISPB: usize = 5;
-    pub const PAYER_ACCOUNT: usize = 6;
-    pub const PAYER_PERSON: usize = 7;
-    pub const PAYER_OPENED: usize = 8;
-    pub const DEVICE_REGISTERED: usize = 9;
-    pub const DEVICE_FIRST_SEEN: usize = 10;
-    pub const PAYEE_ISPB: usize = 11;
-    pub const PAYEE_ACCOUNT: usize = 12;
-    pub const PAYEE_PERSON: usize = 13;
-    pub const KEY_TYPE: usize = 14;
-    pub const KEY_CREATED: usize = 15;
-    pub const PAYEE_OPENED: usize = 16;
-    pub const DICT_SETTLEMENTS: usize = 17;
-    pub const DICT_MARKERS: usize = 18;
-    pub const DICT_INFRACTIONS: usize = 19;
-    pub const DICT_MULE: usize = 20;
-    pub const FIRST_TIME: usize = 21;
-    pub const TX_1H: usize = 22;
-    pub const AMOUNT_24H: usize = 23;
-    pub const ZSCORE: usize = 24;
-}
 
 /// The Arrow type pixguard writes for a leaf: what Spark and pandas write for such data.
 pub fn data_type(kind: Kind) -> DataType {
@@ -180,6 +151,13 @@ mod tests {
 
     use super::*;
     use crate::synth::{Generator, SynthConfig};
+    use crate::transaction::{CSV_COLUMNS, at};
+
+    #[test]
+    fn the_leaves_are_the_flattened_columns_in_order() {
+        let paths: Vec<&str> = LEAVES.iter().map(|l| l.path).collect();
+        assert_eq!(paths, CSV_COLUMNS);
+    }
 
     fn synth(rows: u64) -> Vec<crate::transaction::Transaction> {
         let cfg = SynthConfig {

@@ -17,7 +17,8 @@ use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Schema, TimeUnit};
 use chrono::DateTime;
 
-use super::{Kind, LEAVES, at};
+use super::{Kind, LEAVES};
+use crate::transaction::at;
 use crate::transaction::{
     Device, DictStats, EndToEndId, History, Ispb, Payee, Payer, Timestamp, Transaction,
     ValidationError,
@@ -449,11 +450,11 @@ fn float(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<f64>, Va
 fn row(c: &[Option<Col<'_>>], i: usize) -> Result<Transaction, ValidationError> {
     use at::*;
     let dict = [
-        count(c, DICT_SETTLEMENTS, i)?,
-        count(c, DICT_MARKERS, i)?,
-        count(c, DICT_INFRACTIONS, i)?,
+        count(c, SETTLEMENTS, i)?,
+        count(c, FRAUD_MARKERS, i)?,
+        count(c, INFRACTIONS, i)?,
     ];
-    let mule = boolean(c, DICT_MULE, i)?;
+    let mule = boolean(c, MULE, i)?;
     let given = dict.iter().filter(|v| v.is_some()).count() + usize::from(mule.is_some());
     let dict_stats = match (dict, mule) {
         ([Some(s), Some(f), Some(o)], Some(m)) => Some(DictStats {
@@ -464,11 +465,11 @@ fn row(c: &[Option<Col<'_>>], i: usize) -> Result<Transaction, ValidationError> 
         }),
         _ if given == 0 => None,
         _ => {
-            let k = [DICT_SETTLEMENTS, DICT_MARKERS, DICT_INFRACTIONS]
+            let k = [SETTLEMENTS, FRAUD_MARKERS, INFRACTIONS]
                 .into_iter()
                 .zip(dict)
                 .find(|(_, v)| v.is_none())
-                .map_or(DICT_MULE, |(k, _)| k);
+                .map_or(MULE, |(k, _)| k);
             return Err(ValidationError::new(
                 LEAVES[k].path,
                 "is required when the other payee.dict_stats fields are given",

@@ -67,7 +67,7 @@ impl Columns {
 
     /// Appends one transaction.
     pub fn push(&mut self, tx: &Transaction) {
-        use super::at::*;
+        use crate::transaction::at::*;
         let b = &mut self.builders;
         let text = |b: &mut Builder, v: Option<&str>| {
             if let Builder::Text(b) = b {
@@ -115,10 +115,10 @@ impl Columns {
         ts(&mut b[KEY_CREATED], q.key_created_at.as_ref());
         ts(&mut b[PAYEE_OPENED], q.account_opened_at.as_ref());
         let d = q.dict_stats.as_ref();
-        count(&mut b[DICT_SETTLEMENTS], d.map(|d| d.settlements_90d));
-        count(&mut b[DICT_MARKERS], d.map(|d| d.fraud_markers_30d));
-        count(&mut b[DICT_INFRACTIONS], d.map(|d| d.infractions_open));
-        boolean(&mut b[DICT_MULE], d.map(|d| d.mule_marker));
+        count(&mut b[SETTLEMENTS], d.map(|d| d.settlements_90d));
+        count(&mut b[FRAUD_MARKERS], d.map(|d| d.fraud_markers_30d));
+        count(&mut b[INFRACTIONS], d.map(|d| d.infractions_open));
+        boolean(&mut b[MULE], d.map(|d| d.mule_marker));
         let h = &tx.history;
         boolean(&mut b[FIRST_TIME], Some(h.payee_first_time));
         count(&mut b[TX_1H], Some(h.payer_tx_1h));
