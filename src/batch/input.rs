@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::transaction::ValidationError;
@@ -51,6 +51,8 @@ pub struct InputFile {
     pub bytes: u64,
     /// Where the transaction's leaves are (Parquet and CSV).
     pub plan: Option<Arc<Plan>>,
+    /// Its columns (Parquet and CSV), as read when it was checked.
+    pub schema: Option<SchemaRef>,
     /// CSV: the header's column names.
     header: Vec<String>,
 }
@@ -156,6 +158,7 @@ pub fn discover(path: &Path, format: Option<Format>, keep: &[String]) -> anyhow:
             rows,
             bytes,
             plan,
+            schema,
             header,
         });
     }

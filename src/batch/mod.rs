@@ -223,15 +223,9 @@ fn keep_types(inputs: &Inputs, keep: &[String]) -> anyhow::Result<Vec<(String, D
     if keep.is_empty() {
         return Ok(Vec::new());
     }
-    let schema = match inputs.format {
-        Format::Parquet => {
-            let f = std::fs::File::open(&first.path)?;
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)?
-                .schema()
-                .clone()
-        }
-        // CSV columns are all text.
-        _ => return Ok(keep.iter().map(|k| (k.clone(), DataType::Utf8)).collect()),
+    let Some(schema) = first.schema.clone() else {
+        // JSONL has no columns (discover refuses --keep for it).
+        return Ok(Vec::new());
     };
     let empty = RecordBatch::new_empty(schema);
     keep.iter()

@@ -12,7 +12,7 @@ use arrow_array::builder::{
 use arrow_array::types::Int32Type;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
-use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -39,6 +39,11 @@ fn reason_fields() -> Fields {
     ])
 }
 
+/// The `reasons` list's item: one struct of code and contribution.
+fn reason_item() -> FieldRef {
+    Arc::new(Field::new("item", DataType::Struct(reason_fields()), true))
+}
+
 /// The output's schema: the score columns, then the kept input columns under their paths.
 pub fn schema(keep: &[(String, DataType)]) -> SchemaRef {
     let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
@@ -46,15 +51,7 @@ pub fn schema(keep: &[(String, DataType)]) -> SchemaRef {
         Field::new("end_to_end_id", DataType::Utf8, false),
         Field::new("score", DataType::Float32, false),
         Field::new("decision", dict.clone(), false),
-        Field::new(
-            "reasons",
-            DataType::List(Arc::new(Field::new(
-                "item",
-                DataType::Struct(reason_fields()),
-                true,
-            ))),
-            false,
-        ),
+        Field::new("reasons", DataType::List(reason_item()), false),
         Field::new("model_version", dict, false),
     ];
     fields.extend(keep.iter().map(|(n, t)| Field::new(n, t.clone(), true)));
@@ -89,11 +86,7 @@ pub fn encode(
             let mut decision = StringDictionaryBuilder::<Int32Type>::new();
             let mut version = StringDictionaryBuilder::<Int32Type>::new();
             let item = StructBuilder::from_fields(reason_fields(), 0);
-            let mut reasons = ListBuilder::new(item).with_field(Arc::new(Field::new(
-                "item",
-                DataType::Struct(reason_fields()),
-                true,
-            )));
+            let mut reasons = ListBuilder::new(item).with_field(reason_item());
             for (row, tx) in txs.iter().enumerate() {
                 ids.append_value(tx.end_to_end_id.as_str());
                 score.append_value(scores.scores[row]);

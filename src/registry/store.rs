@@ -191,15 +191,11 @@ impl Store {
                 store,
                 bucket,
                 prefix,
-            } => {
-                let path = ObjectPath::parse(join(prefix, rel))
-                    .map_err(|_| RegistryError::UnsafePath(rel.to_string()))?;
-                let got = store
-                    .get(&path)
-                    .await
-                    .map_err(|e| storage_error(bucket, e))?;
-                got.bytes().await.map_err(|e| storage_error(bucket, e))
-            }
+            } => gcs_get(store, bucket, prefix, rel)
+                .await?
+                .bytes()
+                .await
+                .map_err(|e| storage_error(bucket, e)),
             Store::Local(dir) => {
                 let path = dir.join(rel);
                 std::fs::read(&path)
@@ -224,13 +220,7 @@ impl Store {
                 bucket,
                 prefix,
             } => {
-                let path = ObjectPath::parse(join(prefix, rel))
-                    .map_err(|_| RegistryError::UnsafePath(rel.to_string()))?;
-                let got = store
-                    .get(&path)
-                    .await
-                    .map_err(|e| storage_error(bucket, e))?;
-                let mut stream = got.into_stream();
+                let mut stream = gcs_get(store, bucket, prefix, rel).await?.into_stream();
                 while let Some(chunk) = stream
                     .try_next()
                     .await
@@ -348,6 +338,18 @@ fn gcs_base_url() -> String {
     key.and_then(|k| serde_json::from_str::<serde_json::Value>(&k).ok())
         .and_then(|v| v.get("gcs_base_url")?.as_str().map(str::to_string))
         .unwrap_or_else(|| "https://storage.googleapis.com".into())
+}
+
+/// Starts reading object `prefix/rel` of `bucket`.
+async fn gcs_get(
+    store: &GoogleCloudStorage,
+    bucket: &str,
+    prefix: &str,
+    rel: &str,
+) -> Result<object_store::GetResult, RegistryError> {
+    let path = ObjectPath::parse(join(prefix, rel))
+        .map_err(|_| RegistryError::UnsafePath(rel.to_string()))?;
+    store.get(&path).await.map_err(|e| storage_error(bucket, e))
 }
 
 fn storage_error(bucket: &str, e: object_store::Error) -> RegistryError {
