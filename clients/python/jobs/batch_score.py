@@ -25,7 +25,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, os.environ.get("P
 from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from pixguard_client.spark import ship, with_scores  # noqa: E402
+from pixguard_client.spark import score_columns, ship, with_scores  # noqa: E402
 
 
 def main() -> int:
@@ -52,12 +52,7 @@ def main() -> int:
     scored = with_scores(df, args.url, batch_size=args.batch_size)
     keep = [k for k in args.keep.split(",") if k]
     out = scored.select(
-        F.col("end_to_end_id"),
-        F.col("pixguard.score").alias("score"),
-        F.col("pixguard.decision").alias("decision"),
-        F.col("pixguard.reasons").alias("reasons"),
-        F.col("pixguard.model_version").alias("model_version"),
-        F.col("pixguard.error").alias("error"),
+        *score_columns(),
         *[F.col(f"`{k}`" if k in df.columns else k).alias(k) for k in keep],
     )
     job_started = time.monotonic()

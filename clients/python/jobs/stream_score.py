@@ -29,7 +29,7 @@ from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType  # noqa: E402
 
 from pixguard_client.kafka_source import KafkaDataSource  # noqa: E402
-from pixguard_client.spark import LEAVES, ship, with_scores  # noqa: E402
+from pixguard_client.spark import LEAVES, score_columns, ship, with_scores  # noqa: E402
 
 KINDS = {"text": StringType(), "time": StringType(), "int": LongType(), "bool": BooleanType(), "float": DoubleType()}
 
@@ -88,12 +88,7 @@ def main() -> int:
     out = scored.select(
         F.col("end_to_end_id").alias("key"),
         F.to_json(F.struct(
-            F.col("end_to_end_id"),
-            F.col("pixguard.score").alias("score"),
-            F.col("pixguard.decision").alias("decision"),
-            F.col("pixguard.reasons").alias("reasons"),
-            F.col("pixguard.model_version").alias("model_version"),
-            F.col("pixguard.error").alias("error"),
+            *score_columns(),
             F.struct(F.col("partition"), F.col("offset")).alias("source"),
         )).alias("value"),
     )

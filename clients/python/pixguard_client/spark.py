@@ -218,6 +218,12 @@ def with_scores(
     return df.withColumn(column, clean).drop(raw)
 
 
+def score_columns(column: str = "pixguard") -> list[Column]:
+    """end_to_end_id and the fields of ``with_scores``' struct column, as top-level columns."""
+    fields = ["score", "decision", "reasons", "model_version", "error"]
+    return [F.col("end_to_end_id")] + [F.col(f"{column}.{f}").alias(f) for f in fields]
+
+
 def ship(spark) -> None:
     """Makes this package importable on the executors (``addPyFile`` of a zip of it), for
     clusters where it is not pip-installed on every node."""
