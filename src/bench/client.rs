@@ -1,4 +1,5 @@
-//! Connections to the target: HTTP/1.1 keep-alive (hyper) or gRPC (tonic), one per load task.
+//! Connections to the target: HTTP/1.1 keep-alive (hyper) or gRPC (tonic), one per load task,
+//! over TLS for `https://` targets (a public endpoint: Cloud Endpoints behind a load balancer).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,12 @@ use http_body_util::{BodyExt, Full};
 
 use crate::protocol::v1::MODEL_VERSION_HEADER;
 use hyper::client::conn::http1::SendRequest;
-use tonic::transport::{Channel, Endpoint};
+use hyper::header::{HeaderName, HeaderValue};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::requests::Bodies;
 use crate::protocol::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -25,10 +31,17 @@ pub struct Answered {
 
 /// Where the load goes and what it sends.
 pub struct Target {
-    /// `host:port`.
+    /// The Host header: `host[:port]` as the URL spells it.
     authority: String,
-    /// For gRPC: `http://host:port`.
+    /// `host:port`, the port defaulted from the scheme.
+    address: String,
+    /// For gRPC: `scheme://host:port`.
     url: String,
+    /// `https://`: TLS with the platform's roots, for the server name in the URL.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Extra request headers (`--header`), e.g. an API key; gRPC sends them as metadata.
+    headers: Vec<(HeaderName, HeaderValue)>,
+    metadata: MetadataMap,
     bodies: Arc<Bodies>,
     timeout: Duration,
 }
@@ -42,23 +55,66 @@ pub enum Conn {
 }
 
 impl Target {
-    /// A target at `url` (`http://host:port`) sending `bodies`.
-    pub fn new(url: &str, bodies: Bodies, timeout: Duration) -> anyhow::Result<Self> {
+    /// A target at `url` (`http[s]://host[:port]`) sending `bodies` with `headers` (`Name: value`).
+    pub fn new(
+        url: &str,
+        bodies: Bodies,
+        timeout: Duration,
+        headers: &[String],
+    ) -> anyhow::Result<Self> {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| anyhow::anyhow!("--url {url:?} is not a URL: {e}"))?;
-        anyhow::ensure!(
-            uri.scheme_str() == Some("http"),
-            "--url {url:?}: only http:// targets are supported"
-        );
+        let secure = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => anyhow::bail!("--url {url:?}: the scheme must be http:// or https://"),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| anyhow::anyhow!("--url {url:?} has no host"))?;
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let authority = uri
             .authority()
             .map(|a| a.to_string())
-            .ok_or_else(|| anyhow::anyhow!("--url {url:?} has no host"))?;
+            .unwrap_or_else(|| host.to_string());
+        let address = format!("{host}:{port}");
+        let tls = if secure {
+            let mut config = <ClientConfig as rustls_platform_verifier::ConfigVerifierExt>::with_platform_verifier()
+                .map_err(|e| anyhow::anyhow!("TLS for {url:?}: {e}"))?;
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                .map_err(|e| anyhow::anyhow!("--url {url:?}: {e}"))?;
+            Some((TlsConnector::from(Arc::new(config)), name))
+        } else {
+            None
+        };
+        let mut parsed = Vec::new();
+        let mut metadata = MetadataMap::new();
+        for h in headers {
+            let (name, value) = h
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--header {h:?} is not `Name: value`"))?;
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+            let header_name = HeaderName::try_from(name.as_str())
+                .map_err(|e| anyhow::anyhow!("--header {name:?}: {e}"))?;
+            let header_value = HeaderValue::try_from(value)
+                .map_err(|e| anyhow::anyhow!("--header {name:?}: {e}"))?;
+            let key = MetadataKey::from_bytes(name.as_bytes())
+                .map_err(|e| anyhow::anyhow!("--header {name:?} as gRPC metadata: {e}"))?;
+            let meta = MetadataValue::try_from(value)
+                .map_err(|e| anyhow::anyhow!("--header {name:?} as gRPC metadata: {e}"))?;
+            metadata.insert(key, meta);
+            parsed.push((header_name, header_value));
+        }
         anyhow::ensure!(!bodies.is_empty(), "no requests to send");
         Ok(Target {
-            url: format!("http://{authority}"),
+            url: format!("{}://{address}", if secure { "https" } else { "http" }),
             authority,
+            address,
+            tls,
+            headers: parsed,
+            metadata,
             bodies: Arc::new(bodies),
             timeout,
         })
@@ -117,11 +173,14 @@ impl Target {
                 let Some(sender) = slot.as_mut() else {
                     return Err("connect".into());
                 };
-                let request = hyper::Request::post(path.as_str())
+                let mut request = hyper::Request::post(path.as_str())
                     .header(hyper::header::HOST, self.authority.as_str())
                     .header(hyper::header::CONTENT_TYPE, *content_type)
                     .body(Full::new(bodies[i % bodies.len()].clone()))
                     .map_err(|e| format!("request: {e}"))?;
+                for (name, value) in &self.headers {
+                    request.headers_mut().insert(name, value.clone());
+                }
                 let outcome = async {
                     sender.ready().await?;
                     let response = sender.send_request(request).await?;
@@ -144,9 +203,15 @@ impl Target {
             }
             (Bodies::Grpc(requests), Conn::Grpc(slot)) => {
                 if slot.is_none() {
-                    let channel = Endpoint::from_shared(self.url.clone())
+                    let mut endpoint = Endpoint::from_shared(self.url.clone())
                         .map_err(|_| "connect".to_string())?
-                        .tcp_nodelay(true)
+                        .tcp_nodelay(true);
+                    if self.tls.is_some() {
+                        endpoint = endpoint
+                            .tls_config(ClientTlsConfig::new().with_native_roots())
+                            .map_err(|_| "tls".to_string())?;
+                    }
+                    let channel = endpoint
                         .connect()
                         .await
                         .map_err(|_| "connect".to_string())?;
@@ -155,10 +220,9 @@ impl Target {
                 let Some(client) = slot.as_mut() else {
                     return Err("connect".into());
                 };
-                match client
-                    .model_infer(requests[i % requests.len()].clone())
-                    .await
-                {
+                let mut request = tonic::Request::new(requests[i % requests.len()].clone());
+                *request.metadata_mut() = self.metadata.clone();
+                match client.model_infer(request).await {
                     Ok(answer) => Ok(Answered {
                         version: Some(answer.into_inner().model_version),
                     }),
@@ -173,15 +237,30 @@ impl Target {
     }
 
     async fn connect_http(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let stream = tokio::net::TcpStream::connect(&self.authority)
+        let stream = tokio::net::TcpStream::connect(&self.address)
             .await
             .map_err(|_| "connect".to_string())?;
         let _ = stream.set_nodelay(true);
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        let Some((connector, name)) = &self.tls else {
+            return handshake(stream).await;
+        };
+        let stream = connector
+            .connect(name.clone(), stream)
             .await
-            .map_err(|_| "connect".to_string())?;
-        tokio::spawn(connection);
-        Ok(sender)
+            .map_err(|_| "tls".to_string())?;
+        handshake(stream).await
     }
+}
+
+/// HTTP/1.1 over an open stream; the connection task runs until the sender is dropped.
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|_| "connect".to_string())?;
+    tokio::spawn(connection);
+    Ok(sender)
 }

@@ -39,9 +39,14 @@ pub struct BenchArgs {
     /// transaction's fields as inputs), `mlflow` (POST /invocations, one-row dataframe_split).
     #[arg(long, value_enum, default_value = "v1")]
     pub api: Api,
-    /// Target base URL; default http://127.0.0.1:8080 (8081 for oip-grpc).
+    /// Target base URL, http:// or https:// (TLS, the system's roots); default
+    /// http://127.0.0.1:8080 (8081 for oip-grpc).
     #[arg(long)]
     pub url: Option<String>,
+    /// Extra request header `Name: value`, repeatable (gRPC: metadata), e.g. `x-api-key: …` for
+    /// Cloud Endpoints. Values are not written to the report.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
     /// Model name for the OIP APIs.
     #[arg(long, default_value = "pix-fraud")]
     pub model: String,
@@ -72,6 +77,14 @@ pub struct BenchArgs {
     /// half its requests (past the knee there is nothing more to learn).
     #[arg(long, default_value_t = 1000.0)]
     pub stop_p99_ms: f64,
+    /// Exit non-zero when a measured step's p99 is above this many milliseconds (a release
+    /// gate; the reports are written first).
+    #[arg(long)]
+    pub fail_p99_ms: Option<f64>,
+    /// Exit non-zero when a measured step fails more than this fraction of its requests (`0`:
+    /// any failure fails the run).
+    #[arg(long)]
+    pub fail_error_rate: Option<f64>,
     /// Distinct synthetic transactions to cycle through (`pixguard synth`, seed --seed).
     #[arg(long, default_value_t = 10_000)]
     pub transactions: usize,
@@ -202,6 +215,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         &url,
         bodies,
         Duration::from_millis(args.timeout_ms),
+        &args.headers,
     )?);
     let api_name = args
         .api
@@ -230,7 +244,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         requests: requests_count,
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         machine: machine(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: redacted_command(std::env::args()),
         pixguard_version: env!("CARGO_PKG_VERSION").into(),
         steps: Vec::new(),
         timeline: Vec::new(),
@@ -346,7 +360,64 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         json_path.display(),
         html_path.display()
     ));
-    say(&text)
+    say(&text)?;
+    gate(&report, args.fail_p99_ms, args.fail_error_rate)
+}
+
+/// The release gate: every measured step within the p99 and failure bounds given.
+fn gate(report: &Report, p99_ms: Option<f64>, error_rate: Option<f64>) -> anyhow::Result<()> {
+    anyhow::ensure!(!report.steps.is_empty(), "no step was measured");
+    let mut breaches = Vec::new();
+    for (k, step) in report.steps.iter().enumerate() {
+        let p99 = step.latency_us.p99 as f64 / 1000.0;
+        if let Some(bound) = p99_ms
+            && p99 > bound
+        {
+            breaches.push(format!("step {}: p99 {p99:.2} ms > {bound} ms", k + 1));
+        }
+        let failed = step.failed();
+        let total = failed + step.ok;
+        if let Some(bound) = error_rate {
+            let rate = if total == 0 {
+                1.0
+            } else {
+                failed as f64 / total as f64
+            };
+            if rate > bound || total == 0 {
+                breaches.push(format!(
+                    "step {}: {failed} of {total} requests failed ({:.3} % > {} %) {:?}",
+                    k + 1,
+                    rate * 100.0,
+                    bound * 100.0,
+                    step.errors
+                ));
+            }
+        }
+    }
+    anyhow::ensure!(breaches.is_empty(), "gate failed: {}", breaches.join("; "));
+    Ok(())
+}
+
+/// The command line for the report, with `--header` values left out (they carry API keys).
+fn redacted_command(args: impl Iterator<Item = String>) -> String {
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for arg in args {
+        if hide_next {
+            let name = arg.split(':').next().unwrap_or("");
+            out.push(format!("'{name}: …'"));
+            hide_next = false;
+        } else if arg == "--header" {
+            hide_next = true;
+            out.push(arg);
+        } else if let Some(value) = arg.strip_prefix("--header=") {
+            let name = value.split(':').next().unwrap_or("");
+            out.push(format!("--header='{name}: …'"));
+        } else {
+            out.push(arg);
+        }
+    }
+    out.join(" ")
 }
 
 /// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
@@ -427,7 +498,29 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_steps;
+    use super::{parse_steps, redacted_command};
+
+    #[test]
+    fn header_values_stay_out_of_the_report() {
+        let args = [
+            "pixguard",
+            "bench",
+            "--header",
+            "x-api-key: s3cret",
+            "--header=authorization: Bearer t0ken",
+            "--rate",
+            "5",
+        ];
+        let line = redacted_command(args.iter().map(|a| a.to_string()));
+        assert!(
+            !line.contains("s3cret") && !line.contains("t0ken"),
+            "{line}"
+        );
+        assert!(
+            line.contains("x-api-key") && line.contains("--rate 5"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn step_specs() {
