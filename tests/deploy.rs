@@ -848,10 +848,15 @@ fn the_deploy_workflow_checks_deploys_smoke_tests_and_rolls_back() {
     for job in ["images", "deploy"] {
         for step in jobs[job]["steps"].as_sequence().expect("steps") {
             let script = format!("```\n{}\n```", str_of(&step["run"]));
-            for cmd in commands_in(&script, "docker run") {
-                let Some((_, args)) = cmd.split_once("IMAGE\" ") else {
+            for cmd in commands_in(&script, "") {
+                let Some((_, args)) = cmd
+                    .split_once("docker run")
+                    .and_then(|(_, rest)| rest.split_once("IMAGE\" "))
+                else {
                     continue;
                 };
+                // `moved=$(docker run … "$IMAGE" model promote …)`: the command substitution's end.
+                let args = args.trim_end().trim_end_matches(')');
                 assert_pixguard_accepts(&format!("pixguard {args}"), "deploy.yml");
                 runs += 1;
             }
