@@ -730,6 +730,25 @@ fn every_pixguard_command_in_the_runbook_is_one_pixguard_accepts() {
     for c in &commands {
         assert_pixguard_accepts(c, "docs/deploy.md");
     }
+    // kubectl's commands and flags (cobra refuses an unknown flag before it prints help); the
+    // gcloud ones need the Google Cloud CLI, which is not installed here.
+    if render("dev").is_some() {
+        let kubectl = commands_in(&doc, "kubectl ");
+        assert!(kubectl.len() >= 5, "{kubectl:#?}");
+        for c in &kubectl {
+            let out = Command::new("bash")
+                .args(["-c", &format!("{c} --help")])
+                .env("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+                .env("MLFLOW_TRACKING_TOKEN", "t")
+                .output()
+                .expect("bash runs");
+            assert!(
+                out.status.success(),
+                "docs/deploy.md: `{c}` is refused:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
     // The paths it names exist.
     for path in [
         "k8s/render.sh",
@@ -863,6 +882,26 @@ fn the_deploy_workflow_checks_deploys_smoke_tests_and_rolls_back() {
         }
     }
     assert!(runs >= 5, "{runs} pixguard commands found");
+    // Its kubectl commands and flags, likewise (cobra refuses an unknown flag before help).
+    let kubectl: Vec<String> = ["images", "deploy"]
+        .iter()
+        .flat_map(|job| jobs[*job]["steps"].as_sequence().expect("steps"))
+        .flat_map(|step| commands_in(&format!("```\n{}\n```", str_of(&step["run"])), "kubectl "))
+        .collect();
+    assert!(kubectl.len() >= 5, "{kubectl:#?}");
+    if render("dev").is_some() {
+        for c in &kubectl {
+            let out = Command::new("bash")
+                .args(["-c", &format!("{c} --help")])
+                .output()
+                .expect("bash runs");
+            assert!(
+                out.status.success(),
+                "deploy.yml: `{c}` is refused:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 
     let Some(docs) = render("production") else {
         return;
