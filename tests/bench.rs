@@ -285,7 +285,18 @@ fn bad_arguments_are_refused_with_the_reason() {
     for (args, needle) in [
         (vec!["bench", "--rate", "10:1:1"], "end ≥ start"),
         (vec!["bench", "--rate", "fast"], "not a value"),
-        (vec!["bench", "--url", "ftp://x:1"], "only http://"),
+        (
+            vec!["bench", "--url", "ftp://x:1"],
+            "the scheme must be http:// or https://",
+        ),
+        (
+            vec!["bench", "--header", "x-api-key"],
+            "is not `Name: value`",
+        ),
+        (
+            vec!["bench", "--api", "v1", "--oip-types", "metadata"],
+            "applies to --api oip-http and oip-grpc",
+        ),
         (
             vec!["bench", "--mode", "closed", "--concurrency", "0"],
             "positive",

@@ -46,11 +46,17 @@ fn oip_forms(tx: &Value, model: &str) -> (Vec<u8>, ModelInferRequest) {
         model,
         std::slice::from_ref(&tx),
         1,
+        None,
     )
     .unwrap();
-    let grpc =
-        pixguard::bench::requests::build(pixguard::bench::requests::Api::OipGrpc, model, &[tx], 1)
-            .unwrap();
+    let grpc = pixguard::bench::requests::build(
+        pixguard::bench::requests::Api::OipGrpc,
+        model,
+        &[tx],
+        1,
+        None,
+    )
+    .unwrap();
     let body = match http {
         pixguard::bench::requests::Bodies::Http { bodies, .. } => bodies[0].to_vec(),
         _ => unreachable!(),

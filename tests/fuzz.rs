@@ -94,6 +94,7 @@ fn binary_body() -> (Vec<u8>, Vec<u8>) {
         "pix-fraud",
         &[tx],
         1,
+        None,
     )
     .unwrap();
     let pixguard::bench::requests::Bodies::Grpc(mut grpc) = requests else {

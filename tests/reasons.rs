@@ -153,6 +153,7 @@ fn oip_body(tx: &Value, parameters: Value) -> Vec<u8> {
         MODEL,
         std::slice::from_ref(&tx),
         1,
+        None,
     )
     .unwrap();
     let pixguard::bench::requests::Bodies::Http { bodies, .. } = bodies else {
@@ -165,9 +166,14 @@ fn oip_body(tx: &Value, parameters: Value) -> Vec<u8> {
 
 fn grpc_request(tx: &Value, explain: bool) -> ModelInferRequest {
     let tx: Transaction = serde_json::from_value(tx.clone()).unwrap();
-    let built =
-        pixguard::bench::requests::build(pixguard::bench::requests::Api::OipGrpc, MODEL, &[tx], 1)
-            .unwrap();
+    let built = pixguard::bench::requests::build(
+        pixguard::bench::requests::Api::OipGrpc,
+        MODEL,
+        &[tx],
+        1,
+        None,
+    )
+    .unwrap();
     let pixguard::bench::requests::Bodies::Grpc(mut requests) = built else {
         unreachable!()
     };

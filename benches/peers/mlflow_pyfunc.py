@@ -1,5 +1,6 @@
 """Packages the bundled model as an MLflow pyfunc — the package's signature, the Python
-pre-processing (pyfeatures.py) and onnxruntime — for `mlflow models serve`.
+pre-processing (pyfeatures.py) and onnxruntime — for `mlflow models serve` and MLServer's MLflow
+runtime (benches/peers/run.sh).
 
     python3 benches/peers/mlflow_pyfunc.py --model models/pix-fraud --out /tmp/pix-fraud-pyfunc
     mlflow models serve -m /tmp/pix-fraud-pyfunc --env-manager local -h 127.0.0.1 -p 18500 -w 2
@@ -27,8 +28,10 @@ class PixFraud(mlflow.pyfunc.PythonModel):
                                             options, providers=["CPUExecutionProvider"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        from pyfeatures import Transaction, from_flat
-        txs = [Transaction.model_validate(from_flat(r)) for r in model_input.to_dict(orient="records")]
+        from pyfeatures import Transaction, from_oip_row
+        # A one-row dataframe_split (`mlflow models serve`) leaves absent columns out; MLServer
+        # decodes OIP field inputs, where absent DICT counts arrive as NaN.
+        txs = [Transaction.model_validate(from_oip_row(r)) for r in model_input.to_dict(orient="records")]
         numeric, categories = self.pre.batch(txs)
         (score,) = self.session.run(["score"], {"features": numeric, "categories": categories})
         scores = score[:, 0].astype(float)

@@ -116,6 +116,16 @@ def from_flat(row: dict) -> dict:
     return out
 
 
+def from_oip_row(row: dict) -> dict:
+    """Nested transaction from one row of OIP field inputs: as from_flat, and the DICT group is
+    absent when its settlement count is (-1 in pixguard's INT64 fields, NaN or None where the
+    server declared the counts FP64, as MLServer does from the MLflow signature)."""
+    settlements = row.get("payee.dict_stats.settlements_90d")
+    if settlements is None or settlements < 0 or (isinstance(settlements, float) and math.isnan(settlements)):
+        row = {k: v for k, v in row.items() if not k.startswith("payee.dict_stats.")}
+    return from_flat(row)
+
+
 def _hours(earlier: Optional[datetime], later: datetime) -> Optional[float]:
     if earlier is None:
         return None

@@ -24,7 +24,7 @@ from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
 from pyfeatures import FIELDS as OIP_FIELDS
-from pyfeatures import Preprocessor, Transaction, from_flat
+from pyfeatures import Preprocessor, Transaction, from_oip_row
 
 NUMPY = {"BYTES": np.bytes_, "INT64": np.int64, "FP64": np.float64, "BOOL": np.bool_}
 # The transaction's flattened fields (pixguard's OIP fields mode): name, numpy dtype.
@@ -78,11 +78,7 @@ def main() -> None:
         def infer(**inputs):
             rows = len(inputs["end_to_end_id"])
             flat = [{name: value(inputs[name], r) for name, _ in FIELDS if name in inputs} for r in range(rows)]
-            for row in flat:
-                if row.get("payee.dict_stats.settlements_90d", -1) < 0:  # -1: the DICT group is absent
-                    for k in [k for k in row if k.startswith("payee.dict_stats.")]:
-                        del row[k]
-            txs = [Transaction.model_validate(from_flat(row)) for row in flat]
+            txs = [Transaction.model_validate(from_oip_row(row)) for row in flat]
             numeric, categories = pre.batch(txs)
             (score,) = s.run(["score"], {"features": numeric, "categories": categories})
             return answer(score)

@@ -264,3 +264,81 @@ where
     tokio::spawn(connection);
     Ok(sender)
 }
+
+/// The datatypes the server's model metadata declares for the transaction's fields
+/// (`GET /v2/models/{model}`, or gRPC `ModelMetadata`), for `--oip-types metadata`. Refuses a
+/// model whose inputs are not the transaction's fields or whose types pixguard cannot encode.
+pub async fn declared_input_types(
+    api: super::requests::Api,
+    url: &str,
+    model: &str,
+    headers: &[String],
+) -> anyhow::Result<super::requests::InputTypes> {
+    use super::requests::Api;
+    use crate::protocol::grpc::ModelMetadataRequest;
+    use crate::protocol::oip::{Datatype, FIELD_INPUTS};
+
+    let declared: Vec<(String, String)> = match api {
+        Api::OipHttp => {
+            let mut request = reqwest::Client::new().get(format!("{url}/v2/models/{model}"));
+            for h in headers {
+                if let Some((name, value)) = h.split_once(':') {
+                    request = request.header(name.trim(), value.trim());
+                }
+            }
+            let metadata: serde_json::Value =
+                request.send().await?.error_for_status()?.json().await?;
+            metadata["inputs"]
+                .as_array()
+                .ok_or_else(|| anyhow::anyhow!("{url}: model {model}'s metadata has no inputs"))?
+                .iter()
+                .map(|i| {
+                    (
+                        i["name"].as_str().unwrap_or_default().to_string(),
+                        i["datatype"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        }
+        Api::OipGrpc => {
+            let mut client = GrpcInferenceServiceClient::connect(url.to_string()).await?;
+            let mut request = tonic::Request::new(ModelMetadataRequest {
+                name: model.into(),
+                version: String::new(),
+            });
+            for h in headers {
+                if let Some((name, value)) = h.split_once(':')
+                    && let (Ok(k), Ok(v)) = (
+                        MetadataKey::from_bytes(name.trim().to_ascii_lowercase().as_bytes()),
+                        MetadataValue::try_from(value.trim()),
+                    )
+                {
+                    request.metadata_mut().insert(k, v);
+                }
+            }
+            client
+                .model_metadata(request)
+                .await?
+                .into_inner()
+                .inputs
+                .into_iter()
+                .map(|i| (i.name, i.datatype))
+                .collect()
+        }
+        _ => anyhow::bail!("--oip-types metadata applies to --api oip-http and oip-grpc"),
+    };
+    let mut types = super::requests::InputTypes::new();
+    for (name, datatype) in declared {
+        anyhow::ensure!(
+            FIELD_INPUTS.iter().any(|(n, _, _)| *n == name),
+            "model {model} takes input {name:?}, not one of the transaction's fields"
+        );
+        let datatype = Datatype::from_name(&datatype).ok_or_else(|| {
+            anyhow::anyhow!(
+                "model {model} declares {name} as {datatype}, which pixguard cannot encode"
+            )
+        })?;
+        types.insert(name, datatype);
+    }
+    Ok(types)
+}

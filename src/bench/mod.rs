@@ -32,6 +32,16 @@ pub enum Mode {
     Closed,
 }
 
+/// Which datatypes the OIP field inputs go as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OipTypes {
+    /// pixguard's fields mode (and Triton's peer): INT64 counts, `NaN` for an absent float.
+    Pixguard,
+    /// Whatever the server's model metadata declares for each field (read before the run), with
+    /// `null` for an absent float: what MLServer's MLflow runtime takes from the MLflow signature.
+    Metadata,
+}
+
 /// `pixguard bench` options.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -50,6 +60,10 @@ pub struct BenchArgs {
     /// Model name for the OIP APIs.
     #[arg(long, default_value = "pix-fraud")]
     pub model: String,
+    /// OIP APIs: send the transaction's fields with pixguard's datatypes, or with those the
+    /// server's model metadata declares (MLServer).
+    #[arg(long, value_enum, default_value = "pixguard")]
+    pub oip_types: OipTypes,
     /// Load shape.
     #[arg(long, value_enum, default_value = "open")]
     pub mode: Mode,
@@ -209,7 +223,31 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.rows_per_request == 1 || args.api == Api::V1,
         "--rows-per-request applies to --api v1 only"
     );
-    let bodies = requests::build(args.api, &args.model, &txs, args.rows_per_request as usize)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .context("starting the load generator's runtime")?;
+    let types = match args.oip_types {
+        OipTypes::Pixguard => None,
+        OipTypes::Metadata => Some(
+            runtime
+                .block_on(client::declared_input_types(
+                    args.api,
+                    &url,
+                    &args.model,
+                    &args.headers,
+                ))
+                .context("reading the model's metadata (--oip-types metadata)")?,
+        ),
+    };
+    let bodies = requests::build(
+        args.api,
+        &args.model,
+        &txs,
+        args.rows_per_request as usize,
+        types.as_ref(),
+    )?;
     let requests_count = bodies.len();
     let target = Arc::new(client::Target::new(
         &url,
@@ -254,11 +292,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()
-        .context("starting the load generator's runtime")?;
     let step_secs = args.warmup + args.duration;
     let progress = progress_bar(&args, shapes.len() as f64 * step_secs);
     let live = Arc::new(Live::default());

@@ -1,6 +1,7 @@
 //! Request bodies built once before the run, from synth traffic or a JSONL file, so the load
 //! generator spends its time sending, not encoding.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Context;
@@ -26,6 +27,11 @@ pub enum Api {
     /// MLflow scoring server: `POST /invocations` with a one-row `dataframe_split`.
     Mlflow,
 }
+
+/// The datatype each transaction field is sent as, where the server's model metadata declares
+/// one other than pixguard's (`--oip-types metadata`): e.g. MLServer's MLflow runtime declares
+/// the DICT counts FP64 because the MLflow signature says `double`.
+pub type InputTypes = HashMap<String, Datatype>;
 
 /// One request per transaction, in the form the API takes.
 pub enum Bodies {
@@ -112,24 +118,42 @@ fn flatten(tx: &Transaction) -> anyhow::Result<Map<String, Value>> {
     Ok(out)
 }
 
-/// A field's value as the OIP fields mode carries it: absent is `""`, NaN, or -1 (see FIELD_INPUTS).
+/// A field's value as `datatype` carries it; absent is `""`, -1, false (see FIELD_INPUTS) or, for
+/// floats, `Null` (written `NaN` or `null`, see [`oip_http_body`]).
 fn oip_value(flat: &Map<String, Value>, name: &str, datatype: Datatype) -> Value {
-    match (flat.get(name), datatype) {
-        (Some(v), _) => v.clone(),
-        (None, Datatype::Bytes) => json!(""),
-        (None, Datatype::Int64) => json!(-1),
-        (None, Datatype::Bool) => json!(false),
-        // JSON has no NaN: tritonclient writes the `NaN` literal, which pixguard and Triton take.
-        (None, _) => Value::Null,
+    let v = flat.get(name);
+    match datatype {
+        Datatype::Bytes => match v {
+            Some(Value::String(s)) => json!(s),
+            Some(other) => json!(other.to_string()),
+            None => json!(""),
+        },
+        Datatype::Int64 => v.and_then(Value::as_i64).map_or(json!(-1), |i| json!(i)),
+        Datatype::Bool => v
+            .and_then(Value::as_bool)
+            .map_or(json!(false), |b| json!(b)),
+        Datatype::Fp64 | Datatype::Fp32 => {
+            v.and_then(Value::as_f64).map_or(Value::Null, |f| json!(f))
+        }
     }
 }
 
-fn oip_http_body(flat: &Map<String, Value>) -> Bytes {
+/// The datatype field `name` goes as: the server's declaration, else pixguard's.
+fn field_type(types: Option<&InputTypes>, name: &str, pixguard: Datatype) -> Datatype {
+    types.and_then(|t| t.get(name)).copied().unwrap_or(pixguard)
+}
+
+/// An OIP JSON request with the transaction's fields. An absent float is the `NaN` literal
+/// (tritonclient writes it; pixguard and Triton take it) or, with the server's own types, `null`
+/// (MLServer's JSON parser refuses `NaN`; numpy reads `null` in an FP64 tensor as NaN).
+fn oip_http_body(flat: &Map<String, Value>, types: Option<&InputTypes>) -> Bytes {
+    let absent_float = if types.is_some() { "null" } else { "NaN" };
     let mut text = String::from("{\"inputs\":[");
-    for (k, (name, datatype, _)) in FIELD_INPUTS.iter().enumerate() {
-        let value = oip_value(flat, name, *datatype);
+    for (k, (name, pixguard, _)) in FIELD_INPUTS.iter().enumerate() {
+        let datatype = field_type(types, name, *pixguard);
+        let value = oip_value(flat, name, datatype);
         let data = if value.is_null() {
-            "NaN".to_string()
+            absent_float.to_string()
         } else {
             value.to_string()
         };
@@ -145,11 +169,16 @@ fn oip_http_body(flat: &Map<String, Value>) -> Bytes {
     Bytes::from(text)
 }
 
-fn oip_grpc_request(flat: &Map<String, Value>, model: &str) -> ModelInferRequest {
+fn oip_grpc_request(
+    flat: &Map<String, Value>,
+    model: &str,
+    types: Option<&InputTypes>,
+) -> ModelInferRequest {
     let mut inputs = Vec::new();
     let mut raw = Vec::new();
-    for (name, datatype, _) in FIELD_INPUTS {
-        let value = oip_value(flat, name, *datatype);
+    for (name, pixguard, _) in FIELD_INPUTS {
+        let datatype = field_type(types, name, *pixguard);
+        let value = oip_value(flat, name, datatype);
         let bytes = match datatype {
             Datatype::Bytes => encode_bytes(&[value.as_str().unwrap_or_default()]),
             Datatype::Int64 => value.as_i64().unwrap_or(-1).to_le_bytes().to_vec(),
@@ -188,13 +217,15 @@ fn mlflow_body(flat: &Map<String, Value>) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-/// Encodes every transaction for `api`; `model` names the OIP model. With `rows_per_request` > 1
-/// (v1 only) each body is a `{"transactions": [...]}` batch of that many, cycling through `txs`.
+/// Encodes every transaction for `api`; `model` names the OIP model, `types` the OIP datatypes
+/// the server declares (else pixguard's). With `rows_per_request` > 1 (v1 only) each body is a
+/// `{"transactions": [...]}` batch of that many, cycling through `txs`.
 pub fn build(
     api: Api,
     model: &str,
     txs: &[Transaction],
     rows_per_request: usize,
+    types: Option<&InputTypes>,
 ) -> anyhow::Result<Bodies> {
     if api == Api::V1 && rows_per_request > 1 {
         anyhow::ensure!(!txs.is_empty(), "no transactions to batch");
@@ -229,9 +260,14 @@ pub fn build(
         Api::OipHttp => Bodies::Http {
             path: format!("/v2/models/{model}/infer"),
             content_type: "application/json",
-            bodies: flats.iter().map(oip_http_body).collect(),
+            bodies: flats.iter().map(|f| oip_http_body(f, types)).collect(),
         },
-        Api::OipGrpc => Bodies::Grpc(flats.iter().map(|f| oip_grpc_request(f, model)).collect()),
+        Api::OipGrpc => Bodies::Grpc(
+            flats
+                .iter()
+                .map(|f| oip_grpc_request(f, model, types))
+                .collect(),
+        ),
         Api::Mlflow => Bodies::Http {
             path: "/invocations".into(),
             content_type: "application/json",

@@ -26,6 +26,19 @@ pub enum Datatype {
 }
 
 impl Datatype {
+    /// The datatype a protocol name denotes (`FP64` → `Fp64`), when pixguard has it.
+    pub fn from_name(name: &str) -> Option<Datatype> {
+        [
+            Datatype::Bytes,
+            Datatype::Int64,
+            Datatype::Fp64,
+            Datatype::Fp32,
+            Datatype::Bool,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == name)
+    }
+
     /// The protocol's name.
     pub fn as_str(self) -> &'static str {
         match self {
