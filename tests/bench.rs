@@ -465,3 +465,56 @@ fn https_with_an_api_key_and_the_release_gate() {
     assert!(r["steps"][0]["errors"]["401"].as_f64().unwrap_or(0.0) > 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--oip-types metadata` reads the model's metadata (HTTP and gRPC) before the run and sends the
+/// fields as declared; against pixguard, whose metadata declares its own types, every request
+/// is answered.
+#[test]
+fn oip_types_from_the_servers_metadata() {
+    let server = Server::start(&[]);
+    let grpc = format!("http://{}", server.grpc_address());
+    for (api, url) in [("oip-http", server.base.clone()), ("oip-grpc", grpc)] {
+        let dir = scratch(&format!("metadata-{api}"));
+        let before = answered(&server);
+        let run = pixguard(&[
+            "bench",
+            "--api",
+            api,
+            "--oip-types",
+            "metadata",
+            "--url",
+            &url,
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.3",
+            "--no-progress",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(
+            run.status.success(),
+            "{api}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let r = report(&dir);
+        check_step(&r["steps"][0]);
+        assert!(answered(&server) - before >= bench_ok(&r), "{api}");
+    }
+    // A model that is not there: refused before any load, saying why.
+    let run = pixguard(&[
+        "bench",
+        "--api",
+        "oip-http",
+        "--oip-types",
+        "metadata",
+        "--model",
+        "nope",
+        "--url",
+        &server.base,
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("metadata"));
+}

@@ -267,7 +267,7 @@ where
 
 /// The datatypes the server's model metadata declares for the transaction's fields
 /// (`GET /v2/models/{model}`, or gRPC `ModelMetadata`), for `--oip-types metadata`. Refuses a
-/// model whose inputs are not the transaction's fields or whose types pixguard cannot encode.
+/// model that declares none of them, or a type pixguard cannot encode.
 pub async fn declared_input_types(
     api: super::requests::Api,
     url: &str,
@@ -328,11 +328,12 @@ pub async fn declared_input_types(
         _ => anyhow::bail!("--oip-types metadata applies to --api oip-http and oip-grpc"),
     };
     let mut types = super::requests::InputTypes::new();
-    for (name, datatype) in declared {
-        anyhow::ensure!(
-            FIELD_INPUTS.iter().any(|(n, _, _)| *n == name),
-            "model {model} takes input {name:?}, not one of the transaction's fields"
-        );
+    // Inputs other than the fields belong to another input mode (pixguard's features and
+    // categories): not what this run sends.
+    for (name, datatype) in declared
+        .into_iter()
+        .filter(|(name, _)| FIELD_INPUTS.iter().any(|(n, _, _)| n == name))
+    {
         let datatype = Datatype::from_name(&datatype).ok_or_else(|| {
             anyhow::anyhow!(
                 "model {model} declares {name} as {datatype}, which pixguard cannot encode"
@@ -340,5 +341,9 @@ pub async fn declared_input_types(
         })?;
         types.insert(name, datatype);
     }
+    anyhow::ensure!(
+        !types.is_empty(),
+        "model {model}'s metadata declares none of the transaction's fields as inputs"
+    );
     Ok(types)
 }

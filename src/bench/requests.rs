@@ -275,3 +275,48 @@ pub fn build(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http_body(tx: &Transaction, types: Option<&InputTypes>) -> String {
+        match build(Api::OipHttp, "m", std::slice::from_ref(tx), 1, types).expect("built") {
+            Bodies::Http { bodies, .. } => String::from_utf8(bodies[0].to_vec()).expect("UTF-8"),
+            Bodies::Grpc(_) => unreachable!(),
+        }
+    }
+
+    fn input(body: &Value, name: &str) -> Value {
+        body["inputs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["name"] == name))
+            .cloned()
+            .expect("input")
+    }
+
+    #[test]
+    fn declared_types_change_the_datatype_and_the_absent_value() {
+        let txs = transactions(None, 200, 3).expect("synth");
+        // A transaction without DICT statistics: its counts are absent.
+        let tx = txs
+            .iter()
+            .find(|t| t.payee.dict_stats.is_none())
+            .expect("one without DICT statistics");
+        let mut types = InputTypes::new();
+        types.insert("payee.dict_stats.settlements_90d".into(), Datatype::Fp64);
+        let declared: Value =
+            serde_json::from_str(&http_body(tx, Some(&types))).expect("JSON without NaN");
+        let counts = input(&declared, "payee.dict_stats.settlements_90d");
+        assert_eq!(counts["datatype"], "FP64");
+        assert_eq!(counts["data"], json!([null]));
+        // Fields the server does not redeclare keep pixguard's types.
+        assert_eq!(input(&declared, "amount_cents")["datatype"], "INT64");
+        // pixguard's own types: INT64 with -1 for the absent count.
+        let own = http_body(tx, None);
+        assert!(
+            own.contains(r#""name":"payee.dict_stats.settlements_90d","datatype":"INT64","shape":[1,1],"data":[-1]"#),
+            "{own}"
+        );
+    }
+}
