@@ -9,7 +9,12 @@ models/pix-fraud-challenger, artifacts on GCS); `pixguard serve` follows
   - every answer names one of the two versions (`x-model-version`, tallied by the bench);
   - after each flip the new version answers within poll interval + its load time (+ 0.5 s for
     this script's own polling);
-  - RSS after the last swap (default the 20th) within 10 % of RSS after the 2nd.
+  - memory does not grow with swaps: the median RSS over the last 5 swaps within 10 % of the
+    median over swaps 2-6. (One sample against one sample was flaky: RSS moves ±5 % from one swap
+    to the next as the allocator keeps or returns the outgoing version's pages: three debug runs of
+    one commit read +3.8 %, +10.1 % and +13.7 % from the 2nd to the 20th; where every sample was
+    kept, the windows read +0.2 % (that commit) and +5.0 % (the one before, single samples
+    +11.8 %). A version leaked per swap would still add far more than 10 % between the windows.)
 Run with the Python of tests/python/requirements.txt (mlflow, fake-gcs-server):
 
     .ci-venv/bin/python benches/lifecycle/swap.py --pixguard target/release/pixguard
@@ -123,6 +128,8 @@ def main() -> int:
     late = [f for f in flips if f["seen_s"] > POLL_S + f["load_ms"] / 1000 + 0.5]
     seen = [f["seen_s"] for f in flips]
     rss2, rss_last = rss[2], rss[len(flips)]
+    rss_early = statistics.median(rss[k] for k in range(2, min(7, len(flips) + 1)))
+    rss_late = statistics.median(rss[k] for k in range(max(1, len(flips) - 4), len(flips) + 1))
     summary = {
         "offered_rps": rate, "saturation_rps": saturation, "achieved_rps": report["achieved_rps"],
         "answers_ok": report["ok"], "errors": errors, "versions": versions,
@@ -131,9 +138,10 @@ def main() -> int:
         "seen_median_s": statistics.median(seen), "seen_max_s": max(seen),
         "load_median_ms": statistics.median(f["load_ms"] for f in flips),
         "rss_kib_after_2": rss2, f"rss_kib_after_{len(flips)}": rss_last,
+        "rss_kib_median_swaps_2_6": rss_early, "rss_kib_median_last_5": rss_late, "rss_kib": rss,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: v for k, v in summary.items() if k != "flips"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("flips", "rss_kib")}, indent=2))
     ok = True
     if errors:
         print(f"FAIL: non-200 answers during the run: {errors}", file=sys.stderr)
@@ -144,8 +152,9 @@ def main() -> int:
     if late:
         print(f"FAIL: flips answered later than poll + load + 0.5 s: {late}", file=sys.stderr)
         ok = False
-    if rss_last > 1.1 * rss2:
-        print(f"FAIL: RSS grew from {rss2} KiB after 2 swaps to {rss_last} KiB after {len(flips)}", file=sys.stderr)
+    if rss_late > 1.1 * rss_early:
+        print(f"FAIL: median RSS grew from {rss_early} KiB (swaps 2-6) to {rss_late} KiB (last 5 swaps)",
+              file=sys.stderr)
         ok = False
     print("swap under load:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
