@@ -20,6 +20,8 @@ pub struct Config {
     pub decisions: DecisionsConfig,
     /// Scoring from Kafka (`pixguard stream`, or beside `serve` when enabled).
     pub stream: StreamConfig,
+    /// Feature and score drift against the package's training reference.
+    pub monitoring: MonitoringConfig,
     /// Logging.
     pub logging: LoggingConfig,
 }
@@ -226,6 +228,21 @@ impl Default for StreamConfig {
             revoke_timeout_ms: 10_000,
             librdkafka: std::collections::BTreeMap::new(),
         }
+    }
+}
+
+/// Model monitoring (docs/monitoring.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// Count every scored row's features, score and decision per version (off: no monitor thread,
+    /// no copy per batch).
+    pub enabled: bool,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig { enabled: true }
     }
 }
 

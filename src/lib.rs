@@ -18,6 +18,7 @@ pub mod histogram;
 pub mod jsonl;
 pub mod logging;
 pub mod model;
+pub mod monitoring;
 pub mod protocol;
 pub mod registry;
 pub mod scoring;

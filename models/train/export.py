@@ -6,6 +6,7 @@
     model.onnx          the same network from the feature tensors, for an independent runtime
     input_example.json  a few transactions in MLflow's dataframe-split form (flattened fields)
     golden.jsonl        1,000 held-out transactions with the PyTorch float64 score of each
+    reference.json      the training reference monitoring compares with (reference.py)
 """
 from __future__ import annotations
 
@@ -108,7 +109,8 @@ def export_onnx(path: pathlib.Path, model, n_numeric: int, n_categorical: int) -
     )
 
 
-def export_package(*, out, model, spec, args, thresholds, metrics, xgb_params, holdout_jsonl, holdout, holdout_scores):
+def export_package(*, out, model, spec, args, thresholds, metrics, xgb_params, holdout_jsonl, holdout, holdout_scores,
+                   reference_rows):
     from mlflow.models import Model
     from mlflow.models.signature import ModelSignature
     from mlflow.models.utils import _save_example
@@ -185,4 +187,9 @@ def export_package(*, out, model, spec, args, thresholds, metrics, xgb_params, h
     mlmodel.save(str(out / "MLmodel"))
     from pyfunc_flavor import add_flavor
     add_flavor(out)
+    import reference as training_reference
+    numeric, categorical, scores = reference_rows
+    source = (f"training rows: pixguard synth --rows {args.train_rows} --seed {args.train_seed} "
+              f"--fraud-rate {args.fraud_rate}")
+    training_reference.write(out, training_reference.build(spec, numeric, categorical, scores, thresholds, source))
     print(f"package written to {out}", flush=True)

@@ -193,6 +193,9 @@ def main() -> None:
     # Decisions: HOLD for ~1 % and REJECT for ~0.1 % of legitimate holdout traffic.
     _, hold = recall_at_fpr(holdout[2], holdout_scores, 0.01)
     _, reject = recall_at_fpr(holdout[2], holdout_scores, 0.001)
+    # The training reference monitoring compares live traffic with: every training row's inputs
+    # and score (docs/monitoring.md).
+    train_scores = predict(model, num, cat)
     export_package(
         out=pathlib.Path(args.out),
         model=model,
@@ -204,6 +207,7 @@ def main() -> None:
         holdout_jsonl=holdout_jsonl,
         holdout=holdout,
         holdout_scores=holdout_scores,
+        reference_rows=(num, cat, train_scores),
     )
 
 

@@ -83,6 +83,8 @@ pub struct Summary {
     pub output: String,
     /// The rejects file.
     pub rejects: String,
+    /// The scored rows' drift from the model's training reference (null when monitoring is off).
+    pub drift: Option<crate::monitoring::DriftSummary>,
 }
 
 /// One chunk, scored and encoded.
@@ -212,6 +214,12 @@ pub fn run(
     progress.finish();
     summary.seconds = started.elapsed().as_secs_f64();
     summary.rows_per_second = summary.rows as f64 / summary.seconds.max(1e-9);
+    if let Some(monitor) = served.monitor() {
+        let report = runtime.block_on(monitor.report());
+        summary.drift = report
+            .window(crate::monitoring::ALL)
+            .map(|w| w.summary(report.dropped_rows));
+    }
     Ok(summary)
 }
 

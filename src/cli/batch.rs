@@ -142,6 +142,10 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         metrics,
     ))?;
     tracing::info!(model = %source, device = %selected.description, "batch: model loaded");
+    // No warm-up here: every row the engine computes is the file's.
+    if let Some(monitor) = served.monitor() {
+        monitor.start_observing();
+    }
     // gs:// in or out: staged through a local folder, removed when the job ends.
     let staging = std::env::temp_dir().join(format!("pixguard-batch-{}", std::process::id()));
     let result = staged(job, &staging, served, &runtime);

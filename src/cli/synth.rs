@@ -43,6 +43,12 @@ pub struct SynthArgs {
     /// Length of the window in days; arrivals follow hour, weekday and payday seasonality within it.
     #[arg(long, default_value_t = 30)]
     pub days: u32,
+    /// Shift the traffic away from the training distribution, as real traffic shifts (repeatable):
+    /// `amounts:FACTOR` (every amount × FACTOR), `new-keys:SHARE` (that share of payee keys created
+    /// in the last 3 days), `campaign:TYPOLOGY:RATE` (a fraud campaign: the typology at RATE of all
+    /// payments), `night` (every payment at night). docs/monitoring.md.
+    #[arg(long = "shift", value_name = "SHIFT")]
+    pub shifts: Vec<crate::synth::Shift>,
     /// Parquet columns: nested structs (`payer` { `ispb`, … }) or flat dotted names (`payer.ispb`).
     #[arg(long, value_enum, default_value_t = Layout::Nested)]
     pub layout: Layout,
@@ -59,6 +65,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
         fraud_rate: args.fraud_rate,
         start: args.start,
         days: args.days,
+        shifts: args.shifts,
     };
     let generator = Generator::new(cfg)?;
     let started = Instant::now();

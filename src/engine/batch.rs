@@ -13,6 +13,7 @@ use super::explain::Explained;
 use super::{EngineError, Metrics, Scored};
 use crate::features::FeatureBatch;
 use crate::model::explain::Reasons;
+use crate::monitoring::Tap;
 
 /// A request in flight: its rows, and the scores gathered so far.
 pub(super) struct Job {
@@ -140,6 +141,7 @@ pub(super) fn fail(batch: &Batch, error: &EngineError) {
 /// Records the batch and hands each request its scores and reasons (or the model's error).
 pub(super) fn finish(
     metrics: &Metrics,
+    tap: Option<&Tap>,
     batch: Batch,
     result: Result<(&[f32], Explained), EngineError>,
     started: Instant,
@@ -157,6 +159,20 @@ pub(super) fn finish(
     metrics
         .rows_scored
         .fetch_add(batch.rows as u64, Ordering::Relaxed);
+    // Before the answers go out, so that a report asked for after an answer counts its rows; the
+    // tap only copies (the monitor thread bins).
+    if let Some(tap) = tap {
+        tap.offer(
+            batch.parts.iter().map(|p| {
+                let f = &p.job.features;
+                (
+                    &f.numeric[p.start * f.n_numeric..(p.start + p.len) * f.n_numeric],
+                    &f.categorical[p.start * f.n_categorical..(p.start + p.len) * f.n_categorical],
+                )
+            }),
+            out,
+        );
+    }
     let mut at = 0;
     for (index, part) in batch.parts.iter().enumerate() {
         let mut state = part.job.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -23,6 +23,7 @@ use crate::features::FeatureBatch;
 use crate::model::DcnModel;
 use crate::model::device::DeviceKind;
 use crate::model::explain::Reasons;
+use crate::monitoring::Tap;
 
 use batch::Job;
 
@@ -82,15 +83,17 @@ impl Engine {
         replicas: Vec<DcnModel>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Engine> {
-        Self::start_with(config, replicas, metrics, Priority::Normal)
+        Self::start_with(config, replicas, metrics, Priority::Normal, None)
     }
 
-    /// [`Engine::start`], its threads scheduled at `priority`.
+    /// [`Engine::start`], its threads scheduled at `priority`, every computed batch offered to
+    /// `tap` (the version's monitor) when given.
     pub fn start_with(
         config: &EngineConfig,
         replicas: Vec<DcnModel>,
         metrics: Arc<Metrics>,
         priority: Priority,
+        tap: Option<Tap>,
     ) -> std::io::Result<Engine> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let queued_rows = Arc::new(AtomicUsize::new(0));
@@ -110,6 +113,7 @@ impl Engine {
                     metrics.clone(),
                     config.test_worker_delay_us,
                     config.max_batch_size,
+                    tap.clone(),
                 )
             })
             .collect();
@@ -229,7 +233,8 @@ pub enum Priority {
     Idle,
 }
 
-fn spawn(
+/// Starts a named thread at `priority`.
+pub(crate) fn spawn(
     name: &str,
     priority: Priority,
     f: impl FnOnce() + Send + 'static,

@@ -17,6 +17,7 @@ use super::explain::{Scratch, explain};
 use super::{EngineError, Message, Metrics};
 use crate::model::Pipelined;
 use crate::model::explain::Occlusion;
+use crate::monitoring::Tap;
 
 struct InFlight<T> {
     batch: Batch,
@@ -35,6 +36,7 @@ pub(super) fn run<P: Pipelined>(
     metrics: &Metrics,
     rows: &mut Rows,
     max_batch_size: usize,
+    tap: Option<&Tap>,
 ) {
     // A batch's explanation pass is one submission of up to every row with its occluded copies,
     // into the slot its batch just freed: a second one would find the next slot busy with the
@@ -63,7 +65,7 @@ pub(super) fn run<P: Pipelined>(
             })
             .map(|explained| (&rows.out[..], explained))
             .map_err(EngineError::Model);
-        finish(metrics, job.batch, result, job.submitted);
+        finish(metrics, tap, job.batch, result, job.submitted);
     };
     // Set once the device is unusable: from then on no device call is made (a broken CUDA context
     // can hang as well as fail) and every batch fails at once, so that clients retry elsewhere
@@ -116,7 +118,7 @@ pub(super) fn run<P: Pipelined>(
                     submitted,
                 }),
                 Err(e) => {
-                    finish(metrics, batch, Err(EngineError::Model(e)), submitted);
+                    finish(metrics, tap, batch, Err(EngineError::Model(e)), submitted);
                     broken = check_device(model, id, metrics, &mut in_flight);
                 }
             }
@@ -367,6 +369,7 @@ mod tests {
             &metrics,
             &mut Rows::default(),
             64,
+            None,
         );
         feeder.join().unwrap();
         metrics

@@ -13,6 +13,7 @@ use super::batch::{Batch, Rows, finish};
 use super::explain::{Scratch, explain};
 use super::{EngineError, Message, Metrics};
 use crate::model::DcnModel;
+use crate::monitoring::Tap;
 
 pub(super) struct Worker {
     id: usize,
@@ -25,6 +26,7 @@ pub(super) struct Worker {
     max_batch_size: usize,
     rows: Rows,
     scratch: Scratch,
+    tap: Option<Tap>,
 }
 
 impl Worker {
@@ -35,6 +37,7 @@ impl Worker {
         metrics: Arc<Metrics>,
         test_delay_us: u64,
         max_batch_size: usize,
+        tap: Option<Tap>,
     ) -> Self {
         Worker {
             id,
@@ -45,6 +48,7 @@ impl Worker {
             max_batch_size,
             rows: Rows::default(),
             scratch: Scratch::default(),
+            tap,
         }
     }
 
@@ -94,6 +98,7 @@ impl Worker {
             .map_err(EngineError::Model);
         finish(
             &self.metrics,
+            self.tap.as_ref(),
             batch,
             result.map(|explained| (&self.rows.out[..], explained)),
             started,
@@ -110,6 +115,7 @@ impl Worker {
             metrics,
             max_batch_size,
             mut rows,
+            tap,
             ..
         } = self;
         let crate::model::Runner::Cuda(gpu) = model.runner() else {
@@ -126,6 +132,7 @@ impl Worker {
             &metrics,
             &mut rows,
             max_batch_size,
+            tap.as_ref(),
         );
     }
 }

@@ -54,6 +54,9 @@ pub enum PackageError {
     /// The explanations do not fit the feature spec.
     #[error("model.json explanations: {0}")]
     Explanations(String),
+    /// The training reference does not fit the feature spec.
+    #[error("{file}: {reason}")]
+    Reference { file: String, reason: String },
     /// The decision thresholds are not ordered.
     #[error("model.json thresholds: need 0 < hold < reject < 1, got hold {hold}, reject {reject}")]
     Thresholds { hold: f64, reject: f64 },
@@ -126,6 +129,9 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Every decision, from the mildest.
+    pub const ALL: [Decision; 3] = [Decision::Allow, Decision::Hold, Decision::Reject];
+
     /// The wire spelling: `ALLOW`, `HOLD` or `REJECT`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -251,6 +257,9 @@ pub struct PixguardFlavor {
     /// File name of the golden scores, if any.
     #[serde(default)]
     pub golden: Option<String>,
+    /// File name of the training reference monitoring compares with, if any.
+    #[serde(default)]
+    pub reference: Option<String>,
 }
 
 /// The parts of `MLmodel` pixguard reads.
@@ -283,6 +292,8 @@ pub struct ModelPackage {
     pub flavor: PixguardFlavor,
     /// `model.json`.
     pub config: ModelConfig,
+    /// The training reference (`reference.json`), when the package has one.
+    pub reference: Option<crate::monitoring::Reference>,
     weights: Mmap,
 }
 
@@ -323,6 +334,30 @@ fn check_digest(file: &str, bytes: &[u8], expected: Option<&String>) -> Result<(
     }
 }
 
+/// Reads the training reference `file`, checks its digest and that it fits the feature spec.
+fn load_reference(
+    dir: &Path,
+    file: &str,
+    flavor: &PixguardFlavor,
+    config: &ModelConfig,
+) -> Result<crate::monitoring::Reference, PackageError> {
+    let path = inside(dir, "reference", file)?;
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    check_digest(file, &bytes, flavor.sha256.get("reference"))?;
+    let reference: crate::monitoring::Reference =
+        serde_json::from_slice(&bytes).map_err(|e| PackageError::Reference {
+            file: file.to_string(),
+            reason: e.to_string(),
+        })?;
+    reference
+        .check(&config.features)
+        .map_err(|reason| PackageError::Reference {
+            file: file.to_string(),
+            reason,
+        })?;
+    Ok(reference)
+}
+
 impl ModelPackage {
     /// Loads and validates the package in `dir`.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, PackageError> {
@@ -361,11 +396,16 @@ impl ModelPackage {
         // check below only if it finished first, which is the same risk any loader has.
         let weights = unsafe { Mmap::map(&file) }.map_err(io_err(&weights_path))?;
         check_digest(&flavor.weights, &weights, flavor.sha256.get("weights"))?;
+        let reference = match &flavor.reference {
+            None => None,
+            Some(file) => Some(load_reference(&dir, file, &flavor, &config)?),
+        };
         let package = ModelPackage {
             dir,
             mlmodel,
             flavor,
             config,
+            reference,
             weights,
         };
         package.check_tensors()?;

@@ -34,6 +34,7 @@ use crate::engine::Engine;
 use crate::features::{FeatureBatch, FeatureExtractor};
 use crate::model::explain::Reasons;
 use crate::model::{Decision, ModelPackage, Thresholds};
+use crate::monitoring::Monitor;
 use crate::protocol::oip::{Answers, Output, Signature};
 use crate::protocol::v1::{ModelRef, ReasonOut};
 use crate::protocol::{Payload, ProtocolError};
@@ -247,6 +248,7 @@ pub struct Served {
     model: ModelRef,
     signature: Signature,
     engine: Arc<Engine>,
+    monitor: Option<Arc<Monitor>>,
     limits: Limits,
     /// Reason codes by group, when the package explains its scores and reasons are on.
     reason_codes: Option<Vec<String>>,
@@ -278,22 +280,11 @@ impl Served {
         package: &ModelPackage,
         version: String,
         engine: Arc<Engine>,
+        monitor: Option<Arc<Monitor>>,
         config: &Config,
         origin: Origin,
     ) -> anyhow::Result<Self> {
-        let mut thresholds = package.config.thresholds;
-        if let Some(hold) = config.decisions.hold {
-            thresholds.hold = hold;
-        }
-        if let Some(reject) = config.decisions.reject {
-            thresholds.reject = reject;
-        }
-        anyhow::ensure!(
-            0.0 < thresholds.hold && thresholds.hold < thresholds.reject && thresholds.reject < 1.0,
-            "decisions: hold {} and reject {} must satisfy 0 < hold < reject < 1",
-            thresholds.hold,
-            thresholds.reject
-        );
+        let thresholds = Self::thresholds_in_force(package, config)?;
         let features = package.config.features.clone();
         let reason_codes = package
             .config
@@ -311,9 +302,37 @@ impl Served {
                 version,
             },
             engine,
+            monitor,
             limits: Limits::from_config(config),
             origin,
         })
+    }
+
+    /// The package's thresholds, or `config.decisions`' where it sets them; refused unless
+    /// 0 < hold < reject < 1.
+    pub fn thresholds_in_force(
+        package: &ModelPackage,
+        config: &Config,
+    ) -> anyhow::Result<Thresholds> {
+        let mut thresholds = package.config.thresholds;
+        if let Some(hold) = config.decisions.hold {
+            thresholds.hold = hold;
+        }
+        if let Some(reject) = config.decisions.reject {
+            thresholds.reject = reject;
+        }
+        anyhow::ensure!(
+            0.0 < thresholds.hold && thresholds.hold < thresholds.reject && thresholds.reject < 1.0,
+            "decisions: hold {} and reject {} must satisfy 0 < hold < reject < 1",
+            thresholds.hold,
+            thresholds.reject
+        );
+        Ok(thresholds)
+    }
+
+    /// This version's monitor (feature and score drift), unless monitoring is off.
+    pub fn monitor(&self) -> Option<&Arc<Monitor>> {
+        self.monitor.as_ref()
     }
 
     /// The model every answer names.

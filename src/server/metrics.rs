@@ -174,6 +174,7 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
     if let Some(shadow) = scoring.shadow() {
         shadow_metrics(&mut out, shadow);
     }
+    super::monitoring::prometheus(&mut out, scoring);
     out
 }
 
@@ -270,7 +271,7 @@ fn shadow_stats(shadow: &Shadow) -> serde_json::Value {
 }
 
 /// A Prometheus label value: `\`, `"` and newlines escaped.
-fn label(value: &str) -> String {
+pub(super) fn label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

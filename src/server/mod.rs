@@ -6,6 +6,7 @@ mod error;
 pub mod grpc;
 mod metrics;
 pub mod models;
+mod monitoring;
 pub mod oip;
 mod v1;
 
@@ -153,6 +154,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/v1/stats", get(stats))
+        .route("/v1/monitoring", get(monitoring::page))
         .merge(admin::routes())
         .route("/v2", get(oip::server_metadata))
         .route("/v2/health/live", get(oip::live))

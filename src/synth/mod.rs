@@ -7,6 +7,7 @@
 
 mod calendar;
 mod rng;
+mod shift;
 mod story;
 
 use std::io::{self, Write};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use calendar::{HOUR_PROFILES, weekday_weight};
 pub use rng::Rng;
+pub use shift::Shift;
 
 use crate::transaction::{CSV_COLUMNS, Transaction, write_csv_row};
 
@@ -98,6 +100,8 @@ pub struct SynthConfig {
     pub start: NaiveDate,
     /// Length of the window in days.
     pub days: u32,
+    /// How the traffic moves away from the training distribution (none: it does not).
+    pub shifts: Vec<Shift>,
 }
 
 impl Default for SynthConfig {
@@ -108,6 +112,7 @@ impl Default for SynthConfig {
             fraud_rate: 0.008,
             start: NaiveDate::from_ymd_opt(2026, 10, 1).unwrap_or_default(),
             days: 30,
+            shifts: Vec::new(),
         }
     }
 }
@@ -227,9 +232,19 @@ impl Iterator for Generator {
         }
         let q = (self.next as f64 + self.rng.uniform()) / self.cfg.rows as f64;
         self.next += 1;
-        let (at, hour) = self.arrivals.at(q);
-        let fraud_type = self.typology_at(hour);
-        let transaction = story::transaction(&mut self.rng, at, hour, fraud_type);
+        let (mut at, mut hour) = self.arrivals.at(q);
+        if self.cfg.shifts.contains(&Shift::Night) {
+            (at, hour) = shift::to_night(&mut self.rng, at, hour);
+        }
+        let campaign = self.cfg.shifts.iter().find_map(|s| match *s {
+            Shift::Campaign(t, rate) => shift::campaign(&mut self.rng, t, rate),
+            _ => None,
+        });
+        let fraud_type = campaign.unwrap_or_else(|| self.typology_at(hour));
+        let mut transaction = story::transaction(&mut self.rng, at, hour, fraud_type);
+        if !self.cfg.shifts.is_empty() {
+            shift::apply(&mut self.rng, &self.cfg.shifts, &mut transaction);
+        }
         Some(SynthRow {
             transaction,
             label: u8::from(fraud_type != FraudType::None),

@@ -10,9 +10,10 @@ use candle_core::Device;
 
 use super::now;
 use crate::config::Config;
-use crate::engine::{Engine, Metrics, Priority};
+use crate::engine::{Engine, Metrics};
 use crate::features::FeatureBatch;
 use crate::model::{DcnModel, ModelPackage};
+use crate::monitoring::{self, Monitor, Setup};
 use crate::registry::Target;
 use crate::scoring::{Origin, Served};
 use crate::transaction::Transaction;
@@ -24,7 +25,7 @@ pub const SELF_TEST_TOLERANCE: f64 = 1e-5;
 
 /// Loads the package in `dir`, builds its replicas, self-tests them and starts their engine.
 pub(super) fn build(
-    priority: Priority,
+    role: super::Role,
     config: &Config,
     device: &Device,
     metrics: Arc<Metrics>,
@@ -38,9 +39,39 @@ pub(super) fn build(
         .collect::<Result<Vec<_>, _>>()?;
     let extractor = crate::features::FeatureExtractor::new(package.config.features.clone())?;
     let max_error = self_test(&package, &extractor, &replicas[0])?;
+    let version = target
+        .registry_version
+        .clone()
+        .unwrap_or_else(|| package.config.version.clone());
+    let priority = role.priority();
+    let monitor = if config.monitoring.enabled {
+        let setup = Setup {
+            model: package.config.name.clone(),
+            version: version.clone(),
+            role: match role {
+                super::Role::Champion => monitoring::Role::Champion,
+                super::Role::Shadow => monitoring::Role::Challenger,
+            },
+            reference: package.reference.clone(),
+            thresholds: Served::thresholds_in_force(&package, config)?,
+            n_numeric: extractor.n_numeric(),
+            n_categorical: extractor.n_categorical(),
+        };
+        Some(Arc::new(
+            Monitor::start(setup, priority).context("starting the monitor")?,
+        ))
+    } else {
+        None
+    };
     let engine = Arc::new(
-        Engine::start_with(&config.engine, replicas, metrics, priority)
-            .context("starting the engine")?,
+        Engine::start_with(
+            &config.engine,
+            replicas,
+            metrics,
+            priority,
+            monitor.as_ref().map(|m| m.tap()),
+        )
+        .context("starting the engine")?,
     );
     let weights = package
         .flavor
@@ -48,14 +79,11 @@ pub(super) fn build(
         .get("weights")
         .cloned()
         .unwrap_or_default();
-    let version = target
-        .registry_version
-        .clone()
-        .unwrap_or_else(|| package.config.version.clone());
     Served::new(
         &package,
         version,
         engine,
+        monitor,
         config,
         Origin {
             source: source.to_string(),
@@ -152,6 +180,10 @@ pub async fn warm_up(served: &Served, config: &Config) -> anyhow::Result<()> {
             .score(batch, Instant::now() + Duration::from_secs(60))
             .await
             .context("warm-up batch")?;
+    }
+    // Traffic from here on; the warm-up rows above were not observed.
+    if let Some(monitor) = served.monitor() {
+        monitor.start_observing();
     }
     Ok(())
 }

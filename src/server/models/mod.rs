@@ -214,9 +214,9 @@ impl Models {
             self.metrics.clone(),
         );
         let (dir, target, source) = (dir.to_path_buf(), target.clone(), source.to_string());
-        let priority = self.role.priority();
+        let role = self.role;
         tokio::task::spawn_blocking(move || {
-            build(priority, &config, &device, metrics, &dir, &target, &source)
+            build(role, &config, &device, metrics, &dir, &target, &source)
         })
         .await
         .map_err(anyhow::Error::from)

@@ -166,6 +166,7 @@ mod tests {
             fraud_rate: 0.2,
             start: chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap_or_default(),
             days: 7,
+            shifts: Vec::new(),
         };
         Generator::new(cfg)
             .map(|g| g.map(|r| r.transaction).collect())
