@@ -426,6 +426,14 @@ fn publish_serve_promote_rollback_and_refusals() {
         location.starts_with(&format!("gs://{BUCKET}/")),
         "read from GCS: {location}"
     );
+    // The training reference travelled with the package: monitoring compares with it.
+    let monitoring: serde_json::Value = reqwest::blocking::get(server.url("/v1/monitoring"))
+        .and_then(|r| r.json())
+        .expect("/v1/monitoring");
+    assert_eq!(
+        monitoring["champion"]["reference"]["rows"], 2_000_000,
+        "{monitoring}"
+    );
 
     // 4. The challenger, published to staging and promoted: the server swaps within a poll.
     let v_ch = env.publish_gcs(&challenger, Some("staging"));

@@ -318,14 +318,22 @@ fn pixguard_psi_equals_numpy_on_the_same_bins() {
         s(&features),
         s(&rows),
     ]);
-    let check = Command::new(python)
-        .args([
+    python_check(
+        &python,
+        &[
             "tests/python/psi_reference.py",
             "models/pix-fraud",
             s(&features),
             s(&scores),
             s(&summary_path),
-        ])
+        ],
+    );
+}
+
+/// Runs a checking script of tests/python and prints what it found; fails with its output.
+fn python_check(python: &Path, args: &[&str]) {
+    let check = Command::new(python)
+        .args(args)
         .current_dir(ROOT)
         .output()
         .expect("python runs");
@@ -421,23 +429,17 @@ async fn the_alert_rules_parse_and_name_metrics_a_live_server_exports() {
     // Serving with the challenger in the shadow and the Kafka consumer configured (its broker
     // absent: the stream's metrics are exported all the same), after traffic, so that every
     // family a rule selects has samples to check its labels on.
-    let closed = registry::free_port();
-    let server = Server::spawn(
-        Command::new(env!("CARGO_BIN_EXE_pixguard"))
-            .args([
-                "serve",
-                "--address",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--grpc-port",
-                "0",
-            ])
-            .env("PIXGUARD__MODEL__SHADOW", "models/pix-fraud-challenger")
-            .env("PIXGUARD__MODEL__SHADOW_FRACTION", "1.0")
-            .env("PIXGUARD__STREAM__ENABLED", "true")
-            .env("PIXGUARD__STREAM__BROKERS", format!("127.0.0.1:{closed}")),
-    );
+    let brokers = format!("stream.brokers=127.0.0.1:{}", registry::free_port());
+    let server = Server::start(&[
+        "--set",
+        "model.shadow=models/pix-fraud-challenger",
+        "--set",
+        "model.shadow_fraction=1.0",
+        "--set",
+        "stream.enabled=true",
+        "--set",
+        &brokers,
+    ]);
     let client = reqwest::Client::new();
     score_all(&client, &server, &server::transactions(2_000, 5)).await;
     // The published report (what /metrics reads) is at most a second old.
@@ -454,22 +456,14 @@ async fn the_alert_rules_parse_and_name_metrics_a_live_server_exports() {
     let dir = tmp("rules");
     let scraped = dir.join("metrics.txt");
     std::fs::write(&scraped, &metrics).expect("write metrics");
-    let check = Command::new(python)
-        .args([
+    python_check(
+        &python,
+        &[
             "tests/python/alert_rules.py",
             "k8s/base/rules.yaml",
             "k8s/monitoring/pixguard.rules.yml",
             "docs/monitoring.md",
             s(&scraped),
-        ])
-        .current_dir(ROOT)
-        .output()
-        .expect("python runs");
-    let printed = String::from_utf8_lossy(&check.stdout);
-    println!("{printed}");
-    assert!(
-        check.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&check.stderr)
+        ],
     );
 }

@@ -13,24 +13,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-3}
 OUT=${OUT:-target/bench/shadow}
-rm -rf "$OUT"
-mkdir -p "$OUT"
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
-
-cargo build --release --quiet --locked
-bin=./target/release/pixguard
-start() { # label port [serve args]
-  local label=$1 port=$2
-  shift 2
-  taskset -c 0 "$bin" serve --address 127.0.0.1 --port "$port" --grpc-port 0 --log warn \
-    --set model.poll_interval_s=0 "$@" 2> "$OUT/$label-server.log" &
-  pids+=($!)
-  for _ in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && return
-    sleep 0.1
-  done
-}
+source benches/pinned.sh
 bench() { # label port mode args...
   local label=$1 port=$2
   shift 2

@@ -14,25 +14,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCURRENCY=${CONCURRENCY:-32}
 OUT=${OUT:-target/bench/monitoring}
-rm -rf "$OUT"
-mkdir -p "$OUT"
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
-
-cargo build --release --quiet --locked
-bin=./target/release/pixguard
-start() { # label port [serve args]
-  local label=$1 port=$2
-  shift 2
-  taskset -c 0 "$bin" serve --address 127.0.0.1 --port "$port" --grpc-port 0 --log warn \
-    --set model.poll_interval_s=0 "$@" 2> "$OUT/$label-server.log" &
-  pids+=($!)
-  for _ in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && return
-    sleep 0.1
-  done
-  echo "$label did not get ready" >&2; exit 1
-}
+source benches/pinned.sh
 start on 18491
 start off 18492 --set monitoring.enabled=false
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD), $(nproc) cores, closed loop" \

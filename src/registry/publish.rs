@@ -82,20 +82,18 @@ pub async fn publish(
         store.put(&f.path, bytes.to_vec()).await?;
     }
     let metrics = flatten_metrics(&config.metrics);
+    // One parameter per digest the flavor records (model_config, weights, reference, …).
+    let digests: Vec<(String, String)> = package
+        .flavor
+        .sha256
+        .iter()
+        .map(|(file, digest)| (format!("sha256_{file}"), digest.clone()))
+        .collect();
     let mut params = vec![
         ("package_name", config.name.clone()),
         ("package_version", config.version.clone()),
     ];
-    for (file, digest) in &package.flavor.sha256 {
-        params.push((
-            if file == "weights" {
-                "sha256_weights"
-            } else {
-                "sha256_model_config"
-            },
-            digest.clone(),
-        ));
-    }
+    params.extend(digests.iter().map(|(k, v)| (k.as_str(), v.clone())));
     mlflow.log_batch(&run_id, &metrics, &params).await?;
     mlflow.finish_run(&run_id).await?;
     mlflow.ensure_registered_model(to.name).await?;
