@@ -110,7 +110,12 @@ impl Copy {
     fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("pixguard-pkg-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for name in ["MLmodel", "model.json", "model.safetensors"] {
+        for name in [
+            "MLmodel",
+            "model.json",
+            "model.safetensors",
+            "reference.json",
+        ] {
             std::fs::copy(Path::new(PACKAGE).join(name), dir.join(name)).unwrap();
         }
         Copy(dir)
