@@ -250,12 +250,12 @@ pub fn write_histogram(out: &mut String, name: &str, help: &str, h: &PromHistogr
 }
 
 /// Writes a Prometheus metric of `kind` (counter, gauge) with its labelled samples.
-pub fn write_samples(
+pub fn write_samples<T: std::fmt::Display>(
     out: &mut String,
     name: &str,
     help: &str,
     kind: &str,
-    samples: &[(String, u64)],
+    samples: &[(String, T)],
 ) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, value) in samples {

@@ -96,6 +96,18 @@ pub(super) struct Part {
     pub(super) len: usize,
 }
 
+impl Part {
+    /// The part's feature rows in its job: numeric, then categorical.
+    pub(super) fn features(&self) -> (&[f32], &[u32]) {
+        let f = &self.job.features;
+        let rows = self.start..self.start + self.len;
+        (
+            &f.numeric[rows.start * f.n_numeric..rows.end * f.n_numeric],
+            &f.categorical[rows.start * f.n_categorical..rows.end * f.n_categorical],
+        )
+    }
+}
+
 /// Rows going to one worker together.
 pub(super) struct Batch {
     pub(super) parts: Vec<Part>,
@@ -118,14 +130,9 @@ impl Rows {
         self.numeric.clear();
         self.categorical.clear();
         for part in &batch.parts {
-            let f = &part.job.features;
-            self.numeric.extend_from_slice(
-                &f.numeric[part.start * f.n_numeric..(part.start + part.len) * f.n_numeric],
-            );
-            self.categorical.extend_from_slice(
-                &f.categorical
-                    [part.start * f.n_categorical..(part.start + part.len) * f.n_categorical],
-            );
+            let (numeric, categorical) = part.features();
+            self.numeric.extend_from_slice(numeric);
+            self.categorical.extend_from_slice(categorical);
         }
         self.out.resize(batch.rows, 0.0);
     }
@@ -162,16 +169,7 @@ pub(super) fn finish(
     // Before the answers go out, so that a report asked for after an answer counts its rows; the
     // tap only copies (the monitor thread bins).
     if let Some(tap) = tap {
-        tap.offer(
-            batch.parts.iter().map(|p| {
-                let f = &p.job.features;
-                (
-                    &f.numeric[p.start * f.n_numeric..(p.start + p.len) * f.n_numeric],
-                    &f.categorical[p.start * f.n_categorical..(p.start + p.len) * f.n_categorical],
-                )
-            }),
-            out,
-        );
+        tap.offer(batch.parts.iter().map(Part::features), out);
     }
     let mut at = 0;
     for (index, part) in batch.parts.iter().enumerate() {

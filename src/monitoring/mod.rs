@@ -13,6 +13,7 @@
 pub mod reference;
 mod window;
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::Serialize;
 
 use crate::model::{Decision, Thresholds};
+use reference::bin_of;
 pub use reference::{FeatureReference, Reference, psi};
 use window::Window;
 
@@ -32,21 +34,23 @@ const QUEUE_BATCHES: usize = 1024;
 const TICK: Duration = Duration::from_millis(20);
 /// How often the published report is refreshed while rows arrive.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
-/// The windows every monitor keeps: name, bucket length, buckets.
-const WINDOWS: [(&str, Duration, usize); 2] = [
-    ("10m", Duration::from_secs(60), 10),
-    ("24h", Duration::from_secs(3600), 24),
-];
 /// The name of the count since the version started serving.
 pub const ALL: &str = "all";
+/// The windows every monitor keeps: name, bucket length, buckets. `all` is one bucket that never
+/// expires.
+const WINDOWS: [(&str, Duration, usize); 3] = [
+    ("10m", Duration::from_secs(60), 10),
+    ("24h", Duration::from_secs(3600), 24),
+    (ALL, Duration::MAX, 1),
+];
 
-/// Which model a monitor watches.
+/// Which served version: the one answering, or the challenger in the shadow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// The version answering requests.
+    /// The version that answers (`model.source`).
     Champion,
-    /// The version scored in the shadow.
+    /// The challenger scored in the shadow (`model.shadow`).
     Challenger,
 }
 
@@ -72,10 +76,6 @@ pub struct Setup {
     pub reference: Option<Reference>,
     /// Thresholds in force (decision rates follow them).
     pub thresholds: Thresholds,
-    /// Numeric features per row.
-    pub n_numeric: usize,
-    /// Categorical features per row.
-    pub n_categorical: usize,
 }
 
 /// The rows of one computed batch, copied for the monitor.
@@ -187,6 +187,8 @@ struct Layout {
     categorical: Vec<(usize, Vec<u32>, u32)>,
     /// The score's bins: (offset, edges), when there is a reference.
     score: Option<(usize, Vec<f64>)>,
+    /// Every binned value's counters, in the reference's order: its features, then the score.
+    spans: Vec<Range<usize>>,
     /// The three decision counters.
     decisions: usize,
     width: usize,
@@ -198,6 +200,7 @@ impl Layout {
             numeric: Vec::new(),
             categorical: Vec::new(),
             score: None,
+            spans: Vec::new(),
             decisions: 0,
             width: 0,
         };
@@ -221,9 +224,13 @@ impl Layout {
                     layout.categorical.push((at, lookup, other));
                 }
             }
+            layout.spans.push(at..at + f.proportions().len());
             at += f.proportions().len();
         }
         layout.score = Some((at, reference.score.edges.clone()));
+        layout
+            .spans
+            .push(at..at + reference.score.proportions.len());
         at += reference.score.proportions.len();
         layout.decisions = at;
         layout.width = at + Decision::ALL.len();
@@ -236,7 +243,7 @@ impl Layout {
             if nn > 0 {
                 let row = &s.numeric[r * nn..(r + 1) * nn];
                 for ((at, edges), &x) in self.numeric.iter().zip(row) {
-                    counts[at + below(edges, f64::from(x))] += 1;
+                    counts[at + bin_of(edges, f64::from(x))] += 1;
                 }
             }
             if nc > 0 {
@@ -247,19 +254,12 @@ impl Layout {
             }
             let score = f64::from(s.scores[r]);
             if let Some((at, edges)) = &self.score {
-                counts[at + below(edges, score)] += 1;
+                counts[at + bin_of(edges, score)] += 1;
             }
             let d = thresholds.decide(score) as usize;
             counts[self.decisions + d] += 1;
         }
     }
-}
-
-/// How many of the (sorted) `edges` lie strictly below `x`: its bin, as
-/// [`reference::NumericBins::bin`] finds it. A branch-free count over a dozen edges beats a
-/// binary search, and this runs for every value of every row.
-fn below(edges: &[f64], x: f64) -> usize {
-    edges.iter().map(|e| usize::from(*e < x)).sum()
 }
 
 /// The monitor thread's state: nothing else touches it.
@@ -268,7 +268,8 @@ struct State {
     layout: Layout,
     started: Instant,
     windows: Vec<Window>,
-    all: (u64, Vec<u64>),
+    /// Whether any row was ever observed (from then on the report is republished every second).
+    observed: bool,
     dropped: Arc<AtomicU64>,
     malformed: u64,
 }
@@ -281,7 +282,7 @@ impl State {
             .map(|&(name, bucket, n)| Window::new(name, bucket, n, layout.width))
             .collect();
         State {
-            all: (0, vec![0; layout.width]),
+            observed: false,
             layout,
             setup,
             started: Instant::now(),
@@ -315,7 +316,7 @@ impl State {
             if Instant::now() >= next_publish {
                 // Windows move on with time even when no rows come, so a monitor that ever saw
                 // rows republishes every second.
-                if self.all.0 > 0 {
+                if self.observed {
                     out.store(Arc::new(self.report()));
                 }
                 next_publish = Instant::now() + PUBLISH_EVERY;
@@ -349,18 +350,13 @@ impl State {
             *r += rows;
             c.iter_mut().zip(&counts).for_each(|(t, x)| *t += x);
         }
-        self.all.0 += rows;
-        self.all
-            .1
-            .iter_mut()
-            .zip(&counts)
-            .for_each(|(t, x)| *t += x);
+        self.observed = true;
     }
 
     fn report(&self) -> Report {
         let elapsed = self.started.elapsed();
         let reference = self.setup.reference.as_ref();
-        let mut windows: Vec<WindowReport> = self
+        let windows = self
             .windows
             .iter()
             .map(|w| {
@@ -368,7 +364,6 @@ impl State {
                 self.window(w.name, rows, &counts)
             })
             .collect();
-        windows.push(self.window(ALL, self.all.0, &self.all.1));
         Report {
             model: self.setup.model.clone(),
             version: self.setup.version.clone(),
@@ -400,24 +395,22 @@ impl State {
         let Some(reference) = &self.setup.reference else {
             return report;
         };
-        let mut at = 0;
-        for f in &reference.features {
-            let expected = f.proportions();
-            let c = &counts[at..at + expected.len()];
-            report.features.push(Drift {
-                name: f.name().to_string(),
+        let drift = |name: &str, span: &Range<usize>, expected: &[f64]| {
+            let c = &counts[span.clone()];
+            Drift {
+                name: name.to_string(),
                 psi: psi(c, expected),
                 counts: c.to_vec(),
-            });
-            at += expected.len();
-        }
-        let expected = &reference.score.proportions;
-        let c = &counts[at..at + expected.len()];
-        report.score = Some(Drift {
-            name: "score".into(),
-            psi: psi(c, expected),
-            counts: c.to_vec(),
-        });
+            }
+        };
+        let (score_span, feature_spans) = self.layout.spans.split_last().unwrap_or((&(0..0), &[]));
+        report.features = reference
+            .features
+            .iter()
+            .zip(feature_spans)
+            .map(|(f, span)| drift(f.name(), span, f.proportions()))
+            .collect();
+        report.score = Some(drift("score", score_span, &reference.score.proportions));
         // Most drifting first; features with no rows yet keep their order at the end.
         report.features.sort_by(|a, b| {
             b.psi

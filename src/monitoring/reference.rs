@@ -22,8 +22,14 @@ pub struct NumericBins {
 impl NumericBins {
     /// The bin of `x`: how many edges lie strictly below it (a NaN lands in bin 0).
     pub fn bin(&self, x: f64) -> usize {
-        self.edges.partition_point(|e| *e < x)
+        bin_of(&self.edges, x)
     }
+}
+
+/// How many of the increasing `edges` lie strictly below `x`: its bin. A branch-free count over a
+/// dozen edges beats a binary search, and the monitor runs it for every value of every row.
+pub(crate) fn bin_of(edges: &[f64], x: f64) -> usize {
+    edges.iter().map(|e| usize::from(*e < x)).sum()
 }
 
 /// The reference of one model feature, in the space the model reads it.

@@ -53,8 +53,6 @@ fn setup(reference: Option<Reference>) -> Setup {
             hold: 0.5,
             reject: 0.9,
         },
-        n_numeric: 2,
-        n_categorical: 1,
     }
 }
 

@@ -105,4 +105,12 @@ mod tests {
         // Long after, nothing is left.
         assert_eq!(w.sum(Duration::from_secs(10_000)), (0, vec![0, 0]));
     }
+
+    #[test]
+    fn one_bucket_of_unbounded_length_keeps_every_row() {
+        let mut all = Window::new("all", Duration::MAX, 1, 2);
+        add(&mut all, 0, 0);
+        add(&mut all, 10_000_000, 1);
+        assert_eq!(all.sum(Duration::from_secs(10_000_000)), (2, vec![1, 1]));
+    }
 }

@@ -275,16 +275,16 @@ pub struct Origin {
 
 impl Served {
     /// `package` served by a started `engine`, named `name:version` (the registry's version when
-    /// it came from one); `config.decisions` may override the package's thresholds.
+    /// it came from one), deciding under `thresholds` ([`Served::thresholds_in_force`]).
     pub fn new(
         package: &ModelPackage,
         version: String,
         engine: Arc<Engine>,
         monitor: Option<Arc<Monitor>>,
+        thresholds: Thresholds,
         config: &Config,
         origin: Origin,
     ) -> anyhow::Result<Self> {
-        let thresholds = Self::thresholds_in_force(package, config)?;
         let features = package.config.features.clone();
         let reason_codes = package
             .config

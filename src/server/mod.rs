@@ -81,7 +81,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
             // Its own engine metrics: the challenger's batches must not show up as the champion's.
             let metrics = Arc::new(Metrics::new().context("creating histograms")?);
             let (follower, challenger) =
-                models::Models::start(models::Role::Shadow, source, &config, device, metrics)
+                models::Models::start(models::Role::Challenger, source, &config, device, metrics)
                     .await
                     .context("loading the shadow model (model.shadow)")?;
             let shadow = crate::scoring::shadow::Shadow::new(

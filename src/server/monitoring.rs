@@ -1,7 +1,6 @@
 //! `GET /v1/monitoring` (the monitors' fresh reports as JSON) and the drift gauges of `/metrics`
 //! (from the reports they publish each second).
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -9,20 +8,30 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use crate::monitoring::{ALL, Report, WindowReport};
+use super::metrics::label;
+use crate::histogram::write_samples;
+use crate::monitoring::{ALL, Monitor, Report, WindowReport};
 use crate::scoring::Scoring;
+
+/// The monitors of the versions serving now: the champion's and the challenger's, where each
+/// runs one.
+fn monitors(scoring: &Scoring) -> [Option<Arc<Monitor>>; 2] {
+    [
+        scoring.served().monitor().cloned(),
+        scoring
+            .shadow()
+            .and_then(|s| s.slot().load_full().monitor().cloned()),
+    ]
+}
 
 /// The champion's and the challenger's reports, after every row already answered is counted.
 pub async fn page(State(state): State<Arc<AppState>>) -> Response {
-    let scoring = &state.scoring;
-    let champion = match scoring.served().monitor() {
+    let [champion, challenger] = monitors(&state.scoring);
+    let champion = match champion {
         Some(m) => Some(m.report().await),
         None => None,
     };
-    let challenger = match scoring
-        .shadow()
-        .and_then(|s| s.slot().load_full().monitor().cloned())
-    {
+    let challenger = match challenger {
         Some(m) => Some(m.report().await),
         None => None,
     };
@@ -35,136 +44,14 @@ pub async fn page(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
-/// Appends the drift gauges of the serving versions' monitors to `out`.
-pub fn prometheus(out: &mut String, scoring: &Scoring) {
-    let mut reports: Vec<Arc<Report>> = Vec::new();
-    if let Some(m) = scoring.served().monitor() {
-        reports.push(m.published());
-    }
-    if let Some(m) = scoring
-        .shadow()
-        .and_then(|s| s.slot().load_full().monitor().cloned())
-    {
-        reports.push(m.published());
-    }
-    let base = |r: &Report| {
-        format!(
-            "model=\"{}\",version=\"{}\",role=\"{}\"",
-            super::metrics::label(&r.model),
-            super::metrics::label(&r.version),
-            r.role.as_str()
-        )
-    };
-    header(
-        out,
-        "pixguard_monitoring_reference",
-        "1 when the version's package carries a training reference (reference.json), else 0.",
-    );
-    for r in &reports {
-        let v = u8::from(r.reference.is_some());
-        let _ = writeln!(out, "pixguard_monitoring_reference{{{}}} {v}", base(r));
-    }
-    header(
-        out,
-        "pixguard_monitoring_rows",
-        "Rows observed by the version's monitor in the window.",
-    );
-    for r in &reports {
-        for w in windows(r) {
-            let _ = writeln!(
-                out,
-                "pixguard_monitoring_rows{{{},window=\"{}\"}} {}",
-                base(r),
-                w.window,
-                w.rows
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP pixguard_monitoring_dropped_rows_total Rows computed but not observed (the monitor's queue was full).\n# TYPE pixguard_monitoring_dropped_rows_total counter"
-    );
-    for r in &reports {
-        let _ = writeln!(
-            out,
-            "pixguard_monitoring_dropped_rows_total{{{}}} {}",
-            base(r),
-            r.dropped_rows
-        );
-    }
-    header(
-        out,
-        "pixguard_feature_psi",
-        "Population stability index of a model feature in the window against the training reference.",
-    );
-    for r in &reports {
-        for w in windows(r) {
-            for f in &w.features {
-                if let Some(psi) = f.psi {
-                    let _ = writeln!(
-                        out,
-                        "pixguard_feature_psi{{{},window=\"{}\",feature=\"{}\"}} {psi}",
-                        base(r),
-                        w.window,
-                        super::metrics::label(&f.name)
-                    );
-                }
-            }
-        }
-    }
-    header(
-        out,
-        "pixguard_score_psi",
-        "Population stability index of the score in the window against the training reference.",
-    );
-    for r in &reports {
-        for w in windows(r) {
-            if let Some(psi) = w.score.as_ref().and_then(|s| s.psi) {
-                let _ = writeln!(
-                    out,
-                    "pixguard_score_psi{{{},window=\"{}\"}} {psi}",
-                    base(r),
-                    w.window
-                );
-            }
-        }
-    }
-    header(
-        out,
-        "pixguard_decision_ratio",
-        "Share of the window's rows given each decision.",
-    );
-    for r in &reports {
-        for w in windows(r) {
-            for (d, ratio) in &w.decisions {
-                if let Some(ratio) = ratio {
-                    let _ = writeln!(
-                        out,
-                        "pixguard_decision_ratio{{{},window=\"{}\",decision=\"{d}\"}} {ratio}",
-                        base(r),
-                        w.window
-                    );
-                }
-            }
-        }
-    }
-    header(
-        out,
-        "pixguard_decision_ratio_reference",
-        "Share of the training reference's rows given each decision (under the thresholds of its package).",
-    );
-    for r in &reports {
-        if let Some(reference) = &r.reference {
-            for (d, ratio) in &reference.decisions {
-                let _ = writeln!(
-                    out,
-                    "pixguard_decision_ratio_reference{{{},decision=\"{}\"}} {ratio}",
-                    base(r),
-                    super::metrics::label(d)
-                );
-            }
-        }
-    }
+/// The labels every drift sample starts with.
+fn base(r: &Report) -> String {
+    format!(
+        "model=\"{}\",version=\"{}\",role=\"{}\"",
+        label(&r.model),
+        label(&r.version),
+        r.role.as_str()
+    )
 }
 
 /// The windows gauges are exported for: `all` only grows, a rule over it would never recover.
@@ -172,6 +59,110 @@ fn windows(r: &Report) -> impl Iterator<Item = &WindowReport> {
     r.windows.iter().filter(|w| w.window != ALL)
 }
 
-fn header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+/// The samples of every gauge-exported window of every report: `each` gives a window's values
+/// with the labels that follow `window` (`,feature="…"`, or none).
+fn per_window<T>(
+    reports: &[Arc<Report>],
+    each: impl Fn(&WindowReport) -> Vec<(String, T)>,
+) -> Vec<(String, T)> {
+    let mut samples = Vec::new();
+    for r in reports {
+        let base = base(r);
+        for w in windows(r) {
+            for (extra, v) in each(w) {
+                samples.push((format!("{{{base},window=\"{}\"{extra}}}", w.window), v));
+            }
+        }
+    }
+    samples
+}
+
+/// Appends the drift gauges of the serving versions' monitors to `out`.
+pub fn prometheus(out: &mut String, scoring: &Scoring) {
+    let reports: Vec<Arc<Report>> = monitors(scoring)
+        .into_iter()
+        .flatten()
+        .map(|m| m.published())
+        .collect();
+    write_samples(
+        out,
+        "pixguard_monitoring_reference",
+        "1 when the version's package carries a training reference (reference.json), else 0.",
+        "gauge",
+        &reports
+            .iter()
+            .map(|r| (format!("{{{}}}", base(r)), u8::from(r.reference.is_some())))
+            .collect::<Vec<_>>(),
+    );
+    write_samples(
+        out,
+        "pixguard_monitoring_rows",
+        "Rows observed by the version's monitor in the window.",
+        "gauge",
+        &per_window(&reports, |w| vec![(String::new(), w.rows)]),
+    );
+    write_samples(
+        out,
+        "pixguard_monitoring_dropped_rows_total",
+        "Rows computed but not observed (the monitor's queue was full).",
+        "counter",
+        &reports
+            .iter()
+            .map(|r| (format!("{{{}}}", base(r)), r.dropped_rows))
+            .collect::<Vec<_>>(),
+    );
+    write_samples(
+        out,
+        "pixguard_feature_psi",
+        "Population stability index of a model feature in the window against the training reference.",
+        "gauge",
+        &per_window(&reports, |w| {
+            w.features
+                .iter()
+                .filter_map(|f| Some((format!(",feature=\"{}\"", label(&f.name)), f.psi?)))
+                .collect()
+        }),
+    );
+    write_samples(
+        out,
+        "pixguard_score_psi",
+        "Population stability index of the score in the window against the training reference.",
+        "gauge",
+        &per_window(&reports, |w| {
+            w.score
+                .as_ref()
+                .and_then(|s| s.psi)
+                .map(|p| (String::new(), p))
+                .into_iter()
+                .collect()
+        }),
+    );
+    write_samples(
+        out,
+        "pixguard_decision_ratio",
+        "Share of the window's rows given each decision.",
+        "gauge",
+        &per_window(&reports, |w| {
+            w.decisions
+                .iter()
+                .filter_map(|(d, ratio)| Some((format!(",decision=\"{d}\""), (*ratio)?)))
+                .collect()
+        }),
+    );
+    write_samples(
+        out,
+        "pixguard_decision_ratio_reference",
+        "Share of the training reference's rows given each decision (under the thresholds of its package).",
+        "gauge",
+        &reports
+            .iter()
+            .flat_map(|r| {
+                r.reference.iter().flat_map(move |reference| {
+                    reference.decisions.iter().map(move |(d, ratio)| {
+                        (format!("{{{},decision=\"{}\"}}", base(r), label(d)), *ratio)
+                    })
+                })
+            })
+            .collect::<Vec<_>>(),
+    );
 }

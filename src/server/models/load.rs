@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::engine::{Engine, Metrics};
 use crate::features::FeatureBatch;
 use crate::model::{DcnModel, ModelPackage};
-use crate::monitoring::{self, Monitor, Setup};
+use crate::monitoring::{Monitor, Setup};
 use crate::registry::Target;
 use crate::scoring::{Origin, Served};
 use crate::transaction::Transaction;
@@ -43,19 +43,15 @@ pub(super) fn build(
         .registry_version
         .clone()
         .unwrap_or_else(|| package.config.version.clone());
-    let priority = role.priority();
+    let priority = super::priority(role);
+    let thresholds = Served::thresholds_in_force(&package, config)?;
     let monitor = if config.monitoring.enabled {
         let setup = Setup {
             model: package.config.name.clone(),
             version: version.clone(),
-            role: match role {
-                super::Role::Champion => monitoring::Role::Champion,
-                super::Role::Shadow => monitoring::Role::Challenger,
-            },
+            role,
             reference: package.reference.clone(),
-            thresholds: Served::thresholds_in_force(&package, config)?,
-            n_numeric: extractor.n_numeric(),
-            n_categorical: extractor.n_categorical(),
+            thresholds,
         };
         Some(Arc::new(
             Monitor::start(setup, priority).context("starting the monitor")?,
@@ -84,6 +80,7 @@ pub(super) fn build(
         version,
         engine,
         monitor,
+        thresholds,
         config,
         Origin {
             source: source.to_string(),

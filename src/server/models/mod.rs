@@ -68,22 +68,14 @@ struct Status {
     refused: VecDeque<String>,
 }
 
-/// Which version a follower keeps up to date.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The version that answers (`model.source`).
-    Champion,
-    /// The challenger scored in the shadow (`model.shadow`).
-    Shadow,
-}
+/// Which version a follower keeps up to date (the same role names its monitor's metrics).
+pub use crate::monitoring::Role;
 
-impl Role {
-    /// How its engine's threads are scheduled: a challenger only on otherwise idle cores.
-    fn priority(self) -> Priority {
-        match self {
-            Role::Champion => Priority::Normal,
-            Role::Shadow => Priority::Idle,
-        }
+/// How a version's engine threads are scheduled: a challenger only on otherwise idle cores.
+fn priority(role: Role) -> Priority {
+    match role {
+        Role::Champion => Priority::Normal,
+        Role::Challenger => Priority::Idle,
     }
 }
 
@@ -227,7 +219,7 @@ impl Models {
     fn slot<'a>(&self, scoring: &'a Scoring) -> Option<&'a ArcSwap<Served>> {
         match self.role {
             Role::Champion => Some(scoring.champion()),
-            Role::Shadow => scoring.shadow().map(|s| s.slot()),
+            Role::Challenger => scoring.shadow().map(|s| s.slot()),
         }
     }
 
