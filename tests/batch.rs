@@ -2,12 +2,14 @@
 //! the scores `pixguard score` gives; corrupted rows land in the rejects file with their field
 //! and every other row is scored; a file without a required column is refused before any work.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/registry.rs"]
 mod registry;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use arrow_array::{
     TimestampMicrosecondArray,
 };
 use arrow_schema::DataType;
+use cli::{pixguard_ok, scratch};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
@@ -31,23 +34,6 @@ fn pixguard(args: &[&str]) -> Output {
         .expect("pixguard runs")
 }
 
-fn ok(args: &[&str]) -> Output {
-    let out = pixguard(args);
-    assert!(
-        out.status.success(),
-        "pixguard {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pixguard-batch-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -56,7 +42,7 @@ const ROWS: &str = "4000";
 const SEED: &str = "31";
 
 fn synth(path: &Path, format: &str, layout: &str) {
-    ok(&[
+    pixguard_ok(&[
         "synth",
         "--rows",
         ROWS,
@@ -204,7 +190,7 @@ fn scores_csv(path: &Path) -> HashMap<String, Row> {
 
 /// `pixguard score`'s answer for every row of a JSONL file: the independent path.
 fn reference(jsonl: &Path) -> HashMap<String, (f32, String)> {
-    let out = ok(&["score", s(jsonl)]);
+    let out = pixguard_ok(&["score", s(jsonl)]);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -244,7 +230,7 @@ fn labels(jsonl: &Path) -> HashMap<String, String> {
 
 #[test]
 fn every_format_scores_as_pixguard_score_does() {
-    let dir = tmp("formats");
+    let dir = scratch("batch", "formats");
     let jsonl = dir.join("tx.jsonl");
     synth(&jsonl, "jsonl", "nested");
     let want = reference(&jsonl);
@@ -266,7 +252,7 @@ fn every_format_scores_as_pixguard_score_does() {
         if !format.is_empty() {
             args.extend(["--keep", "label"]);
         }
-        let sum = summary(&ok(&args));
+        let sum = summary(&pixguard_ok(&args));
         assert_eq!(sum["rows"], 4000, "{input:?}: {sum}");
         assert_eq!(sum["scored"], 4000, "{input:?}: {sum}");
         assert_eq!(sum["rejected"], 0, "{input:?}: {sum}");
@@ -414,11 +400,11 @@ fn one_batch(path: &Path) -> RecordBatch {
 
 #[test]
 fn corrupted_rows_are_rejected_with_their_field_and_the_rest_scored() {
-    let dir = tmp("corrupt");
+    let dir = scratch("batch", "corrupt");
     let clean = dir.join("clean.parquet");
     synth(&clean, "parquet", "flat");
     let clean_out = dir.join("clean-out.parquet");
-    ok(&["batch", "-i", s(&clean), "-o", s(&clean_out)]);
+    pixguard_ok(&["batch", "-i", s(&clean), "-o", s(&clean_out)]);
     let clean_scores = scores_parquet(&clean_out);
 
     let mut batch = one_batch(&clean);
@@ -475,7 +461,7 @@ fn corrupted_rows_are_rejected_with_their_field_and_the_rest_scored() {
     write_parquet(&corrupt, &batch);
     let out = dir.join("out.parquet");
     let rejects = dir.join("rejects.jsonl");
-    let sum = summary(&ok(&[
+    let sum = summary(&pixguard_ok(&[
         "batch",
         "-i",
         s(&corrupt),
@@ -513,7 +499,7 @@ fn corrupted_rows_are_rejected_with_their_field_and_the_rest_scored() {
 
 #[test]
 fn a_file_without_a_required_column_is_refused_before_any_work() {
-    let dir = tmp("missing");
+    let dir = scratch("batch", "missing");
     let clean = dir.join("clean.parquet");
     synth(&clean, "parquet", "flat");
     let batch = one_batch(&clean);
@@ -551,7 +537,7 @@ fn a_file_without_a_required_column_is_refused_before_any_work() {
 
 #[test]
 fn a_folder_of_part_files_and_broken_csv_records() {
-    let dir = tmp("folder");
+    let dir = scratch("batch", "folder");
     let parts = dir.join("in");
     std::fs::create_dir_all(&parts).expect("dir");
     let whole = dir.join("whole.parquet");
@@ -561,7 +547,7 @@ fn a_folder_of_part_files_and_broken_csv_records() {
     write_parquet(&parts.join("part-00001.parquet"), &batch.slice(1500, 2500));
     std::fs::write(parts.join("_SUCCESS"), b"").expect("marker");
     let out = dir.join("out.parquet");
-    let sum = summary(&ok(&[
+    let sum = summary(&pixguard_ok(&[
         "batch",
         "-i",
         s(&parts),
@@ -573,7 +559,7 @@ fn a_folder_of_part_files_and_broken_csv_records() {
     assert_eq!(sum["files"], 2, "{sum}");
     assert_eq!(sum["scored"], 4000, "{sum}");
     let whole_out = dir.join("whole-out.parquet");
-    ok(&["batch", "-i", s(&whole), "-o", s(&whole_out)]);
+    pixguard_ok(&["batch", "-i", s(&whole), "-o", s(&whole_out)]);
     assert_eq!(scores_parquet(&out), scores_parquet(&whole_out));
     // Output order is input order, across chunks and files.
     let ids: Vec<String> = read_parquet(&out)
@@ -602,7 +588,7 @@ fn a_folder_of_part_files_and_broken_csv_records() {
     text.push_str("E1,2026-10-01T00:00:00Z,5\n");
     std::fs::write(&csv, text).expect("csv");
     let out = dir.join("csv-out.csv");
-    let sum = summary(&ok(&["batch", "-i", s(&csv), "-o", s(&out)]));
+    let sum = summary(&pixguard_ok(&["batch", "-i", s(&csv), "-o", s(&out)]));
     assert_eq!(
         (sum["rows"].as_u64(), sum["rejected"].as_u64()),
         (Some(4001), Some(1)),
@@ -625,7 +611,7 @@ fn gs_input_and_output_through_a_gcs_emulator() {
     let Some(python) = registry::python("the gs:// batch test (fake-gcs-server)") else {
         return;
     };
-    let dir = tmp("gcs");
+    let dir = scratch("batch", "gcs");
     let gcs = registry::GcsServer::start(&python, &dir, &["pix-data"]);
     let whole = dir.join("whole.parquet");
     synth(&whole, "parquet", "nested");
@@ -670,6 +656,6 @@ fn gs_input_and_output_through_a_gcs_emulator() {
     std::fs::write(&fetched, gcs.get("pix-data", "out/scores.parquet")).expect("output object");
     assert!(gcs.get("pix-data", "out/scores.rejects.jsonl").is_empty());
     let local = dir.join("local.parquet");
-    ok(&["batch", "-i", s(&whole), "-o", s(&local)]);
+    pixguard_ok(&["batch", "-i", s(&whole), "-o", s(&local)]);
     assert_eq!(scores_parquet(&fetched), scores_parquet(&local));
 }

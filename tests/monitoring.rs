@@ -4,6 +4,8 @@
 //! loads and says so, a tampered one is refused; the alert rules name metrics a live server
 //! exports. The figures printed here are in docs/monitoring.md.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/registry.rs"]
 mod registry;
 #[path = "common/server.rs"]
@@ -11,8 +13,9 @@ mod server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use cli::{pixguard_ok, scratch};
 use serde_json::{Value, json};
 use server::{ROOT, Server};
 
@@ -23,29 +26,6 @@ const CHUNK: usize = 500;
 /// Below this a feature has not drifted; above [`DRIFTED`] it has (the usual PSI reading).
 const STABLE: f64 = 0.1;
 const DRIFTED: f64 = 0.2;
-
-fn pixguard(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_pixguard"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .current_dir(ROOT)
-        .output()
-        .expect("pixguard runs");
-    assert!(
-        out.status.success(),
-        "pixguard {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("pixguard-monitoring-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -59,7 +39,7 @@ fn traffic(dir: &Path, shifts: &[&str], rows: usize) -> Vec<Value> {
     for shift in shifts {
         args.extend_from_slice(&["--shift", shift]);
     }
-    pixguard(&args);
+    pixguard_ok(&args);
     std::fs::read_to_string(&path)
         .expect("synth rows")
         .lines()
@@ -98,14 +78,19 @@ async fn monitoring(client: &reqwest::Client, server: &Server) -> Value {
     r.json().await.expect("JSON")
 }
 
-/// PSI by feature (and `score`) in the champion's 10-minute window.
-fn psi_10m(page: &Value) -> BTreeMap<String, f64> {
-    let window = page["champion"]["windows"]
+/// The champion's window `name` in a `/v1/monitoring` page.
+fn champion_window<'a>(page: &'a Value, name: &str) -> &'a Value {
+    page["champion"]["windows"]
         .as_array()
         .expect("windows")
         .iter()
-        .find(|w| w["window"] == "10m")
-        .expect("10m window");
+        .find(|w| w["window"] == name)
+        .unwrap_or_else(|| panic!("window {name} in {page}"))
+}
+
+/// PSI by feature (and `score`) in the champion's 10-minute window.
+fn psi_10m(page: &Value) -> BTreeMap<String, f64> {
+    let window = champion_window(page, "10m");
     assert_eq!(window["rows"], ROWS as u64, "every row observed");
     assert_eq!(page["champion"]["dropped_rows"], 0);
     let mut out: BTreeMap<String, f64> = window["features"]
@@ -190,12 +175,7 @@ const SCENARIOS: &[Scenario] = &[
 /// The champion's REJECT share in the 10-minute window and in its training reference.
 fn reject_shares(page: &Value) -> (f64, f64) {
     let champion = &page["champion"];
-    let window = champion["windows"]
-        .as_array()
-        .expect("windows")
-        .iter()
-        .find(|w| w["window"] == "10m")
-        .expect("10m window");
+    let window = champion_window(page, "10m");
     (
         window["decisions"]["REJECT"]
             .as_f64()
@@ -209,7 +189,7 @@ fn reject_shares(page: &Value) -> (f64, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_shift_drifts_the_values_it_moves_and_nothing_else() {
     let client = reqwest::Client::new();
-    let dir = tmp("shifts");
+    let dir = scratch("monitoring", "shifts");
     let mut failures = Vec::new();
     for scenario in SCENARIOS {
         let txs = traffic(&dir, scenario.shifts, ROWS);
@@ -277,10 +257,10 @@ fn pixguard_psi_equals_numpy_on_the_same_bins() {
     let Some(python) = registry::python("the numpy PSI reference") else {
         return;
     };
-    let dir = tmp("numpy");
+    let dir = scratch("monitoring", "numpy");
     let rows = dir.join("rows.jsonl");
     // Shifted, so that the PSIs compared are not all near zero.
-    pixguard(&[
+    pixguard_ok(&[
         "synth",
         "--rows",
         "20000",
@@ -294,7 +274,7 @@ fn pixguard_psi_equals_numpy_on_the_same_bins() {
         s(&rows),
     ]);
     let scores = dir.join("scores.jsonl");
-    let out = pixguard(&[
+    let out = pixguard_ok(&[
         "batch",
         "--input",
         s(&rows),
@@ -308,7 +288,7 @@ fn pixguard_psi_equals_numpy_on_the_same_bins() {
     let summary_path = dir.join("summary.json");
     std::fs::write(&summary_path, &out.stdout).expect("write summary");
     let features = dir.join("features.csv");
-    pixguard(&[
+    pixguard_ok(&[
         "features",
         "--model",
         "models/pix-fraud",
@@ -364,7 +344,7 @@ fn package_copy(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_without_a_reference_serves_with_decision_rates_only() {
-    let dir = tmp("no-reference");
+    let dir = scratch("monitoring", "no-reference");
     let package = package_copy(&dir, |m| {
         m.lines()
             .filter(|l| !l.trim_start().starts_with("reference:"))
@@ -378,12 +358,7 @@ async fn a_package_without_a_reference_serves_with_decision_rates_only() {
     let page = monitoring(&client, &server).await;
     let champion = &page["champion"];
     assert_eq!(champion["reference"], Value::Null, "{page}");
-    let all = champion["windows"]
-        .as_array()
-        .expect("windows")
-        .iter()
-        .find(|w| w["window"] == "all")
-        .expect("all");
+    let all = champion_window(&page, "all");
     assert_eq!(all["rows"], 1_000);
     assert_eq!(all["features"], json!([]));
     let shares: f64 = ["ALLOW", "HOLD", "REJECT"]
@@ -398,7 +373,7 @@ async fn a_package_without_a_reference_serves_with_decision_rates_only() {
 
 #[test]
 fn a_tampered_reference_is_refused_with_its_file_and_digest() {
-    let dir = tmp("tampered");
+    let dir = scratch("monitoring", "tampered");
     let package = package_copy(&dir, str::to_string);
     let path = package.join("reference.json");
     let text = std::fs::read_to_string(&path).expect("reference");
@@ -453,7 +428,7 @@ async fn the_alert_rules_parse_and_name_metrics_a_live_server_exports() {
     ] {
         assert!(metrics.contains(family), "{family} in /metrics");
     }
-    let dir = tmp("rules");
+    let dir = scratch("monitoring", "rules");
     let scraped = dir.join("metrics.txt");
     std::fs::write(&scraped, &metrics).expect("write metrics");
     python_check(

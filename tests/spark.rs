@@ -2,6 +2,8 @@
 //! PySpark in local mode, a real Kafka-protocol broker for the streaming job. They need the test
 //! venv (PIXGUARD_PYTHON, with pyspark) and Java; CI has both, elsewhere they say why they skip.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/kafka.rs"]
 mod kafka;
 #[path = "common/registry.rs"]
@@ -11,11 +13,12 @@ mod server;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int32Type};
 use arrow_array::{Array, ArrayRef};
+use cli::{pixguard_ok, scratch};
 use kafka::{Broker, broker_binary};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use registry::python;
@@ -41,21 +44,6 @@ fn spark_python(what: &str) -> Option<PathBuf> {
     Some(py)
 }
 
-fn pixguard(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_pixguard"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .current_dir(ROOT)
-        .output()
-        .expect("pixguard runs");
-    assert!(
-        out.status.success(),
-        "pixguard {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn run_python(py: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(py)
         .args(args)
@@ -73,13 +61,6 @@ fn run_python(py: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pixguard-spark-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 fn s(p: &Path) -> &str {
@@ -173,9 +154,9 @@ fn the_spark_batch_job_gives_pixguard_batch_scores() {
     let Some(py) = spark_python("the Spark batch job test") else {
         return;
     };
-    let dir = tmp("batch");
+    let dir = scratch("spark", "batch");
     let input = dir.join("tx.parquet");
-    pixguard(&[
+    pixguard_ok(&[
         "synth",
         "--rows",
         "100000",
@@ -187,7 +168,7 @@ fn the_spark_batch_job_gives_pixguard_batch_scores() {
         s(&input),
     ]);
     let reference = dir.join("pixguard.parquet");
-    pixguard(&[
+    pixguard_ok(&[
         "batch",
         "-i",
         s(&input),
@@ -242,11 +223,11 @@ fn the_structured_streaming_job_scores_a_kafka_topic() {
         return;
     };
     let broker = Broker::start(&broker_bin);
-    let dir = tmp("stream");
+    let dir = scratch("spark", "stream");
     let jsonl = dir.join("tx.jsonl");
-    pixguard(&["synth", "--rows", "10000", "--seed", "29", "-o", s(&jsonl)]);
+    pixguard_ok(&["synth", "--rows", "10000", "--seed", "29", "-o", s(&jsonl)]);
     let reference = dir.join("pixguard.parquet");
-    pixguard(&[
+    pixguard_ok(&[
         "batch",
         "-i",
         s(&jsonl),
@@ -269,7 +250,7 @@ fn the_structured_streaming_job_scores_a_kafka_topic() {
         ],
         &[],
     );
-    pixguard(&[
+    pixguard_ok(&[
         "produce",
         "--brokers",
         &broker.address,
