@@ -75,15 +75,26 @@ impl Worker {
     }
 
     pub(super) fn compute(&mut self, batch: Batch) {
-        self.rows.gather(&batch);
+        // A batch of one request's rows (all of `pixguard batch`'s, large API requests) is already
+        // contiguous in that request: no copy.
+        let single = batch.parts.len() == 1;
+        if single {
+            self.rows.out.resize(batch.rows, 0.0);
+        } else {
+            self.rows.gather(&batch);
+        }
         if !self.test_delay.is_zero() {
             std::thread::sleep(self.test_delay);
         }
         let started = Instant::now();
         let rows = &mut self.rows;
+        let (numeric, categorical) = match batch.parts.as_slice() {
+            [only] if single => only.features(),
+            _ => (&rows.numeric[..], &rows.categorical[..]),
+        };
         let model = &self.model;
         let result = model
-            .score_host(&rows.numeric, &rows.categorical, batch.rows, &mut rows.out)
+            .score_host(numeric, categorical, batch.rows, &mut rows.out)
             .map_err(|e| e.to_string())
             .and_then(|()| {
                 explain(
