@@ -77,8 +77,7 @@ impl Worker {
     pub(super) fn compute(&mut self, batch: Batch) {
         // A batch of one request's rows (all of `pixguard batch`'s, large API requests) is already
         // contiguous in that request: no copy.
-        let single = batch.parts.len() == 1;
-        if single {
+        if batch.parts.len() == 1 {
             self.rows.out.resize(batch.rows, 0.0);
         } else {
             self.rows.gather(&batch);
@@ -89,7 +88,7 @@ impl Worker {
         let started = Instant::now();
         let rows = &mut self.rows;
         let (numeric, categorical) = match batch.parts.as_slice() {
-            [only] if single => only.features(),
+            [only] => only.features(),
             _ => (&rows.numeric[..], &rows.categorical[..]),
         };
         let model = &self.model;

@@ -46,21 +46,25 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut address = None;
                 if line.contains("grpc listening") {
                     // The gRPC port: read from the log by `grpc_address`.
                 } else if let Some(at) = line.find("listening address=") {
-                    let address = line[at + "listening address=".len()..]
+                    address = line[at + "listening address=".len()..]
                         .split_whitespace()
                         .next()
-                        .unwrap_or("")
-                        .to_string();
-                    let _ = tx.send(address);
+                        .map(str::to_string);
                 } else if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
                     && json["message"] == "listening"
                 {
-                    let _ = tx.send(json["address"].as_str().unwrap_or("").to_string());
+                    address = Some(json["address"].as_str().unwrap_or("").to_string());
                 }
+                // Kept before the start is announced: a test that reads the log as soon as
+                // `spawn` returns finds the listening line in it (json_logs_… once did not).
                 sink.lock().unwrap().push(line);
+                if let Some(address) = address {
+                    let _ = tx.send(address);
+                }
             }
         });
         let address = rx
