@@ -10,7 +10,7 @@ mod registry;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -20,16 +20,14 @@ use arrow_array::{
     TimestampMicrosecondArray,
 };
 use arrow_schema::DataType;
-use cli::{pixguard_ok, scratch};
+use cli::{pixguard_command, pixguard_ok, scratch, succeeded};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
 fn pixguard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pixguard"))
+    pixguard_command()
         .args(args)
-        .env("RUST_LOG", "warn")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("pixguard runs")
 }
@@ -626,23 +624,16 @@ fn gs_input_and_output_through_a_gcs_emulator() {
         );
     }
     gcs.put("pix-data", "in/_SUCCESS", Vec::new());
-    let out = Command::new(env!("CARGO_BIN_EXE_pixguard"))
-        .args([
-            "batch",
-            "-i",
-            "gs://pix-data/in",
-            "-o",
-            "gs://pix-data/out/scores.parquet",
-        ])
-        .env("GOOGLE_SERVICE_ACCOUNT", &gcs.key_file)
-        .env("RUST_LOG", "warn")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("pixguard runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeded(
+        pixguard_command()
+            .args([
+                "batch",
+                "-i",
+                "gs://pix-data/in",
+                "-o",
+                "gs://pix-data/out/scores.parquet",
+            ])
+            .env("GOOGLE_SERVICE_ACCOUNT", &gcs.key_file),
     );
     let sum = summary(&out);
     assert_eq!(sum["files"], 2, "{sum}");

@@ -38,6 +38,23 @@ def pin(cpu: str | None, cmd: list[str]) -> list[str]:
     return ["taskset", "-c", cpu, *cmd] if cpu is not None else cmd
 
 
+def cpus() -> tuple[str | None, str | None]:
+    """(the consumer's CPU, the broker's and producer's CPU) when there are two; no pinning otherwise."""
+    return ("0", "1") if (os.cpu_count() or 1) >= 2 else (None, None)
+
+
+def start_broker(binary: str, cpu: str | None) -> tuple[subprocess.Popen, str]:
+    """One in-memory tansu broker on a free port, pinned to `cpu`, in its own process group; and
+    its address."""
+    brokers = f"127.0.0.1:{free_port()}"
+    broker = subprocess.Popen(pin(cpu, [binary, "broker", "--listener-url", f"tcp://{brokers}",
+                                        "--advertised-listener-url", f"tcp://{brokers}",
+                                        "--storage-engine", "memory://tansu/"]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(0.5)
+    return broker, brokers
+
+
 def get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as r:
         return r.read().decode()
@@ -60,17 +77,9 @@ def main() -> int:
     args = p.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    two = (os.cpu_count() or 1) >= 2
-    c_cpu, b_cpu = ("0", "1") if two else (None, None)
-    port = free_port()
-    brokers = f"127.0.0.1:{port}"
-    procs = []
-    broker = subprocess.Popen(pin(b_cpu, [args.broker, "broker", "--listener-url", f"tcp://{brokers}",
-                                          "--advertised-listener-url", f"tcp://{brokers}",
-                                          "--storage-engine", "memory://tansu/"]),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    procs.append(broker)
-    time.sleep(0.5)
+    c_cpu, b_cpu = cpus()
+    broker, brokers = start_broker(args.broker, b_cpu)
+    procs = [broker]
     py = sys.executable
     topics = ROOT / "tests/python/kafka_topics.py"
 

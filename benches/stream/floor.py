@@ -24,7 +24,7 @@ import time
 from confluent_kafka import Consumer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ROOT, free_port, pin  # noqa: E402
+from bench import ROOT, cpus, pin, start_broker  # noqa: E402
 
 
 def main() -> int:
@@ -37,17 +37,11 @@ def main() -> int:
     args = p.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    two = (os.cpu_count() or 1) >= 2
-    c_cpu, b_cpu = ("0", "1") if two else (None, None)
+    c_cpu, b_cpu = cpus()
     if c_cpu is not None:
         os.sched_setaffinity(0, {int(c_cpu)})
-    brokers = f"127.0.0.1:{free_port()}"
-    broker = subprocess.Popen(pin(b_cpu, [args.broker, "broker", "--listener-url", f"tcp://{brokers}",
-                                          "--advertised-listener-url", f"tcp://{brokers}",
-                                          "--storage-engine", "memory://tansu/"]),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    broker, brokers = start_broker(args.broker, b_cpu)
     try:
-        time.sleep(0.5)
         subprocess.run([sys.executable, str(ROOT / "tests/python/kafka_topics.py"), "create", "--brokers", brokers,
                         "--partitions", "3", "floor.in"], check=True)
         n = int(args.rate * args.seconds)
@@ -87,6 +81,7 @@ def main() -> int:
         return 0 if produced.returncode == 0 and len(ages) == n else 1
     finally:
         os.killpg(broker.pid, signal.SIGKILL)
+        broker.wait()
 
 
 if __name__ == "__main__":

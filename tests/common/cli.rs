@@ -4,21 +4,29 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// `pixguard <args>` from the repository root with warnings only in its log; panics with its
-/// stderr unless it succeeds.
-pub fn pixguard_ok(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_pixguard"))
-        .args(args)
+/// `pixguard`, run from the repository root with warnings only in its log; add the arguments.
+pub fn pixguard_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pixguard"));
+    command
         .env("RUST_LOG", "warn")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("pixguard runs");
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    command
+}
+
+/// Runs `command`; panics with its stderr unless it succeeds.
+pub fn succeeded(command: &mut Command) -> Output {
+    let out = command.output().expect("pixguard runs");
     assert!(
         out.status.success(),
-        "pixguard {args:?} failed: {}",
+        "{command:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// `pixguard <args>` (see [`pixguard_command`]); panics with its stderr unless it succeeds.
+pub fn pixguard_ok(args: &[&str]) -> Output {
+    succeeded(pixguard_command().args(args))
 }
 
 /// An empty folder for one test of `suite`, under the system's temporary folder.
