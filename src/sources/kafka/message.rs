@@ -48,14 +48,16 @@ pub fn decode(value: Option<&[u8]>, limit: usize) -> Result<Transaction, Unscora
             ),
         });
     }
-    if let Err(e) = std::str::from_utf8(value) {
-        return Err(Unscorable {
-            class: "not_utf8",
-            field: None,
-            message: format!("the value is not UTF-8: {e}"),
-        });
-    }
+    // A transaction that parses is valid UTF-8 (serde_json checks every string, and everything
+    // outside strings is ASCII syntax): the separate check is only worth running on failure.
     Transaction::from_json(value).map_err(|e| {
+        if let Err(bad) = std::str::from_utf8(value) {
+            return Unscorable {
+                class: "not_utf8",
+                field: None,
+                message: format!("the value is not UTF-8: {bad}"),
+            };
+        }
         // Only on the error path: is it JSON at all? serde names a position inside a broken
         // document as if it were a field.
         if serde_json::from_slice::<serde::de::IgnoredAny>(value).is_err() {
@@ -74,21 +76,21 @@ pub fn decode(value: Option<&[u8]>, limit: usize) -> Result<Transaction, Unscora
     })
 }
 
-/// The input message's headers, detached, for the output or dead-letter record.
-pub fn headers_of(message: &BorrowedMessage<'_>) -> OwnedHeaders {
-    message.headers().map(|h| h.detach()).unwrap_or_default()
+/// The input message's headers, detached, for the output or dead-letter record; none without.
+pub fn headers_of(message: &BorrowedMessage<'_>) -> Option<OwnedHeaders> {
+    message.headers().map(|h| h.detach())
 }
 
 /// Kafka Connect's dead-letter headers (`__connect.errors.*`) plus pixguard's own, appended to
 /// the original headers.
 pub fn dead_letter_headers(
-    original: OwnedHeaders,
+    original: Option<OwnedHeaders>,
     source: (&str, i32, i64),
     why: &Unscorable,
     model_version: &str,
 ) -> OwnedHeaders {
     let (topic, partition, offset) = source;
-    let mut h = original;
+    let mut h = original.unwrap_or_default();
     let mut add = |key: &str, value: &str| {
         h = std::mem::take(&mut h).insert(Header {
             key,
@@ -118,8 +120,8 @@ pub fn dead_letter_headers(
 struct Output<'a> {
     #[serde(flatten)]
     answer: ScoreResult<'a>,
-    model_version: String,
-    scored_at: String,
+    model_version: &'a str,
+    scored_at: &'a str,
     source: Source<'a>,
 }
 
@@ -131,21 +133,27 @@ struct Source<'a> {
     offset: i64,
 }
 
-/// The output message's value for `answer`, from the message at `source`.
-pub fn output(answer: ScoreResult<'_>, source: (&str, i32, i64)) -> Vec<u8> {
-    let model_version = format!("{}:{}", answer.model.name, answer.model.version);
+/// Writes the output message's value for `answer` into `out`: the message at `source`, scored
+/// at `scored_at` (RFC 3339) by `model_version` (`name:version`).
+pub fn output(
+    out: &mut Vec<u8>,
+    answer: ScoreResult<'_>,
+    model_version: &str,
+    scored_at: &str,
+    source: (&str, i32, i64),
+) {
     let value = Output {
         answer,
         model_version,
-        scored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        scored_at,
         source: Source {
             topic: source.0,
             partition: source.1,
             offset: source.2,
         },
     };
-    // Plain structs of strings and numbers always serialise.
-    serde_json::to_vec(&value).unwrap_or_default()
+    // Plain structs of strings and numbers always serialise into a Vec.
+    let _ = serde_json::to_writer(out, &value);
 }
 
 #[cfg(test)]
@@ -164,6 +172,11 @@ mod tests {
             decode(Some(&[0xff, 0xfe]), 100).unwrap_err().class,
             "not_utf8"
         );
+        // Invalid UTF-8 inside an otherwise well-formed transaction's string.
+        let mut tx = br#"{"end_to_end_id": "E"#.to_vec();
+        tx.extend_from_slice(&[0xc3, 0x28]);
+        tx.extend_from_slice(br#""}"#);
+        assert_eq!(decode(Some(&tx), 100).unwrap_err().class, "not_utf8");
         assert_eq!(
             decode(Some(b"{not json"), 100).unwrap_err().class,
             "invalid_json"

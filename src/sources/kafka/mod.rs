@@ -6,6 +6,7 @@
 
 mod message;
 mod offsets;
+mod produce;
 mod run;
 
 use std::collections::BTreeMap;

@@ -27,29 +27,39 @@ impl Partition {
 /// Offsets of every assigned partition.
 #[derive(Debug, Default)]
 pub struct Offsets {
-    partitions: HashMap<Key, Partition>,
+    /// By topic, then partition: looked up with the message's `&str` topic, no allocation per
+    /// message (a stream has one input topic, so the outer map holds one entry).
+    partitions: HashMap<String, HashMap<i32, Partition>>,
     /// Partitions this member owns now. A message of another — prefetched before its partition was
     /// revoked — belongs to the new owner, which starts from the committed position.
-    assigned: HashSet<Key>,
+    assigned: HashMap<String, HashSet<i32>>,
 }
 
 impl Offsets {
     /// These partitions are ours from now on.
     pub fn assign(&mut self, keys: &[Key]) {
-        self.assigned.extend(keys.iter().cloned());
+        for (topic, partition) in keys {
+            self.assigned
+                .entry(topic.clone())
+                .or_default()
+                .insert(*partition);
+        }
     }
 
     /// Whether a message of this partition is ours to score.
     pub fn owns(&self, topic: &str, partition: i32) -> bool {
-        self.assigned.contains(&(topic.to_string(), partition))
+        self.assigned
+            .get(topic)
+            .is_some_and(|p| p.contains(&partition))
     }
 
     /// A message at `offset` was received and its work started.
     pub fn received(&mut self, topic: &str, partition: i32, offset: i64) {
-        let p = self
-            .partitions
-            .entry((topic.to_string(), partition))
-            .or_default();
+        let partitions = match self.partitions.get_mut(topic) {
+            Some(p) => p,
+            None => self.partitions.entry(topic.to_string()).or_default(),
+        };
+        let p = partitions.entry(partition).or_default();
         p.pending.insert(offset);
         p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
     }
@@ -57,20 +67,30 @@ impl Offsets {
     /// The message at `offset` is finished: its output (or dead-letter record) is acknowledged.
     /// Offsets of a partition given up meanwhile are ignored.
     pub fn finished(&mut self, topic: &str, partition: i32, offset: i64) {
-        if let Some(p) = self.partitions.get_mut(&(topic.to_string(), partition)) {
+        if let Some(p) = self.get_mut(topic, partition) {
             p.pending.remove(&offset);
         }
+    }
+
+    fn get(&self, topic: &str, partition: i32) -> Option<&Partition> {
+        self.partitions.get(topic)?.get(&partition)
+    }
+
+    fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut Partition> {
+        self.partitions.get_mut(topic)?.get_mut(&partition)
     }
 
     /// Positions to commit that moved since the last call: (topic, partition, next offset to read).
     pub fn committable(&mut self) -> Vec<(String, i32, i64)> {
         let mut out = Vec::new();
-        for ((topic, partition), p) in &mut self.partitions {
-            if let Some(position) = p.position()
-                && p.committed.is_none_or(|c| position > c)
-            {
-                p.committed = Some(position);
-                out.push((topic.clone(), *partition, position));
+        for (topic, partitions) in &mut self.partitions {
+            for (partition, p) in partitions {
+                if let Some(position) = p.position()
+                    && p.committed.is_none_or(|c| position > c)
+                {
+                    p.committed = Some(position);
+                    out.push((topic.clone(), *partition, position));
+                }
             }
         }
         out.sort();
@@ -80,9 +100,9 @@ impl Offsets {
     /// Positions to commit for `keys` (moved or not), for a commit before giving them up.
     pub fn positions(&self, keys: &[Key]) -> Vec<(String, i32, i64)> {
         keys.iter()
-            .filter_map(|k| {
-                let p = self.partitions.get(k)?;
-                Some((k.0.clone(), k.1, p.position()?))
+            .filter_map(|(topic, partition)| {
+                let p = self.get(topic, *partition)?;
+                Some((topic.clone(), *partition, p.position()?))
             })
             .collect()
     }
@@ -90,21 +110,29 @@ impl Offsets {
     /// Messages of `keys` still unfinished.
     pub fn pending_in(&self, keys: &[Key]) -> usize {
         keys.iter()
-            .filter_map(|k| self.partitions.get(k))
+            .filter_map(|(topic, partition)| self.get(topic, *partition))
             .map(|p| p.pending.len())
             .sum()
     }
 
     /// Messages still unfinished, all partitions.
     pub fn pending(&self) -> usize {
-        self.partitions.values().map(|p| p.pending.len()).sum()
+        self.partitions
+            .values()
+            .flat_map(HashMap::values)
+            .map(|p| p.pending.len())
+            .sum()
     }
 
     /// Forgets partitions given up: their late completions change nothing.
     pub fn forget(&mut self, keys: &[Key]) {
-        for k in keys {
-            self.partitions.remove(k);
-            self.assigned.remove(k);
+        for (topic, partition) in keys {
+            if let Some(p) = self.partitions.get_mut(topic.as_str()) {
+                p.remove(partition);
+            }
+            if let Some(p) = self.assigned.get_mut(topic.as_str()) {
+                p.remove(partition);
+            }
         }
     }
 }

@@ -15,14 +15,13 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::StreamMetrics;
 use super::message::{Unscorable, dead_letter_headers, decode, headers_of, output};
 use super::offsets::{Key, Offsets};
+use super::produce::{Delivery, Producer, Record, Sink, Source, enqueue, redeliver};
 use crate::config::StreamConfig;
 use crate::protocol::v1::ScoreResult;
 use crate::scoring::ScoreError;
@@ -33,8 +32,13 @@ use crate::transaction::Transaction;
 pub struct Shared {
     offsets: Mutex<Offsets>,
     progress: Condvar,
-    /// Woken at every finished message: a paused stream resumes as soon as it has drained, not
-    /// on the next tick (a tick-paced resume capped the stream at 8,192 messages per 200 ms cycle).
+    /// Messages received and not yet handed to the producer: what backpressure bounds. Past the
+    /// hand-off a message holds only its output record, bounded by librdkafka's own queue
+    /// (`queue.buffering.max.messages`); counting it too made the bound a cap on the output
+    /// broker's round trips (32,768 in flight over ~250 ms of produce latency: ~130 k msg/s).
+    scoring: std::sync::atomic::AtomicUsize,
+    /// Woken as each chunk is handed to the producer: a stalled stream goes on as soon as it has
+    /// room, not on the next tick.
     wake: tokio::sync::Notify,
     /// What the stream records.
     pub metrics: StreamMetrics,
@@ -42,12 +46,18 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn finished(&self, topic: &str, partition: i32, offset: i64) {
+    /// The message at `offset` is finished: its output is acknowledged.
+    pub(super) fn finished(&self, topic: &str, partition: i32, offset: i64) {
         self.offsets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .finished(topic, partition, offset);
         self.progress.notify_all();
+    }
+
+    /// `n` messages handed to the producer (or the dead-letter topic): room for more.
+    fn handed_off(&self, n: usize) {
+        self.scoring.fetch_sub(n, Ordering::Relaxed);
         self.wake.notify_one();
     }
 
@@ -247,7 +257,7 @@ struct Chunk {
 /// Where one decoded message came from.
 struct Work {
     key: Option<Vec<u8>>,
-    headers: OwnedHeaders,
+    headers: Option<OwnedHeaders>,
     topic: String,
     partition: i32,
     offset: i64,
@@ -278,12 +288,16 @@ pub async fn run(
         shared: shared.clone(),
     })
     .context("creating the Kafka consumer")?;
-    let producer: FutureProducer = client(&config, &[])
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "2")
-        .create()
-        .context("creating the Kafka producer")?;
+    let (sink, failed) = Sink::new(shared.clone());
+    let producer: Arc<Producer> = Arc::new(
+        client(&config, &[])
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .create_with_context(sink)
+            .context("creating the Kafka producer")?,
+    );
+    let redelivery = tokio::spawn(redeliver(producer.clone(), shared.clone(), failed));
     consumer
         .subscribe(&[config.input_topic.as_str()])
         .with_context(|| format!("subscribing to {}", config.input_topic))?;
@@ -297,24 +311,24 @@ pub async fn run(
     );
     let mut tick = tokio::time::interval(Duration::from_millis(config.commit_interval_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut paused = false;
+    let mut flow = Flow::default();
     let mut last_log = Instant::now();
     loop {
+        flow.update(&consumer, &shared, &config);
+        let receiving = flow.receiving();
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            _ = shared.wake.notified(), if paused => {
-                paused = backpressure(&consumer, &shared, &config, paused);
-            }
+            // A finished message may end a stall: the loop re-evaluates at once, not on the tick.
+            _ = shared.wake.notified(), if !receiving || flow.paused => {}
             _ = tick.tick() => {
                 commit(&consumer, &shared, CommitMode::Async);
-                paused = backpressure(&consumer, &shared, &config, paused);
                 if last_log.elapsed() >= Duration::from_secs(10) {
                     last_log = Instant::now();
                     shared.metrics.log_progress();
                 }
             }
-            message = consumer.recv() => {
+            message = consumer.recv(), if receiving => {
                 let first = match message {
                     Ok(m) => m,
                     Err(e) => {
@@ -340,7 +354,6 @@ pub async fn run(
                 if !chunk.txs.is_empty() {
                     tokio::spawn(score(state.clone(), shared.clone(), producer.clone(), config.clone(), chunk));
                 }
-                paused = backpressure(&consumer, &shared, &config, paused);
             }
         }
     }
@@ -357,6 +370,7 @@ pub async fn run(
             "stream stopped with work unfinished (not committed)"
         );
     }
+    redelivery.abort();
     tracing::info!("stream stopped");
     Ok(())
 }
@@ -378,19 +392,64 @@ fn commit(consumer: &StreamConsumer<KafkaContext>, shared: &Shared, mode: Commit
     }
 }
 
-/// Pauses every assigned partition while too many messages are in flight (the engine's queue is
-/// backing up); resumes below half of that. Nothing is dropped or failed meanwhile.
-fn backpressure(
-    consumer: &StreamConsumer<KafkaContext>,
-    shared: &Shared,
-    config: &StreamConfig,
+/// How long the stream may stop taking messages before it pauses its partitions. Not polling
+/// keeps librdkafka's prefetch (a pause drops it, and the refetch after the resume capped the
+/// stream at ~37 k msg/s where not polling reached ~150 k), but a consumer that does not poll
+/// serves no rebalance and leaves the group after `max.poll.interval.ms`: a longer stall (the
+/// engine or the output broker stuck) pauses the partitions and keeps polling.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
+/// Backpressure on the consumer: with `stream.max_in_flight` messages unfinished, stop taking
+/// messages (librdkafka's prefetch queue, bounded by its `queued.max.messages.kbytes`, holds the
+/// rest); past [`PAUSE_AFTER`] of that, pause every assigned partition and keep polling; resume
+/// below half. Nothing is dropped or failed meanwhile.
+#[derive(Default)]
+struct Flow {
+    /// Since when the in-flight bound has been reached, while it is.
+    full_since: Option<Instant>,
+    /// The assigned partitions are paused.
     paused: bool,
-) -> bool {
-    let pending = shared.pending();
-    let Ok(assignment) = consumer.assignment() else {
-        return paused;
-    };
-    if !paused && pending >= config.max_in_flight {
+}
+
+impl Flow {
+    /// Whether the loop takes messages now: below the bound, or paused (polling only serves the
+    /// group protocol then; paused partitions deliver nothing).
+    fn receiving(&self) -> bool {
+        self.full_since.is_none() || self.paused
+    }
+
+    fn update(
+        &mut self,
+        consumer: &StreamConsumer<KafkaContext>,
+        shared: &Shared,
+        config: &StreamConfig,
+    ) {
+        let pending = shared.scoring.load(Ordering::Relaxed);
+        if self.paused {
+            if pending <= config.max_in_flight / 2
+                && let Ok(assignment) = consumer.assignment()
+                && consumer.resume(&assignment).is_ok()
+            {
+                shared.metrics.paused.store(0, Ordering::Relaxed);
+                self.paused = false;
+                self.full_since = None;
+            }
+            return;
+        }
+        if pending < config.max_in_flight {
+            self.full_since = None;
+            return;
+        }
+        let since = *self.full_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= PAUSE_AFTER {
+            self.pause(consumer, shared, pending);
+        }
+    }
+
+    fn pause(&mut self, consumer: &StreamConsumer<KafkaContext>, shared: &Shared, pending: usize) {
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
         if consumer.pause(&assignment).is_ok() {
             shared
                 .metrics
@@ -398,14 +457,9 @@ fn backpressure(
                 .store(assignment.count() as u64, Ordering::Relaxed);
             shared.metrics.pauses.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(pending, "partitions paused");
-            return true;
+            self.paused = true;
         }
-    } else if paused && pending <= config.max_in_flight / 2 && consumer.resume(&assignment).is_ok()
-    {
-        shared.metrics.paused.store(0, Ordering::Relaxed);
-        return false;
     }
-    paused
 }
 
 /// The chunk's messages whose partitions are still ours, registered as in flight. A chunk's
@@ -425,14 +479,24 @@ fn dispatchable(shared: &Shared, chunk: Chunk) -> Chunk {
             shared.metrics.skipped.fetch_add(1, Ordering::Relaxed);
         }
     }
+    shared.scoring.fetch_add(kept.txs.len(), Ordering::Relaxed);
     kept
+}
+
+/// Counts a chunk's messages handed off when it is dropped, however its task ends.
+struct HandOff<'a>(&'a Shared, usize);
+
+impl Drop for HandOff<'_> {
+    fn drop(&mut self) {
+        self.0.handed_off(self.1);
+    }
 }
 
 /// Takes one message: queues it for scoring, or registers it and dead-letters it.
 fn accept(
     state: &AppState,
     shared: &Arc<Shared>,
-    producer: &FutureProducer,
+    producer: &Arc<Producer>,
     config: &StreamConfig,
     message: &BorrowedMessage<'_>,
     chunk: &mut Chunk,
@@ -473,89 +537,69 @@ fn accept(
                 .received(&topic, partition, offset);
             let value = message.payload().map(<[u8]>::to_vec);
             let version = state.scoring.served().model().version.clone();
-            tokio::spawn(dead_letter(
-                shared.clone(),
-                producer.clone(),
-                config.dead_letter_topic.clone(),
-                (topic, partition, offset),
-                key,
-                value,
-                headers,
-                why,
-                version,
-            ));
+            let (producer, shared) = (producer.clone(), shared.clone());
+            let dlq = config.dead_letter_topic.clone();
+            tokio::spawn(async move {
+                let letter = Letter {
+                    source: (topic, partition, offset),
+                    key,
+                    value,
+                    headers,
+                    why,
+                    version,
+                };
+                dead_letter(&producer, &shared, &dlq, letter).await;
+            });
         }
     }
 }
 
-/// Sends a record until the broker acknowledges it: a broker outage is waited out, never turned
-/// into a lost message.
-async fn deliver<'a>(
-    producer: &FutureProducer,
-    shared: &Shared,
-    record: impl Fn() -> FutureRecord<'a, [u8], [u8]>,
-) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match producer
-            .send(record(), Timeout::After(Duration::from_secs(5)))
-            .await
-        {
-            Ok(_) => {
-                shared.metrics.brokers_down.store(false, Ordering::Relaxed);
-                return;
-            }
-            Err((e, _)) => {
-                shared
-                    .metrics
-                    .produce_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "produce failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn dead_letter(
-    shared: Arc<Shared>,
-    producer: FutureProducer,
-    topic: String,
-    source: (String, i32, i64),
+/// A message that cannot be scored, on its way to the dead-letter topic.
+struct Letter {
+    source: Source,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
-    headers: OwnedHeaders,
+    headers: Option<OwnedHeaders>,
     why: Unscorable,
     version: String,
-) {
-    let headers = dead_letter_headers(headers, (&source.0, source.1, source.2), &why, &version);
-    deliver(&producer, &shared, || {
-        let mut r = FutureRecord::to(&topic).headers(headers.clone());
-        if let Some(k) = key.as_deref() {
-            r = r.key(k);
-        }
-        if let Some(v) = value.as_deref() {
-            r = r.payload(v);
-        }
-        r
-    })
-    .await;
-    shared.metrics.dead_lettered(why.class);
-    shared.finished(&source.0, source.1, source.2);
 }
 
-/// Scores a chunk (retrying while the engine is busy: backpressure, not loss), then produces each
-/// score and marks its message finished once the broker has it.
+/// Hands a dead-letter record to the producer; its delivery finishes the message.
+async fn dead_letter(producer: &Producer, shared: &Shared, topic: &str, letter: Letter) {
+    let Letter {
+        source,
+        key,
+        value,
+        headers,
+        why,
+        version,
+    } = letter;
+    let headers = dead_letter_headers(headers, (&source.0, source.1, source.2), &why, &version);
+    let delivery = Box::new(Delivery::DeadLetter {
+        source,
+        class: why.class,
+    });
+    let mut record = Record::with_opaque_to(topic, delivery).headers(headers);
+    if let Some(k) = key.as_deref() {
+        record = record.key(k);
+    }
+    if let Some(v) = value.as_deref() {
+        record = record.payload(v);
+    }
+    enqueue(producer, shared, record).await;
+}
+
+/// Scores a chunk (retrying while the engine is busy: backpressure, not loss), then hands each
+/// score to the producer; its delivery marks the message finished.
 async fn score(
     state: Arc<AppState>,
     shared: Arc<Shared>,
-    producer: FutureProducer,
+    producer: Arc<Producer>,
     config: StreamConfig,
     chunk: Chunk,
 ) {
     let Chunk { txs, work } = chunk;
+    let _handed_off = HandOff(&shared, txs.len());
     let mut backoff = Duration::from_millis(5);
     let (served, scores) = loop {
         let served = state.scoring.served();
@@ -578,60 +622,58 @@ async fn score(
                 tracing::error!(error = %e, messages = txs.len(), "scoring failed; dead-lettering the chunk");
                 let version = served.model().version.clone();
                 for (tx, w) in txs.iter().zip(work) {
-                    let value = serde_json::to_vec(tx).ok();
-                    dead_letter(
-                        shared.clone(),
-                        producer.clone(),
-                        config.dead_letter_topic.clone(),
-                        (w.topic, w.partition, w.offset),
-                        w.key,
-                        value,
-                        w.headers,
-                        Unscorable {
+                    let letter = Letter {
+                        source: (w.topic, w.partition, w.offset),
+                        key: w.key,
+                        value: serde_json::to_vec(tx).ok(),
+                        headers: w.headers,
+                        why: Unscorable {
                             class: "scoring_failed",
                             field: None,
                             message: e.to_string(),
                         },
-                        version.clone(),
-                    )
-                    .await;
+                        version: version.clone(),
+                    };
+                    dead_letter(&producer, &shared, &config.dead_letter_topic, letter).await;
                 }
                 return;
             }
         }
     };
-    let sends = txs.iter().zip(&work).enumerate().map(|(row, (tx, w))| {
+    // The chunk was scored at one moment by one version: both rendered once.
+    let model = served.model();
+    let model_version = format!("{}:{}", model.name, model.version);
+    let scored_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let mut value = Vec::with_capacity(512);
+    for (row, (tx, w)) in txs.iter().zip(work).enumerate() {
         // The /v1 answer itself (the same type /v1 renders), plus provenance.
         let answer = ScoreResult {
             end_to_end_id: tx.end_to_end_id.as_str(),
             score: scores.scores[row],
             decision: scores.decisions[row],
             reasons: served.reason(&scores, row),
-            model: served.model(),
+            model,
         };
-        let value = output(answer, (&w.topic, w.partition, w.offset));
-        let (producer, shared, topic) = (&producer, &shared, &config.output_topic);
-        async move {
-            let key = tx.end_to_end_id.as_str().as_bytes();
-            deliver(producer, shared, || {
-                FutureRecord::to(topic)
-                    .key(key)
-                    .payload(value.as_slice())
-                    .headers(w.headers.clone())
-            })
-            .await;
-            shared.metrics.produced.fetch_add(1, Ordering::Relaxed);
-            if let Some(ts) = w.timestamp_ms {
-                let now = chrono::Utc::now().timestamp_millis();
-                shared
-                    .metrics
-                    .end_to_end
-                    .record((now - ts).max(0) as u64 * 1000);
-            }
-            shared.finished(&w.topic, w.partition, w.offset);
+        value.clear();
+        output(
+            &mut value,
+            answer,
+            &model_version,
+            &scored_at,
+            (&w.topic, w.partition, w.offset),
+        );
+        let delivery = Box::new(Delivery::Score {
+            source: (w.topic, w.partition, w.offset),
+            timestamp_ms: w.timestamp_ms,
+        });
+        let mut record = Record::with_opaque_to(&config.output_topic, delivery)
+            .key(tx.end_to_end_id.as_str().as_bytes())
+            .payload(value.as_slice());
+        if let Some(h) = w.headers {
+            record = record.headers(h);
         }
-    });
-    futures_util::future::join_all(sends).await;
+        enqueue(&producer, &shared, record).await;
+    }
 }
 
 /// The state shared by the loop and its tasks.
@@ -639,6 +681,7 @@ pub fn shared(config: &StreamConfig) -> anyhow::Result<Arc<Shared>> {
     Ok(Arc::new(Shared {
         offsets: Mutex::new(Offsets::default()),
         progress: Condvar::new(),
+        scoring: std::sync::atomic::AtomicUsize::new(0),
         wake: tokio::sync::Notify::new(),
         metrics: StreamMetrics::new()?,
         revoke_timeout: Duration::from_millis(config.revoke_timeout_ms),
