@@ -202,7 +202,8 @@ pub struct StreamConfig {
     pub group_id: String,
     /// Most messages scored in one call (the engine batches further).
     pub max_batch: usize,
-    /// Messages in flight beyond which the partitions are paused (resumed below half).
+    /// Messages received and not yet handed to the producer beyond which the stream stops taking
+    /// more (and pauses its partitions after a second of that; resumed below half).
     pub max_in_flight: usize,
     /// How often finished offsets are committed, ms.
     pub commit_interval_ms: u64,

@@ -399,6 +399,43 @@ fn a_graceful_sigterm_leaves_nothing_to_score_twice() {
 }
 
 #[test]
+fn a_slow_engine_stalls_then_pauses_the_partitions_and_loses_nothing() {
+    let Some(fx) = Fixture::new("stream-slow") else {
+        return;
+    };
+    let topics = ("slow.in", "slow.out", "slow.dlq");
+    fx.topics(&[topics.0, topics.1, topics.2]);
+    let (synth, expected) = traffic(&fx.tmp, 3_000, 24);
+    fx.produce(&synth, topics.0);
+    // Every batch takes 1.5 s and one chunk fills the in-flight bound: each stall outlasts the
+    // second after which the stream pauses its partitions (and keeps polling).
+    let slow = [
+        ("stream.max_in_flight", "500"),
+        ("stream.max_batch", "500"),
+        ("engine.test_worker_delay_us", "1500000"),
+    ];
+    let server = fx.stream_with("slow", topics, &slow);
+    wait_idle(&server, expected.len() as f64, Duration::from_secs(240));
+    let pauses = metric(&server, "pixguard_stream_pauses_total");
+    eprintln!("pauses {pauses}");
+    assert!(pauses >= 1.0, "a stall past a second pauses the partitions");
+    assert_eq!(
+        metric(&server, "pixguard_stream_paused_partitions"),
+        0.0,
+        "resumed once drained"
+    );
+    let scores = fx.dump(topics.1, expected.len());
+    let mut ids = std::collections::HashSet::new();
+    for r in &scores {
+        ids.insert(r["key"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), expected.len(), "every message scored");
+    assert_eq!(scores.len(), expected.len(), "and once: nothing was killed");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&fx.tmp);
+}
+
+#[test]
 fn two_members_share_the_partitions_and_one_leaving_hands_over_without_loss() {
     let Some(fx) = Fixture::new("stream-group") else {
         return;
