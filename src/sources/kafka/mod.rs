@@ -4,6 +4,7 @@
 //! partition's offset is committed only up to the contiguous run of messages whose output the
 //! broker has acknowledged: at least once, never a silent skip. docs/streaming.md.
 
+mod flow;
 mod message;
 mod offsets;
 mod produce;

@@ -19,6 +19,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::StreamMetrics;
+use super::flow::Flow;
 use super::message::{Unscorable, dead_letter_headers, decode, headers_of, output};
 use super::offsets::{Key, Offsets};
 use super::produce::{Delivery, Producer, Record, Sink, Source, enqueue, redeliver};
@@ -36,7 +37,7 @@ pub struct Shared {
     /// hand-off a message holds only its output record, bounded by librdkafka's own queue
     /// (`queue.buffering.max.messages`); counting it too made the bound a cap on the output
     /// broker's round trips (32,768 in flight over ~250 ms of produce latency: ~130 k msg/s).
-    scoring: std::sync::atomic::AtomicUsize,
+    pub(super) scoring: std::sync::atomic::AtomicUsize,
     /// Woken as each chunk is handed to the producer: a stalled stream goes on as soon as it has
     /// room, not on the next tick.
     wake: tokio::sync::Notify,
@@ -96,7 +97,7 @@ impl Shared {
 }
 
 /// librdkafka calls back here: errors (broker outages) and rebalances.
-struct KafkaContext {
+pub(super) struct KafkaContext {
     shared: Arc<Shared>,
 }
 
@@ -392,76 +393,6 @@ fn commit(consumer: &StreamConsumer<KafkaContext>, shared: &Shared, mode: Commit
                 shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => tracing::warn!(error = %e, "offset commit failed; retried on the next tick"),
-        }
-    }
-}
-
-/// How long the stream may stop taking messages before it pauses its partitions. Not polling
-/// keeps librdkafka's prefetch (a pause drops it, and the refetch after the resume capped the
-/// stream at ~37 k msg/s where not polling reached ~150 k), but a consumer that does not poll
-/// serves no rebalance and leaves the group after `max.poll.interval.ms`: a longer stall (the
-/// engine or the output broker stuck) pauses the partitions and keeps polling.
-const PAUSE_AFTER: Duration = Duration::from_secs(1);
-
-/// Backpressure on the consumer: with `stream.max_in_flight` messages unfinished, stop taking
-/// messages (librdkafka's prefetch queue, bounded by its `queued.max.messages.kbytes`, holds the
-/// rest); past [`PAUSE_AFTER`] of that, pause every assigned partition and keep polling; resume
-/// below half. Nothing is dropped or failed meanwhile.
-#[derive(Default)]
-struct Flow {
-    /// Since when the in-flight bound has been reached, while it is.
-    full_since: Option<Instant>,
-    /// The assigned partitions are paused.
-    paused: bool,
-}
-
-impl Flow {
-    /// Whether the loop takes messages now: below the bound, or paused (polling only serves the
-    /// group protocol then; paused partitions deliver nothing).
-    fn receiving(&self) -> bool {
-        self.full_since.is_none() || self.paused
-    }
-
-    fn update(
-        &mut self,
-        consumer: &StreamConsumer<KafkaContext>,
-        shared: &Shared,
-        config: &StreamConfig,
-    ) {
-        let pending = shared.scoring.load(Ordering::Relaxed);
-        if self.paused {
-            if pending <= config.max_in_flight / 2
-                && let Ok(assignment) = consumer.assignment()
-                && consumer.resume(&assignment).is_ok()
-            {
-                shared.metrics.paused.store(0, Ordering::Relaxed);
-                self.paused = false;
-                self.full_since = None;
-            }
-            return;
-        }
-        if pending < config.max_in_flight {
-            self.full_since = None;
-            return;
-        }
-        let since = *self.full_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= PAUSE_AFTER {
-            self.pause(consumer, shared, pending);
-        }
-    }
-
-    fn pause(&mut self, consumer: &StreamConsumer<KafkaContext>, shared: &Shared, pending: usize) {
-        let Ok(assignment) = consumer.assignment() else {
-            return;
-        };
-        if consumer.pause(&assignment).is_ok() {
-            shared
-                .metrics
-                .paused
-                .store(assignment.count() as u64, Ordering::Relaxed);
-            shared.metrics.pauses.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(pending, "partitions paused");
-            self.paused = true;
         }
     }
 }
