@@ -11,7 +11,7 @@ use crate::config::StreamConfig;
 
 /// How long the stream may stop taking messages before it pauses its partitions. Not polling
 /// keeps librdkafka's prefetch (a pause drops it, and the refetch after the resume capped the
-/// stream at ~37 k msg/s where not polling reached ~150 k), but a consumer that does not poll
+/// stream at ~37 k msg/s where not polling reached ~130 k), but a consumer that does not poll
 /// serves no rebalance and leaves the group after `max.poll.interval.ms`: a longer stall (the
 /// engine or the output broker stuck) pauses the partitions and keeps polling.
 const PAUSE_AFTER: Duration = Duration::from_secs(1);

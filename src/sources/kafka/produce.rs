@@ -1,7 +1,7 @@
 //! The output side: scores and dead-letter records handed to librdkafka, each finished by
 //! librdkafka's delivery callback once the broker has acknowledged it. One callback per record and
 //! no future per message: a `FutureProducer` future (a oneshot channel, a task slot, a waker) per
-//! score was ~15 % of the stream's CPU at 130 k messages/s.
+//! score was ~18 % of a profile of the stream draining 200,000 messages (docs/benchmarks.md).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -132,6 +132,27 @@ impl ProducerContext for Sink {
 /// How long a send waits for room in librdkafka's full queue before it looks again.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 
+/// A record for `topic` carrying `delivery`, with whichever of key, payload and headers it has.
+pub fn record<'a>(
+    topic: &'a str,
+    delivery: Box<Delivery>,
+    key: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+    headers: Option<OwnedHeaders>,
+) -> Record<'a> {
+    let mut record = Record::with_opaque_to(topic, delivery);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Some(p) = payload {
+        record = record.payload(p);
+    }
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    record
+}
+
 /// Hands `record` to librdkafka, waiting while its queue is full (backpressure, not loss); the
 /// delivery callback finishes what it carries.
 pub async fn enqueue(producer: &Producer, shared: &Shared, mut record: Record<'_>) {
@@ -178,16 +199,13 @@ pub async fn redeliver(
             round.push(more);
         }
         for r in round {
-            let mut record = Record::with_opaque_to(&r.topic, r.delivery);
-            if let Some(k) = r.key.as_deref() {
-                record = record.key(k);
-            }
-            if let Some(p) = r.payload.as_deref() {
-                record = record.payload(p);
-            }
-            if let Some(h) = r.headers {
-                record = record.headers(h);
-            }
+            let record = record(
+                &r.topic,
+                r.delivery,
+                r.key.as_deref(),
+                r.payload.as_deref(),
+                r.headers,
+            );
             enqueue(&producer, &shared, record).await;
         }
     }

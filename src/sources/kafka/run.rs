@@ -22,7 +22,7 @@ use super::StreamMetrics;
 use super::flow::Flow;
 use super::message::{Unscorable, dead_letter_headers, decode, headers_of, output};
 use super::offsets::{Key, Offsets};
-use super::produce::{Delivery, Producer, Record, Sink, Source, enqueue, redeliver};
+use super::produce::{Delivery, Producer, Sink, Source, enqueue, record, redeliver};
 use crate::config::StreamConfig;
 use crate::protocol::v1::ScoreResult;
 use crate::scoring::ScoreError;
@@ -324,7 +324,8 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            // A finished message may end a stall: the loop re-evaluates at once, not on the tick.
+            // A chunk handed to the producer may end a stall: the loop re-evaluates at once, not
+            // on the tick.
             _ = shared.wake.notified(), if !receiving || flow.paused => {}
             _ = tick.tick() => {
                 commit(&consumer, &shared, CommitMode::Async);
@@ -514,13 +515,13 @@ async fn dead_letter(producer: &Producer, shared: &Shared, topic: &str, letter: 
         source,
         class: why.class,
     });
-    let mut record = Record::with_opaque_to(topic, delivery).headers(headers);
-    if let Some(k) = key.as_deref() {
-        record = record.key(k);
-    }
-    if let Some(v) = value.as_deref() {
-        record = record.payload(v);
-    }
+    let record = record(
+        topic,
+        delivery,
+        key.as_deref(),
+        value.as_deref(),
+        Some(headers),
+    );
     enqueue(producer, shared, record).await;
 }
 
@@ -601,12 +602,13 @@ async fn score(
             source: (w.topic, w.partition, w.offset),
             timestamp_ms: w.timestamp_ms,
         });
-        let mut record = Record::with_opaque_to(&config.output_topic, delivery)
-            .key(tx.end_to_end_id.as_str().as_bytes())
-            .payload(value.as_slice());
-        if let Some(h) = w.headers {
-            record = record.headers(h);
-        }
+        let record = record(
+            &config.output_topic,
+            delivery,
+            Some(tx.end_to_end_id.as_str().as_bytes()),
+            Some(value.as_slice()),
+            w.headers,
+        );
         enqueue(&producer, &shared, record).await;
     }
 }
