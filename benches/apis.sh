@@ -23,8 +23,12 @@ mkdir -p "$OUT"
 server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null || true' EXIT
 
-cargo build --release --quiet --locked
-bin=./target/release/pixguard
+# BIN: an already built binary (an A/B against another commit's build); otherwise this tree's.
+bin=${BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --quiet --locked
+  bin=./target/release/pixguard
+fi
 taskset -c 0 "$bin" serve --address 127.0.0.1 --port "$HTTP_PORT" --grpc-port "$GRPC_PORT" \
   --log warn 2> "$OUT/server.log" &
 server=$!

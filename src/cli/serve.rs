@@ -96,11 +96,47 @@ pub fn run(args: ServeArgs, log_override: Option<&str>) -> anyhow::Result<()> {
     crate::logging::init(level, config.logging.format == LogFormat::Json);
     tracing::debug!(?config, "effective configuration");
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.http_threads(cores))
-        .enable_all()
-        .thread_name("pixguard-http")
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime(&config, cores).context("starting the async runtime")?;
     runtime.block_on(crate::server::serve(config))
+}
+
+/// The HTTP/gRPC runtime for `config` on `cores` cores.
+///
+/// One thread gets tokio's current-thread scheduler, whose run queue is unbounded. Under overload
+/// thousands of connections are ready at once; a one-worker multi-thread runtime overflows its 256
+/// local slots into the shared FIFO where the engine thread's wake-ups (scored requests) also land,
+/// so an answered request waited behind most of the ready connections: accepted p99 in the
+/// 250-500 ms bucket against 25-50 ms with this scheduler (docs/benchmarks.md, "overload"). The
+/// Kafka source blocks its thread while a revoked partition drains (`block_in_place`), which needs
+/// the multi-thread scheduler, so `stream.enabled` keeps it.
+fn runtime(config: &Config, cores: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = config.http_threads(cores);
+    let mut builder = if threads == 1 && !config.stream.enabled {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().thread_name("pixguard-http").build()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::*;
+
+    #[test]
+    fn one_core_gets_the_current_thread_scheduler_unless_kafka_needs_block_in_place() {
+        let mut config = Config::default();
+        let flavor = |config: &Config, cores| {
+            let runtime = runtime(config, cores).map_err(|e| e.to_string());
+            runtime.map(|r| r.handle().runtime_flavor())
+        };
+        assert_eq!(flavor(&config, 1), Ok(RuntimeFlavor::CurrentThread));
+        assert_eq!(flavor(&config, 4), Ok(RuntimeFlavor::MultiThread));
+        config.stream.enabled = true;
+        assert_eq!(flavor(&config, 1), Ok(RuntimeFlavor::MultiThread));
+    }
 }
