@@ -6,6 +6,10 @@ pixguard and the broker used meanwhile (`/proc/<pid>/stat`), which says whether 
 CPU-bound. Same pinning as bench.py.
 
     .ci-venv/bin/python benches/stream/drain.py --messages 200000 --repeat 3 --set stream.max_in_flight=1000000
+
+With `--http-rate R`, single transactions are also sent to the same process's `/v1/score` (open
+loop, `pixguard bench`) from the first consumed message on, for `--http-seconds`: what a drain
+leaves the synchronous path (answered, refused with 429, latency).
 """
 from __future__ import annotations
 
@@ -27,6 +31,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def buckets(text: str, name: str) -> dict[float, float]:
+    """A Prometheus histogram's cumulative buckets, upper bound -> count."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + '_bucket{le="'):
+            le, count = line[len(name) + 12:].split('"} ')
+            out[float(le)] = float(count)
+    return out
+
+
+def quantile_bound(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """The upper bound of the bucket holding quantile q of what was recorded between two scrapes."""
+    delta = sorted((le, n - before.get(le, 0.0)) for le, n in after.items())
+    if not delta or delta[-1][1] == 0:
+        return None
+    return next(le for le, n in delta if n >= q * delta[-1][1])
+
+
 def drain(args: argparse.Namespace, synth: pathlib.Path) -> dict:
     c_cpu, b_cpu = cpus()
     broker, brokers = start_broker(args.broker, b_cpu)
@@ -38,6 +60,7 @@ def drain(args: argparse.Namespace, synth: pathlib.Path) -> dict:
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc, url = start_stream(args.pixguard, c_cpu, brokers, "d", ("d.in", "d.out", "d.dlq"), args.set)
         first = None
+        http = None
         while True:
             text = get(f"{url}/metrics")  # one scrape for both counters
             consumed = metric_in(text, "pixguard_stream_consumed_total")
@@ -45,17 +68,34 @@ def drain(args: argparse.Namespace, synth: pathlib.Path) -> dict:
             now = time.time()
             if first is None and consumed > 0:
                 first, cpu0, bcpu0 = now, cpu_seconds(proc.pid), cpu_seconds(broker.pid)
+                if args.http_rate:
+                    served0 = buckets(text, "pixguard_request_duration_seconds")
+                    http = subprocess.Popen(pin(b_cpu, [
+                        args.pixguard, "bench", "--api", "v1", "--url", url, "--mode", "open",
+                        "--rate", str(args.http_rate), "--duration", str(args.http_seconds), "--warmup", "0",
+                        "--transactions", "2000", "--seed", "9", "--no-progress",
+                        "--out", str(pathlib.Path(args.out) / "http")]),
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if produced >= args.messages:
                 break
             time.sleep(0.02)
+        drained = {"cpu": cpu_seconds(proc.pid) - cpu0, "broker": cpu_seconds(broker.pid) - bcpu0}
         text = get(f"{url}/metrics")
+        extra = {}
+        if http is not None:
+            http.wait()
+            served = buckets(get(f"{url}/metrics"), "pixguard_request_duration_seconds")
+            step = json.loads((pathlib.Path(args.out) / "http/report.json").read_text())["steps"][0]
+            extra = {"http": {"server_p50_ms_le": 1e3 * (quantile_bound(served0, served, 0.5) or 0),
+                              "server_p99_ms_le": 1e3 * (quantile_bound(served0, served, 0.99) or 0),"offered": step.get("offered_rps"), "ok": step["ok"], "errors": step["errors"],
+                              "p50_ms": step["latency_us"]["p50"] / 1e3, "p99_ms": step["latency_us"]["p99"] / 1e3}}
         return {"msgs_per_s": round(args.messages / (now - first)), "seconds": round(now - first, 2),
                 "retries": metric_in(text, "pixguard_stream_retries_total"),
                 "pauses": metric_in(text, "pixguard_stream_pauses_total"),
                 "queue_wait_s": round(metric_in(text, "pixguard_queue_wait_seconds_sum"), 2),
                 "compute_s": round(metric_in(text, "pixguard_compute_duration_seconds_sum"), 2),
-                "pixguard_cpu_s": round(cpu_seconds(proc.pid) - cpu0, 2),
-                "broker_cpu_s": round(cpu_seconds(broker.pid) - bcpu0, 2)}
+                "pixguard_cpu_s": round(drained["cpu"], 2),
+                "broker_cpu_s": round(drained["broker"], 2), **extra}
     finally:
         for p in (proc, broker):
             if p is not None:
@@ -71,6 +111,8 @@ def main() -> int:
     p.add_argument("--messages", type=int, default=200_000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--set", action="append", default=[], help="a pixguard setting, KEY=VALUE (repeatable)")
+    p.add_argument("--http-rate", type=float, default=0, help="/v1/score requests/s during the drain (0: none)")
+    p.add_argument("--http-seconds", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "target/bench/stream-drain"))
     args = p.parse_args()
     out = pathlib.Path(args.out)

@@ -24,6 +24,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, SchemaRef};
 use serde::Serialize;
 
+use crate::engine::Lane;
 use crate::model::Decision;
 use crate::scoring::Served;
 use crate::transaction::arrow::column;
@@ -319,10 +320,12 @@ impl Shared<'_> {
             // A batch job waits for its turn however long the queue: no deadline to miss.
             let deadline = Instant::now() + Duration::from_secs(3600);
             self.runtime
-                .block_on(
-                    self.served
-                        .score_features(features, deadline, self.job.explain),
-                )
+                .block_on(self.served.score_features(
+                    features,
+                    deadline,
+                    self.job.explain,
+                    Lane::Interactive,
+                ))
                 .map_err(|e| anyhow::anyhow!("scoring: {e}"))?
         };
         let mut decisions = [0u64; 3];

@@ -107,11 +107,10 @@ pub fn run(args: ServeArgs, log_override: Option<&str>) -> anyhow::Result<()> {
 /// local slots into the shared FIFO where the engine thread's wake-ups (scored requests) also land,
 /// so an answered request waited behind most of the ready connections: accepted p99 in the
 /// 250-500 ms bucket against 25-50 ms with this scheduler (docs/benchmarks.md, "overload"). The
-/// Kafka source blocks its thread while a revoked partition drains (`block_in_place`), which needs
-/// the multi-thread scheduler, so `stream.enabled` keeps it.
+/// Kafka source, when enabled, runs on a runtime of its own (`server::spawn_stream`).
 fn runtime(config: &Config, cores: usize) -> std::io::Result<tokio::runtime::Runtime> {
     let threads = config.http_threads(cores);
-    let mut builder = if threads == 1 && !config.stream.enabled {
+    let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -128,15 +127,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_core_gets_the_current_thread_scheduler_unless_kafka_needs_block_in_place() {
-        let mut config = Config::default();
+    fn one_core_gets_the_current_thread_scheduler() {
+        let config = Config::default();
         let flavor = |config: &Config, cores| {
             let runtime = runtime(config, cores).map_err(|e| e.to_string());
             runtime.map(|r| r.handle().runtime_flavor())
         };
         assert_eq!(flavor(&config, 1), Ok(RuntimeFlavor::CurrentThread));
         assert_eq!(flavor(&config, 4), Ok(RuntimeFlavor::MultiThread));
-        config.stream.enabled = true;
-        assert_eq!(flavor(&config, 1), Ok(RuntimeFlavor::MultiThread));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::explain::Explained;
-use super::{EngineError, Metrics, Scored};
+use super::{EngineError, Lane, Metrics, Scored};
 use crate::features::FeatureBatch;
 use crate::model::explain::Reasons;
 use crate::monitoring::Tap;
@@ -22,6 +22,7 @@ pub(super) struct Job {
     pub(super) deadline: Instant,
     /// Rows scoring at least this get reasons (`None`: no row does).
     pub(super) explain_from: Option<f64>,
+    pub(super) lane: Lane,
     pub(super) state: Mutex<JobState>,
 }
 
@@ -42,14 +43,15 @@ impl Job {
     /// A job for `features`, enqueued now, and the receiver of its answer.
     #[cfg(test)]
     pub(super) fn new(features: FeatureBatch, deadline: Instant) -> (Arc<Job>, Answer) {
-        Self::explained(features, deadline, None)
+        Self::explained(features, deadline, None, Lane::Interactive)
     }
 
-    /// A job whose rows scoring at least `explain_from` also get reasons.
+    /// A job in `lane` whose rows scoring at least `explain_from` also get reasons.
     pub(super) fn explained(
         features: FeatureBatch,
         deadline: Instant,
         explain_from: Option<f64>,
+        lane: Lane,
     ) -> (Arc<Job>, Answer) {
         let rows = features.rows;
         let (reply, answer) = oneshot::channel();
@@ -58,6 +60,7 @@ impl Job {
             enqueued: Instant::now(),
             deadline,
             explain_from,
+            lane,
             state: Mutex::new(JobState {
                 scores: vec![0.0; rows],
                 reasons: if explain_from.is_some() {

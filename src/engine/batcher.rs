@@ -5,17 +5,22 @@
 //! waits its turn. An idle worker gets the oldest sealed batch, or the open one, at once — the
 //! batcher never waits for rows that may not come. Before a batch leaves, rows past their deadline
 //! are dropped (their request fails with 504) and rows whose caller has gone are skipped.
+//!
+//! Bulk rows ([`Lane::Bulk`]) wait apart: they top up whatever interactive batch leaves for a
+//! worker, or form a batch of their own when no interactive row waits. Between batches computed
+//! on the batcher's own thread it reads its channel again, so an interactive request arriving
+//! during a backlog rides the next batch rather than the last.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::batch::{Batch, Job, Part};
 use super::worker::Worker;
-use super::{EngineError, Message, Metrics};
+use super::{EngineError, Lane, Message, Metrics};
 use crate::config::EngineConfig;
 
 pub(super) struct Batcher {
@@ -26,6 +31,8 @@ pub(super) struct Batcher {
     idle: Vec<usize>,
     sealed: VecDeque<Batch>,
     open: Option<Batch>,
+    /// Bulk jobs not yet wholly in a batch, oldest first, with the first row still to place.
+    bulk: VecDeque<(Arc<Job>, usize)>,
     queued_rows: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 }
@@ -48,6 +55,7 @@ impl Batcher {
             inline,
             sealed: VecDeque::new(),
             open: None,
+            bulk: VecDeque::new(),
             queued_rows,
             metrics,
         }
@@ -57,6 +65,13 @@ impl Batcher {
         let mut shutting_down = false;
         loop {
             let message = match self.open.as_ref().map(|b| b.oldest + self.delay) {
+                // A worker is idle and bulk rows wait for it (dispatch returned after computing
+                // one batch here): look for interactive rows, but do not sleep.
+                _ if !self.idle.is_empty() && !self.bulk.is_empty() => match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => Some(Message::Shutdown),
+                },
                 // Rows are waiting and every worker is busy: wake up to seal the open batch on time.
                 Some(seal_at) if self.idle.is_empty() => match rx.recv_deadline(seal_at) {
                     Ok(m) => Some(m),
@@ -84,6 +99,7 @@ impl Batcher {
             if shutting_down
                 && self.sealed.is_empty()
                 && self.open.is_none()
+                && self.bulk.is_empty()
                 && self.idle.len() == self.workers.len() + usize::from(self.inline.is_some())
             {
                 // Dropping the senders stops the workers once they finish.
@@ -94,6 +110,10 @@ impl Batcher {
     }
 
     fn enqueue(&mut self, job: Arc<Job>) {
+        if job.lane == Lane::Bulk {
+            self.bulk.push_back((job, 0));
+            return;
+        }
         let mut start = 0;
         let rows = job.features.rows;
         while start < rows {
@@ -134,9 +154,43 @@ impl Batcher {
         }
     }
 
+    /// Moves bulk rows into `batch` (a new one when `None`) until it is full or none wait.
+    fn top_up(&mut self, batch: Option<Batch>) -> Option<Batch> {
+        let mut batch = match batch {
+            Some(b) => b,
+            None => {
+                let (job, _) = self.bulk.front()?;
+                Batch {
+                    parts: Vec::new(),
+                    rows: 0,
+                    oldest: job.enqueued,
+                    dispatched: job.enqueued,
+                }
+            }
+        };
+        while batch.rows < self.max_batch {
+            let Some((job, start)) = self.bulk.front_mut() else {
+                break;
+            };
+            let len = (self.max_batch - batch.rows).min(job.features.rows - *start);
+            batch.parts.push(Part {
+                job: job.clone(),
+                start: *start,
+                len,
+            });
+            batch.rows += len;
+            *start += len;
+            if *start == job.features.rows {
+                self.bulk.pop_front();
+            }
+        }
+        Some(batch)
+    }
+
     fn dispatch(&mut self) {
         while let Some(&worker) = self.idle.last() {
-            let Some(mut batch) = self.sealed.pop_front().or_else(|| self.open.take()) else {
+            let interactive = self.sealed.pop_front().or_else(|| self.open.take());
+            let Some(mut batch) = self.top_up(interactive) else {
                 return;
             };
             let before = batch.rows;
@@ -150,7 +204,10 @@ impl Batcher {
                 // Computing here leaves this worker idle afterwards; rows that arrived meanwhile
                 // wait in the channel and form the next, larger batch.
                 inline.compute(batch);
-                continue;
+                if self.bulk.is_empty() {
+                    continue;
+                }
+                return;
             }
             self.idle.pop();
             if let Err(returned) = self.workers[worker].send(batch) {

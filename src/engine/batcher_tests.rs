@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::batch::{Answer, Batch, Job};
 use super::batcher::Batcher;
-use super::{Engine, EngineError, Message, Metrics};
+use super::{Engine, EngineError, Lane, Message, Metrics};
 use crate::config::EngineConfig;
 use crate::features::FeatureBatch;
 
@@ -58,7 +58,12 @@ impl Harness {
 
     /// Submits `n` rows due by `deadline`, as `Engine::score` does.
     fn submit(&self, n: usize, deadline: Duration) -> (Arc<Job>, Answer) {
-        let (job, answer) = Job::new(rows(n), Instant::now() + deadline);
+        self.submit_in(Lane::Interactive, n, deadline)
+    }
+
+    /// [`Harness::submit`] in `lane`.
+    fn submit_in(&self, lane: Lane, n: usize, deadline: Duration) -> (Arc<Job>, Answer) {
+        let (job, answer) = Job::explained(rows(n), Instant::now() + deadline, None, lane);
         self.queued.fetch_add(n, Ordering::AcqRel);
         self.tx.send(Message::Submit(job.clone())).unwrap();
         (job, answer)
@@ -213,6 +218,46 @@ fn rows_whose_caller_has_gone_are_skipped() {
     assert_eq!(h.metrics.rows_abandoned.load(Ordering::Relaxed), 5);
 }
 
+#[test]
+fn bulk_rows_only_fill_the_room_interactive_rows_leave() {
+    let h = Harness::new(4, 10_000_000);
+    let _busy = h.make_busy();
+    // A backlog arrives first, a payment after it: the payment still leads the next batch.
+    let (backlog, _a1) = h.submit_in(Lane::Bulk, 7, LONG);
+    let (payment, _a2) = h.submit(3, LONG);
+    h.idle();
+    assert_eq!(
+        layout(&h.next_batch(), &[&payment, &backlog]),
+        [(0, 0, 3), (1, 0, 1)],
+        "the payment first, the backlog in the room it leaves"
+    );
+    // Nothing interactive waits: the backlog forms full batches of its own, in order.
+    h.idle();
+    assert_eq!(layout(&h.next_batch(), &[&backlog]), [(0, 1, 4)]);
+    h.idle();
+    assert_eq!(layout(&h.next_batch(), &[&backlog]), [(0, 5, 2)]);
+    assert_eq!(h.queued.load(Ordering::Acquire), 0);
+}
+
+#[test]
+fn an_idle_worker_gets_bulk_rows_at_once() {
+    let h = Harness::new(512, 10_000_000);
+    let (backlog, _a) = h.submit_in(Lane::Bulk, 5, LONG);
+    assert_eq!(layout(&h.next_batch(), &[&backlog]), [(0, 0, 5)]);
+}
+
+#[test]
+fn bulk_rows_past_their_deadline_fail_like_interactive_ones() {
+    let h = Harness::new(512, 10_000_000);
+    let _busy = h.make_busy();
+    let (late, mut answer) = h.submit_in(Lane::Bulk, 3, Duration::from_millis(5));
+    let (fine, _a) = h.submit_in(Lane::Bulk, 2, LONG);
+    std::thread::sleep(Duration::from_millis(30));
+    h.idle();
+    assert_eq!(layout(&h.next_batch(), &[&late, &fine]), [(1, 0, 2)]);
+    assert_eq!(answer.try_recv(), Ok(Err(EngineError::DeadlineExceeded)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_does_not_fit_the_queue_bound_is_refused_at_once() {
     let package =
@@ -258,6 +303,14 @@ async fn a_request_that_does_not_fit_the_queue_bound_is_refused_at_once() {
         "refused without waiting"
     );
     assert_eq!(metrics.rejections.overloaded.load(Ordering::Relaxed), 1);
+    // Bulk work is held to half of the bound: with 3 rows queued even one more is refused.
+    assert_eq!(
+        engine.score_in(Lane::Bulk, batch(1), deadline, None).await,
+        Err(EngineError::Overloaded {
+            queued: 3,
+            limit: 2
+        })
+    );
     assert_eq!(computing.await.unwrap().unwrap().scores.len(), 1);
     assert_eq!(queued.await.unwrap().unwrap().scores.len(), 3);
     engine.shutdown();

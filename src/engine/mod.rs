@@ -60,6 +60,19 @@ pub struct Scored {
     pub compute_us: u64,
 }
 
+/// Which queue a request's rows join. Interactive rows (the HTTP and gRPC APIs) always form
+/// batches first; bulk rows (the Kafka stream's backlog) fill the room those leave, so a draining
+/// backlog costs a synchronous payment at most one batch's compute instead of the whole queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lane {
+    /// A caller waits on the answer: first in every batch; may fill the whole queue bound.
+    #[default]
+    Interactive,
+    /// Throughput work with its own buffer upstream: only the room left in a batch, or a batch
+    /// of its own when nothing interactive waits; refused beyond half of the queue bound.
+    Bulk,
+}
+
 enum Message {
     Submit(Arc<Job>),
     Idle(usize),
@@ -181,6 +194,18 @@ impl Engine {
         deadline: Instant,
         explain_from: Option<f64>,
     ) -> Result<Scored, EngineError> {
+        self.score_in(Lane::Interactive, features, deadline, explain_from)
+            .await
+    }
+
+    /// As [`Engine::score_explained`], in `lane`.
+    pub async fn score_in(
+        &self,
+        lane: Lane,
+        features: FeatureBatch,
+        deadline: Instant,
+        explain_from: Option<f64>,
+    ) -> Result<Scored, EngineError> {
         let rows = features.rows;
         if rows == 0 {
             return Ok(Scored {
@@ -190,8 +215,14 @@ impl Engine {
                 compute_us: 0,
             });
         }
+        // Bulk work leaves half of the queue to interactive requests, so a backlog never gets
+        // them refused.
+        let limit = match lane {
+            Lane::Interactive => self.max_queue_rows,
+            Lane::Bulk => self.max_queue_rows / 2,
+        };
         let queued = self.queued_rows.fetch_add(rows, Ordering::AcqRel) + rows;
-        if queued > self.max_queue_rows {
+        if queued > limit {
             self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
             self.metrics
                 .rejections
@@ -199,10 +230,10 @@ impl Engine {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(EngineError::Overloaded {
                 queued: queued - rows,
-                limit: self.max_queue_rows,
+                limit,
             });
         }
-        let (job, answer) = Job::explained(features, deadline, explain_from);
+        let (job, answer) = Job::explained(features, deadline, explain_from, lane);
         if self.tx.send(Message::Submit(job)).is_err() {
             self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
             return Err(EngineError::ShuttingDown);

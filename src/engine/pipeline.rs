@@ -408,6 +408,7 @@ mod tests {
                 features,
                 Instant::now() + Duration::from_secs(60),
                 Some(f64::NEG_INFINITY),
+                crate::engine::Lane::Interactive,
             )
         };
         let (plain, mut answer_plain) = job(6, 20);

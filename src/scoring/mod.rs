@@ -30,7 +30,7 @@ pub use admission::{Admission, Api};
 pub use error::{Code, GrpcCode, ScoreError};
 
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, Lane};
 use crate::features::{FeatureBatch, FeatureExtractor};
 use crate::model::explain::Reasons;
 use crate::model::{Decision, ModelPackage, Thresholds};
@@ -192,16 +192,19 @@ impl Scoring {
         Ok(scores)
     }
 
-    /// [`Scoring::score`] for validated transactions the caller keeps.
+    /// [`Scoring::score`] for validated transactions the caller keeps, in the engine's `lane`.
     pub async fn score_transactions(
         &self,
         served: &Served,
         txs: &[Transaction],
         deadline: Instant,
         explain: bool,
+        lane: Lane,
     ) -> Result<Scores, ScoreError> {
         let ticket = self.shadow.as_ref().and_then(|s| s.ticket(served));
-        let scores = served.score_transactions(txs, deadline, explain).await?;
+        let scores = served
+            .score_transactions(txs, deadline, explain, lane)
+            .await?;
         if let Some(ticket) = ticket {
             ticket.offer(Payload::Transactions(txs.to_vec()), served, &scores);
         }
@@ -385,8 +388,14 @@ impl Served {
         explain: bool,
     ) -> Result<Scores, ScoreError> {
         match payload {
-            Payload::Transactions(txs) => self.score_transactions(&txs, deadline, explain).await,
-            Payload::Features(batch) => self.score_features(batch, deadline, explain).await,
+            Payload::Transactions(txs) => {
+                self.score_transactions(&txs, deadline, explain, Lane::Interactive)
+                    .await
+            }
+            Payload::Features(batch) => {
+                self.score_features(batch, deadline, explain, Lane::Interactive)
+                    .await
+            }
         }
     }
 
@@ -396,9 +405,10 @@ impl Served {
         txs: &[Transaction],
         deadline: Instant,
         explain: bool,
+        lane: Lane,
     ) -> Result<Scores, ScoreError> {
         self.check_rows(txs.len())?;
-        self.score_features(self.extractor.extract(txs), deadline, explain)
+        self.score_features(self.extractor.extract(txs), deadline, explain, lane)
             .await
     }
 
@@ -408,6 +418,7 @@ impl Served {
         batch: FeatureBatch,
         deadline: Instant,
         explain: bool,
+        lane: Lane,
     ) -> Result<Scores, ScoreError> {
         self.check_rows(batch.rows)?;
         // Reasons from the HOLD threshold up (`Thresholds::decide`'s own comparison), or for all.
@@ -420,7 +431,7 @@ impl Served {
         });
         let scored = self
             .engine
-            .score_explained(batch, deadline, explain_from)
+            .score_in(lane, batch, deadline, explain_from)
             .await?;
         let decisions = scored
             .scores

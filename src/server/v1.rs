@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::HttpError;
 use super::{AppState, body_error, timeout, timing};
+use crate::engine::Lane;
 use crate::protocol::v1::{BatchResponse, ScoreResult, parse_request};
 use crate::scoring::{Api, ScoreError};
 
@@ -39,7 +40,13 @@ pub async fn score(
         let explain = request.explain || query.explain;
         let served = scoring.served();
         let scored = scoring
-            .score_transactions(&served, &request.transactions, deadline, explain)
+            .score_transactions(
+                &served,
+                &request.transactions,
+                deadline,
+                explain,
+                Lane::Interactive,
+            )
             .await?;
         let model = served.model();
         let mut results = request

@@ -24,6 +24,7 @@ use super::message::{Unscorable, dead_letter_headers, decode, headers_of, output
 use super::offsets::{Key, Offsets};
 use super::produce::{Delivery, Producer, Sink, Source, enqueue, record, redeliver};
 use crate::config::StreamConfig;
+use crate::engine::Lane;
 use crate::protocol::v1::ScoreResult;
 use crate::scoring::ScoreError;
 use crate::server::AppState;
@@ -542,7 +543,7 @@ async fn score(
         let deadline = Instant::now() + Duration::from_secs(30);
         match state
             .scoring
-            .score_transactions(&served, &txs, deadline, false)
+            .score_transactions(&served, &txs, deadline, false, Lane::Bulk)
             .await
         {
             Ok(scores) => break (served, scores),
