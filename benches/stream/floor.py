@@ -8,6 +8,7 @@ What bench.py's end-to-end figure for pixguard adds on top of this is pixguard's
 producing the score, waiting for the broker's acknowledgement).
 
     .ci-venv/bin/python benches/stream/floor.py --pixguard target/release/pixguard --rate 18000 --seconds 20
+    .ci-venv/bin/python benches/stream/floor.py --broker /tmp/nisshi/bin/nisshi --rate 68635 --seconds 10 --per-second
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def main() -> int:
     tool_args(p)
     p.add_argument("--rate", type=float, default=18_000)
     p.add_argument("--seconds", type=int, default=20)
+    p.add_argument("--per-second", action="store_true", help="also the ages of each second's messages")
     p.add_argument("--out", default=str(ROOT / "target/bench/stream-floor"))
     args = p.parse_args()
     out = pathlib.Path(args.out)
@@ -51,6 +53,7 @@ def main() -> int:
                              "fetch.wait.max.ms": 5, "enable.auto.commit": False, "session.timeout.ms": 6000})
         consumer.subscribe(["floor.in"])
         ages: list[float] = []
+        stamps: list[float] = []
         done = threading.Event()
 
         def consume() -> None:
@@ -62,6 +65,7 @@ def main() -> int:
                 for m in consumer.consume(1000, 0.001):
                     if not m.error():
                         ages.append(time.time() * 1000 - m.timestamp()[1])
+                        stamps.append(m.timestamp()[1])
             done.set()
 
         reader = threading.Thread(target=consume)
@@ -73,6 +77,16 @@ def main() -> int:
         done.wait(args.seconds + 90)
         reader.join()
         consumer.close()
+        if args.per_second and stamps:
+            # Where in the run the slow messages were: a start-up transient, or steady state.
+            print("second  messages  p50_ms  p99_ms  max_ms  (by the message's timestamp)")
+            t0 = min(stamps)
+            by_second: dict[int, list[float]] = {}
+            for a, t in zip(ages, stamps):
+                by_second.setdefault(int((t - t0) / 1000), []).append(a)
+            for sec, xs in sorted(by_second.items()):
+                xs.sort()
+                print(f"{sec:>6}  {len(xs):>8}  {xs[len(xs) // 2]:>6.1f}  {xs[int(0.99 * len(xs))]:>6.1f}  {xs[-1]:>6.1f}")
         ages.sort()
         q = lambda f: round(ages[min(len(ages) - 1, int(f * len(ages)))], 1) if ages else None  # noqa: E731
         summary = {"rate": args.rate, "seconds": args.seconds, "produced_ok": produced.returncode == 0,
