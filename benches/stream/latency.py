@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""bench.py's latency phase alone, for pixguard only, with settings to vary: `pixguard produce
+--rate R` for --seconds into a fresh 3-partition topic while `pixguard stream` scores it; the
+end-to-end p50/p99/max (message timestamp to the broker's acknowledgement of its score, from
+/v1/stats) and what the engine's share was (queue wait and compute, from /metrics). Same pinning
+as bench.py.
+
+    .ci-venv/bin/python benches/stream/latency.py --broker /tmp/nisshi/bin/nisshi --rate 68635 \
+        --set stream.librdkafka.linger_ms=0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench import ROOT, cpus, get, metric, pin, start_broker, start_stream, tool_args  # noqa: E402
+from drain import buckets, quantile_bound  # noqa: E402
+
+E2E = "pixguard_stream_end_to_end_seconds"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tool_args(p)
+    p.add_argument("--rate", type=float, required=True, help="messages/s")
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--set", action="append", default=[], help="a pixguard setting, KEY=VALUE (repeatable)")
+    p.add_argument("--out", default=str(ROOT / "target/bench/stream-latency"))
+    args = p.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n = int(args.rate * args.seconds)
+    synth = out / f"synth-{n}.jsonl"
+    if not synth.exists():
+        subprocess.run([args.pixguard, "synth", "--rows", str(n), "--seed", "7", "-o", str(synth)],
+                       check=True, stderr=subprocess.DEVNULL)
+    c_cpu, b_cpu = cpus()
+    broker, brokers = start_broker(args.broker, b_cpu)
+    proc = None
+    try:
+        subprocess.run([sys.executable, str(ROOT / "tests/python/kafka_topics.py"), "create", "--brokers", brokers,
+                        "--partitions", "3", "l.in", "l.out", "l.dlq"], check=True)
+        proc, url = start_stream(args.pixguard, c_cpu, brokers, "l", ("l.in", "l.out", "l.dlq"), args.set)
+        time.sleep(8)  # the group join
+        # Each second's share of the end-to-end histogram: a start-up transient, or steady state.
+        seconds: list[tuple[float | None, float | None]] = []
+        producing = threading.Event()
+        producing.set()
+
+        def sample() -> None:
+            before = buckets(get(f"{url}/metrics"), E2E)
+            while producing.is_set():
+                time.sleep(1)
+                after = buckets(get(f"{url}/metrics"), E2E)
+                seconds.append((quantile_bound(before, after, 0.5), quantile_bound(before, after, 0.99)))
+                before = after
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        subprocess.run(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "l.in",
+                                   "--rate", str(args.rate), str(synth)]),
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while metric(url, "pixguard_stream_produced_total") < n and time.time() < deadline:
+            time.sleep(0.1)
+        producing.clear()
+        sampler.join()
+        e2e = json.loads(get(f"{url}/v1/stats"))["stream"]["end_to_end_us"]["since_start"]
+        text = get(f"{url}/metrics")
+        scored = max(metric(url, "pixguard_stream_produced_total"), 1)
+        summary = {"rate": args.rate, "seconds": args.seconds, "set": args.set, "scored": int(scored),
+                   "e2e_ms": {k: e2e[k] / 1000 for k in ("p50", "p99", "max") if k in e2e},
+                   "engine_ms_per_chunk": {
+                       "queue": round(1e3 * float(_sample(text, "pixguard_queue_wait_seconds_sum"))
+                                      / max(float(_sample(text, "pixguard_queue_wait_seconds_count")), 1), 2),
+                       "compute": round(1e3 * float(_sample(text, "pixguard_compute_duration_seconds_sum"))
+                                        / max(float(_sample(text, "pixguard_compute_duration_seconds_count")), 1), 2)},
+                   "per_second_ms_le": [[None if q is None else q * 1e3 for q in s] for s in seconds]}
+        print(json.dumps(summary))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return 0
+    finally:
+        for pr in (proc, broker):
+            if pr is not None:
+                try:
+                    os.killpg(pr.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+def _sample(text: str, name: str) -> str:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return line.split()[1]
+    return "0"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
