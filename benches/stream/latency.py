@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench import ROOT, cpus, get, metric, pin, start_broker, start_stream, tool_args  # noqa: E402
-from drain import buckets, quantile_bound  # noqa: E402
+from drain import buckets, cpu_seconds, quantile_bound  # noqa: E402
 
 E2E = "pixguard_stream_end_to_end_seconds"
 
@@ -65,6 +65,7 @@ def main() -> int:
 
         sampler = threading.Thread(target=sample)
         sampler.start()
+        t0, cpu0, bcpu0 = time.time(), cpu_seconds(proc.pid), cpu_seconds(broker.pid)
         subprocess.run(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "l.in",
                                    "--rate", str(args.rate), str(synth)]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -73,6 +74,9 @@ def main() -> int:
             time.sleep(0.1)
         producing.clear()
         sampler.join()
+        # Busy share of each one's core while the topic was fed: which side could not keep up.
+        busy = {"pixguard": round((cpu_seconds(proc.pid) - cpu0) / (time.time() - t0), 2),
+                "broker": round((cpu_seconds(broker.pid) - bcpu0) / (time.time() - t0), 2)}
         e2e = json.loads(get(f"{url}/v1/stats"))["stream"]["end_to_end_us"]["since_start"]
         text = get(f"{url}/metrics")
         scored = max(metric(url, "pixguard_stream_produced_total"), 1)
@@ -83,7 +87,7 @@ def main() -> int:
                                       / max(float(_sample(text, "pixguard_queue_wait_seconds_count")), 1), 2),
                        "compute": round(1e3 * float(_sample(text, "pixguard_compute_duration_seconds_sum"))
                                         / max(float(_sample(text, "pixguard_compute_duration_seconds_count")), 1), 2)},
-                   "per_second_ms_le": [[None if q is None else q * 1e3 for q in s] for s in seconds]}
+                   "cpu_busy": busy, "per_second_ms_le": [[None if q is None else q * 1e3 for q in s] for s in seconds]}
         print(json.dumps(summary))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return 0

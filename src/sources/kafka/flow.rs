@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 
-use super::run::{KafkaContext, Shared};
+use super::rebalance::KafkaContext;
+use super::run::Shared;
 use crate::config::StreamConfig;
 
 /// How long the stream may stop taking messages before it pauses its partitions. Not polling

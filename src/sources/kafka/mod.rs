@@ -8,7 +8,9 @@ mod flow;
 mod message;
 mod offsets;
 mod produce;
+mod rebalance;
 mod run;
+mod settings;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

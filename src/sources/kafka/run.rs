@@ -8,21 +8,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::FutureExt;
-use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::KafkaError;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, OwnedHeaders};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::StreamMetrics;
 use super::flow::Flow;
 use super::message::{Unscorable, dead_letter_headers, decode, headers_of, output};
-use super::offsets::{Key, Offsets};
+use super::offsets::Offsets;
 use super::produce::{Delivery, Producer, Sink, Source, enqueue, record, redeliver};
+use super::rebalance::{KafkaContext, list};
+use super::settings::{client, producer_config};
 use crate::config::StreamConfig;
 use crate::engine::Lane;
 use crate::protocol::v1::ScoreResult;
@@ -32,8 +29,8 @@ use crate::transaction::Transaction;
 
 /// What the loop, its tasks and the rebalance callback share.
 pub struct Shared {
-    offsets: Mutex<Offsets>,
-    progress: Condvar,
+    pub(super) offsets: Mutex<Offsets>,
+    pub(super) progress: Condvar,
     /// Messages received and not yet handed to the producer: what backpressure bounds. Past the
     /// hand-off a message holds only its output record, bounded by librdkafka's own queue
     /// (`queue.buffering.max.messages`); counting it too made the bound a cap on the output
@@ -44,7 +41,7 @@ pub struct Shared {
     wake: tokio::sync::Notify,
     /// What the stream records.
     pub metrics: StreamMetrics,
-    revoke_timeout: Duration,
+    pub(super) revoke_timeout: Duration,
 }
 
 impl Shared {
@@ -97,157 +94,6 @@ impl Shared {
     }
 }
 
-/// librdkafka calls back here: errors (broker outages) and rebalances.
-pub(super) struct KafkaContext {
-    shared: Arc<Shared>,
-}
-
-impl ClientContext for KafkaContext {
-    /// librdkafka's statistics (every 10 s): each assigned partition's lag as the client computes
-    /// it (high watermark − committed offset); -1 where the broker has not said.
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let mut lag = self
-            .shared
-            .metrics
-            .lag
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        lag.clear();
-        for (topic, t) in &statistics.topics {
-            for (&partition, p) in &t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    lag.insert((topic.clone(), partition), p.consumer_lag);
-                }
-            }
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.shared
-            .metrics
-            .broker_errors
-            .fetch_add(1, Ordering::Relaxed);
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
-        ) {
-            self.shared
-                .metrics
-                .brokers_down
-                .store(true, Ordering::Relaxed);
-        }
-        tracing::warn!(%error, reason, "kafka client error");
-    }
-}
-
-impl ConsumerContext for KafkaContext {
-    /// Before partitions are given up: finish their work in flight (up to `revoke_timeout`) and
-    /// commit what is done, so the next owner starts exactly there.
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
-        };
-        let keys: Vec<Key> = tpl
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
-            .collect();
-        let shared = &self.shared;
-        let drain = || {
-            let until = Instant::now() + shared.revoke_timeout;
-            let mut offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
-            while offsets.pending_in(&keys) > 0 && Instant::now() < until {
-                offsets = shared
-                    .progress
-                    .wait_timeout(offsets, Duration::from_millis(20))
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
-            }
-            let left = offsets.pending_in(&keys);
-            let positions = offsets.positions(&keys);
-            offsets.forget(&keys);
-            (left, positions)
-        };
-        // This runs inside `recv()` on an async worker: `block_in_place` hands the worker's queued
-        // tasks (its next-task slot is not stolen by the others) to another thread, so the chunks
-        // being waited for keep running.
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let (left, positions) = if multi_thread {
-            tokio::task::block_in_place(drain)
-        } else {
-            drain()
-        };
-        if left > 0 {
-            tracing::warn!(
-                messages = left,
-                "partitions revoked with work unfinished: the next owner scores those again"
-            );
-        }
-        if let Some(list) = list(&positions) {
-            match consumer.commit(&list, CommitMode::Sync) {
-                Ok(()) => {
-                    self.shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => tracing::warn!(error = %e, "commit before revocation failed"),
-            }
-        }
-        tracing::info!(partitions = ?keys, "partitions revoked");
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let keys: Vec<Key> = tpl
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_string(), e.partition()))
-                .collect();
-            self.shared
-                .offsets
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .assign(&keys);
-            let parts: Vec<i32> = keys.iter().map(|k| k.1).collect();
-            tracing::info!(partitions = ?parts, "partitions assigned");
-        }
-    }
-}
-
-fn list(positions: &[(String, i32, i64)]) -> Option<TopicPartitionList> {
-    if positions.is_empty() {
-        return None;
-    }
-    let mut list = TopicPartitionList::new();
-    for (topic, partition, offset) in positions {
-        list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-            .ok()?;
-    }
-    Some(list)
-}
-
-/// librdkafka settings: the configured pass-through (`security_protocol` → `security.protocol`:
-/// no librdkafka property has `_`, and environment variable names cannot hold `.`).
-fn client(config: &StreamConfig, defaults: &[(&str, &str)]) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers);
-    for (k, v) in defaults {
-        c.set(*k, *v);
-    }
-    for (k, v) in &config.librdkafka {
-        let value = match v {
-            serde_yaml_ng::Value::String(s) => s.clone(),
-            serde_yaml_ng::Value::Number(n) => n.to_string(),
-            serde_yaml_ng::Value::Bool(b) => b.to_string(),
-            other => serde_yaml_ng::to_string(other)
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
-        };
-        c.set(k.replace('_', "."), value);
-    }
-    c
-}
-
 /// Decoded messages on their way: the transactions as the scoring layer takes them (no copy),
 /// and beside each, where it came from.
 #[derive(Default)]
@@ -296,10 +142,7 @@ pub async fn run(
     .context("creating the Kafka consumer")?;
     let (sink, failed) = Sink::new(shared.clone());
     let producer: Arc<Producer> = Arc::new(
-        client(&config, &[])
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
+        producer_config(&config)
             .create_with_context(sink)
             .context("creating the Kafka producer")?,
     );
