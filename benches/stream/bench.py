@@ -55,6 +55,16 @@ def start_broker(binary: str, cpu: str | None) -> tuple[subprocess.Popen, str]:
     return broker, brokers
 
 
+def kill_groups(*procs: subprocess.Popen | None) -> None:
+    """SIGKILL each started process's whole group (the broker and pixguard run in their own)."""
+    for proc in procs:
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 def get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as r:
         return r.read().decode()
@@ -191,11 +201,7 @@ def main() -> int:
         print(json.dumps(summary, indent=2))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     finally:
-        for pr in procs:
-            try:
-                os.killpg(pr.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        kill_groups(*procs)
     return 0
 
 

@@ -17,13 +17,13 @@ import argparse
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ROOT, cpus, get, metric_in, pin, start_broker, start_stream, tool_args  # noqa: E402
+from bench import (ROOT, cpus, get, kill_groups, metric_in, pin, start_broker, start_stream,  # noqa: E402
+                   tool_args)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -97,12 +97,7 @@ def drain(args: argparse.Namespace, synth: pathlib.Path) -> dict:
                 "pixguard_cpu_s": round(drained["cpu"], 2),
                 "broker_cpu_s": round(drained["broker"], 2), **extra}
     finally:
-        for p in (proc, broker):
-            if p is not None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        kill_groups(proc, broker)
 
 
 def main() -> int:

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import signal
 import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ROOT, cpus, get, metric, pin, start_broker, start_stream, tool_args  # noqa: E402
+from bench import (ROOT, cpus, get, kill_groups, metric, metric_in, pin, start_broker,  # noqa: E402
+                   start_stream, tool_args)
 from drain import buckets, cpu_seconds, quantile_bound  # noqa: E402
 
 E2E = "pixguard_stream_end_to_end_seconds"
@@ -83,28 +82,19 @@ def main() -> int:
         summary = {"rate": args.rate, "seconds": args.seconds, "set": args.set, "scored": int(scored),
                    "e2e_ms": {k: e2e[k] / 1000 for k in ("p50", "p99", "max") if k in e2e},
                    "engine_ms_per_chunk": {
-                       "queue": round(1e3 * float(_sample(text, "pixguard_queue_wait_seconds_sum"))
-                                      / max(float(_sample(text, "pixguard_queue_wait_seconds_count")), 1), 2),
-                       "compute": round(1e3 * float(_sample(text, "pixguard_compute_duration_seconds_sum"))
-                                        / max(float(_sample(text, "pixguard_compute_duration_seconds_count")), 1), 2)},
+                       "queue": per_call(text, "pixguard_queue_wait_seconds"),
+                       "compute": per_call(text, "pixguard_compute_duration_seconds")},
                    "cpu_busy": busy, "per_second_ms_le": [[None if q is None else q * 1e3 for q in s] for s in seconds]}
         print(json.dumps(summary))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return 0
     finally:
-        for pr in (proc, broker):
-            if pr is not None:
-                try:
-                    os.killpg(pr.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        kill_groups(proc, broker)
 
 
-def _sample(text: str, name: str) -> str:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return line.split()[1]
-    return "0"
+def per_call(text: str, histogram: str) -> float:
+    """A histogram's mean in ms (its sum over its count)."""
+    return round(1e3 * metric_in(text, histogram + "_sum") / max(metric_in(text, histogram + "_count"), 1), 2)
 
 
 if __name__ == "__main__":
