@@ -55,6 +55,12 @@ def start_broker(binary: str, cpu: str | None) -> tuple[subprocess.Popen, str]:
     return broker, brokers
 
 
+def create_topics(brokers: str, *names: str) -> None:
+    """Three-partition topics, as every stream bench uses them."""
+    subprocess.run([sys.executable, str(ROOT / "tests/python/kafka_topics.py"), "create", "--brokers", brokers,
+                    "--partitions", "3", *names], check=True)
+
+
 def kill_groups(*procs: subprocess.Popen | None) -> None:
     """SIGKILL each started process's whole group (the broker and pixguard run in their own)."""
     for proc in procs:
@@ -63,6 +69,14 @@ def kill_groups(*procs: subprocess.Popen | None) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+def wait_assigned(url: str, partitions: int = 3, timeout: float = 60) -> None:
+    """Until the stream at `url` owns `partitions` input partitions: messages produced before the
+    group's assignment wait for it and would count the join in their latency."""
+    deadline = time.time() + timeout
+    while metric(url, "pixguard_stream_assigned_partitions") < partitions and time.time() < deadline:
+        time.sleep(0.1)
 
 
 def get(url: str) -> str:
@@ -123,10 +137,9 @@ def main() -> int:
     broker, brokers = start_broker(args.broker, b_cpu)
     procs = [broker]
     py = sys.executable
-    topics = ROOT / "tests/python/kafka_topics.py"
 
     def create(*names: str) -> None:
-        subprocess.run([py, str(topics), "create", "--brokers", brokers, "--partitions", "3", *names], check=True)
+        create_topics(brokers, *names)
 
     def produce(topic: str, file: pathlib.Path, rate: float = 0) -> subprocess.Popen:
         return subprocess.Popen(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", topic,
@@ -173,7 +186,7 @@ def main() -> int:
         half.write_text("".join(synth.read_text().splitlines(keepends=True)[:n]) if n <= args.messages else
                         synth.read_text() * (n // args.messages + 1))
         proc, url = stream("lat", "lat.in", "lat.out")
-        time.sleep(8)  # the group join
+        wait_assigned(url)
         produce("lat.in", half, ours / 2).wait()
         while metric(url, "pixguard_stream_in_flight_messages") > 0:
             time.sleep(0.1)

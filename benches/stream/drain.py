@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import (ROOT, cpus, get, kill_groups, metric_in, pin, start_broker, start_stream,  # noqa: E402
+from bench import (ROOT, cpus, create_topics, get, kill_groups, metric_in, pin, start_broker, start_stream,  # noqa: E402
                    tool_args)
 
 
@@ -54,8 +54,7 @@ def drain(args: argparse.Namespace, synth: pathlib.Path) -> dict:
     broker, brokers = start_broker(args.broker, b_cpu)
     proc = None
     try:
-        subprocess.run([sys.executable, str(ROOT / "tests/python/kafka_topics.py"), "create", "--brokers", brokers,
-                        "--partitions", "3", "d.in", "d.out", "d.dlq"], check=True)
+        create_topics(brokers, "d.in", "d.out", "d.dlq")
         subprocess.run(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "d.in", str(synth)]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc, url = start_stream(args.pixguard, c_cpu, brokers, "d", ("d.in", "d.out", "d.dlq"), args.set)

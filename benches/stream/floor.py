@@ -25,7 +25,7 @@ import time
 from confluent_kafka import Consumer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ROOT, cpus, pin, start_broker, tool_args  # noqa: E402
+from bench import ROOT, cpus, create_topics, pin, start_broker, tool_args  # noqa: E402
 
 
 def main() -> int:
@@ -43,8 +43,7 @@ def main() -> int:
         os.sched_setaffinity(0, {int(c_cpu)})
     broker, brokers = start_broker(args.broker, b_cpu)
     try:
-        subprocess.run([sys.executable, str(ROOT / "tests/python/kafka_topics.py"), "create", "--brokers", brokers,
-                        "--partitions", "3", "floor.in"], check=True)
+        create_topics(brokers, "floor.in")
         n = int(args.rate * args.seconds)
         synth = out / "synth.jsonl"
         subprocess.run([args.pixguard, "synth", "--rows", str(n), "--seed", "7", "-o", str(synth)],

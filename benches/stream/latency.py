@@ -19,8 +19,8 @@ import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import (ROOT, cpus, get, kill_groups, metric, metric_in, pin, start_broker,  # noqa: E402
-                   start_stream, tool_args)
+from bench import (ROOT, cpus, create_topics, get, kill_groups, metric, metric_in, pin, start_broker,  # noqa: E402
+                   start_stream, tool_args, wait_assigned)
 from drain import buckets, cpu_seconds, quantile_bound  # noqa: E402
 
 E2E = "pixguard_stream_end_to_end_seconds"
@@ -45,10 +45,9 @@ def main() -> int:
     broker, brokers = start_broker(args.broker, b_cpu)
     proc = None
     try:
-        subprocess.run([sys.executable, str(ROOT / "tests/python/kafka_topics.py"), "create", "--brokers", brokers,
-                        "--partitions", "3", "l.in", "l.out", "l.dlq"], check=True)
+        create_topics(brokers, "l.in", "l.out", "l.dlq")
         proc, url = start_stream(args.pixguard, c_cpu, brokers, "l", ("l.in", "l.out", "l.dlq"), args.set)
-        time.sleep(8)  # the group join
+        wait_assigned(url)
         # Each second's share of the end-to-end histogram: a start-up transient, or steady state.
         seconds: list[tuple[float | None, float | None]] = []
         producing = threading.Event()

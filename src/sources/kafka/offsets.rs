@@ -124,6 +124,11 @@ impl Offsets {
             .sum()
     }
 
+    /// How many partitions this member owns now.
+    pub fn assigned(&self) -> usize {
+        self.assigned.values().map(HashSet::len).sum()
+    }
+
     /// Forgets partitions given up: their late completions change nothing.
     pub fn forget(&mut self, keys: &[Key]) {
         for (topic, partition) in keys {
@@ -189,14 +194,16 @@ mod tests {
     #[test]
     fn a_forgotten_partition_ignores_late_completions() {
         let mut o = Offsets::default();
-        o.assign(&[("t".into(), 2)]);
+        o.assign(&[("t".into(), 2), ("t".into(), 0)]);
         assert!(o.owns("t", 2));
+        assert_eq!(o.assigned(), 2);
         o.received("t", 2, 7);
         o.forget(&[("t".into(), 2)]);
         assert!(
             !o.owns("t", 2),
             "a revoked partition's prefetched messages are not ours"
         );
+        assert_eq!(o.assigned(), 1);
         o.finished("t", 2, 7);
         assert_eq!(o.pending(), 0);
         assert!(o.committable().is_empty());

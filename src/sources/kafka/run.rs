@@ -81,7 +81,7 @@ impl Shared {
         })
     }
 
-    /// The Prometheus lines: messages in flight, then the counters.
+    /// The Prometheus lines: messages in flight, partitions owned, then the counters.
     pub fn prometheus(&self, out: &mut String) {
         crate::histogram::write_samples(
             out,
@@ -89,6 +89,18 @@ impl Shared {
             "Messages received and not yet finished (uncommitted).",
             "gauge",
             &[(String::new(), self.pending() as u64)],
+        );
+        let assigned = self
+            .offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .assigned();
+        crate::histogram::write_samples(
+            out,
+            "pixguard_stream_assigned_partitions",
+            "Input partitions this member owns now (0 until the group has assigned it some).",
+            "gauge",
+            &[(String::new(), assigned as u64)],
         );
         self.metrics.prometheus(out);
     }
