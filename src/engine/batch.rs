@@ -119,6 +119,30 @@ pub(super) struct Batch {
     pub(super) dispatched: Instant,
 }
 
+impl Batch {
+    /// An empty batch whose oldest row is `job`'s.
+    pub(super) fn starting(job: &Arc<Job>) -> Batch {
+        Batch {
+            parts: Vec::new(),
+            rows: 0,
+            oldest: job.enqueued,
+            dispatched: job.enqueued,
+        }
+    }
+
+    /// Adds as many of `job`'s rows from `start` on as fit under `max_batch`; how many.
+    pub(super) fn take(&mut self, job: &Arc<Job>, start: usize, max_batch: usize) -> usize {
+        let len = (max_batch - self.rows).min(job.features.rows - start);
+        self.parts.push(Part {
+            job: job.clone(),
+            start,
+            len,
+        });
+        self.rows += len;
+        len
+    }
+}
+
 /// The contiguous feature block of one batch, reused across batches.
 #[derive(Default)]
 pub(super) struct Rows {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use super::batch::{Batch, Job, Part};
+use super::batch::{Batch, Job};
 use super::worker::Worker;
 use super::{EngineError, Lane, Message, Metrics};
 use crate::config::EngineConfig;
@@ -115,22 +115,9 @@ impl Batcher {
             return;
         }
         let mut start = 0;
-        let rows = job.features.rows;
-        while start < rows {
-            let open = self.open.get_or_insert_with(|| Batch {
-                parts: Vec::new(),
-                rows: 0,
-                oldest: job.enqueued,
-                dispatched: job.enqueued,
-            });
-            let len = (self.max_batch - open.rows).min(rows - start);
-            open.parts.push(Part {
-                job: job.clone(),
-                start,
-                len,
-            });
-            open.rows += len;
-            start += len;
+        while start < job.features.rows {
+            let open = self.open.get_or_insert_with(|| Batch::starting(&job));
+            start += open.take(&job, start, self.max_batch);
             if open.rows == self.max_batch {
                 self.seal();
             }
@@ -158,28 +145,13 @@ impl Batcher {
     fn top_up(&mut self, batch: Option<Batch>) -> Option<Batch> {
         let mut batch = match batch {
             Some(b) => b,
-            None => {
-                let (job, _) = self.bulk.front()?;
-                Batch {
-                    parts: Vec::new(),
-                    rows: 0,
-                    oldest: job.enqueued,
-                    dispatched: job.enqueued,
-                }
-            }
+            None => Batch::starting(&self.bulk.front()?.0),
         };
         while batch.rows < self.max_batch {
             let Some((job, start)) = self.bulk.front_mut() else {
                 break;
             };
-            let len = (self.max_batch - batch.rows).min(job.features.rows - *start);
-            batch.parts.push(Part {
-                job: job.clone(),
-                start: *start,
-                len,
-            });
-            batch.rows += len;
-            *start += len;
+            *start += batch.take(job, *start, self.max_batch);
             if *start == job.features.rows {
                 self.bulk.pop_front();
             }
