@@ -272,6 +272,18 @@ fn metric(server: &Server, name: &str) -> f64 {
     server::metric(&text, name)
 }
 
+/// Waits until only the serving version's engine runs: a swapped-out or refused version stops
+/// its engine once its last request is answered (none are in flight here), or it leaked.
+fn assert_one_engine(server: &Server, after: &str) {
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut running = metric(server, "pixguard_engines_running");
+    while running != 1.0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        running = metric(server, "pixguard_engines_running");
+    }
+    assert_eq!(running, 1.0, "engines still running 5 s after {after}");
+}
+
 /// A copy of the bundled package in `dir`, for tests that break one file of it.
 fn copy_package(from: &str, dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).expect("copy dir");
@@ -496,6 +508,7 @@ fn publish_serve_promote_rollback_and_refusals() {
         .map(|l| serde_json::from_str(l).expect("list line"))
         .collect();
     assert_eq!(rows.len(), 3);
+    assert_one_engine(&server, "a promotion and a rollback");
     let prod = rows
         .iter()
         .find(|r| r["version"] == v_prod.as_str())
@@ -642,6 +655,7 @@ fn publish_serve_promote_rollback_and_refusals() {
         "{after:#}"
     );
     assert_eq!(metric(&server, "pixguard_model_swaps_total"), swaps);
+    assert_one_engine(&server, "three refused versions");
     drop(server);
 
     // 7. An unreachable registry at start: a clear error and exit code 69 …

@@ -9,12 +9,14 @@ models/pix-fraud-challenger, artifacts on GCS); `pixguard serve` follows
   - every answer names one of the two versions (`x-model-version`, tallied by the bench);
   - after each flip the new version answers within poll interval + its load time (+ 0.5 s for
     this script's own polling);
-  - memory does not grow with swaps: the median RSS over the last 5 swaps within 10 % of the
-    median over swaps 2-6. (One sample against one sample was flaky: RSS moves ±5 % from one swap
-    to the next as the allocator keeps or returns the outgoing version's pages: three debug runs of
-    one commit read +3.8 %, +10.1 % and +13.7 % from the 2nd to the 20th; where every sample was
-    kept, the windows read +0.2 % (that commit) and +5.0 % (the one before, single samples
-    +11.8 %). A version leaked per swap would still add far more than 10 % between the windows.)
+  - no version is kept after it is swapped out: `pixguard_engines_running` is at most 2 (the new
+    version and the one finishing its last requests) right after every flip, and 1 within 5 s of
+    the last;
+  - memory does not grow with swaps once the load has stopped: over the flips after the load (12
+    by default), the median RSS of the last 4 within 5 % of the median of the first 4.
+    Samples taken under load cannot tell: without any swap, the same load alone raised RSS by
+    ~10 % between the windows this script used to compare (swaps 2-6 against the last 5; one run,
+    no alias flip: 69.3 MB -> 76.7 MB), while after the load RSS stays flat within ~1.5 %.
 Run with the Python of tests/python/requirements.txt (mlflow, fake-gcs-server):
 
     .ci-venv/bin/python benches/lifecycle/swap.py --pixguard target/release/pixguard
@@ -56,6 +58,14 @@ def admin(url: str) -> dict:
         return json.load(r)
 
 
+def engines_running(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("pixguard_engines_running "):
+                return int(float(line.split()[1]))
+    raise RuntimeError("/metrics has no pixguard_engines_running")
+
+
 def bench(pixguard: str, url: str, out: pathlib.Path, cpu: str | None, *args: str) -> subprocess.Popen:
     cmd = [pixguard, "bench", "--api", "v1", "--url", url, "--out", str(out), "--no-progress",
            "--label", out.name, *args]
@@ -69,7 +79,7 @@ def main() -> int:
     p.add_argument("--pixguard", default=str(ROOT / "target/release/pixguard"))
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     p.add_argument("--flip-every", type=float, default=5.0)
-    p.add_argument("--swaps", type=int, default=20, help="total swaps (flips continue after the load)")
+    p.add_argument("--swaps", type=int, default=24, help="total swaps (flips continue after the load)")
     p.add_argument("--rate", type=float, default=0.0, help="offered requests/s (0: half of a closed-loop saturation run)")
     p.add_argument("--out", default=str(ROOT / "target/bench/swap"))
     args = p.parse_args()
@@ -116,10 +126,16 @@ def main() -> int:
             load_ms = next(e["duration_ms"] for e in reversed(history)
                            if e["outcome"] == "serving" and e["identity"].endswith(f"/{other}"))
             under_load = load.poll() is None
-            flips.append({"to": other, "seen_s": round(seen, 3), "load_ms": load_ms, "under_load": under_load})
+            flips.append({"to": other, "seen_s": round(seen, 3), "load_ms": load_ms, "under_load": under_load,
+                          "engines": engines_running(url)})
             rss[len(flips)] = rss_kib(proc.pid)
             current, other = other, current
         load.wait()
+        settle = time.time() + 5
+        engines_end = engines_running(url)
+        while engines_end != 1 and time.time() < settle:
+            time.sleep(0.05)
+            engines_end = engines_running(url)
         report = json.loads((out / "load/report.json").read_text())["steps"][0]
     finally:
         stack.close()
@@ -127,9 +143,9 @@ def main() -> int:
     versions = report.get("versions", {})
     late = [f for f in flips if f["seen_s"] > POLL_S + f["load_ms"] / 1000 + 0.5]
     seen = [f["seen_s"] for f in flips]
-    rss2, rss_last = rss[2], rss[len(flips)]
-    rss_early = statistics.median(rss[k] for k in range(2, min(7, len(flips) + 1)))
-    rss_late = statistics.median(rss[k] for k in range(max(1, len(flips) - 4), len(flips) + 1))
+    after_load = [k for k, f in enumerate(flips, start=1) if not f["under_load"]]
+    rss_first = statistics.median(rss[k] for k in after_load[:4]) if after_load else None
+    rss_last = statistics.median(rss[k] for k in after_load[-4:]) if after_load else None
     summary = {
         "offered_rps": rate, "saturation_rps": saturation, "achieved_rps": report["achieved_rps"],
         "answers_ok": report["ok"], "errors": errors, "versions": versions,
@@ -137,8 +153,9 @@ def main() -> int:
         "flips": flips, "flips_under_load": sum(f["under_load"] for f in flips),
         "seen_median_s": statistics.median(seen), "seen_max_s": max(seen),
         "load_median_ms": statistics.median(f["load_ms"] for f in flips),
-        "rss_kib_after_2": rss2, f"rss_kib_after_{len(flips)}": rss_last,
-        "rss_kib_median_swaps_2_6": rss_early, "rss_kib_median_last_5": rss_late, "rss_kib": rss,
+        "engines_max_after_flip": max(f["engines"] for f in flips), "engines_at_end": engines_end,
+        "flips_after_load": len(after_load), "rss_kib_median_first_4_after_load": rss_first,
+        "rss_kib_median_last_4_after_load": rss_last, "rss_kib": rss,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k not in ("flips", "rss_kib")}, indent=2))
@@ -152,9 +169,17 @@ def main() -> int:
     if late:
         print(f"FAIL: flips answered later than poll + load + 0.5 s: {late}", file=sys.stderr)
         ok = False
-    if rss_late > 1.1 * rss_early:
-        print(f"FAIL: median RSS grew from {rss_early} KiB (swaps 2-6) to {rss_late} KiB (last 5 swaps)",
+    if max(f["engines"] for f in flips) > 2 or engines_end != 1:
+        print(f"FAIL: swapped-out versions still running: {[f['engines'] for f in flips]} after the flips, "
+              f"{engines_end} 5 s after the last", file=sys.stderr)
+        ok = False
+    if len(after_load) < 8:
+        print(f"FAIL: {len(after_load)} flips after the load; the memory check needs 8 (raise --swaps)",
               file=sys.stderr)
+        ok = False
+    elif rss_last > 1.05 * rss_first:
+        print(f"FAIL: median RSS grew from {rss_first} KiB (first 4 flips after the load) to {rss_last} KiB "
+              f"(last 4)", file=sys.stderr)
         ok = False
     print("swap under load:", "PASS" if ok else "FAIL")
     return 0 if ok else 1

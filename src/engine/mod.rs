@@ -27,6 +27,32 @@ use crate::monitoring::Tap;
 
 use batch::Job;
 
+/// Engines whose batcher thread runs, in this process: one per loaded model version (the
+/// champion, a shadow, a retired version still finishing its last requests). A version that is
+/// never let go after a swap shows up here as a count that only grows.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many engines run now (`pixguard_engines_running`).
+pub fn running() -> usize {
+    RUNNING.load(Ordering::Relaxed)
+}
+
+/// Counts its engine in [`running`] from construction until the batcher thread that owns it ends.
+struct Running;
+
+impl Running {
+    fn new() -> Self {
+        RUNNING.fetch_add(1, Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Why the engine could not score a request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
@@ -151,7 +177,11 @@ impl Engine {
             queued_rows.clone(),
             metrics.clone(),
         );
-        threads.push(spawn("pixguard-batcher", priority, move || b.run(rx))?);
+        let running = Running::new();
+        threads.push(spawn("pixguard-batcher", priority, move || {
+            let _running = running;
+            b.run(rx)
+        })?);
         Ok(Engine {
             tx,
             queued_rows,

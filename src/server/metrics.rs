@@ -166,6 +166,13 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
     );
     counter(
         &mut out,
+        "pixguard_engines_running",
+        "Engines running: one per loaded version (the serving one, a shadow, a swapped-out one finishing its last requests).",
+        "gauge",
+        &[(String::new(), crate::engine::running() as u64)],
+    );
+    counter(
+        &mut out,
         "pixguard_model_load_failures_total",
         "Model versions refused (fetch, package checks, self-test or warm-up failed); the serving version stayed.",
         "counter",
