@@ -5,6 +5,7 @@
 //! Column names are the dotted JSON paths of [`super::CSV_COLUMNS`], so an error in any format
 //! names the same field.
 
+mod cells;
 mod read;
 mod write;
 

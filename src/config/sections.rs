@@ -1,0 +1,255 @@
+//! The sections of `config.yaml`, each with the defaults a key takes when it is absent.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// HTTP front end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub address: String,
+    /// Port to bind (0 picks a free one and logs it).
+    pub port: u16,
+    /// Port of the Open Inference Protocol gRPC service (0 picks a free one and logs it).
+    pub grpc_port: u16,
+    /// Largest accepted request body, in bytes (413 above).
+    pub body_limit_bytes: usize,
+    /// Most transactions in one request (413 above).
+    pub max_transactions_per_request: usize,
+    /// Most scoring requests in flight at once, all front ends together; beyond it a request is
+    /// refused at once with 429 (gRPC RESOURCE_EXHAUSTED). 0: no bound.
+    pub max_concurrent_requests: usize,
+    /// After SIGTERM, how long new requests are still accepted (readiness already fails) so load
+    /// balancers can notice; then they get 503.
+    pub grace_period_ms: u64,
+    /// After SIGTERM, the longest the process waits for queued and in-flight work before exiting.
+    pub drain_timeout_ms: u64,
+    /// Threads that receive, parse and answer requests (0: the cores the engine's threads leave,
+    /// at least two, one on a single core).
+    pub http_threads: usize,
+    /// File holding the bearer token of `/admin/*` (or `PIXGUARD_ADMIN_TOKEN`); with neither, the
+    /// admin routes are off. Never the token itself: config files get copied and logged.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            address: "0.0.0.0".into(),
+            port: 8080,
+            grpc_port: 8081,
+            body_limit_bytes: 1 << 20,
+            max_transactions_per_request: 1_000,
+            max_concurrent_requests: 256,
+            grace_period_ms: 0,
+            drain_timeout_ms: 30_000,
+            http_threads: 0,
+            admin_token_file: None,
+        }
+    }
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA if it initialises, else the CPU (logged and exported as a metric).
+    Auto,
+    /// CUDA or refuse to start.
+    Cuda,
+    /// The CPU.
+    Cpu,
+}
+
+/// Micro-batcher and device workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Most rows in one batch.
+    pub max_batch_size: usize,
+    /// While every worker is busy, a batch stops growing once its oldest row has waited this long.
+    pub max_queue_delay_us: u64,
+    /// Most rows waiting; beyond it requests get 429.
+    pub max_queue_rows: usize,
+    /// Device workers, each with its own model replica.
+    pub workers: usize,
+    /// CPU threads per worker (0: one).
+    pub threads_per_worker: usize,
+    /// Where to run the model.
+    pub device: DeviceChoice,
+    /// Deadline of a request that sets none (`x-request-timeout-ms`), in milliseconds.
+    pub default_deadline_ms: u64,
+    /// Test-only: every batch sleeps this long before computing, to make queues build up.
+    pub test_worker_delay_us: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_batch_size: 512,
+            max_queue_delay_us: 500,
+            max_queue_rows: 16_384,
+            workers: 1,
+            threads_per_worker: 1,
+            device: DeviceChoice::Auto,
+            default_deadline_ms: 1_000,
+            test_worker_delay_us: 0,
+        }
+    }
+}
+
+/// Which model to serve, where it comes from, and how it is followed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A package folder, `gs://bucket/prefix`, `models:/<name>@<alias>` or `models:/<name>/<version>`.
+    pub source: String,
+    /// MLflow tracking server for `models:/` sources (absent: `MLFLOW_TRACKING_URI`).
+    pub registry_uri: Option<String>,
+    /// Where remote packages are downloaded, one folder per name/version/digest.
+    pub cache_dir: PathBuf,
+    /// Seconds between checks of the source for a new version (0: never; `POST /admin/model/reload`
+    /// still reloads).
+    pub poll_interval_s: u64,
+    /// When the registry or bucket cannot be reached at start, serve the last version this cache
+    /// loaded from the same source instead of exiting.
+    pub use_cached_on_error: bool,
+    /// A challenger scored on a sampled copy of live rows, off the critical path (absent: none).
+    pub shadow: Option<String>,
+    /// Share of requests the challenger also scores, 0 to 1.
+    pub shadow_fraction: f64,
+    /// JSONL file every champion/challenger decision disagreement is appended to (absent: none).
+    pub shadow_log: Option<PathBuf>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            source: "models/pix-fraud".into(),
+            registry_uri: None,
+            cache_dir: PathBuf::from(".pixguard/models"),
+            poll_interval_s: 30,
+            use_cached_on_error: false,
+            shadow: None,
+            shadow_fraction: 0.0,
+            shadow_log: None,
+        }
+    }
+}
+
+/// Decision threshold overrides (absent: the package's own) and reason codes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionsConfig {
+    /// Lowest score held for review.
+    pub hold: Option<f64>,
+    /// Lowest score rejected.
+    pub reject: Option<f64>,
+    /// Reasons on every HOLD and REJECT, and on any answer whose request asks (`explain`); false:
+    /// never. Needs a package that describes its explanations.
+    pub reasons: bool,
+}
+
+impl Default for DecisionsConfig {
+    fn default() -> Self {
+        DecisionsConfig {
+            hold: None,
+            reject: None,
+            reasons: true,
+        }
+    }
+}
+
+/// Scoring from Kafka: topics, group, and librdkafka settings passed through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Run the Kafka consumer beside the HTTP front ends (`pixguard stream` sets it).
+    pub enabled: bool,
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Transactions to score (JSON values, as `/v1/score` takes them).
+    pub input_topic: String,
+    /// Scores (key: end_to_end_id).
+    pub output_topic: String,
+    /// Messages that cannot be scored, with Kafka Connect's error headers.
+    pub dead_letter_topic: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Most messages scored in one call (the engine batches further).
+    pub max_batch: usize,
+    /// Messages received and not yet handed to the producer beyond which the stream stops taking
+    /// more (and pauses its partitions after a second of that; resumed below half).
+    pub max_in_flight: usize,
+    /// How often finished offsets are committed, ms.
+    pub commit_interval_ms: u64,
+    /// How long a revoked partition's work in flight may take to finish before it is given up, ms.
+    pub revoke_timeout_ms: u64,
+    /// librdkafka properties passed through (SASL/SSL for managed Kafka), e.g.
+    /// `security.protocol: SASL_SSL`; `_` stands for `.` (environment overrides cannot hold `.`).
+    pub librdkafka: std::collections::BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            enabled: false,
+            brokers: "127.0.0.1:9092".into(),
+            input_topic: "pix.transactions".into(),
+            output_topic: "pix.scores".into(),
+            dead_letter_topic: "pix.transactions.dlq".into(),
+            group_id: "pixguard".into(),
+            max_batch: 512,
+            max_in_flight: 32_768,
+            commit_interval_ms: 200,
+            revoke_timeout_ms: 10_000,
+            librdkafka: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// Model monitoring (docs/monitoring.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// Count every scored row's features, score and decision per version (off: no monitor thread,
+    /// no copy per batch).
+    pub enabled: bool,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig { enabled: true }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line (Google Cloud Logging reads `severity` and `message`).
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// tracing filter, e.g. `info` or `pixguard=debug`.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
