@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tonic::service::interceptor::InterceptedService;
+use hyper::body::Incoming;
 use tonic::{Request, Response, Status};
 
 use super::AppState;
@@ -208,9 +208,9 @@ impl GrpcInferenceService for Inference {
             .extensions()
             .get::<Arrival>()
             .map_or_else(Instant::now, |a| a.0);
-        // tonic answers CANCELLED when the caller's grpc-timeout passes, timed from the request's
-        // head; answering a little before that instant keeps the code DEADLINE_EXCEEDED, as on the
-        // HTTP APIs, however long the body took to arrive and decode.
+        // The caller's grpc-timeout runs from the request's head; answering a little before it
+        // ends lets DEADLINE_EXCEEDED (as on the HTTP APIs) reach the caller before its own timer
+        // gives up, however long the body took to arrive and decode.
         let deadline = r
             .metadata()
             .get(TIMEOUT_HEADER)
@@ -233,22 +233,66 @@ impl GrpcInferenceService for Inference {
     }
 }
 
-/// When a call's head reached the service: the instant tonic's own `grpc-timeout` timer starts.
+/// When a call's head reached the server: the instant its `grpc-timeout` counts from.
 #[derive(Clone, Copy)]
 struct Arrival(Instant);
 
-/// Stamps a call with its [`Arrival`]; it runs on the call's head, before the body is read.
-type Stamp = fn(Request<()>) -> Result<Request<()>, Status>;
-
-/// The service with every call stamped on arrival.
-pub fn service(
+/// Serves `inference.GRPCInferenceService` on `listener` over HTTP/2 (cleartext, prior knowledge,
+/// as gRPC clients connect) until `stop` is notified; then stops accepting, lets every open call
+/// finish and returns once the connections have closed.
+///
+/// hyper's HTTP/2 connection straight onto the generated service, without tonic's transport
+/// server: that one routes each call through an axum router, boxes its body, runs a per-call
+/// timeout layer and sniffs each connection for HTTP/1 — per-call work a server with one service
+/// and its own deadlines (`grpc-timeout`, below) does not need.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
     state: Arc<AppState>,
-) -> InterceptedService<GrpcInferenceServiceServer<Inference>, Stamp> {
-    fn stamp(mut r: Request<()>) -> Result<Request<()>, Status> {
-        r.extensions_mut().insert(Arrival(Instant::now()));
-        Ok(r)
+    stop: Arc<tokio::sync::Notify>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tonic::codegen::Service;
+
+    let inference = GrpcInferenceServiceServer::new(Inference(state));
+    let service =
+        hyper::service::service_fn(move |mut call: tonic::codegen::http::Request<Incoming>| {
+            call.extensions_mut().insert(Arrival(Instant::now()));
+            // The generated service is always ready (its `poll_ready` answers Ready at once).
+            inference.clone().call(call)
+        });
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // No per-connection cap on concurrent calls (hyper's default is 200), as gRPC servers and
+    // tonic's own server do: `server.max_concurrent_requests` bounds the calls in flight and
+    // answers RESOURCE_EXHAUSTED beyond it, instead of clients queueing unseen in front of it.
+    http2.max_concurrent_streams(None);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors or the like: wait instead of spinning on accept.
+                    tracing::warn!(error = %e, "grpc accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Small unary answers must leave at once: Nagle's algorithm held some for 40 ms.
+        let _ = tcp.set_nodelay(true);
+        let connection =
+            connections.watch(http2.serve_connection(TokioIo::new(tcp), service.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "grpc connection ended with an error");
+            }
+        });
     }
-    GrpcInferenceServiceServer::with_interceptor(Inference(state), stamp as Stamp)
+    drop(listener);
+    connections.shutdown().await;
 }
 
 impl Inference {

@@ -312,27 +312,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         drain(&drain_state).await;
         drained.notify_waiters();
     });
-    let (grpc_state, grpc_stop) = (state.clone(), stop.clone());
-    let grpc = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(grpc::service(grpc_state))
-            .serve_with_incoming_shutdown(
-                // Small unary answers must leave at once: Nagle's algorithm held some for 40 ms.
-                tokio_stream::StreamExt::map(
-                    tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                    |stream| {
-                        if let Ok(s) = &stream {
-                            let _ = s.set_nodelay(true);
-                        }
-                        stream
-                    },
-                ),
-                async move {
-                    grpc_stop.notified().await;
-                },
-            )
-            .await
-    });
+    let grpc = tokio::spawn(grpc::serve(grpc_listener, state.clone(), stop.clone()));
     let graceful = stop.clone();
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
