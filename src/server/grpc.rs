@@ -10,9 +10,11 @@ use tonic::{Request, Response, Status};
 
 use super::AppState;
 use super::error::grpc_status;
+use super::grpc_infer;
 use super::oip::{model_config, statistics};
 use crate::protocol::ProtocolError;
 use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceService;
+use crate::protocol::grpc::infer::InferCall;
 use crate::protocol::grpc::model_metadata_response::TensorMetadata;
 use crate::protocol::grpc::*;
 use crate::protocol::oip::{EXTENSIONS, PLATFORM, SERVER_NAME, Tensor, TensorData, grpc_outputs};
@@ -202,6 +204,21 @@ impl GrpcInferenceService for Inference {
         &self,
         r: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
+        // The server routes ModelInfer to `model_infer_call` with the request read in place
+        // (`super::grpc_infer`); this entry point (the trait's) reads prost's message the same way.
+        let (metadata, extensions, message) = r.into_parts();
+        let call = InferCall::from_message(&message);
+        self.model_infer_call(Request::from_parts(metadata, extensions, call))
+            .await
+    }
+}
+
+impl Inference {
+    /// `ModelInfer` on a request read in place: admission, deadline, scoring, the answer.
+    pub async fn model_infer_call(
+        &self,
+        r: Request<InferCall>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
         let scoring = &self.0.scoring;
         let admission = scoring.admit(Api::OipGrpc).map_err(|e| grpc_status(&e))?;
         let arrived = r
@@ -253,12 +270,22 @@ pub async fn serve(
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use tonic::codegen::Service;
 
-    let inference = GrpcInferenceServiceServer::new(Inference(state));
+    let inference = Arc::new(Inference(state));
+    let generated = GrpcInferenceServiceServer::from_arc(inference.clone());
     let service =
         hyper::service::service_fn(move |mut call: tonic::codegen::http::Request<Incoming>| {
             call.extensions_mut().insert(Arrival(Instant::now()));
+            if call.uri().path() == grpc_infer::PATH {
+                // The hot method, its request read in place (`grpc_infer`).
+                let method = grpc_infer::InferService(inference.clone());
+                let answer = async move {
+                    let mut grpc = tonic::server::Grpc::new(grpc_infer::InferCodec);
+                    Ok(grpc.unary(method, call).await)
+                };
+                return Box::pin(answer) as tonic::codegen::BoxFuture<_, std::convert::Infallible>;
+            }
             // The generated service is always ready (its `poll_ready` answers Ready at once).
-            inference.clone().call(call)
+            generated.clone().call(call)
         });
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     // No per-connection cap on concurrent calls (hyper's default is 200), as gRPC servers and
@@ -298,33 +325,33 @@ pub async fn serve(
 impl Inference {
     async fn infer(
         &self,
-        r: ModelInferRequest,
+        r: InferCall,
         timeout: Option<std::time::Duration>,
     ) -> Result<ModelInferResponse, ScoreError> {
         let scoring = &self.0.scoring;
         let served = scoring.served();
-        served.check_model(&r.model_name, optional(&r.model_version))?;
-        if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
+        served.check_model(r.model_name(), optional(r.model_version()))?;
+        if r.raw_count() != 0 && r.raw_count() != r.input_count() {
             return Err(ScoreError::Malformed(format!(
                 "{} raw_input_contents for {} inputs",
-                r.raw_input_contents.len(),
-                r.inputs.len()
+                r.raw_count(),
+                r.input_count()
             )));
         }
         let signature = served.signature();
         let outputs = signature.select_outputs(
-            (!r.outputs.is_empty()).then(|| r.outputs.iter().map(|o| (o.name.as_str(), true))),
+            (r.output_names().next().is_some()).then(|| r.output_names().map(|o| (o, true))),
             true,
         )?;
+        let mut raw = r.raw_input_contents();
         let tensors: Vec<Tensor<'_>> = r
-            .inputs
-            .iter()
+            .inputs()
             .enumerate()
             .map(|(k, i)| Tensor {
-                name: &i.name,
-                datatype: &i.datatype,
-                shape: &i.shape,
-                data: match (r.raw_input_contents.get(k), &i.contents) {
+                name: i.name,
+                datatype: i.datatype,
+                shape: i.shape,
+                data: match (raw.next(), r.typed_contents(k)) {
                     (Some(raw), _) => TensorData::Binary(raw),
                     (None, Some(contents)) => TensorData::Proto(contents),
                     (None, None) => TensorData::Missing,
@@ -332,7 +359,7 @@ impl Inference {
             })
             .collect();
         let payload = signature.decode_inputs(&tensors, scoring.limits().max_rows_per_request)?;
-        let explain = match r.parameters.get("explain").map(|p| &p.parameter_choice) {
+        let explain = match r.parameter("explain").map(|p| &p.parameter_choice) {
             None => false,
             Some(Some(infer_parameter::ParameterChoice::BoolParam(b))) => *b,
             Some(_) => {
@@ -351,7 +378,7 @@ impl Inference {
         Ok(ModelInferResponse {
             model_name: served.model().name.clone(),
             model_version: served.model().version.clone(),
-            id: r.id,
+            id: r.id().to_string(),
             outputs,
             raw_output_contents: raw,
             ..Default::default()

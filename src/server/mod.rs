@@ -4,6 +4,7 @@
 mod admin;
 mod error;
 pub mod grpc;
+mod grpc_infer;
 mod metrics;
 pub mod models;
 mod monitoring;

@@ -10,6 +10,8 @@ mod generated {
 
 pub use generated::*;
 
+pub mod infer;
+
 /// The header a gRPC client sets to bound a call (`grpc-timeout: 250m`).
 pub const TIMEOUT_HEADER: &str = "grpc-timeout";
 
