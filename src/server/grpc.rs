@@ -276,13 +276,10 @@ pub async fn serve(
         hyper::service::service_fn(move |mut call: tonic::codegen::http::Request<Incoming>| {
             call.extensions_mut().insert(Arrival(Instant::now()));
             if call.uri().path() == grpc_infer::PATH {
-                // The hot method, its request read in place (`grpc_infer`).
-                let method = grpc_infer::InferService(inference.clone());
-                let answer = async move {
-                    let mut grpc = tonic::server::Grpc::new(grpc_infer::InferCodec);
-                    Ok(grpc.unary(method, call).await)
-                };
-                return Box::pin(answer) as tonic::codegen::BoxFuture<_, std::convert::Infallible>;
+                // The hot method, served by hand (`grpc_infer`).
+                let answer = grpc_infer::call(inference.clone(), call);
+                return Box::pin(async move { Ok(answer.await) })
+                    as tonic::codegen::BoxFuture<_, std::convert::Infallible>;
             }
             // The generated service is always ready (its `poll_ready` answers Ready at once).
             generated.clone().call(call)

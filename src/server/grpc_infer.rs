@@ -1,83 +1,125 @@
-//! `ModelInfer` with the request read in place ([`InferCall`]) instead of prost's generated
-//! decoder: the tonic codec and unary service the gRPC server routes that one method to. Every
-//! other method, and the answer's encoding, stay prost's.
+//! `ModelInfer`, the hot method, served as plain HTTP/2 by hand instead of through tonic's
+//! streaming codec: the body collected as it arrived (one DATA frame: no copy), its 5-byte gRPC
+//! prefix checked, the request read in place ([`InferCall`]), and the answer written as one DATA
+//! frame and the `grpc-status` trailer. Errors are tonic's own trailers-only answers
+//! ([`Status::into_http`]); every other method stays with tonic's generated service.
 
 use std::sync::Arc;
 
-use bytes::Buf;
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::{Request, Response, Status};
+use tonic::codegen::http::{self, HeaderMap, HeaderValue};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Status};
 
 use super::grpc::Inference;
-use crate::protocol::grpc::ModelInferResponse;
 use crate::protocol::grpc::infer::InferCall;
 
 /// The method's path, as gRPC clients call it.
 pub const PATH: &str = "/inference.GRPCInferenceService/ModelInfer";
 
-/// Reads an [`InferCall`], writes a prost [`ModelInferResponse`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct InferCodec;
+/// The largest request message taken, as tonic's default (4 MiB).
+const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
-/// The decoding half of [`InferCodec`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CallDecoder;
-
-/// The encoding half of [`InferCodec`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ResponseEncoder;
-
-impl Codec for InferCodec {
-    type Encode = ModelInferResponse;
-    type Decode = InferCall;
-    type Encoder = ResponseEncoder;
-    type Decoder = CallDecoder;
-
-    fn encoder(&mut self) -> ResponseEncoder {
-        ResponseEncoder
-    }
-
-    fn decoder(&mut self) -> CallDecoder {
-        CallDecoder
+/// Answers one `ModelInfer` call.
+pub async fn call(
+    inference: Arc<Inference>,
+    call: http::Request<Incoming>,
+) -> http::Response<tonic::body::Body> {
+    match answer(inference, call).await {
+        Ok(response) => response,
+        Err(status) => status.into_http(),
     }
 }
 
-impl Decoder for CallDecoder {
-    type Item = InferCall;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<InferCall>, Status> {
-        // The message's bytes as one `Bytes` (a split of tonic's buffer, not a copy).
-        let bytes = src.copy_to_bytes(src.remaining());
-        InferCall::decode(bytes)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+async fn answer(
+    inference: Arc<Inference>,
+    call: http::Request<Incoming>,
+) -> Result<http::Response<tonic::body::Body>, Status> {
+    let (parts, body) = call.into_parts();
+    if let Some(encoding) = parts.headers.get("grpc-encoding")
+        && encoding != "identity"
+    {
+        return Err(Status::unimplemented(format!(
+            "grpc-encoding {encoding:?} is not supported; send uncompressed messages"
+        )));
     }
+    let body = http_body_util::Limited::new(body, MAX_MESSAGE + 5)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Status::resource_exhausted(format!(
+                    "the request is larger than the limit of {MAX_MESSAGE} bytes"
+                ))
+            } else {
+                Status::cancelled(format!("reading the request: {e}"))
+            }
+        })?
+        .to_bytes();
+    let message = message(body)?;
+    let call = InferCall::decode(message).map_err(|e| Status::internal(e.to_string()))?;
+    let request = Request::from_parts(
+        MetadataMap::from_headers(parts.headers),
+        parts.extensions,
+        call,
+    );
+    let answer = inference.model_infer_call(request).await?.into_inner();
+    let mut data = BytesMut::with_capacity(5 + answer.encoded_len());
+    data.put_u8(0);
+    data.put_u32(
+        u32::try_from(answer.encoded_len()).map_err(|_| Status::internal("answer too large"))?,
+    );
+    answer
+        .encode(&mut data)
+        .map_err(|e| Status::internal(format!("encoding the answer: {e}")))?;
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames = [
+        Ok::<_, Status>(Frame::data(data.freeze())),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let mut response = http::Response::new(tonic::body::Body::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    Ok(response)
 }
 
-impl Encoder for ResponseEncoder {
-    type Item = ModelInferResponse;
-    type Error = Status;
-
-    fn encode(&mut self, item: ModelInferResponse, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding the answer: {e}")))
+/// The one message of a unary call's body: the 5-byte prefix (uncompressed, its length) checked.
+fn message(mut body: Bytes) -> Result<Bytes, Status> {
+    if body.len() < 5 {
+        return Err(Status::internal("Missing request message."));
     }
-}
-
-/// The unary service tonic runs for [`PATH`].
-#[derive(Clone)]
-pub struct InferService(pub Arc<Inference>);
-
-impl tonic::server::UnaryService<InferCall> for InferService {
-    type Response = ModelInferResponse;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<ModelInferResponse>, Status>> + Send>,
-    >;
-
-    fn call(&mut self, request: Request<InferCall>) -> Self::Future {
-        let inference = self.0.clone();
-        Box::pin(async move { inference.model_infer_call(request).await })
+    let prefix = body.split_to(5);
+    match prefix[0] {
+        0 => {}
+        1 => {
+            return Err(Status::internal(
+                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+            ));
+        }
+        f => {
+            return Err(Status::internal(format!(
+                "protocol error: received message with invalid compression flag: {f} (valid flags are 0 and 1)"
+            )));
+        }
     }
+    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    if len > MAX_MESSAGE {
+        return Err(Status::resource_exhausted(format!(
+            "message of {len} bytes is larger than the limit of {MAX_MESSAGE}"
+        )));
+    }
+    if body.len() != len {
+        return Err(Status::internal(format!(
+            "a unary call carries one message: its prefix says {len} bytes, the body holds {}",
+            body.len()
+        )));
+    }
+    Ok(body)
 }
