@@ -62,7 +62,9 @@ fn oip_forms(tx: &Value, model: &str) -> (Vec<u8>, ModelInferRequest) {
         _ => unreachable!(),
     };
     let request = match grpc {
-        pixguard::bench::requests::Bodies::Grpc(mut r) => r.remove(0),
+        pixguard::bench::requests::Bodies::Grpc(mut r) => {
+            <ModelInferRequest as prost::Message>::decode(r.remove(0)).unwrap()
+        }
         _ => unreachable!(),
     };
     (body, request)

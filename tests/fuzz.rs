@@ -100,7 +100,9 @@ fn binary_body() -> (Vec<u8>, Vec<u8>) {
     let pixguard::bench::requests::Bodies::Grpc(mut grpc) = requests else {
         unreachable!()
     };
-    let request = grpc.remove(0);
+    let request =
+        <pixguard::protocol::grpc::ModelInferRequest as prost::Message>::decode(grpc.remove(0))
+            .unwrap();
     let inputs: Vec<Value> = request
         .inputs
         .iter()

@@ -177,7 +177,7 @@ fn grpc_request(tx: &Value, explain: bool) -> ModelInferRequest {
     let pixguard::bench::requests::Bodies::Grpc(mut requests) = built else {
         unreachable!()
     };
-    let mut request = requests.remove(0);
+    let mut request = <ModelInferRequest as prost::Message>::decode(requests.remove(0)).unwrap();
     if explain {
         request.parameters.insert(
             "explain".into(),

@@ -44,8 +44,8 @@ pub enum Bodies {
         /// One body per transaction.
         bodies: Vec<Bytes>,
     },
-    /// gRPC ModelInfer requests.
-    Grpc(Vec<ModelInferRequest>),
+    /// gRPC ModelInfer requests, encoded.
+    Grpc(Vec<Bytes>),
 }
 
 impl Bodies {
@@ -265,7 +265,11 @@ pub fn build(
         Api::OipGrpc => Bodies::Grpc(
             flats
                 .iter()
-                .map(|f| oip_grpc_request(f, model, types))
+                .map(|f| {
+                    Bytes::from(prost::Message::encode_to_vec(&oip_grpc_request(
+                        f, model, types,
+                    )))
+                })
                 .collect(),
         ),
         Api::Mlflow => Bodies::Http {

@@ -17,7 +17,9 @@ use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceService;
 use crate::protocol::grpc::infer::InferCall;
 use crate::protocol::grpc::model_metadata_response::TensorMetadata;
 use crate::protocol::grpc::*;
-use crate::protocol::oip::{EXTENSIONS, PLATFORM, SERVER_NAME, Tensor, TensorData, grpc_outputs};
+use crate::protocol::oip::{
+    EXTENSIONS, PLATFORM, SERVER_NAME, Tensor, TensorData, grpc_message, grpc_outputs,
+};
 use crate::scoring::{Api, ScoreError};
 
 pub use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceServiceServer;
@@ -208,17 +210,16 @@ impl GrpcInferenceService for Inference {
         // (`super::grpc_infer`); this entry point (the trait's) reads prost's message the same way.
         let (metadata, extensions, message) = r.into_parts();
         let call = InferCall::from_message(&message);
-        self.model_infer_call(Request::from_parts(metadata, extensions, call))
-            .await
+        let answer = self
+            .model_infer_call(Request::from_parts(metadata, extensions, call))
+            .await?;
+        Ok(Response::new(answer.message()))
     }
 }
 
 impl Inference {
     /// `ModelInfer` on a request read in place: admission, deadline, scoring, the answer.
-    pub async fn model_infer_call(
-        &self,
-        r: Request<InferCall>,
-    ) -> Result<Response<ModelInferResponse>, Status> {
+    pub async fn model_infer_call(&self, r: Request<InferCall>) -> Result<InferAnswer, Status> {
         let scoring = &self.0.scoring;
         let admission = scoring.admit(Api::OipGrpc).map_err(|e| grpc_status(&e))?;
         let arrived = r
@@ -243,10 +244,7 @@ impl Inference {
             }
             None => self.infer(r.into_inner(), None).await,
         };
-        admission
-            .finish(result)
-            .map(Response::new)
-            .map_err(|e| grpc_status(&e))
+        admission.finish(result).map_err(|e| grpc_status(&e))
     }
 }
 
@@ -324,7 +322,7 @@ impl Inference {
         &self,
         r: InferCall,
         timeout: Option<std::time::Duration>,
-    ) -> Result<ModelInferResponse, ScoreError> {
+    ) -> Result<InferAnswer, ScoreError> {
         let scoring = &self.0.scoring;
         let served = scoring.served();
         served.check_model(r.model_name(), optional(r.model_version()))?;
@@ -370,15 +368,50 @@ impl Inference {
             .score(&served, payload, scoring.deadline(timeout), explain)
             .await?;
         let reasons = served.reason_texts(&scored, &outputs);
-        let answers = scored.answers(&reasons);
-        let (outputs, raw) = grpc_outputs(&outputs, &answers);
-        Ok(ModelInferResponse {
-            model_name: served.model().name.clone(),
-            model_version: served.model().version.clone(),
+        Ok(InferAnswer {
             id: r.id().to_string(),
+            served,
+            outputs,
+            scored,
+            reasons,
+        })
+    }
+}
+
+/// A scored `ModelInfer` call, before it is put on the wire.
+pub struct InferAnswer {
+    served: Arc<crate::scoring::Served>,
+    id: String,
+    outputs: Vec<(crate::protocol::oip::Output, bool)>,
+    scored: crate::scoring::Scores,
+    reasons: Vec<String>,
+}
+
+impl InferAnswer {
+    /// As prost's message (the generated service's answer).
+    pub fn message(&self) -> ModelInferResponse {
+        let answers = self.scored.answers(&self.reasons);
+        let (outputs, raw) = grpc_outputs(&self.outputs, &answers);
+        ModelInferResponse {
+            model_name: self.served.model().name.clone(),
+            model_version: self.served.model().version.clone(),
+            id: self.id.clone(),
             outputs,
             raw_output_contents: raw,
             ..Default::default()
-        })
+        }
+    }
+
+    /// The same message's bytes behind the gRPC prefix, written straight onto `buf`.
+    pub fn encode(&self, buf: &mut bytes::BytesMut) -> Result<(), std::num::TryFromIntError> {
+        let model = self.served.model();
+        let answers = self.scored.answers(&self.reasons);
+        grpc_message(
+            buf,
+            (&model.name, &model.version),
+            &self.id,
+            &self.outputs,
+            &answers,
+        )
     }
 }

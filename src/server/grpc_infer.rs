@@ -6,10 +6,9 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
-use prost::Message;
 use tonic::codegen::http::{self, HeaderMap, HeaderValue};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
@@ -66,15 +65,11 @@ async fn answer(
         parts.extensions,
         call,
     );
-    let answer = inference.model_infer_call(request).await?.into_inner();
-    let mut data = BytesMut::with_capacity(5 + answer.encoded_len());
-    data.put_u8(0);
-    data.put_u32(
-        u32::try_from(answer.encoded_len()).map_err(|_| Status::internal("answer too large"))?,
-    );
+    let answer = inference.model_infer_call(request).await?;
+    let mut data = BytesMut::with_capacity(256);
     answer
         .encode(&mut data)
-        .map_err(|e| Status::internal(format!("encoding the answer: {e}")))?;
+        .map_err(|_| Status::internal("the answer is larger than a gRPC message can be"))?;
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     let frames = [
