@@ -65,11 +65,13 @@ impl InferCall {
             model_version: 0..0,
             id: 0..0,
             parameters: Vec::new(),
-            inputs: Vec::new(),
-            shapes: Vec::new(),
+            // Sized for a transaction's fields (25 inputs of shape [1, 1]): no regrowth on the
+            // common call, one allocation each.
+            inputs: Vec::with_capacity(32),
+            shapes: Vec::with_capacity(64),
             contents: Vec::new(),
             outputs: Vec::new(),
-            raw: Vec::new(),
+            raw: Vec::with_capacity(32),
         };
         let buf = call.buf.clone();
         let mut r = Reader::new(&buf, 0..buf.len());
