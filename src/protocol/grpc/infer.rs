@@ -60,18 +60,12 @@ impl InferCall {
     /// Reads `buf` as an encoded `ModelInferRequest`.
     pub fn decode(buf: Bytes) -> Result<InferCall, DecodeError> {
         let mut call = InferCall {
-            buf,
-            model_name: 0..0,
-            model_version: 0..0,
-            id: 0..0,
-            parameters: Vec::new(),
             // Sized for a transaction's fields (25 inputs of shape [1, 1]): no regrowth on the
             // common call, one allocation each.
             inputs: Vec::with_capacity(32),
             shapes: Vec::with_capacity(64),
-            contents: Vec::new(),
-            outputs: Vec::new(),
             raw: Vec::with_capacity(32),
+            ..InferCall::empty(buf)
         };
         let buf = call.buf.clone();
         let mut r = Reader::new(&buf, 0..buf.len());
@@ -226,8 +220,14 @@ impl InferCall {
     /// The same request as prost's generated type.
     pub fn from_message(request: &ModelInferRequest) -> InferCall {
         // Re-encoding a message prost built always reads back.
-        InferCall::decode(Bytes::from(request.encode_to_vec())).unwrap_or_else(|_| InferCall {
-            buf: Bytes::new(),
+        InferCall::decode(Bytes::from(request.encode_to_vec()))
+            .unwrap_or_else(|_| InferCall::empty(Bytes::new()))
+    }
+
+    /// A call of `buf` with every field empty.
+    fn empty(buf: Bytes) -> InferCall {
+        InferCall {
+            buf,
             model_name: 0..0,
             model_version: 0..0,
             id: 0..0,
@@ -237,7 +237,7 @@ impl InferCall {
             contents: Vec::new(),
             outputs: Vec::new(),
             raw: Vec::new(),
-        })
+        }
     }
 }
 
