@@ -17,6 +17,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::requests::Bodies;
+use crate::protocol::grpc::MODEL_INFER_PATH;
 use crate::protocol::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
 
 /// Pause after a failed connection attempt.
@@ -226,7 +227,7 @@ impl Target {
                 }
                 let mut request = tonic::Request::new(requests[i % requests.len()].clone());
                 *request.metadata_mut() = self.metadata.clone();
-                let path = tonic::codegen::http::uri::PathAndQuery::from_static(MODEL_INFER);
+                let path = tonic::codegen::http::uri::PathAndQuery::from_static(MODEL_INFER_PATH);
                 match grpc.unary(request, path, PreEncoded).await {
                     Ok(answer) => Ok(Answered {
                         version: Some(answer.into_inner().model_version),
@@ -352,9 +353,6 @@ pub async fn declared_input_types(
     );
     Ok(types)
 }
-
-/// The gRPC method the bench calls.
-const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
 /// The client side of a `ModelInfer` call as a load generator makes it: the request encoded once
 /// at start (as `perf_analyzer` prepares its inputs), the answer read only for its version. Building

@@ -273,7 +273,7 @@ pub async fn serve(
     let service =
         hyper::service::service_fn(move |mut call: tonic::codegen::http::Request<Incoming>| {
             call.extensions_mut().insert(Arrival(Instant::now()));
-            if call.uri().path() == grpc_infer::PATH {
+            if call.uri().path() == MODEL_INFER_PATH {
                 // The hot method, served by hand (`grpc_infer`).
                 let answer = grpc_infer::call(inference.clone(), call);
                 return Box::pin(async move { Ok(answer.await) })

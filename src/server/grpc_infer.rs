@@ -16,9 +16,6 @@ use tonic::{Request, Status};
 use super::grpc::Inference;
 use crate::protocol::grpc::infer::InferCall;
 
-/// The method's path, as gRPC clients call it.
-pub const PATH: &str = "/inference.GRPCInferenceService/ModelInfer";
-
 /// The largest request message taken, as tonic's default (4 MiB).
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 

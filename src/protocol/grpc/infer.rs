@@ -80,8 +80,7 @@ impl InferCall {
                 }
                 (5, LEN) => {
                     let span = r.bytes()?;
-                    let index = call.inputs.len();
-                    let input = call.input(&buf, span, index)?;
+                    let input = call.input(&buf, span)?;
                     call.inputs.push(input);
                 }
                 (6, LEN) => {
@@ -96,12 +95,10 @@ impl InferCall {
         Ok(call)
     }
 
-    fn input(
-        &mut self,
-        buf: &[u8],
-        span: Range<usize>,
-        index: usize,
-    ) -> Result<Input, DecodeError> {
+    /// Reads the next input tensor (index `self.inputs.len()`); its dimensions go to `shapes`,
+    /// its typed contents to `contents`.
+    fn input(&mut self, buf: &[u8], span: Range<usize>) -> Result<Input, DecodeError> {
+        let index = self.inputs.len();
         let mut input = Input::default();
         let start = self.shapes.len();
         let mut r = Reader::new(buf, span);
@@ -124,18 +121,17 @@ impl InferCall {
                 }
                 (5, LEN) => {
                     let span = r.bytes()?;
-                    let slot = match self.contents.iter().position(|(i, _)| *i == index) {
-                        Some(k) => &mut self.contents[k].1,
+                    // A repeated `contents` field merges into the first, as prost's does.
+                    let k = match self.contents.iter().position(|(i, _)| *i == index) {
+                        Some(k) => k,
                         None => {
                             self.contents.push((index, InferTensorContents::default()));
-                            &mut self
-                                .contents
-                                .last_mut()
-                                .ok_or(DecodeError("unreachable"))?
-                                .1
+                            self.contents.len() - 1
                         }
                     };
-                    slot.merge(&buf[span])
+                    self.contents[k]
+                        .1
+                        .merge(&buf[span])
                         .map_err(|_| DecodeError("an input's contents are malformed"))?;
                 }
                 (1..=5, _) => return Err(DecodeError("an input field has the wrong wire type")),

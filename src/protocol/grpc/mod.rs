@@ -12,6 +12,9 @@ pub use generated::*;
 
 pub mod infer;
 
+/// The HTTP/2 path of `ModelInfer`, the method a client scores with.
+pub const MODEL_INFER_PATH: &str = "/inference.GRPCInferenceService/ModelInfer";
+
 /// The header a gRPC client sets to bound a call (`grpc-timeout: 250m`).
 pub const TIMEOUT_HEADER: &str = "grpc-timeout";
 
