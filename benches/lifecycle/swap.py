@@ -14,9 +14,10 @@ models/pix-fraud-challenger, artifacts on GCS); `pixguard serve` follows
     the last;
   - memory does not grow with swaps once the load has stopped: over the flips after the load (12
     by default), the median RSS of the last 4 within 5 % of the median of the first 4.
-    Samples taken under load cannot tell: without any swap, the same load alone raised RSS by
-    ~10 % between the windows this script used to compare (swaps 2-6 against the last 5; one run,
-    no alias flip: 69.3 MB -> 76.7 MB), while after the load RSS stays flat within ~1.5 %.
+    Samples taken under load cannot tell: without any swap (`--no-flip`), the same load alone
+    raised RSS by 12.8 % between the windows this script used to compare (samples 2-6 against
+    16-20: 70,928 -> 80,000 KiB, debug build) before holding flat, while after the load RSS stays
+    flat within ~1.5 %.
 Run with the Python of tests/python/requirements.txt (mlflow, fake-gcs-server):
 
     .ci-venv/bin/python benches/lifecycle/swap.py --pixguard target/release/pixguard
@@ -82,6 +83,9 @@ def main() -> int:
     p.add_argument("--swaps", type=int, default=24, help="total swaps (flips continue after the load)")
     p.add_argument("--rate", type=float, default=0.0, help="offered requests/s (0: half of a closed-loop saturation run)")
     p.add_argument("--out", default=str(ROOT / "target/bench/swap"))
+    p.add_argument("--no-flip", action="store_true",
+                   help="control run: the same stack and load, the alias never moved; prints RSS every "
+                        "--flip-every s, --swaps samples, and checks nothing")
     args = p.parse_args()
     out = pathlib.Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -107,6 +111,16 @@ def main() -> int:
               f"saturation {saturation and round(saturation)}/s, offered {rate:.0f}/s for {args.duration:.0f}s", flush=True)
         load = bench(args.pixguard, url, out / "load", cpus[1], "--mode", "open", "--rate", str(int(rate)),
                      "--duration", str(args.duration), "--warmup", "2", "--timeout-ms", "5000")
+        if args.no_flip:
+            samples, started = [], time.time()
+            for k in range(1, args.swaps + 1):
+                time.sleep(max(0.0, started + k * args.flip_every - time.time()))
+                samples.append({"s": round(time.time() - started, 1), "under_load": load.poll() is None,
+                                "rss_kib": rss_kib(proc.pid)})
+            load.wait()
+            (out / "no_flip.json").write_text(json.dumps(samples, indent=2))
+            print(json.dumps(samples))
+            return 0
         body = one_request()
         flips, rss = [], {}
         current, other = va, vb
