@@ -61,13 +61,7 @@ fn oip_forms(tx: &Value, model: &str) -> (Vec<u8>, ModelInferRequest) {
         pixguard::bench::requests::Bodies::Http { bodies, .. } => bodies[0].to_vec(),
         _ => unreachable!(),
     };
-    let request = match grpc {
-        pixguard::bench::requests::Bodies::Grpc(mut r) => {
-            <ModelInferRequest as prost::Message>::decode(r.remove(0)).unwrap()
-        }
-        _ => unreachable!(),
-    };
-    (body, request)
+    (body, grpc.grpc_request(0).unwrap())
 }
 
 /// Precomputed feature rows of zeros: `rows` rows in both OIP forms.

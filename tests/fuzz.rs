@@ -97,12 +97,7 @@ fn binary_body() -> (Vec<u8>, Vec<u8>) {
         None,
     )
     .unwrap();
-    let pixguard::bench::requests::Bodies::Grpc(mut grpc) = requests else {
-        unreachable!()
-    };
-    let request =
-        <pixguard::protocol::grpc::ModelInferRequest as prost::Message>::decode(grpc.remove(0))
-            .unwrap();
+    let request = requests.grpc_request(0).unwrap();
     let inputs: Vec<Value> = request
         .inputs
         .iter()

@@ -174,10 +174,7 @@ fn grpc_request(tx: &Value, explain: bool) -> ModelInferRequest {
         None,
     )
     .unwrap();
-    let pixguard::bench::requests::Bodies::Grpc(mut requests) = built else {
-        unreachable!()
-    };
-    let mut request = <ModelInferRequest as prost::Message>::decode(requests.remove(0)).unwrap();
+    let mut request = built.grpc_request(0).unwrap();
     if explain {
         request.parameters.insert(
             "explain".into(),

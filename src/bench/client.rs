@@ -1,5 +1,6 @@
-//! Connections to the target: HTTP/1.1 keep-alive (hyper) or gRPC (tonic), one per load task,
-//! over TLS for `https://` targets (a public endpoint: Cloud Endpoints behind a load balancer).
+//! Connections to the target: HTTP/1.1 keep-alive or gRPC over HTTP/2 (hyper, both), one per load
+//! task, over TLS for `https://` targets (a public endpoint: Cloud Endpoints behind a load
+//! balancer).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +14,11 @@ use hyper::header::{HeaderName, HeaderValue};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
-use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::metadata::{MetadataKey, MetadataValue};
 
 use super::requests::Bodies;
-use crate::protocol::grpc::MODEL_INFER_PATH;
 use crate::protocol::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::protocol::grpc::{MODEL_INFER_PATH, unframe};
 
 /// Pause after a failed connection attempt.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(20);
@@ -36,13 +36,13 @@ pub struct Target {
     authority: String,
     /// `host:port`, the port defaulted from the scheme.
     address: String,
-    /// For gRPC: `scheme://host:port`.
-    url: String,
-    /// `https://`: TLS with the platform's roots, for the server name in the URL.
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// For gRPC: `scheme://host:port/` and `ModelInfer`'s path.
+    infer_uri: hyper::Uri,
+    /// `https://`: TLS with the platform's roots, for the server name in the URL; the second
+    /// connector offers HTTP/2 (gRPC), the first HTTP/1.1.
+    tls: Option<(TlsConnector, TlsConnector, ServerName<'static>)>,
     /// Extra request headers (`--header`), e.g. an API key; gRPC sends them as metadata.
     headers: Vec<(HeaderName, HeaderValue)>,
-    metadata: MetadataMap,
     bodies: Arc<Bodies>,
     timeout: Duration,
 }
@@ -52,7 +52,7 @@ pub enum Conn {
     /// HTTP/1.1.
     Http(Option<SendRequest<Full<Bytes>>>),
     /// gRPC over one HTTP/2 connection.
-    Grpc(Option<tonic::client::Grpc<Channel>>),
+    Grpc(Option<h2::client::SendRequest<Bytes>>),
 }
 
 impl Target {
@@ -81,17 +81,19 @@ impl Target {
             .unwrap_or_else(|| host.to_string());
         let address = format!("{host}:{port}");
         let tls = if secure {
-            let mut config = <ClientConfig as rustls_platform_verifier::ConfigVerifierExt>::with_platform_verifier()
-                .map_err(|e| anyhow::anyhow!("TLS for {url:?}: {e}"))?;
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let connector = |alpn: &[u8]| {
+                let mut config = <ClientConfig as rustls_platform_verifier::ConfigVerifierExt>::with_platform_verifier()
+                    .map_err(|e| anyhow::anyhow!("TLS for {url:?}: {e}"))?;
+                config.alpn_protocols = vec![alpn.to_vec()];
+                Ok::<_, anyhow::Error>(TlsConnector::from(Arc::new(config)))
+            };
             let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
                 .map_err(|e| anyhow::anyhow!("--url {url:?}: {e}"))?;
-            Some((TlsConnector::from(Arc::new(config)), name))
+            Some((connector(b"http/1.1")?, connector(b"h2")?, name))
         } else {
             None
         };
         let mut parsed = Vec::new();
-        let mut metadata = MetadataMap::new();
         for h in headers {
             let (name, value) = h
                 .split_once(':')
@@ -101,21 +103,19 @@ impl Target {
                 .map_err(|e| anyhow::anyhow!("--header {name:?}: {e}"))?;
             let header_value = HeaderValue::try_from(value)
                 .map_err(|e| anyhow::anyhow!("--header {name:?}: {e}"))?;
-            let key = MetadataKey::from_bytes(name.as_bytes())
-                .map_err(|e| anyhow::anyhow!("--header {name:?} as gRPC metadata: {e}"))?;
-            let meta = MetadataValue::try_from(value)
-                .map_err(|e| anyhow::anyhow!("--header {name:?} as gRPC metadata: {e}"))?;
-            metadata.insert(key, meta);
             parsed.push((header_name, header_value));
         }
         anyhow::ensure!(!bodies.is_empty(), "no requests to send");
+        let scheme = if secure { "https" } else { "http" };
+        let infer_uri = format!("{scheme}://{authority}{MODEL_INFER_PATH}")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--url {url:?}: {e}"))?;
         Ok(Target {
-            url: format!("{}://{address}", if secure { "https" } else { "http" }),
+            infer_uri,
             authority,
             address,
             tls,
             headers: parsed,
-            metadata,
             bodies: Arc::new(bodies),
             timeout,
         })
@@ -204,35 +204,29 @@ impl Target {
             }
             (Bodies::Grpc(requests), Conn::Grpc(slot)) => {
                 if slot.is_none() {
-                    let mut endpoint = Endpoint::from_shared(self.url.clone())
-                        .map_err(|_| "connect".to_string())?
-                        .tcp_nodelay(true);
-                    if self.tls.is_some() {
-                        endpoint = endpoint
-                            .tls_config(ClientTlsConfig::new().with_native_roots())
-                            .map_err(|_| "tls".to_string())?;
-                    }
-                    let channel = endpoint
-                        .connect()
-                        .await
-                        .map_err(|_| "connect".to_string())?;
-                    *slot = Some(tonic::client::Grpc::new(channel));
+                    *slot = Some(self.connect_grpc().await?);
                 }
-                let Some(grpc) = slot.as_mut() else {
+                let Some(sender) = slot.as_mut() else {
                     return Err("connect".into());
                 };
-                if grpc.ready().await.is_err() {
-                    *slot = None;
-                    return Err(format!("grpc:{:?}", tonic::Code::Unknown));
+                let mut request = hyper::Request::post(self.infer_uri.clone())
+                    .header(hyper::header::CONTENT_TYPE, "application/grpc")
+                    .header(hyper::header::TE, "trailers")
+                    .body(())
+                    .map_err(|e| format!("request: {e}"))?;
+                for (name, value) in &self.headers {
+                    request.headers_mut().insert(name, value.clone());
                 }
-                let mut request = tonic::Request::new(requests[i % requests.len()].clone());
-                *request.metadata_mut() = self.metadata.clone();
-                let path = tonic::codegen::http::uri::PathAndQuery::from_static(MODEL_INFER_PATH);
-                match grpc.unary(request, path, PreEncoded).await {
-                    Ok(answer) => Ok(Answered {
-                        version: Some(answer.into_inner().model_version),
-                    }),
-                    Err(status) => Err(format!("grpc:{:?}", status.code())),
+                let body = requests[i % requests.len()].clone();
+                match grpc_call(sender, request, body).await {
+                    Ok((head, body, trailers)) if head.status.is_success() => {
+                        grpc_answer(&head, &body, trailers.as_ref())
+                    }
+                    Ok((head, _, _)) => Err(head.status.as_u16().to_string()),
+                    Err(_) => {
+                        *slot = None;
+                        Err("io".into())
+                    }
                 }
             }
             (_, conn) => {
@@ -242,12 +236,27 @@ impl Target {
         }
     }
 
+    async fn connect_grpc(&self) -> Result<h2::client::SendRequest<Bytes>, String> {
+        let stream = tokio::net::TcpStream::connect(&self.address)
+            .await
+            .map_err(|_| "connect".to_string())?;
+        let _ = stream.set_nodelay(true);
+        let Some((_, connector, name)) = &self.tls else {
+            return handshake_h2(stream).await;
+        };
+        let stream = connector
+            .connect(name.clone(), stream)
+            .await
+            .map_err(|_| "tls".to_string())?;
+        handshake_h2(stream).await
+    }
+
     async fn connect_http(&self) -> Result<SendRequest<Full<Bytes>>, String> {
         let stream = tokio::net::TcpStream::connect(&self.address)
             .await
             .map_err(|_| "connect".to_string())?;
         let _ = stream.set_nodelay(true);
-        let Some((connector, name)) = &self.tls else {
+        let Some((connector, _, name)) = &self.tls else {
             return handshake(stream).await;
         };
         let stream = connector
@@ -269,6 +278,70 @@ where
         .map_err(|_| "connect".to_string())?;
     tokio::spawn(connection);
     Ok(sender)
+}
+
+/// HTTP/2 over an open stream, as gRPC clients speak it (prior knowledge on cleartext).
+async fn handshake_h2<S>(stream: S) -> Result<h2::client::SendRequest<Bytes>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = h2::client::handshake(stream)
+        .await
+        .map_err(|_| "connect".to_string())?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// One unary call: the head and the whole body queued together, so that they leave in one write
+/// as gRPC's own clients send a call (hyper's client flushes the head before the body: two
+/// segments per call, which the server then reads and acknowledges apart).
+async fn grpc_call(
+    sender: &mut h2::client::SendRequest<Bytes>,
+    request: hyper::Request<()>,
+    body: Bytes,
+) -> Result<
+    (
+        hyper::http::response::Parts,
+        bytes::BytesMut,
+        Option<hyper::HeaderMap>,
+    ),
+    h2::Error,
+> {
+    std::future::poll_fn(|cx| sender.poll_ready(cx)).await?;
+    let (response, mut send) = sender.send_request(request, false)?;
+    send.send_data(body, true)?;
+    let (head, mut received) = response.await?.into_parts();
+    let mut body = bytes::BytesMut::new();
+    while let Some(data) = received.data().await {
+        let data = data?;
+        let _ = received.flow_control().release_capacity(data.len());
+        body.extend_from_slice(&data);
+    }
+    Ok((head, body, received.trailers().await?))
+}
+
+/// A gRPC answer's outcome: `grpc-status` from the trailers (or the headers, for a trailers-only
+/// answer), and on success the model version from the one message in the body.
+fn grpc_answer(
+    head: &hyper::http::response::Parts,
+    body: &[u8],
+    trailers: Option<&hyper::HeaderMap>,
+) -> Result<Answered, String> {
+    let status = trailers
+        .and_then(|t| t.get("grpc-status"))
+        .or_else(|| head.headers.get("grpc-status"))
+        .map(|v| tonic::Code::from_bytes(v.as_bytes()))
+        .unwrap_or(tonic::Code::Unknown);
+    if status != tonic::Code::Ok {
+        return Err(format!("grpc:{status:?}"));
+    }
+    let answer = unframe(body, usize::MAX)
+        .ok()
+        .and_then(|m| <AnswerVersion as prost::Message>::decode(&body[m]).ok())
+        .ok_or_else(|| format!("grpc:{:?}", tonic::Code::Internal))?;
+    Ok(Answered {
+        version: Some(answer.model_version),
+    })
 }
 
 /// The datatypes the server's model metadata declares for the transaction's fields
@@ -354,66 +427,9 @@ pub async fn declared_input_types(
     Ok(types)
 }
 
-/// The client side of a `ModelInfer` call as a load generator makes it: the request encoded once
-/// at start (as `perf_analyzer` prepares its inputs), the answer read only for its version. Building
-/// and encoding 25 named tensors per call made the generator, not the server, the limit.
-#[derive(Debug, Clone, Copy, Default)]
-struct PreEncoded;
-
-/// Writes a request encoded at start.
-#[derive(Debug, Clone, Copy, Default)]
-struct RequestBytes;
-
-/// Reads the version out of a `ModelInferResponse`.
-#[derive(Debug, Clone, Copy, Default)]
-struct VersionOnly;
-
 /// The one field of a `ModelInferResponse` the bench tallies (prost skips the others).
 #[derive(Clone, PartialEq, prost::Message)]
 struct AnswerVersion {
     #[prost(string, tag = "2")]
     model_version: String,
-}
-
-impl tonic::codec::Codec for PreEncoded {
-    type Encode = Bytes;
-    type Decode = AnswerVersion;
-    type Encoder = RequestBytes;
-    type Decoder = VersionOnly;
-
-    fn encoder(&mut self) -> RequestBytes {
-        RequestBytes
-    }
-
-    fn decoder(&mut self) -> VersionOnly {
-        VersionOnly
-    }
-}
-
-impl tonic::codec::Encoder for RequestBytes {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        bytes::BufMut::put(dst, item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for VersionOnly {
-    type Item = AnswerVersion;
-    type Error = tonic::Status;
-
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<AnswerVersion>, tonic::Status> {
-        prost::Message::decode(src)
-            .map(Some)
-            .map_err(|e| tonic::Status::internal(e.to_string()))
-    }
 }

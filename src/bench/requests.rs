@@ -44,7 +44,7 @@ pub enum Bodies {
         /// One body per transaction.
         bodies: Vec<Bytes>,
     },
-    /// gRPC ModelInfer requests, encoded.
+    /// gRPC ModelInfer requests, encoded and framed: each a unary call's whole body.
     Grpc(Vec<Bytes>),
 }
 
@@ -55,6 +55,16 @@ impl Bodies {
             Bodies::Http { bodies, .. } => bodies.len(),
             Bodies::Grpc(r) => r.len(),
         }
+    }
+
+    /// gRPC request `i` decoded back from its framed body (`None` for HTTP bodies).
+    pub fn grpc_request(&self, i: usize) -> Option<ModelInferRequest> {
+        let Bodies::Grpc(bodies) = self else {
+            return None;
+        };
+        let body = bodies.get(i)?;
+        let message = crate::protocol::grpc::unframe(body, usize::MAX).ok()?;
+        prost::Message::decode(&body[message]).ok()
     }
 
     /// Whether there are none.
@@ -266,11 +276,11 @@ pub fn build(
             flats
                 .iter()
                 .map(|f| {
-                    Bytes::from(prost::Message::encode_to_vec(&oip_grpc_request(
-                        f, model, types,
-                    )))
+                    let message = prost::Message::encode_to_vec(&oip_grpc_request(f, model, types));
+                    crate::protocol::grpc::frame(&message)
+                        .ok_or_else(|| anyhow::anyhow!("a request over 4 GiB"))
                 })
-                .collect(),
+                .collect::<anyhow::Result<_>>()?,
         ),
         Api::Mlflow => Bodies::Http {
             path: "/invocations".into(),

@@ -14,6 +14,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
 use super::grpc::Inference;
+use crate::protocol::grpc::FrameError;
 use crate::protocol::grpc::infer::InferCall;
 
 /// The largest request message taken, as tonic's default (4 MiB).
@@ -82,36 +83,11 @@ async fn answer(
     Ok(response)
 }
 
-/// The one message of a unary call's body: the 5-byte prefix (uncompressed, its length) checked.
+/// The one message of a unary call's body, its prefix refused as tonic refuses it.
 fn message(mut body: Bytes) -> Result<Bytes, Status> {
-    if body.len() < 5 {
-        return Err(Status::internal("Missing request message."));
+    match crate::protocol::grpc::unframe(&body, MAX_MESSAGE) {
+        Ok(range) => Ok(body.split_off(range.start)),
+        Err(e @ FrameError::TooLarge(..)) => Err(Status::resource_exhausted(e.to_string())),
+        Err(e) => Err(Status::internal(e.to_string())),
     }
-    let prefix = body.split_to(5);
-    match prefix[0] {
-        0 => {}
-        1 => {
-            return Err(Status::internal(
-                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
-            ));
-        }
-        f => {
-            return Err(Status::internal(format!(
-                "protocol error: received message with invalid compression flag: {f} (valid flags are 0 and 1)"
-            )));
-        }
-    }
-    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-    if len > MAX_MESSAGE {
-        return Err(Status::resource_exhausted(format!(
-            "message of {len} bytes is larger than the limit of {MAX_MESSAGE}"
-        )));
-    }
-    if body.len() != len {
-        return Err(Status::internal(format!(
-            "a unary call carries one message: its prefix says {len} bytes, the body holds {}",
-            body.len()
-        )));
-    }
-    Ok(body)
 }
