@@ -5,6 +5,8 @@
 #
 #   benches/http.sh                 # needs wrk (Debian: apt-get install wrk)
 #   DURATION=20s CONNECTIONS=64 benches/http.sh
+#   BIN=/tmp/pixguard-base benches/http.sh   # an already built pixguard (an A/B against another
+#                                             # commit's build); the ceiling is this tree's
 #
 # Saturation: CONNECTIONS closed-loop connections. Then pixguard at ~50 % and ~90 % of its
 # saturation throughput: each connection pauses 1 ms between requests and the connection count is
@@ -27,12 +29,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --quiet
+bin=${BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --quiet
+  bin=./target/release/pixguard
+fi
 cargo bench --bench http_echo --no-run --quiet 2>/dev/null
-./target/release/pixguard synth --rows 10000 --seed 5 2>/dev/null \
+"$bin" synth --rows 10000 --seed 5 2>/dev/null \
   | python3 -c 'import sys, json; [print(json.dumps(json.loads(l)["transaction"])) for l in sys.stdin]' > "$BODIES"
 
-./target/release/pixguard serve --address 127.0.0.1 --port "$PIX_PORT" --grpc-port 0 --log warn 2> "$LOGS/pixguard.log" &
+"$bin" serve --address 127.0.0.1 --port "$PIX_PORT" --grpc-port 0 --log warn 2> "$LOGS/pixguard.log" &
 pids+=($!)
 cargo bench --bench http_echo --quiet -- --port "$ECHO_PORT" --threads 2 2> "$LOGS/echo.log" &
 pids+=($!)

@@ -56,18 +56,20 @@ pub const ENV_PREFIX: &str = "PIXGUARD__";
 
 impl Config {
     /// The HTTP runtime's thread count on a machine with `cores` cores: `server.http_threads`, or
-    /// what the device workers and the batcher leave, at least two — but one when the process may
-    /// use a single core (a CPU limit of 1, `taskset`): a second runtime thread there only adds
-    /// context switches and work-stealing wake-ups (gRPC's per-stream tasks hop between them). A
-    /// GPU node's 1,000-row requests need several cores of JSON parsing per million rows/s; a
-    /// laptop's CPU workers need theirs for the model.
+    /// the cores the device workers and the batcher leave, at least one. A runtime thread beyond
+    /// the free cores only adds context switches and work-stealing wake-ups: on one core a second
+    /// one cost 29 % more CPU per gRPC call, and on two cores (a worker and the batcher beside it)
+    /// one thread answered 18 % more `/v1` requests than two, with a lower p99, for single
+    /// transactions and 200-row requests alike (docs/benchmarks.md). A GPU node's 1,000-row
+    /// requests need several cores of JSON parsing per million rows/s; a laptop's CPU workers need
+    /// theirs for the model.
     pub fn http_threads(&self, cores: usize) -> usize {
         if self.server.http_threads > 0 {
             return self.server.http_threads;
         }
         // The batcher thread is the engine's too.
         let engine = self.engine.workers * self.engine.threads_per_worker.max(1) + 1;
-        cores.saturating_sub(engine).max(cores.clamp(1, 2))
+        cores.saturating_sub(engine).max(1)
     }
 
     /// Builds the configuration from `file` (skipped when `None` and `config.yaml` is absent), the
@@ -249,8 +251,15 @@ mod tests {
             9,
             "16 cores less 2 workers × 3 threads and the batcher"
         );
-        assert_eq!(config.http_threads(2), 2, "never fewer than two");
-        assert_eq!(config.http_threads(1), 1, "but one on one core");
+        config.engine.workers = 1;
+        config.engine.threads_per_worker = 1;
+        assert_eq!(
+            config.http_threads(4),
+            2,
+            "4 cores less a worker and the batcher"
+        );
+        assert_eq!(config.http_threads(2), 1, "never fewer than one");
+        assert_eq!(config.http_threads(1), 1);
         config.server.http_threads = 5;
         assert_eq!(config.http_threads(16), 5, "an explicit count wins");
     }

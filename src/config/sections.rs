@@ -27,7 +27,7 @@ pub struct ServerConfig {
     /// After SIGTERM, the longest the process waits for queued and in-flight work before exiting.
     pub drain_timeout_ms: u64,
     /// Threads that receive, parse and answer requests (0: the cores the engine's threads leave,
-    /// at least two, one on a single core).
+    /// at least one).
     pub http_threads: usize,
     /// File holding the bearer token of `/admin/*` (or `PIXGUARD_ADMIN_TOKEN`); with neither, the
     /// admin routes are off. Never the token itself: config files get copied and logged.
