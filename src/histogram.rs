@@ -249,6 +249,14 @@ pub fn write_histogram(out: &mut String, name: &str, help: &str, h: &PromHistogr
     );
 }
 
+/// A Prometheus label value: `\`, `"` and newlines escaped.
+pub fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Writes a Prometheus metric of `kind` (counter, gauge) with its labelled samples.
 pub fn write_samples<T: std::fmt::Display>(
     out: &mut String,

@@ -25,4 +25,5 @@ pub mod scoring;
 pub mod server;
 pub mod sources;
 pub mod synth;
+pub mod threads;
 pub mod transaction;

@@ -1,7 +1,8 @@
 //! What travels between the caller, the batcher and the workers: a request's rows ([`Job`]), a
 //! slice of them ([`Part`]), the rows going to one worker together ([`Batch`]), and how a worker
-//! gathers a batch ([`Rows`]) and hands each request its scores ([`finish`]). Both worker loops
-//! (`worker`, `pipeline`) use these; neither imports the other's internals.
+//! gathers a batch ([`Rows`]) and hands each request its scores and reasons ([`finish`],
+//! [`Explained`]). Both worker loops (`worker`, `pipeline`) use these; neither imports the
+//! other's internals.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -9,11 +10,25 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::explain::Explained;
 use super::{EngineError, Lane, Metrics, Scored};
 use crate::features::FeatureBatch;
 use crate::model::explain::Reasons;
 use crate::monitoring::Tap;
+
+/// Reasons found for a batch: (index of the part in the batch, row within its job, reasons).
+#[derive(Default)]
+pub(super) struct Explained(pub(super) Vec<(usize, usize, Reasons)>);
+
+impl Explained {
+    /// Takes the reasons of part `index` (they are in part order).
+    pub(super) fn take_part(
+        &mut self,
+        index: usize,
+    ) -> impl Iterator<Item = (usize, Reasons)> + '_ {
+        let end = self.0.iter().take_while(|(p, _, _)| *p == index).count();
+        self.0.drain(..end).map(|(_, row, reasons)| (row, reasons))
+    }
+}
 
 /// A request in flight: its rows, and the scores gathered so far.
 pub(super) struct Job {

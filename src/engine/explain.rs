@@ -3,23 +3,8 @@
 //! `model::explain`) and scored together in one more pass of the same model, in chunks of at most
 //! one batch's rows. Rows that need no reasons cost nothing.
 
-use super::batch::Batch;
-use crate::model::explain::{Occlusion, Reasons};
-
-/// Reasons found for a batch: (index of the part in the batch, row within its job, reasons).
-#[derive(Default)]
-pub(super) struct Explained(Vec<(usize, usize, Reasons)>);
-
-impl Explained {
-    /// Takes the reasons of part `index` (they are in part order).
-    pub(super) fn take_part(
-        &mut self,
-        index: usize,
-    ) -> impl Iterator<Item = (usize, Reasons)> + '_ {
-        let end = self.0.iter().take_while(|(p, _, _)| *p == index).count();
-        self.0.drain(..end).map(|(_, row, reasons)| (row, reasons))
-    }
-}
+use super::batch::{Batch, Explained};
+use crate::model::explain::Occlusion;
 
 /// Buffers reused across batches.
 #[derive(Default)]

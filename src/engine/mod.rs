@@ -13,6 +13,9 @@ mod worker;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+pub use crate::threads::Priority;
+use crate::threads::spawn;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -283,45 +286,3 @@ impl Engine {
         }
     }
 }
-
-/// How an engine's threads are scheduled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Priority {
-    /// Like every other thread: the serving engine.
-    Normal,
-    /// Linux `SCHED_IDLE`: only when a core has nothing else to run — work that must never
-    /// delay serving (a challenger scored in the shadow). Elsewhere, as `Normal`.
-    Idle,
-}
-
-/// Starts a named thread at `priority`.
-pub(crate) fn spawn(
-    name: &str,
-    priority: Priority,
-    f: impl FnOnce() + Send + 'static,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            if priority == Priority::Idle {
-                idle_priority();
-            }
-            f()
-        })
-}
-
-#[cfg(target_os = "linux")]
-fn idle_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sets the calling thread's policy (pid 0); `param` outlives the call.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-    if rc != 0 {
-        tracing::warn!(
-            error = %std::io::Error::last_os_error(),
-            "could not lower a background engine thread to SCHED_IDLE"
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn idle_priority() {}

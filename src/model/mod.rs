@@ -11,6 +11,7 @@ pub mod fused;
 pub mod package;
 pub mod pipelined;
 pub mod reference;
+pub mod training_reference;
 
 use candle_core::Device;
 use serde::Serialize;

@@ -293,7 +293,7 @@ pub struct ModelPackage {
     /// `model.json`.
     pub config: ModelConfig,
     /// The training reference (`reference.json`), when the package has one.
-    pub reference: Option<crate::monitoring::Reference>,
+    pub reference: Option<super::training_reference::Reference>,
     weights: Mmap,
 }
 
@@ -340,11 +340,11 @@ fn load_reference(
     file: &str,
     flavor: &PixguardFlavor,
     config: &ModelConfig,
-) -> Result<crate::monitoring::Reference, PackageError> {
+) -> Result<super::training_reference::Reference, PackageError> {
     let path = inside(dir, "reference", file)?;
     let bytes = std::fs::read(&path).map_err(io_err(&path))?;
     check_digest(file, &bytes, flavor.sha256.get("reference"))?;
-    let reference: crate::monitoring::Reference =
+    let reference: super::training_reference::Reference =
         serde_json::from_slice(&bytes).map_err(|e| PackageError::Reference {
             file: file.to_string(),
             reason: e.to_string(),

@@ -10,7 +10,6 @@
 //! and `pixguard batch` ask it for a fresh one, which it answers after binning every sample
 //! already queued.
 
-pub mod reference;
 mod report;
 mod window;
 
@@ -23,9 +22,9 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::Serialize;
 
+use crate::model::training_reference::bin_of;
+pub use crate::model::training_reference::{FeatureReference, Reference, psi};
 use crate::model::{Decision, Thresholds};
-use reference::bin_of;
-pub use reference::{FeatureReference, Reference, psi};
 pub use report::{Drift, DriftSummary, FeaturePsi, ReferenceInfo, Report, WindowReport};
 use window::Window;
 
@@ -137,14 +136,14 @@ pub struct Monitor {
 
 impl Monitor {
     /// Starts the monitor thread; it observes nothing until [`Monitor::start_observing`].
-    pub fn start(setup: Setup, priority: crate::engine::Priority) -> std::io::Result<Monitor> {
+    pub fn start(setup: Setup, priority: crate::threads::Priority) -> std::io::Result<Monitor> {
         let (tx, samples) = crossbeam_channel::bounded(QUEUE_BATCHES);
         let (control, controls) = crossbeam_channel::unbounded();
         let dropped = Arc::new(AtomicU64::new(0));
         let state = State::new(setup, dropped.clone());
         let published = Arc::new(ArcSwap::from_pointee(state.report()));
         let out = published.clone();
-        crate::engine::spawn("pixguard-monitor", priority, move || {
+        crate::threads::spawn("pixguard-monitor", priority, move || {
             state.run(&samples, &controls, &out)
         })?;
         Ok(Monitor {

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
-use super::reference::NumericBins;
 use super::*;
+use crate::model::training_reference::NumericBins;
 
 /// Two numeric features, one categorical, score bins: small enough to count by hand.
 fn reference() -> Reference {
@@ -58,7 +58,7 @@ fn setup(reference: Option<Reference>) -> Setup {
 
 #[tokio::test]
 async fn every_row_lands_in_its_bins_and_the_psi_is_computed_on_them() {
-    let monitor = Monitor::start(setup(Some(reference())), crate::engine::Priority::Normal)
+    let monitor = Monitor::start(setup(Some(reference())), crate::threads::Priority::Normal)
         .expect("monitor thread");
     let tap = monitor.tap();
     // Not observing yet: a warm-up batch is not counted.
@@ -104,7 +104,7 @@ async fn every_row_lands_in_its_bins_and_the_psi_is_computed_on_them() {
 #[tokio::test]
 async fn without_a_reference_only_decision_rates_are_kept() {
     let monitor =
-        Monitor::start(setup(None), crate::engine::Priority::Normal).expect("monitor thread");
+        Monitor::start(setup(None), crate::threads::Priority::Normal).expect("monitor thread");
     monitor.start_observing();
     monitor
         .tap()

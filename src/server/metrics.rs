@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 
 use super::models::Models;
-use crate::histogram::{Stage, write_histogram as histogram, write_samples as counter};
+use crate::histogram::{
+    Stage, label_value, write_histogram as histogram, write_samples as counter,
+};
 use crate::scoring::Scoring;
 use crate::scoring::shadow::{SCORE_SCALE, Shadow};
 
@@ -150,9 +152,9 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
         &[(
             format!(
                 "{{name=\"{}\",version=\"{}\",source=\"{}\"}}",
-                label(&model.name),
-                label(&model.version),
-                label(&served.origin.source)
+                label_value(&model.name),
+                label_value(&model.version),
+                label_value(&served.origin.source)
             ),
             1,
         )],
@@ -199,9 +201,9 @@ fn shadow_metrics(out: &mut String, shadow: &Shadow) {
         &[(
             format!(
                 "{{name=\"{}\",version=\"{}\",source=\"{}\"}}",
-                label(&served.model().name),
-                label(&served.model().version),
-                label(&served.origin.source)
+                label_value(&served.model().name),
+                label_value(&served.model().version),
+                label_value(&served.origin.source)
             ),
             1,
         )],
@@ -275,14 +277,6 @@ fn shadow_stats(shadow: &Shadow) -> serde_json::Value {
         "decision_agreement": if total > 0 { agree as f64 / total as f64 } else { 1.0 },
         "decisions_champion_by_challenger": matrix,
     })
-}
-
-/// A Prometheus label value: `\`, `"` and newlines escaped.
-pub(super) fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// p50/p90/p99/p99.9/max per stage, since start and over the last 60 s, in microseconds.

@@ -4,7 +4,6 @@
 mod admin;
 mod error;
 pub mod grpc;
-mod grpc_infer;
 mod metrics;
 pub mod models;
 mod monitoring;
@@ -46,6 +45,16 @@ pub struct AppState {
     admin_token: Option<admin::Token>,
     /// The Kafka consumer's shared state, when `stream.enabled`.
     pub stream: Option<Arc<crate::sources::kafka::Shared>>,
+}
+
+impl crate::sources::Host for AppState {
+    fn scoring(&self) -> &Scoring {
+        &self.scoring
+    }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
 }
 
 /// Picks the device for `choice`; `auto` falls back to the CPU with a warning and a metric.

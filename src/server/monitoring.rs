@@ -8,8 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use super::metrics::label;
-use crate::histogram::write_samples;
+use crate::histogram::{label_value, write_samples};
 use crate::monitoring::{ALL, Monitor, Report, WindowReport};
 use crate::scoring::Scoring;
 
@@ -37,7 +36,7 @@ pub async fn page(State(state): State<Arc<AppState>>) -> Response {
     };
     axum::Json(json!({
         "enabled": state.config.monitoring.enabled,
-        "psi_floor": crate::monitoring::reference::PSI_FLOOR,
+        "psi_floor": crate::model::training_reference::PSI_FLOOR,
         "champion": champion.as_deref(),
         "challenger": challenger.as_deref(),
     }))
@@ -48,8 +47,8 @@ pub async fn page(State(state): State<Arc<AppState>>) -> Response {
 fn base(r: &Report) -> String {
     format!(
         "model=\"{}\",version=\"{}\",role=\"{}\"",
-        label(&r.model),
-        label(&r.version),
+        label_value(&r.model),
+        label_value(&r.version),
         r.role.as_str()
     )
 }
@@ -119,7 +118,7 @@ pub fn prometheus(out: &mut String, scoring: &Scoring) {
         &per_window(&reports, |w| {
             w.features
                 .iter()
-                .filter_map(|f| Some((format!(",feature=\"{}\"", label(&f.name)), f.psi?)))
+                .filter_map(|f| Some((format!(",feature=\"{}\"", label_value(&f.name)), f.psi?)))
                 .collect()
         }),
     );
@@ -159,7 +158,10 @@ pub fn prometheus(out: &mut String, scoring: &Scoring) {
             .flat_map(|r| {
                 r.reference.iter().flat_map(move |reference| {
                     reference.decisions.iter().map(move |(d, ratio)| {
-                        (format!("{{{},decision=\"{}\"}}", base(r), label(d)), *ratio)
+                        (
+                            format!("{{{},decision=\"{}\"}}", base(r), label_value(d)),
+                            *ratio,
+                        )
                     })
                 })
             })

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 
 use super::rebalance::KafkaContext;
-use super::run::Shared;
+use super::shared::Shared;
 use crate::config::StreamConfig;
 
 /// How long the stream may stop taking messages before it pauses its partitions. Not polling

@@ -11,6 +11,7 @@ mod produce;
 mod rebalance;
 mod run;
 mod settings;
+mod shared;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -19,7 +20,8 @@ use std::time::Instant;
 
 pub use message::{Unscorable, decode};
 pub use offsets::Offsets;
-pub use run::{Shared, run, shared};
+pub use run::run;
+pub use shared::{Shared, shared};
 
 use crate::histogram::{Stage, write_histogram, write_samples};
 

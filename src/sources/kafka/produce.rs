@@ -14,7 +14,7 @@ use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::{Message, error::KafkaError};
 use tokio::sync::mpsc;
 
-use super::run::Shared;
+use super::shared::Shared;
 
 /// The stream's producer: scores and dead-letter records.
 pub type Producer = ThreadedProducer<Sink>;

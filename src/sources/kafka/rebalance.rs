@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::offsets::Key;
-use super::run::Shared;
+use super::shared::Shared;
 
 /// librdkafka calls back here: errors (broker outages) and rebalances.
 pub(super) struct KafkaContext {

@@ -2,8 +2,8 @@
 //! score (or dead-letter record), and commit each partition's contiguous watermark once the
 //! broker has acknowledged what it covers.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -13,98 +13,18 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, OwnedHeaders};
 use tokio::sync::watch;
 
-use super::StreamMetrics;
 use super::flow::Flow;
 use super::message::{Unscorable, dead_letter_headers, decode, headers_of, output};
-use super::offsets::Offsets;
 use super::produce::{Delivery, Producer, Sink, Source, enqueue, record, redeliver};
 use super::rebalance::{KafkaContext, list};
 use super::settings::{client, producer_config};
+use super::shared::Shared;
 use crate::config::StreamConfig;
 use crate::engine::Lane;
 use crate::protocol::v1::ScoreResult;
 use crate::scoring::ScoreError;
-use crate::server::AppState;
+use crate::sources::Host;
 use crate::transaction::Transaction;
-
-/// What the loop, its tasks and the rebalance callback share.
-pub struct Shared {
-    pub(super) offsets: Mutex<Offsets>,
-    pub(super) progress: Condvar,
-    /// Messages received and not yet handed to the producer: what backpressure bounds. Past the
-    /// hand-off a message holds only its output record, bounded by librdkafka's own queue
-    /// (`queue.buffering.max.messages`); counting it too made the bound a cap on the output
-    /// broker's round trips (32,768 in flight over ~250 ms of produce latency: ~130 k msg/s).
-    pub(super) scoring: std::sync::atomic::AtomicUsize,
-    /// Woken as each chunk is handed to the producer: a stalled stream goes on as soon as it has
-    /// room, not on the next tick.
-    wake: tokio::sync::Notify,
-    /// What the stream records.
-    pub metrics: StreamMetrics,
-    pub(super) revoke_timeout: Duration,
-}
-
-impl Shared {
-    /// The message at `offset` is finished: its output is acknowledged.
-    pub(super) fn finished(&self, topic: &str, partition: i32, offset: i64) {
-        self.offsets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .finished(topic, partition, offset);
-        self.progress.notify_all();
-    }
-
-    /// `n` messages handed to the producer (or the dead-letter topic): room for more.
-    fn handed_off(&self, n: usize) {
-        self.scoring.fetch_sub(n, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-
-    /// Messages received and not yet finished.
-    pub fn pending(&self) -> usize {
-        self.offsets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pending()
-    }
-
-    /// The stream's figures for `/v1/stats`: counts and end-to-end percentiles (µs).
-    pub fn stats(&self) -> serde_json::Value {
-        let m = &self.metrics;
-        let (total, recent) = m.end_to_end.hdr.percentiles();
-        serde_json::json!({
-            "consumed": m.consumed.load(Ordering::Relaxed),
-            "produced": m.produced.load(Ordering::Relaxed),
-            "dead_lettered": m.dead_lettered_total(),
-            "in_flight": self.pending(),
-            "end_to_end_us": {"since_start": total, "last_60s": recent},
-        })
-    }
-
-    /// The Prometheus lines: messages in flight, partitions owned, then the counters.
-    pub fn prometheus(&self, out: &mut String) {
-        crate::histogram::write_samples(
-            out,
-            "pixguard_stream_in_flight_messages",
-            "Messages received and not yet finished (uncommitted).",
-            "gauge",
-            &[(String::new(), self.pending() as u64)],
-        );
-        let assigned = self
-            .offsets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .assigned();
-        crate::histogram::write_samples(
-            out,
-            "pixguard_stream_assigned_partitions",
-            "Input partitions this member owns now (0 until the group has assigned it some).",
-            "gauge",
-            &[(String::new(), assigned as u64)],
-        );
-        self.metrics.prometheus(out);
-    }
-}
 
 /// Decoded messages on their way: the transactions as the scoring layer takes them (no copy),
 /// and beside each, where it came from.
@@ -126,11 +46,11 @@ struct Work {
 
 /// Runs until `stop` turns true; then finishes the work in flight and commits.
 pub async fn run(
-    state: Arc<AppState>,
+    state: Arc<dyn Host>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let config = state.config.stream.clone();
+    let config = state.config().stream.clone();
     // A payment waits for its fetch: librdkafka's default lets a broker hold a fetch 500 ms for
     // more data (tansu does), which alone made the end-to-end p50 226 ms at half load.
     let consumer: StreamConsumer<KafkaContext> = client(
@@ -204,11 +124,11 @@ pub async fn run(
                 // Whatever else is already fetched joins this chunk: one scoring call for many
                 // messages, the engine's batcher packs them further.
                 let mut chunk = Chunk::default();
-                accept(&state, &shared, &producer, &config, &first, &mut chunk);
+                accept(&*state, &shared, &producer, &config, &first, &mut chunk);
                 drop(first);
                 while chunk.txs.len() < config.max_batch {
                     match consumer.recv().now_or_never() {
-                        Some(Ok(m)) => accept(&state, &shared, &producer, &config, &m, &mut chunk),
+                        Some(Ok(m)) => accept(&*state, &shared, &producer, &config, &m, &mut chunk),
                         _ => break,
                     }
                 }
@@ -220,7 +140,7 @@ pub async fn run(
         }
     }
     // Stop fetching; finish what is in flight; commit it.
-    let until = Instant::now() + Duration::from_millis(state.config.server.drain_timeout_ms);
+    let until = Instant::now() + Duration::from_millis(state.config().server.drain_timeout_ms);
     while shared.pending() > 0 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -286,7 +206,7 @@ impl Drop for HandOff<'_> {
 
 /// Takes one message: queues it for scoring, or registers it and dead-letters it.
 fn accept(
-    state: &AppState,
+    state: &dyn Host,
     shared: &Arc<Shared>,
     producer: &Arc<Producer>,
     config: &StreamConfig,
@@ -309,7 +229,7 @@ fn accept(
     shared.metrics.consumed.fetch_add(1, Ordering::Relaxed);
     let key = message.key().map(<[u8]>::to_vec);
     let headers = headers_of(message);
-    match decode(message.payload(), state.config.server.body_limit_bytes) {
+    match decode(message.payload(), state.config().server.body_limit_bytes) {
         Ok(tx) => {
             chunk.txs.push(tx);
             chunk.work.push(Work {
@@ -328,7 +248,7 @@ fn accept(
                 .unwrap_or_else(|p| p.into_inner())
                 .received(&topic, partition, offset);
             let value = message.payload().map(<[u8]>::to_vec);
-            let version = state.scoring.served().model().version.clone();
+            let version = state.scoring().served().model().version.clone();
             let (producer, shared) = (producer.clone(), shared.clone());
             let dlq = config.dead_letter_topic.clone();
             tokio::spawn(async move {
@@ -384,7 +304,7 @@ async fn dead_letter(producer: &Producer, shared: &Shared, topic: &str, letter: 
 /// Scores a chunk (retrying while the engine is busy: backpressure, not loss), then hands each
 /// score to the producer; its delivery marks the message finished.
 async fn score(
-    state: Arc<AppState>,
+    state: Arc<dyn Host>,
     shared: Arc<Shared>,
     producer: Arc<Producer>,
     config: StreamConfig,
@@ -394,10 +314,10 @@ async fn score(
     let _handed_off = HandOff(&shared, txs.len());
     let mut backoff = Duration::from_millis(5);
     let (served, scores) = loop {
-        let served = state.scoring.served();
+        let served = state.scoring().served();
         let deadline = Instant::now() + Duration::from_secs(30);
         match state
-            .scoring
+            .scoring()
             .score_transactions(&served, &txs, deadline, false, Lane::Bulk)
             .await
         {
@@ -467,16 +387,4 @@ async fn score(
         );
         enqueue(&producer, &shared, record).await;
     }
-}
-
-/// The state shared by the loop and its tasks.
-pub fn shared(config: &StreamConfig) -> anyhow::Result<Arc<Shared>> {
-    Ok(Arc::new(Shared {
-        offsets: Mutex::new(Offsets::default()),
-        progress: Condvar::new(),
-        scoring: std::sync::atomic::AtomicUsize::new(0),
-        wake: tokio::sync::Notify::new(),
-        metrics: StreamMetrics::new()?,
-        revoke_timeout: Duration::from_millis(config.revoke_timeout_ms),
-    }))
 }

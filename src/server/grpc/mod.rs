@@ -8,10 +8,8 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use tonic::{Request, Response, Status};
 
-use super::AppState;
-use super::error::grpc_status;
-use super::grpc_infer;
-use super::oip::{model_config, statistics};
+mod infer;
+
 use crate::protocol::ProtocolError;
 use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceService;
 use crate::protocol::grpc::infer::InferCall;
@@ -21,6 +19,9 @@ use crate::protocol::oip::{
     EXTENSIONS, PLATFORM, SERVER_NAME, Tensor, TensorData, grpc_message, grpc_outputs,
 };
 use crate::scoring::{Api, ScoreError};
+use crate::server::AppState;
+use crate::server::error::grpc_status;
+use crate::server::oip::{model_config, statistics};
 
 pub use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceServiceServer;
 
@@ -207,7 +208,7 @@ impl GrpcInferenceService for Inference {
         r: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         // The server routes ModelInfer to `model_infer_call` with the request read in place
-        // (`super::grpc_infer`); this entry point (the trait's) reads prost's message the same way.
+        // (`infer`); this entry point (the trait's) reads prost's message the same way.
         let (metadata, extensions, message) = r.into_parts();
         let call = InferCall::from_message(&message);
         let answer = self
@@ -274,8 +275,8 @@ pub async fn serve(
         hyper::service::service_fn(move |mut call: tonic::codegen::http::Request<Incoming>| {
             call.extensions_mut().insert(Arrival(Instant::now()));
             if call.uri().path() == MODEL_INFER_PATH {
-                // The hot method, served by hand (`grpc_infer`).
-                let answer = grpc_infer::call(inference.clone(), call);
+                // The hot method, served by hand (`infer`).
+                let answer = infer::call(inference.clone(), call);
                 return Box::pin(async move { Ok(answer.await) })
                     as tonic::codegen::BoxFuture<_, std::convert::Infallible>;
             }

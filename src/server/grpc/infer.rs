@@ -13,7 +13,7 @@ use tonic::codegen::http::{self, HeaderMap, HeaderValue};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
-use super::grpc::Inference;
+use super::Inference;
 use crate::protocol::grpc::FrameError;
 use crate::protocol::grpc::infer::InferCall;
 
