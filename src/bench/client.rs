@@ -169,7 +169,7 @@ impl Target {
                 Conn::Http(slot),
             ) => {
                 if slot.as_ref().is_none_or(|s| s.is_closed()) {
-                    *slot = Some(self.connect_http().await?);
+                    *slot = Some(handshake(self.open(false).await?).await?);
                 }
                 let Some(sender) = slot.as_mut() else {
                     return Err("connect".into());
@@ -204,7 +204,7 @@ impl Target {
             }
             (Bodies::Grpc(requests), Conn::Grpc(slot)) => {
                 if slot.is_none() {
-                    *slot = Some(self.connect_grpc().await?);
+                    *slot = Some(handshake_h2(self.open(true).await?).await?);
                 }
                 let Some(sender) = slot.as_mut() else {
                     return Err("connect".into());
@@ -236,36 +236,29 @@ impl Target {
         }
     }
 
-    async fn connect_grpc(&self) -> Result<h2::client::SendRequest<Bytes>, String> {
+    /// A connection to the target: TCP, and TLS over it for `https://`, offering HTTP/2 or
+    /// HTTP/1.1 by ALPN.
+    async fn open(&self, http2: bool) -> Result<Box<dyn Io>, String> {
         let stream = tokio::net::TcpStream::connect(&self.address)
             .await
             .map_err(|_| "connect".to_string())?;
         let _ = stream.set_nodelay(true);
-        let Some((_, connector, name)) = &self.tls else {
-            return handshake_h2(stream).await;
+        let Some((http1_tls, http2_tls, name)) = &self.tls else {
+            return Ok(Box::new(stream));
         };
+        let connector = if http2 { http2_tls } else { http1_tls };
         let stream = connector
             .connect(name.clone(), stream)
             .await
             .map_err(|_| "tls".to_string())?;
-        handshake_h2(stream).await
-    }
-
-    async fn connect_http(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let stream = tokio::net::TcpStream::connect(&self.address)
-            .await
-            .map_err(|_| "connect".to_string())?;
-        let _ = stream.set_nodelay(true);
-        let Some((connector, _, name)) = &self.tls else {
-            return handshake(stream).await;
-        };
-        let stream = connector
-            .connect(name.clone(), stream)
-            .await
-            .map_err(|_| "tls".to_string())?;
-        handshake(stream).await
+        Ok(Box::new(stream))
     }
 }
+
+/// A connection's byte stream: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// HTTP/1.1 over an open stream; the connection task runs until the sender is dropped.
 async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, String>
