@@ -4,7 +4,7 @@
 
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -36,14 +36,28 @@ pub struct ProduceArgs {
     pub in_flight: usize,
 }
 
-/// Counts librdkafka's acknowledgements and failures.
+/// Counts librdkafka's acknowledgements and failures, and notes when the idempotent producer has
+/// its producer id (from librdkafka's statistics).
 #[derive(Default)]
 struct Acks {
     ok: AtomicU64,
     failed: AtomicU64,
+    has_producer_id: AtomicBool,
 }
 
-impl ClientContext for Acks {}
+impl ClientContext for Acks {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if statistics
+            .eos
+            .is_some_and(|eos| eos.idemp_state == "Assigned")
+        {
+            self.has_producer_id.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How long `pixguard produce` waits for the broker before it gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ProducerContext for Acks {
     type DeliveryOpaque = ();
@@ -70,6 +84,8 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
+        // Only read until the producer id is assigned (below); cheap for the rest of the run.
+        .set("statistics.interval.ms", "20")
         .set(
             "queue.buffering.max.messages",
             args.in_flight.max(1).to_string(),
@@ -82,8 +98,21 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
     // ~8 ms after; that second alone made the p99 of a 10 s run ~940 ms).
     producer
         .client()
-        .fetch_metadata(Some(&args.topic), Duration::from_secs(30))
+        .fetch_metadata(Some(&args.topic), CONNECT_TIMEOUT)
         .context("fetching the topic's metadata")?;
+    // And for the idempotent producer's id: librdkafka asks for it at creation, and when no
+    // broker connection is up yet it retries 500 ms later; meanwhile every message waits. That
+    // was the ~0.5 s start-up tail floor.py still saw in some runs (p90 316 ms, max 520 ms at
+    // 5,000/s for 2 s; p99 447 ms at 68,635/s for 10 s), which bench.py and latency.py then
+    // counted as pixguard's.
+    let waiting = Instant::now();
+    while !producer.context().has_producer_id.load(Ordering::Relaxed) {
+        anyhow::ensure!(
+            waiting.elapsed() < CONNECT_TIMEOUT,
+            "the broker assigned no producer id within {CONNECT_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let reader = super::open_input(args.input.as_deref())?;
     let started = Instant::now();
     for (i, line) in reader.split(b'\n').enumerate() {
