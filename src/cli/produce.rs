@@ -36,6 +36,9 @@ pub struct ProduceArgs {
     pub in_flight: usize,
 }
 
+/// How long `pixguard produce` waits for the broker before it gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Counts librdkafka's acknowledgements and failures, and notes when the idempotent producer has
 /// its producer id (from librdkafka's statistics).
 #[derive(Default)]
@@ -55,9 +58,6 @@ impl ClientContext for Acks {
         }
     }
 }
-
-/// How long `pixguard produce` waits for the broker before it gives up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ProducerContext for Acks {
     type DeliveryOpaque = ();
