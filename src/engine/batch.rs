@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::delivery::{Delivery, Home, Reply};
 use super::{EngineError, Lane, Metrics, Scored};
 use crate::features::FeatureBatch;
 use crate::model::explain::Reasons;
@@ -38,6 +39,8 @@ pub(super) struct Job {
     /// Rows scoring at least this get reasons (`None`: no row does).
     pub(super) explain_from: Option<f64>,
     pub(super) lane: Lane,
+    /// The caller's current-thread runtime, when it waits on one (see `delivery`).
+    pub(super) home: Option<Home>,
     pub(super) state: Mutex<JobState>,
 }
 
@@ -48,7 +51,7 @@ pub(super) struct JobState {
     pub(super) remaining: usize,
     pub(super) queue_us: u64,
     pub(super) compute_us: u64,
-    pub(super) reply: Option<oneshot::Sender<Result<Scored, EngineError>>>,
+    pub(super) reply: Option<Reply>,
 }
 
 /// Where a job's answer arrives.
@@ -76,6 +79,7 @@ impl Job {
             deadline,
             explain_from,
             lane,
+            home: Home::current(),
             state: Mutex::new(JobState {
                 scores: vec![0.0; rows],
                 reasons: if explain_from.is_some() {
@@ -213,6 +217,7 @@ pub(super) fn finish(
     if let Some(tap) = tap {
         tap.offer(batch.parts.iter().map(Part::features), out);
     }
+    let mut delivery = Delivery::default();
     let mut at = 0;
     for (index, part) in batch.parts.iter().enumerate() {
         let mut state = part.job.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -240,7 +245,8 @@ pub(super) fn finish(
                 queue_us: state.queue_us,
                 compute_us: state.compute_us,
             };
-            let _ = reply.send(Ok(scored));
+            delivery.send(part.job.home.as_ref(), reply, scored);
         }
     }
+    delivery.deliver();
 }

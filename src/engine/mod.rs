@@ -5,6 +5,7 @@ mod batch;
 mod batcher;
 #[cfg(test)]
 mod batcher_tests;
+mod delivery;
 mod explain;
 pub mod metrics;
 mod pipeline;

@@ -307,6 +307,14 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        // Keys, short lengths and shape dimensions are one byte: most of the varints of a call.
+        if self.at < self.end
+            && let Some(&byte) = self.buf.get(self.at)
+            && byte < 0x80
+        {
+            self.at += 1;
+            return Ok(u64::from(byte));
+        }
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = *self
@@ -328,6 +336,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field's number and wire type, or `None` at the end of the message.
+    #[inline(always)]
     fn key(&mut self) -> Result<Option<(u32, u8)>, DecodeError> {
         if self.done() {
             return Ok(None);
