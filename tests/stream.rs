@@ -382,6 +382,16 @@ fn a_graceful_sigterm_leaves_nothing_to_score_twice() {
     );
     let second = fx.stream("term", topics);
     wait_idle(&second, 1.0, Duration::from_secs(300));
+    // Every message carries its producer's timestamp: each received one has its age at receipt
+    // recorded, each acknowledged score its end-to-end time.
+    assert_eq!(
+        metric(&second, "pixguard_stream_fetch_age_seconds_count"),
+        metric(&second, "pixguard_stream_consumed_total")
+    );
+    assert_eq!(
+        metric(&second, "pixguard_stream_end_to_end_seconds_count"),
+        metric(&second, "pixguard_stream_produced_total")
+    );
     let scores = fx.dump(topics.1, expected.len());
     let mut ids = std::collections::HashSet::new();
     for r in &scores {

@@ -64,6 +64,7 @@ def main() -> int:
         sampler = threading.Thread(target=sample)
         sampler.start()
         t0, cpu0, bcpu0 = time.time(), cpu_seconds(proc.pid), cpu_seconds(broker.pid)
+        cores0 = core_times()
         subprocess.run(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "l.in",
                                    "--rate", str(args.rate), str(synth)]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -75,20 +76,39 @@ def main() -> int:
         # Busy share of each one's core while the topic was fed: which side could not keep up.
         busy = {"pixguard": round((cpu_seconds(proc.pid) - cpu0) / (time.time() - t0), 2),
                 "broker": round((cpu_seconds(broker.pid) - bcpu0) / (time.time() - t0), 2)}
-        e2e = json.loads(get(f"{url}/v1/stats"))["stream"]["end_to_end_us"]["since_start"]
+        # Each core's busy share, everything on it (the generator shares the broker's).
+        cores = [round(1 - (idle1 - idle0) / max(total1 - total0, 1), 2)
+                 for (idle0, total0), (idle1, total1) in zip(cores0, core_times())]
+        busy["cores"] = cores
+        stream_stats = json.loads(get(f"{url}/v1/stats"))["stream"]
+        e2e = stream_stats["end_to_end_us"]["since_start"]
+        fetched = stream_stats["fetch_age_us"]["since_start"]
         text = get(f"{url}/metrics")
         scored = max(metric(url, "pixguard_stream_produced_total"), 1)
         summary = {"rate": args.rate, "seconds": args.seconds, "set": args.set, "scored": int(scored),
                    "e2e_ms": {k: e2e[k] / 1000 for k in ("p50", "p99", "max") if k in e2e},
+                   # The part before pixguard: message timestamp to the stream's receipt of it.
+                   "fetch_age_ms": {k: fetched[k] / 1000 for k in ("p50", "p99", "max") if k in fetched},
                    "engine_ms_per_chunk": {
                        "queue": per_call(text, "pixguard_queue_wait_seconds"),
                        "compute": per_call(text, "pixguard_compute_duration_seconds")},
+                   "pauses": metric(url, "pixguard_stream_pauses_total"),
                    "cpu_busy": busy, "per_second_ms_le": [[None if q is None else q * 1e3 for q in s] for s in seconds]}
         print(json.dumps(summary))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return 0
     finally:
         kill_groups(proc, broker)
+
+
+def core_times() -> list[tuple[int, int]]:
+    """(idle, total) jiffies of each CPU, from /proc/stat."""
+    out = []
+    for line in open("/proc/stat"):
+        if line.startswith("cpu") and line[3].isdigit():
+            v = [int(x) for x in line.split()[1:]]
+            out.append((v[3] + v[4], sum(v[:8])))
+    return out
 
 
 def per_call(text: str, histogram: str) -> float:

@@ -52,6 +52,9 @@ pub struct StreamMetrics {
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// Message timestamp → the broker acknowledged its score, µs.
     pub end_to_end: Stage,
+    /// Message timestamp → the stream received it, µs: the part of `end_to_end` spent before
+    /// pixguard (the producer's batching, the broker, the fetch).
+    pub fetch_age: Stage,
     started: Instant,
 }
 
@@ -72,6 +75,7 @@ impl StreamMetrics {
             dead_letters: Mutex::new(BTreeMap::new()),
             lag: Mutex::new(BTreeMap::new()),
             end_to_end: Stage::new()?,
+            fetch_age: Stage::new()?,
             started: Instant::now(),
         })
     }
@@ -225,6 +229,13 @@ impl StreamMetrics {
             "pixguard_stream_end_to_end_seconds",
             "Message timestamp to the score's acknowledgement.",
             &self.end_to_end.prom,
+            1e6,
+        );
+        write_histogram(
+            out,
+            "pixguard_stream_fetch_age_seconds",
+            "Message timestamp to its receipt by the stream: the share of the end-to-end time spent before pixguard (producer batching, broker, fetch).",
+            &self.fetch_age.prom,
             1e6,
         );
     }

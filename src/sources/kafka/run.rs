@@ -227,6 +227,11 @@ fn accept(
         }
     }
     shared.metrics.consumed.fetch_add(1, Ordering::Relaxed);
+    let timestamp_ms = message.timestamp().to_millis();
+    if let Some(ts) = timestamp_ms {
+        let age_ms = chrono::Utc::now().timestamp_millis() - ts;
+        shared.metrics.fetch_age.record(age_ms.max(0) as u64 * 1000);
+    }
     let key = message.key().map(<[u8]>::to_vec);
     let headers = headers_of(message);
     match decode(message.payload(), state.config().server.body_limit_bytes) {
@@ -238,7 +243,7 @@ fn accept(
                 topic,
                 partition,
                 offset,
-                timestamp_ms: message.timestamp().to_millis(),
+                timestamp_ms,
             });
         }
         Err(why) => {

@@ -54,12 +54,14 @@ impl Shared {
     pub fn stats(&self) -> serde_json::Value {
         let m = &self.metrics;
         let (total, recent) = m.end_to_end.hdr.percentiles();
+        let (fetch_total, fetch_recent) = m.fetch_age.hdr.percentiles();
         serde_json::json!({
             "consumed": m.consumed.load(Ordering::Relaxed),
             "produced": m.produced.load(Ordering::Relaxed),
             "dead_lettered": m.dead_lettered_total(),
             "in_flight": self.pending(),
             "end_to_end_us": {"since_start": total, "last_60s": recent},
+            "fetch_age_us": {"since_start": fetch_total, "last_60s": fetch_recent},
         })
     }
 
