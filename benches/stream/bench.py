@@ -194,6 +194,8 @@ def main() -> int:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
         e2e = stats["end_to_end_us"]["since_start"]
+        # The part of it before pixguard received each message (producer batching, broker, fetch).
+        fetched = stats["fetch_age_us"]["since_start"]
         peer_rate = theirs["per_second"] / 2
         pn = int(peer_rate * args.seconds)
         phalf = out / "peer-half.jsonl"
@@ -209,6 +211,7 @@ def main() -> int:
             "pixguard_msgs_per_s": round(ours), "peer_msgs_per_s": theirs["per_second"],
             "ratio": round(ours / theirs["per_second"], 1),
             "pixguard_half_rate": round(ours / 2), "pixguard_e2e_ms": {k: e2e[k] / 1000 for k in ("p50", "p99", "max") if k in e2e},
+            "pixguard_fetch_age_ms": {k: fetched[k] / 1000 for k in ("p50", "p99", "max") if k in fetched},
             "peer_half_rate": round(peer_rate), "peer_e2e_ms": peer_lat["end_to_end_ms"],
         }
         print(json.dumps(summary, indent=2))
