@@ -392,6 +392,11 @@ fn a_graceful_sigterm_leaves_nothing_to_score_twice() {
         metric(&second, "pixguard_stream_end_to_end_seconds_count"),
         metric(&second, "pixguard_stream_produced_total")
     );
+    // Every score handed to the producer was acknowledged (nothing is in flight any more).
+    assert_eq!(
+        metric(&second, "pixguard_stream_scored_age_seconds_count"),
+        metric(&second, "pixguard_stream_produced_total")
+    );
     let scores = fx.dump(topics.1, expected.len());
     let mut ids = std::collections::HashSet::new();
     for r in &scores {

@@ -196,6 +196,7 @@ def main() -> int:
         e2e = stats["end_to_end_us"]["since_start"]
         # The part of it before pixguard received each message (producer batching, broker, fetch).
         fetched = stats["fetch_age_us"]["since_start"]
+        scored = stats["scored_age_us"]["since_start"]
         peer_rate = theirs["per_second"] / 2
         pn = int(peer_rate * args.seconds)
         phalf = out / "peer-half.jsonl"
@@ -212,6 +213,7 @@ def main() -> int:
             "ratio": round(ours / theirs["per_second"], 1),
             "pixguard_half_rate": round(ours / 2), "pixguard_e2e_ms": {k: e2e[k] / 1000 for k in ("p50", "p99", "max") if k in e2e},
             "pixguard_fetch_age_ms": {k: fetched[k] / 1000 for k in ("p50", "p99", "max") if k in fetched},
+            "pixguard_scored_age_ms": {k: scored[k] / 1000 for k in ("p50", "p99", "max") if k in scored},
             "peer_half_rate": round(peer_rate), "peer_e2e_ms": peer_lat["end_to_end_ms"],
         }
         print(json.dumps(summary, indent=2))

@@ -83,12 +83,15 @@ def main() -> int:
         stream_stats = json.loads(get(f"{url}/v1/stats"))["stream"]
         e2e = stream_stats["end_to_end_us"]["since_start"]
         fetched = stream_stats["fetch_age_us"]["since_start"]
+        handed = stream_stats["scored_age_us"]["since_start"]
         text = get(f"{url}/metrics")
         scored = max(metric(url, "pixguard_stream_produced_total"), 1)
         summary = {"rate": args.rate, "seconds": args.seconds, "set": args.set, "scored": int(scored),
                    "e2e_ms": {k: e2e[k] / 1000 for k in ("p50", "p99", "max") if k in e2e},
                    # The part before pixguard: message timestamp to the stream's receipt of it.
                    "fetch_age_ms": {k: fetched[k] / 1000 for k in ("p50", "p99", "max") if k in fetched},
+                   # ... to the score handed to the producer; e2e adds the broker's acknowledgement.
+                   "scored_age_ms": {k: handed[k] / 1000 for k in ("p50", "p99", "max") if k in handed},
                    "engine_ms_per_chunk": {
                        "queue": per_call(text, "pixguard_queue_wait_seconds"),
                        "compute": per_call(text, "pixguard_compute_duration_seconds")},

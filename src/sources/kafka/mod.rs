@@ -55,6 +55,9 @@ pub struct StreamMetrics {
     /// Message timestamp → the stream received it, µs: the part of `end_to_end` spent before
     /// pixguard (the producer's batching, the broker, the fetch).
     pub fetch_age: Stage,
+    /// Message timestamp → its score handed to the producer, µs: `end_to_end` less this is the
+    /// output's wait for the broker's acknowledgement (`linger.ms`, the produce round trip).
+    pub scored_age: Stage,
     started: Instant,
 }
 
@@ -76,6 +79,7 @@ impl StreamMetrics {
             lag: Mutex::new(BTreeMap::new()),
             end_to_end: Stage::new()?,
             fetch_age: Stage::new()?,
+            scored_age: Stage::new()?,
             started: Instant::now(),
         })
     }
@@ -236,6 +240,13 @@ impl StreamMetrics {
             "pixguard_stream_fetch_age_seconds",
             "Message timestamp to its receipt by the stream: the share of the end-to-end time spent before pixguard (producer batching, broker, fetch).",
             &self.fetch_age.prom,
+            1e6,
+        );
+        write_histogram(
+            out,
+            "pixguard_stream_scored_age_seconds",
+            "Message timestamp to its score being handed to the producer: what end_to_end adds after it is the wait for the broker's acknowledgement.",
+            &self.scored_age.prom,
             1e6,
         );
     }

@@ -379,6 +379,10 @@ async fn score(
             &scored_at,
             (&w.topic, w.partition, w.offset),
         );
+        if let Some(ts) = w.timestamp_ms {
+            let age = chrono::Utc::now().timestamp_millis() - ts;
+            shared.metrics.scored_age.record(age.max(0) as u64 * 1000);
+        }
         let delivery = Box::new(Delivery::Score {
             source: (w.topic, w.partition, w.offset),
             timestamp_ms: w.timestamp_ms,

@@ -55,6 +55,7 @@ impl Shared {
         let m = &self.metrics;
         let (total, recent) = m.end_to_end.hdr.percentiles();
         let (fetch_total, fetch_recent) = m.fetch_age.hdr.percentiles();
+        let (scored_total, scored_recent) = m.scored_age.hdr.percentiles();
         serde_json::json!({
             "consumed": m.consumed.load(Ordering::Relaxed),
             "produced": m.produced.load(Ordering::Relaxed),
@@ -62,6 +63,7 @@ impl Shared {
             "in_flight": self.pending(),
             "end_to_end_us": {"since_start": total, "last_60s": recent},
             "fetch_age_us": {"since_start": fetch_total, "last_60s": fetch_recent},
+            "scored_age_us": {"since_start": scored_total, "last_60s": scored_recent},
         })
     }
 
