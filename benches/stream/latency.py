@@ -19,8 +19,8 @@ import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import (ROOT, cpus, create_topics, get, kill_groups, metric, metric_in, pin, start_broker,  # noqa: E402
-                   start_stream, tool_args, wait_assigned)
+from bench import (ROOT, cpus, create_topics, get, kill_groups, metric, metric_in, pin, quantiles_ms,  # noqa: E402
+                   start_broker, start_stream, tool_args, wait_assigned)
 from drain import buckets, cpu_seconds, quantile_bound  # noqa: E402
 
 E2E = "pixguard_stream_end_to_end_seconds"
@@ -87,11 +87,11 @@ def main() -> int:
         text = get(f"{url}/metrics")
         scored = max(metric(url, "pixguard_stream_produced_total"), 1)
         summary = {"rate": args.rate, "seconds": args.seconds, "set": args.set, "scored": int(scored),
-                   "e2e_ms": {k: e2e[k] / 1000 for k in ("p50", "p99", "max") if k in e2e},
+                   "e2e_ms": quantiles_ms(e2e),
                    # The part before pixguard: message timestamp to the stream's receipt of it.
-                   "fetch_age_ms": {k: fetched[k] / 1000 for k in ("p50", "p99", "max") if k in fetched},
+                   "fetch_age_ms": quantiles_ms(fetched),
                    # ... to the score handed to the producer; e2e adds the broker's acknowledgement.
-                   "scored_age_ms": {k: handed[k] / 1000 for k in ("p50", "p99", "max") if k in handed},
+                   "scored_age_ms": quantiles_ms(handed),
                    "engine_ms_per_chunk": {
                        "queue": per_call(text, "pixguard_queue_wait_seconds"),
                        "compute": per_call(text, "pixguard_compute_duration_seconds")},

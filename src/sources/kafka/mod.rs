@@ -84,6 +84,14 @@ impl StreamMetrics {
         })
     }
 
+    /// Records in `stage` the age at `now_ms` of a message stamped `timestamp_ms` (ms since the
+    /// epoch); a message without a timestamp is not counted, a clock behind it counts as 0.
+    pub fn record_age(stage: &Stage, timestamp_ms: Option<i64>, now_ms: i64) {
+        if let Some(ts) = timestamp_ms {
+            stage.record((now_ms - ts).max(0) as u64 * 1000);
+        }
+    }
+
     /// One message dead-lettered, for `class`.
     pub fn dead_lettered(&self, class: &'static str) {
         *self

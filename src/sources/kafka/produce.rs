@@ -14,6 +14,7 @@ use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::{Message, error::KafkaError};
 use tokio::sync::mpsc;
 
+use super::StreamMetrics;
 use super::shared::Shared;
 
 /// The stream's producer: scores and dead-letter records.
@@ -52,13 +53,11 @@ impl Delivery {
                 timestamp_ms,
             } => {
                 shared.metrics.produced.fetch_add(1, Ordering::Relaxed);
-                if let Some(ts) = timestamp_ms {
-                    let now = chrono::Utc::now().timestamp_millis();
-                    shared
-                        .metrics
-                        .end_to_end
-                        .record((now - ts).max(0) as u64 * 1000);
-                }
+                StreamMetrics::record_age(
+                    &shared.metrics.end_to_end,
+                    timestamp_ms,
+                    chrono::Utc::now().timestamp_millis(),
+                );
                 shared.finished(&source.0, source.1, source.2);
             }
             Delivery::DeadLetter { source, class } => {

@@ -13,6 +13,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, OwnedHeaders};
 use tokio::sync::watch;
 
+use super::StreamMetrics;
 use super::flow::Flow;
 use super::message::{Unscorable, dead_letter_headers, decode, headers_of, output};
 use super::produce::{Delivery, Producer, Sink, Source, enqueue, record, redeliver};
@@ -228,10 +229,11 @@ fn accept(
     }
     shared.metrics.consumed.fetch_add(1, Ordering::Relaxed);
     let timestamp_ms = message.timestamp().to_millis();
-    if let Some(ts) = timestamp_ms {
-        let age_ms = chrono::Utc::now().timestamp_millis() - ts;
-        shared.metrics.fetch_age.record(age_ms.max(0) as u64 * 1000);
-    }
+    StreamMetrics::record_age(
+        &shared.metrics.fetch_age,
+        timestamp_ms,
+        chrono::Utc::now().timestamp_millis(),
+    );
     let key = message.key().map(<[u8]>::to_vec);
     let headers = headers_of(message);
     match decode(message.payload(), state.config().server.body_limit_bytes) {
@@ -360,7 +362,8 @@ async fn score(
     // The chunk was scored at one moment by one version: both rendered once.
     let model = served.model();
     let model_version = format!("{}:{}", model.name, model.version);
-    let scored_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let now = chrono::Utc::now();
+    let scored_at = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let mut value = Vec::with_capacity(512);
     for (row, (tx, w)) in txs.iter().zip(work).enumerate() {
         // The /v1 answer itself (the same type /v1 renders), plus provenance.
@@ -379,10 +382,11 @@ async fn score(
             &scored_at,
             (&w.topic, w.partition, w.offset),
         );
-        if let Some(ts) = w.timestamp_ms {
-            let age = chrono::Utc::now().timestamp_millis() - ts;
-            shared.metrics.scored_age.record(age.max(0) as u64 * 1000);
-        }
+        StreamMetrics::record_age(
+            &shared.metrics.scored_age,
+            w.timestamp_ms,
+            now.timestamp_millis(),
+        );
         let delivery = Box::new(Delivery::Score {
             source: (w.topic, w.partition, w.offset),
             timestamp_ms: w.timestamp_ms,
