@@ -190,6 +190,9 @@ def main() -> int:
         half = out / "half.jsonl"
         half.write_text("".join(synth.read_text().splitlines(keepends=True)[:n]) if n <= args.messages else
                         synth.read_text() * (n // args.messages + 1))
+        # Written back now, not while the latency phase runs: the kernel's flusher threads on both
+        # cores made such runs fall behind (latency.py, 2026-12-04).
+        os.sync()
         proc, url = stream("lat", "lat.in", "lat.out")
         wait_assigned(url)
         produce("lat.in", half, ours / 2).wait()
@@ -206,6 +209,7 @@ def main() -> int:
         pn = int(peer_rate * args.seconds)
         phalf = out / "peer-half.jsonl"
         phalf.write_text("".join(synth.read_text().splitlines(keepends=True)[:pn]))
+        os.sync()
         peer_proc = subprocess.Popen(pin(c_cpu, [py, str(ROOT / "benches/peers/kafka_peer.py"), "--brokers", brokers,
                                                  "--input", "plat.in", "--output", "plat.out", "--expect", str(pn)]),
                                      stdout=subprocess.PIPE, text=True, cwd=ROOT)

@@ -11,6 +11,7 @@ as bench.py.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import pathlib
 import subprocess
@@ -24,6 +25,9 @@ from bench import (ROOT, cpus, create_topics, get, kill_groups, metric, metric_i
 from drain import buckets, cpu_seconds, quantile_bound  # noqa: E402
 
 E2E = "pixguard_stream_end_to_end_seconds"
+# Each stage's age histogram, as the per-second split reads them: where a second's tail began.
+STAGES = {"e2e": E2E, "fetch_age": "pixguard_stream_fetch_age_seconds",
+          "scored_age": "pixguard_stream_scored_age_seconds"}
 
 
 def main() -> int:
@@ -32,6 +36,10 @@ def main() -> int:
     p.add_argument("--rate", type=float, required=True, help="messages/s")
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--set", action="append", default=[], help="a pixguard setting, KEY=VALUE (repeatable)")
+    p.add_argument("--generator-cpu", choices=("broker", "consumer", "any"), default="broker",
+                   help="where `pixguard produce` runs: beside the broker (default), beside pixguard, or unpinned")
+    p.add_argument("--produce-arg", action="append", default=[],
+                   help="an argument for the generator, `pixguard produce` (repeatable: --produce-arg=--linger-ms=1)")
     p.add_argument("--out", default=str(ROOT / "target/bench/stream-latency"))
     args = p.parse_args()
     out = pathlib.Path(args.out)
@@ -41,6 +49,9 @@ def main() -> int:
     if not synth.exists():
         subprocess.run([args.pixguard, "synth", "--rows", str(n), "--seed", "7", "-o", str(synth)],
                        check=True, stderr=subprocess.DEVNULL)
+    # The kernel writes a fresh file back while the run is measured (~700 MB at 89 k/s for 10 s):
+    # its flusher threads then take both cores, and such runs fell behind.
+    os.sync()
     c_cpu, b_cpu = cpus()
     broker, brokers = start_broker(args.broker, b_cpu)
     proc = None
@@ -48,25 +59,32 @@ def main() -> int:
         create_topics(brokers, "l.in", "l.out", "l.dlq")
         proc, url = start_stream(args.pixguard, c_cpu, brokers, "l", ("l.in", "l.out", "l.dlq"), args.set)
         wait_assigned(url)
-        # Each second's share of the end-to-end histogram: a start-up transient, or steady state.
-        seconds: list[tuple[float | None, float | None]] = []
+        # Each second's share of each stage's histogram: a start-up transient, or steady state.
+        seconds: list[dict[str, tuple[float | None, float | None]]] = []
         producing = threading.Event()
         producing.set()
 
+        def scrape() -> dict[str, dict]:
+            text = get(f"{url}/metrics")
+            return {stage: buckets(text, name) for stage, name in STAGES.items()}
+
         def sample() -> None:
-            before = buckets(get(f"{url}/metrics"), E2E)
+            before = scrape()
             while producing.is_set():
                 time.sleep(1)
-                after = buckets(get(f"{url}/metrics"), E2E)
-                seconds.append((quantile_bound(before, after, 0.5), quantile_bound(before, after, 0.99)))
+                after = scrape()
+                seconds.append({stage: (quantile_bound(before[stage], after[stage], 0.5),
+                                        quantile_bound(before[stage], after[stage], 0.99))
+                                for stage in STAGES})
                 before = after
 
         sampler = threading.Thread(target=sample)
         sampler.start()
         t0, cpu0, bcpu0 = time.time(), cpu_seconds(proc.pid), cpu_seconds(broker.pid)
         cores0 = core_times()
-        subprocess.run(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "l.in",
-                                   "--rate", str(args.rate), str(synth)]),
+        gen_cpu = {"broker": b_cpu, "consumer": c_cpu, "any": None}[args.generator_cpu]
+        subprocess.run(pin(gen_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "l.in",
+                                   "--rate", str(args.rate), *args.produce_arg, str(synth)]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         while metric(url, "pixguard_stream_produced_total") < n and time.time() < deadline:
@@ -86,7 +104,9 @@ def main() -> int:
         handed = stream_stats["scored_age_us"]["since_start"]
         text = get(f"{url}/metrics")
         scored = max(metric(url, "pixguard_stream_produced_total"), 1)
-        summary = {"rate": args.rate, "seconds": args.seconds, "set": args.set, "scored": int(scored),
+        summary = {"rate": args.rate, "seconds": args.seconds, "set": args.set, "produce": args.produce_arg,
+                   "generator_cpu": args.generator_cpu,
+                   "scored": int(scored),
                    "e2e_ms": quantiles_ms(e2e),
                    # The part before pixguard: message timestamp to the stream's receipt of it.
                    "fetch_age_ms": quantiles_ms(fetched),
@@ -96,7 +116,8 @@ def main() -> int:
                        "queue": per_call(text, "pixguard_queue_wait_seconds"),
                        "compute": per_call(text, "pixguard_compute_duration_seconds")},
                    "pauses": metric(url, "pixguard_stream_pauses_total"),
-                   "cpu_busy": busy, "per_second_ms_le": [[None if q is None else q * 1e3 for q in s] for s in seconds]}
+                   "cpu_busy": busy, "per_second_ms_le": {stage: [[None if q is None else q * 1e3 for q in s[stage]] for s in seconds]
+                                         for stage in STAGES}}
         print(json.dumps(summary))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return 0

@@ -34,6 +34,10 @@ pub struct ProduceArgs {
     /// Most messages awaiting acknowledgement (librdkafka's `queue.buffering.max.messages`).
     #[arg(long, default_value_t = 10_000)]
     pub in_flight: usize,
+    /// How long librdkafka may hold a message to batch it (`linger.ms`). A message's timestamp is
+    /// its hand-over, so this is part of every age the stream measures from it.
+    #[arg(long, default_value_t = 5.0)]
+    pub linger_ms: f64,
 }
 
 /// How long `pixguard produce` waits for the broker before it gives up.
@@ -83,7 +87,7 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
         .set("bootstrap.servers", &args.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
+        .set("linger.ms", args.linger_ms.to_string())
         // Only read until the producer id is assigned (below); cheap for the rest of the run.
         .set("statistics.interval.ms", "20")
         .set(

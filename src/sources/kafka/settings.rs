@@ -5,11 +5,13 @@ use rdkafka::config::ClientConfig;
 
 use crate::config::StreamConfig;
 
-/// The producer's settings: `linger.ms` 2 unless configured (a score waits at most that long for
-/// company); the idempotent producer with `acks=all` whatever is configured, since at-least-once
+/// The producer's settings: `linger.ms` 0 unless configured (a score is sent at once; scores that
+/// come while a request is in flight still share the next one — at 78 k/s on a shared broker core
+/// this cut the end-to-end median 13 → 10 ms and cost no drain throughput, docs/benchmarks.md);
+/// the idempotent producer with `acks=all` whatever is configured, since at-least-once
 /// commits an offset only after its score is durably acknowledged.
 pub(super) fn producer_config(config: &StreamConfig) -> ClientConfig {
-    let mut c = client(config, &[("linger.ms", "2")]);
+    let mut c = client(config, &[("linger.ms", "0")]);
     c.set("enable.idempotence", "true").set("acks", "all");
     c
 }
@@ -45,7 +47,7 @@ mod tests {
     fn configured_settings_win_over_defaults_but_not_over_the_delivery_guarantee() {
         let mut config = StreamConfig::default();
         for (k, v) in [
-            ("linger_ms", "0"),
+            ("linger_ms", "5"),
             ("acks", "1"),
             ("enable_idempotence", "false"),
         ] {
@@ -54,12 +56,12 @@ mod tests {
                 .insert(k.into(), serde_yaml_ng::Value::String(v.into()));
         }
         let producer = producer_config(&config);
-        assert_eq!(producer.get("linger.ms"), Some("0"), "a default yields");
+        assert_eq!(producer.get("linger.ms"), Some("5"), "a default yields");
         assert_eq!(producer.get("acks"), Some("all"));
         assert_eq!(producer.get("enable.idempotence"), Some("true"));
         assert_eq!(
             producer_config(&StreamConfig::default()).get("linger.ms"),
-            Some("2")
+            Some("0")
         );
     }
 }
