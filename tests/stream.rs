@@ -246,10 +246,16 @@ fn at_least_once_through_three_sigkills_with_every_bad_message_dead_lettered() {
     std::fs::write(&file, &input).unwrap();
     fx.produce(&file, topics.0);
 
-    // Three SIGKILLs at moments drawn from the process id, each followed by a restart.
+    // Three SIGKILLs at moments drawn from the process id, each followed by a restart. The
+    // killed members are paced (64-row batches, each held 16 ms: ~4,000 rows/s) so that every
+    // kill lands mid-stream: unpaced, a release build scored all 100,500 before the first kill.
+    let paced = [
+        ("engine.max_batch_size", "64"),
+        ("engine.test_worker_delay_us", "16000"),
+    ];
     let mut seed = u64::from(std::process::id());
     for kill in 0..3 {
-        let stream = fx.stream("kill", topics);
+        let stream = fx.stream_with("kill", topics, &paced);
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -365,9 +371,15 @@ fn a_graceful_sigterm_leaves_nothing_to_score_twice() {
     fx.topics(&[topics.0, topics.1, topics.2]);
     let (synth, expected) = traffic(&fx.tmp, 20_000, 22);
     fx.produce(&synth, topics.0);
-    // Small batches and a low in-flight bound pace the first member, so the SIGTERM lands
-    // mid-stream (unpaced, it takes all 20,000 at once and finishes them before stopping).
-    let paced = [("stream.max_in_flight", "512"), ("stream.max_batch", "64")];
+    // The first member is paced (64-row batches, each held 5 ms: ~12,800 rows/s), so the SIGTERM
+    // lands mid-stream. Unpaced it takes all 20,000 at once and finishes them before stopping;
+    // a release build did so even with small batches and a low in-flight bound alone.
+    let paced = [
+        ("stream.max_in_flight", "512"),
+        ("stream.max_batch", "64"),
+        ("engine.max_batch_size", "64"),
+        ("engine.test_worker_delay_us", "5000"),
+    ];
     let mut first = fx.stream_with("term", topics, &paced);
     // Stop it mid-stream.
     let until = Instant::now() + Duration::from_secs(120);
