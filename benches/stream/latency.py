@@ -11,8 +11,8 @@ as bench.py.
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -116,8 +116,9 @@ def main() -> int:
                        "queue": per_call(text, "pixguard_queue_wait_seconds"),
                        "compute": per_call(text, "pixguard_compute_duration_seconds")},
                    "pauses": metric(url, "pixguard_stream_pauses_total"),
-                   "cpu_busy": busy, "per_second_ms_le": {stage: [[None if q is None else q * 1e3 for q in s[stage]] for s in seconds]
-                                         for stage in STAGES}}
+                   "cpu_busy": busy,
+                   "per_second_ms_le": {stage: [[None if q is None else q * 1e3 for q in s[stage]] for s in seconds]
+                                        for stage in STAGES}}
         print(json.dumps(summary))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return 0

@@ -364,6 +364,7 @@ async fn score(
     let model_version = format!("{}:{}", model.name, model.version);
     let now = chrono::Utc::now();
     let scored_at = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let scored_ms = now.timestamp_millis();
     let mut value = Vec::with_capacity(512);
     for (row, (tx, w)) in txs.iter().zip(work).enumerate() {
         // The /v1 answer itself (the same type /v1 renders), plus provenance.
@@ -382,11 +383,7 @@ async fn score(
             &scored_at,
             (&w.topic, w.partition, w.offset),
         );
-        StreamMetrics::record_age(
-            &shared.metrics.scored_age,
-            w.timestamp_ms,
-            now.timestamp_millis(),
-        );
+        StreamMetrics::record_age(&shared.metrics.scored_age, w.timestamp_ms, scored_ms);
         let delivery = Box::new(Delivery::Score {
             source: (w.topic, w.partition, w.offset),
             timestamp_ms: w.timestamp_ms,
