@@ -1,9 +1,13 @@
-//! Feature extraction throughput: 1,024-row batches of synthetic transactions on one core.
+//! Feature extraction throughput: 1,024-row batches of synthetic transactions on one core; and a
+//! 1,000-transaction `/v1` request's parse and answer on one thread and on two.
 //!
 //! `cargo bench --bench features`
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use pixguard::features::{FeatureBatch, FeatureExtractor, default_spec};
+use pixguard::model::Decision;
+use pixguard::parallel::Parallel;
+use pixguard::protocol::v1::{ModelRef, ScoreResult, parse_request_with, render_batch};
 use pixguard::synth::{Generator, SynthConfig};
 use pixguard::transaction::Transaction;
 
@@ -50,5 +54,42 @@ fn extract(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, extract);
+/// A 1,000-transaction `/v1` body parsed and validated, its features extracted and its answer
+/// rendered: the front end's per-row work, on the caller's thread and shared with a second.
+fn v1_request(c: &mut Criterion) {
+    let txs = transactions(1_000);
+    let ex = FeatureExtractor::new(default_spec()).expect("default spec is valid");
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "transactions": txs })).expect("serialisable");
+    let model = ModelRef {
+        name: "pix-fraud".into(),
+        version: "1".into(),
+    };
+    let mut group = c.benchmark_group("v1_request");
+    group.throughput(Throughput::Elements(txs.len() as u64));
+    for threads in [1, 2] {
+        let parallel = Parallel::new(threads).expect("pool");
+        group.bench_function(format!("parse/{threads}"), |b| {
+            b.iter(|| parse_request_with(&body, 1_000, &parallel).expect("valid"))
+        });
+        group.bench_function(format!("extract/{threads}"), |b| {
+            b.iter(|| ex.extract_with(&txs, &parallel))
+        });
+        group.bench_function(format!("render/{threads}"), |b| {
+            b.iter(|| {
+                render_batch(txs.len(), &parallel, |row| ScoreResult {
+                    end_to_end_id: txs[row].end_to_end_id.as_str(),
+                    score: 0.25,
+                    decision: Decision::Allow,
+                    reasons: None,
+                    model: &model,
+                })
+                .expect("renders")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, extract, v1_request);
 criterion_main!(benches);

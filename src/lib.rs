@@ -19,6 +19,7 @@ pub mod jsonl;
 pub mod logging;
 pub mod model;
 pub mod monitoring;
+pub mod parallel;
 pub mod protocol;
 pub mod registry;
 pub mod scoring;

@@ -412,3 +412,38 @@ fn fit_computes_moments_and_vocabularies_from_training_rows() {
         "codes below min_count go to OOV"
     );
 }
+
+#[test]
+fn rows_extracted_on_several_threads_equal_one_threads() {
+    use pixguard::parallel::Parallel;
+    use pixguard::synth::{Generator, SynthConfig};
+    let ex = FeatureExtractor::new(default_spec()).unwrap();
+    let cfg = SynthConfig {
+        seed: 3,
+        rows: 1_001,
+        ..SynthConfig::default()
+    };
+    let txs: Vec<Transaction> = Generator::new(cfg)
+        .unwrap()
+        .map(|r| r.transaction)
+        .collect();
+    let parallel = Parallel::new(3).unwrap();
+    assert!(
+        parallel.chunk_rows(txs.len()) < txs.len(),
+        "cut into chunks"
+    );
+    let (one, many) = (ex.extract(&txs), ex.extract_with(&txs, &parallel));
+    assert_eq!(
+        (many.rows, many.n_numeric, many.n_categorical),
+        (one.rows, one.n_numeric, one.n_categorical)
+    );
+    assert_eq!(many.categorical, one.categorical);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&many.numeric), bits(&one.numeric), "bit for bit");
+    // The last, shorter chunk and a request too small to cut.
+    let small = ex.extract_with(&txs[..100], &parallel);
+    assert_eq!(
+        bits(&small.numeric),
+        bits(&one.numeric[..100 * one.n_numeric])
+    );
+}

@@ -135,6 +135,71 @@ async fn concurrent_clients_get_offline_scores_and_requests_are_batched() {
     assert!(max("engine") >= max("queue") && max("engine") >= max("compute"));
 }
 
+/// A large batch cut into runs parsed, extracted and rendered on several threads (`parse_threads`
+/// 3, set even on a 2-core machine so CI covers the path) answers exactly what scoring it offline
+/// does, in request order; a bad row deep in it is named as the one-thread parse names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_on_several_threads_gets_offline_scores_in_order() {
+    let server = Server::start(&[
+        "--set",
+        "server.http_threads=2",
+        "--set",
+        "server.parse_threads=3",
+        "--set",
+        "server.body_limit_bytes=4000000",
+        // A debug build explains 1,000 rows slower than the default deadline.
+        "--set",
+        "engine.default_deadline_ms=60000",
+    ]);
+    assert!(
+        server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("parse_threads=3")),
+        "the pool is installed"
+    );
+    let txs = transactions(1_000, 35);
+    let expected = offline_scores(&txs);
+    let client = reqwest::Client::new();
+    let url = server.url("/v1/score");
+    let response = client
+        .post(&url)
+        .json(&json!({ "transactions": txs, "explain": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), txs.len());
+    for (tx, result) in txs.iter().zip(results) {
+        let id = tx["end_to_end_id"].as_str().unwrap();
+        assert_eq!(result["end_to_end_id"], id, "request order");
+        let (score, decision) = &expected[id];
+        assert!(
+            (result["score"].as_f64().unwrap() - score).abs() <= 1e-6,
+            "{id}"
+        );
+        assert_eq!(result["decision"], decision.as_str());
+        assert!(result["reasons"].is_array(), "explain reached every row");
+    }
+
+    let mut bad = txs.clone();
+    bad[700]["payee"]["key_type"] = json!("FAX");
+    let response = client
+        .post(&url)
+        .json(&json!({ "transactions": bad }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["field"], "transactions[700].payee.key_type");
+    assert_eq!(error["code"], "invalid_field");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_answers_429_and_late_rows_504_without_compute() {
     let server = Server::start(&[

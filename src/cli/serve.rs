@@ -96,6 +96,7 @@ pub fn run(args: ServeArgs, log_override: Option<&str>) -> anyhow::Result<()> {
     crate::logging::init(level, config.logging.format == LogFormat::Json);
     tracing::debug!(?config, "effective configuration");
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    crate::parallel::install(config.parse_threads(cores)).context("starting the row threads")?;
     let runtime = runtime(&config, cores).context("starting the async runtime")?;
     runtime.block_on(crate::server::serve(config))
 }

@@ -72,6 +72,15 @@ impl Config {
         cores.saturating_sub(engine).max(1)
     }
 
+    /// The threads one large request's rows are shared over: `server.parse_threads`, or as many as
+    /// the HTTP runtime has (a caller waits while they work, so they take its place on the cores).
+    pub fn parse_threads(&self, cores: usize) -> usize {
+        match self.server.parse_threads {
+            0 => self.http_threads(cores),
+            n => n,
+        }
+    }
+
     /// Builds the configuration from `file` (skipped when `None` and `config.yaml` is absent), the
     /// process environment, then `overrides` (`section.key` → YAML scalar text, from CLI flags).
     pub fn load(
@@ -260,8 +269,20 @@ mod tests {
         );
         assert_eq!(config.http_threads(2), 1, "never fewer than one");
         assert_eq!(config.http_threads(1), 1);
+        assert_eq!(
+            config.parse_threads(16),
+            14,
+            "parse threads follow the HTTP threads"
+        );
         config.server.http_threads = 5;
         assert_eq!(config.http_threads(16), 5, "an explicit count wins");
+        assert_eq!(config.parse_threads(16), 5);
+        config.server.parse_threads = 1;
+        assert_eq!(
+            config.parse_threads(16),
+            1,
+            "an explicit count wins here too"
+        );
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct ServerConfig {
     /// Threads that receive, parse and answer requests (0: the cores the engine's threads leave,
     /// at least one).
     pub http_threads: usize,
+    /// Threads that share one large request's rows — parsing, validation, features, the answer —
+    /// so it is not one core's work while others idle (0: as many as `http_threads`; 1: none, each
+    /// request's rows stay on its HTTP thread). Requests under 128 rows never use them.
+    pub parse_threads: usize,
     /// File holding the bearer token of `/admin/*` (or `PIXGUARD_ADMIN_TOKEN`); with neither, the
     /// admin routes are off. Never the token itself: config files get copied and logged.
     pub admin_token_file: Option<PathBuf>,
@@ -46,6 +50,7 @@ impl Default for ServerConfig {
             grace_period_ms: 0,
             drain_timeout_ms: 30_000,
             http_threads: 0,
+            parse_threads: 0,
             admin_token_file: None,
         }
     }

@@ -5,6 +5,7 @@ use std::f64::consts::TAU;
 use std::sync::OnceLock;
 
 use super::spec::{CategoricalSource, FeatureSpec, NumericSource, SpecError, Transform};
+use crate::parallel::Parallel;
 use crate::transaction::{Ispb, Transaction};
 
 /// Feature rows for a batch of transactions, row-major.
@@ -347,6 +348,36 @@ impl FeatureExtractor {
             let cat = &mut out.categorical[i * nc..(i + 1) * nc];
             self.extract_row(tx, num, cat);
         }
+    }
+
+    /// [`Self::extract`] with the rows cut into chunks on `parallel`'s threads (the same values:
+    /// each row's features depend on that row alone).
+    pub fn extract_with(&self, txs: &[Transaction], parallel: &Parallel) -> FeatureBatch {
+        let (nn, nc) = (self.n_numeric(), self.n_categorical());
+        let chunk = parallel.chunk_rows(txs.len());
+        // A spec without one of the kinds has no slices to cut it by.
+        if chunk >= txs.len() || nn == 0 || nc == 0 {
+            return self.extract(txs);
+        }
+        let mut out = FeatureBatch {
+            rows: txs.len(),
+            n_numeric: nn,
+            n_categorical: nc,
+            numeric: vec![0.0; txs.len() * nn],
+            categorical: vec![0; txs.len() * nc],
+        };
+        let parts: Vec<_> = txs
+            .chunks(chunk)
+            .zip(out.numeric.chunks_mut(chunk * nn))
+            .zip(out.categorical.chunks_mut(chunk * nc))
+            .collect();
+        parallel.map(parts, |((txs, numeric), categorical)| {
+            let rows = numeric.chunks_mut(nn).zip(categorical.chunks_mut(nc));
+            for (tx, (num, cat)) in txs.iter().zip(rows) {
+                self.extract_row(tx, num, cat);
+            }
+        });
+        out
     }
 
     /// Writes one transaction's features into the given row slices.

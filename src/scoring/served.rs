@@ -208,8 +208,8 @@ impl Served {
         lane: Lane,
     ) -> Result<Scores, ScoreError> {
         self.check_rows(txs.len())?;
-        self.score_features(self.extractor.extract(txs), deadline, explain, lane)
-            .await
+        let features = self.extractor.extract_with(txs, crate::parallel::global());
+        self.score_features(features, deadline, explain, lane).await
     }
 
     /// Scores feature rows (in the package's order, checked against its tables).

@@ -298,6 +298,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         device = served.engine().device().as_str(),
         workers = state.config.engine.workers,
         http_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        parse_threads = crate::parallel::global().threads(),
         "listening"
     );
     drop(served);

@@ -7,12 +7,13 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
 use super::error::HttpError;
 use super::{AppState, body_error, timeout, timing};
 use crate::engine::Lane;
-use crate::protocol::v1::{BatchResponse, ScoreResult, parse_request};
+use crate::protocol::v1::{ScoreResult, parse_request_with, render_batch};
 use crate::scoring::{Api, ScoreError};
 
 /// `?explain=true`: reasons on every answer.
@@ -35,7 +36,8 @@ pub async fn score(
         let body = body.map_err(|e| body_error(e, state.config.server.body_limit_bytes))?;
         let query =
             query.map_err(|e| ScoreError::Malformed(format!("query string: {}", e.body_text())))?;
-        let request = parse_request(&body, scoring.limits().max_rows_per_request)?;
+        let parallel = crate::parallel::global();
+        let request = parse_request_with(&body, scoring.limits().max_rows_per_request, parallel)?;
         let deadline = scoring.deadline(timeout(&headers));
         let explain = request.explain || query.explain;
         let served = scoring.served();
@@ -48,29 +50,31 @@ pub async fn score(
                 Lane::Interactive,
             )
             .await?;
+        let rows = request.transactions.len();
+        if scored.scores.len() != rows || scored.decisions.len() != rows {
+            return Err(ScoreError::Internal(format!(
+                "{} scores and {} decisions for {rows} transactions",
+                scored.scores.len(),
+                scored.decisions.len()
+            )));
+        }
         let model = served.model();
-        let mut results = request
-            .transactions
-            .iter()
-            .zip(scored.scores.iter().zip(&scored.decisions))
-            .enumerate()
-            .map(|(row, (tx, (&score, &decision)))| ScoreResult {
-                end_to_end_id: tx.end_to_end_id.as_str(),
-                score,
-                decision,
-                reasons: served.reason(&scored, row),
-                model,
-            });
+        // In range: every index is below `rows`, checked against both columns above.
+        let result = |row: usize| ScoreResult {
+            end_to_end_id: request.transactions[row].end_to_end_id.as_str(),
+            score: scored.scores[row],
+            decision: scored.decisions[row],
+            reasons: served.reason(&scored, row),
+            model,
+        };
         let mut response = if request.batch {
-            Json(BatchResponse {
-                results: results.collect(),
-            })
-            .into_response()
+            let body = render_batch(rows, parallel, result)
+                .map_err(|e| ScoreError::Internal(format!("rendering the answer: {e}")))?;
+            ([(CONTENT_TYPE, "application/json")], body).into_response()
+        } else if rows == 0 {
+            return Err(ScoreError::Malformed("no transaction".into()));
         } else {
-            match results.next() {
-                Some(one) => Json(one).into_response(),
-                None => return Err(ScoreError::Malformed("no transaction".into())),
-            }
+            Json(result(0)).into_response()
         };
         timing(
             &mut response,

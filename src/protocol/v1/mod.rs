@@ -1,10 +1,15 @@
 //! pixguard's JSON API, `POST /v1/score`: one transaction, or `{"transactions": [...]}`, answered
 //! with `{end_to_end_id, score, decision, model}` or `{"results": [...]}` in request order.
 
+pub mod split;
+
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 
 use super::ProtocolError;
 use crate::model::Decision;
+use crate::parallel::Parallel;
 use crate::transaction::{Transaction, ValidationError, parse_json};
 
 /// Header a client may set to bound how long its rows may wait for compute (also on OIP HTTP).
@@ -123,6 +128,101 @@ pub fn parse_request(body: &[u8], limit: usize) -> Result<ScoreRequest, Protocol
     })
 }
 
+/// Fewest body bytes a run of transactions gets when a batch is cut (about 60 transactions):
+/// below this the hand-off to another thread costs more than the parse it saves.
+pub const MIN_RUN_BYTES: usize = 32 * 1024;
+
+/// [`parse_request`], with a large batch's transactions parsed and validated in runs on
+/// `parallel`'s threads. The outcome is [`parse_request`]'s: a body in any but the plain shape,
+/// or with anything wrong in it, is parsed again whole, which names the error.
+pub fn parse_request_with(
+    body: &[u8],
+    limit: usize,
+    parallel: &Parallel,
+) -> Result<ScoreRequest, ProtocolError> {
+    let parts = parallel.parts(body.len(), MIN_RUN_BYTES);
+    if let Some(split) = (parts > 1 && is_batch(body))
+        .then(|| split::split_batch(body, parts))
+        .flatten()
+        .filter(|split| split.runs.len() > 1)
+    {
+        let parsed = parallel.map(split.runs, |run| parse_run(body, run));
+        if parsed.iter().all(Option::is_some) {
+            let rows = parsed.iter().flatten().map(Vec::len).sum();
+            if rows > limit {
+                return Err(ProtocolError::TooManyRows {
+                    rows,
+                    limit,
+                    field: Some("transactions"),
+                });
+            }
+            let mut transactions = Vec::with_capacity(rows);
+            parsed
+                .into_iter()
+                .flatten()
+                .for_each(|run| transactions.extend(run));
+            return Ok(ScoreRequest {
+                transactions,
+                batch: true,
+                explain: split.explain,
+            });
+        }
+    }
+    parse_request(body, limit)
+}
+
+/// Parses and validates the run of transactions at `run` of `body` (`{…},{…}`) as the contents
+/// of an array; `None` if it is not one or any fails (the caller's whole-body parse then says why).
+fn parse_run(body: &[u8], run: Range<usize>) -> Option<Vec<Transaction>> {
+    let run = body.get(run).filter(|r| !r.is_empty())?;
+    let mut array = Vec::with_capacity(run.len() + 2);
+    array.push(b'[');
+    array.extend_from_slice(run);
+    array.push(b']');
+    let txs: Vec<Transaction> = serde_json::from_slice(&array).ok()?;
+    txs.iter().all(|tx| tx.validate().is_ok()).then_some(txs)
+}
+
+/// A batch's answer, `{"results": [...]}`, each row's result rendered by `result`, in chunks on
+/// `parallel`'s threads: the same bytes as serialising a [`BatchResponse`] whole.
+pub fn render_batch<'a>(
+    rows: usize,
+    parallel: &Parallel,
+    result: impl Fn(usize) -> ScoreResult<'a> + Sync + Send,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let chunk = parallel.chunk_rows(rows);
+    let ranges = (0..rows)
+        .step_by(chunk)
+        .map(|start| start..(start + chunk).min(rows));
+    let parts = parallel.map(ranges.collect(), |range: Range<usize>| {
+        // ~150 bytes a result without reasons.
+        let mut out = Vec::with_capacity(range.len() * 160);
+        for row in range {
+            if !out.is_empty() {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, &result(row))?;
+        }
+        Ok::<_, serde_json::Error>(out)
+    });
+    let mut body = Vec::with_capacity(
+        parts
+            .iter()
+            .map(|p| p.as_ref().map_or(0, Vec::len) + 1)
+            .sum::<usize>()
+            + 14,
+    );
+    body.extend_from_slice(b"{\"results\":[");
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&part?);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(body)
+}
+
 /// Validates each transaction of a batch, naming `transactions[i]` in the error.
 pub fn validate_batch(transactions: &[Transaction]) -> Result<(), ValidationError> {
     for (i, tx) in transactions.iter().enumerate() {
@@ -139,6 +239,10 @@ fn classify(error: ValidationError, body: &[u8]) -> ProtocolError {
         Ok(_) => ProtocolError::Invalid(error),
     }
 }
+
+#[cfg(test)]
+#[path = "parallel_tests.rs"]
+mod parallel_tests;
 
 #[cfg(test)]
 mod tests {
