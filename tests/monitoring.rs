@@ -47,7 +47,9 @@ fn traffic(dir: &Path, shifts: &[&str], rows: usize) -> Vec<Value> {
         .collect()
 }
 
-/// Scores `txs` through /v1/score, four requests in flight.
+/// Scores `txs` through /v1/score, four requests in flight. Each may wait 60 s for compute: the
+/// fourth 500-row request waits behind three in a debug build, and on a loaded 2-core machine
+/// that passed the default 1 s deadline (a 504 in a clean-clone CI run beside a compile).
 async fn score_all(client: &reqwest::Client, server: &Server, txs: &[Value]) {
     let url = server.url("/v1/score");
     let chunks: Vec<&[Value]> = txs.chunks(CHUNK).collect();
@@ -57,6 +59,7 @@ async fn score_all(client: &reqwest::Client, server: &Server, txs: &[Value]) {
             sends.spawn(
                 client
                     .post(&url)
+                    .header(pixguard::protocol::v1::DEADLINE_HEADER, "60000")
                     .json(&json!({ "transactions": chunk }))
                     .send(),
             );

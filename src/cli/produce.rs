@@ -38,6 +38,17 @@ pub struct ProduceArgs {
     /// its hand-over, so this is part of every age the stream measures from it.
     #[arg(long, default_value_t = 5.0)]
     pub linger_ms: f64,
+    /// Any other librdkafka producer property, `-X key=value` as kcat takes it (repeatable; after
+    /// the settings above, so it wins over them, except the idempotent producer's).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = property)]
+    pub librdkafka: Vec<(String, String)>,
+}
+
+fn property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
+    }
 }
 
 /// How long `pixguard produce` waits for the broker before it gives up.
@@ -83,17 +94,24 @@ const PACING_SLACK: Duration = Duration::from_millis(1);
 /// it is handed over: what the stream's end-to-end latency counts from); prints how many and how
 /// fast.
 pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
-    let producer: ThreadedProducer<Acks> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &args.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
         .set("linger.ms", args.linger_ms.to_string())
-        // Only read until the producer id is assigned (below); cheap for the rest of the run.
-        .set("statistics.interval.ms", "20")
         .set(
             "queue.buffering.max.messages",
             args.in_flight.max(1).to_string(),
-        )
+        );
+    for (k, v) in &args.librdkafka {
+        config.set(k, v);
+    }
+    // The pacing clock waits for the idempotent producer's id, read from the statistics: neither
+    // is for a property to turn off. Statistics are only read until the id is assigned (below);
+    // cheap for the rest of the run.
+    let producer: ThreadedProducer<Acks> = config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("statistics.interval.ms", "20")
         .create_with_context(Acks::default())
         .context("creating the Kafka producer")?;
     // Connect and learn the topic's leaders before the clock starts: otherwise the first
@@ -200,7 +218,7 @@ fn split(line: &[u8]) -> (Option<Vec<u8>>, Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{property, split};
 
     #[test]
     fn a_line_becomes_its_key_and_value() {
@@ -213,5 +231,16 @@ mod tests {
         for odd in [&b"{not json"[..], br#"{"end_to_end_id":5}"#, b"[1,2]", b""] {
             assert_eq!(split(odd), (None, odd.to_vec()), "{odd:?}");
         }
+    }
+
+    #[test]
+    fn properties_are_key_equals_value() {
+        assert_eq!(
+            property("socket.nagle.disable=true"),
+            Ok(("socket.nagle.disable".into(), "true".into()))
+        );
+        assert_eq!(property("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(property("linger.ms").is_err());
+        assert!(property("=1").is_err());
     }
 }
