@@ -151,15 +151,7 @@ async fn a_large_batch_on_several_threads_gets_offline_scores_in_order() {
         "--set",
         "engine.default_deadline_ms=60000",
     ]);
-    assert!(
-        server
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("parse_threads=3")),
-        "the pool is installed"
-    );
+    assert!(server.logged("parse_threads=3"), "the pool is installed");
     let txs = transactions(1_000, 35);
     let expected = offline_scores(&txs);
     let client = reqwest::Client::new();
@@ -433,14 +425,7 @@ fn serve_without_arguments_serves_the_bundled_model_on_the_cpu() {
         1.0,
         "auto without CUDA falls back and says so"
     );
-    assert!(
-        server
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("serving on the CPU"))
-    );
+    assert!(server.logged("serving on the CPU"));
     let tx = transactions(1, 35).remove(0);
     let r = client
         .post(server.url("/v1/score"))

@@ -104,6 +104,11 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// Whether a line the server logged so far holds `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")
