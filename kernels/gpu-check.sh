@@ -186,6 +186,10 @@ start_server() {
 }
 stop_server() { [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; SERVER_PID=; }
 trap stop_server EXIT
+# The server's own account of its front-end threads (its `listening` line): what a figure was taken with.
+threads_used() {
+  grep -o 'http_threads=[0-9]* parse_threads=[0-9]*' "$LOGS/serve-$1.log" | head -n 1
+}
 engine_p99() {
   http_get /v1/stats > "$LOGS/stats-$1.json" && python3 - "$LOGS/stats-$1.json" <<'EOF'
 import json, sys
@@ -212,7 +216,7 @@ if [[ -z "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" ]] && start_server 16384 200 bat
   timeout 120 "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rows-per-request 1000 \
     --transactions 20000 --rate "$RATE_1M" --duration "$LOAD_S" --warmup 3 --threads "$CLIENT_THREADS" --connections 512 \
     --out "$LOGS/bench-1m" --no-progress > "$LOGS/bench-1m.txt" 2>&1
-  RESULT[serve_1m]="$(client_summary "$LOGS/bench-1m/report.json" 1000 2>/dev/null || echo 'bench failed, see bench-1m.txt'); $(engine_p99 1m)"
+  RESULT[serve_1m]="$(client_summary "$LOGS/bench-1m/report.json" 1000 2>/dev/null || echo 'bench failed, see bench-1m.txt'); $(engine_p99 1m); $(threads_used batch)"
   stop_server
 fi
 say "1 M rows/s: ${RESULT[serve_1m]:-not run}"
