@@ -58,11 +58,6 @@ impl Parallel {
         self.threads
     }
 
-    /// Whether there is a pool to spread work over.
-    pub fn is_parallel(&self) -> bool {
-        self.pool.is_some()
-    }
-
     /// How many rows each chunk of a `rows`-row request gets: `rows` itself (one chunk, no
     /// hand-off) when there is no pool, no thread free or too few rows for two chunks.
     pub fn chunk_rows(&self, rows: usize) -> usize {

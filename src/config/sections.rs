@@ -31,7 +31,8 @@ pub struct ServerConfig {
     pub http_threads: usize,
     /// Threads that share one large request's rows — parsing, validation, features, the answer —
     /// so it is not one core's work while others idle (0: as many as `http_threads`; 1: none, each
-    /// request's rows stay on its HTTP thread). Requests under 128 rows never use them.
+    /// request's rows stay on its HTTP thread). Bodies under 64 KB are parsed, and requests under
+    /// 128 rows extracted and answered, on their HTTP thread.
     pub parse_threads: usize,
     /// File holding the bearer token of `/admin/*` (or `PIXGUARD_ADMIN_TOKEN`); with neither, the
     /// admin routes are off. Never the token itself: config files get copied and logged.
