@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -71,6 +72,68 @@ def kill_groups(*procs: subprocess.Popen | None) -> None:
                 pass
 
 
+class Retention:
+    """Log retention for the test broker: every `interval` s, the records each group has committed
+    are deleted from `topic` (DeleteRecords, as a retention policy would drop old segments).
+
+    nisshi's in-memory storage lists every stored batch of a partition on each fetch, and a fetch
+    gives up listing once its `fetch.wait.max.ms` has passed: past ~220-245 k messages on a 2-vCPU
+    machine it returned nothing at all (docs/benchmarks.md). A Kafka broker finds an offset through
+    its index whatever the log's length; deleting what was consumed keeps the test broker's fetch
+    cost as flat. Every consumer of the bench gets the same treatment."""
+
+    def __init__(self, brokers: str, topic: str, groups: list[str], interval: float = 0.5,
+                 enabled: bool = True) -> None:
+        from confluent_kafka.admin import AdminClient  # noqa: PLC0415 — only the Kafka benches need it
+
+        self.admin = AdminClient({"bootstrap.servers": brokers})
+        self.topic, self.groups, self.interval, self.enabled = topic, groups, interval, enabled
+        self.deleted = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def __enter__(self) -> "Retention":
+        if self.enabled:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        if self.enabled:
+            self.thread.join()
+
+    def committed(self) -> dict[int, int]:
+        """Per partition, the lowest offset every group has committed (nothing for a partition
+        some group has not committed yet)."""
+        from confluent_kafka import ConsumerGroupTopicPartitions  # noqa: PLC0415
+
+        low: dict[int, int] = {}
+        for i, group in enumerate(self.groups):
+            request = [ConsumerGroupTopicPartitions(group)]
+            result = self.admin.list_consumer_group_offsets(request)[group].result(timeout=5)
+            mine = {tp.partition: tp.offset for tp in result.topic_partitions
+                    if tp.topic == self.topic and tp.offset >= 0 and not tp.error}
+            low = mine if i == 0 else {p: min(o, mine[p]) for p, o in low.items() if p in mine}
+        return low
+
+    def run(self) -> None:
+        from confluent_kafka import TopicPartition  # noqa: PLC0415
+
+        done: dict[int, int] = {}
+        while not self.stop.wait(self.interval):
+            try:
+                cut = [TopicPartition(self.topic, p, o) for p, o in self.committed().items()
+                       if o > done.get(p, 0)]
+                if not cut:
+                    continue
+                for tp, future in self.admin.delete_records(cut, request_timeout=5).items():
+                    future.result()
+                    self.deleted += tp.offset - done.get(tp.partition, 0)
+                    done[tp.partition] = tp.offset
+            except Exception as e:  # noqa: BLE001 — a failed round is retried; the bench goes on
+                print(f"retention: {e}", file=sys.stderr)
+
+
 def wait_assigned(url: str, partitions: int = 3, timeout: float = 60) -> None:
     """Until the stream at `url` owns `partitions` input partitions: messages produced before the
     group's assignment wait for it and would count the join in their latency."""
@@ -99,6 +162,12 @@ def metric_in(text: str, name: str) -> float:
 
 def metric(url: str, name: str) -> float:
     return metric_in(get(f"{url}/metrics"), name)
+
+
+def retention_args(p: argparse.ArgumentParser) -> None:
+    """--no-retention: let the broker keep every record (see Retention)."""
+    p.add_argument("--no-retention", dest="retention", action="store_false",
+                   help="keep every record on the broker (nisshi's fetch then slows with the log's length)")
 
 
 def tool_args(p: argparse.ArgumentParser) -> None:
@@ -134,6 +203,7 @@ def main() -> int:
     tool_args(p)
     p.add_argument("--messages", type=int, default=200_000)
     p.add_argument("--seconds", type=int, default=20)
+    retention_args(p)
     p.add_argument("--out", default=str(ROOT / "target/bench/stream"))
     args = p.parse_args()
     out = pathlib.Path(args.out)
@@ -195,9 +265,11 @@ def main() -> int:
         os.sync()
         proc, url = stream("lat", "lat.in", "lat.out")
         wait_assigned(url)
-        produce("lat.in", half, ours / 2).wait()
-        while metric(url, "pixguard_stream_in_flight_messages") > 0:
-            time.sleep(0.1)
+        # Retention only in the latency phases: the throughput phase's topic is drained twice.
+        with Retention(brokers, "lat.in", ["lat"], enabled=args.retention):
+            produce("lat.in", half, ours / 2).wait()
+            while metric(url, "pixguard_stream_in_flight_messages") > 0:
+                time.sleep(0.1)
         stats = json.loads(get(f"{url}/v1/stats"))["stream"]
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
@@ -211,13 +283,15 @@ def main() -> int:
         phalf.write_text("".join(synth.read_text().splitlines(keepends=True)[:pn]))
         os.sync()
         peer_proc = subprocess.Popen(pin(c_cpu, [py, str(ROOT / "benches/peers/kafka_peer.py"), "--brokers", brokers,
-                                                 "--input", "plat.in", "--output", "plat.out", "--expect", str(pn)]),
+                                                 "--input", "plat.in", "--output", "plat.out", "--expect", str(pn),
+                                                 "--group", "plat"]),
                                      stdout=subprocess.PIPE, text=True, cwd=ROOT)
         time.sleep(8)
-        produce("plat.in", phalf, peer_rate).wait()
-        peer_lat = json.loads(peer_proc.communicate()[0].strip().splitlines()[-1])
+        with Retention(brokers, "plat.in", ["plat"], enabled=args.retention):
+            produce("plat.in", phalf, peer_rate).wait()
+            peer_lat = json.loads(peer_proc.communicate()[0].strip().splitlines()[-1])
         summary = {
-            "messages": args.messages,
+            "messages": args.messages, "retention": args.retention,
             "pixguard_msgs_per_s": round(ours), "peer_msgs_per_s": theirs["per_second"],
             "ratio": round(ours / theirs["per_second"], 1),
             "pixguard_half_rate": round(ours / 2), "pixguard_e2e_ms": quantiles_ms(e2e),

@@ -22,10 +22,10 @@ import sys
 import threading
 import time
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ROOT, cpus, create_topics, pin, start_broker, tool_args  # noqa: E402
+from bench import ROOT, Retention, cpus, create_topics, pin, retention_args, start_broker, tool_args  # noqa: E402
 
 
 def main() -> int:
@@ -33,6 +33,7 @@ def main() -> int:
     tool_args(p)
     p.add_argument("--rate", type=float, default=18_000)
     p.add_argument("--seconds", type=int, default=20)
+    retention_args(p)
     p.add_argument("--per-second", action="store_true", help="also the ages of each second's messages")
     p.add_argument("--out", default=str(ROOT / "target/bench/stream-floor"))
     args = p.parse_args()
@@ -57,7 +58,15 @@ def main() -> int:
 
         def consume() -> None:
             deadline = time.time() + args.seconds + 60
+            committed = time.time()
             while len(ages) < n and time.time() < deadline:
+                # Committed as pixguard commits (every 200 ms), so that retention can follow it.
+                if time.time() - committed > 0.2:
+                    committed = time.time()
+                    try:
+                        consumer.commit(asynchronous=True)
+                    except KafkaException:
+                        pass  # nothing consumed yet
                 # consume(n, t) returns when n messages are in or t has passed: a long t adds
                 # its wait to every message's age at low rates (0.1 s read p50 ~50 ms at
                 # 200 msg/s where polling one at a time read 3 ms).
@@ -70,10 +79,11 @@ def main() -> int:
         reader = threading.Thread(target=consume)
         reader.start()
         time.sleep(8)  # the group join
-        produced = subprocess.run(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "floor.in",
-                                              "--rate", str(args.rate), str(synth)]),
-                                  capture_output=True, text=True)
-        done.wait(args.seconds + 90)
+        with Retention(brokers, "floor.in", ["floor"], enabled=args.retention) as retention:
+            produced = subprocess.run(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers,
+                                                  "--topic", "floor.in", "--rate", str(args.rate), str(synth)]),
+                                      capture_output=True, text=True)
+            done.wait(args.seconds + 90)
         reader.join()
         consumer.close()
         if args.per_second and stamps:
@@ -90,6 +100,7 @@ def main() -> int:
         q = lambda f: round(ages[min(len(ages) - 1, int(f * len(ages)))], 1) if ages else None  # noqa: E731
         summary = {"rate": args.rate, "seconds": args.seconds, "produced_ok": produced.returncode == 0,
                    "received": len(ages), "expected": n,
+                   "retention": args.retention, "deleted_by_retention": retention.deleted,
                    "age_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": q(1.0)}}
         print(json.dumps(summary, indent=2))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))

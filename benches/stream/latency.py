@@ -20,8 +20,8 @@ import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import (ROOT, cpus, create_topics, get, kill_groups, metric, metric_in, pin, quantiles_ms,  # noqa: E402
-                   start_broker, start_stream, tool_args, wait_assigned)
+from bench import (ROOT, Retention, cpus, create_topics, get, kill_groups, metric, metric_in, pin, quantiles_ms,  # noqa: E402
+                   retention_args, start_broker, start_stream, tool_args, wait_assigned)
 from drain import buckets, cpu_seconds, quantile_bound  # noqa: E402
 
 E2E = "pixguard_stream_end_to_end_seconds"
@@ -40,6 +40,7 @@ def main() -> int:
                    help="where `pixguard produce` runs: beside the broker (default), beside pixguard, or unpinned")
     p.add_argument("--produce-arg", action="append", default=[],
                    help="an argument for the generator, `pixguard produce` (repeatable: --produce-arg=--linger-ms=1)")
+    retention_args(p)
     p.add_argument("--out", default=str(ROOT / "target/bench/stream-latency"))
     args = p.parse_args()
     out = pathlib.Path(args.out)
@@ -83,12 +84,13 @@ def main() -> int:
         t0, cpu0, bcpu0 = time.time(), cpu_seconds(proc.pid), cpu_seconds(broker.pid)
         cores0 = core_times()
         gen_cpu = {"broker": b_cpu, "consumer": c_cpu, "any": None}[args.generator_cpu]
-        subprocess.run(pin(gen_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "l.in",
-                                   "--rate", str(args.rate), *args.produce_arg, str(synth)]),
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while metric(url, "pixguard_stream_produced_total") < n and time.time() < deadline:
-            time.sleep(0.1)
+        with Retention(brokers, "l.in", ["l"], enabled=args.retention) as retention:
+            subprocess.run(pin(gen_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "l.in",
+                                         "--rate", str(args.rate), *args.produce_arg, str(synth)]),
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 60
+            while metric(url, "pixguard_stream_produced_total") < n and time.time() < deadline:
+                time.sleep(0.1)
         producing.clear()
         sampler.join()
         # Busy share of each one's core while the topic was fed: which side could not keep up.
@@ -106,6 +108,7 @@ def main() -> int:
         scored = max(metric(url, "pixguard_stream_produced_total"), 1)
         summary = {"rate": args.rate, "seconds": args.seconds, "set": args.set, "produce": args.produce_arg,
                    "generator_cpu": args.generator_cpu,
+                   "retention": args.retention, "deleted_by_retention": retention.deleted,
                    "scored": int(scored),
                    "e2e_ms": quantiles_ms(e2e),
                    # The part before pixguard: message timestamp to the stream's receipt of it.
