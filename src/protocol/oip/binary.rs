@@ -4,6 +4,7 @@
 
 use super::request::InferRequest;
 use crate::protocol::ProtocolError;
+use crate::transaction::json_from_bytes;
 
 /// Header of the binary tensor extension: length of the JSON part of the body.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -32,14 +33,13 @@ pub fn split_body<'a>(
     };
     let (head, mut rest) = body.split_at(json_len);
     let fixed = nan_literals_to_null(head);
-    let request: InferRequest =
-        serde_json::from_slice(fixed.as_deref().unwrap_or(head)).map_err(|e| {
-            if e.is_syntax() || e.is_eof() {
-                ProtocolError::InvalidJson(format!("invalid JSON: {e}"))
-            } else {
-                ProtocolError::Malformed(format!("malformed inference request: {e}"))
-            }
-        })?;
+    let request: InferRequest = json_from_bytes(fixed.as_deref().unwrap_or(head)).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ProtocolError::InvalidJson(format!("invalid JSON: {e}"))
+        } else {
+            ProtocolError::Malformed(format!("malformed inference request: {e}"))
+        }
+    })?;
     let mut slices = Vec::with_capacity(request.inputs.len());
     for input in &request.inputs {
         match input.parameters.get("binary_data_size") {

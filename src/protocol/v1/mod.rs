@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::ProtocolError;
 use crate::model::Decision;
 use crate::parallel::Parallel;
-use crate::transaction::{Transaction, ValidationError, parse_json};
+use crate::transaction::{Transaction, ValidationError, json_from_bytes, parse_json};
 
 /// Header a client may set to bound how long its rows may wait for compute (also on OIP HTTP).
 pub const DEADLINE_HEADER: &str = "x-request-timeout-ms";
@@ -180,7 +180,7 @@ fn parse_run(body: &[u8], run: Range<usize>) -> Option<Vec<Transaction>> {
     array.push(b'[');
     array.extend_from_slice(run);
     array.push(b']');
-    let txs: Vec<Transaction> = serde_json::from_slice(&array).ok()?;
+    let txs: Vec<Transaction> = json_from_bytes(&array).ok()?;
     txs.iter().all(|tx| tx.validate().is_ok()).then_some(txs)
 }
 
