@@ -17,6 +17,7 @@ pub mod features;
 pub mod histogram;
 pub mod jsonl;
 pub mod logging;
+pub mod memory;
 pub mod model;
 pub mod monitoring;
 pub mod parallel;

@@ -82,6 +82,7 @@ def main() -> int:
         sampler = threading.Thread(target=sample)
         sampler.start()
         t0, cpu0, bcpu0 = time.time(), cpu_seconds(proc.pid), cpu_seconds(broker.pid)
+        faults0 = minor_faults(proc.pid)
         cores0 = core_times()
         gen_cpu = {"broker": b_cpu, "consumer": c_cpu, "any": None}[args.generator_cpu]
         with Retention(brokers, "l.in", ["l"], enabled=args.retention) as retention:
@@ -100,6 +101,8 @@ def main() -> int:
         cores = [round(1 - (idle1 - idle0) / max(total1 - total0, 1), 2)
                  for (idle0, total0), (idle1, total1) in zip(cores0, core_times())]
         busy["cores"] = cores
+        # Pages pixguard touched for the first time (or again, after its allocator let them go).
+        faults = minor_faults(proc.pid) - faults0
         stream_stats = json.loads(get(f"{url}/v1/stats"))["stream"]
         e2e = stream_stats["end_to_end_us"]["since_start"]
         fetched = stream_stats["fetch_age_us"]["since_start"]
@@ -119,6 +122,7 @@ def main() -> int:
                        "queue": per_call(text, "pixguard_queue_wait_seconds"),
                        "compute": per_call(text, "pixguard_compute_duration_seconds")},
                    "pauses": metric(url, "pixguard_stream_pauses_total"),
+                   "page_faults": faults,
                    "cpu_busy": busy,
                    "per_second_ms_le": {stage: [[None if q is None else q * 1e3 for q in s[stage]] for s in seconds]
                                         for stage in STAGES}}
@@ -127,6 +131,11 @@ def main() -> int:
         return 0
     finally:
         kill_groups(proc, broker)
+
+
+def minor_faults(pid: int) -> int:
+    """A process's minor page faults so far (/proc/<pid>/stat, field 10)."""
+    return int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def core_times() -> list[tuple[int, int]]:

@@ -440,23 +440,6 @@ impl Progress {
     }
 }
 
-/// mimalloc's `purge_delay` option: its position in `mi_option_e` of mimalloc v3's `mimalloc.h`
-/// (libmimalloc-sys 0.1.49 names only the options before it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Keeps memory the process frees for reuse instead of handing it back to the OS after 10 ms.
-///
-/// A batch job frees a chunk's buffers and allocates the next chunk's moments later, often on
-/// another thread; with mimalloc's default the pages went back to the OS in between and came
-/// back as fresh (zeroed, huge) page faults: 165,000–194,000 faults and ~10 % of the CPU time on
-/// 2 M rows, against 1,200 with purging off (`perf stat -e page-faults,task-clock`). The job's
-/// memory is bounded by its channels, so the peak is what it keeps.
-pub fn keep_freed_memory() {
-    // SAFETY: sets one integer option; mimalloc reads options atomically and accepts a change
-    // at any time (it only decides when later frees are purged).
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-}
-
 /// The rejects file beside `output`: `scores.parquet` → `scores.rejects.jsonl`.
 pub fn default_rejects(output: &Path) -> PathBuf {
     let stem = output
@@ -464,22 +447,4 @@ pub fn default_rejects(output: &Path) -> PathBuf {
         .and_then(|s| s.to_str())
         .unwrap_or("output");
     output.with_file_name(format!("{stem}.rejects.jsonl"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_purge_delay_option_is_the_one_set() {
-        // mimalloc v3's default purge_delay is 1000 ms; its neighbours in the enum default to 1
-        // and 0, so a shifted index reads another value. Nothing in this test binary sets it.
-        let expected = std::env::var("MIMALLOC_PURGE_DELAY")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1000);
-        // SAFETY: reads one option.
-        let value = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-        assert_eq!(value, expected);
-    }
 }

@@ -68,7 +68,7 @@ pub struct BatchArgs {
 /// Scores the input and prints the summary as one JSON line on stdout.
 pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.chunk_rows > 0, "--chunk-rows must be at least 1");
-    crate::batch::keep_freed_memory();
+    crate::memory::keep_freed_memory();
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // As in `serve`: each engine worker computes on its own thread, so Candle's pool (and its
         // per-op /proc/cpuinfo read when unset) stays at one thread.

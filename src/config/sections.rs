@@ -193,6 +193,9 @@ pub struct StreamConfig {
     pub commit_interval_ms: u64,
     /// How long a revoked partition's work in flight may take to finish before it is given up, ms.
     pub revoke_timeout_ms: u64,
+    /// MiB of memory touched before consuming, and freed memory kept rather than handed back to
+    /// the OS, so messages do not wait for page faults (`crate::memory`); 0: neither.
+    pub prefault_mib: usize,
     /// librdkafka properties passed through (SASL/SSL for managed Kafka), e.g.
     /// `security.protocol: SASL_SSL`; `_` stands for `.` (environment overrides cannot hold `.`).
     pub librdkafka: std::collections::BTreeMap<String, serde_yaml_ng::Value>,
@@ -211,6 +214,7 @@ impl Default for StreamConfig {
             max_in_flight: 32_768,
             commit_interval_ms: 200,
             revoke_timeout_ms: 10_000,
+            prefault_mib: 64,
             librdkafka: std::collections::BTreeMap::new(),
         }
     }

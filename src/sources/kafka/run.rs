@@ -52,6 +52,10 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let config = state.config().stream.clone();
+    if config.prefault_mib > 0 {
+        crate::memory::keep_freed_memory();
+        crate::memory::pretouch(config.prefault_mib);
+    }
     // A payment waits for its fetch: librdkafka's default lets a broker hold a fetch 500 ms for
     // more data (tansu does), which alone made the end-to-end p50 226 ms at half load.
     let consumer: StreamConsumer<KafkaContext> = client(
