@@ -149,10 +149,17 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
 impl HdrStage {
     /// Records a duration.
     pub fn record(&self, micros: u64) {
+        self.record_all(&[micros]);
+    }
+
+    /// Records several durations under one lock and one clock reading (the Kafka stream
+    /// records a chunk's messages at once).
+    pub fn record_all(&self, micros: &[u64]) {
+        if micros.is_empty() {
+            return;
+        }
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let value = micros.clamp(1, 3_600_000_000);
-        let _ = inner.total.record(value);
         let fresh = inner
             .slices
             .back()
@@ -164,8 +171,13 @@ impl HdrStage {
                 inner.slices.pop_front();
             }
         }
-        if let Some((_, h)) = inner.slices.back_mut() {
-            let _ = h.record(value);
+        let HdrInner { total, slices, .. } = &mut *inner;
+        for &m in micros {
+            let value = m.clamp(1, 3_600_000_000);
+            let _ = total.record(value);
+            if let Some((_, h)) = slices.back_mut() {
+                let _ = h.record(value);
+            }
         }
     }
 
@@ -204,6 +216,14 @@ impl Stage {
     pub fn record(&self, micros: u64) {
         self.prom.observe(micros);
         self.hdr.record(micros);
+    }
+
+    /// Records several durations in microseconds.
+    pub fn record_all(&self, micros: &[u64]) {
+        for &m in micros {
+            self.prom.observe(m);
+        }
+        self.hdr.record_all(micros);
     }
 }
 

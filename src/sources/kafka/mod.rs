@@ -87,9 +87,19 @@ impl StreamMetrics {
     /// Records in `stage` the age at `now_ms` of a message stamped `timestamp_ms` (ms since the
     /// epoch); a message without a timestamp is not counted, a clock behind it counts as 0.
     pub fn record_age(stage: &Stage, timestamp_ms: Option<i64>, now_ms: i64) {
-        if let Some(ts) = timestamp_ms {
-            stage.record((now_ms - ts).max(0) as u64 * 1000);
+        if let Some(age) = age_us(timestamp_ms, now_ms) {
+            stage.record(age);
         }
+    }
+
+    /// Records in `stage` the ages at `now_ms` of messages stamped `timestamps_ms`, at once.
+    pub fn record_ages(
+        stage: &Stage,
+        timestamps_ms: impl Iterator<Item = Option<i64>>,
+        now_ms: i64,
+    ) {
+        let ages: Vec<u64> = timestamps_ms.filter_map(|ts| age_us(ts, now_ms)).collect();
+        stage.record_all(&ages);
     }
 
     /// One message dead-lettered, for `class`.
@@ -258,4 +268,10 @@ impl StreamMetrics {
             1e6,
         );
     }
+}
+
+/// The age in µs at `now_ms` of a message stamped `timestamp_ms`: none without a timestamp, 0
+/// for a clock behind it.
+fn age_us(timestamp_ms: Option<i64>, now_ms: i64) -> Option<u64> {
+    timestamp_ms.map(|ts| (now_ms - ts).max(0) as u64 * 1000)
 }

@@ -33,6 +33,10 @@ use crate::transaction::Transaction;
 struct Chunk {
     txs: Vec<Transaction>,
     work: Vec<Work>,
+    /// When its messages were received (one clock reading for the chunk), ms since the epoch.
+    received_ms: i64,
+    /// The timestamps of every message taken, scored or dead-lettered, for the fetch age.
+    stamps: Vec<Option<i64>>,
 }
 
 /// Where one decoded message came from.
@@ -128,7 +132,10 @@ pub async fn run(
                 shared.metrics.brokers_down.store(false, Ordering::Relaxed);
                 // Whatever else is already fetched joins this chunk: one scoring call for many
                 // messages, the engine's batcher packs them further.
-                let mut chunk = Chunk::default();
+                let mut chunk = Chunk {
+                    received_ms: chrono::Utc::now().timestamp_millis(),
+                    ..Chunk::default()
+                };
                 accept(&*state, &shared, &producer, &config, &first, &mut chunk);
                 drop(first);
                 while chunk.txs.len() < config.max_batch {
@@ -137,6 +144,11 @@ pub async fn run(
                         _ => break,
                     }
                 }
+                StreamMetrics::record_ages(
+                    &shared.metrics.fetch_age,
+                    chunk.stamps.drain(..),
+                    chunk.received_ms,
+                );
                 let chunk = dispatchable(&shared, chunk);
                 if !chunk.txs.is_empty() {
                     tokio::spawn(score(state.clone(), shared.clone(), producer.clone(), config.clone(), chunk));
@@ -186,7 +198,11 @@ fn commit(consumer: &StreamConsumer<KafkaContext>, shared: &Shared, mode: Commit
 /// scored them again). Messages of a partition revoked meanwhile are left to the new owner.
 fn dispatchable(shared: &Shared, chunk: Chunk) -> Chunk {
     let mut offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
-    let mut kept = Chunk::default();
+    let mut kept = Chunk {
+        txs: Vec::with_capacity(chunk.txs.len()),
+        work: Vec::with_capacity(chunk.work.len()),
+        ..Chunk::default()
+    };
     for (tx, w) in chunk.txs.into_iter().zip(chunk.work) {
         if offsets.owns(&w.topic, w.partition) {
             offsets.received(&w.topic, w.partition, w.offset);
@@ -233,11 +249,7 @@ fn accept(
     }
     shared.metrics.consumed.fetch_add(1, Ordering::Relaxed);
     let timestamp_ms = message.timestamp().to_millis();
-    StreamMetrics::record_age(
-        &shared.metrics.fetch_age,
-        timestamp_ms,
-        chrono::Utc::now().timestamp_millis(),
-    );
+    chunk.stamps.push(timestamp_ms);
     let key = message.key().map(<[u8]>::to_vec);
     let headers = headers_of(message);
     match decode(message.payload(), state.config().server.body_limit_bytes) {
@@ -321,7 +333,7 @@ async fn score(
     config: StreamConfig,
     chunk: Chunk,
 ) {
-    let Chunk { txs, work } = chunk;
+    let Chunk { txs, work, .. } = chunk;
     let _handed_off = HandOff(&shared, txs.len());
     let mut backoff = Duration::from_millis(5);
     let (served, scores) = loop {
@@ -369,6 +381,11 @@ async fn score(
     let now = chrono::Utc::now();
     let scored_at = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let scored_ms = now.timestamp_millis();
+    StreamMetrics::record_ages(
+        &shared.metrics.scored_age,
+        work.iter().map(|w| w.timestamp_ms),
+        scored_ms,
+    );
     let mut value = Vec::with_capacity(512);
     for (row, (tx, w)) in txs.iter().zip(work).enumerate() {
         // The /v1 answer itself (the same type /v1 renders), plus provenance.
@@ -387,7 +404,6 @@ async fn score(
             &scored_at,
             (&w.topic, w.partition, w.offset),
         );
-        StreamMetrics::record_age(&shared.metrics.scored_age, w.timestamp_ms, scored_ms);
         let delivery = Box::new(Delivery::Score {
             source: (w.topic, w.partition, w.offset),
             timestamp_ms: w.timestamp_ms,
