@@ -164,6 +164,18 @@ def metric(url: str, name: str) -> float:
     return metric_in(get(f"{url}/metrics"), name)
 
 
+def drop_records(brokers: str, *topics: str) -> None:
+    """Deletes every record of `topics` (3 partitions each), as retention would once they are
+    consumed: the latency phases then start from a broker holding only their own traffic."""
+    from confluent_kafka import OFFSET_END, TopicPartition  # noqa: PLC0415
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    admin = AdminClient({"bootstrap.servers": brokers})
+    cut = [TopicPartition(t, p, OFFSET_END) for t in topics for p in range(3)]
+    for future in admin.delete_records(cut, request_timeout=30).values():
+        future.result()
+
+
 def retention_args(p: argparse.ArgumentParser) -> None:
     """--no-retention: let the broker keep every record (see Retention)."""
     p.add_argument("--no-retention", dest="retention", action="store_false",
@@ -255,6 +267,9 @@ def main() -> int:
         theirs = json.loads(peer.stdout.strip().splitlines()[-1])
         print(f"throughput: pixguard {ours:,.0f} msg/s, peer {theirs['per_second']:,.0f} msg/s, "
               f"ratio {ours / theirs['per_second']:.1f}", flush=True)
+        if args.retention:
+            # Both consumers are done with the throughput phase's topics.
+            drop_records(brokers, "tput.in", "tput.out", "peer.out")
         # 2. Latency at half of each one's rate.
         n = int(ours / 2 * args.seconds)
         half = out / "half.jsonl"
