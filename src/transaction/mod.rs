@@ -271,8 +271,8 @@ impl Transaction {
 /// `serde_json::from_slice`, with the same outcome, faster: the bytes are checked as UTF-8 once
 /// and parsed as a `str`. From a slice serde_json checks every string it reads on its own (keys
 /// included, ~45 per transaction); one check of the whole document and the `str` reader decoded
-/// 1,024 transactions in 1,286 µs instead of 1,776 µs (criterion, 2026-12-04). A document that is
-/// not UTF-8 goes to `from_slice`, which names where.
+/// 1,024 transactions in 1,310 µs instead of 1,781 µs (`cargo bench --bench features -- decode`,
+/// 2026-12-04). A document that is not UTF-8 goes to `from_slice`, which names where.
 pub fn json_from_bytes<T: serde::de::DeserializeOwned>(json: &[u8]) -> serde_json::Result<T> {
     match std::str::from_utf8(json) {
         Ok(text) => serde_json::from_str(text),

@@ -33,8 +33,6 @@ use crate::transaction::Transaction;
 struct Chunk {
     txs: Vec<Transaction>,
     work: Vec<Work>,
-    /// When its messages were received (one clock reading for the chunk), ms since the epoch.
-    received_ms: i64,
     /// The timestamps of every message taken, scored or dead-lettered, for the fetch age.
     stamps: Vec<Option<i64>>,
 }
@@ -132,10 +130,9 @@ pub async fn run(
                 shared.metrics.brokers_down.store(false, Ordering::Relaxed);
                 // Whatever else is already fetched joins this chunk: one scoring call for many
                 // messages, the engine's batcher packs them further.
-                let mut chunk = Chunk {
-                    received_ms: chrono::Utc::now().timestamp_millis(),
-                    ..Chunk::default()
-                };
+                // One clock reading for the chunk's fetch ages.
+                let received_ms = chrono::Utc::now().timestamp_millis();
+                let mut chunk = Chunk::default();
                 accept(&*state, &shared, &producer, &config, &first, &mut chunk);
                 drop(first);
                 while chunk.txs.len() < config.max_batch {
@@ -147,7 +144,7 @@ pub async fn run(
                 StreamMetrics::record_ages(
                     &shared.metrics.fetch_age,
                     chunk.stamps.drain(..),
-                    chunk.received_ms,
+                    received_ms,
                 );
                 let chunk = dispatchable(&shared, chunk);
                 if !chunk.txs.is_empty() {
