@@ -79,16 +79,22 @@ def main() -> int:
                                 for stage in STAGES})
                 before = after
 
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        t0, cpu0, bcpu0 = time.time(), cpu_seconds(proc.pid), cpu_seconds(broker.pid)
-        faults0 = minor_faults(proc.pid)
-        cores0 = core_times()
         gen_cpu = {"broker": b_cpu, "consumer": c_cpu, "any": None}[args.generator_cpu]
         with Retention(brokers, "l.in", ["l"], enabled=args.retention) as retention:
-            subprocess.run(pin(gen_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "l.in",
-                                         "--rate", str(args.rate), *args.produce_arg, str(synth)]),
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            generator = subprocess.Popen(pin(gen_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic",
+                                                       "l.in", "--rate", str(args.rate), *args.produce_arg,
+                                                       str(synth)]),
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # Measured from the first message on: the generator reads its input ahead first.
+            while metric(url, "pixguard_stream_consumed_total") == 0 and generator.poll() is None:
+                time.sleep(0.01)
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            t0, cpu0, bcpu0 = time.time(), cpu_seconds(proc.pid), cpu_seconds(broker.pid)
+            faults0 = minor_faults(proc.pid)
+            cores0 = core_times()
+            if generator.wait() != 0:
+                raise SystemExit(f"pixguard produce exited with {generator.returncode}")
             deadline = time.time() + 60
             while metric(url, "pixguard_stream_produced_total") < n and time.time() < deadline:
                 time.sleep(0.1)
