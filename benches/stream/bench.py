@@ -212,6 +212,26 @@ def start_stream(pixguard: str, cpu: str | None, brokers: str, group: str, topic
     return proc, url
 
 
+def machine(broker: str) -> dict:
+    """What the figures were measured on: the CPU, its count and the broker's version."""
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               "unknown")
+    try:
+        version = subprocess.run([broker, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        version = "unknown"
+    return {"cpu": cpu, "cpus": os.cpu_count(), "broker": version or "unknown"}
+
+
+def commit() -> str:
+    """The checkout's commit, `+dirty` when it has uncommitted changes."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def drain(url: str, messages: int) -> float:
     """Messages/s of the stream at `url` over a pre-loaded topic of `messages`: its first message
     consumed to its last score acknowledged (sampled every 50 ms)."""
@@ -319,6 +339,7 @@ def main() -> int:
             produce("plat.in", phalf, peer_rate).wait()
             peer_lat = json.loads(peer_proc.communicate()[0].strip().splitlines()[-1])
         summary = {
+            "machine": machine(args.broker), "commit": commit(),
             "messages": args.messages, "retention": args.retention,
             "pixguard_msgs_per_s": round(ours), "pixguard_drains_msgs_per_s": drains, "peer_msgs_per_s": theirs["per_second"],
             "ratio": round(ours / theirs["per_second"], 1),
