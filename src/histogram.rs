@@ -214,8 +214,7 @@ impl Stage {
 
     /// Records a duration in microseconds.
     pub fn record(&self, micros: u64) {
-        self.prom.observe(micros);
-        self.hdr.record(micros);
+        self.record_all(&[micros]);
     }
 
     /// Records several durations in microseconds.

@@ -237,8 +237,9 @@ def drain(url: str, messages: int) -> float:
     consumed to its last score acknowledged (sampled every 50 ms)."""
     first = None
     while True:
-        consumed = metric(url, "pixguard_stream_consumed_total")
-        produced = metric(url, "pixguard_stream_produced_total")
+        text = get(f"{url}/metrics")  # one scrape for both counters
+        consumed = metric_in(text, "pixguard_stream_consumed_total")
+        produced = metric_in(text, "pixguard_stream_produced_total")
         now = time.time()
         if first is None and consumed > 0:
             first = now

@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench import (ROOT, Retention, cpus, create_topics, get, kill_groups, metric, metric_in, pin, quantiles_ms,  # noqa: E402
                    retention_args, start_broker, start_stream, tool_args, wait_assigned)
-from drain import buckets, cpu_seconds, quantile_bound  # noqa: E402
+from drain import buckets, cpu_seconds, proc_stat, quantile_bound  # noqa: E402
 
 E2E = "pixguard_stream_end_to_end_seconds"
 # Each stage's age histogram, as the per-second split reads them: where a second's tail began.
@@ -141,7 +141,7 @@ def main() -> int:
 
 def minor_faults(pid: int) -> int:
     """A process's minor page faults so far (/proc/<pid>/stat, field 10)."""
-    return int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    return int(proc_stat(pid)[7])
 
 
 def core_times() -> list[tuple[int, int]]:

@@ -146,11 +146,11 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let mut lines = super::open_input(args.input.as_deref())?.split(b'\n');
-    let ahead = read_ahead(&mut lines, args.read_ahead_mib << 20)?;
+    let ahead = read_ahead(&mut lines, args.read_ahead_mib.saturating_mul(1 << 20))?;
     let rest = lines.map(|line| line.map(|l| split(&l)));
     let started = Instant::now();
-    for (i, split) in ahead.into_iter().map(Ok).chain(rest).enumerate() {
-        let (key, value) = split.context("reading the input")?;
+    for (i, line) in ahead.into_iter().map(Ok).chain(rest).enumerate() {
+        let (key, value) = line.context("reading the input")?;
         if args.rate > 0.0 {
             let due = started + Duration::from_secs_f64(i as f64 / args.rate);
             let now = Instant::now();
