@@ -232,9 +232,10 @@ def commit() -> str:
     return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def drain(url: str, messages: int) -> float:
-    """Messages/s of the stream at `url` over a pre-loaded topic of `messages`: its first message
-    consumed to its last score acknowledged (sampled every 50 ms)."""
+def drain(url: str, messages: int, on_first=None, every: float = 0.05) -> tuple[float, float, str]:
+    """Follows the stream at `url` over a pre-loaded topic of `messages` until its last score is
+    acknowledged, sampling `/metrics` every `every` s: (when its first message was consumed, when
+    the last score was seen, the last scrape). `on_first(text)` runs at the first consumed message."""
     first = None
     while True:
         text = get(f"{url}/metrics")  # one scrape for both counters
@@ -243,9 +244,11 @@ def drain(url: str, messages: int) -> float:
         now = time.time()
         if first is None and consumed > 0:
             first = now
+            if on_first is not None:
+                on_first(text)
         if produced >= messages:
-            return messages / (now - first)
-        time.sleep(0.05)
+            return first, now, text
+        time.sleep(every)
 
 
 def main() -> int:
@@ -290,7 +293,8 @@ def main() -> int:
         drains = []
         for d in range(args.drains):
             proc, url = stream(f"tput{d}", "tput.in", "tput.out")
-            drains.append(round(drain(url, args.messages)))
+            first, last, _ = drain(url, args.messages)
+            drains.append(round(args.messages / (last - first)))
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait()
         ours = statistics.median(drains)

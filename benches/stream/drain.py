@@ -19,11 +19,11 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench import (ROOT, cpus, create_topics, get, kill_groups, metric_in, pin, start_broker, start_stream,  # noqa: E402
                    tool_args)
+from bench import drain as drain_of  # noqa: E402
 
 
 def proc_stat(pid: int) -> list[str]:
@@ -63,31 +63,28 @@ def drain(args: argparse.Namespace, synth: pathlib.Path) -> dict:
         subprocess.run(pin(b_cpu, [args.pixguard, "produce", "--brokers", brokers, "--topic", "d.in", str(synth)]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc, url = start_stream(args.pixguard, c_cpu, brokers, "d", ("d.in", "d.out", "d.dlq"), args.set)
-        first = None
-        http = None
-        while True:
-            text = get(f"{url}/metrics")  # one scrape for both counters
-            consumed = metric_in(text, "pixguard_stream_consumed_total")
-            produced = metric_in(text, "pixguard_stream_produced_total")
-            now = time.time()
-            if first is None and consumed > 0:
-                first, cpu0, bcpu0 = now, cpu_seconds(proc.pid), cpu_seconds(broker.pid)
-                if args.http_rate:
-                    served0 = buckets(text, "pixguard_request_duration_seconds")
-                    http = subprocess.Popen(pin(b_cpu, [
-                        args.pixguard, "bench", "--api", "v1", "--url", url, "--mode", "open",
-                        "--rate", str(args.http_rate), "--duration", str(args.http_seconds), "--warmup", "0",
-                        "--transactions", "2000", "--seed", "9", "--no-progress",
-                        "--out", str(pathlib.Path(args.out) / "http")]),
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if produced >= args.messages:
-                break
-            time.sleep(0.02)
-        drained = {"cpu": cpu_seconds(proc.pid) - cpu0, "broker": cpu_seconds(broker.pid) - bcpu0}
+        at_first: dict = {}
+
+        def started(text: str) -> None:
+            at_first.update(cpu=cpu_seconds(proc.pid), broker=cpu_seconds(broker.pid))
+            if args.http_rate:
+                at_first["served"] = buckets(text, "pixguard_request_duration_seconds")
+                at_first["http"] = subprocess.Popen(pin(b_cpu, [
+                    args.pixguard, "bench", "--api", "v1", "--url", url, "--mode", "open",
+                    "--rate", str(args.http_rate), "--duration", str(args.http_seconds), "--warmup", "0",
+                    "--transactions", "2000", "--seed", "9", "--no-progress",
+                    "--out", str(pathlib.Path(args.out) / "http")]),
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        first, now, _ = drain_of(url, args.messages, on_first=started, every=0.02)
+        drained = {"cpu": cpu_seconds(proc.pid) - at_first["cpu"],
+                   "broker": cpu_seconds(broker.pid) - at_first["broker"]}
         text = get(f"{url}/metrics")
         extra = {}
+        http = at_first.get("http")
         if http is not None:
             http.wait()
+            served0 = at_first["served"]
             served = buckets(get(f"{url}/metrics"), "pixguard_request_duration_seconds")
             step = json.loads((pathlib.Path(args.out) / "http/report.json").read_text())["steps"][0]
             extra = {"http": {"server_p50_ms_le": 1e3 * (quantile_bound(served0, served, 0.5) or 0),
