@@ -10,8 +10,9 @@
 #                                      tests/gpu.rs, the one test target with cuda-only code)
 # Each binary also gets an .xz copy, small enough to carry.
 #
-# Environment: PIXGUARD_CUDA_TOOLS (default target/cuda-tools) holds the wheels and the unpacked
-# toolkit; CUDA_COMPUTE_CAP (default 90, H100/H200) is the architecture candle's kernels target.
+# Environment: PIXGUARD_CUDA_TOOLS (default target/cuda-tools) holds the unpacked toolkit (the
+# wheels are deleted once unpacked); CUDA_COMPUTE_CAP (default 90, H100/H200) is the architecture
+# candle's kernels target.
 # A cold build takes ~45 min on 2 cores (candle-kernels' .cu files); later builds reuse them.
 # To run the binary here (no driver), put "$PIXGUARD_CUDA_TOOLS/lib-path" on LD_LIBRARY_PATH: the
 # stub driver answers "no device" and pixguard falls back to the CPU.
@@ -34,16 +35,19 @@ WHEELS=(
 )
 say() { printf '[build-cuda] %s\n' "$*" >&2; }
 
-mkdir -p "$TOOLS/wheels"
 CUDA_ROOT="$TOOLS/root/nvidia/cu13"
 if [[ ! -x "$CUDA_ROOT/bin/nvcc" ]]; then
   say "downloading the CUDA 13.0 wheels (~680 MB) into $TOOLS/wheels"
-  python3 -m pip download --quiet --no-deps --dest "$TOOLS/wheels" "${WHEELS[@]}"
+  mkdir -p "$TOOLS/wheels"
+  python3 -m pip download --quiet --no-cache-dir --no-deps --dest "$TOOLS/wheels" "${WHEELS[@]}"
   rm -rf "$TOOLS/root"
   for wheel in "$TOOLS"/wheels/*.whl; do
     python3 -m zipfile -e "$wheel" "$TOOLS/root"
   done
   chmod +x "$CUDA_ROOT"/bin/* "$CUDA_ROOT"/nvvm/bin/*
+  # The unpacked root (1.2 GB) is what later builds reuse; the wheels would only hold 0.65 GB more
+  # of a disk that a cold CI run fills (the CI run of 2026-12-05 ran out of space here).
+  rm -rf "$TOOLS/wheels"
 fi
 
 # The linker wants the unversioned names; the wheels ship only the sonames.
