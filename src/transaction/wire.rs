@@ -291,7 +291,18 @@ impl Timestamp {
     /// present, and `Z` for UTC (chrono's `AutoSi` with `use_z`). Returns the used length.
     fn format_into(&self, buf: &mut [u8; 40]) -> usize {
         use chrono::{Datelike, Offset, Timelike};
-        let local = self.0.naive_local();
+        // RFC 3339 offsets are whole minutes. One with seconds (local mean time: America/Sao_Paulo
+        // was -03:06:28 before 1914) is written as the nearest whole-minute offset and the local
+        // time there, the same instant; writing the local time with the offset cut would move
+        // the instant by the cut seconds.
+        let seconds = self.0.offset().fix().local_minus_utc();
+        let at_minutes = if seconds % 60 == 0 {
+            self.0
+        } else {
+            FixedOffset::east_opt((f64::from(seconds) / 60.0).round() as i32 * 60)
+                .map_or(self.0, |whole| self.0.with_timezone(&whole))
+        };
+        let local = at_minutes.naive_local();
         let mut at = 0;
         let put = |value: u32, width: usize, buf: &mut [u8; 40], at: &mut usize| {
             put_digits(&mut buf[*at..*at + width], value);
@@ -323,7 +334,7 @@ impl Timestamp {
                 put(nanos, 9, buf, &mut at);
             }
         }
-        let offset = self.0.offset().fix().local_minus_utc();
+        let offset = at_minutes.offset().fix().local_minus_utc();
         if offset == 0 {
             sep(b'Z', buf, &mut at);
         } else {
@@ -379,6 +390,23 @@ mod tests {
             t.write_rfc3339(&mut out);
             assert_eq!(out, want.as_bytes());
         }
+    }
+
+    #[test]
+    fn an_offset_with_seconds_is_written_as_the_same_instant() {
+        // America/Sao_Paulo's local mean time, as chrono-tz gives it for 1907.
+        let lmt = FixedOffset::west_opt(3 * 3600 + 6 * 60 + 28).unwrap();
+        let utc = NaiveDate::from_ymd_opt(1907, 4, 12)
+            .and_then(|d| d.and_hms_milli_opt(18, 24, 1, 726))
+            .unwrap();
+        let t = Timestamp(DateTime::from_naive_utc_and_offset(utc, lmt));
+        let text = t.to_string();
+        // 18:24:01.726 UTC is 15:17:33.726 at -03:06:28 and 15:18:01.726 at -03:06.
+        assert_eq!(text, "1907-04-12T15:18:01.726-03:06");
+        assert_eq!(Timestamp::parse(&text).unwrap(), t, "the same instant");
+        let mut out = Vec::new();
+        t.write_rfc3339(&mut out);
+        assert_eq!(out, text.as_bytes());
     }
 }
 
