@@ -1,13 +1,16 @@
-//! Feature extraction throughput: 1,024-row batches of synthetic transactions on one core; and a
-//! 1,000-transaction `/v1` request's parse and answer on one thread and on two; one transaction's
+//! Feature extraction throughput: 1,024-row batches of synthetic transactions on one core; a
+//! 1,000-transaction `/v1` request's parse and answer, and a 1,000-row Open Inference Protocol
+//! request's decoding (JSON tensors and binary ones), on one thread and on two; one transaction's
 //! JSON decoded from bytes by serde_json's slice reader and by `json_from_bytes`.
 //!
 //! `cargo bench --bench features`
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use pixguard::bench::requests::{self, Api, Bodies};
 use pixguard::features::{FeatureBatch, FeatureExtractor, default_spec};
 use pixguard::model::Decision;
 use pixguard::parallel::Parallel;
+use pixguard::protocol::oip::{Signature, Tensor, TensorData, split_body};
 use pixguard::protocol::v1::{ModelRef, ScoreResult, parse_request_with, render_batch};
 use pixguard::synth::{Generator, SynthConfig};
 use pixguard::transaction::{Transaction, json_from_bytes};
@@ -92,6 +95,54 @@ fn v1_request(c: &mut Criterion) {
     group.finish();
 }
 
+/// A 1,000-row OIP request's field tensors decoded and validated into transactions: JSON tensors
+/// (`/v2/.../infer`) from the body's bytes, and binary ones (gRPC's raw contents) from the decoded
+/// message, on the caller's thread and shared with a second.
+fn oip_request(c: &mut Criterion) {
+    let txs = transactions(1_000);
+    let build = |api| requests::build(api, "pix-fraud", &txs, txs.len(), None).expect("built");
+    let Bodies::Http { bodies, .. } = build(Api::OipHttp) else {
+        panic!("oip-http builds HTTP bodies")
+    };
+    let json = bodies[0].clone();
+    let message = build(Api::OipGrpc)
+        .grpc_request(0)
+        .expect("a ModelInferRequest");
+    let binary: Vec<Tensor<'_>> = message
+        .inputs
+        .iter()
+        .zip(&message.raw_input_contents)
+        .map(|(i, raw)| Tensor {
+            name: &i.name,
+            datatype: &i.datatype,
+            shape: &i.shape,
+            data: TensorData::Binary(raw),
+        })
+        .collect();
+    let signature = Signature::new(&default_spec());
+    let mut group = c.benchmark_group("oip_request");
+    group.throughput(Throughput::Elements(txs.len() as u64));
+    for threads in [1, 2] {
+        let parallel = Parallel::new(threads).expect("pool");
+        group.bench_function(format!("json/{threads}"), |b| {
+            b.iter(|| {
+                let (request, parts) = split_body(None, &json).expect("valid");
+                signature
+                    .decode_inputs_with(&request.tensors(&parts), 1_000, &parallel)
+                    .expect("valid")
+            })
+        });
+        group.bench_function(format!("binary/{threads}"), |b| {
+            b.iter(|| {
+                signature
+                    .decode_inputs_with(&binary, 1_000, &parallel)
+                    .expect("valid")
+            })
+        });
+    }
+    group.finish();
+}
+
 /// 1,024 transactions, each its own JSON document (as a Kafka message or a single `/v1` request).
 fn decode(c: &mut Criterion) {
     let docs: Vec<Vec<u8>> = transactions(1_024)
@@ -125,5 +176,5 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, extract, v1_request, decode);
+criterion_group!(benches, extract, v1_request, oip_request, decode);
 criterion_main!(benches);

@@ -94,8 +94,9 @@ pub struct BenchArgs {
     /// Send these transactions instead (JSONL, bare or `pixguard synth` rows).
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Transactions per request (`v1` only, as `{"transactions": [...]}`): rows/s is this times
-    /// the request rate. For loading a GPU with millions of rows per second.
+    /// Transactions per request (`v1` as `{"transactions": [...]}`, the OIP as `[N, 1]` tensors;
+    /// not `mlflow`): rows/s is this times the request rate. For loading a GPU with millions of
+    /// rows per second.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub rows_per_request: u32,
     /// Per-request timeout in milliseconds (counted as a `timeout` error).

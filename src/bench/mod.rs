@@ -68,10 +68,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         format!("http://127.0.0.1:{port}")
     });
     let txs = requests::transactions(args.input.as_deref(), args.transactions, args.seed)?;
-    anyhow::ensure!(
-        args.rows_per_request == 1 || args.api == Api::V1,
-        "--rows-per-request applies to --api v1 only"
-    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()

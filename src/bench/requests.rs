@@ -153,34 +153,45 @@ fn field_type(types: Option<&InputTypes>, name: &str, pixguard: Datatype) -> Dat
     types.and_then(|t| t.get(name)).copied().unwrap_or(pixguard)
 }
 
-/// An OIP JSON request with the transaction's fields. An absent float is the `NaN` literal
-/// (tritonclient writes it; pixguard and Triton take it) or, with the server's own types, `null`
-/// (MLServer's JSON parser refuses `NaN`; numpy reads `null` in an FP64 tensor as NaN).
-fn oip_http_body(flat: &Map<String, Value>, types: Option<&InputTypes>) -> Bytes {
+/// An OIP JSON request with the fields of `rows` transactions: one `[N, 1]` tensor per field, row
+/// `i` of each the `i`-th transaction's. An absent float is the `NaN` literal (tritonclient writes
+/// it; pixguard and Triton take it) or, with the server's own types, `null` (MLServer's JSON parser
+/// refuses `NaN`; numpy reads `null` in an FP64 tensor as NaN).
+fn oip_http_body(rows: &[&Map<String, Value>], types: Option<&InputTypes>) -> Bytes {
+    use std::fmt::Write as _;
     let absent_float = if types.is_some() { "null" } else { "NaN" };
     let mut text = String::from("{\"inputs\":[");
     for (k, (name, pixguard, _)) in FIELD_INPUTS.iter().enumerate() {
         let datatype = field_type(types, name, *pixguard);
-        let value = oip_value(flat, name, datatype);
-        let data = if value.is_null() {
-            absent_float.to_string()
-        } else {
-            value.to_string()
-        };
         if k > 0 {
             text.push(',');
         }
-        text.push_str(&format!(
-            "{{\"name\":\"{name}\",\"datatype\":\"{}\",\"shape\":[1,1],\"data\":[{data}]}}",
-            datatype.as_str()
-        ));
+        // Writing to a String cannot fail.
+        let _ = write!(
+            text,
+            "{{\"name\":\"{name}\",\"datatype\":\"{}\",\"shape\":[{},1],\"data\":[",
+            datatype.as_str(),
+            rows.len()
+        );
+        for (i, flat) in rows.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            match oip_value(flat, name, datatype) {
+                Value::Null => text.push_str(absent_float),
+                value => text.push_str(&value.to_string()),
+            }
+        }
+        text.push_str("]}");
     }
     text.push_str("]}");
     Bytes::from(text)
 }
 
+/// An OIP gRPC request with the fields of `rows` transactions as `raw_input_contents`, one
+/// `[N, 1]` tensor per field.
 fn oip_grpc_request(
-    flat: &Map<String, Value>,
+    rows: &[&Map<String, Value>],
     model: &str,
     types: Option<&InputTypes>,
 ) -> ModelInferRequest {
@@ -188,20 +199,39 @@ fn oip_grpc_request(
     let mut raw = Vec::new();
     for (name, pixguard, _) in FIELD_INPUTS {
         let datatype = field_type(types, name, *pixguard);
-        let value = oip_value(flat, name, datatype);
-        let bytes = match datatype {
-            Datatype::Bytes => encode_bytes(&[value.as_str().unwrap_or_default()]),
-            Datatype::Int64 => value.as_i64().unwrap_or(-1).to_le_bytes().to_vec(),
-            Datatype::Fp64 => value.as_f64().unwrap_or(f64::NAN).to_le_bytes().to_vec(),
-            Datatype::Fp32 => (value.as_f64().unwrap_or(f64::NAN) as f32)
-                .to_le_bytes()
-                .to_vec(),
-            Datatype::Bool => vec![u8::from(value.as_bool().unwrap_or(false))],
+        let values: Vec<Value> = rows
+            .iter()
+            .map(|flat| oip_value(flat, name, datatype))
+            .collect();
+        let bytes: Vec<u8> = match datatype {
+            Datatype::Bytes => {
+                let strings: Vec<&str> = values
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default())
+                    .collect();
+                encode_bytes(&strings)
+            }
+            Datatype::Int64 => values
+                .iter()
+                .flat_map(|v| v.as_i64().unwrap_or(-1).to_le_bytes())
+                .collect(),
+            Datatype::Fp64 => values
+                .iter()
+                .flat_map(|v| v.as_f64().unwrap_or(f64::NAN).to_le_bytes())
+                .collect(),
+            Datatype::Fp32 => values
+                .iter()
+                .flat_map(|v| (v.as_f64().unwrap_or(f64::NAN) as f32).to_le_bytes())
+                .collect(),
+            Datatype::Bool => values
+                .iter()
+                .map(|v| u8::from(v.as_bool().unwrap_or(false)))
+                .collect(),
         };
         inputs.push(InferInputTensor {
             name: name.to_string(),
             datatype: datatype.as_str().into(),
-            shape: vec![1, 1],
+            shape: vec![rows.len() as i64, 1],
             ..Default::default()
         });
         raw.push(bytes::Bytes::from(bytes));
@@ -227,9 +257,15 @@ fn mlflow_body(flat: &Map<String, Value>) -> Bytes {
     Bytes::from(body.to_string())
 }
 
+/// The flattened transactions a request's rows are.
+fn pick<'a>(flats: &'a [Map<String, Value>], group: &[usize]) -> Vec<&'a Map<String, Value>> {
+    group.iter().map(|&i| &flats[i]).collect()
+}
+
 /// Encodes every transaction for `api`; `model` names the OIP model, `types` the OIP datatypes
-/// the server declares (else pixguard's). With `rows_per_request` > 1 (v1 only) each body is a
-/// `{"transactions": [...]}` batch of that many, cycling through `txs`.
+/// the server declares (else pixguard's). With `rows_per_request` > 1 each request carries that
+/// many, cycling through `txs`: `/v1` as a `{"transactions": [...]}` batch, the OIP as `[N, 1]`
+/// tensors (MLflow takes one row per request).
 pub fn build(
     api: Api,
     model: &str,
@@ -237,55 +273,60 @@ pub fn build(
     rows_per_request: usize,
     types: Option<&InputTypes>,
 ) -> anyhow::Result<Bodies> {
-    if api == Api::V1 && rows_per_request > 1 {
-        anyhow::ensure!(!txs.is_empty(), "no transactions to batch");
-        let count = (txs.len() / rows_per_request).max(1);
-        let bodies = (0..count)
-            .map(|b| {
-                let batch: Vec<&Transaction> = (0..rows_per_request)
-                    .map(|i| &txs[(b * rows_per_request + i) % txs.len()])
-                    .collect();
-                serde_json::to_vec(&json!({ "transactions": batch })).map(Bytes::from)
-            })
-            .collect::<Result<_, _>>()?;
-        return Ok(Bodies::Http {
-            path: "/v1/score".into(),
-            content_type: "application/json",
-            bodies,
-        });
-    }
-    let flats = txs
-        .iter()
-        .map(flatten)
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!txs.is_empty(), "no transactions to send");
+    anyhow::ensure!(
+        rows_per_request == 1 || api != Api::Mlflow,
+        "--rows-per-request does not apply to --api mlflow"
+    );
+    let rows = rows_per_request.max(1);
+    let groups: Vec<Vec<usize>> = (0..(txs.len() / rows).max(1))
+        .map(|b| (0..rows).map(|i| (b * rows + i) % txs.len()).collect())
+        .collect();
+    let flats = || txs.iter().map(flatten).collect::<anyhow::Result<Vec<_>>>();
     Ok(match api {
         Api::V1 => Bodies::Http {
             path: "/v1/score".into(),
             content_type: "application/json",
-            bodies: txs
+            bodies: groups
                 .iter()
-                .map(|tx| serde_json::to_vec(tx).map(Bytes::from))
+                .map(|group| match group.as_slice() {
+                    [one] => serde_json::to_vec(&txs[*one]),
+                    _ => {
+                        let batch: Vec<&Transaction> = group.iter().map(|&i| &txs[i]).collect();
+                        serde_json::to_vec(&json!({ "transactions": batch }))
+                    }
+                })
+                .map(|body| body.map(Bytes::from))
                 .collect::<Result<_, _>>()?,
         },
-        Api::OipHttp => Bodies::Http {
-            path: format!("/v2/models/{model}/infer"),
-            content_type: "application/json",
-            bodies: flats.iter().map(|f| oip_http_body(f, types)).collect(),
-        },
-        Api::OipGrpc => Bodies::Grpc(
-            flats
-                .iter()
-                .map(|f| {
-                    let message = prost::Message::encode_to_vec(&oip_grpc_request(f, model, types));
-                    crate::protocol::grpc::frame(&message)
-                        .ok_or_else(|| anyhow::anyhow!("a request over 4 GiB"))
-                })
-                .collect::<anyhow::Result<_>>()?,
-        ),
+        Api::OipHttp => {
+            let flats = flats()?;
+            Bodies::Http {
+                path: format!("/v2/models/{model}/infer"),
+                content_type: "application/json",
+                bodies: groups
+                    .iter()
+                    .map(|group| oip_http_body(&pick(&flats, group), types))
+                    .collect(),
+            }
+        }
+        Api::OipGrpc => {
+            let flats = flats()?;
+            Bodies::Grpc(
+                groups
+                    .iter()
+                    .map(|group| {
+                        let request = oip_grpc_request(&pick(&flats, group), model, types);
+                        crate::protocol::grpc::frame(&prost::Message::encode_to_vec(&request))
+                            .ok_or_else(|| anyhow::anyhow!("a request over 4 GiB"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            )
+        }
         Api::Mlflow => Bodies::Http {
             path: "/invocations".into(),
             content_type: "application/json",
-            bodies: flats.iter().map(mlflow_body).collect(),
+            bodies: flats()?.iter().map(mlflow_body).collect(),
         },
     })
 }
@@ -331,6 +372,57 @@ mod tests {
         assert!(
             own.contains(r#""name":"payee.dict_stats.settlements_90d","datatype":"INT64","shape":[1,1],"data":[-1]"#),
             "{own}"
+        );
+    }
+
+    /// The transactions the server decodes from OIP tensors, as the HTTP and gRPC handlers do.
+    fn decoded(tensors: &[crate::protocol::oip::Tensor<'_>]) -> Vec<Transaction> {
+        let signature = crate::protocol::oip::Signature::new(&crate::features::default_spec());
+        match signature.decode_inputs(tensors, 1_000).expect("decoded") {
+            crate::protocol::Payload::Transactions(txs) => txs,
+            crate::protocol::Payload::Features(_) => panic!("decoded as precomputed features"),
+        }
+    }
+
+    #[test]
+    fn multi_row_oip_requests_carry_their_transactions_in_order() {
+        use crate::protocol::oip::{Tensor, TensorData, split_body};
+        let txs = transactions(None, 50, 11).expect("synth");
+        // 50 transactions in requests of 20: two requests, rows 0..20 and 20..40.
+        let want = |b: usize| txs[b * 20..(b + 1) * 20].to_vec();
+        let Bodies::Http { bodies, .. } = build(Api::OipHttp, "m", &txs, 20, None).expect("built")
+        else {
+            panic!("HTTP bodies for oip-http")
+        };
+        assert_eq!(bodies.len(), 2);
+        for (b, body) in bodies.iter().enumerate() {
+            let (request, binary) = split_body(None, body).expect("a valid body");
+            assert_eq!(
+                decoded(&request.tensors(&binary)),
+                want(b),
+                "JSON request {b}"
+            );
+        }
+        let grpc = build(Api::OipGrpc, "m", &txs, 20, None).expect("built");
+        assert_eq!(grpc.len(), 2);
+        for b in 0..2 {
+            let request = grpc.grpc_request(b).expect("a framed ModelInferRequest");
+            let tensors: Vec<Tensor<'_>> = request
+                .inputs
+                .iter()
+                .zip(&request.raw_input_contents)
+                .map(|(input, raw)| Tensor {
+                    name: &input.name,
+                    datatype: &input.datatype,
+                    shape: &input.shape,
+                    data: TensorData::Binary(raw),
+                })
+                .collect();
+            assert_eq!(decoded(&tensors), want(b), "gRPC request {b}");
+        }
+        assert!(
+            build(Api::Mlflow, "m", &txs, 20, None).is_err(),
+            "MLflow takes one row per request"
         );
     }
 }

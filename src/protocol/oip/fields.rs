@@ -3,38 +3,46 @@
 
 use std::str::FromStr;
 
-use super::tensor::{Column, Tensor, decode};
+use super::tensor::{Column, Tensor, TensorData, decode};
 use super::{FIELD_INPUTS, ProtocolError};
+use crate::parallel::{MIN_CHUNK_ROWS, Parallel};
 // FIELD_INPUTS is in CSV_COLUMNS order (checked in oip/mod.rs), so the flattened columns'
 // positions index it.
 use crate::transaction::{
     DictStats, EndToEndId, History, Ispb, Payee, Payer, Timestamp, Transaction, at,
 };
 
-/// Decodes the field tensors and builds one validated transaction per row.
-pub(super) fn transactions(tensors: &[Tensor<'_>]) -> Result<Vec<Transaction>, ProtocolError> {
-    let mut columns: Vec<Option<Column>> = vec![None; FIELD_INPUTS.len()];
+/// Decodes the field tensors and builds one validated transaction per row. A large request's
+/// JSON tensors are decoded, and its rows built, on `parallel`'s threads; the transactions and the
+/// error (the first in the order the serial loop meets them) are the same on any number.
+pub(super) fn transactions(
+    tensors: &[Tensor<'_>],
+    parallel: &Parallel,
+) -> Result<Vec<Transaction>, ProtocolError> {
+    // Names, shapes and duplicates are checked in order first (cheap); a tensor after the first
+    // one that fails them is not decoded, as in a serial loop that stops at its first error.
+    let mut filled = [false; FIELD_INPUTS.len()];
+    let mut assigned: Vec<(usize, &Tensor<'_>)> = Vec::with_capacity(tensors.len());
+    let mut refused = None;
     for t in tensors {
-        let Some(k) = FIELD_INPUTS.iter().position(|(n, _, _)| *n == t.name) else {
-            return Err(ProtocolError::invalid(
-                t.name,
-                format!(
-                    "unknown input '{}' (the model takes the transaction's fields, or features \
-                     and categories)",
-                    t.name
-                ),
-            ));
-        };
-        if t.shape.len() > 2 || t.shape.get(1).is_some_and(|d| *d != 1) {
-            return Err(ProtocolError::invalid(
-                t.name,
-                format!("shape {:?} must be [N] or [N, 1]", t.shape),
-            ));
+        match slot(t, &filled) {
+            Ok(k) => {
+                filled[k] = true;
+                assigned.push((k, t));
+            }
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
         }
-        if columns[k].is_some() {
-            return Err(ProtocolError::invalid(t.name, "input given twice"));
-        }
-        columns[k] = Some(decode(t, FIELD_INPUTS[k].1)?);
+    }
+    let mut columns: Vec<Option<Column>> = vec![None; FIELD_INPUTS.len()];
+    for decoded in decode_columns(&assigned, parallel) {
+        let (k, column) = decoded?;
+        columns[k] = Some(column);
+    }
+    if let Some(e) = refused {
+        return Err(e);
     }
     for (k, (name, _, optional)) in FIELD_INPUTS.iter().enumerate() {
         if !optional && columns[k].is_none() {
@@ -56,16 +64,93 @@ pub(super) fn transactions(tensors: &[Tensor<'_>]) -> Result<Vec<Transaction>, P
         }
     }
     let cells = Cells { columns: &columns };
-    (0..rows)
-        .map(|row| {
-            let tx = cells.transaction(row).map_err(|(k, reason)| {
-                ProtocolError::invalid(FIELD_INPUTS[k].0, format!("row {row}: {reason}"))
-            })?;
-            tx.validate()
-                .map_err(|e| ProtocolError::invalid(e.field, format!("row {row}: {}", e.reason)))?;
-            Ok(tx)
-        })
+    let chunk = parallel.chunk_rows(rows);
+    let ranges: Vec<std::ops::Range<usize>> = (0..rows)
+        .step_by(chunk)
+        .map(|start| start..(start + chunk).min(rows))
+        .collect();
+    let mut txs = Vec::with_capacity(rows);
+    for part in parallel.map(ranges, |range| {
+        range
+            .map(|row| cells.validated(row))
+            .collect::<Result<Vec<_>, _>>()
+    }) {
+        txs.extend(part?);
+    }
+    Ok(txs)
+}
+
+/// The column a field tensor fills, or why it is refused.
+fn slot(t: &Tensor<'_>, filled: &[bool]) -> Result<usize, ProtocolError> {
+    let Some(k) = FIELD_INPUTS.iter().position(|(n, _, _)| *n == t.name) else {
+        return Err(ProtocolError::invalid(
+            t.name,
+            format!(
+                "unknown input '{}' (the model takes the transaction's fields, or features \
+                 and categories)",
+                t.name
+            ),
+        ));
+    };
+    if t.shape.len() > 2 || t.shape.get(1).is_some_and(|d| *d != 1) {
+        return Err(ProtocolError::invalid(
+            t.name,
+            format!("shape {:?} must be [N] or [N, 1]", t.shape),
+        ));
+    }
+    if filled[k] {
+        return Err(ProtocolError::invalid(t.name, "input given twice"));
+    }
+    Ok(k)
+}
+
+/// Each tensor decoded into its column, in the tensors' order. JSON tensors of a large request are
+/// shared over the pool in contiguous runs (a run stops at its first error, so the first error in
+/// the result is the serial loop's); binary and typed contents are copies, not worth a hand-off.
+fn decode_columns(
+    assigned: &[(usize, &Tensor<'_>)],
+    parallel: &Parallel,
+) -> Vec<Result<(usize, Column), ProtocolError>> {
+    let decode_one = |&(k, t): &(usize, &Tensor<'_>)| decode(t, FIELD_INPUTS[k].1).map(|c| (k, c));
+    let json = assigned
+        .iter()
+        .any(|(_, t)| matches!(t.data, TensorData::Json(_)));
+    let rows = assigned
+        .first()
+        .and_then(|(_, t)| t.shape.first())
+        .map_or(0, |&r| usize::try_from(r).unwrap_or(0));
+    let parts = if json {
+        parallel.parts(rows, MIN_CHUNK_ROWS).min(assigned.len())
+    } else {
+        1
+    };
+    if parts <= 1 {
+        return decode_run(assigned, &decode_one);
+    }
+    let runs: Vec<&[(usize, &Tensor<'_>)]> =
+        assigned.chunks(assigned.len().div_ceil(parts)).collect();
+    parallel
+        .map(runs, |run| decode_run(run, &decode_one))
+        .into_iter()
+        .flatten()
         .collect()
+}
+
+/// A run of tensors decoded in order, up to and including the first that fails.
+fn decode_run<T>(
+    run: &[T],
+    decode_one: &impl Fn(&T) -> Result<(usize, Column), ProtocolError>,
+) -> Vec<Result<(usize, Column), ProtocolError>> {
+    let mut out = Vec::with_capacity(run.len());
+    for item in run {
+        let decoded = decode_one(item);
+        let failed = decoded.is_err();
+        out.push(decoded);
+        if failed {
+            break;
+        }
+    }
+    out
 }
 
 /// A cell error: the field's index and why.
@@ -151,6 +236,16 @@ impl Cells<'_> {
     fn count(&self, k: usize, row: usize) -> Result<u32, CellError> {
         let v = Self::required(k, self.int(k, row))?;
         u32::try_from(v).map_err(|_| (k, format!("must be between 0 and {}, got {v}", u32::MAX)))
+    }
+
+    /// Row `row` as a validated transaction, or the protocol error naming its field and row.
+    fn validated(&self, row: usize) -> Result<Transaction, ProtocolError> {
+        let tx = self.transaction(row).map_err(|(k, reason)| {
+            ProtocolError::invalid(FIELD_INPUTS[k].0, format!("row {row}: {reason}"))
+        })?;
+        tx.validate()
+            .map_err(|e| ProtocolError::invalid(e.field, format!("row {row}: {}", e.reason)))?;
+        Ok(tx)
     }
 
     fn transaction(&self, row: usize) -> Result<Transaction, CellError> {

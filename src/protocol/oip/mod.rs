@@ -19,6 +19,7 @@ pub use tensor::{Column, Datatype, Tensor, TensorData, decode};
 
 use super::{Payload, ProtocolError};
 use crate::features::{FeatureBatch, FeatureSpec};
+use crate::parallel::Parallel;
 
 /// The protocol extensions served, as `GET /v2` and gRPC ServerMetadata list them.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration", "statistics"];
@@ -198,11 +199,22 @@ impl Signature {
     }
 
     /// Decodes a request's inputs into the rows it carries, refusing more than `limit` rows before
-    /// decoding any element.
+    /// decoding any element; on the caller's thread.
     pub fn decode_inputs(
         &self,
         tensors: &[Tensor<'_>],
         limit: usize,
+    ) -> Result<Payload, ProtocolError> {
+        self.decode_inputs_with(tensors, limit, &Parallel::serial())
+    }
+
+    /// [`Signature::decode_inputs`] with a large request's fields decoded and validated on
+    /// `parallel`'s threads: the same rows and the same errors.
+    pub fn decode_inputs_with(
+        &self,
+        tensors: &[Tensor<'_>],
+        limit: usize,
+        parallel: &Parallel,
     ) -> Result<Payload, ProtocolError> {
         for t in tensors {
             if let Some(&rows) = t.shape.first()
@@ -221,7 +233,7 @@ impl Signature {
         {
             return self.precomputed(tensors).map(Payload::Features);
         }
-        fields::transactions(tensors).map(Payload::Transactions)
+        fields::transactions(tensors, parallel).map(Payload::Transactions)
     }
 
     fn precomputed(&self, tensors: &[Tensor<'_>]) -> Result<FeatureBatch, ProtocolError> {
@@ -317,3 +329,7 @@ mod tests {
         assert_eq!(names, CSV_COLUMNS);
     }
 }
+
+#[cfg(test)]
+#[path = "parallel_tests.rs"]
+mod parallel_tests;

@@ -357,7 +357,11 @@ impl Inference {
                 },
             })
             .collect();
-        let payload = signature.decode_inputs(&tensors, scoring.limits().max_rows_per_request)?;
+        let payload = signature.decode_inputs_with(
+            &tensors,
+            scoring.limits().max_rows_per_request,
+            crate::parallel::global(),
+        )?;
         let explain = match r.parameter("explain").map(|p| &p.parameter_choice) {
             None => false,
             Some(Some(infer_parameter::ParameterChoice::BoolParam(b))) => *b,

@@ -137,9 +137,10 @@ pub async fn infer(
         let signature = served.signature();
         let outputs =
             signature.select_outputs(request.requested_outputs(), request.binary_output())?;
-        let payload = signature.decode_inputs(
+        let payload = signature.decode_inputs_with(
             &request.tensors(&binary),
             scoring.limits().max_rows_per_request,
+            crate::parallel::global(),
         )?;
         let deadline = scoring.deadline(timeout(&headers));
         let scored = scoring
