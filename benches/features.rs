@@ -15,6 +15,12 @@ use pixguard::protocol::v1::{ModelRef, ScoreResult, parse_request_with, render_b
 use pixguard::synth::{Generator, SynthConfig};
 use pixguard::transaction::{Transaction, json_from_bytes};
 
+// The server's allocator (src/main.rs): rows allocated on the row threads are freed on the
+// caller's, which glibc's malloc serialises on its arena locks, so the system allocator would
+// measure a contention `serve` does not have.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn transactions(rows: u64) -> Vec<Transaction> {
     let cfg = SynthConfig {
         seed: 1,

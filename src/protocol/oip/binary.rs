@@ -92,36 +92,43 @@ pub fn nan_literals_to_null(json: &[u8]) -> Option<Vec<u8>> {
     if !has(b"NaN") && !has(b"Infinity") {
         return None;
     }
-    let mut out = Vec::with_capacity(json.len());
-    let (mut in_string, mut escaped, mut i) = (false, false, 0);
-    while i < json.len() {
-        let c = json[i];
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            i += 1;
+    // Jumps from one byte that matters to the next (a quote, or an `N` or `I` outside strings;
+    // a quote or a backslash inside them) and copies what lies between in runs: a byte-by-byte
+    // copy was a third of a 1,000-row JSON request's decoding (docs/benchmarks.md).
+    let mut out = Vec::with_capacity(json.len() + json.len() / 16);
+    let (mut copied, mut at) = (0, 0);
+    while let Some(k) = memchr::memchr3(b'"', b'N', b'I', &json[at..]).map(|k| at + k) {
+        if json[k] == b'"' {
+            at = string_end(json, k + 1);
             continue;
         }
-        if c == b'"' {
-            in_string = true;
-        } else if json[i..].starts_with(b"NaN") {
-            out.extend_from_slice(b"null");
-            i += 3;
+        let (literal, replacement): (usize, &[u8]) = if json[k..].starts_with(b"NaN") {
+            (3, b"null")
+        } else if json[k..].starts_with(b"Infinity") {
+            (8, b"\"Infinity\"")
+        } else {
+            at = k + 1;
             continue;
-        } else if json[i..].starts_with(b"Infinity") {
-            out.extend_from_slice(b"\"Infinity\"");
-            i += 8;
-            continue;
-        }
-        out.push(c);
-        i += 1;
+        };
+        out.extend_from_slice(&json[copied..k]);
+        out.extend_from_slice(replacement);
+        copied = k + literal;
+        at = copied;
     }
+    out.extend_from_slice(&json[copied..]);
     Some(out)
+}
+
+/// Where the string whose contents start at `from` ends: just past its closing quote, or the end
+/// of the text for an unterminated one. A backslash escapes the byte after it.
+fn string_end(json: &[u8], mut from: usize) -> usize {
+    while let Some(d) = memchr::memchr2(b'"', b'\\', &json[from..]) {
+        if json[from + d] == b'"' {
+            return from + d + 1;
+        }
+        from = (from + d + 2).min(json.len());
+    }
+    json.len()
 }
 
 #[cfg(test)]
@@ -137,5 +144,59 @@ mod tests {
             r#"{"a": [1.0, null, -"Infinity"], "s": "NaN \" NaN"}"#
         );
         assert!(nan_literals_to_null(b"[1, 2]").is_none());
+    }
+
+    /// The rewrite as a byte-by-byte loop: what the jumping version must equal.
+    fn byte_by_byte(json: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(json.len());
+        let (mut in_string, mut escaped, mut i) = (false, false, 0);
+        while i < json.len() {
+            let c = json[i];
+            if in_string {
+                out.push(c);
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                i += 1;
+                continue;
+            }
+            if c == b'"' {
+                in_string = true;
+            } else if json[i..].starts_with(b"NaN") {
+                out.extend_from_slice(b"null");
+                i += 3;
+                continue;
+            } else if json[i..].starts_with(b"Infinity") {
+                out.extend_from_slice(b"\"Infinity\"");
+                i += 8;
+                continue;
+            }
+            out.push(c);
+            i += 1;
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn jumping_equals_byte_by_byte(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "NaN", "Infinity", "-Infinity", "\"", "\\", "\\\"", "N", "I", "Na", "Inf",
+                    "null", "1.5", ",", "[", "]", "\"s\"", "x", " ",
+                ]),
+                0..40,
+            )
+        ) {
+            let json = parts.concat();
+            let want = byte_by_byte(json.as_bytes());
+            match nan_literals_to_null(json.as_bytes()) {
+                Some(got) => proptest::prop_assert_eq!(got, want),
+                None => proptest::prop_assert_eq!(json.as_bytes(), want.as_slice()),
+            }
+        }
     }
 }
