@@ -10,7 +10,8 @@ use pixguard::bench::requests::{self, Api, Bodies};
 use pixguard::features::{FeatureBatch, FeatureExtractor, default_spec};
 use pixguard::model::Decision;
 use pixguard::parallel::Parallel;
-use pixguard::protocol::oip::{Signature, Tensor, TensorData, split_body};
+use pixguard::protocol::grpc::infer::InferCall;
+use pixguard::protocol::oip::{Signature, call_tensors, split_body};
 use pixguard::protocol::v1::{ModelRef, ScoreResult, parse_request_with, render_batch};
 use pixguard::synth::{Generator, SynthConfig};
 use pixguard::transaction::{Transaction, json_from_bytes};
@@ -114,17 +115,8 @@ fn oip_request(c: &mut Criterion) {
     let message = build(Api::OipGrpc)
         .grpc_request(0)
         .expect("a ModelInferRequest");
-    let binary: Vec<Tensor<'_>> = message
-        .inputs
-        .iter()
-        .zip(&message.raw_input_contents)
-        .map(|(i, raw)| Tensor {
-            name: &i.name,
-            datatype: &i.datatype,
-            shape: &i.shape,
-            data: TensorData::Binary(raw),
-        })
-        .collect();
+    let call = InferCall::from_message(&message);
+    let binary = call_tensors(&call);
     let signature = Signature::new(&default_spec());
     let mut group = c.benchmark_group("oip_request");
     group.throughput(Throughput::Elements(txs.len() as u64));

@@ -386,7 +386,7 @@ mod tests {
 
     #[test]
     fn multi_row_oip_requests_carry_their_transactions_in_order() {
-        use crate::protocol::oip::{Tensor, TensorData, split_body};
+        use crate::protocol::oip::split_body;
         let txs = transactions(None, 50, 11).expect("synth");
         // 50 transactions in requests of 20: two requests, rows 0..20 and 20..40.
         let want = |b: usize| txs[b * 20..(b + 1) * 20].to_vec();
@@ -407,17 +407,8 @@ mod tests {
         assert_eq!(grpc.len(), 2);
         for b in 0..2 {
             let request = grpc.grpc_request(b).expect("a framed ModelInferRequest");
-            let tensors: Vec<Tensor<'_>> = request
-                .inputs
-                .iter()
-                .zip(&request.raw_input_contents)
-                .map(|(input, raw)| Tensor {
-                    name: &input.name,
-                    datatype: &input.datatype,
-                    shape: &input.shape,
-                    data: TensorData::Binary(raw),
-                })
-                .collect();
+            let call = crate::protocol::grpc::infer::InferCall::from_message(&request);
+            let tensors = crate::protocol::oip::call_tensors(&call);
             assert_eq!(decoded(&tensors), want(b), "gRPC request {b}");
         }
         assert!(

@@ -15,7 +15,7 @@ mod tensor;
 pub use binary::{HEADER_LENGTH, encode_bytes, nan_literals_to_null, split_body};
 pub use request::{InferRequest, RequestInput, RequestedOutput};
 pub use response::{Answers, grpc_message, grpc_outputs, http_body};
-pub use tensor::{Column, Datatype, Tensor, TensorData, decode};
+pub use tensor::{Column, Datatype, Tensor, TensorData, call_tensors, decode};
 
 use super::{Payload, ProtocolError};
 use crate::features::{FeatureBatch, FeatureSpec};

@@ -67,17 +67,8 @@ fn a_large_request_decodes_the_same_on_several_threads() {
     // The same rows as binary tensors (gRPC's raw contents): rows built on the pool too.
     let grpc = build(Api::OipGrpc, "m", &txs, txs.len(), None).expect("built");
     let message = grpc.grpc_request(0).expect("a ModelInferRequest");
-    let tensors: Vec<Tensor<'_>> = message
-        .inputs
-        .iter()
-        .zip(&message.raw_input_contents)
-        .map(|(i, raw)| Tensor {
-            name: &i.name,
-            datatype: &i.datatype,
-            shape: &i.shape,
-            data: TensorData::Binary(raw),
-        })
-        .collect();
+    let call = crate::protocol::grpc::infer::InferCall::from_message(&message);
+    let tensors = call_tensors(&call);
     let decoded = signature()
         .decode_inputs_with(&tensors, 1_000, &parallel)
         .expect("valid");

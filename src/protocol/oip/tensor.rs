@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 
 use crate::protocol::ProtocolError;
 use crate::protocol::grpc::InferTensorContents;
+use crate::protocol::grpc::infer::InferCall;
 
 /// Tensor element types pixguard accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +128,25 @@ pub struct Tensor<'a> {
     pub shape: &'a [i64],
     /// Its elements.
     pub data: TensorData<'a>,
+}
+
+/// A gRPC call's input tensors, in request order: each input's raw contents where the call sent
+/// them (the n-th raw content is the n-th input's), else its typed contents.
+pub fn call_tensors(call: &InferCall) -> Vec<Tensor<'_>> {
+    let mut raw = call.raw_input_contents();
+    call.inputs()
+        .enumerate()
+        .map(|(k, i)| Tensor {
+            name: i.name,
+            datatype: i.datatype,
+            shape: i.shape,
+            data: match (raw.next(), call.typed_contents(k)) {
+                (Some(raw), _) => TensorData::Binary(raw),
+                (None, Some(contents)) => TensorData::Proto(contents),
+                (None, None) => TensorData::Missing,
+            },
+        })
+        .collect()
 }
 
 fn invalid(name: &str, reason: impl Into<String>) -> ProtocolError {

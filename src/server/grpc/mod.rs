@@ -16,7 +16,7 @@ use crate::protocol::grpc::infer::InferCall;
 use crate::protocol::grpc::model_metadata_response::TensorMetadata;
 use crate::protocol::grpc::*;
 use crate::protocol::oip::{
-    EXTENSIONS, PLATFORM, SERVER_NAME, Tensor, TensorData, grpc_message, grpc_outputs,
+    EXTENSIONS, PLATFORM, SERVER_NAME, call_tensors, grpc_message, grpc_outputs,
 };
 use crate::scoring::{Api, ScoreError};
 use crate::server::AppState;
@@ -342,21 +342,7 @@ impl Inference {
             (r.output_names().next().is_some()).then(|| r.output_names().map(|o| (o, true))),
             true,
         )?;
-        let mut raw = r.raw_input_contents();
-        let tensors: Vec<Tensor<'_>> = r
-            .inputs()
-            .enumerate()
-            .map(|(k, i)| Tensor {
-                name: i.name,
-                datatype: i.datatype,
-                shape: i.shape,
-                data: match (raw.next(), r.typed_contents(k)) {
-                    (Some(raw), _) => TensorData::Binary(raw),
-                    (None, Some(contents)) => TensorData::Proto(contents),
-                    (None, None) => TensorData::Missing,
-                },
-            })
-            .collect();
+        let tensors = call_tensors(&r);
         let payload = signature.decode_inputs_with(
             &tensors,
             scoring.limits().max_rows_per_request,
