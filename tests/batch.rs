@@ -2,6 +2,8 @@
 //! the scores `pixguard score` gives; corrupted rows land in the rejects file with their field
 //! and every other row is scored; a file without a required column is refused before any work.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/cli.rs"]
 mod cli;
 #[path = "common/registry.rs"]

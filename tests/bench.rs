@@ -1,6 +1,8 @@
 //! `pixguard bench` and `pixguard bench-compare` against the real server on loopback: every
 //! answer the load generator counts must be one the server counted too.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/registry.rs"]
 mod registry;
 #[path = "common/server.rs"]

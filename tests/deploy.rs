@@ -4,6 +4,8 @@
 //! autoscaler's metric exists, production asks for a GPU. (Schema validation of the same renders
 //! is `.ci/run`'s kubernetes-validate step.)
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/kafka.rs"]
 mod kafka;
 #[path = "common/registry.rs"]

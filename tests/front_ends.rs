@@ -2,6 +2,8 @@
 //! and code, Retry-After, the field named), and every OIP REST route answers the body the Open
 //! Inference Protocol specification defines. Against the real binary.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/server.rs"]
 mod server;
 

@@ -7,6 +7,8 @@
 //! One test: the MLflow server takes most of a minute to start, so it is started once and the
 //! steps run in order against it.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/registry.rs"]
 mod registry;
 #[path = "common/server.rs"]

@@ -4,6 +4,8 @@
 //! loads and says so, a tampered one is refused; the alert rules name metrics a live server
 //! exports. The figures printed here are in docs/monitoring.md.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/cli.rs"]
 mod cli;
 #[path = "common/registry.rs"]

@@ -2,6 +2,8 @@
 //! the real server (tests/python/oip_tritonclient.py), over HTTP and gRPC. Needs a Python with tritonclient: `.ci/run`
 //! builds one and sets PIXGUARD_PYTHON; elsewhere the test says why it skips.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/server.rs"]
 mod server;
 

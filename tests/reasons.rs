@@ -2,6 +2,8 @@
 //! (`models/train/explain.py` stored them in golden.jsonl), and reasons on held and rejected
 //! answers — and on any answer that asks — over /v1, OIP HTTP and OIP gRPC, against the real binary.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/server.rs"]
 mod server;
 

@@ -1,5 +1,7 @@
 //! `pixguard serve` end to end, against the real binary on a loopback port.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/server.rs"]
 mod server;
 

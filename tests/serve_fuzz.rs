@@ -1,6 +1,8 @@
 //! Random bytes and random mutations of valid transactions thrown at the real server: every answer
 //! is a 200 or a JSON 4xx, and the server neither panics nor stops.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/mod.rs"]
 mod fixture;
 #[path = "common/server.rs"]

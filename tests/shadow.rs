@@ -3,6 +3,8 @@
 //! shadow, the agreement matrix and disagreement log account for every row the challenger
 //! scored, and under a backed-up champion the shadow is shed, never the champion.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/server.rs"]
 mod server;
 

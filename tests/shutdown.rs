@@ -1,6 +1,8 @@
 //! Graceful shutdown of the real server. A test binary of its own, so no other test loads the
 //! machine while it times a grace period against seconds of queued work.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/server.rs"]
 mod server;
 

@@ -2,6 +2,8 @@
 //! PySpark in local mode, a real Kafka-protocol broker for the streaming job. They need the test
 //! venv (PIXGUARD_PYTHON, with pyspark) and Java; CI has both, elsewhere they say why they skip.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/cli.rs"]
 mod cli;
 #[path = "common/kafka.rs"]

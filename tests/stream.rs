@@ -2,6 +2,8 @@
 //! every unscorable message on the dead-letter topic with its reason, and a graceful SIGTERM that
 //! leaves nothing to score twice.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/kafka.rs"]
 mod kafka;
 #[path = "common/registry.rs"]
@@ -471,20 +473,21 @@ fn two_members_share_the_partitions_and_one_leaving_hands_over_without_loss() {
     fx.topics(&[topics.0, topics.1, topics.2]);
     let (synth, expected) = traffic(&fx.tmp, 30_000, 23);
     // Traffic arrives over ~10 s while the two members run.
-    let mut producer = Command::new(PIXGUARD)
-        .args([
-            "produce",
-            "--brokers",
-            &fx.broker.address,
-            "--topic",
-            topics.0,
-            "--rate",
-            "3000",
-        ])
-        .arg(&synth)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pixguard produce");
+    let mut producer = child::spawn(
+        Command::new(PIXGUARD)
+            .args([
+                "produce",
+                "--brokers",
+                &fx.broker.address,
+                "--topic",
+                topics.0,
+                "--rate",
+                "3000",
+            ])
+            .arg(&synth)
+            .stderr(Stdio::null()),
+    )
+    .expect("pixguard produce");
     let mut a = fx.stream("group", topics);
     let b = fx.stream("group", topics);
     let until = Instant::now() + Duration::from_secs(120);

@@ -40,19 +40,20 @@ impl Broker {
             .map(|a| a.port())
             .expect("a free port");
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(binary)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the broker");
+        let child = crate::child::spawn(
+            Command::new(binary)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .expect("start the broker");
         let address = format!("127.0.0.1:{port}");
         let until = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(&address).is_err() {

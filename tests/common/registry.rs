@@ -42,7 +42,7 @@ impl Process {
     /// Spawns `command` as the leader of a new process group.
     pub fn spawn(command: &mut Command) -> std::io::Result<Process> {
         use std::os::unix::process::CommandExt;
-        command.process_group(0).spawn().map(Process)
+        crate::child::spawn(command.process_group(0)).map(Process)
     }
 }
 

@@ -33,13 +33,14 @@ impl Server {
 
     /// Spawns a prepared command and waits for its "listening" line.
     pub fn spawn(command: &mut Command) -> Server {
-        let mut child = command
-            .current_dir(ROOT)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pixguard serve");
+        let mut child = crate::child::spawn(
+            command
+                .current_dir(ROOT)
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+        .expect("start pixguard serve");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
