@@ -308,8 +308,8 @@ fn bad_arguments_are_refused_with_the_reason() {
             "/no/such/file.jsonl",
         ),
         (
-            vec!["bench", "--api", "oip-http", "--rows-per-request", "4"],
-            "--api v1 only",
+            vec!["bench", "--api", "mlflow", "--rows-per-request", "4"],
+            "does not apply to --api mlflow",
         ),
         (
             vec!["bench", "--rows-per-request", "0"],
