@@ -8,6 +8,7 @@
 //! thread. A caller blocks while the pool works — it would have been busy for as long doing the
 //! work itself — so the pool's threads replace the callers' rather than adding to them.
 
+use std::ops::Range;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -62,6 +63,15 @@ impl Parallel {
     /// hand-off) when there is no pool, no thread free or too few rows for two chunks.
     pub fn chunk_rows(&self, rows: usize) -> usize {
         rows.div_ceil(self.parts(rows, MIN_CHUNK_ROWS)).max(1)
+    }
+
+    /// `0..rows` cut into contiguous ranges of [`Parallel::chunk_rows`] rows, in order.
+    pub fn row_ranges(&self, rows: usize) -> Vec<Range<usize>> {
+        let chunk = self.chunk_rows(rows);
+        (0..rows)
+            .step_by(chunk)
+            .map(|start| start..(start + chunk).min(rows))
+            .collect()
     }
 
     /// How many parts to cut `len` units of work into, each at least `min` units, over the pool's
@@ -140,6 +150,11 @@ mod tests {
         let rows: Vec<usize> = (0..1_000).collect();
         let chunk = parallel.chunk_rows(rows.len());
         assert_eq!(chunk, 334, "1,000 rows over 3 threads");
+        assert_eq!(
+            parallel.row_ranges(1_000),
+            vec![0..334, 334..668, 668..1_000]
+        );
+        assert!(parallel.row_ranges(0).is_empty(), "no rows, no ranges");
         let parts: Vec<&[usize]> = rows.chunks(chunk).collect();
         assert_eq!(parts.len(), 3);
         let names = parallel.map(parts.clone(), |_| {

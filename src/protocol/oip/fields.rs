@@ -37,9 +37,10 @@ pub(super) fn transactions(
         }
     }
     let mut columns: Vec<Option<Column>> = vec![None; FIELD_INPUTS.len()];
-    for decoded in decode_columns(&assigned, parallel) {
-        let (k, column) = decoded?;
-        columns[k] = Some(column);
+    for run in decode_columns(&assigned, parallel) {
+        for (k, column) in run? {
+            columns[k] = Some(column);
+        }
     }
     if let Some(e) = refused {
         return Err(e);
@@ -64,13 +65,8 @@ pub(super) fn transactions(
         }
     }
     let cells = Cells { columns: &columns };
-    let chunk = parallel.chunk_rows(rows);
-    let ranges: Vec<std::ops::Range<usize>> = (0..rows)
-        .step_by(chunk)
-        .map(|start| start..(start + chunk).min(rows))
-        .collect();
     let mut txs = Vec::with_capacity(rows);
-    for part in parallel.map(ranges, |range| {
+    for part in parallel.map(parallel.row_ranges(rows), |range| {
         range
             .map(|row| cells.validated(row))
             .collect::<Result<Vec<_>, _>>()
@@ -104,14 +100,19 @@ fn slot(t: &Tensor<'_>, filled: &[bool]) -> Result<usize, ProtocolError> {
     Ok(k)
 }
 
-/// Each tensor decoded into its column, in the tensors' order. JSON tensors of a large request are
-/// shared over the pool in contiguous runs (a run stops at its first error, so the first error in
-/// the result is the serial loop's); binary and typed contents are copies, not worth a hand-off.
+/// Each tensor decoded into its column, in runs of tensors in the tensors' order; a run stops at
+/// its first error, so the first error met in the runs is the serial loop's. JSON tensors of a
+/// large request are shared over the pool a run each; binary and typed contents are copies, not
+/// worth a hand-off, so they are one run.
 fn decode_columns(
     assigned: &[(usize, &Tensor<'_>)],
     parallel: &Parallel,
-) -> Vec<Result<(usize, Column), ProtocolError>> {
-    let decode_one = |&(k, t): &(usize, &Tensor<'_>)| decode(t, FIELD_INPUTS[k].1).map(|c| (k, c));
+) -> Vec<Result<Vec<(usize, Column)>, ProtocolError>> {
+    let decode_run = |run: &[(usize, &Tensor<'_>)]| {
+        run.iter()
+            .map(|&(k, t)| decode(t, FIELD_INPUTS[k].1).map(|c| (k, c)))
+            .collect::<Result<Vec<_>, _>>()
+    };
     let json = assigned
         .iter()
         .any(|(_, t)| matches!(t.data, TensorData::Json(_)));
@@ -125,32 +126,11 @@ fn decode_columns(
         1
     };
     if parts <= 1 {
-        return decode_run(assigned, &decode_one);
+        return vec![decode_run(assigned)];
     }
     let runs: Vec<&[(usize, &Tensor<'_>)]> =
         assigned.chunks(assigned.len().div_ceil(parts)).collect();
-    parallel
-        .map(runs, |run| decode_run(run, &decode_one))
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
-/// A run of tensors decoded in order, up to and including the first that fails.
-fn decode_run<T>(
-    run: &[T],
-    decode_one: &impl Fn(&T) -> Result<(usize, Column), ProtocolError>,
-) -> Vec<Result<(usize, Column), ProtocolError>> {
-    let mut out = Vec::with_capacity(run.len());
-    for item in run {
-        let decoded = decode_one(item);
-        let failed = decoded.is_err();
-        out.push(decoded);
-        if failed {
-            break;
-        }
-    }
-    out
+    parallel.map(runs, decode_run)
 }
 
 /// A cell error: the field's index and why.

@@ -191,11 +191,7 @@ pub fn render_batch<'a>(
     parallel: &Parallel,
     result: impl Fn(usize) -> ScoreResult<'a> + Sync + Send,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let chunk = parallel.chunk_rows(rows);
-    let ranges = (0..rows)
-        .step_by(chunk)
-        .map(|start| start..(start + chunk).min(rows));
-    let parts = parallel.map(ranges.collect(), |range: Range<usize>| {
+    let parts = parallel.map(parallel.row_ranges(rows), |range: Range<usize>| {
         // ~150 bytes a result without reasons.
         let mut out = Vec::with_capacity(range.len() * 160);
         for row in range {
