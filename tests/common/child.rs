@@ -9,15 +9,15 @@
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
+use std::sync::OnceLock;
 use std::sync::mpsc::{Sender, channel};
-use std::sync::{Mutex, OnceLock};
 
 type Job = (Command, Sender<io::Result<Child>>);
 
 /// Spawns `command` (taken, leaving an empty command behind) from the process's forking thread,
 /// the child set to be killed when this process dies.
 pub fn spawn(command: &mut Command) -> io::Result<Child> {
-    static FORKER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+    static FORKER: OnceLock<Sender<Job>> = OnceLock::new();
     let forker = FORKER.get_or_init(|| {
         let (jobs, queue) = channel::<Job>();
         std::thread::Builder::new()
@@ -28,13 +28,11 @@ pub fn spawn(command: &mut Command) -> io::Result<Child> {
                 }
             })
             .expect("the forking thread starts");
-        Mutex::new(jobs)
+        jobs
     });
     let command = std::mem::replace(command, Command::new("true"));
     let (reply, answer) = channel();
     forker
-        .lock()
-        .map_err(|_| io::Error::other("the forking thread's queue is poisoned"))?
         .send((command, reply))
         .map_err(|_| io::Error::other("the forking thread is gone"))?;
     answer
