@@ -19,12 +19,16 @@
 #   5. peak hour (issue 19): single transactions, open loop, over `/v1/score` and over OIP gRPC —
 #      a rate ladder that stops once the client p99 passes 5 ms (the highest rate that holds it),
 #      then 100,000/s held for 60 s (target: client p99 ≤ 5 ms, 0 errors)
+#   6. the levers of issue 19 not yet measured, each against step 5's /v1 ladder: the forward as
+#      CUDA graphs (engine.cuda_graphs; also timed per batch size after step 3), and two GPU
+#      workers on the one device (engine.workers=2). Ladders only, no 60 s hold.
 #
 # CUDA libraries: the binary links libcuda (the driver's), cuBLAS, cuRAND and NVRTC 13. Unless
 # PIXGUARD_CUDA_LIBS is set, they are taken from the Python install's nvidia-* wheels (PyTorch's).
 # PIXGUARD_GPU_CHECK_DEVICE=auto runs the same steps where there is no GPU (a dry run of the script);
 # PIXGUARD_GPU_CHECK_QUICK=1 shortens every step (small batches, 2 s loads) for such a dry run;
-# PIXGUARD_GPU_CHECK_FORWARD_ONLY=1 stops after step 3 (a kernel change, when device time is short).
+# PIXGUARD_GPU_CHECK_FORWARD_ONLY=1 stops after step 3 (a kernel change, when device time is short);
+# PIXGUARD_GPU_CHECK_LEVERS=0 skips step 6.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,10 +54,12 @@ TESTS=$(unpack "$TESTS")
 DEVICE=${PIXGUARD_GPU_CHECK_DEVICE:-cuda}
 PORT=${PIXGUARD_GPU_CHECK_PORT:-18080}
 if [[ -n "${PIXGUARD_GPU_CHECK_QUICK:-}" ]]; then
-  BATCHES=1,256,4096; MILLIS=200; LOAD_S=2; RATE_1M=20
+  BATCHES=1,256,4096; MILLIS=200; LOAD_S=2; RATE_1M=20; GRAPH_BATCHES=1,256
   PEAK_LADDER=200,400; PEAK_STEP_S=2; PEAK_HOLD_RATE=300; PEAK_HOLD_S=2; PEAK_CONNS=16
 else
   BATCHES=1,16,256,1024,4096,16384,65536; MILLIS=1500; LOAD_S=12; RATE_1M=1000
+  # Graphs matter where launches dominate: small batches.
+  GRAPH_BATCHES=1,16,64,256,1024,4096
   # Issue 19's acceptance: ≥ 100,000/s at client p99 ≤ 5 ms held 60 s (stretch 200,000/s).
   PEAK_LADDER=50000,100000,150000,200000; PEAK_STEP_S=8; PEAK_HOLD_RATE=100000; PEAK_HOLD_S=60
   # Every connection is used within the warm-up at these rates (a first use pays its handshake).
@@ -150,6 +156,23 @@ say "forward: ${RESULT[forward]}"
 if [[ -n "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" ]]; then
   RATES_SINGLE=; RESULT[serve_1m]="skipped (PIXGUARD_GPU_CHECK_FORWARD_ONLY)"
 fi
+# The same batches with the forward replayed as CUDA graphs (step 6 serves with them).
+timeout 120 "$BIN" --log info model bench --device "$DEVICE" --batches "$GRAPH_BATCHES" --no-candle \
+  --millis $((MILLIS / 3)) --cuda-graphs --json "$LOGS/forward-graphs.json" > "$LOGS/forward-graphs.txt" 2> "$LOGS/forward-graphs.log"
+cat "$LOGS/forward-graphs.txt" >&2
+RESULT[graphs]=$(python3 - "$LOGS/forward.json" "$LOGS/forward-graphs.json" <<'EOF' 2>/dev/null
+import json, sys
+plain = {r["batch"]: r for r in json.load(open(sys.argv[1]))["rows"]}
+graphs = json.load(open(sys.argv[2]))["rows"]
+print("; ".join(
+    f'batch {g["batch"]}: {plain[g["batch"]]["fused_us"]:.0f} → {g["fused_us"]:.0f} µs synchronous, '
+    f'pipelined {plain[g["batch"]]["pipelined_us"] or 0:.0f} → {g["pipelined_us"] or 0:.0f} µs'
+    for g in graphs if g["batch"] in plain))
+EOF
+)
+RESULT[graphs]=${RESULT[graphs]:-failed, see forward-graphs.log}
+grep -i 'graph' "$LOGS/forward-graphs.log" | head -n 5 >&2
+say "forward as CUDA graphs (plain → graphs): ${RESULT[graphs]}"
 # The same host's CPU, one thread, for scale (what a CPU worker does per core).
 if [[ -z "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" ]]; then
   timeout 60 "$BIN" --log warn model bench --device cpu --batches 1,256,4096 --millis 300 \
@@ -159,6 +182,8 @@ checkpoint
 
 # 4. serving
 SERVER_PID=
+# Extra NAME=VALUE settings for the next server (step 6's levers).
+SERVER_ENV=()
 # Cores split between the server's HTTP threads and the load generator, so neither starves the
 # other (the GPU worker's polling thread and the batcher take one more each).
 CORES=$(nproc)
@@ -175,7 +200,7 @@ start_server() {
   PIXGUARD__SERVER__HTTP_THREADS=$HTTP_THREADS PIXGUARD__SERVER__MAX_CONCURRENT_REQUESTS=8192 \
   PIXGUARD__ENGINE__DEVICE=$DEVICE PIXGUARD__ENGINE__MAX_BATCH_SIZE=$1 \
   PIXGUARD__ENGINE__MAX_QUEUE_DELAY_US=$2 PIXGUARD__ENGINE__MAX_QUEUE_ROWS=1000000 \
-    "$BIN" serve > "$LOGS/serve-$3.log" 2>&1 &
+    env "${SERVER_ENV[@]}" "$BIN" serve > "$LOGS/serve-$3.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 120); do
     if http_get /readyz > /dev/null 2>&1; then return 0; fi
@@ -257,6 +282,37 @@ for api in v1 oip-grpc; do
   checkpoint
 done
 
+# 6. The levers, one server each, /v1 only: the ladder of step 5 and nothing held.
+ladder_summary() {
+  python3 - "$1" <<'EOF'
+import json, sys
+ladder = json.load(open(sys.argv[1]))["steps"]
+ok = [s for s in ladder if s["latency_us"]["p99"] <= 5000 and sum(s["errors"].values()) == 0]
+best = f'{max(s["achieved_rps"] for s in ok):,.0f}/s' if ok else "none"
+print(f'highest rate at p99 ≤ 5 ms: {best} (ladder ' + ", ".join(
+    f'{s["offered_rps"]:,.0f}: achieved {s["achieved_rps"]:,.0f}, p99 {s["latency_us"]["p99"] / 1000:.2f} ms'
+    for s in ladder) + ')')
+EOF
+}
+for lever in graphs workers2; do
+  [[ -n "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" || "${PIXGUARD_GPU_CHECK_LEVERS:-1}" == 0 ]] && break
+  case $lever in
+    graphs) SERVER_ENV=(PIXGUARD__ENGINE__CUDA_GRAPHS=true) ;;
+    workers2) SERVER_ENV=(PIXGUARD__ENGINE__WORKERS=2) ;;
+  esac
+  if start_server 512 100 "lever-$lever"; then
+    timeout $((PEAK_STEP_S * 8 + 60)) "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rate "$PEAK_LADDER" \
+      --duration "$PEAK_STEP_S" --warmup 2 --stop-p99-ms 5 --threads "$CLIENT_THREADS" --connections "$PEAK_CONNS" \
+      --out "$LOGS/lever-$lever" --no-progress > "$LOGS/lever-$lever.txt" 2>&1
+    RESULT[lever_$lever]="$(ladder_summary "$LOGS/lever-$lever/report.json" 2>/dev/null \
+      || echo "bench failed, see lever-$lever.txt"); $(engine_p99 "lever-$lever"); $(grep -o 'cuda_graphs=[a-z]*' "$LOGS/serve-lever-$lever.log" | head -n 1)"
+    stop_server
+  fi
+  SERVER_ENV=()
+  say "lever $lever, /v1: ${RESULT[lever_$lever]:-not run}"
+  checkpoint
+done
+
 {
   echo
   echo "| check | result |"
@@ -268,5 +324,8 @@ done
   echo "| serve 1 M rows/s (1,000-row requests; target engine p99 ≤ 2 ms) | ${RESULT[serve_1m]:-not run} |"
   echo "| peak hour, single transactions over /v1 (target ≥ 100,000/s held 60 s at p99 ≤ 5 ms, 0 errors) | ${RESULT[peak_v1]:-not run} |"
   echo "| peak hour, single transactions over OIP gRPC (same target) | ${RESULT[peak_oip-grpc]:-not run} |"
+  echo "| forward as CUDA graphs, per batch (plain → graphs) | ${RESULT[graphs]:-not run} |"
+  echo "| lever: /v1 ladder with engine.cuda_graphs | ${RESULT[lever_graphs]:-not run} |"
+  echo "| lever: /v1 ladder with engine.workers=2 on the one GPU | ${RESULT[lever_workers2]:-not run} |"
 } | tee "$OUT/summary.md"
 checkpoint

@@ -7,7 +7,7 @@
 #![cfg(feature = "cuda")]
 
 use pixguard::config::DeviceChoice;
-use pixguard::model::cuda::{CudaDcn, CudaError, probe};
+use pixguard::model::cuda::{CudaDcn, CudaError, GpuOptions, probe};
 use pixguard::model::fused::{DenseT, EmbeddingTable, FusedDcn};
 use pixguard::model::{DcnModel, ModelPackage, device};
 
@@ -263,6 +263,46 @@ fn two_batches_in_flight_keep_their_own_buffers() {
     gpu.run(&nc, &cc, 5000, &mut out_c).expect("grown batch");
     assert!(gpu.capacity() >= 5000);
     assert!(max_diff(&out_c, &cpu(&net, &nc, &cc, 5000)) <= TOLERANCE);
+}
+
+#[test]
+fn cuda_graphs_give_the_direct_launches_scores_at_every_bucket() {
+    if !gpu_or_skip("graphs") {
+        return;
+    }
+    let net = network(4, 8, &[(30, 5), (4, 2)], 2, &[32, 16]);
+    let options = GpuOptions { graphs: true };
+    let mut gpu = CudaDcn::with_options(0, &net, 1024, options).expect("upload");
+    assert!(gpu.graphs_on(), "every bucket captured at upload");
+    // Exact buckets, padded ones, both slots in turn, and a batch past the capacity (which grows
+    // the buffers and captures again).
+    for rows in [1, 2, 3, 5, 64, 100, 700, 1023, 1024, 1500, 1] {
+        let (numeric, categorical) = inputs(rows as u64, &net, rows);
+        let mut out = vec![0.0; rows];
+        gpu.run(&numeric, &categorical, rows, &mut out)
+            .unwrap_or_else(|e| panic!("batch {rows}: {e}"));
+        let diff = max_diff(&out, &cpu(&net, &numeric, &categorical, rows));
+        eprintln!("graphs, batch {rows}: {diff:e}");
+        assert!(diff <= TOLERANCE, "batch {rows}: graphs vs cpu {diff:e}");
+    }
+    assert!(gpu.graphs_on(), "no capture failed");
+    assert!(gpu.capacity() >= 1500);
+    // Two padded batches in flight at once, from parts (as the engine submits them).
+    let (na, ca) = inputs(40, &net, 300);
+    let (nb, cb) = inputs(41, &net, 5);
+    let nn = net.n_numeric;
+    let nc = net.embeddings.len();
+    let parts = [
+        (&na[..100 * nn], &ca[..100 * nc]),
+        (&na[100 * nn..], &ca[100 * nc..]),
+    ];
+    let a = gpu.submit_parts(parts, 300).expect("submit a");
+    let b = gpu.submit(&nb, &cb, 5).expect("submit b");
+    let (mut out_a, mut out_b) = (vec![0.0; 300], vec![0.0; 5]);
+    gpu.wait(a, &mut out_a).expect("wait a");
+    gpu.wait(b, &mut out_b).expect("wait b");
+    assert!(max_diff(&out_a, &cpu(&net, &na, &ca, 300)) <= TOLERANCE);
+    assert!(max_diff(&out_b, &cpu(&net, &nb, &cb, 5)) <= TOLERANCE);
 }
 
 #[test]

@@ -37,6 +37,9 @@ pub struct ModelBenchArgs {
     /// Time spent measuring each batch size (after warm-up), in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub millis: u64,
+    /// On a GPU, replay the forward as CUDA graphs per batch-size bucket (`engine.cuda_graphs`).
+    #[arg(long)]
+    pub cuda_graphs: bool,
     /// Skip Candle's generic-op forward (slow on the CPU at large batches).
     #[arg(long)]
     pub no_candle: bool,
@@ -91,13 +94,18 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
     }
     let package = ModelPackage::load(&args.dir)
         .with_context(|| format!("loading model package {}", args.dir.display()))?;
-    let model = DcnModel::from_package(&package, &selected.device)?;
+    let options = crate::model::RunOptions {
+        cuda_graphs: args.cuda_graphs,
+    };
+    let model = DcnModel::from_package_with(&package, &selected.device, options)?;
     let features = rows(&package, largest)?;
     let (nn, nc) = (features.n_numeric, features.n_categorical);
     let budget = Duration::from_millis(args.millis);
     println!(
-        "model forward, {} on {}, host rows in → host scores out, median of each batch size",
-        package.config.name, selected.description
+        "model forward, {} on {}{}, host rows in → host scores out, median of each batch size",
+        package.config.name,
+        selected.description,
+        graphs_note(&model, args.cuda_graphs)
     );
     println!(
         "{:>7} {:>12} {:>14} {:>10} {:>9} {:>11} {:>12} {:>14} {:>13} {:>14} {:>15}",
@@ -282,6 +290,36 @@ fn last_timings(model: &DcnModel) -> Option<crate::model::BatchTimings> {
 #[cfg(not(feature = "cuda"))]
 fn last_timings(_model: &DcnModel) -> Option<crate::model::BatchTimings> {
     None
+}
+
+/// Whether the forward runs as CUDA graphs, when they were asked for (a failed capture turns them
+/// off, and says why in the log).
+#[cfg(feature = "cuda")]
+fn graphs_note(model: &DcnModel, asked: bool) -> &'static str {
+    let crate::model::Runner::Cuda(gpu) = model.runner() else {
+        return if asked {
+            " (CUDA graphs: not on a GPU)"
+        } else {
+            ""
+        };
+    };
+    match (
+        asked,
+        gpu.lock().unwrap_or_else(|p| p.into_inner()).graphs_on(),
+    ) {
+        (false, _) => "",
+        (true, true) => " (CUDA graphs)",
+        (true, false) => " (CUDA graphs asked for, but capture failed: kernel by kernel)",
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn graphs_note(_model: &DcnModel, asked: bool) -> &'static str {
+    if asked {
+        " (CUDA graphs: not on a GPU)"
+    } else {
+        ""
+    }
 }
 
 /// Mean µs per batch with two batches in flight, on a GPU; `None` elsewhere.

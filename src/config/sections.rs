@@ -85,6 +85,10 @@ pub struct EngineConfig {
     pub threads_per_worker: usize,
     /// Where to run the model.
     pub device: DeviceChoice,
+    /// On a GPU, replay the forward as CUDA graphs captured per batch-size bucket (powers of two;
+    /// a batch is padded to its bucket) instead of launching its kernels one by one. Off until
+    /// measured on a GPU (docs/gpu.md); ignored on the CPU.
+    pub cuda_graphs: bool,
     /// Deadline of a request that sets none (`x-request-timeout-ms`), in milliseconds.
     pub default_deadline_ms: u64,
     /// Test-only: every batch sleeps this long before computing, to make queues build up.
@@ -100,6 +104,7 @@ impl Default for EngineConfig {
             workers: 1,
             threads_per_worker: 1,
             device: DeviceChoice::Auto,
+            cuda_graphs: false,
             default_deadline_ms: 1_000,
             test_worker_delay_us: 0,
         }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::batch::{Batch, Rows, fail, finish};
+use super::batch::{Batch, Part, Rows, fail, finish};
 use super::explain::{Scratch, explain};
 use super::{EngineError, Message, Metrics};
 use crate::model::Pipelined;
@@ -109,9 +109,9 @@ pub(super) fn run<P: Pipelined>(
         if let Some(error) = &broken {
             fail(&batch, error);
         } else {
-            rows.gather(&batch);
             let submitted = Instant::now();
-            match model.submit(&rows.numeric, &rows.categorical, batch.rows) {
+            // The parts go straight into the device's upload buffer: no gathered copy first.
+            match model.submit(batch.parts.iter().map(Part::features), batch.rows) {
                 Ok(ticket) => in_flight.push_back(InFlight {
                     batch,
                     ticket,

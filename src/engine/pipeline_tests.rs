@@ -9,6 +9,7 @@ use crate::engine::batch::{Answer, Job, Part};
 use crate::features::FeatureBatch;
 use crate::model::explain::logit_of;
 use crate::model::fused::{DenseT, EmbeddingTable, FusedDcn};
+use crate::model::staging::{self, PartRows};
 
 /// Two slots over the CPU pass. Scores are computed at submit and handed out only at wait, so
 /// a slot mix-up shows as wrong scores and a third batch in flight as an error.
@@ -52,10 +53,9 @@ impl Pipelined for TwoSlots {
         self.slots[self.next].is_none()
     }
 
-    fn submit(
+    fn submit<'a>(
         &mut self,
-        numeric: &[f32],
-        categorical: &[u32],
+        parts: impl IntoIterator<Item = PartRows<'a>>,
         rows: usize,
     ) -> Result<usize, String> {
         if self.broken.is_some() {
@@ -64,8 +64,24 @@ impl Pipelined for TwoSlots {
         if !self.has_free_slot() {
             return Err("both slots in flight".into());
         }
+        // Staged as the GPU replica stages them (one block of words), then read back the same way
+        // its kernels read them: the engine's parts reach the model through that layout.
+        let (nn, nc) = (self.net.n_numeric, self.net.embeddings.len());
+        let cardinalities: Vec<u32> = self
+            .net
+            .embeddings
+            .iter()
+            .map(|t| t.cardinality as u32)
+            .collect();
+        let mut words = vec![0u32; rows * (nn + nc)];
+        staging::stage(&mut words, parts, rows, rows, nn, &cardinalities)?;
+        let numeric: Vec<f32> = words[..rows * nn]
+            .iter()
+            .map(|&w| f32::from_bits(w))
+            .collect();
         let mut out = vec![0.0; rows];
-        self.net.run(numeric, categorical, rows, &mut out)?;
+        self.net
+            .run(&numeric, &words[rows * nn..], rows, &mut out)?;
         let slot = self.next;
         self.slots[slot] = Some((out, Instant::now() + self.compute));
         self.next = 1 - slot;

@@ -11,6 +11,13 @@ use super::fused::{FusedDcn, FusedDcnOp};
 use super::package::{ModelConfig, ModelPackage, PackageError};
 use super::reference::Reference;
 
+/// How the runner is set up beyond its device.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// On a GPU, replay the forward as CUDA graphs per batch-size bucket (`engine.cuda_graphs`).
+    pub cuda_graphs: bool,
+}
+
 /// How batches are scored, by device.
 pub enum Runner {
     /// The reference layers on a device pixguard has no runner of its own for.
@@ -38,15 +45,28 @@ impl DcnModel {
     /// Builds the model from a var builder laid out as `model.py` names its tensors, with the
     /// runner for the var builder's device.
     pub fn load(vb: VarBuilder, config: &ModelConfig) -> Result<Self> {
+        Self::load_with(vb, config, RunOptions::default())
+    }
+
+    /// [`Self::load`], with the runner set up as `options` say.
+    pub fn load_with(vb: VarBuilder, config: &ModelConfig, options: RunOptions) -> Result<Self> {
+        #[cfg(not(feature = "cuda"))]
+        let _ = options;
         let device = vb.device().clone();
         let reference = Reference::load(vb, config)?;
         let runner = match device.location() {
             candle_core::DeviceLocation::Cpu => Runner::Fused(reference.to_fused()?),
             #[cfg(feature = "cuda")]
             candle_core::DeviceLocation::Cuda { gpu_id } => {
-                let gpu =
-                    super::cuda::CudaDcn::new(gpu_id, &reference.to_fused()?, GPU_INITIAL_ROWS)
-                        .map_err(|e| candle_core::Error::msg(e.to_string()))?;
+                let gpu = super::cuda::CudaDcn::with_options(
+                    gpu_id,
+                    &reference.to_fused()?,
+                    GPU_INITIAL_ROWS,
+                    super::cuda::GpuOptions {
+                        graphs: options.cuda_graphs,
+                    },
+                )
+                .map_err(|e| candle_core::Error::msg(e.to_string()))?;
                 Runner::Cuda(Box::new(std::sync::Mutex::new(gpu)))
             }
             _ => Runner::Reference,
@@ -71,6 +91,15 @@ impl DcnModel {
         package: &ModelPackage,
         device: &Device,
     ) -> std::result::Result<Self, PackageError> {
+        Self::from_package_with(package, device, RunOptions::default())
+    }
+
+    /// [`Self::from_package`], with the runner set up as `options` say.
+    pub fn from_package_with(
+        package: &ModelPackage,
+        device: &Device,
+        options: RunOptions,
+    ) -> std::result::Result<Self, PackageError> {
         let file = package.weights_path();
         let err = |e: candle_core::Error| PackageError::Safetensors {
             file: file.display().to_string(),
@@ -79,7 +108,7 @@ impl DcnModel {
         // SAFETY: the file was digest-checked by `ModelPackage::load` and is not written while mapped.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&file], DType::F32, device) }
             .map_err(err)?;
-        Self::load(vb, &package.config).map_err(err)
+        Self::load_with(vb, &package.config, options).map_err(err)
     }
 
     /// The device the weights live on.
@@ -90,6 +119,15 @@ impl DcnModel {
     /// How reasons are computed, when the package describes it.
     pub fn occlusion(&self) -> Option<&Occlusion> {
         self.occlusion.as_ref()
+    }
+
+    /// Whether the forward runs as CUDA graphs (asked for, on a GPU, and captured).
+    pub fn cuda_graphs_on(&self) -> bool {
+        match &self.runner {
+            #[cfg(feature = "cuda")]
+            Runner::Cuda(gpu) => gpu.lock().unwrap_or_else(|p| p.into_inner()).graphs_on(),
+            _ => false,
+        }
     }
 
     /// How this model scores batches.

@@ -11,12 +11,13 @@ pub mod fused;
 pub mod package;
 pub mod pipelined;
 pub mod reference;
+pub mod staging;
 pub mod training_reference;
 
 use candle_core::Device;
 use serde::Serialize;
 
-pub use dcn::{DcnModel, Runner};
+pub use dcn::{DcnModel, RunOptions, Runner};
 pub use package::{Decision, ModelConfig, ModelPackage, PackageError, Thresholds};
 pub use pipelined::Pipelined;
 
@@ -110,65 +111,4 @@ pub struct BatchTimings {
     pub upload_us: Option<f64>,
     /// GPU: the forward alone, from the upload's landing to the last kernel (CUDA events).
     pub forward_us: Option<f64>,
-}
-
-/// Copies row-major category ids into `dst`, checking each against its column's table on the way.
-/// Row by row with the table sizes zipped alongside: indexing them by `i % columns` cost a division
-/// per id, 2.3 ms of host time per 65,536-row batch on the H100 machine — four times the forward.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub(crate) fn copy_checked_ids(
-    dst: &mut [u32],
-    ids: &[u32],
-    cardinalities: &[u32],
-) -> Result<(), String> {
-    let columns = cardinalities.len();
-    if columns == 0 {
-        return Ok(());
-    }
-    let mut in_range = true;
-    for (dst, row) in dst.chunks_exact_mut(columns).zip(ids.chunks_exact(columns)) {
-        for ((slot, &id), &size) in dst.iter_mut().zip(row).zip(cardinalities) {
-            in_range &= id < size;
-            *slot = id;
-        }
-    }
-    if in_range {
-        return Ok(());
-    }
-    let (i, (&id, &size)) = ids
-        .iter()
-        .zip(cardinalities.iter().cycle())
-        .enumerate()
-        .find(|(_, (id, size))| id >= size)
-        .unwrap_or((0, (&0, &0)));
-    Err(format!(
-        "categorical column {} has index {id}, outside its embedding table of {size} rows",
-        i % columns
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::copy_checked_ids;
-
-    #[test]
-    fn ids_are_copied_and_checked_against_their_own_column() {
-        let sizes = [3, 10];
-        let ids = [2, 9, 0, 4, 1, 0];
-        let mut dst = [u32::MAX; 6];
-        copy_checked_ids(&mut dst, &ids, &sizes).unwrap();
-        assert_eq!(dst, ids);
-        // 3 is in range for column 1 (10 rows) but not for column 0 (3 rows), in row 2.
-        let bad = [2, 9, 0, 4, 3, 0];
-        let err = copy_checked_ids(&mut dst, &bad, &sizes).unwrap_err();
-        assert_eq!(
-            err,
-            "categorical column 0 has index 3, outside its embedding table of 3 rows"
-        );
-        let mut none: [u32; 0] = [];
-        assert!(
-            copy_checked_ids(&mut none, &[], &[]).is_ok(),
-            "no categorical columns"
-        );
-    }
 }

@@ -1,6 +1,8 @@
 //! The seam between a device that keeps batches in flight and the engine loop that feeds it
 //! (`engine::pipeline`): a GPU replica implements it, the engine's tests fake it.
 
+use super::staging::PartRows;
+
 /// A model with a fixed number of in-flight slots: `submit` returns at once, `wait` blocks.
 pub trait Pipelined {
     /// Names a submitted batch.
@@ -9,11 +11,11 @@ pub trait Pipelined {
     fn reserve(&mut self, rows: usize) -> Result<(), String>;
     /// Whether `submit` can take another batch now.
     fn has_free_slot(&self) -> bool;
-    /// Starts a batch.
-    fn submit(
+    /// Starts a batch of `rows` rows held in `parts`, in order (each request's own feature block:
+    /// the model writes them straight into what it uploads).
+    fn submit<'a>(
         &mut self,
-        numeric: &[f32],
-        categorical: &[u32],
+        parts: impl IntoIterator<Item = PartRows<'a>>,
         rows: usize,
     ) -> Result<Self::Ticket, String>;
     /// Whether a submitted batch has finished (an error counts as finished: `wait` reports it).
@@ -33,7 +35,7 @@ pub trait Pipelined {
         rows: usize,
         out: &mut [f32],
     ) -> Result<(), String> {
-        let ticket = self.submit(numeric, categorical, rows)?;
+        let ticket = self.submit(std::iter::once((numeric, categorical)), rows)?;
         self.wait(ticket, out)?;
         super::explain::to_logits(out);
         Ok(())

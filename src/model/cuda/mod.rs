@@ -7,7 +7,9 @@ mod runner;
 use candle_core::cuda_backend::cudarc;
 use cudarc::driver::{CudaContext, DriverError, result};
 
-pub use runner::{CudaDcn, Ticket};
+use super::staging::PartRows;
+
+pub use runner::{CudaDcn, GpuOptions, Ticket};
 
 /// Errors of the GPU path.
 #[derive(Debug, thiserror::Error)]
@@ -124,13 +126,12 @@ impl super::pipelined::Pipelined for CudaDcn {
         CudaDcn::has_free_slot(self)
     }
 
-    fn submit(
+    fn submit<'a>(
         &mut self,
-        numeric: &[f32],
-        categorical: &[u32],
+        parts: impl IntoIterator<Item = PartRows<'a>>,
         rows: usize,
     ) -> Result<Ticket, String> {
-        CudaDcn::submit(self, numeric, categorical, rows).map_err(|e| e.to_string())
+        CudaDcn::submit_parts(self, parts, rows).map_err(|e| e.to_string())
     }
 
     fn is_done(&self, ticket: &Ticket) -> bool {

@@ -7,20 +7,29 @@
 //! compute stream (which waits for that copy through cudarc's event tracking), and one
 //! device→host copy of the scores into pinned memory. Two slots each own their staging, input,
 //! scores and output buffers, so a slot can be filled while the other computes.
+//!
+//! With [`GpuOptions::graphs`] the forward's ~10 dependent launches are captured once per slot and
+//! batch-size bucket (`model::staging::bucket`) as CUDA graphs and replayed as one launch, the batch
+//! padded to its bucket. Capture needs cudarc's per-buffer event tracking off (a capture may not
+//! wait on events recorded outside it), so such a replica orders its streams by its own events
+//! alone: the upload's `uploaded` event before the forward, and a slot's `done` before its reuse.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::cuda_backend::cudarc;
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PinnedHostSlice, result,
+    CudaContext, CudaEvent, CudaGraph, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    PinnedHostSlice, result,
 };
 use cudarc::nvrtc::Ptx;
 
+use super::super::BatchTimings;
 use super::super::fused::{DenseT, FusedDcn};
-use super::super::{BatchTimings, copy_checked_ids};
+use super::super::staging::{self, PartRows};
 use super::forward::{DeviceDense, Kernels, PTX, to_i32};
 use super::{CudaError, probe};
 
@@ -43,6 +52,14 @@ pub(super) struct Slot {
     rows: Option<usize>,
     /// Host time spent checking ids and filling the staging buffer for that batch, µs.
     stage_us: f64,
+}
+
+/// How a replica runs its forward.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GpuOptions {
+    /// Replay the forward as CUDA graphs captured per slot and batch-size bucket, rather than
+    /// launching its kernels one by one.
+    pub graphs: bool,
 }
 
 /// A submitted batch; hand it back to [`CudaDcn::wait`].
@@ -75,15 +92,32 @@ pub struct CudaDcn {
     pub(super) last_timings: Option<BatchTimings>,
     /// The first sticky error seen: the context can take no more work.
     pub(super) broken: Option<String>,
+    /// The forward's graphs by (slot, bucket) when graphs are on; `None` launches kernel by kernel.
+    pub(super) graphs: Option<HashMap<(usize, usize), CudaGraph>>,
 }
 
 impl CudaDcn {
     /// Uploads the network to device `ordinal`, with buffers for batches of up to `capacity` rows
     /// (they grow if a larger batch comes).
     pub fn new(ordinal: usize, net: &FusedDcn, capacity: usize) -> Result<Self, CudaError> {
+        Self::with_options(ordinal, net, capacity, GpuOptions::default())
+    }
+
+    /// [`Self::new`], running the forward as `options` say.
+    pub fn with_options(
+        ordinal: usize,
+        net: &FusedDcn,
+        capacity: usize,
+        options: GpuOptions,
+    ) -> Result<Self, CudaError> {
         // Named errors rather than a panic inside cudarc when the device is unusable.
         probe(ordinal)?;
         let ctx = CudaContext::new(ordinal)?;
+        if options.graphs {
+            // SAFETY: every buffer below is allocated after this, on this replica's own context
+            // handle; its streams are ordered by its own events (module docs).
+            unsafe { ctx.disable_event_tracking() };
+        }
         let copy = ctx.new_stream()?;
         let compute = ctx.new_stream()?;
         let blas = CudaBlas::new(compute.clone())?;
@@ -139,6 +173,7 @@ impl CudaDcn {
             next: 0,
             last_timings: None,
             broken: None,
+            graphs: options.graphs.then(HashMap::new),
             copy,
             compute,
             blas,
@@ -193,6 +228,10 @@ impl CudaDcn {
                 self.capacity
             )));
         }
+        // The graphs point at the buffers about to be freed.
+        if let Some(graphs) = self.graphs.as_mut() {
+            graphs.clear();
+        }
         let ctx = self.compute.context().clone();
         let words = rows * (self.n_numeric + self.cardinalities.len());
         self.x0 = self.compute.alloc_zeros(rows * self.width)?;
@@ -220,7 +259,76 @@ impl CudaDcn {
             })
             .collect::<Result<_, _>>()?;
         self.capacity = rows;
+        self.capture_all();
         Ok(())
+    }
+
+    /// Captures every slot's graph for every bucket up to the capacity, so that no batch pays a
+    /// capture. A failed capture turns graphs off for this replica (logged): it then launches
+    /// kernel by kernel, as without them.
+    fn capture_all(&mut self) {
+        if self.graphs.is_none() {
+            return;
+        }
+        let buckets: Vec<usize> = std::iter::successors(Some(1usize), |b| Some(b * 2))
+            .take_while(|&b| b < self.capacity)
+            .chain(std::iter::once(self.capacity))
+            .collect();
+        for index in 0..self.slots.len() {
+            for &bucket in &buckets {
+                if let Err(e) = self.graph(index, bucket).map(|_| ()) {
+                    self.graphs_failed(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn graphs_failed(&mut self, error: &CudaError) {
+        tracing::warn!(%error, "capturing the forward as a CUDA graph failed; launching its kernels one by one");
+        self.graphs = None;
+    }
+
+    /// Whether the forward runs as CUDA graphs (asked for, and every capture so far worked).
+    pub fn graphs_on(&self) -> bool {
+        self.graphs.is_some()
+    }
+
+    /// Slot `index`'s graph for `bucket` rows, captured now if it is not yet.
+    fn graph(&mut self, index: usize, bucket: usize) -> Result<&CudaGraph, CudaError> {
+        let key = (index, bucket);
+        if !self.graphs.as_ref().is_some_and(|g| g.contains_key(&key)) {
+            self.compute
+                .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+            let queued = self.forward(index, bucket);
+            // The capture ends whatever happened: a stream left capturing refuses all later work.
+            let ended = self.compute.end_capture(CUgraphInstantiate_flags(0));
+            queued?;
+            let graph = ended?.ok_or_else(|| {
+                CudaError::Input("capturing the forward gave an empty graph".into())
+            })?;
+            graph.upload()?;
+            if let Some(graphs) = self.graphs.as_mut() {
+                graphs.insert(key, graph);
+            }
+        }
+        self.graphs
+            .as_ref()
+            .and_then(|g| g.get(&key))
+            .ok_or_else(|| CudaError::Input("CUDA graphs are off for this replica".into()))
+    }
+
+    /// Queues slot `index`'s forward over `bucket` rows: one graph launch, or kernel by kernel
+    /// (also when a capture fails now).
+    fn launch(&mut self, index: usize, bucket: usize) -> Result<(), CudaError> {
+        if self.graphs.is_some() {
+            match self.graph(index, bucket) {
+                Ok(graph) => return Ok(graph.launch()?),
+                Err(e) if e.is_sticky() => return Err(e),
+                Err(e) => self.graphs_failed(&e),
+            }
+        }
+        self.forward(index, bucket)
     }
 
     /// Whether another batch can be submitted without waiting for one first.
@@ -230,33 +338,35 @@ impl CudaDcn {
             .is_some_and(|slot| slot.rows.is_none())
     }
 
-    /// Starts a batch: stages and uploads the rows, queues the forward and the download of the
-    /// scores, and returns at once. Fails if both slots are in flight (call [`Self::wait`] first)
-    /// or if a categorical id is outside its table.
+    /// Starts a batch of contiguous rows; see [`Self::submit_parts`].
     pub fn submit(
         &mut self,
         numeric: &[f32],
         categorical: &[u32],
         rows: usize,
     ) -> Result<Ticket, CudaError> {
-        let result = self.try_submit(numeric, categorical, rows);
+        self.submit_parts(std::iter::once((numeric, categorical)), rows)
+    }
+
+    /// Starts a batch of `rows` rows held in `parts`: writes them straight into the slot's pinned
+    /// staging buffer and uploads it, queues the forward and the download of the scores, and
+    /// returns at once. Fails if both slots are in flight (call [`Self::wait`] first), if the
+    /// parts do not hold `rows` whole rows, or if a categorical id is outside its table.
+    pub fn submit_parts<'a>(
+        &mut self,
+        parts: impl IntoIterator<Item = PartRows<'a>>,
+        rows: usize,
+    ) -> Result<Ticket, CudaError> {
+        let result = self.try_submit(parts, rows);
         self.note(result)
     }
 
-    fn try_submit(
+    fn try_submit<'a>(
         &mut self,
-        numeric: &[f32],
-        categorical: &[u32],
+        parts: impl IntoIterator<Item = PartRows<'a>>,
         rows: usize,
     ) -> Result<Ticket, CudaError> {
         let (nn, nc) = (self.n_numeric, self.cardinalities.len());
-        if numeric.len() != rows * nn || categorical.len() != rows * nc {
-            return Err(CudaError::Input(format!(
-                "expected {rows}×{nn} numeric and {rows}×{nc} categorical values, got {} and {}",
-                numeric.len(),
-                categorical.len()
-            )));
-        }
         if rows == 0 {
             return Err(CudaError::Input("empty batch".into()));
         }
@@ -269,31 +379,32 @@ impl CudaDcn {
                 "both pipeline slots are in flight; wait for one first".into(),
             ));
         }
-        let words = rows * (nn + nc);
+        // A graph runs a fixed batch size: the batch is laid out and padded for its bucket.
+        let bucket = if self.graphs.is_some() {
+            staging::bucket(rows, self.capacity)
+        } else {
+            rows
+        };
+        let words = bucket * (nn + nc);
         {
             let slot = &mut self.slots[index];
             // Staging time as `BatchTimings` defines it: from here, so a buffer growth above is out.
             let staged = Instant::now();
             // The previous upload from this staging buffer must be over before it is rewritten.
             slot.uploaded.synchronize()?;
-            let staging = slot.staging.as_mut_slice()?;
-            for (dst, v) in staging[..rows * nn].iter_mut().zip(numeric) {
-                *dst = v.to_bits();
-            }
-            // The kernel indexes tables without bounds checks; the check is here, as on the CPU
+            let staging_words = slot.staging.as_mut_slice()?;
+            // The kernel indexes tables without bounds checks; the check is in here, as on the CPU
             // path, and before `rows` is set, so a rejected batch leaves the slot free.
-            copy_checked_ids(
-                &mut staging[rows * nn..words],
-                categorical,
-                &self.cardinalities,
-            )
-            .map_err(CudaError::Input)?;
+            staging::stage(staging_words, parts, rows, bucket, nn, &self.cardinalities)
+                .map_err(CudaError::Input)?;
             slot.stage_us = staged.elapsed().as_secs_f64() * 1e6;
             slot.upload_start.record(&self.copy)?;
             let (dst, _record) = slot.input.device_ptr_mut(&self.copy);
             // SAFETY: `staging` is pinned and stays untouched until `uploaded` completes (checked
             // above before the next write); `input` holds at least `words` words.
-            unsafe { result::memcpy_htod_async(dst, &staging[..words], self.copy.cu_stream())? };
+            unsafe {
+                result::memcpy_htod_async(dst, &staging_words[..words], self.copy.cu_stream())?
+            };
         }
         {
             let slot = &self.slots[index];
@@ -302,7 +413,7 @@ impl CudaDcn {
             self.compute.wait(&slot.uploaded)?;
             slot.forward_start.record(&self.compute)?;
         }
-        self.forward(index, rows)?;
+        self.launch(index, bucket)?;
         let slot = &mut self.slots[index];
         slot.forward_end.record(&self.compute)?;
         {

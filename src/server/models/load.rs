@@ -12,7 +12,7 @@ use super::now;
 use crate::config::Config;
 use crate::engine::{Engine, Metrics};
 use crate::features::FeatureBatch;
-use crate::model::{DcnModel, ModelPackage};
+use crate::model::{DcnModel, ModelPackage, RunOptions};
 use crate::monitoring::{Monitor, Setup};
 use crate::registry::Target;
 use crate::scoring::{Origin, Served};
@@ -35,8 +35,18 @@ pub(super) fn build(
 ) -> anyhow::Result<Served> {
     let package = ModelPackage::load(dir)?;
     let replicas = (0..config.engine.workers)
-        .map(|_| DcnModel::from_package(&package, device))
+        .map(|_| {
+            let options = RunOptions {
+                cuda_graphs: config.engine.cuda_graphs,
+            };
+            DcnModel::from_package_with(&package, device, options)
+        })
         .collect::<Result<Vec<_>, _>>()?;
+    if config.engine.cuda_graphs {
+        // Off on the CPU, or after a failed capture (which logged why).
+        let on = replicas.iter().all(DcnModel::cuda_graphs_on);
+        tracing::info!(cuda_graphs = on, "engine.cuda_graphs is set");
+    }
     let extractor = crate::features::FeatureExtractor::new(package.config.features.clone())?;
     let max_error = self_test(&package, &extractor, &replicas[0])?;
     let version = target
