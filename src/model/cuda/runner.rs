@@ -62,6 +62,14 @@ pub struct GpuOptions {
     pub graphs: bool,
 }
 
+/// A captured forward, owned by one replica.
+pub(super) struct Graph(CudaGraph);
+
+// SAFETY: CUDA graphs may be used from any thread as long as calls on one graph are serialised
+// (CUDA's "graph thread safety"); a replica is used by one thread at a time (`&mut self` for every
+// launch, behind the model's mutex) and its graphs never leave it.
+unsafe impl Send for Graph {}
+
 /// A submitted batch; hand it back to [`CudaDcn::wait`].
 #[derive(Debug)]
 #[must_use]
@@ -93,8 +101,14 @@ pub struct CudaDcn {
     /// The first sticky error seen: the context can take no more work.
     pub(super) broken: Option<String>,
     /// The forward's graphs by (slot, bucket) when graphs are on; `None` launches kernel by kernel.
-    pub(super) graphs: Option<HashMap<(usize, usize), CudaGraph>>,
+    pub(super) graphs: Option<HashMap<(usize, usize), Graph>>,
+    /// cuBLAS's workspace when graphs are on (declared after `blas`, so freed after the handle).
+    _workspace: Option<CudaSlice<u8>>,
 }
+
+/// cuBLAS's workspace for a replica with graphs: NVIDIA's recommended size on Hopper. Without a
+/// workspace of its own, cuBLAS 12.2+ allocates one inside every captured graph (a few dozen here).
+const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
 impl CudaDcn {
     /// Uploads the network to device `ordinal`, with buffers for batches of up to `capacity` rows
@@ -121,6 +135,23 @@ impl CudaDcn {
         let copy = ctx.new_stream()?;
         let compute = ctx.new_stream()?;
         let blas = CudaBlas::new(compute.clone())?;
+        let workspace = if options.graphs {
+            let workspace = compute.alloc_zeros::<u8>(BLAS_WORKSPACE_BYTES)?;
+            let ptr = workspace.device_ptr(&compute).0;
+            // SAFETY: the buffer outlives the handle (field order) and is used only on `compute`,
+            // the handle's stream, where every graph and product runs in order.
+            unsafe {
+                cudarc::cublas::sys::cublasSetWorkspace_v2(
+                    *blas.handle(),
+                    ptr as *mut std::ffi::c_void,
+                    BLAS_WORKSPACE_BYTES,
+                )
+                .result()?
+            };
+            Some(workspace)
+        } else {
+            None
+        };
         let module = ctx.load_module(Ptx::from_src(PTX))?;
         let kernels = Kernels {
             gather_concat: module.load_function("gather_concat")?,
@@ -174,6 +205,7 @@ impl CudaDcn {
             last_timings: None,
             broken: None,
             graphs: options.graphs.then(HashMap::new),
+            _workspace: workspace,
             copy,
             compute,
             blas,
@@ -309,12 +341,13 @@ impl CudaDcn {
             })?;
             graph.upload()?;
             if let Some(graphs) = self.graphs.as_mut() {
-                graphs.insert(key, graph);
+                graphs.insert(key, Graph(graph));
             }
         }
         self.graphs
             .as_ref()
             .and_then(|g| g.get(&key))
+            .map(|g| &g.0)
             .ok_or_else(|| CudaError::Input("CUDA graphs are off for this replica".into()))
     }
 
