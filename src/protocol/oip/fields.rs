@@ -104,11 +104,11 @@ fn slot(t: &Tensor<'_>, filled: &[bool]) -> Result<usize, ProtocolError> {
 /// its first error, so the first error met in the runs is the serial loop's. JSON tensors of a
 /// large request are shared over the pool a run each; binary and typed contents are copies, not
 /// worth a hand-off, so they are one run.
-fn decode_columns(
-    assigned: &[(usize, &Tensor<'_>)],
+fn decode_columns<'a>(
+    assigned: &[(usize, &Tensor<'a>)],
     parallel: &Parallel,
-) -> Vec<Result<Vec<(usize, Column)>, ProtocolError>> {
-    let decode_run = |run: &[(usize, &Tensor<'_>)]| {
+) -> Vec<Result<Vec<(usize, Column<'a>)>, ProtocolError>> {
+    let decode_run = |run: &[(usize, &Tensor<'a>)]| {
         run.iter()
             .map(|&(k, t)| decode(t, FIELD_INPUTS[k].1).map(|c| (k, c)))
             .collect::<Result<Vec<_>, _>>()
@@ -128,7 +128,7 @@ fn decode_columns(
     if parts <= 1 {
         return vec![decode_run(assigned)];
     }
-    let runs: Vec<&[(usize, &Tensor<'_>)]> =
+    let runs: Vec<&[(usize, &Tensor<'a>)]> =
         assigned.chunks(assigned.len().div_ceil(parts)).collect();
     parallel.map(runs, decode_run)
 }
@@ -136,14 +136,14 @@ fn decode_columns(
 /// A cell error: the field's index and why.
 type CellError = (usize, String);
 
-struct Cells<'a> {
-    columns: &'a [Option<Column>],
+struct Cells<'a, 'b> {
+    columns: &'a [Option<Column<'b>>],
 }
 
-impl Cells<'_> {
+impl Cells<'_, '_> {
     fn text(&self, k: usize, row: usize) -> Option<&str> {
         match &self.columns[k] {
-            Some(Column::Text(v)) if !v[row].is_empty() => Some(&v[row]),
+            Some(Column::Text(v)) if !v[row].is_empty() => Some(v[row].as_ref()),
             _ => None,
         }
     }
