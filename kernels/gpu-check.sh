@@ -216,12 +216,18 @@ threads_used() {
   grep -o 'http_threads=[0-9]* parse_threads=[0-9]*' "$LOGS/serve-$1.log" | head -n 1
 }
 engine_p99() {
-  http_get /v1/stats > "$LOGS/stats-$1.json" && python3 - "$LOGS/stats-$1.json" <<'EOF'
+  http_get /metrics > "$LOGS/metrics-$1.txt"
+  http_get /v1/stats > "$LOGS/stats-$1.json" && python3 - "$LOGS/stats-$1.json" "$LOGS/metrics-$1.txt" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))["stages"]
 p = lambda k, q: s[k]["since_start"][q] / 1000
+# What the batcher chose: rows per batch, from the Prometheus histogram (warm-up included).
+m = dict(l.split()[:2] for l in open(sys.argv[2]) if l.startswith("pixguard_batch_size_rows_"))
+batches = float(m.get("pixguard_batch_size_rows_count", 0))
+mean = float(m.get("pixguard_batch_size_rows_sum", 0)) / batches if batches else 0
 print(f'engine (queue+compute) p50 {p("engine","p50"):.2f} ms, p99 {p("engine","p99"):.2f} ms '
-      f'(queue p99 {p("queue","p99"):.2f}, compute p99 {p("compute","p99"):.2f}); request p99 {p("request","p99"):.2f} ms')
+      f'(queue p99 {p("queue","p99"):.2f}, compute p99 {p("compute","p99"):.2f}); request p99 {p("request","p99"):.2f} ms; '
+      f'{batches:,.0f} batches of {mean:.1f} rows on average')
 EOF
 }
 client_summary() {
