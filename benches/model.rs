@@ -7,22 +7,21 @@
 
 use candle_core::{Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use pixguard::features::FeatureBatch;
 use pixguard::model::{Runner, Scorer, staging};
 use pixguard::synth::{Generator, SynthConfig};
 
 const BATCHES: &[usize] = &[1, 8, 64, 512, 4096];
 
-fn forward(c: &mut Criterion) {
-    // One CPU thread for every path, and no per-op /proc/cpuinfo read in candle (see shared NOTES).
-    // SAFETY: set before criterion or candle start any thread.
-    unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+/// The bundled package on the CPU and the features of 4,096 synthetic transactions (`seed`).
+fn bundled(seed: u64) -> (Scorer, FeatureBatch) {
     let scorer = Scorer::load(
         concat!(env!("CARGO_MANIFEST_DIR"), "/models/pix-fraud"),
         &Device::Cpu,
     )
     .expect("bundled package loads");
     let cfg = SynthConfig {
-        seed: 1,
+        seed,
         rows: 4096,
         fraud_rate: 0.05,
         ..SynthConfig::default()
@@ -32,6 +31,14 @@ fn forward(c: &mut Criterion) {
         .map(|r| r.transaction)
         .collect();
     let features = scorer.extractor().extract(&txs);
+    (scorer, features)
+}
+
+fn forward(c: &mut Criterion) {
+    // One CPU thread for every path, and no per-op /proc/cpuinfo read in candle (see shared NOTES).
+    // SAFETY: set before criterion or candle start any thread.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    let (scorer, features) = bundled(1);
     let (nn, nc) = (features.n_numeric, features.n_categorical);
 
     let mut group = c.benchmark_group("model_forward");
@@ -76,11 +83,7 @@ fn forward(c: &mut Criterion) {
 
 /// The upload block of a batch made of `part_rows`-row requests, two ways.
 fn stage(c: &mut Criterion) {
-    let scorer = Scorer::load(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/models/pix-fraud"),
-        &Device::Cpu,
-    )
-    .expect("bundled package loads");
+    let (scorer, features) = bundled(2);
     let Runner::Fused(net) = scorer.model().runner() else {
         panic!("the CPU runner is the fused pass");
     };
@@ -89,17 +92,6 @@ fn stage(c: &mut Criterion) {
         .iter()
         .map(|t| t.cardinality as u32)
         .collect();
-    let cfg = SynthConfig {
-        seed: 2,
-        rows: 4096,
-        fraud_rate: 0.05,
-        ..SynthConfig::default()
-    };
-    let txs: Vec<_> = Generator::new(cfg)
-        .expect("valid config")
-        .map(|r| r.transaction)
-        .collect();
-    let features = scorer.extractor().extract(&txs);
     let (nn, nc) = (features.n_numeric, features.n_categorical);
     let mut group = c.benchmark_group("staging");
     // Peak-hour single transactions (a batch of one-row requests) and 1,000-row requests.
