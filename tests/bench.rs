@@ -91,6 +91,10 @@ fn open_loop_steps_write_the_table_the_json_and_the_html() {
         "0.5",
         "--transactions",
         "300",
+        // Three schedulers, each releasing a third of the rate to a third of the connections:
+        // the counts below hold for their merged recorders.
+        "--threads",
+        "3",
         "--no-progress",
         "--out",
         out.to_str().unwrap(),

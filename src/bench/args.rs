@@ -102,7 +102,9 @@ pub struct BenchArgs {
     /// Per-request timeout in milliseconds (counted as a `timeout` error).
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
-    /// Load-generator threads (tokio workers). One core generates the load the docs quote.
+    /// Load-generator threads (tokio workers); in open loop as many schedulers, each releasing
+    /// its share of the rate to its share of the connections. One core generates the load the docs
+    /// quote.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Name of the target in the reports; default `<api> <url>`.

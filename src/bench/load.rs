@@ -1,6 +1,8 @@
-//! The two load shapes. Open loop: a scheduler thread releases requests at their intended send
+//! The two load shapes. Open loop: scheduler threads release requests at their intended send
 //! times (constant or Poisson) and latency is measured from that intended time, so time spent
-//! waiting for a free connection counts (coordinated-omission correction). Closed loop: N tasks,
+//! waiting for a free connection counts (coordinated-omission correction). Each scheduler releases
+//! its share of the rate to its own share of the connections and records into its own recorder, so
+//! a generator with several threads scales without a shared queue or lock. Closed loop: N tasks,
 //! each sending its next request when the previous answer arrived.
 
 use std::collections::BTreeMap;
@@ -35,6 +37,8 @@ pub enum Shape {
         arrivals: Arrivals,
         /// Connections, i.e. the most requests in flight.
         connections: usize,
+        /// Scheduler threads, each releasing `rate / schedulers` to its own connections.
+        schedulers: usize,
     },
     /// Closed loop with `concurrency` connections, each waiting for its answer.
     Closed {
@@ -85,6 +89,32 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Adds what `other` recorded over the same window (another scheduler's share).
+    fn absorb(&mut self, other: Recorder) {
+        let _ = self.latency.add(&other.latency);
+        let _ = self.lateness.add(&other.lateness);
+        self.ok += other.ok;
+        self.completed += other.completed;
+        for (label, n) in other.errors {
+            *self.errors.entry(label).or_default() += n;
+        }
+        for (version, n) in other.versions {
+            *self.versions.entry(version).or_default() += n;
+        }
+        for (second, theirs) in other.timeline {
+            match self.timeline.get_mut(&second) {
+                Some(ours) => {
+                    ours.ok += theirs.ok;
+                    ours.errors += theirs.errors;
+                    let _ = ours.latency.add(&theirs.latency);
+                }
+                None => {
+                    self.timeline.insert(second, theirs);
+                }
+            }
+        }
+    }
+
     fn new(run_start: Instant, window: (Instant, Instant)) -> anyhow::Result<Self> {
         Ok(Recorder {
             run_start,
@@ -191,46 +221,72 @@ pub async fn run_step(
             rate,
             arrivals,
             connections,
+            schedulers,
         } => {
-            let (tx, rx) = mpsc::unbounded_channel::<Instant>();
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let connections = connections.max(1);
+            let groups = schedulers.clamp(1, connections);
             let stop = Arc::new(AtomicBool::new(false));
-            let scheduler = {
-                let (stop, recorder) = (stop.clone(), recorder.clone());
-                std::thread::Builder::new()
-                    .name("bench-scheduler".into())
-                    .spawn(move || {
-                        schedule(tx, rate, arrivals, start, window.1, seed, &stop, &recorder)
-                    })
-            };
+            let mut threads = Vec::new();
             let mut tasks = Vec::new();
-            for _ in 0..connections.max(1) {
-                let (target, recorder, next, live, rx) = (
-                    target.clone(),
-                    recorder.clone(),
-                    next.clone(),
-                    live.clone(),
-                    rx.clone(),
+            let mut shares = Vec::new();
+            for g in 0..groups {
+                let share = Arc::new(Mutex::new(Recorder::new(run_start, window)?));
+                let (tx, rx) = mpsc::unbounded_channel::<Instant>();
+                let released = Arc::new(Released {
+                    queue: tokio::sync::Mutex::new(rx),
+                });
+                // Constant arrivals interleave the schedulers' releases evenly; Poisson shares
+                // are independent Poisson processes, whose sum is the whole rate's.
+                let offset = match arrivals {
+                    Arrivals::Constant => Duration::from_secs_f64(g as f64 / rate.max(1e-9)),
+                    Arrivals::Poisson => Duration::ZERO,
+                };
+                let plan = Plan {
+                    rate: rate / groups as f64,
+                    arrivals,
+                    start: start + offset,
+                    end: window.1,
+                    seed: seed ^ (g as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                };
+                let (stop, share_for_lateness) = (stop.clone(), share.clone());
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("bench-scheduler-{g}"))
+                        .spawn(move || schedule(tx, plan, &stop, &share_for_lateness)),
                 );
-                tasks.push(tokio::spawn(async move {
-                    let mut conn = target.conn();
-                    loop {
-                        let Some(intended) = rx.lock().await.recv().await else {
-                            break;
-                        };
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let outcome = target.call(&mut conn, i).await;
-                        count(&live, &outcome);
-                        lock(&recorder).record(intended, Instant::now(), outcome);
-                    }
-                }));
+                let conns = connections / groups + usize::from(g < connections % groups);
+                for _ in 0..conns {
+                    let (target, share, next, live, released) = (
+                        target.clone(),
+                        share.clone(),
+                        next.clone(),
+                        live.clone(),
+                        released.clone(),
+                    );
+                    tasks.push(tokio::spawn(async move {
+                        let mut conn = target.conn();
+                        while let Some(intended) = released.take().await {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let outcome = target.call(&mut conn, i).await;
+                            count(&live, &outcome);
+                            lock(&share).record(intended, Instant::now(), outcome);
+                        }
+                    }));
+                }
+                shares.push(share);
             }
             for t in tasks {
                 let _ = t.await;
             }
             stop.store(true, Ordering::Relaxed);
-            if let Ok(handle) = scheduler {
+            for handle in threads.into_iter().flatten() {
                 let _ = handle.join();
+            }
+            let mut whole = lock(&recorder);
+            for share in shares {
+                let share =
+                    std::mem::replace(&mut *lock(&share), Recorder::new(run_start, window)?);
+                whole.absorb(share);
             }
         }
     }
@@ -256,17 +312,33 @@ fn count(live: &Live, outcome: &Result<Answered, String>) {
     }
 }
 
-/// Releases intended send times from `start` until `end`, sleeping in between. Linux rounds
-/// sleeps up by the thread's timer slack (50 µs by default); 1 ns slack keeps releases close to
-/// their times, and how late each one was is recorded.
-#[allow(clippy::too_many_arguments)]
-fn schedule(
-    tx: mpsc::UnboundedSender<Instant>,
+/// Intended send times a scheduler has released, taken by whichever of its connections is free.
+struct Released {
+    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Instant>>,
+}
+
+impl Released {
+    /// The next released time, waiting for one; `None` once the scheduler has finished.
+    async fn take(&self) -> Option<Instant> {
+        self.queue.lock().await.recv().await
+    }
+}
+
+/// What one scheduler releases.
+struct Plan {
     rate: f64,
     arrivals: Arrivals,
     start: Instant,
     end: Instant,
     seed: u64,
+}
+
+/// Releases intended send times from `start` until `end`, sleeping in between. Linux rounds
+/// sleeps up by the thread's timer slack (50 µs by default); 1 ns slack keeps releases close to
+/// their times, and how late each one was is recorded.
+fn schedule(
+    tx: mpsc::UnboundedSender<Instant>,
+    plan: Plan,
     stop: &AtomicBool,
     recorder: &Mutex<Recorder>,
 ) {
@@ -275,17 +347,17 @@ fn schedule(
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0);
     }
-    let mut rng = Rng::new(seed ^ 0x9e37_79b9_7f4a_7c15);
-    let mean_gap = 1.0 / rate.max(1e-9);
-    let mut at = start;
+    let mut rng = Rng::new(plan.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mean_gap = 1.0 / plan.rate.max(1e-9);
+    let mut at = plan.start;
     let mut late = Vec::with_capacity(1024);
     loop {
-        let gap = match arrivals {
+        let gap = match plan.arrivals {
             Arrivals::Constant => mean_gap,
             Arrivals::Poisson => -mean_gap * (1.0 - rng.uniform()).ln(),
         };
         at += Duration::from_secs_f64(gap);
-        if at >= end || stop.load(Ordering::Relaxed) {
+        if at >= plan.end || stop.load(Ordering::Relaxed) {
             break;
         }
         let now = Instant::now();

@@ -53,6 +53,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 rate,
                 arrivals: args.arrivals,
                 connections: args.connections,
+                schedulers: args.threads,
             })
             .collect(),
         Mode::Closed => parse_steps(&args.concurrency)
