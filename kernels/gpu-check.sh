@@ -28,7 +28,8 @@
 # PIXGUARD_GPU_CHECK_DEVICE=auto runs the same steps where there is no GPU (a dry run of the script);
 # PIXGUARD_GPU_CHECK_QUICK=1 shortens every step (small batches, 2 s loads) for such a dry run;
 # PIXGUARD_GPU_CHECK_FORWARD_ONLY=1 stops after step 3 (a kernel change, when device time is short);
-# PIXGUARD_GPU_CHECK_LEVERS=0 skips step 6.
+# PIXGUARD_GPU_CHECK_LEVERS=0 skips step 6; PIXGUARD_GPU_CHECK_PEAK_ENV="NAME=VALUE …" serves step 5
+# with those settings (e.g. PIXGUARD__ENGINE__CUDA_GRAPHS=true once step 6 has justified it).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -273,6 +274,8 @@ for api in v1 oip-grpc; do
   [[ -n "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" ]] && break
   url="http://127.0.0.1:$PORT"
   [[ $api == oip-grpc ]] && url="http://127.0.0.1:$((PORT + 1))"
+  # Settings for the peak-hour servers, e.g. a lever step 6 of an earlier run justified.
+  read -r -a SERVER_ENV <<< "${PIXGUARD_GPU_CHECK_PEAK_ENV:-}"
   if start_server 512 100 "peak-$api"; then
     timeout $((PEAK_STEP_S * 8 + 60)) "$BIN" --log warn bench --api "$api" --url "$url" --rate "$PEAK_LADDER" \
       --duration "$PEAK_STEP_S" --warmup 2 --stop-p99-ms 5 --threads "$CLIENT_THREADS" --connections "$PEAK_CONNS" \
@@ -284,7 +287,8 @@ for api in v1 oip-grpc; do
       || echo "bench failed, see peak-$api-*.txt"); $(engine_p99 "peak-$api")"
     stop_server
   fi
-  say "peak hour, $api: ${RESULT[peak_$api]:-not run}"
+  SERVER_ENV=()
+  say "peak hour, $api: ${RESULT[peak_$api]:-not run}${PIXGUARD_GPU_CHECK_PEAK_ENV:+ (with $PIXGUARD_GPU_CHECK_PEAK_ENV)}"
   checkpoint
 done
 
