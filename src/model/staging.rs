@@ -17,6 +17,13 @@ pub fn bucket(rows: usize, capacity: usize) -> usize {
     rows.next_power_of_two().min(capacity).max(rows)
 }
 
+/// Every bucket [`bucket`] gives for batches of 1 to `capacity` rows, smallest first.
+pub fn buckets(capacity: usize) -> impl Iterator<Item = usize> {
+    std::iter::successors(Some(1usize), |b| b.checked_mul(2))
+        .take_while(move |&b| b < capacity)
+        .chain(std::iter::once(capacity.max(1)))
+}
+
 /// Writes `parts` (a batch of `rows` rows, in order) into `dst` laid out for `bucket` rows:
 /// numeric bits at `[0, bucket × n_numeric)`, ids from `bucket × n_numeric`. Rows past `rows` are
 /// zeros, which every table holds (id 0) and whose scores nobody reads. Each id is checked against
@@ -152,6 +159,18 @@ mod tests {
                 want,
                 "{rows} rows, capacity {capacity}"
             );
+        }
+        assert_eq!(buckets(1024).count(), 11, "1, 2, 4, …, 1024");
+        for capacity in [1, 2, 3, 1000, 1024, 3000] {
+            let all: Vec<usize> = buckets(capacity).collect();
+            assert_eq!(all.last(), Some(&capacity));
+            for rows in 1..=capacity {
+                assert!(
+                    all.contains(&bucket(rows, capacity)),
+                    "{rows} rows, capacity {capacity}: bucket {} is not captured",
+                    bucket(rows, capacity)
+                );
+            }
         }
     }
 

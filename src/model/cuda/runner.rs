@@ -302,10 +302,7 @@ impl CudaDcn {
         if self.graphs.is_none() {
             return;
         }
-        let buckets: Vec<usize> = std::iter::successors(Some(1usize), |b| Some(b * 2))
-            .take_while(|&b| b < self.capacity)
-            .chain(std::iter::once(self.capacity))
-            .collect();
+        let buckets: Vec<usize> = staging::buckets(self.capacity).collect();
         for index in 0..self.slots.len() {
             for &bucket in &buckets {
                 if let Err(e) = self.graph(index, bucket).map(|_| ()) {
