@@ -294,31 +294,12 @@ fn last_timings(_model: &DcnModel) -> Option<crate::model::BatchTimings> {
 
 /// Whether the forward runs as CUDA graphs, when they were asked for (a failed capture turns them
 /// off, and says why in the log).
-#[cfg(feature = "cuda")]
 fn graphs_note(model: &DcnModel, asked: bool) -> &'static str {
-    let crate::model::Runner::Cuda(gpu) = model.runner() else {
-        return if asked {
-            " (CUDA graphs: not on a GPU)"
-        } else {
-            ""
-        };
-    };
-    match (
-        asked,
-        gpu.lock().unwrap_or_else(|p| p.into_inner()).graphs_on(),
-    ) {
-        (false, _) => "",
-        (true, true) => " (CUDA graphs)",
-        (true, false) => " (CUDA graphs asked for, but capture failed: kernel by kernel)",
-    }
-}
-
-#[cfg(not(feature = "cuda"))]
-fn graphs_note(_model: &DcnModel, asked: bool) -> &'static str {
-    if asked {
-        " (CUDA graphs: not on a GPU)"
-    } else {
-        ""
+    match (asked, model.device().is_cuda(), model.cuda_graphs_on()) {
+        (false, _, _) => "",
+        (true, false, _) => " (CUDA graphs: not on a GPU)",
+        (true, true, true) => " (CUDA graphs)",
+        (true, true, false) => " (CUDA graphs asked for, but capture failed: kernel by kernel)",
     }
 }
 

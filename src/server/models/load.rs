@@ -34,13 +34,11 @@ pub(super) fn build(
     source: &str,
 ) -> anyhow::Result<Served> {
     let package = ModelPackage::load(dir)?;
+    let options = RunOptions {
+        cuda_graphs: config.engine.cuda_graphs,
+    };
     let replicas = (0..config.engine.workers)
-        .map(|_| {
-            let options = RunOptions {
-                cuda_graphs: config.engine.cuda_graphs,
-            };
-            DcnModel::from_package_with(&package, device, options)
-        })
+        .map(|_| DcnModel::from_package_with(&package, device, options))
         .collect::<Result<Vec<_>, _>>()?;
     if config.engine.cuda_graphs {
         // Off on the CPU, or after a failed capture (which logged why).
