@@ -194,10 +194,10 @@ pub async fn run_step(
 ) -> anyhow::Result<Recorder> {
     let start = Instant::now();
     let window = (start + warmup, start + warmup + duration);
-    let recorder = Arc::new(Mutex::new(Recorder::new(run_start, window)?));
     let next = Arc::new(AtomicUsize::new(seed as usize % target.requests().max(1)));
     match shape {
         Shape::Closed { concurrency } => {
+            let recorder = Arc::new(Mutex::new(Recorder::new(run_start, window)?));
             let mut tasks = Vec::new();
             for _ in 0..concurrency.max(1) {
                 let (target, recorder, next, live) =
@@ -216,6 +216,7 @@ pub async fn run_step(
             for t in tasks {
                 let _ = t.await;
             }
+            into_recorder(recorder, run_start, window)
         }
         Shape::Open {
             rate,
@@ -232,9 +233,8 @@ pub async fn run_step(
             for g in 0..groups {
                 let share = Arc::new(Mutex::new(Recorder::new(run_start, window)?));
                 let (tx, rx) = mpsc::unbounded_channel::<Instant>();
-                let released = Arc::new(Released {
-                    queue: tokio::sync::Mutex::new(rx),
-                });
+                // Whichever of the scheduler's connections is free takes the next release.
+                let released = Arc::new(tokio::sync::Mutex::new(rx));
                 // Constant arrivals interleave the schedulers' releases evenly; Poisson shares
                 // are independent Poisson processes, whose sum is the whole rate's.
                 let offset = match arrivals {
@@ -265,7 +265,7 @@ pub async fn run_step(
                     );
                     tasks.push(tokio::spawn(async move {
                         let mut conn = target.conn();
-                        while let Some(intended) = released.take().await {
+                        while let Some(intended) = released.lock().await.recv().await {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let outcome = target.call(&mut conn, i).await;
                             count(&live, &outcome);
@@ -282,23 +282,25 @@ pub async fn run_step(
             for handle in threads.into_iter().flatten() {
                 let _ = handle.join();
             }
-            let mut whole = lock(&recorder);
+            let mut whole = Recorder::new(run_start, window)?;
             for share in shares {
-                let share =
-                    std::mem::replace(&mut *lock(&share), Recorder::new(run_start, window)?);
-                whole.absorb(share);
+                whole.absorb(into_recorder(share, run_start, window)?);
             }
+            Ok(whole)
         }
     }
-    // Every task has finished, so this is the last reference.
-    let result = match Arc::try_unwrap(recorder) {
+}
+
+/// The recorder once every task that shared it has finished (so this is the last reference).
+fn into_recorder(
+    shared: Arc<Mutex<Recorder>>,
+    run_start: Instant,
+    window: (Instant, Instant),
+) -> anyhow::Result<Recorder> {
+    Ok(match Arc::try_unwrap(shared) {
         Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
-        Err(shared) => {
-            let mut r = lock(&shared);
-            std::mem::replace(&mut *r, Recorder::new(run_start, window)?)
-        }
-    };
-    Ok(result)
+        Err(shared) => std::mem::replace(&mut *lock(&shared), Recorder::new(run_start, window)?),
+    })
 }
 
 fn lock(recorder: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
@@ -309,18 +311,6 @@ fn count(live: &Live, outcome: &Result<Answered, String>) {
     live.done.fetch_add(1, Ordering::Relaxed);
     if outcome.is_err() {
         live.failed.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Intended send times a scheduler has released, taken by whichever of its connections is free.
-struct Released {
-    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Instant>>,
-}
-
-impl Released {
-    /// The next released time, waiting for one; `None` once the scheduler has finished.
-    async fn take(&self) -> Option<Instant> {
-        self.queue.lock().await.recv().await
     }
 }
 
