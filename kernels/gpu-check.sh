@@ -256,19 +256,30 @@ checkpoint
 
 # 5. Peak hour: one server per API (its engine percentiles are then that API's), a ladder that
 # `pixguard bench` stops once p99 passes 5 ms, then the target rate held.
-peak_summary() {
-  python3 - "$1" "$2" <<'EOF'
+ladder_summary() {
+  python3 - "$1" <<'EOF'
 import json, sys
 ladder = json.load(open(sys.argv[1]))["steps"]
-held = json.load(open(sys.argv[2]))["steps"][-1]
 ok = [s for s in ladder if s["latency_us"]["p99"] <= 5000 and sum(s["errors"].values()) == 0]
 best = f'{max(s["achieved_rps"] for s in ok):,.0f}/s' if ok else "none"
-lat = held["latency_us"]
 print(f'highest rate at p99 ≤ 5 ms: {best} (ladder ' + ", ".join(
-    f'{s["offered_rps"]:,.0f}: p99 {s["latency_us"]["p99"] / 1000:.2f} ms' for s in ladder) + '); '
-    f'held {held["offered_rps"]:,.0f}/s: achieved {held["achieved_rps"]:,.0f}/s, errors '
-    f'{sum(held["errors"].values())}, client p50 {lat["p50"] / 1000:.2f} ms p99 {lat["p99"] / 1000:.2f} ms')
+    f'{s["offered_rps"]:,.0f}: achieved {s["achieved_rps"]:,.0f}, p99 {s["latency_us"]["p99"] / 1000:.2f} ms'
+    for s in ladder) + ')')
 EOF
+}
+# The ladder, then the rate held.
+peak_summary() {
+  local ladder held
+  ladder=$(ladder_summary "$1") || return 1
+  held=$(python3 - "$2" <<'EOF'
+import json, sys
+held = json.load(open(sys.argv[1]))["steps"][-1]
+lat = held["latency_us"]
+print(f'held {held["offered_rps"]:,.0f}/s: achieved {held["achieved_rps"]:,.0f}/s, errors '
+      f'{sum(held["errors"].values())}, client p50 {lat["p50"] / 1000:.2f} ms p99 {lat["p99"] / 1000:.2f} ms')
+EOF
+) || return 1
+  echo "$ladder; $held"
 }
 for api in v1 oip-grpc; do
   [[ -n "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" ]] && break
@@ -293,17 +304,6 @@ for api in v1 oip-grpc; do
 done
 
 # 6. The levers, one server each, /v1 only: the ladder of step 5 and nothing held.
-ladder_summary() {
-  python3 - "$1" <<'EOF'
-import json, sys
-ladder = json.load(open(sys.argv[1]))["steps"]
-ok = [s for s in ladder if s["latency_us"]["p99"] <= 5000 and sum(s["errors"].values()) == 0]
-best = f'{max(s["achieved_rps"] for s in ok):,.0f}/s' if ok else "none"
-print(f'highest rate at p99 ≤ 5 ms: {best} (ladder ' + ", ".join(
-    f'{s["offered_rps"]:,.0f}: achieved {s["achieved_rps"]:,.0f}, p99 {s["latency_us"]["p99"] / 1000:.2f} ms'
-    for s in ladder) + ')')
-EOF
-}
 for lever in graphs workers2; do
   [[ -n "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" || "${PIXGUARD_GPU_CHECK_LEVERS:-1}" == 0 ]] && break
   case $lever in
