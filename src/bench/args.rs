@@ -110,7 +110,7 @@ pub struct BenchArgs {
     /// Name of the target in the reports; default `<api> <url>`.
     #[arg(long)]
     pub label: Option<String>,
-    /// Folder for report.json and report.html; default target/bench/<UTC time>.
+    /// Folder for report.json and report.html; default `target/bench/<UTC time>`.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// No progress bar (it is also hidden when stderr is not a terminal).

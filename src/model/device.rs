@@ -1,7 +1,7 @@
 //! Picks the device a model runs on from `engine.device` (`auto`, `cuda`, `cpu`).
 //!
 //! Probing never panics: cudarc panics when it cannot use the driver, so the `cuda` build asks the
-//! driver through [`super::cuda::probe`] first (which also catches panics) and only then lets
+//! driver through `cuda::probe` first (which also catches panics) and only then lets
 //! Candle create its device.
 
 use candle_core::Device;

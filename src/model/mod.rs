@@ -1,5 +1,5 @@
 //! The fraud model: the package on disk ([`package`]), the DCN-v2 ([`dcn`]) with its candle-nn
-//! layers ([`reference`]), its fused CPU pass ([`fused`]) and its GPU pass (`cuda`, with the `cuda`
+//! layers ([`reference`](mod@reference)), its fused CPU pass ([`fused`]) and its GPU pass (`cuda`, with the `cuda`
 //! feature, behind [`Pipelined`], uploading blocks laid out by [`staging`]), and the device choice
 //! ([`device`]), tied together by [`Scorer`].
 

@@ -167,7 +167,7 @@ impl Monitor {
         self.tap.on.store(true, Ordering::Relaxed);
     }
 
-    /// The report published last (at most [`PUBLISH_EVERY`] old while rows arrive).
+    /// The report published last (at most `PUBLISH_EVERY` old while rows arrive).
     pub fn published(&self) -> Arc<Report> {
         self.published.load_full()
     }
