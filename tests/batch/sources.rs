@@ -1,0 +1,121 @@
+//! Inputs beyond one local file: folders of part files, broken CSV records, `gs://` through a GCS emulator.
+
+use super::*;
+
+#[test]
+fn a_folder_of_part_files_and_broken_csv_records() {
+    let dir = scratch("batch", "folder");
+    let parts = dir.join("in");
+    std::fs::create_dir_all(&parts).expect("dir");
+    let whole = dir.join("whole.parquet");
+    synth(&whole, "parquet", "nested");
+    let batch = one_batch(&whole);
+    write_parquet(&parts.join("part-00000.parquet"), &batch.slice(0, 1500));
+    write_parquet(&parts.join("part-00001.parquet"), &batch.slice(1500, 2500));
+    std::fs::write(parts.join("_SUCCESS"), b"").expect("marker");
+    let out = dir.join("out.parquet");
+    let sum = summary(&pixguard_ok(&[
+        "batch",
+        "-i",
+        s(&parts),
+        "-o",
+        s(&out),
+        "--chunk-rows",
+        "700",
+    ]));
+    assert_eq!(sum["files"], 2, "{sum}");
+    assert_eq!(sum["scored"], 4000, "{sum}");
+    let whole_out = dir.join("whole-out.parquet");
+    pixguard_ok(&["batch", "-i", s(&whole), "-o", s(&whole_out)]);
+    assert_eq!(scores_parquet(&out), scores_parquet(&whole_out));
+    // Output order is input order, across chunks and files.
+    let ids: Vec<String> = read_parquet(&out)
+        .iter()
+        .flat_map(|b| {
+            let a = b
+                .column_by_name("end_to_end_id")
+                .expect("ids")
+                .as_string::<i32>()
+                .clone();
+            (0..a.len()).map(move |i| a.value(i).to_string())
+        })
+        .collect();
+    let input: Vec<String> = {
+        let a = batch
+            .column_by_name("end_to_end_id")
+            .expect("ids")
+            .as_string::<i32>();
+        (0..a.len()).map(|i| a.value(i).to_string()).collect()
+    };
+    assert_eq!(ids, input);
+
+    let csv = dir.join("tx.csv");
+    synth(&csv, "csv", "flat");
+    let mut text = std::fs::read_to_string(&csv).expect("csv");
+    text.push_str("E1,2026-10-01T00:00:00Z,5\n");
+    std::fs::write(&csv, text).expect("csv");
+    let out = dir.join("csv-out.csv");
+    let sum = summary(&pixguard_ok(&["batch", "-i", s(&csv), "-o", s(&out)]));
+    assert_eq!(
+        (sum["rows"].as_u64(), sum["rejected"].as_u64()),
+        (Some(4001), Some(1)),
+        "{sum}"
+    );
+    let rejects = std::fs::read_to_string(dir.join("csv-out.rejects.jsonl")).expect("rejects");
+    let v: Value = serde_json::from_str(rejects.trim()).expect("one reject");
+    assert_eq!(v["row"], 4000);
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("has 3 fields, the header has 27"),
+        "{v}"
+    );
+}
+
+#[test]
+fn gs_input_and_output_through_a_gcs_emulator() {
+    let Some(python) = registry::python("the gs:// batch test (fake-gcs-server)") else {
+        return;
+    };
+    let dir = scratch("batch", "gcs");
+    let gcs = registry::GcsServer::start(&python, &dir, &["pix-data"]);
+    let whole = dir.join("whole.parquet");
+    synth(&whole, "parquet", "nested");
+    let batch = one_batch(&whole);
+    for (i, (offset, len)) in [(0, 2500), (2500, 1500)].into_iter().enumerate() {
+        let part = dir.join(format!("part-{i}.parquet"));
+        write_parquet(&part, &batch.slice(offset, len));
+        gcs.put(
+            "pix-data",
+            &format!("in/part-{i}.parquet"),
+            std::fs::read(&part).expect("part"),
+        );
+    }
+    gcs.put("pix-data", "in/_SUCCESS", Vec::new());
+    let out = succeeded(
+        pixguard_command()
+            .args([
+                "batch",
+                "-i",
+                "gs://pix-data/in",
+                "-o",
+                "gs://pix-data/out/scores.parquet",
+            ])
+            .env("GOOGLE_SERVICE_ACCOUNT", &gcs.key_file),
+    );
+    let sum = summary(&out);
+    assert_eq!(sum["files"], 2, "{sum}");
+    assert_eq!(sum["scored"], 4000, "{sum}");
+    assert_eq!(sum["output"], "gs://pix-data/out/scores.parquet", "{sum}");
+    assert_eq!(
+        sum["rejects"], "gs://pix-data/out/scores.rejects.jsonl",
+        "{sum}"
+    );
+    let fetched = dir.join("fetched.parquet");
+    std::fs::write(&fetched, gcs.get("pix-data", "out/scores.parquet")).expect("output object");
+    assert!(gcs.get("pix-data", "out/scores.rejects.jsonl").is_empty());
+    let local = dir.join("local.parquet");
+    pixguard_ok(&["batch", "-i", s(&whole), "-o", s(&local)]);
+    assert_eq!(scores_parquet(&fetched), scores_parquet(&local));
+}
