@@ -1,0 +1,273 @@
+//! The same bad or refused request over /v1, OIP HTTP and OIP gRPC gets the same meaning (status
+//! and code, Retry-After, the field named) — bad requests here, refusals under load and past their
+//! deadline in `refusals` — and every OIP REST route answers the body the Open Inference Protocol
+//! specification defines (`spec`). Against the real binary.
+
+#[path = "../common/child.rs"]
+mod child;
+#[path = "../common/server.rs"]
+mod server;
+
+mod refusals;
+mod spec;
+
+use std::time::Duration;
+
+use pixguard::protocol::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
+use pixguard::protocol::grpc::model_infer_request::InferInputTensor;
+use pixguard::protocol::grpc::{ModelInferRequest, ModelMetadataRequest};
+use serde_json::{Value, json};
+use server::{Server, transactions};
+use tonic::Code;
+
+const MODEL: &str = "pix-fraud";
+
+/// One request, in the form of each API.
+struct Case {
+    name: &'static str,
+    v1: Option<(String, Vec<u8>)>,
+    oip: (String, Vec<u8>),
+    grpc: ModelInferRequest,
+}
+
+/// What each API must answer: HTTP status and code, Retry-After, the field named, gRPC code.
+#[derive(Clone, Copy)]
+struct Meaning {
+    status: u16,
+    code: &'static str,
+    retry_after: Option<&'static str>,
+    field: Option<&'static str>,
+    /// The field /v1 names when it differs (a batch's `transactions`; OIP rows have no field).
+    v1_field: Option<&'static str>,
+    grpc: Code,
+    /// Text the gRPC message must contain (the field, or the reason).
+    grpc_names: &'static str,
+}
+
+/// The OIP fields-mode JSON body and gRPC request for one transaction.
+fn oip_forms(tx: &Value, model: &str) -> (Vec<u8>, ModelInferRequest) {
+    let tx: pixguard::transaction::Transaction = serde_json::from_value(tx.clone()).unwrap();
+    let http = pixguard::bench::requests::build(
+        pixguard::bench::requests::Api::OipHttp,
+        model,
+        std::slice::from_ref(&tx),
+        1,
+        None,
+    )
+    .unwrap();
+    let grpc = pixguard::bench::requests::build(
+        pixguard::bench::requests::Api::OipGrpc,
+        model,
+        &[tx],
+        1,
+        None,
+    )
+    .unwrap();
+    let body = match http {
+        pixguard::bench::requests::Bodies::Http { bodies, .. } => bodies[0].to_vec(),
+        _ => unreachable!(),
+    };
+    (body, grpc.grpc_request(0).unwrap())
+}
+
+/// Precomputed feature rows of zeros: `rows` rows in both OIP forms.
+fn precomputed(rows: usize) -> (Vec<u8>, ModelInferRequest) {
+    let (nn, nc) = (27usize, 10usize);
+    let body = json!({"inputs": [
+        {"name": "features", "datatype": "FP32", "shape": [rows, nn], "data": vec![0.0; rows * nn]},
+        {"name": "categories", "datatype": "INT64", "shape": [rows, nc], "data": vec![0; rows * nc]},
+    ]});
+    let tensor = |name: &str, datatype: &str, width: usize| InferInputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape: vec![rows as i64, width as i64],
+        ..Default::default()
+    };
+    let grpc = ModelInferRequest {
+        model_name: MODEL.into(),
+        inputs: vec![
+            tensor("features", "FP32", nn),
+            tensor("categories", "INT64", nc),
+        ],
+        raw_input_contents: vec![
+            vec![0u8; rows * nn * 4].into(),
+            vec![0u8; rows * nc * 8].into(),
+        ],
+        ..Default::default()
+    };
+    (body.to_string().into_bytes(), grpc)
+}
+
+fn infer_path(model: &str) -> String {
+    format!("/v2/models/{model}/infer")
+}
+
+async fn grpc_client(server: &Server) -> GrpcInferenceServiceClient<tonic::transport::Channel> {
+    GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc_address()))
+        .await
+        .unwrap()
+}
+
+/// Sends `case` over the three APIs (with `timeout_ms` as each API's deadline) and checks `want`.
+async fn check(server: &Server, case: &Case, want: &Meaning, timeout_ms: Option<u64>) {
+    let client = reqwest::Client::new();
+    let mut http = vec![("oip_http", &case.oip)];
+    if let Some(v1) = &case.v1 {
+        http.insert(0, ("v1", v1));
+    }
+    for (api, (path, body)) in http {
+        let mut request = client.post(server.url(path)).body(body.clone());
+        if let Some(ms) = timeout_ms {
+            request = request.header("x-request-timeout-ms", ms.to_string());
+        }
+        let r = request.send().await.unwrap();
+        let what = format!("{} over {api}", case.name);
+        assert_eq!(r.status().as_u16(), want.status, "{what}");
+        assert_eq!(
+            r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+            want.retry_after,
+            "{what}: Retry-After"
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], want.code, "{what}: {v}");
+        let field = if api == "v1" {
+            want.v1_field.or(want.field)
+        } else {
+            want.field
+        };
+        assert_eq!(v["field"].as_str(), field, "{what}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {v}"
+        );
+    }
+    let mut request = tonic::Request::new(case.grpc.clone());
+    if let Some(ms) = timeout_ms {
+        request.set_timeout(Duration::from_millis(ms));
+    }
+    let status = grpc_client(server)
+        .await
+        .model_infer(request)
+        .await
+        .expect_err(case.name);
+    assert_eq!(
+        status.code(),
+        want.grpc,
+        "{} over gRPC: {status:?}",
+        case.name
+    );
+    assert!(
+        status.message().contains(want.grpc_names),
+        "{} over gRPC: {:?} lacks {:?}",
+        case.name,
+        status.message(),
+        want.grpc_names
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_mean_the_same_on_every_api() {
+    let server = Server::start(&["--set", "server.max_transactions_per_request=3"]);
+    let valid = transactions(1, 71).remove(0);
+    let mut negative = valid.clone();
+    negative["amount_cents"] = json!(-500);
+    let (oip_negative, grpc_negative) = oip_forms(&negative, MODEL);
+    let (oip_four, grpc_four) = precomputed(4);
+    let (oip_valid, mut grpc_unknown) = oip_forms(&valid, MODEL);
+    grpc_unknown.model_name = "no-such-model".into();
+    let mut grpc_unparsed = grpc_four.clone();
+    grpc_unparsed.raw_input_contents.pop();
+
+    let cases = [
+        (
+            Case {
+                name: "a negative amount",
+                v1: Some(("/v1/score".into(), negative.to_string().into_bytes())),
+                oip: (infer_path(MODEL), oip_negative),
+                grpc: grpc_negative,
+            },
+            Meaning {
+                status: 422,
+                code: "invalid_field",
+                retry_after: None,
+                field: Some("amount_cents"),
+                v1_field: None,
+                grpc: Code::InvalidArgument,
+                grpc_names: "amount_cents",
+            },
+        ),
+        (
+            Case {
+                name: "too many rows",
+                v1: Some((
+                    "/v1/score".into(),
+                    json!({"transactions": [&valid, &valid, &valid, &valid]})
+                        .to_string()
+                        .into_bytes(),
+                )),
+                oip: (infer_path(MODEL), oip_four),
+                grpc: grpc_four,
+            },
+            Meaning {
+                status: 413,
+                code: "too_many_transactions",
+                retry_after: None,
+                field: None,
+                v1_field: Some("transactions"),
+                grpc: Code::InvalidArgument,
+                grpc_names: "batch-size must be <= 3",
+            },
+        ),
+        (
+            Case {
+                name: "an unknown model",
+                v1: None,
+                oip: (infer_path("no-such-model"), oip_valid.clone()),
+                grpc: grpc_unknown,
+            },
+            Meaning {
+                status: 404,
+                code: "unknown_model",
+                retry_after: None,
+                field: None,
+                v1_field: None,
+                grpc: Code::NotFound,
+                grpc_names: "no-such-model",
+            },
+        ),
+    ];
+    for (case, want) in &cases {
+        check(&server, case, want, None).await;
+    }
+    // Not JSON: the same on both HTTP APIs; gRPC framing that does not add up is its malformed case.
+    let client = reqwest::Client::new();
+    for path in ["/v1/score".to_string(), infer_path(MODEL)] {
+        let r = client
+            .post(server.url(&path))
+            .body("{\"inputs\": [")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["code"],
+            "invalid_json",
+            "{path}"
+        );
+    }
+    let status = grpc_client(&server)
+        .await
+        .model_infer(grpc_unparsed)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("raw_input_contents"),
+        "{status:?}"
+    );
+    let metrics = server::metrics_text(&reqwest::Client::new(), &server).await;
+    for api in ["v1", "oip_http", "oip_grpc"] {
+        let sample = format!("pixguard_responses_total{{api=\"{api}\",code=\"invalid_field\"}} 1");
+        assert!(metrics.contains(&sample), "{sample} missing:\n{metrics}");
+    }
+}
