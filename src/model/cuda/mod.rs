@@ -2,6 +2,7 @@
 //! and the network resident on a device ([`CudaDcn`], in `runner.rs`).
 
 mod forward;
+mod graphs;
 mod runner;
 
 use candle_core::cuda_backend::cudarc;

@@ -10,7 +10,7 @@
 //!
 //! With [`GpuOptions::graphs`] the forward's ~10 dependent launches are captured once per slot and
 //! batch-size bucket (`model::staging::bucket`) as CUDA graphs and replayed as one launch, the batch
-//! padded to its bucket. Capture needs cudarc's per-buffer event tracking off (a capture may not
+//! padded to its bucket (`graphs.rs`). Capture needs cudarc's per-buffer event tracking off (a capture may not
 //! wait on events recorded outside it), so such a replica orders its streams by its own events
 //! alone: the upload's `uploaded` event before the forward, and a slot's `done` before its reuse.
 
@@ -20,10 +20,9 @@ use std::time::Instant;
 
 use candle_core::cuda_backend::cudarc;
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaGraph, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
-    PinnedHostSlice, result,
+    CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PinnedHostSlice, result,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -31,6 +30,7 @@ use super::super::BatchTimings;
 use super::super::fused::{DenseT, FusedDcn};
 use super::super::staging::{self, PartRows};
 use super::forward::{DeviceDense, Kernels, PTX, to_i32};
+use super::graphs::{self, Graph};
 use super::{CudaError, probe};
 
 /// One pipeline slot: everything a batch owns between submit and wait.
@@ -61,14 +61,6 @@ pub struct GpuOptions {
     /// launching its kernels one by one.
     pub graphs: bool,
 }
-
-/// A captured forward, owned by one replica.
-pub(super) struct Graph(CudaGraph);
-
-// SAFETY: CUDA graphs may be used from any thread as long as calls on one graph are serialised
-// (CUDA's "graph thread safety"); a replica is used by one thread at a time (`&mut self` for every
-// launch, behind the model's mutex) and its graphs never leave it.
-unsafe impl Send for Graph {}
 
 /// A submitted batch; hand it back to [`CudaDcn::wait`].
 #[derive(Debug)]
@@ -106,10 +98,6 @@ pub struct CudaDcn {
     _workspace: Option<CudaSlice<u8>>,
 }
 
-/// cuBLAS's workspace for a replica with graphs: NVIDIA's recommended size on Hopper. Without a
-/// workspace of its own, cuBLAS 12.2+ allocates one inside every captured graph (a few dozen here).
-const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
-
 impl CudaDcn {
     /// Uploads the network to device `ordinal`, with buffers for batches of up to `capacity` rows
     /// (they grow if a larger batch comes).
@@ -136,19 +124,7 @@ impl CudaDcn {
         let compute = ctx.new_stream()?;
         let blas = CudaBlas::new(compute.clone())?;
         let workspace = if options.graphs {
-            let workspace = compute.alloc_zeros::<u8>(BLAS_WORKSPACE_BYTES)?;
-            let ptr = workspace.device_ptr(&compute).0;
-            // SAFETY: the buffer outlives the handle (field order) and is used only on `compute`,
-            // the handle's stream, where every graph and product runs in order.
-            unsafe {
-                cudarc::cublas::sys::cublasSetWorkspace_v2(
-                    *blas.handle(),
-                    ptr as *mut std::ffi::c_void,
-                    BLAS_WORKSPACE_BYTES,
-                )
-                .result()?
-            };
-            Some(workspace)
+            Some(graphs::blas_workspace(&blas, &compute)?)
         } else {
             None
         };
@@ -293,72 +269,6 @@ impl CudaDcn {
         self.capacity = rows;
         self.capture_all();
         Ok(())
-    }
-
-    /// Captures every slot's graph for every bucket up to the capacity, so that no batch pays a
-    /// capture. A failed capture turns graphs off for this replica (logged): it then launches
-    /// kernel by kernel, as without them.
-    fn capture_all(&mut self) {
-        if self.graphs.is_none() {
-            return;
-        }
-        let buckets: Vec<usize> = staging::buckets(self.capacity).collect();
-        for index in 0..self.slots.len() {
-            for &bucket in &buckets {
-                if let Err(e) = self.graph(index, bucket).map(|_| ()) {
-                    self.graphs_failed(&e);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn graphs_failed(&mut self, error: &CudaError) {
-        tracing::warn!(%error, "capturing the forward as a CUDA graph failed; launching its kernels one by one");
-        self.graphs = None;
-    }
-
-    /// Whether the forward runs as CUDA graphs (asked for, and every capture so far worked).
-    pub fn graphs_on(&self) -> bool {
-        self.graphs.is_some()
-    }
-
-    /// Slot `index`'s graph for `bucket` rows, captured now if it is not yet.
-    fn graph(&mut self, index: usize, bucket: usize) -> Result<&CudaGraph, CudaError> {
-        let key = (index, bucket);
-        if !self.graphs.as_ref().is_some_and(|g| g.contains_key(&key)) {
-            self.compute
-                .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
-            let queued = self.forward(index, bucket);
-            // The capture ends whatever happened: a stream left capturing refuses all later work.
-            let ended = self.compute.end_capture(CUgraphInstantiate_flags(0));
-            queued?;
-            let graph = ended?.ok_or_else(|| {
-                CudaError::Input("capturing the forward gave an empty graph".into())
-            })?;
-            graph.upload()?;
-            if let Some(graphs) = self.graphs.as_mut() {
-                graphs.insert(key, Graph(graph));
-            }
-        }
-        self.graphs
-            .as_ref()
-            .and_then(|g| g.get(&key))
-            .map(|g| &g.0)
-            .ok_or_else(|| CudaError::Input("CUDA graphs are off for this replica".into()))
-    }
-
-    /// Queues slot `index`'s forward over `bucket` rows: one graph launch, or kernel by kernel
-    /// (also when a capture fails now).
-    fn launch(&mut self, index: usize, bucket: usize) -> Result<(), CudaError> {
-        if self.graphs.is_some() {
-            match self.graph(index, bucket) {
-                Ok(graph) => return Ok(graph.launch()?),
-                Err(e) if e.is_sticky() => return Err(e),
-                Err(e) => self.graphs_failed(&e),
-            }
-        }
-        self.forward(index, bucket)
     }
 
     /// Whether another batch can be submitted without waiting for one first.
