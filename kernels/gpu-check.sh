@@ -186,10 +186,14 @@ SERVER_PID=
 # Extra NAME=VALUE settings for the next server (step 6's levers).
 SERVER_ENV=()
 # Cores split between the server's HTTP threads and the load generator, so neither starves the
-# other (the GPU worker's polling thread and the batcher take one more each).
+# other; 3 are left to the GPU worker's polling thread, the batcher and the kernel's loopback work.
+# The open-loop generator costs more per request than the server (on the 2-core development
+# machine ~26 µs of a core at 30,000/s, its clean limit per thread, against the server's ~18 µs
+# over /v1 and ~23 µs over gRPC: docs/benchmarks.md), so it gets the larger share: 6 HTTP and 7
+# generator threads on 16 cores, room for ~200,000/s on each side.
 CORES=$(nproc)
-HTTP_THREADS=$(( CORES > 6 ? CORES / 2 : 2 ))
-CLIENT_THREADS=$(( CORES > 6 ? CORES - HTTP_THREADS - 3 : 2 ))
+HTTP_THREADS=$(( CORES > 6 ? (CORES - 3) * 6 / 13 : 2 ))
+CLIENT_THREADS=$(( CORES > 6 ? CORES - 3 - HTTP_THREADS : 2 ))
 # No curl needed: python3 is there (PyTorch's).
 http_get() {
   python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
