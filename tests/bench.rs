@@ -3,6 +3,8 @@
 
 #[path = "common/child.rs"]
 mod child;
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/registry.rs"]
 mod registry;
 #[path = "common/server.rs"]
@@ -12,21 +14,20 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use cli::{pixguard_command, pixguard_ok};
 use serde_json::Value;
 use server::{Server, answered_ok, metric_or_zero};
 
+/// `pixguard <args>`, whether it succeeds or not.
 fn pixguard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pixguard"))
+    pixguard_command()
         .args(args)
-        .current_dir(server::ROOT)
         .output()
         .expect("run pixguard")
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pixguard-bench-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    cli::scratch("bench", name)
 }
 
 fn report(dir: &Path) -> Value {
@@ -79,7 +80,7 @@ fn open_loop_steps_write_the_table_the_json_and_the_html() {
     let server = Server::start(&[]);
     let out = scratch("open");
     let before = answered(&server);
-    let run = pixguard(&[
+    let run = pixguard_ok(&[
         "bench",
         "--url",
         &server.base,
@@ -99,11 +100,6 @@ fn open_loop_steps_write_the_table_the_json_and_the_html() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         stdout.contains("offered/s") && stdout.contains("p99.9 ms"),
@@ -149,7 +145,7 @@ fn open_loop_steps_write_the_table_the_json_and_the_html() {
 fn open_loop_keeps_as_many_requests_in_flight_as_the_rate_needs() {
     let server = Server::start(&["--set", "engine.test_worker_delay_us=25000"]);
     let out = scratch("in-flight");
-    let run = pixguard(&[
+    pixguard_ok(&[
         "bench",
         "--url",
         &server.base,
@@ -167,11 +163,6 @@ fn open_loop_keeps_as_many_requests_in_flight_as_the_rate_needs() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let step = &report(&out)["steps"][0];
     check_step(step);
     let achieved = step["achieved_rps"].as_f64().unwrap();
@@ -191,7 +182,7 @@ fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
     let grpc = format!("http://{}", server.grpc_address());
     let (a, b) = (scratch("grpc"), scratch("oip-http"));
     let before = answered(&server);
-    let run = pixguard(&[
+    pixguard_ok(&[
         "bench",
         "--api",
         "oip-grpc",
@@ -211,11 +202,6 @@ fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
         "--out",
         a.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let r = report(&a);
     let steps = r["steps"].as_array().unwrap();
     assert_eq!(
@@ -228,7 +214,7 @@ fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
     steps.iter().for_each(check_step);
     assert_eq!(answered(&server) - before, bench_ok(&r));
 
-    let run = pixguard(&[
+    pixguard_ok(&[
         "bench",
         "--api",
         "oip-http",
@@ -248,11 +234,6 @@ fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
         "--out",
         b.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     report(&b)["steps"]
         .as_array()
         .unwrap()
@@ -260,7 +241,7 @@ fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
         .for_each(check_step);
 
     let cmp = scratch("compare");
-    let run = pixguard(&[
+    pixguard_ok(&[
         "bench-compare",
         a.join("report.json").to_str().unwrap(),
         b.join("report.json").to_str().unwrap(),
@@ -271,11 +252,6 @@ fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
         "--out",
         cmp.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let md = std::fs::read_to_string(cmp.join("compare.md")).unwrap();
     assert!(
         md.contains("| grpc run |") && md.contains("| http run |") && md.contains("1.0×"),
@@ -298,7 +274,7 @@ fn an_unreachable_target_is_reported_not_a_crash() {
         .unwrap()
         .port();
     let out = scratch("refused");
-    let run = pixguard(&[
+    let run = pixguard_ok(&[
         "bench",
         "--url",
         &format!("http://127.0.0.1:{port}"),
@@ -312,11 +288,6 @@ fn an_unreachable_target_is_reported_not_a_crash() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let r = report(&out);
     let steps = r["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 1, "stepping stops once every request fails");
@@ -403,7 +374,7 @@ fn batched_requests_score_every_row_they_carry() {
     let rows_scored = |server: &Server| metric_now(server, "pixguard_rows_scored_total");
     let dir = scratch("batched");
     let (answers_before, rows_before) = (answered(&server), rows_scored(&server));
-    let run = pixguard(&[
+    pixguard_ok(&[
         "bench",
         "--url",
         &server.base,
@@ -423,11 +394,6 @@ fn batched_requests_score_every_row_they_carry() {
         "--out",
         dir.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let r = report(&dir);
     r["steps"].as_array().unwrap().iter().for_each(check_step);
     let requests = answered(&server) - answers_before;
