@@ -1,7 +1,7 @@
 //! The fraud model: the package on disk ([`package`]), the DCN-v2 ([`dcn`]) with its candle-nn
-//! layers ([`reference`](mod@reference)), its fused CPU pass ([`fused`]) and its GPU pass (`cuda`, with the `cuda`
-//! feature, behind [`Pipelined`], uploading blocks laid out by [`staging`]), and the device choice
-//! ([`device`]), tied together by [`Scorer`].
+//! layers ([`reference`](mod@reference)), its fused CPU pass ([`fused`]) and its GPU pass (`cuda`,
+//! with the `cuda` feature, behind [`Pipelined`], uploading blocks laid out by [`staging`]), and
+//! the device choice ([`device`]), tied together by [`Scorer`].
 
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -1,4 +1,5 @@
-//! Inputs beyond one local file: folders of part files, broken CSV records, `gs://` through a GCS emulator.
+//! Inputs beyond one local file: folders of part files, broken CSV records, `gs://` through a GCS
+//! emulator.
 
 use super::*;
 

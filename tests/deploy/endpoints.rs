@@ -1,4 +1,5 @@
-//! The Cloud Endpoints documents (OpenAPI and gRPC) against the server's routes, its answers and its proto.
+//! The Cloud Endpoints documents (OpenAPI and gRPC) against the server's routes, its answers and
+//! its proto.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! docs/deploy.md's commands: every `pixguard`, `kubectl` and `gcloud` line is one the tool accepts.
+//! docs/deploy.md's commands: every `pixguard`, `kubectl` and `gcloud` line is one the tool
+//! accepts.
 
 use super::*;
 

@@ -9,10 +9,11 @@
 //! scores and output buffers, so a slot can be filled while the other computes.
 //!
 //! With [`GpuOptions::graphs`] the forward's ~10 dependent launches are captured once per slot and
-//! batch-size bucket (`model::staging::bucket`) as CUDA graphs and replayed as one launch, the batch
-//! padded to its bucket (`graphs.rs`). Capture needs cudarc's per-buffer event tracking off (a capture may not
-//! wait on events recorded outside it), so such a replica orders its streams by its own events
-//! alone: the upload's `uploaded` event before the forward, and a slot's `done` before its reuse.
+//! batch-size bucket (`model::staging::bucket`) as CUDA graphs and replayed as one launch, the
+//! batch padded to its bucket (`graphs.rs`). Capture needs cudarc's per-buffer event tracking off
+//! (a capture may not wait on events recorded outside it), so such a replica orders its streams by
+//! its own events alone: the upload's `uploaded` event before the forward, and a slot's `done`
+//! before its reuse.
 
 use std::collections::HashMap;
 use std::sync::Arc;
