@@ -31,12 +31,18 @@ static GLOBAL: OnceLock<Parallel> = OnceLock::new();
 impl Parallel {
     /// `threads` threads named `pixguard-rows-N`; with fewer than two, no pool.
     pub fn new(threads: usize) -> Result<Parallel, rayon::ThreadPoolBuildError> {
+        Parallel::niced(threads, 0)
+    }
+
+    /// As [`Parallel::new`], its threads `nice` below the engine's like the rest of the front end.
+    pub fn niced(threads: usize, nice: u8) -> Result<Parallel, rayon::ThreadPoolBuildError> {
         if threads < 2 {
             return Ok(Parallel::serial());
         }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("pixguard-rows-{i}"))
+            .start_handler(move |_| crate::threads::lower_priority(nice))
             .build()?;
         Ok(Parallel {
             pool: Some(pool),
@@ -125,11 +131,12 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// Installs the process's pool once (later calls keep the first); `serve` calls it at start.
-pub fn install(threads: usize) -> Result<(), rayon::ThreadPoolBuildError> {
+/// Installs the process's pool once (later calls keep the first), its threads `nice` below the
+/// engine's; `serve` calls it at start.
+pub fn install(threads: usize, nice: u8) -> Result<(), rayon::ThreadPoolBuildError> {
     if GLOBAL.get().is_none() {
         // A race between two first calls builds a pool too many, dropped at once: harmless.
-        let _ = GLOBAL.set(Parallel::new(threads)?);
+        let _ = GLOBAL.set(Parallel::niced(threads, nice)?);
     }
     Ok(())
 }

@@ -96,9 +96,25 @@ pub fn run(args: ServeArgs, log_override: Option<&str>) -> anyhow::Result<()> {
     crate::logging::init(level, config.logging.format == LogFormat::Json);
     tracing::debug!(?config, "effective configuration");
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    crate::parallel::install(config.parse_threads(cores)).context("starting the row threads")?;
+    // Every thread that must keep the process's priority starts before any front-end thread is
+    // niced: a thread inherits its creator's nice value. The engines' threads come from the
+    // spawner; Candle's CPU pool (rayon's global one) would otherwise start on first use, in
+    // a model's self-test on a niced blocking thread.
+    crate::threads::start_spawner().context("starting the thread spawner")?;
+    if let Err(e) = rayon::ThreadPoolBuilder::new().build_global() {
+        tracing::debug!(error = %e, "rayon's global pool was already started");
+    }
+    let nice = config.server.front_end_nice;
+    crate::parallel::install(config.parse_threads(cores), nice)
+        .context("starting the row threads")?;
     let runtime = runtime(&config, cores).context("starting the async runtime")?;
-    runtime.block_on(crate::server::serve(config))
+    runtime.block_on(async move {
+        if config.http_threads(cores) == 1 {
+            // The current-thread runtime runs here, on the main thread.
+            crate::threads::lower_priority(nice);
+        }
+        crate::server::serve(config).await
+    })
 }
 
 /// The HTTP/gRPC runtime for `config` on `cores` cores.
@@ -118,7 +134,12 @@ fn runtime(config: &Config, cores: usize) -> std::io::Result<tokio::runtime::Run
         builder.worker_threads(threads);
         builder
     };
-    builder.enable_all().thread_name("pixguard-http").build()
+    let nice = config.server.front_end_nice;
+    builder
+        .enable_all()
+        .thread_name("pixguard-http")
+        .on_thread_start(move || crate::threads::lower_priority(nice))
+        .build()
 }
 
 #[cfg(test)]

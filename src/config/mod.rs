@@ -173,6 +173,12 @@ impl Config {
                 "must be at least engine.max_batch_size",
             ));
         }
+        if self.server.front_end_nice > 19 {
+            return Err(bad(
+                "server.front_end_nice",
+                "must be 0 to 19 (a Linux nice value)",
+            ));
+        }
         if self.server.max_transactions_per_request == 0 {
             return Err(bad(
                 "server.max_transactions_per_request",
@@ -342,6 +348,13 @@ mod tests {
             .to_string();
         assert!(
             err.starts_with("config engine.workers: must be at least 1"),
+            "{err}"
+        );
+        let err = Config::load_from(Some(&f.0), &[], &env(&[("server.front_end_nice", "20")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config server.front_end_nice: must be 0 to 19"),
             "{err}"
         );
     }

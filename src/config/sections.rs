@@ -34,6 +34,11 @@ pub struct ServerConfig {
     /// request's rows stay on its HTTP thread). Bodies under 64 KB are parsed, and requests under
     /// 128 rows extracted and answered, on their HTTP thread.
     pub parse_threads: usize,
+    /// How far below the engine the front end's threads run (Linux nice, 0–19): the HTTP/gRPC
+    /// runtime, the row threads and the Kafka source. With every core busy the engine's one
+    /// batcher and its GPU workers then go first — the front end waits on them anyway; on one
+    /// shared core 5 halved the server's own p99 (docs/benchmarks.md). Idle cores: no effect.
+    pub front_end_nice: u8,
     /// File holding the bearer token of `/admin/*` (or `PIXGUARD_ADMIN_TOKEN`); with neither, the
     /// admin routes are off. Never the token itself: config files get copied and logged.
     pub admin_token_file: Option<PathBuf>,
@@ -52,6 +57,7 @@ impl Default for ServerConfig {
             drain_timeout_ms: 30_000,
             http_threads: 0,
             parse_threads: 0,
+            front_end_nice: 5,
             admin_token_file: None,
         }
     }

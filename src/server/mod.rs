@@ -299,6 +299,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         workers = state.config.engine.workers,
         http_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         parse_threads = crate::parallel::global().threads(),
+        front_end_nice = state.config.server.front_end_nice,
         "listening"
     );
     drop(served);
@@ -375,15 +376,20 @@ fn spawn_stream(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
     let (done, finished) = tokio::sync::oneshot::channel();
+    // A front end like HTTP: below the engine (`server.front_end_nice`). librdkafka's own threads
+    // start from the consumer's thread and inherit its value.
+    let nice = state.config.server.front_end_nice;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .thread_name("pixguard-kafka")
+        .on_thread_start(move || crate::threads::lower_priority(nice))
         .build()
         .context("starting the Kafka source's runtime")?;
     std::thread::Builder::new()
         .name("pixguard-kafka".into())
         .spawn(move || {
+            crate::threads::lower_priority(nice);
             if let Err(e) = runtime.block_on(crate::sources::kafka::run(state, shared, stop)) {
                 tracing::error!(error = %format!("{e:#}"), "the Kafka stream stopped");
             }
