@@ -20,16 +20,18 @@
 #      a rate ladder that stops once the client p99 passes 5 ms (the highest rate that holds it),
 #      then 100,000/s held for 60 s (target: client p99 ≤ 5 ms, 0 errors)
 #   6. the levers of issue 19 not yet measured, each against step 5's /v1 ladder: the forward as
-#      CUDA graphs (engine.cuda_graphs; also timed per batch size after step 3), and two GPU
-#      workers on the one device (engine.workers=2). Ladders only, no 60 s hold.
+#      CUDA graphs (engine.cuda_graphs; also timed per batch size after step 3), two GPU workers
+#      on the one device (engine.workers=2), and the front end at the engine's priority
+#      (server.front_end_nice=0, against the default 5). Ladders only, no 60 s hold.
 #
 # CUDA libraries: the binary links libcuda (the driver's), cuBLAS, cuRAND and NVRTC 13. Unless
 # PIXGUARD_CUDA_LIBS is set, they are taken from the Python install's nvidia-* wheels (PyTorch's).
 # PIXGUARD_GPU_CHECK_DEVICE=auto runs the same steps where there is no GPU (a dry run of the script);
 # PIXGUARD_GPU_CHECK_QUICK=1 shortens every step (small batches, 2 s loads) for such a dry run;
 # PIXGUARD_GPU_CHECK_FORWARD_ONLY=1 stops after step 3 (a kernel change, when device time is short);
-# PIXGUARD_GPU_CHECK_LEVERS=0 skips step 6; PIXGUARD_GPU_CHECK_PEAK_ENV="NAME=VALUE …" serves step 5
-# with those settings (e.g. PIXGUARD__ENGINE__CUDA_GRAPHS=true once step 6 has justified it).
+# PIXGUARD_GPU_CHECK_LEVERS=0 skips step 6, ="graphs nice0" runs only those levers (default: all);
+# PIXGUARD_GPU_CHECK_PEAK_ENV="NAME=VALUE …" serves step 5 with those settings (e.g.
+# PIXGUARD__ENGINE__CUDA_GRAPHS=true once step 6 has justified it).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -220,6 +222,42 @@ trap stop_server EXIT
 threads_used() {
   grep -o 'http_threads=[0-9]* parse_threads=[0-9]*' "$LOGS/serve-$1.log" | head -n 1
 }
+# The generator runs at the server's front-end nice value (default 5, or the run's
+# PIXGUARD__SERVER__FRONT_END_NICE), so that where cores run short the engine's threads go first
+# and the generator and the server's front end share the rest evenly, as both did at 0 before
+# server.front_end_nice existed.
+client_nice() {
+  local setting
+  for setting in "${SERVER_ENV[@]}"; do
+    [[ $setting == PIXGUARD__SERVER__FRONT_END_NICE=* ]] && { echo "${setting#*=}"; return; }
+  done
+  echo 5
+}
+# CPU time and involuntary context switches per server thread group (`pixguard-http` ×6, …)
+# since the server started: a thread short of a core shows many involuntary switches.
+thread_report() {
+  python3 - "$SERVER_PID" <<'EOF' 2>/dev/null || echo "threads: unreadable"
+import os, re, sys
+pid, tick = sys.argv[1], os.sysconf("SC_CLK_TCK")
+groups = {}
+for tid in os.listdir(f"/proc/{pid}/task"):
+    try:
+        stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+        status = open(f"/proc/{pid}/task/{tid}/status").read()
+    except OSError:
+        continue
+    name = re.sub(r"-?\d+$", "", stat[stat.index("(") + 1:stat.rindex(")")])
+    fields = stat[stat.rindex(")") + 2:].split()
+    cpu = (int(fields[11]) + int(fields[12])) / tick
+    nice = int(fields[16])
+    switches = int(re.search(r"nonvoluntary_ctxt_switches:\s*(\d+)", status).group(1))
+    g = groups.setdefault(name, [0, 0.0, 0, nice])
+    g[0] += 1; g[1] += cpu; g[2] += switches
+print("threads (CPU s, involuntary switches, nice): " + "; ".join(
+    f"{name} ×{n} {cpu:.1f} s {sw:,} nice {nice}"
+    for name, (n, cpu, sw, nice) in sorted(groups.items(), key=lambda kv: -kv[1][1]) if cpu >= 0.1))
+EOF
+}
 engine_p99() {
   http_get /metrics > "$LOGS/metrics-$1.txt"
   http_get /v1/stats > "$LOGS/stats-$1.json" && python3 - "$LOGS/stats-$1.json" "$LOGS/metrics-$1.txt" <<'EOF'
@@ -292,14 +330,14 @@ for api in v1 oip-grpc; do
   # Settings for the peak-hour servers, e.g. a lever step 6 of an earlier run justified.
   read -r -a SERVER_ENV <<< "${PIXGUARD_GPU_CHECK_PEAK_ENV:-}"
   if start_server 512 100 "peak-$api"; then
-    timeout $((PEAK_STEP_S * 8 + 60)) "$BIN" --log warn bench --api "$api" --url "$url" --rate "$PEAK_LADDER" \
+    timeout $((PEAK_STEP_S * 8 + 60)) nice -n "$(client_nice)" "$BIN" --log warn bench --api "$api" --url "$url" --rate "$PEAK_LADDER" \
       --duration "$PEAK_STEP_S" --warmup 2 --stop-p99-ms 5 --threads "$CLIENT_THREADS" --connections "$PEAK_CONNS" \
       --out "$LOGS/peak-$api-ladder" --no-progress > "$LOGS/peak-$api-ladder.txt" 2>&1
-    timeout $((PEAK_HOLD_S + 60)) "$BIN" --log warn bench --api "$api" --url "$url" --rate "$PEAK_HOLD_RATE" \
+    timeout $((PEAK_HOLD_S + 60)) nice -n "$(client_nice)" "$BIN" --log warn bench --api "$api" --url "$url" --rate "$PEAK_HOLD_RATE" \
       --duration "$PEAK_HOLD_S" --warmup 2 --threads "$CLIENT_THREADS" --connections "$PEAK_CONNS" \
       --out "$LOGS/peak-$api-held" --no-progress > "$LOGS/peak-$api-held.txt" 2>&1
     RESULT[peak_$api]="$(peak_summary "$LOGS/peak-$api-ladder/report.json" "$LOGS/peak-$api-held/report.json" 2>/dev/null \
-      || echo "bench failed, see peak-$api-*.txt"); $(engine_p99 "peak-$api")"
+      || echo "bench failed, see peak-$api-*.txt"); $(engine_p99 "peak-$api"); $(thread_report)"
     stop_server
   fi
   SERVER_ENV=()
@@ -308,18 +346,22 @@ for api in v1 oip-grpc; do
 done
 
 # 6. The levers, one server each, /v1 only: the ladder of step 5 and nothing held.
-for lever in graphs workers2; do
-  [[ -n "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" || "${PIXGUARD_GPU_CHECK_LEVERS:-1}" == 0 ]] && break
+LEVERS=${PIXGUARD_GPU_CHECK_LEVERS:-graphs workers2 nice0}
+[[ $LEVERS == 0 ]] && LEVERS=
+for lever in $LEVERS; do
+  [[ -n "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" ]] && break
   case $lever in
     graphs) SERVER_ENV=(PIXGUARD__ENGINE__CUDA_GRAPHS=true) ;;
     workers2) SERVER_ENV=(PIXGUARD__ENGINE__WORKERS=2) ;;
+    nice0) SERVER_ENV=(PIXGUARD__SERVER__FRONT_END_NICE=0) ;;
+    *) say "unknown lever $lever (graphs, workers2, nice0)"; continue ;;
   esac
   if start_server 512 100 "lever-$lever"; then
-    timeout $((PEAK_STEP_S * 8 + 60)) "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rate "$PEAK_LADDER" \
+    timeout $((PEAK_STEP_S * 8 + 60)) nice -n "$(client_nice)" "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rate "$PEAK_LADDER" \
       --duration "$PEAK_STEP_S" --warmup 2 --stop-p99-ms 5 --threads "$CLIENT_THREADS" --connections "$PEAK_CONNS" \
       --out "$LOGS/lever-$lever" --no-progress > "$LOGS/lever-$lever.txt" 2>&1
     RESULT[lever_$lever]="$(ladder_summary "$LOGS/lever-$lever/report.json" 2>/dev/null \
-      || echo "bench failed, see lever-$lever.txt"); $(engine_p99 "lever-$lever"); $(grep -o 'cuda_graphs=[a-z]*' "$LOGS/serve-lever-$lever.log" | head -n 1)"
+      || echo "bench failed, see lever-$lever.txt"); $(engine_p99 "lever-$lever"); $(thread_report); $(grep -o 'cuda_graphs=[a-z]*' "$LOGS/serve-lever-$lever.log" | head -n 1)"
     stop_server
   fi
   SERVER_ENV=()
@@ -341,5 +383,6 @@ done
   echo "| forward as CUDA graphs, per batch (plain → graphs) | ${RESULT[graphs]:-not run} |"
   echo "| lever: /v1 ladder with engine.cuda_graphs | ${RESULT[lever_graphs]:-not run} |"
   echo "| lever: /v1 ladder with engine.workers=2 on the one GPU | ${RESULT[lever_workers2]:-not run} |"
+  echo "| lever: /v1 ladder with server.front_end_nice=0 (front end at the engine's priority) | ${RESULT[lever_nice0]:-not run} |"
 } | tee "$OUT/summary.md"
 checkpoint
