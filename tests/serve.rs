@@ -458,24 +458,6 @@ fn json_logs_are_cloud_logging_structured() {
     );
 }
 
-/// The nice value of each of `pid`'s threads, by thread name (`/proc/PID/task/*/stat`).
-#[cfg(target_os = "linux")]
-fn thread_nice_values(pid: u32) -> Vec<(String, i32)> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
-    tasks
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
-        .map(|stat| {
-            // "TID (NAME) STATE …": the name may hold spaces; nice is the 19th field.
-            let (head, rest) = stat
-                .rsplit_once(')')
-                .expect("stat has the name in parentheses");
-            let name = head.split_once('(').expect("name").1.to_string();
-            let nice = rest.split_whitespace().nth(16).expect("nice field");
-            (name, nice.parse().expect("nice is a number"))
-        })
-        .collect()
-}
-
 #[cfg(target_os = "linux")]
 #[test]
 fn the_front_end_threads_run_nicer_than_the_engines() {
@@ -498,33 +480,18 @@ fn the_front_end_threads_run_nicer_than_the_engines() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    let threads = thread_nice_values(server.child.id());
-    let base = threads
-        .iter()
-        // Linux keeps 15 bytes of a thread name.
-        .find(|(name, _)| name.starts_with("pixguard-spawn"))
-        .expect("the spawner thread")
-        .1;
-    let of = |prefix: &str| -> Vec<i32> {
-        threads
-            .iter()
-            .filter(|(name, _)| name.starts_with(prefix))
-            .map(|&(_, nice)| nice)
-            .collect()
-    };
-    let front = (base + 4).min(19);
-    for (prefix, count, nice) in [
-        ("pixguard-http", 2, front),
-        ("pixguard-rows", 2, front),
-        ("pixguard-batche", 1, base),
-        ("pixguard-worker", 2, base),
-        ("pixguard-monito", 1, base),
+    let threads = server.thread_nice_values();
+    for (prefix, count) in [
+        ("pixguard-http", 2),
+        ("pixguard-rows", 2),
+        ("pixguard-batche", 1),
+        ("pixguard-worker", 2),
     ] {
-        let values = of(prefix);
-        assert!(values.len() >= count, "{prefix}: {threads:?}");
-        assert!(
-            values.iter().all(|&v| v == nice),
-            "{prefix} at {nice}: {threads:?}"
-        );
+        let n = threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .count();
+        assert!(n >= count, "{count} {prefix} threads: {threads:?}");
     }
+    server.assert_front_end_nicer_by(4);
 }

@@ -110,6 +110,52 @@ impl Server {
         self.log.lock().unwrap().iter().any(|l| l.contains(text))
     }
 
+    /// The nice value of each of the server's threads, by thread name (Linux keeps a name's first
+    /// 15 bytes), from `/proc/PID/task/*/stat`.
+    #[cfg(target_os = "linux")]
+    pub fn thread_nice_values(&self) -> Vec<(String, i32)> {
+        let tasks =
+            std::fs::read_dir(format!("/proc/{}/task", self.child.id())).expect("server threads");
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+            .map(|stat| {
+                // "TID (NAME) STATE …": the name may hold spaces; nice is the 19th field.
+                let (head, rest) = stat.rsplit_once(')').expect("the name in parentheses");
+                let name = head.split_once('(').expect("name").1.to_string();
+                let nice = rest.split_whitespace().nth(16).expect("nice field");
+                (name, nice.parse().expect("nice is a number"))
+            })
+            .collect()
+    }
+
+    /// Asserts that the front end's threads run `by` nice levels above the engine's (the
+    /// spawner's, which keeps the process's value): every `pixguard-http` and `pixguard-rows-*`
+    /// thread at one, every batcher, worker and monitor thread at the other.
+    #[cfg(target_os = "linux")]
+    pub fn assert_front_end_nicer_by(&self, by: i32) {
+        let threads = self.thread_nice_values();
+        let base = threads
+            .iter()
+            .find(|(name, _)| name.starts_with("pixguard-spawn"))
+            .unwrap_or_else(|| panic!("no spawner thread: {threads:?}"))
+            .1;
+        let front = (base + by).min(19);
+        for (name, nice) in &threads {
+            let expected = if name.starts_with("pixguard-http") || name.starts_with("pixguard-rows")
+            {
+                front
+            } else if ["pixguard-batche", "pixguard-worker", "pixguard-monito"]
+                .iter()
+                .any(|p| name.starts_with(p))
+            {
+                base
+            } else {
+                continue;
+            };
+            assert_eq!(*nice, expected, "{name}: {threads:?}");
+        }
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")
