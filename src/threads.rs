@@ -44,7 +44,7 @@ pub fn start_spawner() -> std::io::Result<()> {
     if SPAWNER.get().is_some() {
         return Ok(());
     }
-    let _ = BASE_NICE.set(thread_nice().unwrap_or(0));
+    let _ = BASE_NICE.set(nice_value().unwrap_or(0));
     let (tx, rx) = crossbeam_channel::unbounded::<Start>();
     std::thread::Builder::new()
         .name("pixguard-spawner".into())
@@ -103,19 +103,14 @@ fn start_here(name: &str, priority: Priority, body: Body) -> std::io::Result<Joi
 /// start; a thread that inherited the value already keeps it.
 pub fn lower_priority(by: u8) {
     if by > 0 {
-        let base = BASE_NICE.get().copied().or_else(thread_nice).unwrap_or(0);
+        let base = BASE_NICE.get().copied().or_else(nice_value).unwrap_or(0);
         set_nice((base + i32::from(by)).min(19));
     }
 }
 
-/// The calling thread's nice value, where the platform has one per thread.
-pub fn nice_value() -> Option<i32> {
-    thread_nice()
-}
-
 #[cfg(target_os = "linux")]
 fn set_nice(value: i32) {
-    if thread_nice() == Some(value) {
+    if nice_value() == Some(value) {
         return;
     }
     // SAFETY: plain system call on integers. On Linux PRIO_PROCESS with `who` 0 is the calling
@@ -132,16 +127,18 @@ fn set_nice(value: i32) {
 #[cfg(not(target_os = "linux"))]
 fn set_nice(_value: i32) {}
 
+/// The calling thread's nice value, where the platform has one per thread (Linux).
 #[cfg(target_os = "linux")]
-fn thread_nice() -> Option<i32> {
+pub fn nice_value() -> Option<i32> {
     // `/proc/thread-self/stat`'s 19th field; the name (2nd) is in parentheses and may hold spaces.
     let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
     let after_name = stat.rsplit_once(')')?.1;
     after_name.split_whitespace().nth(16)?.parse().ok()
 }
 
+/// The calling thread's nice value, where the platform has one per thread (Linux).
 #[cfg(not(target_os = "linux"))]
-fn thread_nice() -> Option<i32> {
+pub fn nice_value() -> Option<i32> {
     None
 }
 
