@@ -37,7 +37,9 @@ pub struct ServerConfig {
     /// How far below the engine the front end's threads run (Linux nice, 0–19): the HTTP/gRPC
     /// runtime, the row threads and the Kafka source. With every core busy the engine's one
     /// batcher and its GPU workers then go first — the front end waits on them anyway; on one
-    /// shared core 5 halved the server's own p99 (docs/benchmarks.md). Idle cores: no effect.
+    /// core shared by two HTTP threads and the batcher, 5 halved the server's own p99
+    /// (docs/benchmarks.md). Idle cores: no effect. A version's load and self-test run on the
+    /// runtime's blocking threads, so they yield to serving too.
     pub front_end_nice: u8,
     /// File holding the bearer token of `/admin/*` (or `PIXGUARD_ADMIN_TOKEN`); with neither, the
     /// admin routes are off. Never the token itself: config files get copied and logged.
