@@ -38,7 +38,7 @@ static SPAWNER: OnceLock<Sender<Start>> = OnceLock::new();
 /// The nice value the spawner runs at: the process's own, which the front end's is counted from.
 static BASE_NICE: OnceLock<i32> = OnceLock::new();
 
-/// Starts the thread [`spawn`] hands its threads to, at the calling thread's priority: call it
+/// Starts the thread that `spawn` hands its threads to, at the calling thread's priority: call it
 /// before any thread is niced.
 pub fn start_spawner() -> std::io::Result<()> {
     if SPAWNER.get().is_some() {
