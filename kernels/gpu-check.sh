@@ -222,16 +222,14 @@ trap stop_server EXIT
 threads_used() {
   grep -o 'http_threads=[0-9]* parse_threads=[0-9]*' "$LOGS/serve-$1.log" | head -n 1
 }
-# The generator runs at the server's front-end nice value (default 5, or the run's
-# PIXGUARD__SERVER__FRONT_END_NICE), so that where cores run short the engine's threads go first
-# and the generator and the server's front end share the rest evenly, as both did at 0 before
-# server.front_end_nice existed.
+# The generator runs at the server's front-end nice value (its `listening` line's
+# front_end_nice; 0 where a build predates it), so that where cores run short the engine's threads
+# go first and the generator and the server's front end share the rest evenly, as both did at 0
+# before server.front_end_nice existed.
 client_nice() {
-  local setting
-  for setting in "${SERVER_ENV[@]}"; do
-    [[ $setting == PIXGUARD__SERVER__FRONT_END_NICE=* ]] && { echo "${setting#*=}"; return; }
-  done
-  echo 5
+  local nice
+  nice=$(grep -o 'front_end_nice=[0-9]*' "$LOGS/serve-$1.log" | head -n 1)
+  echo "${nice#*=}" | grep -x '[0-9][0-9]*' || echo 0
 }
 # CPU time and involuntary context switches per server thread group (`pixguard-http` ×6, …)
 # since the server started: a thread short of a core shows many involuntary switches.
@@ -330,10 +328,10 @@ for api in v1 oip-grpc; do
   # Settings for the peak-hour servers, e.g. a lever step 6 of an earlier run justified.
   read -r -a SERVER_ENV <<< "${PIXGUARD_GPU_CHECK_PEAK_ENV:-}"
   if start_server 512 100 "peak-$api"; then
-    timeout $((PEAK_STEP_S * 8 + 60)) nice -n "$(client_nice)" "$BIN" --log warn bench --api "$api" --url "$url" --rate "$PEAK_LADDER" \
+    timeout $((PEAK_STEP_S * 8 + 60)) nice -n "$(client_nice "peak-$api")" "$BIN" --log warn bench --api "$api" --url "$url" --rate "$PEAK_LADDER" \
       --duration "$PEAK_STEP_S" --warmup 2 --stop-p99-ms 5 --threads "$CLIENT_THREADS" --connections "$PEAK_CONNS" \
       --out "$LOGS/peak-$api-ladder" --no-progress > "$LOGS/peak-$api-ladder.txt" 2>&1
-    timeout $((PEAK_HOLD_S + 60)) nice -n "$(client_nice)" "$BIN" --log warn bench --api "$api" --url "$url" --rate "$PEAK_HOLD_RATE" \
+    timeout $((PEAK_HOLD_S + 60)) nice -n "$(client_nice "peak-$api")" "$BIN" --log warn bench --api "$api" --url "$url" --rate "$PEAK_HOLD_RATE" \
       --duration "$PEAK_HOLD_S" --warmup 2 --threads "$CLIENT_THREADS" --connections "$PEAK_CONNS" \
       --out "$LOGS/peak-$api-held" --no-progress > "$LOGS/peak-$api-held.txt" 2>&1
     RESULT[peak_$api]="$(peak_summary "$LOGS/peak-$api-ladder/report.json" "$LOGS/peak-$api-held/report.json" 2>/dev/null \
@@ -357,7 +355,7 @@ for lever in $LEVERS; do
     *) say "unknown lever $lever (graphs, workers2, nice0)"; continue ;;
   esac
   if start_server 512 100 "lever-$lever"; then
-    timeout $((PEAK_STEP_S * 8 + 60)) nice -n "$(client_nice)" "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rate "$PEAK_LADDER" \
+    timeout $((PEAK_STEP_S * 8 + 60)) nice -n "$(client_nice "lever-$lever")" "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rate "$PEAK_LADDER" \
       --duration "$PEAK_STEP_S" --warmup 2 --stop-p99-ms 5 --threads "$CLIENT_THREADS" --connections "$PEAK_CONNS" \
       --out "$LOGS/lever-$lever" --no-progress > "$LOGS/lever-$lever.txt" 2>&1
     RESULT[lever_$lever]="$(ladder_summary "$LOGS/lever-$lever/report.json" 2>/dev/null \

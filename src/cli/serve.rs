@@ -108,9 +108,11 @@ pub fn run(args: ServeArgs, log_override: Option<&str>) -> anyhow::Result<()> {
     crate::parallel::install(config.parse_threads(cores), nice)
         .context("starting the row threads")?;
     let runtime = runtime(&config, cores).context("starting the async runtime")?;
+    let current_thread =
+        runtime.handle().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
     runtime.block_on(async move {
-        if config.http_threads(cores) == 1 {
-            // The current-thread runtime runs here, on the main thread.
+        if current_thread {
+            // That runtime runs here, on the main thread, which `on_thread_start` never sees.
             crate::threads::lower_priority(nice);
         }
         crate::server::serve(config).await
