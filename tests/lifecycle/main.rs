@@ -84,6 +84,21 @@ impl Env {
         out["version"].as_str().expect("version").to_string()
     }
 
+    /// `pixguard model promote` of pix-fraud from staging to production; answers its JSON.
+    fn promote_staging(&self) -> Value {
+        let out = self.pixguard(&[
+            "model",
+            "promote",
+            "--name",
+            "pix-fraud",
+            "--from",
+            "staging",
+            "--to",
+            "production",
+        ]);
+        serde_json::from_str(out.trim()).expect("promote JSON")
+    }
+
     /// Points `alias` at `version` straight through the registry's REST API (as another tool
     /// would), bypassing pixguard's own bookkeeping.
     fn set_alias(&self, alias: &str, version: &str) {

@@ -49,16 +49,7 @@ pub fn publish_and_open_in_mlflow(env: &Env, python: &Path) {
 
     // The registered version opens in MLflow's own pyfunc (the package's python_function flavor)
     // and scores the golden rows as pixguard does.
-    env.pixguard(&[
-        "model",
-        "promote",
-        "--name",
-        "pix-fraud",
-        "--from",
-        "staging",
-        "--to",
-        "production",
-    ]);
+    env.promote_staging();
     let golden_txs = tmp.join("golden-transactions.jsonl");
     let lines: Vec<String> = golden("models/pix-fraud", usize::MAX)
         .0

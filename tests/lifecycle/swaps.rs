@@ -50,20 +50,7 @@ pub fn serve_promote_and_roll_back(env: &Env) -> (Server, String, Vec<Value>) {
 
     // 4. The challenger, published to staging and promoted: the server swaps within a poll.
     let v_ch = env.publish_gcs(&challenger, Some("staging"));
-    let moved: Value = serde_json::from_str(
-        env.pixguard(&[
-            "model",
-            "promote",
-            "--name",
-            "pix-fraud",
-            "--from",
-            "staging",
-            "--to",
-            "production",
-        ])
-        .trim(),
-    )
-    .expect("promote JSON");
+    let moved = env.promote_staging();
     assert_eq!(moved["version"], v_ch.as_str());
     assert_eq!(moved["replaced"], v_prod.as_str());
     let took = wait_for_version(&server, &v_ch, Duration::from_secs(POLL_S + 20));
