@@ -1,0 +1,83 @@
+//! `pixguard bench` and `pixguard bench-compare` against the real server on loopback: every
+//! answer the load generator counts must be one the server counted too. The open loop
+//! (`open_loop`), the closed loop over every API (`apis`), what is refused (`refusals`), and TLS
+//! with the release gate (`https`).
+
+#[path = "../common/child.rs"]
+mod child;
+#[path = "../common/cli.rs"]
+mod cli;
+#[path = "../common/registry.rs"]
+mod registry;
+#[path = "../common/server.rs"]
+mod server;
+
+mod apis;
+mod https;
+mod open_loop;
+mod refusals;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use cli::{pixguard_command, pixguard_ok};
+use serde_json::Value;
+use server::{Server, answered_ok, metric_or_zero};
+
+/// `pixguard <args>`, whether it succeeds or not.
+fn pixguard(args: &[&str]) -> Output {
+    pixguard_command()
+        .args(args)
+        .output()
+        .expect("run pixguard")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    cli::scratch("bench", name)
+}
+
+fn report(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report.json"))
+        .expect("report.json is JSON")
+}
+
+/// A metric's value in the server's /metrics now (0 while absent).
+fn metric_now(server: &Server, name: &str) -> f64 {
+    let text = reqwest::blocking::get(server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    metric_or_zero(&text, name)
+}
+
+/// Scoring requests the server answered successfully so far, every API.
+fn answered(server: &Server) -> f64 {
+    let text = reqwest::blocking::get(server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    answered_ok(&text)
+}
+
+/// Successful answers the bench saw over the whole run, warm-up included.
+fn bench_ok(report: &Value) -> f64 {
+    report["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|t| t["ok"].as_f64().unwrap())
+        .sum()
+}
+
+fn check_step(step: &Value) {
+    let l = &step["latency_us"];
+    let p = |k: &str| l[k].as_u64().unwrap();
+    assert!(step["ok"].as_u64().unwrap() > 0, "{step}");
+    assert!(step["errors"].as_object().unwrap().is_empty(), "{step}");
+    assert!(
+        p("p50") > 0 && p("p50") <= p("p90") && p("p90") <= p("p99"),
+        "{step}"
+    );
+    assert!(p("p99") <= p("p999") && p("p999") <= p("max"), "{step}");
+}
