@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use crate::protocol::v1::{BatchRequest, validate_batch};
 use crate::synth::{FraudType, SynthRow};
-use crate::transaction::{Transaction, ValidationError, deserialize_with_path, from_flat};
+use crate::transaction::{
+    NOT_AN_ARRAY, Transaction, ValidationError, deserialize_with_path, from_flat,
+};
 
 /// A transaction read from the input, with its label when the line carried one.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +36,9 @@ pub enum ReadError {
 }
 
 fn bare(value: Value, prefix: &str) -> Result<InputRow, ValidationError> {
+    if value.is_array() {
+        return Err(ValidationError::new(prefix, NOT_AN_ARRAY));
+    }
     let transaction: Transaction = deserialize_with_path(value).map_err(|e| e.within(prefix))?;
     transaction.validate().map_err(|e| e.within(prefix))?;
     Ok(InputRow {

@@ -305,6 +305,12 @@ async fn malformed_bodies_get_a_4xx_naming_the_field() {
         ("{\"end_to_end_id\": ".into(), 400, None, "invalid_json"),
         ("[1, 2".into(), 400, None, "invalid_json"),
         (
+            format!("[{valid}, {valid}]"),
+            400,
+            None,
+            "malformed_request",
+        ),
+        (
             with(&["payer", "shoe_size"], json!(42)),
             422,
             Some("payer.shoe_size"),

@@ -68,6 +68,23 @@ fn syntax_errors_and_trailing_data_are_refused() {
     assert!(err.reason.contains("trailing"), "{err}");
 }
 
+/// serde reads a struct from an array of its fields in order: a list of transactions, or one
+/// transaction written positionally, must be refused as an array, not read field by field.
+#[test]
+fn a_json_array_is_refused_as_one() {
+    let doc = valid();
+    let positional = Value::Array(doc.as_object().unwrap().values().cloned().collect());
+    for array in [json!([doc.clone(), doc]), positional] {
+        for err in [
+            Transaction::from_json(array.to_string().as_bytes()).unwrap_err(),
+            pixguard::jsonl::parse_line(&array.to_string()).unwrap_err(),
+        ] {
+            assert_eq!(err.field, "", "{err}");
+            assert!(err.reason.contains("JSON array"), "{err}");
+        }
+    }
+}
+
 #[test]
 fn unknown_fields_are_refused_with_their_path() {
     refused(&with("channel", json!("app")), "channel", "unknown field");

@@ -162,12 +162,28 @@ pub struct LocalTime {
     pub day_of_month: u8,
 }
 
+/// Why a JSON array is refused where one transaction is expected. serde reads a struct from an
+/// array of its fields in order, so without this check a list of transactions fails on its first
+/// element as if it were the `end_to_end_id`.
+pub const NOT_AN_ARRAY: &str =
+    "a JSON array is not a transaction: expected one transaction as a JSON object";
+
+/// Whether the document is a well-formed JSON array (a broken one is left to the parser, whose
+/// error names the syntax fault).
+pub fn is_json_array(json: &[u8]) -> bool {
+    json.trim_ascii_start().first() == Some(&b'[')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok()
+}
+
 /// How far into the future a client-supplied timestamp may be, to absorb clock skew between systems.
 pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
 
 impl Transaction {
     /// Parses and validates one transaction from JSON.
     pub fn from_json(json: &[u8]) -> Result<Transaction, ValidationError> {
+        if is_json_array(json) {
+            return Err(ValidationError::new("", NOT_AN_ARRAY));
+        }
         let tx = parse_json::<Transaction>(json)?;
         tx.validate()?;
         Ok(tx)

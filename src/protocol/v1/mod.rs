@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::ProtocolError;
 use crate::model::Decision;
 use crate::parallel::Parallel;
-use crate::transaction::{Transaction, ValidationError, json_from_bytes, parse_json};
+use crate::transaction::{
+    Transaction, ValidationError, is_json_array, json_from_bytes, parse_json,
+};
 
 /// Header a client may set to bound how long its rows may wait for compute (also on OIP HTTP).
 pub const DEADLINE_HEADER: &str = "x-request-timeout-ms";
@@ -104,6 +106,11 @@ pub fn is_batch(body: &[u8]) -> bool {
 
 /// Parses and validates a `/v1/score` body holding at most `limit` transactions.
 pub fn parse_request(body: &[u8], limit: usize) -> Result<ScoreRequest, ProtocolError> {
+    if is_json_array(body) {
+        return Err(ProtocolError::Malformed(
+            "the body is a JSON array: /v1/score takes one transaction as a JSON object, or several as {\"transactions\": [...]}".into(),
+        ));
+    }
     if !is_batch(body) {
         let tx = Transaction::from_json(body).map_err(|e| classify(e, body))?;
         return Ok(ScoreRequest {
@@ -243,7 +250,7 @@ mod parallel_tests;
 
 #[cfg(test)]
 mod tests {
-    use super::is_batch;
+    use super::{ProtocolError, is_batch, parse_request};
 
     #[test]
     fn batch_detection_looks_at_the_first_key_only() {
@@ -252,5 +259,21 @@ mod tests {
             b"{\"end_to_end_id\": \"x\", \"transactions\": 1}"
         ));
         assert!(!is_batch(b"[]"));
+    }
+
+    #[test]
+    fn an_array_body_is_told_how_to_send_a_batch() {
+        let tx = br#"{"end_to_end_id": "E"}"#;
+        let body = [b"[".as_slice(), tx, b",", tx, b"]"].concat();
+        match parse_request(&body, 10) {
+            Err(ProtocolError::Malformed(m)) => {
+                assert!(m.contains(r#"{"transactions": [...]}"#), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_request(b"[1, 2", 10),
+            Err(ProtocolError::InvalidJson(_))
+        ));
     }
 }

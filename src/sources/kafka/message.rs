@@ -184,5 +184,13 @@ mod tests {
         let err = decode(Some(br#"{"end_to_end_id": 5}"#), 100).unwrap_err();
         assert_eq!(err.class, "invalid_field", "{err:?}");
         assert_eq!(err.field.as_deref(), Some("end_to_end_id"));
+        // A list of transactions in one message is refused as a whole, not read as fields.
+        let err = decode(Some(br#"[{"end_to_end_id": "E"}]"#), 100).unwrap_err();
+        assert_eq!((err.class, err.field.as_deref()), ("invalid_field", None));
+        assert!(err.message.contains("JSON array"), "{err:?}");
+        assert_eq!(
+            decode(Some(b"[1, 2"), 100).unwrap_err().class,
+            "invalid_json"
+        );
     }
 }
