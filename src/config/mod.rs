@@ -179,11 +179,24 @@ impl Config {
                 "must be 0 to 19 (a Linux nice value)",
             ));
         }
-        if self.server.max_transactions_per_request == 0 {
-            return Err(bad(
+        // Each of these at 0 starts a server that refuses or stalls every payment: every body
+        // 413, every row 504 before compute, a stream that never fills a chunk or never takes.
+        for (key, value) in [
+            (
                 "server.max_transactions_per_request",
-                "must be at least 1",
-            ));
+                self.server.max_transactions_per_request as u64,
+            ),
+            (
+                "server.body_limit_bytes",
+                self.server.body_limit_bytes as u64,
+            ),
+            ("engine.default_deadline_ms", e.default_deadline_ms),
+            ("stream.max_batch", self.stream.max_batch as u64),
+            ("stream.max_in_flight", self.stream.max_in_flight as u64),
+        ] {
+            if value == 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
         }
         if let (Some(h), Some(r)) = (self.decisions.hold, self.decisions.reject)
             && !(0.0 < h && h < r && r < 1.0)
@@ -350,6 +363,21 @@ mod tests {
             err.starts_with("config engine.workers: must be at least 1"),
             "{err}"
         );
+        for key in [
+            "server.max_transactions_per_request",
+            "server.body_limit_bytes",
+            "engine.default_deadline_ms",
+            "stream.max_batch",
+            "stream.max_in_flight",
+        ] {
+            let err = Config::load_from(Some(&f.0), &[], &env(&[(key, "0")]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("config {key}: must be at least 1")),
+                "{err}"
+            );
+        }
         let err = Config::load_from(Some(&f.0), &[], &env(&[("server.front_end_nice", "20")]))
             .unwrap_err()
             .to_string();
