@@ -289,12 +289,14 @@ impl Shared<'_> {
             Data::Lines(text) => {
                 let mut lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
                 lines.pop(); // what follows the last newline: nothing
+                // A blank line holds no row: not counted, so rows = scored + rejected still holds.
+                let mut blank = 0;
                 for (i, line) in lines.iter().enumerate() {
                     match std::str::from_utf8(line) {
                         Err(_) => {
                             bad.push((i as u32, ValidationError::new("", "the line is not UTF-8")))
                         }
-                        Ok(s) if s.trim().is_empty() => {}
+                        Ok(s) if s.trim().is_empty() => blank += 1,
                         Ok(s) => match crate::jsonl::parse_line(s) {
                             Ok(row) => {
                                 txs.push(row.transaction);
@@ -304,7 +306,7 @@ impl Shared<'_> {
                         },
                     }
                 }
-                (lines.len(), Vec::new(), None)
+                (lines.len() - blank, Vec::new(), None)
             }
         };
         let scores = if txs.is_empty() {

@@ -182,6 +182,55 @@ fn corrupted_rows_are_rejected_with_their_field_and_the_rest_scored() {
     }
 }
 
+/// JSONL: a blank line is no row (the summary still adds up), a bad line is rejected with its line
+/// index, and a line holding a JSON array is refused as one.
+#[test]
+fn jsonl_blank_and_bad_lines_are_accounted_for() {
+    let dir = scratch("batch", "jsonl-lines");
+    let clean = dir.join("clean.jsonl");
+    synth(&clean, "jsonl", "nested");
+    let text = std::fs::read_to_string(&clean).expect("jsonl");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let rows = lines.len();
+    let array = format!("[{}]", lines[5]);
+    lines[5] = &array;
+    lines[9] = "not json";
+    lines[12] = "";
+    lines[20] = "   ";
+    let input = dir.join("lines.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write");
+    let rejects = dir.join("rejects.jsonl");
+    let out = dir.join("out.jsonl");
+    let sum = summary(&pixguard_ok(&[
+        "batch",
+        "-i",
+        s(&input),
+        "-o",
+        s(&out),
+        "--rejects",
+        s(&rejects),
+    ]));
+    assert_eq!(sum["rows"], rows - 2, "{sum}");
+    assert_eq!(sum["rejected"], 2, "{sum}");
+    assert_eq!(sum["scored"], rows - 4, "{sum}");
+    assert_eq!(scores_jsonl(&out).len(), rows - 4);
+    let rejected: Vec<Value> = std::fs::read_to_string(&rejects)
+        .expect("rejects")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("reject line"))
+        .collect();
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0]["row"], 5);
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("JSON array")),
+        "{}",
+        rejected[0]
+    );
+    assert_eq!(rejected[1]["row"], 9);
+}
+
 #[test]
 fn a_file_without_a_required_column_is_refused_before_any_work() {
     let dir = scratch("batch", "missing");
