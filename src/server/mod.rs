@@ -119,13 +119,23 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
     }))
 }
 
-/// The request's own deadline, from `x-request-timeout-ms`.
-fn timeout(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(DEADLINE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_millis)
+/// The request's own deadline, from `x-request-timeout-ms`: none when absent, refused when not a
+/// whole number of milliseconds (a mistyped value must not fall back to the default unnoticed).
+fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, ScoreError> {
+    let Some(value) = headers.get(DEADLINE_HEADER) else {
+        return Ok(None);
+    };
+    let ms = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match ms {
+        Some(ms) => Ok(Some(Duration::from_millis(ms))),
+        None => Err(ScoreError::Malformed(format!(
+            "{DEADLINE_HEADER}: `{}` is not a whole number of milliseconds",
+            String::from_utf8_lossy(value.as_bytes())
+        ))),
+    }
 }
 
 /// A body that could not be read: too large, or broken.

@@ -38,7 +38,7 @@ pub async fn score(
             query.map_err(|e| ScoreError::Malformed(format!("query string: {}", e.body_text())))?;
         let parallel = crate::parallel::global();
         let request = parse_request_with(&body, scoring.limits().max_rows_per_request, parallel)?;
-        let deadline = scoring.deadline(timeout(&headers));
+        let deadline = scoring.deadline(timeout(&headers)?);
         let explain = request.explain || query.explain;
         let served = scoring.served();
         let scored = scoring

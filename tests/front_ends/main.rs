@@ -255,6 +255,30 @@ async fn bad_requests_mean_the_same_on_every_api() {
             "{path}"
         );
     }
+    // A deadline header that is not a whole number of milliseconds is refused, not ignored.
+    for (path, body) in [
+        ("/v1/score".to_string(), valid.to_string().into_bytes()),
+        (infer_path(MODEL), oip_valid.clone()),
+    ] {
+        for bad in ["abc", "-5", "1.5", ""] {
+            let r = client
+                .post(server.url(&path))
+                .header("x-request-timeout-ms", bad)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{path} {bad:?}");
+            let v = r.json::<Value>().await.unwrap();
+            assert_eq!(v["code"], "malformed_request", "{path} {bad:?}");
+            assert!(
+                v["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("x-request-timeout-ms")
+            );
+        }
+    }
     let status = grpc_client(&server)
         .await
         .model_infer(grpc_unparsed)

@@ -142,7 +142,7 @@ pub async fn infer(
             scoring.limits().max_rows_per_request,
             crate::parallel::global(),
         )?;
-        let deadline = scoring.deadline(timeout(&headers));
+        let deadline = scoring.deadline(timeout(&headers)?);
         let scored = scoring
             .score(&served, payload, deadline, request.explain()?)
             .await?;
