@@ -10,6 +10,7 @@ use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
+use super::encoding::decode_body;
 use super::error::HttpError;
 use super::{AppState, body_error, timeout, timing};
 use crate::engine::Lane;
@@ -33,7 +34,9 @@ pub async fn score(
     let scoring = &state.scoring;
     let admission = scoring.admit(Api::V1)?;
     let result = async {
-        let body = body.map_err(|e| body_error(e, state.config.server.body_limit_bytes))?;
+        let limit = state.config.server.body_limit_bytes;
+        let body = body.map_err(|e| body_error(e, limit))?;
+        let body = decode_body(&headers, body, limit)?;
         let query =
             query.map_err(|e| ScoreError::Malformed(format!("query string: {}", e.body_text())))?;
         let parallel = crate::parallel::global();

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """tritonclient (HTTP and gRPC) against a running pixguard: metadata, health, infer in both input modes with
-JSON and binary tensors, output selection, and the protocol's errors. Scores must equal
+JSON and binary tensors, compressed requests, output selection, and the protocol's errors. Scores must equal
 `pixguard score` for the same transactions within 1e-6. Called by tests/oip.rs with the server's URL.
 """
 import argparse
@@ -123,6 +123,14 @@ def main():
             expect(decision == want_decisions[:rows], f"fields rows={rows} binary={binary}: decisions differ")
             print(f"fields mode, {rows} rows, binary={binary}: max |oip - pixguard score| = {worst:.2e}")
 
+    # Compressed requests (Content-Encoding), as tritonclient sends them; the answer comes back plain.
+    for algorithm in ("gzip", "deflate"):
+        result = client.infer(MODEL, field_inputs(txs, True), request_compression_algorithm=algorithm,
+                              response_compression_algorithm=algorithm)
+        worst = float(np.abs(result.as_numpy("score").reshape(-1).astype(np.float64) - want).max())
+        expect(worst <= 1e-6, f"request_compression_algorithm={algorithm}: max diff {worst}")
+        print(f"request_compression_algorithm={algorithm}, 1000 rows: max |oip - pixguard score| = {worst:.2e}")
+
     # Reasons: a BYTES output of JSON text, a list on every HOLD and REJECT, empty on ALLOW.
     for binary in (False, True):
         result = client.infer(MODEL, field_inputs(txs, binary),
@@ -192,6 +200,11 @@ def main():
         worst = float(np.abs(result.as_numpy("score").reshape(-1) - want[:rows]).max())
         expect(worst <= 1e-6, f"grpc features rows={rows}: max diff {worst}")
         print(f"grpc features mode, {rows} rows: max |oip - pixguard score| = {worst:.2e}")
+    for algorithm in ("gzip", "deflate"):
+        result = g.infer(MODEL, field_inputs(txs, True, grpcclient), compression_algorithm=algorithm)
+        worst = float(np.abs(result.as_numpy("score").reshape(-1).astype(np.float64) - want).max())
+        expect(worst <= 1e-6, f"grpc compression_algorithm={algorithm}: max diff {worst}")
+        print(f"grpc compression_algorithm={algorithm}, 1000 rows: max |oip - pixguard score| = {worst:.2e}")
     good = field_inputs(txs[:2], True, grpcclient)
     bad_type = grpcclient.InferInput("amount_cents", [2], "FP64")
     bad_type.set_data_from_numpy(np.array([1.0, 2.0]))

@@ -53,14 +53,25 @@ pub enum FrameError {
 /// The one message of a unary call's `body` (prefix: flag 0, big-endian length), at most `max`
 /// bytes long.
 pub fn unframe(body: &[u8], max: usize) -> Result<std::ops::Range<usize>, FrameError> {
+    unframe_encoded(body, max, false).map(|(range, _)| range)
+}
+
+/// [`unframe`] for a call that named a `grpc-encoding` when `encoded`: the message may then be
+/// compressed (flag 1), and the answer says whether it is.
+pub fn unframe_encoded(
+    body: &[u8],
+    max: usize,
+    encoded: bool,
+) -> Result<(std::ops::Range<usize>, bool), FrameError> {
     let Some((prefix, message)) = body.split_first_chunk::<5>() else {
         return Err(FrameError::Missing);
     };
-    match prefix[0] {
-        0 => {}
+    let compressed = match prefix[0] {
+        0 => false,
+        1 if encoded => true,
         1 => return Err(FrameError::Compressed),
         f => return Err(FrameError::Flag(f)),
-    }
+    };
     let said = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
     if said > max {
         return Err(FrameError::TooLarge(said, max));
@@ -71,7 +82,7 @@ pub fn unframe(body: &[u8], max: usize) -> Result<std::ops::Range<usize>, FrameE
             held: message.len(),
         });
     }
-    Ok(5..body.len())
+    Ok((5..body.len(), compressed))
 }
 
 /// `message` behind its prefix, as a unary call's whole body (`None` past 4 GiB).
@@ -105,7 +116,7 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::{FrameError, frame, parse_timeout, unframe};
+    use super::{FrameError, frame, parse_timeout, unframe, unframe_encoded};
     use std::time::Duration;
 
     #[test]
@@ -122,6 +133,9 @@ mod tests {
         let mut flagged = body.to_vec();
         flagged[0] = 1;
         assert_eq!(unframe(&flagged, 9), Err(FrameError::Compressed));
+        // With a grpc-encoding named, the compressed flag is taken and reported.
+        assert_eq!(unframe_encoded(&flagged, 9, true), Ok((5..10, true)));
+        assert_eq!(unframe_encoded(&body, 9, true), Ok((5..10, false)));
         flagged[0] = 7;
         assert_eq!(unframe(&flagged, 9), Err(FrameError::Flag(7)));
         assert_eq!(&frame(b"").expect("empty")[..], &[0, 0, 0, 0, 0]);

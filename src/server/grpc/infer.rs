@@ -1,7 +1,8 @@
 //! `ModelInfer`, the hot method, served as plain HTTP/2 by hand instead of through tonic's
 //! streaming codec: the body collected as it arrived (one DATA frame: no copy), its 5-byte gRPC
 //! prefix checked, the request read in place ([`InferCall`]), and the answer written as one DATA
-//! frame and the `grpc-status` trailer. Errors are tonic's own trailers-only answers
+//! frame and the `grpc-status` trailer; a message compressed with gzip or deflate
+//! (`grpc-encoding`) is inflated first. Errors are tonic's own trailers-only answers
 //! ([`Status::into_http`]); every other method stays with tonic's generated service.
 
 use std::sync::Arc;
@@ -14,8 +15,9 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
 use super::Inference;
-use crate::protocol::grpc::FrameError;
 use crate::protocol::grpc::infer::InferCall;
+use crate::protocol::grpc::{FrameError, unframe_encoded};
+use crate::server::encoding::Coding;
 
 /// The largest request message taken, as tonic's default (4 MiB).
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
@@ -36,13 +38,11 @@ async fn answer(
     call: http::Request<Incoming>,
 ) -> Result<http::Response<tonic::body::Body>, Status> {
     let (parts, body) = call.into_parts();
-    if let Some(encoding) = parts.headers.get("grpc-encoding")
-        && encoding != "identity"
-    {
-        return Err(Status::unimplemented(format!(
-            "grpc-encoding {encoding:?} is not supported; send uncompressed messages"
-        )));
-    }
+    let coding = match parts.headers.get("grpc-encoding") {
+        None => None,
+        Some(name) => Coding::from_name(&String::from_utf8_lossy(name.as_bytes()))
+            .map_err(|reason| Status::unimplemented(format!("grpc-encoding {reason}")))?,
+    };
     let body = http_body_util::Limited::new(body, MAX_MESSAGE + 5)
         .collect()
         .await
@@ -56,7 +56,7 @@ async fn answer(
             }
         })?
         .to_bytes();
-    let message = message(body)?;
+    let message = message(body, coding)?;
     let call = InferCall::decode(message).map_err(|e| Status::internal(e.to_string()))?;
     let request = Request::from_parts(
         MetadataMap::from_headers(parts.headers),
@@ -83,11 +83,65 @@ async fn answer(
     Ok(response)
 }
 
-/// The one message of a unary call's body, its prefix refused as tonic refuses it.
-fn message(mut body: Bytes) -> Result<Bytes, Status> {
-    match crate::protocol::grpc::unframe(&body, MAX_MESSAGE) {
-        Ok(range) => Ok(body.split_off(range.start)),
-        Err(e @ FrameError::TooLarge(..)) => Err(Status::resource_exhausted(e.to_string())),
-        Err(e) => Err(Status::internal(e.to_string())),
+/// The one message of a unary call's body, its prefix refused as tonic refuses it, inflated when
+/// the call's `coding` compressed it (at most [`MAX_MESSAGE`] bytes inflated, as plain).
+fn message(mut body: Bytes, coding: Option<Coding>) -> Result<Bytes, Status> {
+    let (range, compressed) = match unframe_encoded(&body, MAX_MESSAGE, coding.is_some()) {
+        Ok(framed) => framed,
+        Err(e @ FrameError::TooLarge(..)) => return Err(Status::resource_exhausted(e.to_string())),
+        Err(e) => return Err(Status::internal(e.to_string())),
+    };
+    let message = body.split_off(range.start);
+    match coding.filter(|_| compressed) {
+        None => Ok(message),
+        Some(coding) => match coding.inflate(&message, MAX_MESSAGE) {
+            Ok(Some(inflated)) => Ok(inflated.into()),
+            Ok(None) => Err(Status::resource_exhausted(format!(
+                "the request inflates past the limit of {MAX_MESSAGE} bytes"
+            ))),
+            Err(e) => Err(Status::internal(format!("inflating the request: {e}"))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use tonic::Code;
+
+    use super::*;
+
+    /// `message` behind a prefix whose flag says compressed.
+    fn compressed_frame(message: &[u8]) -> Bytes {
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(message).unwrap();
+        let packed = e.finish().unwrap();
+        let mut body = vec![1];
+        body.extend_from_slice(&(packed.len() as u32).to_be_bytes());
+        body.extend_from_slice(&packed);
+        body.into()
+    }
+
+    #[test]
+    fn a_gzip_message_is_inflated_only_under_its_grpc_encoding() {
+        let text = b"a request message".repeat(100);
+        let framed = compressed_frame(&text);
+        assert_eq!(message(framed.clone(), Some(Coding::Gzip)).unwrap(), text);
+        // The flag without a grpc-encoding, as tonic answers it.
+        let err = message(framed, None).unwrap_err();
+        assert_eq!(err.code(), Code::Internal, "{err:?}");
+        // A plain message under a grpc-encoding passes as it is.
+        let plain = crate::protocol::grpc::frame(&text).unwrap();
+        assert_eq!(message(plain, Some(Coding::Gzip)).unwrap(), text);
+        // A few kilobytes that inflate past the 4 MiB message limit.
+        let bomb = compressed_frame(&vec![0u8; MAX_MESSAGE + 1]);
+        assert!(bomb.len() < 10_000);
+        let err = message(bomb, Some(Coding::Gzip)).unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+        let err = message(compressed_frame(&text), Some(Coding::Deflate)).unwrap_err();
+        assert_eq!(err.code(), Code::Internal, "{err:?}");
     }
 }

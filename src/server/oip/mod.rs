@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::encoding::decode_body;
 use super::error::HttpError;
 use super::{AppState, body_error, timeout, timing};
 use crate::protocol::oip::{
@@ -131,7 +132,9 @@ pub async fn infer(
     let result = async {
         let served = scoring.served();
         served.check_model(&path.model, path.version.as_deref())?;
-        let body = body.map_err(|e| body_error(e, state.config.server.body_limit_bytes))?;
+        let limit = state.config.server.body_limit_bytes;
+        let body = body.map_err(|e| body_error(e, limit))?;
+        let body = decode_body(&headers, body, limit)?;
         let header_length = headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes);
         let (request, binary) = split_body(header_length, &body)?;
         let signature = served.signature();
