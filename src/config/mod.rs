@@ -161,27 +161,12 @@ impl Config {
             origin: "validation".into(),
         };
         let e = &self.engine;
-        if e.max_batch_size == 0 {
-            return Err(bad("engine.max_batch_size", "must be at least 1"));
-        }
-        if e.workers == 0 {
-            return Err(bad("engine.workers", "must be at least 1"));
-        }
-        if e.max_queue_rows < e.max_batch_size {
-            return Err(bad(
-                "engine.max_queue_rows",
-                "must be at least engine.max_batch_size",
-            ));
-        }
-        if self.server.front_end_nice > 19 {
-            return Err(bad(
-                "server.front_end_nice",
-                "must be 0 to 19 (a Linux nice value)",
-            ));
-        }
-        // Each of these at 0 starts a server that refuses or stalls every payment: every body
-        // 413, every row 504 before compute, a stream that never fills a chunk or never takes.
+        // Each of these at 0 leaves a server that scores nothing: no batch or worker to compute
+        // on, every body 413, every row 504 before compute, a stream that never fills a chunk or
+        // never takes.
         for (key, value) in [
+            ("engine.max_batch_size", e.max_batch_size as u64),
+            ("engine.workers", e.workers as u64),
             (
                 "server.max_transactions_per_request",
                 self.server.max_transactions_per_request as u64,
@@ -197,6 +182,18 @@ impl Config {
             if value == 0 {
                 return Err(bad(key, "must be at least 1"));
             }
+        }
+        if e.max_queue_rows < e.max_batch_size {
+            return Err(bad(
+                "engine.max_queue_rows",
+                "must be at least engine.max_batch_size",
+            ));
+        }
+        if self.server.front_end_nice > 19 {
+            return Err(bad(
+                "server.front_end_nice",
+                "must be 0 to 19 (a Linux nice value)",
+            ));
         }
         if let (Some(h), Some(r)) = (self.decisions.hold, self.decisions.reject)
             && !(0.0 < h && h < r && r < 1.0)
@@ -356,14 +353,9 @@ mod tests {
             err.starts_with("config engine.device: unknown variant `tpu`"),
             "{err}"
         );
-        let err = Config::load_from(Some(&f.0), &[], &env(&[("engine.workers", "0")]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("config engine.workers: must be at least 1"),
-            "{err}"
-        );
         for key in [
+            "engine.max_batch_size",
+            "engine.workers",
             "server.max_transactions_per_request",
             "server.body_limit_bytes",
             "engine.default_deadline_ms",
