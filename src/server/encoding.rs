@@ -21,16 +21,28 @@ pub(super) enum Coding {
 }
 
 impl Coding {
-    /// The coding a `content-encoding` / `grpc-encoding` value names: `None` for identity (or
-    /// empty), the reason for one not taken.
-    pub(super) fn from_name(name: &str) -> Result<Option<Coding>, String> {
-        match name.trim().to_ascii_lowercase().as_str() {
+    /// The coding a `content-encoding` / `grpc-encoding` header value names: `None` for identity
+    /// (or empty), the reason for one not taken.
+    pub(super) fn from_header(value: &[u8]) -> Result<Option<Coding>, String> {
+        match String::from_utf8_lossy(value)
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "" | "identity" => Ok(None),
             "gzip" | "x-gzip" => Ok(Some(Coding::Gzip)),
             "deflate" => Ok(Some(Coding::Deflate)),
             other => Err(format!(
                 "`{other}` is not supported: send gzip, deflate or identity"
             )),
+        }
+    }
+
+    /// The coding's name, as the headers spell it.
+    fn name(self) -> &'static str {
+        match self {
+            Coding::Gzip => "gzip",
+            Coding::Deflate => "deflate",
         }
     }
 
@@ -57,8 +69,7 @@ pub(super) fn decode_body(
     let Some(value) = headers.get(CONTENT_ENCODING) else {
         return Ok(body);
     };
-    let name = String::from_utf8_lossy(value.as_bytes());
-    let coding = Coding::from_name(&name)
+    let coding = Coding::from_header(value.as_bytes())
         .map_err(|reason| ScoreError::Malformed(format!("content-encoding {reason}")))?;
     let Some(coding) = coding else {
         return Ok(body);
@@ -68,13 +79,13 @@ pub(super) fn decode_body(
         Ok(None) => Err(ScoreError::PayloadTooLarge { limit }),
         Err(e) => Err(ScoreError::Malformed(format!(
             "content-encoding {}: {e}",
-            name.trim()
+            coding.name()
         ))),
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::io::Write;
 
     use axum::http::HeaderValue;
@@ -91,7 +102,8 @@ mod tests {
         h
     }
 
-    fn gzip(data: &[u8]) -> Vec<u8> {
+    /// `data` compressed with gzip, as a client sends it.
+    pub(in crate::server) fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = GzEncoder::new(Vec::new(), Compression::default());
         e.write_all(data).unwrap();
         e.finish().unwrap()

@@ -40,7 +40,7 @@ async fn answer(
     let (parts, body) = call.into_parts();
     let coding = match parts.headers.get("grpc-encoding") {
         None => None,
-        Some(name) => Coding::from_name(&String::from_utf8_lossy(name.as_bytes()))
+        Some(value) => Coding::from_header(value.as_bytes())
             .map_err(|reason| Status::unimplemented(format!("grpc-encoding {reason}")))?,
     };
     let body = http_body_util::Limited::new(body, MAX_MESSAGE + 5)
@@ -106,19 +106,14 @@ fn message(mut body: Bytes, coding: Option<Coding>) -> Result<Bytes, Status> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
-    use flate2::Compression;
-    use flate2::write::GzEncoder;
     use tonic::Code;
 
     use super::*;
+    use crate::server::encoding::tests::gzip;
 
     /// `message` behind a prefix whose flag says compressed.
     fn compressed_frame(message: &[u8]) -> Bytes {
-        let mut e = GzEncoder::new(Vec::new(), Compression::default());
-        e.write_all(message).unwrap();
-        let packed = e.finish().unwrap();
+        let packed = gzip(message);
         let mut body = vec![1];
         body.extend_from_slice(&(packed.len() as u32).to_be_bytes());
         body.extend_from_slice(&packed);
