@@ -146,7 +146,7 @@ fn wrong_types_are_named() {
     refused(
         &with("amount_cents", json!(1500.5)),
         "amount_cents",
-        "invalid type",
+        "expected a whole number of centavos",
     );
     refused(
         &with("amount_cents", Value::Null),
@@ -161,7 +161,22 @@ fn wrong_types_are_named() {
     refused(
         &with("history.payer_tx_1h", json!(-1)),
         "history.payer_tx_1h",
-        "invalid value",
+        "must be a count from 0 to 4294967295, got -1",
+    );
+    refused(
+        &with("history.payer_tx_1h", json!(4_294_967_296u64)),
+        "history.payer_tx_1h",
+        "must be a count from 0 to 4294967295, got 4294967296",
+    );
+    refused(
+        &with("history.payer_tx_1h", json!(1.5)),
+        "history.payer_tx_1h",
+        "expected a count from 0 to 4294967295",
+    );
+    refused(
+        &with("amount_cents", json!(9_223_372_036_854_775_808u64)),
+        "amount_cents",
+        "must be at most 9223372036854775807 centavos",
     );
     refused(
         &with("history.amount_zscore_90d", json!("high")),
@@ -171,7 +186,7 @@ fn wrong_types_are_named() {
     refused(
         &with("payee.dict_stats.settlements_90d", json!(-3)),
         "payee.dict_stats.settlements_90d",
-        "invalid value",
+        "must be a count from 0 to 4294967295, got -3",
     );
     refused(
         &with("payee.dict_stats.mule_marker", json!(1)),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use flat::{CSV_COLUMNS, at, from_flat, write_csv_row};
 pub use wire::{
-    AccountType, EndToEndId, InitiationForm, Ispb, KeyType, PersonType, Purpose, Timestamp,
+    AccountType, EndToEndId, InitiationForm, Ispb, KeyType, PersonType, Purpose, Timestamp, count,
 };
 
 /// A client error in a transaction: the dotted path of the offending field and why it is wrong.
@@ -58,6 +58,7 @@ pub struct Transaction {
     /// When the payer's PSP accepted the order.
     pub accepted_at: Timestamp,
     /// Amount in centavos; strictly positive.
+    #[serde(deserialize_with = "wire::de_centavos")]
     pub amount_cents: i64,
     /// How the payment was initiated.
     pub initiation_form: InitiationForm,
@@ -127,10 +128,13 @@ pub struct Payee {
 #[serde(deny_unknown_fields)]
 pub struct DictStats {
     /// Pix payments settled to this key in the last 90 days.
+    #[serde(deserialize_with = "wire::de_count")]
     pub settlements_90d: u32,
     /// Fraud markers recorded against the key or account in the last 30 days.
+    #[serde(deserialize_with = "wire::de_count")]
     pub fraud_markers_30d: u32,
     /// Infraction reports still open against the key or account.
+    #[serde(deserialize_with = "wire::de_count")]
     pub infractions_open: u32,
     /// Whether DICT flags the account as a suspected mule.
     pub mule_marker: bool,
@@ -143,8 +147,10 @@ pub struct History {
     /// Whether the payer has never paid this payee before.
     pub payee_first_time: bool,
     /// Pix payments the payer made in the last hour.
+    #[serde(deserialize_with = "wire::de_count")]
     pub payer_tx_1h: u32,
     /// Total the payer paid by Pix in the last 24 hours, in centavos.
+    #[serde(deserialize_with = "wire::de_centavos")]
     pub payer_amount_24h_cents: i64,
     /// This amount's z-score against the payer's last 90 days; absent with too little history.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -281,6 +281,56 @@ async fn bad_requests_mean_the_same_on_every_api() {
             );
         }
     }
+    // A count out of range: one reason on every API (serde's "expected u32" on /v1 used to differ
+    // from OIP's, and both from pixguard batch's).
+    let field = "history.payer_tx_1h";
+    let mut v1 = valid.clone();
+    v1["history"]["payer_tx_1h"] = json!(-2);
+    let mut oip: Value = serde_json::from_slice(&oip_valid).unwrap();
+    for input in oip["inputs"].as_array_mut().unwrap() {
+        if input["name"] == field {
+            input["data"] = json!([-2]);
+        }
+    }
+    let (_, mut grpc) = oip_forms(&valid, MODEL);
+    let at = grpc.inputs.iter().position(|i| i.name == field).unwrap();
+    assert_eq!(grpc.inputs[at].datatype, "INT64");
+    grpc.raw_input_contents[at] = (-2i64).to_le_bytes().to_vec().into();
+    let mut said = vec![];
+    for (path, body) in [
+        ("/v1/score".to_string(), v1.to_string()),
+        (infer_path(MODEL), oip.to_string()),
+    ] {
+        let r = client
+            .post(server.url(&path))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{path}");
+        let v = r.json::<Value>().await.unwrap();
+        assert_eq!(v["field"], field, "{path}: {v}");
+        said.push(v["error"].as_str().unwrap().to_string());
+    }
+    let status = grpc_client(&server)
+        .await
+        .model_infer(grpc)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let reason = said[0].strip_prefix(&format!("{field}: ")).unwrap();
+    assert!(reason.contains("-2"), "{reason}");
+    assert!(
+        said[1].ends_with(reason),
+        "OIP HTTP {:?} vs /v1 {reason:?}",
+        said[1]
+    );
+    assert!(
+        status.message().ends_with(reason),
+        "gRPC {:?} vs /v1 {reason:?}",
+        status.message()
+    );
+
     let status = grpc_client(&server)
         .await
         .model_infer(grpc_unparsed)
@@ -292,8 +342,9 @@ async fn bad_requests_mean_the_same_on_every_api() {
         "{status:?}"
     );
     let metrics = server::metrics_text(&reqwest::Client::new(), &server).await;
+    // Two invalid_field requests per API: the negative amount and the count out of range.
     for api in ["v1", "oip_http", "oip_grpc"] {
-        let sample = format!("pixguard_responses_total{{api=\"{api}\",code=\"invalid_field\"}} 1");
+        let sample = format!("pixguard_responses_total{{api=\"{api}\",code=\"invalid_field\"}} 2");
         assert!(metrics.contains(&sample), "{sample} missing:\n{metrics}");
     }
 }

@@ -215,7 +215,7 @@ impl Cells<'_, '_> {
 
     fn count(&self, k: usize, row: usize) -> Result<u32, CellError> {
         let v = Self::required(k, self.int(k, row))?;
-        u32::try_from(v).map_err(|_| (k, format!("must be between 0 and {}, got {v}", u32::MAX)))
+        crate::transaction::count(v).map_err(|reason| (k, reason))
     }
 
     /// Row `row` as a validated transaction, or the protocol error naming its field and row.

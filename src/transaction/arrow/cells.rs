@@ -253,12 +253,8 @@ fn int(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<i64>, Vali
 fn count(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<u32>, ValidationError> {
     int(cols, k, i)?
         .map(|v| {
-            u32::try_from(v).map_err(|_| {
-                ValidationError::new(
-                    LEAVES[k].path,
-                    format!("must be a count from 0 to {}, got {v}", u32::MAX),
-                )
-            })
+            crate::transaction::count(v)
+                .map_err(|reason| ValidationError::new(LEAVES[k].path, reason))
         })
         .transpose()
 }
