@@ -1,17 +1,20 @@
 //! The Python client and the Spark jobs (clients/python) against a running pixguard: real
-//! PySpark in local mode, a real Kafka-protocol broker for the streaming job. They need the test
+//! PySpark in local mode, a real Kafka-protocol broker for the streaming job; typed cells read as
+//! `pixguard batch` reads them (`cells`). They need the test
 //! venv (PIXGUARD_PYTHON, with pyspark) and Java; CI has both, elsewhere they say why they skip.
 
-#[path = "common/child.rs"]
+#[path = "../common/child.rs"]
 mod child;
-#[path = "common/cli.rs"]
+#[path = "../common/cli.rs"]
 mod cli;
-#[path = "common/kafka.rs"]
+#[path = "../common/kafka.rs"]
 mod kafka;
-#[path = "common/registry.rs"]
+#[path = "../common/registry.rs"]
 mod registry;
-#[path = "common/server.rs"]
+#[path = "../common/server.rs"]
 mod server;
+
+mod cells;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +23,7 @@ use std::process::Command;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int32Type};
 use arrow_array::{Array, ArrayRef};
-use cli::{pixguard_ok, scratch};
+use cli::{pixguard_command, pixguard_ok, scratch};
 use kafka::{Broker, broker_binary};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use registry::python;

@@ -17,7 +17,8 @@ _ROW = re.compile(r"^transactions\[(\d+)\](?:\.(.*))?$")
 
 
 class PixguardError(Exception):
-    """An answer pixguard refused: the HTTP status, its error code, the field to blame and why."""
+    """An answer pixguard refused: the HTTP status, its error code, the field to blame and why
+    (``message``: the reason alone, without the field)."""
 
     def __init__(self, status: int, message: str, code: str = "", field: Optional[str] = None):
         super().__init__(f"{status} {code}: {field + ': ' if field else ''}{message}")
@@ -148,7 +149,12 @@ def _error(answer: requests.Response) -> PixguardError:
         body = answer.json()
     except ValueError:
         body = {"error": answer.text[:500]}
-    return PixguardError(answer.status_code, body.get("error", ""), body.get("code", ""), body.get("field"))
+    message, field = body.get("error", ""), body.get("field")
+    # pixguard's `error` leads with the field; kept once, a reason taken out of a resent batch
+    # does not carry that batch's row index (score_tolerant).
+    if field and message.startswith(field + ": "):
+        message = message[len(field) + 2:]
+    return PixguardError(answer.status_code, message, body.get("code", ""), field)
 
 
 def batches(items: Iterable[Any], size: int) -> Iterable[list]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -18,13 +19,18 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
+    BooleanType,
+    CharType,
     DataType,
     DoubleType,
+    FloatType,
+    IntegralType,
     StringType,
     StructField,
     StructType,
     TimestampNTZType,
     TimestampType,
+    VarcharType,
 )
 
 from .client import PixguardClient
@@ -71,6 +77,48 @@ SCORE_TYPE = StructType(
 )
 
 
+# What a leaf of each kind takes, in pixguard batch's words (src/transaction/arrow/cells.rs): a
+# DataFrame is read as `pixguard batch` reads the same Parquet, so both refuse the same rows.
+EXPECTED = {
+    "text": "text",
+    "time": "a timestamp or RFC 3339 text",
+    "int": "an integer (or its text)",
+    "bool": "a boolean (or true/false text)",
+    "float": "a number (or its text)",
+}
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+class Refused(ValueError):
+    """A row that is not a transaction: the leaf to blame (dotted path) and why, as
+    ``pixguard batch`` words it in its rejects file."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _is_text(t: DataType) -> bool:
+    return isinstance(t, (StringType, VarcharType, CharType))
+
+
+def _accepts(kind: str, t: DataType) -> bool:
+    """Whether a column of type ``t`` can hold leaves of ``kind`` (pixguard batch's rule)."""
+    if _is_text(t):
+        return True
+    if kind == "time":
+        return isinstance(t, (TimestampType, TimestampNTZType))
+    if kind == "int":
+        return isinstance(t, IntegralType)
+    if kind == "bool":
+        return isinstance(t, BooleanType)
+    if kind == "float":
+        return isinstance(t, (IntegralType, FloatType, DoubleType))
+    return False
+
+
 def _leaf_type(schema: StructType, path: str) -> Optional[DataType]:
     """The type of ``path`` in ``schema``: a top-level column of that name, or nested fields."""
     if path in schema.names:
@@ -84,9 +132,11 @@ def _leaf_type(schema: StructType, path: str) -> Optional[DataType]:
 
 def leaf_columns(df: DataFrame) -> list[Column]:
     """One column per leaf, in LEAVES order; timestamps as epoch microseconds (so no session time
-    zone can shift them), absent optional leaves as nulls. A missing required leaf is a
-    ValueError naming it."""
+    zone can shift them), absent optional leaves as nulls. A missing required leaf, or a column
+    whose type cannot hold its leaf (a double amount, a date, a numeric ISPB), is a ValueError
+    naming it, before any row is sent: ``pixguard batch`` refuses the same file."""
     missing = []
+    wrong = []
     columns = []
     for path, kind, required in LEAVES:
         t = _leaf_type(df.schema, path)
@@ -95,12 +145,19 @@ def leaf_columns(df: DataFrame) -> list[Column]:
                 missing.append(path)
             columns.append(F.lit(None).cast("string").alias(path))
             continue
+        if not _accepts(kind, t):
+            wrong.append(f"column {path} is {t.simpleString()}, expected {EXPECTED[kind]}")
         c = F.col(f"`{path}`") if path in df.columns else F.col(path)
         if kind == "time" and isinstance(t, (TimestampType, TimestampNTZType)):
             c = F.unix_micros(c.cast(TimestampType()))
+        if kind == "float" and isinstance(t, (FloatType, DoubleType)):
+            # A null reaches the Python worker as NaN, so a NaN cell would pass for an absent
+            # leaf; as infinity it is refused as pixguard batch refuses it (not finite).
+            c = F.when(F.isnan(c), F.lit(float("inf"))).otherwise(c)
         columns.append(c.alias(path))
-    if missing:
-        raise ValueError(f"missing required column(s): {', '.join(missing)}")
+    problems = ([f"missing required column(s): {', '.join(missing)}"] if missing else []) + wrong
+    if problems:
+        raise ValueError("; ".join(problems))
     return columns
 
 
@@ -108,36 +165,72 @@ def _absent(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or v is np.nan
 
 
-def _value(kind: str, v):
+def _value(path: str, kind: str, v):
+    """A cell as /v1 takes the leaf; text in a typed leaf is read as pixguard batch reads it."""
+    text = isinstance(v, str)
     if kind == "int":
+        if not text:
+            return int(v)
+        if not _INTEGER.fullmatch(v.strip()) or not -(2**63) <= int(v) < 2**63:
+            raise Refused(path, f"`{v}` is not an integer")
         return int(v)
     if kind == "float":
-        return float(v)
+        try:
+            # Python's float() also reads "1_0" and non-ASCII digits; Rust's parse, batch's, does not.
+            if text and (not v.isascii() or "_" in v):
+                raise ValueError(v)
+            f = float(v.strip()) if text else float(v)
+        except ValueError:
+            raise Refused(path, f"`{v}` is not a number") from None
+        if not math.isfinite(f):
+            # JSON has no NaN or infinity: refused here with /v1's own words.
+            raise Refused(path, "must be a finite number")
+        return f
     if kind == "bool":
-        return bool(v)
-    if kind == "time" and not isinstance(v, str):
+        if not text:
+            return bool(v)
+        if v in ("true", "false"):
+            return v == "true"
+        raise Refused(path, f"must be {EXPECTED[kind]}")
+    if kind == "time" and not text:
         micros = int(v)
         t = datetime.fromtimestamp(micros // 1_000_000, tz=timezone.utc).replace(microsecond=micros % 1_000_000)
         return t.isoformat().replace("+00:00", "Z")
     return str(v)
 
 
-def transactions(columns: tuple) -> list[dict]:
-    """The /v1 transactions held by one batch of leaf columns (numpy arrays in LEAVES order)."""
-    rows = len(columns[0])
-    out = []
-    for i in range(rows):
+def rows(columns: tuple) -> list:
+    """Per row of one batch of leaf columns (numpy arrays in LEAVES order): the /v1 transaction,
+    or :class:`Refused` for a cell that cannot be one (``"abc"`` for an amount, ``"False"`` for a
+    boolean, an infinite z-score) — answered without a round trip, never sent as something else."""
+    n = len(columns[0])
+    out: list = []
+    for i in range(n):
         tx: dict = {}
-        for (path, kind, _), column in zip(LEAVES, columns):
-            v = column[i]
-            if _absent(v):
-                continue
-            node = tx
-            *parents, name = path.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[name] = _value(kind, v)
+        try:
+            for (path, kind, _), column in zip(LEAVES, columns):
+                v = column[i]
+                if _absent(v):
+                    continue
+                node = tx
+                *parents, name = path.split(".")
+                for p in parents:
+                    node = node.setdefault(p, {})
+                node[name] = _value(path, kind, v)
+        except Refused as r:
+            out.append(r)
+            continue
         out.append(tx)
+    return out
+
+
+def transactions(columns: tuple) -> list[dict]:
+    """The /v1 transactions held by one batch of leaf columns; a row that cannot be one raises
+    :class:`Refused` (``rows`` answers it in place instead)."""
+    out = rows(columns)
+    for r in out:
+        if isinstance(r, Refused):
+            raise r
     return out
 
 
@@ -148,12 +241,18 @@ def make_predict_fn(url: str, explain: bool = False, timeout: float = 60.0, retr
         client = PixguardClient(url, timeout=timeout, retries=retries)
 
         def predict(*columns):
-            answers = client.score_tolerant(transactions(columns), explain=explain)
-            rows = []
+            batch = rows(columns)
+            valid = [r for r in batch if not isinstance(r, Refused)]
+            scored = iter(client.score_tolerant(valid, explain=explain))
+            answers = [
+                {"error": r.reason, "field": r.field} if isinstance(r, Refused) else next(scored)
+                for r in batch
+            ]
+            out = []
             for a in answers:
                 if "error" in a:
                     field = a.get("field") or ""
-                    rows.append(
+                    out.append(
                         {
                             "score": float("nan"),
                             "decision": "",
@@ -164,7 +263,7 @@ def make_predict_fn(url: str, explain: bool = False, timeout: float = 60.0, retr
                     )
                     continue
                 model = a.get("model", {})
-                rows.append(
+                out.append(
                     {
                         "score": float(a["score"]),
                         "decision": a["decision"],
@@ -173,7 +272,7 @@ def make_predict_fn(url: str, explain: bool = False, timeout: float = 60.0, retr
                         "error": "",
                     }
                 )
-            return rows
+            return out
 
         # predict_batch_udf counts the function's parameters to decide how to pass the columns:
         # one parameter per leaf, so each arrives as its own array.
