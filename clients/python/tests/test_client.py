@@ -1,4 +1,4 @@
-"""PixguardClient against a running pixguard (PIXGUARD_URL; tests/spark.rs starts one whose queue
+"""PixguardClient against a running pixguard (PIXGUARD_URL; tests/spark/main.rs starts one whose queue
 is tiny and whose worker is slowed, so concurrent batches are refused with 429 and retried)."""
 import json
 import os
