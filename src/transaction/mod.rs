@@ -58,7 +58,6 @@ pub struct Transaction {
     /// When the payer's PSP accepted the order.
     pub accepted_at: Timestamp,
     /// Amount in centavos; strictly positive.
-    #[serde(deserialize_with = "wire::de_centavos")]
     pub amount_cents: i64,
     /// How the payment was initiated.
     pub initiation_form: InitiationForm,
@@ -128,13 +127,10 @@ pub struct Payee {
 #[serde(deny_unknown_fields)]
 pub struct DictStats {
     /// Pix payments settled to this key in the last 90 days.
-    #[serde(deserialize_with = "wire::de_count")]
     pub settlements_90d: u32,
     /// Fraud markers recorded against the key or account in the last 30 days.
-    #[serde(deserialize_with = "wire::de_count")]
     pub fraud_markers_30d: u32,
     /// Infraction reports still open against the key or account.
-    #[serde(deserialize_with = "wire::de_count")]
     pub infractions_open: u32,
     /// Whether DICT flags the account as a suspected mule.
     pub mule_marker: bool,
@@ -147,10 +143,8 @@ pub struct History {
     /// Whether the payer has never paid this payee before.
     pub payee_first_time: bool,
     /// Pix payments the payer made in the last hour.
-    #[serde(deserialize_with = "wire::de_count")]
     pub payer_tx_1h: u32,
     /// Total the payer paid by Pix in the last 24 hours, in centavos.
-    #[serde(deserialize_with = "wire::de_centavos")]
     pub payer_amount_24h_cents: i64,
     /// This amount's z-score against the payer's last 90 days; absent with too little history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -348,8 +342,36 @@ where
             }
             _ => path,
         };
+        let reason = in_our_words(&field, reason);
         ValidationError::new(field, reason)
     })
+}
+
+/// serde names a count's or an amount's Rust type in its reason (`invalid value: integer `-2`,
+/// expected u32`); a client reads what the field is instead, in the words every other path uses
+/// ([`count`]). Done here, on a parse that already failed, because a `deserialize_with` on these
+/// fields cost the successful parse 3–8 % (benches/features.rs `decode`, docs/benchmarks.md).
+fn in_our_words(field: &str, reason: String) -> String {
+    let name = field.rsplit('.').next().unwrap_or(field);
+    let (rust, what) = match name {
+        "payer_tx_1h" | "settlements_90d" | "fraud_markers_30d" | "infractions_open" => {
+            ("u32", format!("a count from 0 to {}", u32::MAX))
+        }
+        "amount_cents" | "payer_amount_24h_cents" => ("i64", "a whole number of centavos".into()),
+        _ => return reason,
+    };
+    let Some(head) = reason.strip_suffix(&format!(", expected {rust}")) else {
+        return reason;
+    };
+    let out_of_range = head
+        .strip_prefix("invalid value: integer `")
+        .and_then(|v| v.strip_suffix('`'))
+        .and_then(|v| v.parse::<i128>().ok());
+    match (out_of_range, rust) {
+        (Some(v), "u32") => count(v).err().unwrap_or(reason),
+        (Some(v), _) => format!("must be at most {} centavos, got {v}", i64::MAX),
+        (None, _) => format!("{head}, expected {what}"),
+    }
 }
 
 #[cfg(test)]

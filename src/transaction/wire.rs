@@ -139,44 +139,6 @@ pub fn count<T: TryInto<u32> + Copy + fmt::Display>(v: T) -> Result<u32, String>
         .map_err(|_| format!("must be a count from 0 to {}, got {v}", u32::MAX))
 }
 
-/// serde's `deserialize_with` for a count: [`count`]'s reason, not serde's "expected u32".
-pub(super) fn de_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    struct Count;
-    impl Visitor<'_> for Count {
-        type Value = u32;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            write!(f, "a count from 0 to {}", u32::MAX)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
-            count(v).map_err(E::custom)
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
-            count(v).map_err(E::custom)
-        }
-    }
-    d.deserialize_u32(Count)
-}
-
-/// serde's `deserialize_with` for an amount in centavos: named as one in its errors, not as
-/// serde's "i64" (its sign is [`super::Transaction::validate`]'s to check).
-pub(super) fn de_centavos<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    struct Centavos;
-    impl Visitor<'_> for Centavos {
-        type Value = i64;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a whole number of centavos")
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
-            Ok(v)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
-            i64::try_from(v)
-                .map_err(|_| E::custom(format!("must be at most {} centavos, got {v}", i64::MAX)))
-        }
-    }
-    d.deserialize_i64(Centavos)
-}
-
 /// Writes `value` as zero-padded decimal filling all of `out` (higher digits are dropped).
 fn put_digits(out: &mut [u8], value: u32) {
     let mut v = value;
