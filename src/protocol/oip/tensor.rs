@@ -194,8 +194,9 @@ pub fn decode<'a>(tensor: &Tensor<'a>, expected: Datatype) -> Result<Column<'a>,
         return Err(invalid(
             name,
             format!(
-                "shape {:?} holds {elements} elements, the data has {}",
+                "shape {:?} holds {elements} element{}, the data has {}",
                 tensor.shape,
+                if elements == 1 { "" } else { "s" },
                 column.len()
             ),
         ));
