@@ -171,6 +171,28 @@ fn serve_refuses_cuda_without_the_cuda_build_and_names_unknown_config_keys() {
         String::from_utf8_lossy(&out.stderr).contains("config engine.batch: unknown field `batch`")
     );
 
+    // A model folder that is not there is named as missing, one without an MLmodel as such, and
+    // an error's cause is printed once (thiserror's `{source}` and anyhow's chain both show it).
+    let missing = std::env::temp_dir().join(format!("pixguard-no-such-{}", std::process::id()));
+    let missing = missing.to_str().unwrap();
+    let out = pixguard(&["serve", "--port", "0", "--model", missing], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("not found: {missing}")), "{err}");
+    let out = pixguard(&["score", "--model", missing, "-"], Some(b""));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let empty = std::env::temp_dir().join(format!("pixguard-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = pixguard(
+        &["serve", "--port", "0", "--model", empty.to_str().unwrap()],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no MLmodel file"), "{err}");
+    std::fs::remove_dir_all(&empty).unwrap();
+
     let out = pixguard(&["serve", "--max-batch-size", "64", "--print-config"], None);
     let yaml = String::from_utf8(out.stdout).unwrap();
     assert!(

@@ -248,8 +248,14 @@ async fn mlmodel_digest(store: &Store) -> Result<String, RegistryError> {
     match store.get("MLmodel").await {
         Ok(bytes) => Ok(short_digest(&bytes)),
         Err(RegistryError::NotFound(_)) => Err(RegistryError::NoMlModel(store.describe())),
+        // A folder that is not there is named as such, not as a folder without an MLmodel.
         Err(RegistryError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Err(RegistryError::NoMlModel(store.describe()))
+            match store {
+                Store::Local(dir) if !dir.exists() => {
+                    Err(RegistryError::NotFound(dir.display().to_string()))
+                }
+                _ => Err(RegistryError::NoMlModel(store.describe())),
+            }
         }
         Err(e) => Err(e),
     }
