@@ -72,24 +72,18 @@ fn read(path: &Path) -> RecordBatch {
 
 /// Runs `jobs/batch_score.py`, expecting it to fail; answers its stderr.
 fn failing_job(py: &Path, input: &Path, output: &Path) -> String {
-    let out = Command::new(py)
-        .args([
-            "clients/python/jobs/batch_score.py",
-            "--input",
-            s(input),
-            "--output",
-            s(output),
-            "--url",
-            "http://127.0.0.1:9",
-            "--master",
-            "local[1]",
-        ])
-        .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .env("PYSPARK_PYTHON", py)
-        .env("PYSPARK_DRIVER_PYTHON", py)
-        .current_dir(ROOT)
-        .output()
-        .expect("python runs");
+    let args = [
+        "clients/python/jobs/batch_score.py",
+        "--input",
+        s(input),
+        "--output",
+        s(output),
+        "--url",
+        "http://127.0.0.1:9",
+        "--master",
+        "local[1]",
+    ];
+    let out = python_output(py, &args, &[]);
     assert!(!out.status.success(), "the job took a file batch refuses");
     String::from_utf8_lossy(&out.stderr).to_string()
 }
@@ -206,24 +200,7 @@ fn the_spark_job_refuses_the_cells_pixguard_batch_rejects() {
 
     let server = Server::start(&[]);
     let output = dir.join("spark-out");
-    let url = server.url("");
-    let stdout = run_python(
-        &py,
-        &[
-            "clients/python/jobs/batch_score.py",
-            "--input",
-            s(&typed),
-            "--output",
-            s(&output),
-            "--url",
-            url.trim_end_matches('/'),
-            "--master",
-            "local[2]",
-        ],
-        &[],
-    );
-    let summary: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("job summary");
+    let summary = batch_job(&py, &typed, &output, &server, &[]);
     assert_eq!(summary["rows"], 2000, "{summary}");
     let want = scores(&reference);
     let got = scores(&output);

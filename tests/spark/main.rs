@@ -49,8 +49,9 @@ fn spark_python(what: &str) -> Option<PathBuf> {
     Some(py)
 }
 
-fn run_python(py: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(py)
+/// `py args…` from the repository root, Spark's workers on the same interpreter.
+fn python_output(py: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(py)
         .args(args)
         .envs(env.iter().copied())
         .env("SPARK_LOCAL_IP", "127.0.0.1")
@@ -58,7 +59,11 @@ fn run_python(py: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
         .env("PYSPARK_DRIVER_PYTHON", py)
         .current_dir(ROOT)
         .output()
-        .expect("python runs");
+        .expect("python runs")
+}
+
+fn run_python(py: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = python_output(py, args, env);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -127,6 +132,25 @@ fn scores(path: &Path) -> HashMap<String, (f64, Option<String>, Option<String>)>
     out
 }
 
+/// Runs `jobs/batch_score.py` on `input` against `server` (`local[2]`), answering its summary.
+fn batch_job(py: &Path, input: &Path, output: &Path, server: &Server, extra: &[&str]) -> Value {
+    let url = server.url("");
+    let mut args = vec![
+        "clients/python/jobs/batch_score.py",
+        "--input",
+        s(input),
+        "--output",
+        s(output),
+        "--url",
+        url.trim_end_matches('/'),
+        "--master",
+        "local[2]",
+    ];
+    args.extend_from_slice(extra);
+    let stdout = run_python(py, &args, &[]);
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("job summary")
+}
+
 #[test]
 fn the_python_client_scores_retries_and_reports_bad_rows() {
     let Some(py) = python("the Python client test") else {
@@ -182,27 +206,8 @@ fn the_spark_batch_job_gives_pixguard_batch_scores() {
         "--no-progress",
     ]);
     let server = Server::start(&[]);
-    let url = server.url("");
     let output = dir.join("spark-out");
-    let stdout = run_python(
-        &py,
-        &[
-            "clients/python/jobs/batch_score.py",
-            "--input",
-            s(&input),
-            "--output",
-            s(&output),
-            "--url",
-            url.trim_end_matches('/'),
-            "--master",
-            "local[2]",
-            "--partitions",
-            "4",
-        ],
-        &[],
-    );
-    let summary: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("job summary");
+    let summary = batch_job(&py, &input, &output, &server, &["--partitions", "4"]);
     assert_eq!(summary["rows"], 100_000, "{summary}");
     assert_eq!(summary["errors"], 0, "{summary}");
     let want = scores(&reference);
