@@ -70,20 +70,13 @@ fn read(path: &Path) -> RecordBatch {
     arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("concat")
 }
 
-/// Runs `jobs/batch_score.py`, expecting it to fail; answers its stderr.
+/// Runs `jobs/batch_score.py` (against no server), expecting it to fail; answers its stderr.
 fn failing_job(py: &Path, input: &Path, output: &Path) -> String {
-    let args = [
-        "clients/python/jobs/batch_score.py",
-        "--input",
-        s(input),
-        "--output",
-        s(output),
-        "--url",
-        "http://127.0.0.1:9",
-        "--master",
-        "local[1]",
-    ];
-    let out = python_output(py, &args, &[]);
+    let out = python_output(
+        py,
+        &batch_job_args(input, output, "http://127.0.0.1:9"),
+        &[],
+    );
     assert!(!out.status.success(), "the job took a file batch refuses");
     String::from_utf8_lossy(&out.stderr).to_string()
 }
@@ -110,7 +103,7 @@ fn the_spark_job_refuses_the_cells_pixguard_batch_rejects() {
     ]);
     let mut batch = read(&clean);
 
-    // Three typed leaves become text columns holding each cell's text; then faults and odd but
+    // Four typed leaves become text columns holding each cell's text; then faults and odd but
     // valid spellings are planted, one per row. Which of them are rejects is batch's to say.
     let texts = [
         "amount_cents",

@@ -132,20 +132,25 @@ fn scores(path: &Path) -> HashMap<String, (f64, Option<String>, Option<String>)>
     out
 }
 
-/// Runs `jobs/batch_score.py` on `input` against `server` (`local[2]`), answering its summary.
-fn batch_job(py: &Path, input: &Path, output: &Path, server: &Server, extra: &[&str]) -> Value {
-    let url = server.url("");
-    let mut args = vec![
+/// The command line of `jobs/batch_score.py` on `input` against `url`, in `local[2]`.
+fn batch_job_args<'a>(input: &'a Path, output: &'a Path, url: &'a str) -> Vec<&'a str> {
+    vec![
         "clients/python/jobs/batch_score.py",
         "--input",
         s(input),
         "--output",
         s(output),
         "--url",
-        url.trim_end_matches('/'),
+        url,
         "--master",
         "local[2]",
-    ];
+    ]
+}
+
+/// Runs `jobs/batch_score.py` on `input` against `server`, answering its summary.
+fn batch_job(py: &Path, input: &Path, output: &Path, server: &Server, extra: &[&str]) -> Value {
+    let url = server.url("");
+    let mut args = batch_job_args(input, output, url.trim_end_matches('/'));
     args.extend_from_slice(extra);
     let stdout = run_python(py, &args, &[]);
     serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("job summary")

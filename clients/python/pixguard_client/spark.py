@@ -171,9 +171,10 @@ def _value(path: str, kind: str, v):
     if kind == "int":
         if not text:
             return int(v)
-        if not _INTEGER.fullmatch(v.strip()) or not -(2**63) <= int(v) < 2**63:
+        n = int(v) if _INTEGER.fullmatch(v.strip()) else None
+        if n is None or not -(2**63) <= n < 2**63:
             raise Refused(path, f"`{v}` is not an integer")
-        return int(v)
+        return n
     if kind == "float":
         try:
             # Python's float() also reads "1_0" and non-ASCII digits; Rust's parse, batch's, does not.
