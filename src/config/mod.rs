@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod overrides;
 mod sections;
 
 use serde::{Deserialize, Serialize};
@@ -42,8 +43,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A key or value is wrong; `key` is its dotted path.
-    #[error("config {key}: {reason} (from {origin})")]
+    /// A key or value is wrong; `key` is its dotted path (empty for the whole configuration),
+    /// `origin` says where it was set (`from environment PIXGUARD__ENGINE__WORKERS`).
+    #[error("config{}{}: {reason} ({origin})", if key.is_empty() { "" } else { " " }, key)]
     Invalid {
         key: String,
         reason: String,
@@ -82,84 +84,102 @@ impl Config {
     }
 
     /// Builds the configuration from `file` (skipped when `None` and `config.yaml` is absent), the
-    /// process environment, then `overrides` (`section.key` → YAML scalar text, from CLI flags).
+    /// process environment, then `overrides` (`section.key` → value text, from CLI flags).
     pub fn load(
         file: Option<&Path>,
         overrides: &[(String, String)],
     ) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
+        let env = overrides::from_environment(std::env::vars_os())?;
         Self::load_from(file, &env, overrides)
     }
 
-    /// [`Config::load`] with an explicit environment, for tests.
+    /// [`Config::load`] with an explicit environment (`PIXGUARD__…` variables), for tests.
     pub fn load_from(
         file: Option<&Path>,
         env: &[(String, String)],
-        overrides: &[(String, String)],
+        flags: &[(String, String)],
     ) -> Result<Config, ConfigError> {
         let default_path = Path::new("config.yaml");
         let path = file.or(default_path.exists().then_some(default_path));
+        let mut origins = overrides::Origins::default();
         let mut root = match path {
             Some(p) => {
+                let name = p.display().to_string();
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
                     path: p.into(),
                     source,
                 })?;
-                serde_yaml_ng::from_str::<Value>(&text).map_err(|e| ConfigError::Invalid {
-                    key: String::new(),
-                    reason: e.to_string(),
-                    origin: p.display().to_string(),
-                })?
+                let root =
+                    serde_yaml_ng::from_str::<Value>(&text).map_err(|e| ConfigError::Invalid {
+                        key: String::new(),
+                        reason: e.to_string(),
+                        origin: format!("from {name}"),
+                    })?;
+                origins.file(&root, "", &name);
+                root
             }
             None => Value::Mapping(Mapping::new()),
         };
         if root.is_null() {
             root = Value::Mapping(Mapping::new());
         }
-        for (name, value) in env {
-            let key = name[ENV_PREFIX.len()..]
-                .to_ascii_lowercase()
-                .replace("__", ".");
-            set(&mut root, &key, value, &format!("environment {name}"))?;
+        if !root.is_mapping() {
+            return Err(ConfigError::Invalid {
+                key: String::new(),
+                reason: "expected sections of keys (server:, engine:, ...)".into(),
+                origin: format!(
+                    "from {}",
+                    path.map_or(String::new(), |p| p.display().to_string())
+                ),
+            });
         }
-        for (key, value) in overrides {
-            set(&mut root, key, value, "command line")?;
+        let mut set_by: Vec<overrides::Override> = env
+            .iter()
+            .map(|(name, value)| {
+                let key = name[ENV_PREFIX.len()..]
+                    .to_ascii_lowercase()
+                    .replace("__", ".");
+                overrides::Override::new(key, value.clone(), format!("environment {name}"))
+            })
+            .chain(flags.iter().map(|(key, value)| {
+                overrides::Override::new(key.clone(), value.clone(), "command line".into())
+            }))
+            .collect();
+        for o in &set_by {
+            set(&mut root, &o.key, o.value(), &o.origin)?;
+            origins.set(&o.key, &o.origin);
         }
-        let origin = path.map_or("defaults".to_string(), |p| {
-            format!("{} + environment + flags", p.display())
-        });
-        let config: Config = serde_path_to_error::deserialize(root).map_err(|e| {
-            let mut key = e.path().to_string();
-            let reason = e.inner().to_string();
-            if let Some(name) = reason
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split('`').next())
-                && !key.ends_with(name)
+        let config: Config = loop {
+            let e = match serde_path_to_error::deserialize(root.clone()) {
+                Ok(config) => break config,
+                Err(e) => e,
+            };
+            let key = error_key(&e);
+            // The latest override of the refused key wins in the tree: give it its other reading.
+            if let Some(o) = set_by.iter_mut().rev().find(|o| o.key == key)
+                && o.try_other_reading()
             {
-                key = if key == "." {
-                    name.to_string()
-                } else {
-                    format!("{key}.{name}")
-                };
+                set(&mut root, &o.key, o.value(), &o.origin)?;
+                continue;
             }
-            ConfigError::Invalid {
+            return Err(ConfigError::Invalid {
+                reason: overrides::in_our_words(&e.inner().to_string()),
+                origin: origins.describe(&[&key]),
                 key,
-                reason,
-                origin: origin.clone(),
-            }
-        })?;
-        config.validate()?;
+            });
+        };
+        config.validate(&origins)?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, reason: &str| ConfigError::Invalid {
+    fn validate(&self, origins: &overrides::Origins) -> Result<(), ConfigError> {
+        // A rule over several keys names where each came from.
+        let bad_together = |key: &str, also: &[&str], reason: &str| ConfigError::Invalid {
             key: key.into(),
             reason: reason.into(),
-            origin: "validation".into(),
+            origin: origins.describe(&[&[key], also].concat()),
         };
+        let bad = |key: &str, reason: &str| bad_together(key, &[], reason);
         let e = &self.engine;
         // Each of these at 0 leaves a server that scores nothing: no batch or worker to compute
         // on, every body 413, every row 504 before compute, a stream that never fills a chunk or
@@ -184,8 +204,9 @@ impl Config {
             }
         }
         if e.max_queue_rows < e.max_batch_size {
-            return Err(bad(
+            return Err(bad_together(
                 "engine.max_queue_rows",
+                &["engine.max_batch_size"],
                 "must be at least engine.max_batch_size",
             ));
         }
@@ -198,7 +219,11 @@ impl Config {
         if let (Some(h), Some(r)) = (self.decisions.hold, self.decisions.reject)
             && !(0.0 < h && h < r && r < 1.0)
         {
-            return Err(bad("decisions", "need 0 < hold < reject < 1"));
+            return Err(bad_together(
+                "decisions.hold",
+                &["decisions.reject"],
+                "need 0 < hold < reject < 1",
+            ));
         }
         if !(0.0..=1.0).contains(&self.model.shadow_fraction) {
             return Err(bad("model.shadow_fraction", "must be between 0 and 1"));
@@ -207,17 +232,33 @@ impl Config {
     }
 }
 
-/// Sets `a.b.c` in a YAML tree to `text` parsed as a YAML scalar.
-fn set(root: &mut Value, key: &str, text: &str, origin: &str) -> Result<(), ConfigError> {
-    let value: Value =
-        serde_yaml_ng::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()));
+/// The dotted key serde refused; for an unknown field, the field itself rather than its section.
+fn error_key(e: &serde_path_to_error::Error<serde_yaml_ng::Error>) -> String {
+    let mut key = e.path().to_string();
+    let reason = e.inner().to_string();
+    if let Some(name) = reason
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+        && !key.ends_with(name)
+    {
+        key = if key == "." {
+            name.to_string()
+        } else {
+            format!("{key}.{name}")
+        };
+    }
+    if key == "." { String::new() } else { key }
+}
+
+/// Sets `a.b.c` in a YAML tree to `value`.
+fn set(root: &mut Value, key: &str, value: Value, origin: &str) -> Result<(), ConfigError> {
     let mut node = root;
     let parts: Vec<&str> = key.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
         let map = node.as_mapping_mut().ok_or_else(|| ConfigError::Invalid {
             key: parts[..i].join("."),
             reason: "is not a section".into(),
-            origin: origin.into(),
+            origin: format!("from {origin}"),
         })?;
         let k = Value::String((*part).to_string());
         if i + 1 == parts.len() {
@@ -232,159 +273,4 @@ fn set(root: &mut Value, key: &str, text: &str, origin: &str) -> Result<(), Conf
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn file(text: &str) -> tempfile_path::TempFile {
-        tempfile_path::TempFile::new(text)
-    }
-
-    /// A throwaway file for one test.
-    mod tempfile_path {
-        pub struct TempFile(pub std::path::PathBuf);
-        impl TempFile {
-            pub fn new(text: &str) -> Self {
-                static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let path = std::env::temp_dir()
-                    .join(format!("pixguard-config-{}-{n}.yaml", std::process::id()));
-                std::fs::write(&path, text).unwrap();
-                TempFile(path)
-            }
-        }
-        impl Drop for TempFile {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_file(&self.0);
-            }
-        }
-    }
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn http_threads_take_the_cores_the_workers_leave_unless_set() {
-        let mut config = Config::default();
-        config.engine.workers = 2;
-        config.engine.threads_per_worker = 3;
-        assert_eq!(
-            config.http_threads(16),
-            9,
-            "16 cores less 2 workers × 3 threads and the batcher"
-        );
-        config.engine.workers = 1;
-        config.engine.threads_per_worker = 1;
-        assert_eq!(
-            config.http_threads(4),
-            2,
-            "4 cores less a worker and the batcher"
-        );
-        assert_eq!(config.http_threads(2), 1, "never fewer than one");
-        assert_eq!(config.http_threads(1), 1);
-        assert_eq!(
-            config.parse_threads(16),
-            14,
-            "parse threads follow the HTTP threads"
-        );
-        config.server.http_threads = 5;
-        assert_eq!(config.http_threads(16), 5, "an explicit count wins");
-        assert_eq!(config.parse_threads(16), 5);
-        config.server.parse_threads = 1;
-        assert_eq!(
-            config.parse_threads(16),
-            1,
-            "an explicit count wins here too"
-        );
-    }
-
-    #[test]
-    fn file_then_environment_then_flags() {
-        let f = file("engine:\n  max_batch_size: 64\n  workers: 2\nserver:\n  port: 9000\n");
-        let config = Config::load_from(
-            Some(&f.0),
-            &env(&[
-                ("PIXGUARD__ENGINE__MAX_BATCH_SIZE", "128"),
-                ("PIXGUARD__LOGGING__FORMAT", "json"),
-            ]),
-            &env(&[("engine.max_batch_size", "256")]),
-        )
-        .unwrap();
-        assert_eq!(config.engine.max_batch_size, 256, "flags win");
-        assert_eq!(config.engine.workers, 2, "file value kept");
-        assert_eq!(
-            config.logging.format,
-            LogFormat::Json,
-            "environment applied"
-        );
-        assert_eq!(config.server.port, 9000);
-        assert_eq!(
-            config.engine.max_queue_delay_us,
-            EngineConfig::default().max_queue_delay_us,
-            "defaults fill gaps"
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_named_wherever_they_come_from() {
-        let f = file("engine:\n  max_batch: 64\n");
-        let err = Config::load_from(Some(&f.0), &[], &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("config engine.max_batch: unknown field `max_batch`"),
-            "{err}"
-        );
-        let f = file("");
-        let err = Config::load_from(Some(&f.0), &env(&[("PIXGUARD__SERVR__PORT", "1")]), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("config servr: unknown field `servr`"),
-            "{err}"
-        );
-        let err = Config::load_from(Some(&f.0), &[], &env(&[("engine.device", "tpu")]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("config engine.device: unknown variant `tpu`"),
-            "{err}"
-        );
-        for key in [
-            "engine.max_batch_size",
-            "engine.workers",
-            "server.max_transactions_per_request",
-            "server.body_limit_bytes",
-            "engine.default_deadline_ms",
-            "stream.max_batch",
-            "stream.max_in_flight",
-        ] {
-            let err = Config::load_from(Some(&f.0), &[], &env(&[(key, "0")]))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.starts_with(&format!("config {key}: must be at least 1")),
-                "{err}"
-            );
-        }
-        let err = Config::load_from(Some(&f.0), &[], &env(&[("server.front_end_nice", "20")]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("config server.front_end_nice: must be 0 to 19"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn the_bundled_config_yaml_is_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
-        assert_eq!(
-            Config::load_from(Some(&path), &[], &[]).unwrap(),
-            Config::default()
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,241 @@
+//! The configuration built from a file, the environment and flags.
+
+use super::*;
+
+fn file(text: &str) -> tempfile_path::TempFile {
+    tempfile_path::TempFile::new(text)
+}
+
+/// A throwaway file for one test.
+mod tempfile_path {
+    pub struct TempFile(pub std::path::PathBuf);
+    impl TempFile {
+        pub fn new(text: &str) -> Self {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir()
+                .join(format!("pixguard-config-{}-{n}.yaml", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            TempFile(path)
+        }
+    }
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn http_threads_take_the_cores_the_workers_leave_unless_set() {
+    let mut config = Config::default();
+    config.engine.workers = 2;
+    config.engine.threads_per_worker = 3;
+    assert_eq!(
+        config.http_threads(16),
+        9,
+        "16 cores less 2 workers × 3 threads and the batcher"
+    );
+    config.engine.workers = 1;
+    config.engine.threads_per_worker = 1;
+    assert_eq!(
+        config.http_threads(4),
+        2,
+        "4 cores less a worker and the batcher"
+    );
+    assert_eq!(config.http_threads(2), 1, "never fewer than one");
+    assert_eq!(config.http_threads(1), 1);
+    assert_eq!(
+        config.parse_threads(16),
+        14,
+        "parse threads follow the HTTP threads"
+    );
+    config.server.http_threads = 5;
+    assert_eq!(config.http_threads(16), 5, "an explicit count wins");
+    assert_eq!(config.parse_threads(16), 5);
+    config.server.parse_threads = 1;
+    assert_eq!(
+        config.parse_threads(16),
+        1,
+        "an explicit count wins here too"
+    );
+}
+
+#[test]
+fn file_then_environment_then_flags() {
+    let f = file("engine:\n  max_batch_size: 64\n  workers: 2\nserver:\n  port: 9000\n");
+    let config = Config::load_from(
+        Some(&f.0),
+        &env(&[
+            ("PIXGUARD__ENGINE__MAX_BATCH_SIZE", "128"),
+            ("PIXGUARD__LOGGING__FORMAT", "json"),
+        ]),
+        &env(&[("engine.max_batch_size", "256")]),
+    )
+    .unwrap();
+    assert_eq!(config.engine.max_batch_size, 256, "flags win");
+    assert_eq!(config.engine.workers, 2, "file value kept");
+    assert_eq!(
+        config.logging.format,
+        LogFormat::Json,
+        "environment applied"
+    );
+    assert_eq!(config.server.port, 9000);
+    assert_eq!(
+        config.engine.max_queue_delay_us,
+        EngineConfig::default().max_queue_delay_us,
+        "defaults fill gaps"
+    );
+}
+
+#[test]
+fn unknown_keys_are_named_wherever_they_come_from() {
+    let f = file("engine:\n  max_batch: 64\n");
+    let err = Config::load_from(Some(&f.0), &[], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config engine.max_batch: unknown field `max_batch`"),
+        "{err}"
+    );
+    let f = file("");
+    let err = Config::load_from(Some(&f.0), &env(&[("PIXGUARD__SERVR__PORT", "1")]), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config servr: unknown field `servr`"),
+        "{err}"
+    );
+    let err = Config::load_from(Some(&f.0), &[], &env(&[("engine.device", "tpu")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config engine.device: unknown variant `tpu`"),
+        "{err}"
+    );
+    for key in [
+        "engine.max_batch_size",
+        "engine.workers",
+        "server.max_transactions_per_request",
+        "server.body_limit_bytes",
+        "engine.default_deadline_ms",
+        "stream.max_batch",
+        "stream.max_in_flight",
+    ] {
+        let err = Config::load_from(Some(&f.0), &[], &env(&[(key, "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("config {key}: must be at least 1")),
+            "{err}"
+        );
+    }
+    let err = Config::load_from(Some(&f.0), &[], &env(&[("server.front_end_nice", "20")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config server.front_end_nice: must be 0 to 19"),
+        "{err}"
+    );
+}
+
+#[test]
+fn overrides_keep_their_text_where_a_key_takes_text() {
+    let f = file("");
+    let config = Config::load_from(
+        Some(&f.0),
+        &env(&[
+            ("PIXGUARD__STREAM__GROUP_ID", "0123"),
+            ("PIXGUARD__STREAM__INPUT_TOPIC", "true"),
+            ("PIXGUARD__STREAM__LIBRDKAFKA__SASL_PASSWORD", "#a 'b' ~"),
+            ("PIXGUARD__ENGINE__WORKERS", "3"),
+            ("PIXGUARD__MODEL__SHADOW", "models:/pix-fraud@challenger"),
+        ]),
+        &env(&[
+            ("decisions.hold", "0.25"),
+            ("monitoring.enabled", "false"),
+            ("model.shadow", ""),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.stream.group_id, "0123", "not the number 123");
+    assert_eq!(config.stream.input_topic, "true", "not a boolean");
+    assert_eq!(
+        config.stream.librdkafka.get("sasl_password"),
+        Some(&Value::String("#a 'b' ~".into())),
+        "not a YAML comment"
+    );
+    assert_eq!(config.engine.workers, 3, "a count is read as one");
+    assert_eq!(config.decisions.hold, Some(0.25));
+    assert!(!config.monitoring.enabled);
+    assert_eq!(config.model.shadow, None, "an empty value unsets");
+}
+
+#[test]
+fn an_error_says_where_the_value_came_from_in_a_readers_words() {
+    let f = file("engine:\n  workers: 2\nstream:\n  group_id: 123\n");
+    let fname = f.0.display().to_string();
+    let err = |env_pairs: &[(&str, &str)], flags: &[(&str, &str)]| {
+        let empty = file("");
+        Config::load_from(Some(&empty.0), &env(env_pairs), &env(flags))
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        err(&[("PIXGUARD__ENGINE__MAX_BATCH_SIZE", "-1")], &[]),
+        "config engine.max_batch_size: expected a whole number (0 or more), got -1 \
+         (from environment PIXGUARD__ENGINE__MAX_BATCH_SIZE)"
+    );
+    assert_eq!(
+        err(&[], &[("server.port", "99999")]),
+        "config server.port: expected a whole number from 0 to 65535, got 99999 \
+         (from command line)"
+    );
+    assert_eq!(
+        err(&[("PIXGUARD__MONITORING__ENABLED", "yes")], &[]),
+        "config monitoring.enabled: expected true or false, got \"yes\" \
+         (from environment PIXGUARD__MONITORING__ENABLED)"
+    );
+    assert!(
+        err(&[("PIXGUARD__ENGIN__WORKERS", "2")], &[])
+            .ends_with("(from environment PIXGUARD__ENGIN__WORKERS)"),
+        "an unknown section names the variable"
+    );
+    assert_eq!(
+        err(&[("PIXGUARD__ENGINE__MAX_BATCH_SIZE", "20000")], &[]),
+        "config engine.max_queue_rows: must be at least engine.max_batch_size \
+         (engine.max_queue_rows from defaults, engine.max_batch_size from environment \
+         PIXGUARD__ENGINE__MAX_BATCH_SIZE)"
+    );
+    assert_eq!(
+        Config::load_from(Some(&f.0), &[], &[])
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "config stream.group_id: expected text, got 123 (in YAML, quote it: \"123\") \
+             (from {fname})"
+        )
+    );
+    let config = Config::load_from(Some(&f.0), &[], &env(&[("stream.group_id", "123")])).unwrap();
+    assert_eq!(
+        (config.stream.group_id.as_str(), config.engine.workers),
+        ("123", 2),
+        "a flag overrides the file's number with text"
+    );
+}
+
+#[test]
+fn the_bundled_config_yaml_is_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+    assert_eq!(
+        Config::load_from(Some(&path), &[], &[]).unwrap(),
+        Config::default()
+    );
+}
