@@ -2,7 +2,8 @@
 //! rendered by the real `kubectl kustomize` for every overlay (`manifests`: probe and scrape paths
 //! answer, the ConfigMap's config.yaml is one `pixguard serve` accepts, the grace period outlasts
 //! the drain, the autoscaler's metric exists, production asks for a GPU), the dashboards' queries
-//! (`dashboards`), the Cloud Endpoints documents (`endpoints`), the runbook's commands (`runbook`)
+//! (`dashboards`), the Cloud Endpoints documents (`endpoints`), the runbook's commands and every
+//! `pixguard` line in README.md and docs/ (`runbook`)
 //! and the deploy workflow (`workflow`). (Schema validation of the same renders is `.ci/run`'s
 //! kubernetes-validate step.)
 

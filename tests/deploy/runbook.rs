@@ -1,5 +1,5 @@
 //! docs/deploy.md's commands: every `pixguard`, `kubectl` and `gcloud` line is one the tool
-//! accepts.
+//! accepts; and every `pixguard` line in README.md and the rest of docs/.
 
 use super::*;
 
@@ -53,6 +53,9 @@ pub(super) fn assert_pixguard_accepts(command: &str, where_: &str) {
         .env("PROJECT_ID", "my-psp-fraud")
         .env("SMOKE_API_KEY", "k")
         .env("GCP_PROJECT", "my-psp-fraud")
+        .env("API_KEY", "k")
+        .env("API", "v1")
+        .env("PORT", "18080")
         .output()
         .expect("bash runs");
     assert!(
@@ -103,6 +106,111 @@ fn every_pixguard_command_in_the_runbook_is_one_pixguard_accepts() {
             std::path::Path::new(&format!("{ROOT}/{path}")).exists(),
             "{path}"
         );
+    }
+}
+
+/// The `pixguard` invocation in a shell line, if it has one: leading `VAR=value` assignments and
+/// `taskset -c CPUS` dropped, `cargo run --release --` and `target/release/pixguard` read as
+/// `pixguard`, and cut before a comment, pipe, background `&` or redirection (so `--help` lands
+/// on pixguard, and nothing is written).
+fn pixguard_invocation(line: &str) -> Option<String> {
+    let mut rest = line.trim();
+    while let Some((word, tail)) = rest.split_once(' ')
+        && word.contains('=')
+        && !word.starts_with('-')
+    {
+        rest = tail.trim_start();
+    }
+    if let Some(tail) = rest.strip_prefix("taskset -c ")
+        && let Some((_cpus, tail)) = tail.split_once(' ')
+    {
+        rest = tail.trim_start();
+    }
+    let rest = match rest.strip_prefix("cargo run --release -- ") {
+        Some(args) => format!("pixguard {args}"),
+        None => rest
+            .trim_start_matches("./")
+            .trim_start_matches("target/release/")
+            .to_string(),
+    };
+    if !rest.starts_with("pixguard ") && rest != "pixguard" {
+        return None;
+    }
+    let end = [" #", " |", " &", " >", " 2>"]
+        .iter()
+        .filter_map(|stop| rest.find(stop))
+        .min()
+        .unwrap_or(rest.len());
+    Some(rest[..end].trim_end().to_string())
+}
+
+#[test]
+fn every_pixguard_command_in_the_readme_and_docs_is_one_pixguard_accepts() {
+    let mut files = vec![format!("{ROOT}/README.md")];
+    let mut docs: Vec<String> = std::fs::read_dir(format!("{ROOT}/docs"))
+        .expect("docs/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .map(|p| p.display().to_string())
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable");
+        let name = file.strip_prefix(&format!("{ROOT}/")).unwrap_or(file);
+        for command in commands_in(&text, "")
+            .iter()
+            .filter_map(|l| pixguard_invocation(l))
+        {
+            assert_pixguard_accepts(&command, name);
+            checked += 1;
+        }
+    }
+    // 68 on 2026-12-06: a much lower count means the extraction broke, not that docs shrank.
+    assert!(checked >= 60, "only {checked} pixguard commands found");
+}
+
+#[test]
+fn a_pixguard_invocation_is_cut_out_of_its_shell_line() {
+    for (line, expected) in [
+        ("cargo run --release -- serve", Some("pixguard serve")),
+        (
+            "PIXGUARD__ENGINE__MAX_BATCH_SIZE=64 pixguard serve --port 9000   # a comment",
+            Some("pixguard serve --port 9000"),
+        ),
+        (
+            "pixguard synth --rows 1 | pixguard produce --topic t",
+            Some("pixguard synth --rows 1"),
+        ),
+        (
+            "pixguard serve --port 18300 &",
+            Some("pixguard serve --port 18300"),
+        ),
+        (
+            "pixguard features traffic.jsonl > out.jsonl",
+            Some("pixguard features traffic.jsonl"),
+        ),
+        (
+            "pixguard bench --header \"x-api-key: $K\" --rate 200",
+            Some("pixguard bench --header \"x-api-key: $K\" --rate 200"),
+        ),
+        ("pixguard --help", Some("pixguard --help")),
+        (
+            "PIXGUARD__SERVER__HTTP_THREADS=1 taskset -c 0 target/release/pixguard serve --port 1 &",
+            Some("pixguard serve --port 1"),
+        ),
+        (
+            "./target/release/pixguard synth --rows 1 | python3 -c 'x'",
+            Some("pixguard synth --rows 1"),
+        ),
+        (
+            ".ci-venv/bin/python bench.py --pixguard target/release/pixguard",
+            None,
+        ),
+        ("curl -s localhost:8080/v1/score", None),
+    ] {
+        assert_eq!(pixguard_invocation(line).as_deref(), expected, "{line}");
     }
 }
 
