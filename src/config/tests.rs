@@ -239,3 +239,70 @@ fn the_bundled_config_yaml_is_the_defaults() {
         Config::default()
     );
 }
+
+/// Every `PIXGUARD__SECTION__KEY` a reader is told to set (README, docs, manifests, Dockerfiles,
+/// scripts, workflows) names a key that exists: a renamed key fails here, not in a Deployment.
+#[test]
+fn every_override_named_in_the_repository_is_a_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let defaults = serde_yaml_ng::to_value(Config::default()).unwrap();
+    let mut files = vec![
+        root.join("README.md"),
+        root.join("Dockerfile"),
+        root.join("Dockerfile.cuda"),
+    ];
+    let mut dirs = vec![
+        root.join("docs"),
+        root.join("k8s"),
+        root.join("kernels"),
+        root.join(".github"),
+        root.join(".ci"),
+        root.join("benches"),
+    ];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let mut named = std::collections::BTreeSet::new();
+    for file in &files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for (i, _) in text.match_indices(ENV_PREFIX) {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if name != "PIXGUARD__SECTION__KEY" && name.len() > ENV_PREFIX.len() {
+                named.insert((name, file.strip_prefix(root).unwrap().display().to_string()));
+            }
+        }
+    }
+    assert!(named.len() >= 20, "{named:?}");
+    for (name, file) in &named {
+        let key = name[ENV_PREFIX.len()..]
+            .trim_end_matches('_')
+            .to_ascii_lowercase()
+            .replace("__", ".");
+        let mut node = &defaults;
+        for part in key.split('.') {
+            if let Value::Mapping(m) = node
+                && let Some(next) = m.get(part)
+            {
+                node = next;
+            } else {
+                assert!(
+                    key.starts_with("stream.librdkafka."),
+                    "{file}: {name} names no key ({key})"
+                );
+                break;
+            }
+        }
+    }
+}
