@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 
 pub use sections::{
-    DecisionsConfig, DeviceChoice, EngineConfig, LogFormat, LoggingConfig, ModelConfig,
+    DecisionsConfig, DeviceChoice, EngineConfig, Librdkafka, LogFormat, LoggingConfig, ModelConfig,
     MonitoringConfig, ServerConfig, StreamConfig,
 };
 

@@ -211,7 +211,52 @@ pub struct StreamConfig {
     pub prefault_mib: usize,
     /// librdkafka properties passed through (SASL/SSL for managed Kafka), e.g.
     /// `security.protocol: SASL_SSL`; `_` stands for `.` (environment overrides cannot hold `.`).
-    pub librdkafka: std::collections::BTreeMap<String, serde_yaml_ng::Value>,
+    pub librdkafka: Librdkafka,
+}
+
+/// librdkafka properties as configured; its `Debug` hides the values of secrets (passwords, OAuth
+/// secrets, private keys), so the `effective configuration` debug log does not carry them.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Librdkafka(pub std::collections::BTreeMap<String, serde_yaml_ng::Value>);
+
+impl Librdkafka {
+    /// Whether a property's value is a secret: `sasl.password`, `ssl.key.password`,
+    /// `ssl.keystore.password`, `sasl.oauthbearer.client.secret`, `ssl.key.pem`,
+    /// `sasl.oauthbearer.config` (its text may hold a secret), with `_` or `.` between words.
+    pub fn is_secret(property: &str) -> bool {
+        let p = property.to_ascii_lowercase().replace('.', "_");
+        ["password", "secret", "key_pem", "oauthbearer_config"]
+            .iter()
+            .any(|word| p.contains(word))
+    }
+}
+
+impl std::ops::Deref for Librdkafka {
+    type Target = std::collections::BTreeMap<String, serde_yaml_ng::Value>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Librdkafka {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl std::fmt::Debug for Librdkafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut map = f.debug_map();
+        for (k, v) in &self.0 {
+            if Self::is_secret(k) {
+                map.entry(k, &"<hidden>");
+            } else {
+                map.entry(k, v);
+            }
+        }
+        map.finish()
+    }
 }
 
 impl Default for StreamConfig {
@@ -228,7 +273,7 @@ impl Default for StreamConfig {
             commit_interval_ms: 200,
             revoke_timeout_ms: 10_000,
             prefault_mib: 64,
-            librdkafka: std::collections::BTreeMap::new(),
+            librdkafka: Librdkafka::default(),
         }
     }
 }

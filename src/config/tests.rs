@@ -306,3 +306,37 @@ fn every_override_named_in_the_repository_is_a_key() {
         }
     }
 }
+
+#[test]
+fn the_debug_form_hides_librdkafka_secrets() {
+    let f = file("stream:\n  librdkafka: {security.protocol: SASL_SSL, sasl.password: hunter2}\n");
+    let config = Config::load_from(
+        Some(&f.0),
+        &env(&[
+            (
+                "PIXGUARD__STREAM__LIBRDKAFKA__SSL_KEY_PASSWORD",
+                "s3cret-key",
+            ),
+            (
+                "PIXGUARD__STREAM__LIBRDKAFKA__SASL_OAUTHBEARER_CLIENT_SECRET",
+                "oauth-s3cret",
+            ),
+        ]),
+        &[],
+    )
+    .unwrap();
+    let debug = format!("{config:?}");
+    for secret in ["hunter2", "s3cret-key", "oauth-s3cret"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    assert!(debug.contains("\"sasl.password\": \"<hidden>\""), "{debug}");
+    assert!(
+        debug.contains("SASL_SSL"),
+        "a setting that is no secret is shown: {debug}"
+    );
+    assert_eq!(
+        config.stream.librdkafka.get("sasl.password"),
+        Some(&Value::String("hunter2".into())),
+        "the value itself is kept"
+    );
+}

@@ -24,7 +24,7 @@ pub(super) fn client(config: &StreamConfig, defaults: &[(&str, &str)]) -> Client
     for (k, v) in defaults {
         c.set(*k, *v);
     }
-    for (k, v) in &config.librdkafka {
+    for (k, v) in config.librdkafka.iter() {
         let value = match v {
             serde_yaml_ng::Value::String(s) => s.clone(),
             serde_yaml_ng::Value::Number(n) => n.to_string(),
