@@ -29,3 +29,70 @@ pub mod sources;
 pub mod synth;
 pub mod threads;
 pub mod transaction;
+
+/// An error and its causes joined by `: `, each once: a cause whose text the message already
+/// holds is left out (thiserror's `{source}` ends a message with its cause's; object_store's
+/// GCS errors carry their whole chain, which printed it three times over).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let cause = s.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    /// A test error: its text, and its source.
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_told_once() {
+        // reqwest: each level says only its own part.
+        let apart = E(
+            "error sending request",
+            Some(Box::new(E(
+                "client error (Connect)",
+                Some(Box::new(E("Connection refused", None))),
+            ))),
+        );
+        assert_eq!(
+            super::error_chain(&apart),
+            "error sending request: client error (Connect): Connection refused"
+        );
+        // object_store's GCS errors: each level's text holds everything below it.
+        let nested = E(
+            "bucket unreachable: token request: GET 403: denied",
+            Some(Box::new(E(
+                "token request: GET 403: denied",
+                Some(Box::new(E(
+                    "GET 403: denied",
+                    Some(Box::new(E("denied", None))),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            super::error_chain(&nested),
+            "bucket unreachable: token request: GET 403: denied"
+        );
+    }
+}

@@ -21,7 +21,7 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pixguard: error: {}", causes(&e));
+            eprintln!("pixguard: error: {}", pixguard::error_chain(e.as_ref()));
             // The registry or bucket could not be reached (sysexits EX_UNAVAILABLE): a caller or
             // an orchestrator can tell "try again later" from "this package is broken".
             let unreachable = e.chain().any(|c| {
@@ -31,21 +31,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(if unreachable { 69 } else { 1 })
         }
     }
-}
-
-/// The error and its causes, each once (`{e:#}` with repeats dropped): an error whose message
-/// already ends with its cause's, as thiserror's `{source}` does, would print that cause twice.
-fn causes(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.ends_with(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }

@@ -11,7 +11,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::RegistryError;
-use super::mlflow::{Mlflow, error_chain, join};
+use super::mlflow::{Mlflow, join};
+use crate::error_chain;
 
 /// One file of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]

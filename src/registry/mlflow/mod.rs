@@ -12,6 +12,7 @@ use serde_json::Value;
 mod write;
 
 use super::RegistryError;
+use crate::error_chain;
 
 /// How requests authenticate.
 #[derive(Clone)]
@@ -394,16 +395,4 @@ fn encode_path(path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
-}
-
-/// An error with its causes, which reqwest keeps apart (connection refused is three levels down).
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
