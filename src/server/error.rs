@@ -50,3 +50,36 @@ pub fn grpc_status(e: &ScoreError) -> tonic::Status {
         GrpcCode::Unavailable => tonic::Status::unavailable(message),
     }
 }
+
+/// A path no route answers: a JSON error like every other, naming what the server does answer
+/// (axum's own 404 is an empty body).
+pub async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    route_error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route {method} {}: pixguard answers POST /v1/score, the Open Inference Protocol \
+             under /v2 (POST /v2/models/{{model}}/infer), GET /healthz, /readyz, /metrics, \
+             /v1/stats and /v1/monitoring",
+            uri.path()
+        ),
+        "not_found",
+    )
+}
+
+/// A method a route does not take (axum still adds `Allow`).
+pub async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    route_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {} (see Allow)", uri.path()),
+        "method_not_allowed",
+    )
+}
+
+fn route_error(status: StatusCode, error: String, code: &str) -> Response {
+    let body = ErrorBody {
+        error,
+        field: None,
+        code: code.to_string(),
+    };
+    (status, Json(body)).into_response()
+}

@@ -201,6 +201,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v2/models/{model}/versions/{version}/stats",
             get(oip::model_statistics),
         )
+        .method_not_allowed_fallback(error::wrong_method)
+        .fallback(error::no_route)
         .with_state(state)
 }
 

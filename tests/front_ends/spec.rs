@@ -117,6 +117,40 @@ pub(super) async fn spec_bodies(server: &Server) {
             "$metadata_model_error_response: {v}"
         );
     }
+    // A path no route answers and a method a route does not take are JSON errors too (axum's own
+    // were empty bodies), the wrong method with the methods that are allowed.
+    let client = reqwest::Client::new();
+    for (method, path, status, code, allow) in [
+        ("GET", "/v1/scores", 404, "not_found", None),
+        ("POST", "/v2/repository/index", 404, "not_found", None),
+        ("GET", "/v1/score", 405, "method_not_allowed", Some("POST")),
+        (
+            "DELETE",
+            "/v2/models/pix-fraud",
+            405,
+            "method_not_allowed",
+            Some("GET,HEAD"),
+        ),
+    ] {
+        let r = client
+            .request(method.parse().unwrap(), server.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        assert_eq!(
+            r.headers().get("allow").map(|v| v.to_str().unwrap()),
+            allow,
+            "{method} {path}"
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], code, "{method} {path}: {v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(error.contains(path), "{method} {path}: {v}");
+        if status == 404 {
+            assert!(error.contains("POST /v1/score"), "names the routes: {v}");
+        }
+    }
     // `$inference_response`, with the request's id; an unknown output is refused before compute.
     let valid = transactions(1, 73).remove(0);
     let (body, _) = oip_forms(&valid, MODEL);
