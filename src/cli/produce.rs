@@ -231,7 +231,13 @@ struct Row<'a> {
 /// The key (the transaction's end-to-end id, when there is one) and the value of a line: a synth
 /// row's `transaction` member as it is written, any other line whole.
 fn split(line: &[u8]) -> Split {
-    let Ok(row) = serde_json::from_slice::<Row<'_>>(line) else {
+    // serde reads a JSON array as a struct field by field: `[tx]` would send its first element
+    // as a synth row's transaction. Only an object is a row.
+    let object = line.trim_ascii_start().starts_with(b"{");
+    let Some(row) = object
+        .then(|| serde_json::from_slice::<Row<'_>>(line).ok())
+        .flatten()
+    else {
         return (None, line.to_vec());
     };
     match row.transaction {
@@ -261,7 +267,14 @@ mod tests {
         assert_eq!(value, br#"{"end_to_end_id":"E1","amount_cents":5}"#);
         let bare = br#"{"end_to_end_id":"E\u0032","amount_cents":5}"#;
         assert_eq!(split(bare), (Some(b"E2".to_vec()), bare.to_vec()));
-        for odd in [&b"{not json"[..], br#"{"end_to_end_id":5}"#, b"[1,2]", b""] {
+        for odd in [
+            &b"{not json"[..],
+            br#"{"end_to_end_id":5}"#,
+            b"[1,2]",
+            b"",
+            br#"[{"end_to_end_id":"E1","amount_cents":5}]"#,
+            br#"[{"end_to_end_id":"E1"}, "E2"]"#,
+        ] {
             assert_eq!(split(odd), (None, odd.to_vec()), "{odd:?}");
         }
     }

@@ -112,8 +112,10 @@ async fn describe(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
     axum::Json(body).into_response()
 }
 
-/// `?force=true`: try again a version that was refused before.
+/// `?force=true`: try again a version that was refused before (`?forse=true` is refused, not
+/// taken for an unforced check).
 #[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReloadQuery {
     #[serde(default)]
     force: bool,
@@ -128,7 +130,11 @@ async fn reload(
     if let Err(refused) = authorize(&state, &headers) {
         return refused.into_response();
     }
-    let force = query.is_ok_and(|q| q.force);
+    // `?force=yes` read as "not forced" would look like a forced check that found nothing.
+    let force = match query {
+        Ok(q) => q.force,
+        Err(e) => return malformed(format!("query: {} (expected ?force=true)", e.body_text())),
+    };
     let checked = state.models.check(&state.scoring, force).await;
     let status = if checked.outcome == "refused" {
         StatusCode::CONFLICT
@@ -138,33 +144,71 @@ async fn reload(
     (status, axum::Json(checked)).into_response()
 }
 
+/// The source a `POST /admin/model` body names, or why the body is refused.
+fn pin_source(body: &[u8]) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Pin {
+        source: String,
+    }
+    let expected = "expected {\"source\": \"…\"}";
+    // serde would read `["models:/x/1"]` field by field, as if it named `source`.
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err(format!("body: {expected}"));
+    }
+    serde_json::from_slice::<Pin>(body)
+        .map(|pin| pin.source)
+        .map_err(|e| format!("body: {e} ({expected})"))
+}
+
+/// 400 with the admin API's error body.
+fn malformed(reason: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": reason, "code": "malformed_request"})),
+    )
+        .into_response()
+}
+
 /// `POST /admin/model` `{"source": "models:/pix-fraud/7"}`: serve and follow another source;
 /// 409 (and nothing changes) when it is refused.
 async fn pin(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(refused) = authorize(&state, &headers) {
         return refused.into_response();
     }
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Pin {
-        source: String,
-    }
-    let pin: Pin = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                axum::Json(json!({"error": format!("body: {e} (expected {{\"source\": \"…\"}})")})),
-            )
-                .into_response();
-        }
+    let source = match pin_source(&body) {
+        Ok(source) => source,
+        Err(reason) => return malformed(reason),
     };
-    match state.models.pin(&state.scoring, &pin.source).await {
+    match state.models.pin(&state.scoring, &source).await {
         Ok(checked) => axum::Json(checked).into_response(),
         Err(reason) => (
             StatusCode::CONFLICT,
             axum::Json(json!({"outcome": "refused", "reason": reason})),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pin_source;
+
+    #[test]
+    fn a_pin_body_is_an_object_naming_a_source() {
+        assert_eq!(
+            pin_source(br#" {"source": "models:/pix-fraud/7"}"#),
+            Ok("models:/pix-fraud/7".to_string())
+        );
+        for (body, says) in [
+            (&br#"["models:/pix-fraud/7"]"#[..], "body: expected {"),
+            (b"", "body: expected {"),
+            (br#"{}"#, "missing field `source`"),
+            (br#"{"sourse": "x"}"#, "unknown field `sourse`"),
+            (br#"{"source": 7}"#, "invalid type: integer `7`"),
+        ] {
+            let err = pin_source(body).unwrap_err();
+            assert!(err.contains(says), "{body:?}: {err}");
+        }
     }
 }

@@ -101,6 +101,35 @@ pub fn refusals_leave_the_version_serving(env: &Env, server: &Server, v_prod: &s
         assert_eq!(status, 401);
     }
     assert_eq!(serving_version(server), v_prod);
+    //    e. Malformed admin calls: 400 naming what is wrong, nothing changes. A list is not read
+    //       as a pin's fields, and `force=yes` is not taken for "not forced".
+    for (path, body, says) in [
+        (
+            "/admin/model",
+            Some(json!(["models/pix-fraud-challenger"])),
+            "body: expected {\"source\"",
+        ),
+        (
+            "/admin/model",
+            Some(json!({"sourse": "models/pix-fraud-challenger"})),
+            "unknown field `sourse`",
+        ),
+        ("/admin/model/reload?force=yes", None, "query: "),
+        (
+            "/admin/model/reload?forse=true",
+            None,
+            "unknown field `forse`",
+        ),
+    ] {
+        let (status, answer) = admin(server, "POST", path, Some(TOKEN), body);
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert_eq!(answer["code"], "malformed_request", "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap_or("").contains(says),
+            "{path}: {answer}"
+        );
+    }
+    assert_eq!(serving_version(server), v_prod);
     assert_eq!(
         metric(server, "pixguard_model_load_failures_total"),
         failures + 3.0
