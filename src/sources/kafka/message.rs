@@ -59,12 +59,12 @@ pub fn decode(value: Option<&[u8]>, limit: usize) -> Result<Transaction, Unscora
             };
         }
         // Only on the error path: is it JSON at all? serde names a position inside a broken
-        // document as if it were a field.
-        if serde_json::from_slice::<serde::de::IgnoredAny>(value).is_err() {
+        // document as if it were a field; the reason says where, as /v1 says it.
+        if let Err(json) = serde_json::from_slice::<serde::de::IgnoredAny>(value) {
             Unscorable {
                 class: "invalid_json",
                 field: None,
-                message: e.reason,
+                message: format!("invalid JSON: {json}"),
             }
         } else {
             Unscorable {
@@ -177,9 +177,11 @@ mod tests {
         tx.extend_from_slice(&[0xc3, 0x28]);
         tx.extend_from_slice(br#""}"#);
         assert_eq!(decode(Some(&tx), 100).unwrap_err().class, "not_utf8");
+        let err = decode(Some(b"{not json"), 100).unwrap_err();
+        assert_eq!(err.class, "invalid_json");
         assert_eq!(
-            decode(Some(b"{not json"), 100).unwrap_err().class,
-            "invalid_json"
+            err.message, "invalid JSON: key must be a string at line 1 column 2",
+            "where, as /v1 says it"
         );
         let err = decode(Some(br#"{"end_to_end_id": 5}"#), 100).unwrap_err();
         assert_eq!(err.class, "invalid_field", "{err:?}");
