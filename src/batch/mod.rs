@@ -98,6 +98,35 @@ struct Done {
     decisions: [u64; 3],
 }
 
+/// Refuses an output or rejects file that is one of the input files, or that is the other:
+/// creating a file truncates it, so `-i tx.jsonl -o tx.jsonl` emptied the input before a row
+/// was read.
+fn outputs_apart(inputs: &input::Inputs, output: &Path, rejects: &Path) -> anyhow::Result<()> {
+    let same = |a: &Path, b: &Path| {
+        a == b
+            || matches!(
+                (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+                (Ok(a), Ok(b)) if a == b
+            )
+    };
+    for (what, path) in [("output", output), ("rejects", rejects)] {
+        if let Some(file) = inputs.files.iter().find(|f| same(&f.path, path)) {
+            anyhow::bail!(
+                "the {what} file {} is the input file {}: writing it would destroy the input",
+                path.display(),
+                file.path.display()
+            );
+        }
+    }
+    if same(output, rejects) {
+        anyhow::bail!(
+            "the rejects file {} is the output file: give --rejects another name",
+            rejects.display()
+        );
+    }
+    Ok(())
+}
+
 /// Checks the input, then scores it all with `served`. Bad rows go to the rejects file; a failure
 /// of the job itself (a file unreadable midway, the device) stops it with an error.
 pub fn run(
@@ -106,6 +135,7 @@ pub fn run(
     runtime: tokio::runtime::Handle,
 ) -> anyhow::Result<Summary> {
     let inputs = input::discover(&job.input, job.input_format, &job.keep)?;
+    outputs_apart(&inputs, &job.output, &job.rejects)?;
     let keep_types = keep_types(&inputs, &job.keep)?;
     let schema = output::schema(&keep_types);
     let model_version = format!("{}:{}", served.model().name, served.model().version);

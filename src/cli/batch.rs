@@ -172,19 +172,36 @@ fn staged(
     served: crate::scoring::Served,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Summary> {
+    // Staged, the input is read from a copy, but the upload would still replace the object.
+    let uri = |p: &std::path::Path| p.display().to_string().trim_end_matches('/').to_string();
+    for (what, path) in [("output", &job.output), ("rejects", &job.rejects)] {
+        anyhow::ensure!(
+            !is_remote(path) || uri(path) != uri(&job.input),
+            "the {what} file {} is the input: writing it would destroy the input",
+            uri(path)
+        );
+    }
+    anyhow::ensure!(
+        !is_remote(&job.output) || uri(&job.output) != uri(&job.rejects),
+        "the rejects file {} is the output file: give --rejects another name",
+        uri(&job.rejects)
+    );
     if is_remote(&job.input) {
         let uri = job.input.display().to_string();
         job.input = runtime.block_on(remote::fetch_input(&uri, &staging.join("in")))?;
     }
     let mut uploads = Vec::new();
-    for path in [&mut job.output, &mut job.rejects] {
+    // Each in a folder of its own: an output and a rejects object of the same name (in two
+    // prefixes) would otherwise be staged as one file.
+    for (path, folder) in [(&mut job.output, "output"), (&mut job.rejects, "rejects")] {
         if is_remote(path) {
             let uri = path.display().to_string();
-            let local = staging.join("out").join(
+            let dir = staging.join("out").join(folder);
+            let local = dir.join(
                 path.file_name()
                     .with_context(|| format!("{uri}: expected gs://bucket/path/file"))?,
             );
-            std::fs::create_dir_all(staging.join("out"))?;
+            std::fs::create_dir_all(&dir)?;
             uploads.push((local.clone(), uri));
             *path = local;
         }

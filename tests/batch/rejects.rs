@@ -268,3 +268,43 @@ fn a_file_without_a_required_column_is_refused_before_any_work() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("--keep no.such: no such column"));
 }
+
+#[test]
+fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
+    let dir = scratch("batch", "in-place");
+    let input = dir.join("tx.jsonl");
+    synth(&input, "jsonl", "nested");
+    let before = std::fs::read(&input).expect("input");
+    let as_rejects = dir.join("scores.rejects.jsonl");
+    std::fs::write(&as_rejects, &before).expect("copy");
+    let both = dir.join("both.jsonl");
+    for (args, says) in [
+        (vec!["-i", s(&input), "-o", s(&input)], "the output file"),
+        (
+            // The same file by another name.
+            vec!["-i", s(&dir), "--input-format", "jsonl", "-o", s(&input)],
+            "the output file",
+        ),
+        (
+            // The default rejects file, beside the output, is the input.
+            vec!["-i", s(&as_rejects), "-o", s(&dir.join("scores.jsonl"))],
+            "the rejects file",
+        ),
+        (
+            vec!["-i", s(&input), "-o", s(&both), "--rejects", s(&both)],
+            "is the output file",
+        ),
+    ] {
+        let run = pixguard(&[&["batch"][..], &args].concat());
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?} ran");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(std::fs::read(&input).expect("input"), before, "{args:?}");
+        assert_eq!(
+            std::fs::read(&as_rejects).expect("input"),
+            before,
+            "{args:?}"
+        );
+        assert!(!both.exists(), "{args:?}: nothing is written");
+    }
+}

@@ -119,4 +119,46 @@ fn gs_input_and_output_through_a_gcs_emulator() {
     let local = dir.join("local.parquet");
     pixguard_ok(&["batch", "-i", s(&whole), "-o", s(&local)]);
     assert_eq!(scores_parquet(&fetched), scores_parquet(&local));
+
+    // An output and a rejects object of the same name in two prefixes are two files (they were
+    // staged as one local file, each truncating the other).
+    let out = succeeded(
+        pixguard_command()
+            .args([
+                "batch",
+                "-i",
+                "gs://pix-data/in",
+                "-o",
+                "gs://pix-data/out/run.jsonl",
+                "--rejects",
+                "gs://pix-data/rejects/run.jsonl",
+            ])
+            .env("GOOGLE_SERVICE_ACCOUNT", &gcs.key_file),
+    );
+    assert_eq!(summary(&out)["scored"], 4000);
+    let fetched = dir.join("run.jsonl");
+    std::fs::write(&fetched, gcs.get("pix-data", "out/run.jsonl")).expect("output object");
+    assert_eq!(scores_jsonl(&fetched), scores_parquet(&local));
+    assert!(gcs.get("pix-data", "rejects/run.jsonl").is_empty());
+
+    // An output that is the input object is refused before anything is read or written.
+    let part = gcs.get("pix-data", "in/part-0.parquet");
+    let run = pixguard_command()
+        .args([
+            "batch",
+            "-i",
+            "gs://pix-data/in/part-0.parquet",
+            "-o",
+            "gs://pix-data/in/part-0.parquet",
+        ])
+        .env("GOOGLE_SERVICE_ACCOUNT", &gcs.key_file)
+        .output()
+        .expect("pixguard runs");
+    assert!(!run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("is the input"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(gcs.get("pix-data", "in/part-0.parquet"), part);
 }
