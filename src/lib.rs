@@ -47,6 +47,17 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether two paths name one file: the same path, or two names that resolve to one existing
+/// file (`./tx.jsonl` and `tx.jsonl`, a link). A command whose output is its input would truncate
+/// it before reading a row.
+pub fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(a), Ok(b)) if a == b
+        )
+}
+
 #[cfg(test)]
 mod tests {
     /// A test error: its text, and its source.

@@ -133,6 +133,44 @@ fn bad_input_names_the_line_and_field() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("fraud rate must be in [0, 1)"));
 }
 
+/// `score`, `features` and `features --fit` refuse to write their input file (by any name):
+/// `score tx.jsonl -o tx.jsonl` emptied it and answered nothing, with exit 0.
+#[test]
+fn an_output_that_is_the_input_is_refused_and_the_input_kept() {
+    let dir = std::env::temp_dir().join(format!("pixguard-cli-in-place-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("tx.jsonl");
+    let rows = pixguard(&["synth", "--rows", "20", "--seed", "4"], None).stdout;
+    std::fs::write(&input, &rows).unwrap();
+    let same = dir.join(".").join("tx.jsonl");
+    let (input_s, same_s) = (input.to_str().unwrap(), same.to_str().unwrap());
+    for (args, says) in [
+        (vec!["score", input_s, "-o", same_s], "the output file"),
+        (vec!["features", input_s, "-o", input_s], "the output file"),
+        (vec!["features", input_s, "--fit", same_s], "the --fit file"),
+    ] {
+        let out = pixguard(&args, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} ran");
+        assert!(
+            err.contains(says) && err.contains("would destroy the input"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(std::fs::read(&input).unwrap(), rows, "{args:?}");
+    }
+    // Another file, and stdout, are written as before.
+    let scores = dir.join("scores.jsonl");
+    let out = pixguard(&["score", input_s, "-o", scores.to_str().unwrap()], None);
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&scores).unwrap().lines().count(),
+        20
+    );
+    let out = pixguard(&["score", input_s, "-o", "-"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 20);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn help_documents_the_commands_and_options() {
     let help = String::from_utf8(pixguard(&["--help"], None).stdout).unwrap();

@@ -102,15 +102,12 @@ struct Done {
 /// creating a file truncates it, so `-i tx.jsonl -o tx.jsonl` emptied the input before a row
 /// was read.
 fn outputs_apart(inputs: &input::Inputs, output: &Path, rejects: &Path) -> anyhow::Result<()> {
-    let same = |a: &Path, b: &Path| {
-        a == b
-            || matches!(
-                (std::fs::canonicalize(a), std::fs::canonicalize(b)),
-                (Ok(a), Ok(b)) if a == b
-            )
-    };
     for (what, path) in [("output", output), ("rejects", rejects)] {
-        if let Some(file) = inputs.files.iter().find(|f| same(&f.path, path)) {
+        if let Some(file) = inputs
+            .files
+            .iter()
+            .find(|f| crate::same_file(&f.path, path))
+        {
             anyhow::bail!(
                 "the {what} file {} is the input file {}: writing it would destroy the input",
                 path.display(),
@@ -118,7 +115,7 @@ fn outputs_apart(inputs: &input::Inputs, output: &Path, rejects: &Path) -> anyho
             );
         }
     }
-    if same(output, rejects) {
+    if crate::same_file(output, rejects) {
         anyhow::bail!(
             "the rejects file {} is the output file: give --rejects another name",
             rejects.display()

@@ -72,6 +72,9 @@ pub fn run(args: FeaturesArgs) -> anyhow::Result<()> {
         }
         None => load_spec(args.spec.as_ref())?,
     };
+    // Before reading: the whole input is read first, so the refusal should not wait for it.
+    super::refuse_overwriting(args.fit.as_deref(), args.input.as_deref(), "--fit")?;
+    super::refuse_overwriting(args.output.as_deref(), args.input.as_deref(), "output")?;
     let rows = read_all(super::open_input(args.input.as_deref())?)?;
     tracing::info!(rows = rows.len(), "read transactions");
     let txs: Vec<_> = rows.iter().map(|r| r.transaction.clone()).collect();
@@ -92,7 +95,7 @@ pub fn run(args: FeaturesArgs) -> anyhow::Result<()> {
     let batch = extractor.extract(&txs);
     let spec = extractor.spec();
     let labelled = rows.iter().any(|r| r.label.is_some());
-    let mut out = super::open_output(args.output.as_ref())?;
+    let mut out = super::open_output(args.output.as_ref(), args.input.as_deref())?;
     if args.format == FeaturesFormat::Csv {
         let mut header: Vec<&str> = vec!["end_to_end_id"];
         header.extend(spec.numeric.iter().map(|f| f.name.as_str()));

@@ -100,8 +100,10 @@ fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn BufRead>> {
     }
 }
 
-/// Opens `path` for writing, or stdout for `None` or `-`.
-fn open_output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
+/// Opens `path` for writing, or stdout for `None` or `-`; refused when it is the file `reads`
+/// (the command's input), which creating it would empty before a row is read.
+fn open_output(path: Option<&PathBuf>, reads: Option<&Path>) -> anyhow::Result<Box<dyn Write>> {
+    refuse_overwriting(path.map(PathBuf::as_path), reads, "output")?;
     match path {
         None => Ok(Box::new(BufWriter::with_capacity(
             1 << 20,
@@ -116,4 +118,19 @@ fn open_output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
             Ok(Box::new(BufWriter::with_capacity(1 << 20, file)))
         }
     }
+}
+
+/// Refuses to write `what` (`output`, `--fit`) to `path` when it is the input file `reads`.
+fn refuse_overwriting(path: Option<&Path>, reads: Option<&Path>, what: &str) -> anyhow::Result<()> {
+    if let (Some(path), Some(input)) = (path, reads)
+        && path.as_os_str() != "-"
+        && crate::same_file(path, input)
+    {
+        anyhow::bail!(
+            "the {what} file {} is the input file {}: writing it would destroy the input",
+            path.display(),
+            input.display()
+        );
+    }
+    Ok(())
 }

@@ -88,7 +88,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading model package {}", args.model.display()))?;
     tracing::info!(model = %scorer.model_version(), device = %selected.description, "model loaded");
     let mut reader = RowReader::new(super::open_input(args.input.as_deref())?);
-    let mut out = super::open_output(args.output.as_ref())?;
+    let mut out = super::open_output(args.output.as_ref(), args.input.as_deref())?;
     let (mut rows, mut features, mut total) = (Vec::new(), FeatureBatch::default(), 0usize);
     let started = Instant::now();
     let mut line = Vec::with_capacity(256);

@@ -84,7 +84,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
             write_parquet(generator, out, args.layout).context("writing synthetic rows")?
         }
         format => {
-            let mut out = super::open_output(args.output.as_ref())?;
+            let mut out = super::open_output(args.output.as_ref(), None)?;
             match format {
                 SynthFormat::Csv => write_csv(generator, &mut out),
                 _ => write_jsonl(generator, &mut out),
