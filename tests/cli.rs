@@ -219,7 +219,30 @@ fn serve_refuses_cuda_without_the_cuda_build_and_names_unknown_config_keys() {
     assert!(err.contains(&format!("not found: {missing}")), "{err}");
     let out = pixguard(&["score", "--model", missing, "-"], Some(b""));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains(&format!("not found: {missing}")), "{err}");
+    assert_eq!(err.matches("not found").count(), 1, "told once: {err}");
+    // Run from another folder, the default (relative) model says where it was looked for.
+    for args in [
+        &["serve", "--port", "0"][..],
+        &["score", "-"],
+        &["model", "inspect"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pixguard"))
+            .args(args)
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            err.contains(&format!(
+                "not found: models/pix-fraud (a relative path, looked for in {}",
+                std::env::temp_dir().display()
+            )),
+            "{args:?}: {err}"
+        );
+    }
     let empty = std::env::temp_dir().join(format!("pixguard-empty-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
     let out = pixguard(

@@ -24,6 +24,9 @@ pub enum PackageError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The package folder is not there ([`missing_folder`] says where it was looked for).
+    #[error("not found: {0}")]
+    Missing(String),
     /// `MLmodel` is not valid YAML of the expected shape.
     #[error("MLmodel: {0}")]
     MlModel(String),
@@ -297,6 +300,20 @@ pub struct ModelPackage {
     weights: Mmap,
 }
 
+/// A package folder that is not there, named so that a relative one says where it was looked
+/// for: the default `models/pix-fraud` is found from the repository root only, and a binary run
+/// from anywhere else needs `--model`.
+pub fn missing_folder(dir: &Path) -> String {
+    match std::env::current_dir() {
+        Ok(cwd) if dir.is_relative() => format!(
+            "{} (a relative path, looked for in {}; set --model or model.source)",
+            dir.display(),
+            cwd.display()
+        ),
+        _ => dir.display().to_string(),
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
     move |source| PackageError::Io {
         path: path.to_path_buf(),
@@ -362,6 +379,9 @@ impl ModelPackage {
     /// Loads and validates the package in `dir`.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, PackageError> {
         let dir = dir.as_ref().to_path_buf();
+        if !dir.exists() {
+            return Err(PackageError::Missing(missing_folder(&dir)));
+        }
         let mlmodel_path = dir.join("MLmodel");
         let text = std::fs::read_to_string(&mlmodel_path).map_err(io_err(&mlmodel_path))?;
         let mlmodel: MlModel =

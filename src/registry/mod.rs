@@ -251,9 +251,9 @@ async fn mlmodel_digest(store: &Store) -> Result<String, RegistryError> {
         // A folder that is not there is named as such, not as a folder without an MLmodel.
         Err(RegistryError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             match store {
-                Store::Local(dir) if !dir.exists() => {
-                    Err(RegistryError::NotFound(dir.display().to_string()))
-                }
+                Store::Local(dir) if !dir.exists() => Err(RegistryError::NotFound(
+                    crate::model::package::missing_folder(dir),
+                )),
                 _ => Err(RegistryError::NoMlModel(store.describe())),
             }
         }
