@@ -66,8 +66,11 @@ pub(super) struct Override {
 }
 
 impl Override {
-    /// An override of `key` by `text`.
+    /// An override of `key` by `text`, less surrounding whitespace: a Kubernetes Secret written
+    /// with `echo` ends in a newline nobody meant as part of the password (reading the text as
+    /// YAML dropped it too).
     pub fn new(key: String, text: String, origin: String) -> Self {
+        let text = text.trim().to_string();
         // Empty, `null` and `~` unset an optional key, as they would in the file.
         let typed = matches!(text.as_str(), "" | "null" | "~");
         Override {
@@ -306,6 +309,12 @@ mod tests {
 
         let o = Override::new("x".into(), "#x1 'y'".into(), "command line".into());
         assert_eq!(o.value(), Value::String("#x1 'y'".into()), "not a comment");
+        let o = Override::new("x".into(), " s3cret\n".into(), "command line".into());
+        assert_eq!(
+            o.value(),
+            Value::String("s3cret".into()),
+            "a Secret's newline"
+        );
 
         let mut o = Override::new("x".into(), "abc".into(), "command line".into());
         assert!(
