@@ -119,6 +119,10 @@ async fn describe(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
 struct ReloadQuery {
     #[serde(default)]
     force: bool,
+    /// Cloud Endpoints' API key (`?key=`), which a client may send on every call and ESPv2
+    /// passes through: not a typo to refuse.
+    #[serde(default, rename = "key")]
+    _key: Option<String>,
 }
 
 /// `POST /admin/model/reload`: check the source now; 200 swapped or unchanged, 409 refused.

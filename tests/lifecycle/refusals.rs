@@ -129,6 +129,20 @@ pub fn refusals_leave_the_version_serving(env: &Env, server: &Server, v_prod: &s
             "{path}: {answer}"
         );
     }
+    // Cloud Endpoints' `?key=` is not refused: the check runs, and answers as a plain reload does
+    // while the alias names a refused version (409 with the earlier reason, nothing retried).
+    let (status, answer) = admin(
+        server,
+        "POST",
+        "/admin/model/reload?key=an-api-key",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(
+        (status, &answer["outcome"]),
+        (409, &json!("refused")),
+        "{answer}"
+    );
     assert_eq!(serving_version(server), v_prod);
     assert_eq!(
         metric(server, "pixguard_model_load_failures_total"),
