@@ -7,24 +7,17 @@ use serde_yaml_ng::Value;
 
 use super::{ConfigError, ENV_PREFIX};
 
-/// The sections of `config.yaml`, as an environment variable spells them.
-const SECTIONS: [&str; 7] = [
-    "SERVER",
-    "ENGINE",
-    "MODEL",
-    "DECISIONS",
-    "STREAM",
-    "MONITORING",
-    "LOGGING",
-];
-
 /// `PIXGUARD__SECTION__KEY` variables as (name, value), and an error for one that was meant as an
 /// override but would be ignored: `PIXGUARD_ENGINE_WORKERS=4` (one underscore) configures
-/// nothing, and a Deployment's env list says nothing when it does not take.
+/// nothing, and a Deployment's env list says nothing when it does not take. Only a name that
+/// spells a real key is taken for a mistake: a developer's `PIXGUARD_SERVER_URL`, or the
+/// variables Kubernetes makes for a Service named `pixguard-stream` (`PIXGUARD_STREAM_SERVICE_HOST`,
+/// `PIXGUARD_STREAM_PORT=tcp://…`), are other programs' and left alone.
 pub(super) fn from_environment(
     vars: impl Iterator<Item = (OsString, OsString)>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
+    let mut sections: Option<Value> = None;
     for (name, value) in vars {
         // Another program's variable need not be UTF-8 (`std::env::vars` would panic on it).
         let Some(name) = name.to_str() else { continue };
@@ -35,12 +28,28 @@ pub(super) fn from_environment(
                 origin: format!("from environment {name}"),
             })?;
             out.push((name.to_string(), value));
-        } else if let Some(rest) = name.strip_prefix("PIXGUARD_")
-            && let Some(section) = SECTIONS
+            continue;
+        }
+        let Some(rest) = name.strip_prefix("PIXGUARD_") else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once('_') else {
+            continue;
+        };
+        let key = key.trim_start_matches('_');
+        let service_link = value.to_str().is_some_and(|v| {
+            ["tcp://", "udp://", "sctp://"]
                 .iter()
-                .find(|s| rest.strip_prefix(**s).is_some_and(|r| r.starts_with('_')))
-        {
-            let key = rest[section.len()..].trim_start_matches('_');
+                .any(|p| v.starts_with(p))
+        });
+        let sections = sections.get_or_insert_with(|| {
+            serde_yaml_ng::to_value(super::Config::default()).unwrap_or(Value::Null)
+        });
+        let is_key = sections
+            .get(section.to_ascii_lowercase())
+            .and_then(|s| s.get(key.to_ascii_lowercase()))
+            .is_some();
+        if is_key && !service_link {
             return Err(ConfigError::Invalid {
                 key: String::new(),
                 reason: format!(
@@ -342,6 +351,12 @@ mod tests {
             ("PIXGUARD__ENGINE__WORKERS", "2"),
             ("PIXGUARD_ADMIN_TOKEN", "t"),
             ("PIXGUARD_MODEL", "models/pix-fraud"),
+            ("PIXGUARD_SERVER_URL", "http://127.0.0.1:8080"),
+            // Kubernetes' variables for Services named pixguard-stream and pixguard-server.
+            ("PIXGUARD_STREAM_SERVICE_HOST", "10.0.0.7"),
+            ("PIXGUARD_STREAM_PORT", "tcp://10.0.0.7:8080"),
+            ("PIXGUARD_SERVER_PORT", "tcp://10.0.0.8:8080"),
+            ("PIXGUARD_SERVER_PORT_8080_TCP_ADDR", "10.0.0.8"),
             ("PATH", "/bin"),
         ]))
         .unwrap();
@@ -349,14 +364,23 @@ mod tests {
             found,
             vec![("PIXGUARD__ENGINE__WORKERS".to_string(), "2".to_string())]
         );
-        let err = from_environment(vars(&[("PIXGUARD_ENGINE_WORKERS", "2")]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("PIXGUARD_ENGINE_WORKERS is not read")
-                && err.contains("e.g. PIXGUARD__ENGINE__WORKERS"),
-            "{err}"
-        );
+        for (name, meant) in [
+            ("PIXGUARD_ENGINE_WORKERS", "PIXGUARD__ENGINE__WORKERS"),
+            (
+                "PIXGUARD_ENGINE__MAX_BATCH_SIZE",
+                "PIXGUARD__ENGINE__MAX_BATCH_SIZE",
+            ),
+            ("PIXGUARD_SERVER_PORT", "PIXGUARD__SERVER__PORT"),
+        ] {
+            let err = from_environment(vars(&[(name, "2")]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("{name} is not read"))
+                    && err.contains(&format!("e.g. {meant}")),
+                "{err}"
+            );
+        }
         #[cfg(unix)]
         {
             use std::os::unix::ffi::OsStringExt;
