@@ -94,17 +94,21 @@ fn gs_input_and_output_through_a_gcs_emulator() {
         );
     }
     gcs.put("pix-data", "in/_SUCCESS", Vec::new());
-    let out = succeeded(
-        pixguard_command()
-            .args([
-                "batch",
-                "-i",
-                "gs://pix-data/in",
-                "-o",
-                "gs://pix-data/out/scores.parquet",
-            ])
-            .env("GOOGLE_SERVICE_ACCOUNT", &gcs.key_file),
-    );
+    // `pixguard batch ARGS` with the emulator's credentials.
+    let batch = |args: &[&str]| {
+        let mut command = pixguard_command();
+        command
+            .arg("batch")
+            .args(args)
+            .env("GOOGLE_SERVICE_ACCOUNT", &gcs.key_file);
+        command
+    };
+    let out = succeeded(&mut batch(&[
+        "-i",
+        "gs://pix-data/in",
+        "-o",
+        "gs://pix-data/out/scores.parquet",
+    ]));
     let sum = summary(&out);
     assert_eq!(sum["files"], 2, "{sum}");
     assert_eq!(sum["scored"], 4000, "{sum}");
@@ -122,19 +126,14 @@ fn gs_input_and_output_through_a_gcs_emulator() {
 
     // An output and a rejects object of the same name in two prefixes are two files (they were
     // staged as one local file, each truncating the other).
-    let out = succeeded(
-        pixguard_command()
-            .args([
-                "batch",
-                "-i",
-                "gs://pix-data/in",
-                "-o",
-                "gs://pix-data/out/run.jsonl",
-                "--rejects",
-                "gs://pix-data/rejects/run.jsonl",
-            ])
-            .env("GOOGLE_SERVICE_ACCOUNT", &gcs.key_file),
-    );
+    let out = succeeded(&mut batch(&[
+        "-i",
+        "gs://pix-data/in",
+        "-o",
+        "gs://pix-data/out/run.jsonl",
+        "--rejects",
+        "gs://pix-data/rejects/run.jsonl",
+    ]));
     assert_eq!(summary(&out)["scored"], 4000);
     let fetched = dir.join("run.jsonl");
     std::fs::write(&fetched, gcs.get("pix-data", "out/run.jsonl")).expect("output object");
@@ -143,17 +142,14 @@ fn gs_input_and_output_through_a_gcs_emulator() {
 
     // An output that is the input object is refused before anything is read or written.
     let part = gcs.get("pix-data", "in/part-0.parquet");
-    let run = pixguard_command()
-        .args([
-            "batch",
-            "-i",
-            "gs://pix-data/in/part-0.parquet",
-            "-o",
-            "gs://pix-data/in/part-0.parquet",
-        ])
-        .env("GOOGLE_SERVICE_ACCOUNT", &gcs.key_file)
-        .output()
-        .expect("pixguard runs");
+    let run = batch(&[
+        "-i",
+        "gs://pix-data/in/part-0.parquet",
+        "-o",
+        "gs://pix-data/in/part-0.parquet",
+    ])
+    .output()
+    .expect("pixguard runs");
     assert!(!run.status.success());
     assert!(
         String::from_utf8_lossy(&run.stderr).contains("is the input"),
