@@ -18,7 +18,7 @@ use super::flow::Flow;
 use super::message::{Unscorable, dead_letter_headers, decode, headers_of, output};
 use super::produce::{Delivery, Producer, Sink, Source, enqueue, record, redeliver};
 use super::rebalance::{KafkaContext, list};
-use super::settings::{client, producer_config};
+use super::settings::{consumer_config, producer_config};
 use super::shared::Shared;
 use crate::config::StreamConfig;
 use crate::engine::Lane;
@@ -58,27 +58,11 @@ pub async fn run(
         crate::memory::keep_freed_memory();
         crate::memory::pretouch(config.prefault_mib);
     }
-    // A payment waits for its fetch: librdkafka's default lets a broker hold a fetch 500 ms for
-    // more data (tansu does), which alone made the end-to-end p50 226 ms at half load.
-    let consumer: StreamConsumer<KafkaContext> = client(
-        &config,
-        &[
-            ("fetch.wait.max.ms", "5"),
-            // While the stream holds back (its in-flight bound), librdkafka's prefetch queue fills
-            // and it stops fetching for this long (1 s by default) — after the stream has drained
-            // the queue, it then idles: 128 k msg/s at 76 % of the core, 170 k at 100 % with 10 ms.
-            ("fetch.queue.backoff.ms", "10"),
-            ("statistics.interval.ms", "10000"),
-        ],
-    )
-    .set("group.id", &config.group_id)
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    .set("auto.offset.reset", "earliest")
-    .create_with_context(KafkaContext {
-        shared: shared.clone(),
-    })
-    .context("creating the Kafka consumer")?;
+    let consumer: StreamConsumer<KafkaContext> = consumer_config(&config)
+        .create_with_context(KafkaContext {
+            shared: shared.clone(),
+        })
+        .context("creating the Kafka consumer")?;
     let (sink, failed) = Sink::new(shared.clone());
     let producer: Arc<Producer> = Arc::new(
         producer_config(&config)
