@@ -58,6 +58,27 @@ async fn concurrent_clients_get_offline_scores_and_requests_are_batched() {
     let txs = Arc::new(transactions(640, 31));
     let expected = Arc::new(offline_scores(&txs));
     let client = reqwest::Client::new();
+    // The warm-up batches the server ran before it was ready are not traffic: nothing counted.
+    let text = metrics_text(&client, &server).await;
+    assert_eq!(metric(&text, "pixguard_batch_size_rows_count"), 0.0);
+    assert_eq!(
+        metric(&text, "pixguard_compute_duration_seconds_count"),
+        0.0
+    );
+    let stats: Value = client
+        .get(server.url("/v2/models/pix-fraud/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let model = &stats["model_stats"][0];
+    assert_eq!(
+        (&model["inference_count"], &model["execution_count"]),
+        (&Value::from(0), &Value::from(0)),
+        "{stats}"
+    );
     let mut tasks = Vec::new();
     for c in 0..64 {
         let (client, txs, expected, url) = (
@@ -92,11 +113,9 @@ async fn concurrent_clients_get_offline_scores_and_requests_are_batched() {
         t.await.unwrap();
     }
     let text = metrics_text(&client, &server).await;
-    // The warm-up batches (engine.max_batch_size 512) are in the histogram too; take them out.
-    let warm_up = pixguard::server::warm_up_sizes(512);
     let (sum, count) = (
-        metric(&text, "pixguard_batch_size_rows_sum") - warm_up.iter().sum::<usize>() as f64,
-        metric(&text, "pixguard_batch_size_rows_count") - warm_up.len() as f64,
+        metric(&text, "pixguard_batch_size_rows_sum"),
+        metric(&text, "pixguard_batch_size_rows_count"),
     );
     assert_eq!(sum, 640.0);
     assert!(
@@ -274,12 +293,8 @@ async fn a_full_queue_answers_429_and_late_rows_504_without_compute() {
         metric(&text, "pixguard_rows_dropped_total{reason=\"deadline\"}"),
         1.0
     );
-    // Everything computed is the warm-up batches plus the rows that got 200: the late row never was.
-    let warm_up: usize = pixguard::server::warm_up_sizes(4).iter().sum();
-    assert_eq!(
-        metric(&text, "pixguard_rows_scored_total"),
-        (warm_up + ok + 4) as f64
-    );
+    // Everything computed is the rows that got 200 (warm-up is not counted): the late row never was.
+    assert_eq!(metric(&text, "pixguard_rows_scored_total"), (ok + 4) as f64);
     assert_eq!(
         metric(&text, "pixguard_rejections_total{reason=\"overloaded\"}"),
         overloaded as f64

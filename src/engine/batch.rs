@@ -39,6 +39,8 @@ pub(super) struct Job {
     /// Rows scoring at least this get reasons (`None`: no row does).
     pub(super) explain_from: Option<f64>,
     pub(super) lane: Lane,
+    /// Whether the metrics count it: a version's warm-up batches are not traffic.
+    pub(super) observed: bool,
     /// The caller's current-thread runtime, when it waits on one (see `delivery`).
     pub(super) home: Option<Home>,
     pub(super) state: Mutex<JobState>,
@@ -71,6 +73,21 @@ impl Job {
         explain_from: Option<f64>,
         lane: Lane,
     ) -> (Arc<Job>, Answer) {
+        Self::with(features, deadline, explain_from, lane, true)
+    }
+
+    /// A job the metrics do not count (a warm-up).
+    pub(super) fn unobserved(features: FeatureBatch, deadline: Instant) -> (Arc<Job>, Answer) {
+        Self::with(features, deadline, None, Lane::Interactive, false)
+    }
+
+    fn with(
+        features: FeatureBatch,
+        deadline: Instant,
+        explain_from: Option<f64>,
+        lane: Lane,
+        observed: bool,
+    ) -> (Arc<Job>, Answer) {
         let rows = features.rows;
         let (reply, answer) = oneshot::channel();
         let job = Arc::new(Job {
@@ -79,6 +96,7 @@ impl Job {
             deadline,
             explain_from,
             lane,
+            observed,
             home: Home::current(),
             state: Mutex::new(JobState {
                 scores: vec![0.0; rows],
@@ -200,7 +218,11 @@ pub(super) fn finish(
     started: Instant,
 ) {
     let compute_us = started.elapsed().as_micros() as u64;
-    metrics.batch_size.observe(batch.rows as u64);
+    // A warm-up batch carries warm-up jobs only (nothing else reaches a version before it serves).
+    let observed = batch.parts.iter().any(|p| p.job.observed);
+    if observed {
+        metrics.batch_size.observe(batch.rows as u64);
+    }
     let (out, mut explained) = match result {
         Ok(out) => out,
         Err(e) => {
@@ -209,9 +231,11 @@ pub(super) fn finish(
             return;
         }
     };
-    metrics
-        .rows_scored
-        .fetch_add(batch.rows as u64, Ordering::Relaxed);
+    if observed {
+        metrics
+            .rows_scored
+            .fetch_add(batch.rows as u64, Ordering::Relaxed);
+    }
     // Before the answers go out, so that a report asked for after an answer counts its rows; the
     // tap only copies (the monitor thread bins).
     if let Some(tap) = tap {

@@ -315,3 +315,40 @@ async fn a_request_that_does_not_fit_the_queue_bound_is_refused_at_once() {
     assert_eq!(queued.await.unwrap().unwrap().scores.len(), 3);
     engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_up_batches_are_computed_but_not_counted() {
+    let package =
+        crate::model::ModelPackage::load(concat!(env!("CARGO_MANIFEST_DIR"), "/models/pix-fraud"))
+            .unwrap();
+    let model = crate::model::DcnModel::from_package(&package, &candle_core::Device::Cpu).unwrap();
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let engine = Engine::start(&EngineConfig::default(), vec![model], metrics.clone()).unwrap();
+    let (nn, nc) = (
+        package.config.features.numeric.len(),
+        package.config.features.categorical.len(),
+    );
+    let batch = |n: usize| FeatureBatch {
+        rows: n,
+        n_numeric: nn,
+        n_categorical: nc,
+        numeric: vec![0.0; n * nn],
+        categorical: vec![0; n * nc],
+    };
+    let counts = || {
+        (
+            metrics.rows_scored(),
+            metrics.batch_size.snapshot().2,
+            metrics.compute.prom.snapshot().2,
+            metrics.queue.prom.snapshot().2,
+        )
+    };
+    let deadline = Instant::now() + LONG;
+    let warm = engine.warm_up(batch(8), deadline).await.unwrap();
+    assert_eq!(warm.scores.len(), 8);
+    assert_eq!(counts(), (0, 0, 0, 0));
+    let scored = engine.score(batch(3), deadline).await.unwrap();
+    assert_eq!(scored.scores, warm.scores[..3]);
+    assert_eq!(counts(), (3, 1, 1, 1));
+    engine.shutdown();
+}

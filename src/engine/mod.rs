@@ -241,6 +241,34 @@ impl Engine {
         explain_from: Option<f64>,
     ) -> Result<Scored, EngineError> {
         let rows = features.rows;
+        self.submit(lane, rows, || {
+            Job::explained(features, deadline, explain_from, lane)
+        })
+        .await
+    }
+
+    /// As [`Engine::score`], for a batch that warms a version up before it serves: the metrics
+    /// (batch sizes, rows scored, queue and compute times, `/v2/…/stats`) do not count it, so an
+    /// idle server reports nothing scored and a swap's first, slow batches are not in the p99.
+    pub async fn warm_up(
+        &self,
+        features: FeatureBatch,
+        deadline: Instant,
+    ) -> Result<Scored, EngineError> {
+        let rows = features.rows;
+        self.submit(Lane::Interactive, rows, || {
+            Job::unobserved(features, deadline)
+        })
+        .await
+    }
+
+    /// Queues the job `make` builds (of `rows` rows) within `lane`'s bound and waits for it.
+    async fn submit(
+        &self,
+        lane: Lane,
+        rows: usize,
+        make: impl FnOnce() -> (Arc<Job>, batch::Answer),
+    ) -> Result<Scored, EngineError> {
         if rows == 0 {
             return Ok(Scored {
                 scores: Vec::new(),
@@ -267,14 +295,17 @@ impl Engine {
                 limit,
             });
         }
-        let (job, answer) = Job::explained(features, deadline, explain_from, lane);
+        let (job, answer) = make();
+        let observed = job.observed;
         if self.tx.send(Message::Submit(job)).is_err() {
             self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
             return Err(EngineError::ShuttingDown);
         }
         let scored = answer.await.unwrap_or(Err(EngineError::ShuttingDown))?;
-        self.metrics
-            .record_engine(scored.queue_us, scored.compute_us);
+        if observed {
+            self.metrics
+                .record_engine(scored.queue_us, scored.compute_us);
+        }
         Ok(scored)
     }
 

@@ -182,7 +182,7 @@ pub async fn warm_up(served: &Served, config: &Config) -> anyhow::Result<()> {
         };
         served
             .engine()
-            .score(batch, Instant::now() + Duration::from_secs(60))
+            .warm_up(batch, Instant::now() + Duration::from_secs(60))
             .await
             .context("warm-up batch")?;
     }
