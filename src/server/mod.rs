@@ -126,15 +126,17 @@ fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, ScoreError> {
     let Some(value) = headers.get(DEADLINE_HEADER) else {
         return Ok(None);
     };
-    let ms = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match ms {
-        Some(ms) => Ok(Some(Duration::from_millis(ms))),
-        None => Err(ScoreError::Malformed(format!(
-            "{DEADLINE_HEADER}: `{}` is not a whole number of milliseconds",
-            String::from_utf8_lossy(value.as_bytes())
+    let text = String::from_utf8_lossy(value.as_bytes());
+    match text.trim().parse::<u64>() {
+        Ok(ms) => Ok(Some(Duration::from_millis(ms))),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+            Err(ScoreError::Malformed(format!(
+                "{DEADLINE_HEADER}: `{text}` is too large: at most {} milliseconds",
+                u64::MAX
+            )))
+        }
+        Err(_) => Err(ScoreError::Malformed(format!(
+            "{DEADLINE_HEADER}: `{text}` is not a whole number of milliseconds"
         ))),
     }
 }
