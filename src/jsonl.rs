@@ -15,6 +15,20 @@ use crate::transaction::{
     NOT_AN_ARRAY, Transaction, ValidationError, deserialize_with_path, from_flat,
 };
 
+/// The UTF-8 byte order mark: Excel's "CSV UTF-8", Windows PowerShell 5's `-Encoding utf8` and
+/// Notepad put it before a file's first line, where JSON parsers refuse it.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Skips a UTF-8 byte order mark at the start of `input`, so the first line parses like the rest.
+/// (Only a mark whole in the first read: a reader that handed over fewer than three bytes
+/// leaves it, and the line fails as it would have.)
+pub fn skip_bom(input: &mut impl BufRead) -> std::io::Result<()> {
+    if input.fill_buf()?.starts_with(BOM) {
+        input.consume(BOM.len());
+    }
+    Ok(())
+}
+
 /// A transaction read from the input, with its label when the line carried one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputRow {
@@ -169,4 +183,31 @@ pub fn read_all(input: impl BufRead) -> Result<Vec<InputRow>, ReadError> {
     let mut rows = Vec::new();
     while reader.next_batch(usize::MAX, &mut rows)? {}
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_once_and_only_at_the_start() {
+        let read = |bytes: &[u8]| {
+            let mut input = bytes;
+            skip_bom(&mut input).unwrap();
+            read_all(input)
+        };
+        let line = br#"{"transactions": []}"#;
+        let marked = [BOM, line.as_slice(), b"\n"].concat();
+        assert_eq!(read(&marked).unwrap(), Vec::new());
+        // A second mark is not a mark but data, and fails as before.
+        let twice = [BOM, &marked].concat();
+        assert!(
+            read(&twice)
+                .unwrap_err()
+                .to_string()
+                .starts_with("line 1: invalid JSON")
+        );
+        assert!(read(b"").unwrap().is_empty());
+        assert!(read(b"\xEF\xBB").is_err());
+    }
 }

@@ -171,6 +171,68 @@ fn an_output_that_is_the_input_is_refused_and_the_input_kept() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A file saved by Windows tools (Notepad, PowerShell 5's `-Encoding utf8`) starts with a byte
+/// order mark: its first line was refused as `invalid JSON … line 1 column 1`.
+#[test]
+fn a_byte_order_mark_before_the_first_line_is_skipped() {
+    let dir = std::env::temp_dir().join(format!("pixguard-cli-bom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rows = pixguard(&["synth", "--rows", "5", "--seed", "8"], None).stdout;
+    let plain = dir.join("plain.jsonl");
+    let marked = dir.join("marked.jsonl");
+    std::fs::write(&plain, &rows).unwrap();
+    std::fs::write(&marked, [b"\xEF\xBB\xBF".as_slice(), &rows].concat()).unwrap();
+    let score = |path: &std::path::Path, stdin: Option<&[u8]>| {
+        let arg = if stdin.is_some() {
+            "-"
+        } else {
+            path.to_str().unwrap()
+        };
+        let out = pixguard(&["score", arg], stdin);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let expected = score(&plain, None);
+    assert_eq!(String::from_utf8_lossy(&expected).lines().count(), 5);
+    assert_eq!(score(&marked, None), expected, "a file");
+    let marked_bytes = std::fs::read(&marked).unwrap();
+    assert_eq!(score(&marked, Some(&marked_bytes)), expected, "stdin");
+    let features =
+        |path: &std::path::Path| pixguard(&["features", path.to_str().unwrap()], None).stdout;
+    assert_eq!(features(&marked), features(&plain));
+    // pixguard batch reads JSONL on its own path.
+    let batch = |path: &std::path::Path, out: &str| {
+        let out = dir.join(out);
+        let run = pixguard(
+            &[
+                "batch",
+                "-i",
+                path.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(
+            (&summary["scored"], &summary["rejected"]),
+            (&5.into(), &0.into())
+        );
+        std::fs::read(out).unwrap()
+    };
+    assert_eq!(batch(&marked, "m.jsonl"), batch(&plain, "p.jsonl"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn help_documents_the_commands_and_options() {
     let help = String::from_utf8(pixguard(&["--help"], None).stdout).unwrap();

@@ -320,6 +320,8 @@ pub fn read(
             Format::Jsonl => {
                 let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
                 let mut reader = BufReader::with_capacity(1 << 20, f);
+                crate::jsonl::skip_bom(&mut reader)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 loop {
                     let mut text = Vec::with_capacity(rows * 1024);
                     let mut n = 0usize;

@@ -84,6 +84,8 @@ pub fn transactions(
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut out = Vec::new();
         for (i, line) in text
+            .strip_prefix('\u{feff}')
+            .unwrap_or(&text)
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())

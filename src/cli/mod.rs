@@ -89,15 +89,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Opens `path` for reading, or stdin for `None` or `-`.
+/// A byte order mark before the first line is skipped (`crate::jsonl::skip_bom`).
 fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn BufRead>> {
-    match path {
-        None => Ok(Box::new(BufReader::new(io::stdin().lock()))),
-        Some(p) if p.as_os_str() == "-" => Ok(Box::new(BufReader::new(io::stdin().lock()))),
-        Some(p) => {
+    let (mut input, name): (Box<dyn BufRead>, _) = match path {
+        Some(p) if p.as_os_str() != "-" => {
             let file = File::open(p).with_context(|| format!("opening {}", p.display()))?;
-            Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
+            (
+                Box::new(BufReader::with_capacity(1 << 20, file)),
+                p.display().to_string(),
+            )
         }
-    }
+        _ => (
+            Box::new(BufReader::new(io::stdin().lock())),
+            "stdin".to_string(),
+        ),
+    };
+    crate::jsonl::skip_bom(&mut input).with_context(|| format!("reading {name}"))?;
+    Ok(input)
 }
 
 /// Opens `path` for writing, or stdout for `None` or `-`; refused when it is the file `reads`
