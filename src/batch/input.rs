@@ -2,7 +2,7 @@
 //! row is scored, then read in chunks of rows on one thread.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,6 +55,8 @@ pub struct InputFile {
     pub schema: Option<SchemaRef>,
     /// CSV: the header's column names.
     header: Vec<String>,
+    /// CSV: the field separator, as the header line shows it.
+    delimiter: u8,
 }
 
 /// Every input file, checked before the job starts.
@@ -123,6 +125,7 @@ pub fn discover(path: &Path, format: Option<Format>, keep: &[String]) -> anyhow:
     let mut files = Vec::new();
     for p in paths {
         let bytes = std::fs::metadata(&p)?.len();
+        let mut delimiter = b',';
         let (schema, rows, header) = match format {
             Format::Parquet => {
                 let file = File::open(&p).with_context(|| format!("opening {}", p.display()))?;
@@ -136,7 +139,8 @@ pub fn discover(path: &Path, format: Option<Format>, keep: &[String]) -> anyhow:
                 )
             }
             Format::Csv => {
-                let header = csv_header(&p)?;
+                delimiter = sniff_delimiter(&p)?;
+                let header = csv_header(&p, delimiter)?;
                 (Some(Arc::new(text_schema(&header))), None, header)
             }
             Format::Jsonl => (None, None, Vec::new()),
@@ -160,13 +164,51 @@ pub fn discover(path: &Path, format: Option<Format>, keep: &[String]) -> anyhow:
             plan,
             schema,
             header,
+            delimiter,
         });
     }
     Ok(Inputs { files, format })
 }
 
-fn csv_header(path: &Path) -> anyhow::Result<Vec<String>> {
+/// Separators a CSV file may use: `;` is what Excel writes where the decimal separator is a
+/// comma (pt-BR), tab and `|` what database exports often use.
+const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// The separator of a CSV file: of [`DELIMITERS`], the one its header line holds most often
+/// outside quotes (column names are dotted words, so the header holds nothing else of them);
+/// `,` when it holds none (a single column).
+fn sniff_delimiter(path: &Path) -> anyhow::Result<u8> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut first = Vec::new();
+    BufReader::new(file)
+        .take(1 << 16)
+        .read_until(b'\n', &mut first)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(delimiter_of(&first))
+}
+
+/// [`sniff_delimiter`] of a header line.
+fn delimiter_of(line: &[u8]) -> u8 {
+    let mut counts = [0usize; DELIMITERS.len()];
+    let mut quoted = false;
+    for b in line {
+        if *b == b'"' {
+            quoted = !quoted;
+        } else if !quoted && let Some(i) = DELIMITERS.iter().position(|d| d == b) {
+            counts[i] += 1;
+        }
+    }
+    // The first of equal counts: `,` wins a tie.
+    let (best, n) = counts.iter().enumerate().fold(
+        (0, 0),
+        |(bi, bn), (i, &n)| if n > bn { (i, n) } else { (bi, bn) },
+    );
+    if n == 0 { b',' } else { DELIMITERS[best] }
+}
+
+fn csv_header(path: &Path, delimiter: u8) -> anyhow::Result<Vec<String>> {
     let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
         .flexible(true)
         .from_path(path)
         .with_context(|| format!("opening {}", path.display()))?;
@@ -259,6 +301,7 @@ pub fn read(
             Format::Csv => {
                 let plan = file.plan.clone().context("CSV input without a plan")?;
                 let mut reader = csv::ReaderBuilder::new()
+                    .delimiter(file.delimiter)
                     .flexible(true)
                     .from_path(path)
                     .with_context(|| format!("opening {}", path.display()))?;
@@ -348,4 +391,31 @@ pub fn read(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delimiter_of;
+
+    #[test]
+    fn the_header_line_says_the_separator() {
+        assert_eq!(
+            delimiter_of(b"end_to_end_id,amount_cents,payer.ispb\n"),
+            b','
+        );
+        assert_eq!(
+            delimiter_of(b"end_to_end_id;amount_cents;payer.ispb\r\n"),
+            b';'
+        );
+        assert_eq!(delimiter_of(b"end_to_end_id\tamount_cents\n"), b'\t');
+        assert_eq!(delimiter_of(b"end_to_end_id|amount_cents"), b'|');
+        // Inside quotes a character is part of a name, not a separator.
+        assert_eq!(
+            delimiter_of(b"\"a;b;c\",end_to_end_id,amount_cents\n"),
+            b','
+        );
+        // One column, or nothing: the default.
+        assert_eq!(delimiter_of(b"end_to_end_id\n"), b',');
+        assert_eq!(delimiter_of(b""), b',');
+    }
 }

@@ -72,6 +72,40 @@ fn a_folder_of_part_files_and_broken_csv_records() {
             .starts_with("has 3 fields, the header has 27"),
         "{v}"
     );
+
+    // The same file with `;` between fields (Excel's CSV where the decimal separator is a comma,
+    // as in pt-BR) scores the same, its broken record rejected the same way.
+    let semi = dir.join("semi.csv");
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(false)
+        .from_path(&csv)
+        .expect("csv");
+    let mut writer = csv::WriterBuilder::new()
+        .delimiter(b';')
+        .flexible(true)
+        .from_path(&semi)
+        .expect("semi.csv");
+    for record in reader.records() {
+        writer
+            .write_record(&record.expect("record"))
+            .expect("write");
+    }
+    writer.flush().expect("flush");
+    let header = std::fs::read_to_string(&semi).expect("semi.csv");
+    assert!(
+        header.starts_with("end_to_end_id;accepted_at;"),
+        "{}",
+        &header[..40]
+    );
+    let semi_out = dir.join("semi-out.csv");
+    let sum = summary(&pixguard_ok(&["batch", "-i", s(&semi), "-o", s(&semi_out)]));
+    assert_eq!(
+        (sum["rows"].as_u64(), sum["rejected"].as_u64()),
+        (Some(4001), Some(1)),
+        "{sum}"
+    );
+    assert_eq!(scores_csv(&semi_out), scores_csv(&out));
 }
 
 #[test]
