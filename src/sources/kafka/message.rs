@@ -19,8 +19,24 @@ pub struct Unscorable {
     pub message: String,
 }
 
+/// The JSON inside a value in Confluent Schema Registry's wire format (magic byte 0, a 4-byte
+/// big-endian schema id, then the payload), as its serializers (`KafkaJsonSchemaSerializer`)
+/// and Kafka Connect's converters write it, with the schema id; `None` for a plain value. A JSON
+/// text never starts with byte 0, so the two cannot be confused.
+pub fn schema_registry_framed(value: &[u8]) -> Option<(u32, &[u8])> {
+    match value {
+        [0, a, b, c, d, payload @ ..] => Some((u32::from_be_bytes([*a, *b, *c, *d]), payload)),
+        _ => None,
+    }
+}
+
 /// Decodes a message's value into a validated transaction.
 pub fn decode(value: Option<&[u8]>, limit: usize) -> Result<Transaction, Unscorable> {
+    let framed = value.and_then(schema_registry_framed);
+    let value = match framed {
+        Some((_, payload)) => Some(payload),
+        None => value,
+    };
     let value = match value {
         None => {
             return Err(Unscorable {
@@ -61,10 +77,18 @@ pub fn decode(value: Option<&[u8]>, limit: usize) -> Result<Transaction, Unscora
         // Only on the error path: is it JSON at all? serde names a position inside a broken
         // document as if it were a field; the reason says where, as /v1 says it.
         if let Err(json) = serde_json::from_slice::<serde::de::IgnoredAny>(value) {
+            let message = match framed {
+                // Avro and Protobuf serializers frame their values the same way.
+                Some((id, _)) => format!(
+                    "invalid JSON after a Schema Registry header (schema id {id}): {json}; \
+                     pixguard reads JSON payloads, not Avro or Protobuf"
+                ),
+                None => format!("invalid JSON: {json}"),
+            };
             Unscorable {
                 class: "invalid_json",
                 field: None,
-                message: format!("invalid JSON: {json}"),
+                message,
             }
         } else {
             Unscorable {
@@ -194,5 +218,37 @@ mod tests {
             decode(Some(b"[1, 2"), 100).unwrap_err().class,
             "invalid_json"
         );
+    }
+
+    #[test]
+    fn a_schema_registry_framed_value_is_read_as_its_json() {
+        let tx = crate::synth::Generator::new(crate::synth::SynthConfig {
+            seed: 5,
+            rows: 1,
+            ..Default::default()
+        })
+        .unwrap()
+        .next()
+        .unwrap()
+        .transaction;
+        let json = serde_json::to_vec(&tx).unwrap();
+        let framed = [&[0, 0, 0, 1, 44][..], &json].concat();
+        assert_eq!(schema_registry_framed(&framed), Some((300, &json[..])));
+        assert_eq!(schema_registry_framed(&json), None);
+        assert_eq!(decode(Some(&framed), 4096), decode(Some(&json), 4096));
+        assert_eq!(decode(Some(&framed), 4096).unwrap(), tx);
+        // An Avro payload behind the same header says what it is.
+        let avro = decode(Some(&[0, 0, 0, 0, 7, 0x02, 0x0a, b'E']), 4096).unwrap_err();
+        assert_eq!(avro.class, "invalid_json");
+        assert!(
+            avro.message.contains("schema id 7") && avro.message.contains("Avro"),
+            "{avro:?}"
+        );
+        // A header with nothing behind it is an empty value; a lone zero byte is not JSON.
+        assert_eq!(
+            decode(Some(&[0, 0, 0, 0, 7]), 4096).unwrap_err().class,
+            "empty"
+        );
+        assert_eq!(decode(Some(&[0]), 4096).unwrap_err().class, "invalid_json");
     }
 }
