@@ -9,7 +9,11 @@
 - every metric an expression selects is exported in one of the METRICS.txt files (Prometheus text
   exposition scraped from running servers), and every label it matches on appears on that metric
   where it has samples;
-- every rule has a severity and a runbook link to a heading of RUNBOOK.md.
+- every rule has a severity and a runbook link to a heading of RUNBOOK.md;
+- every METRICS.txt is valid text exposition as Prometheus' own Python client parses it
+  (`prometheus_client.parser`, the reference parser): each family once, typed and documented, each
+  histogram series with a `+Inf` bucket equal to its `_count` and cumulative buckets, no negative
+  counter — a scrape that Managed Prometheus would refuse or misread fails here, not on GKE.
 
 Prints one line per rule; exits 1 with every problem found.
 """
@@ -18,8 +22,12 @@ from __future__ import annotations
 import re
 import sys
 
+import collections
+import math
+
 import promql_parser
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -40,6 +48,43 @@ def exported(paths: list[str]) -> tuple[dict[str, str], dict[str, set[str]]]:
                 names = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', m.group(3) or ""))
                 labels.setdefault(m.group(1), set()).update(names)
     return kinds, labels
+
+
+def exposition_problems(path: str) -> list[str]:
+    """What the reference parser refuses in a scraped exposition, or finds inconsistent."""
+    try:
+        families = list(text_string_to_metric_families(open(path, encoding="utf-8").read()))
+    except ValueError as e:
+        return [f"{path}: does not parse as text exposition: {e}"]
+    problems = []
+    seen = collections.Counter(f.name for f in families)
+    problems += [f"{path}: family {n} appears {c} times" for n, c in seen.items() if c > 1]
+    for f in families:
+        if f.type in ("unknown", "untyped"):
+            problems.append(f"{path}: {f.name} has no TYPE")
+        if not f.documentation:
+            problems.append(f"{path}: {f.name} has no HELP")
+        if f.type == "counter":
+            problems += [f"{path}: {s.name} {s.labels} is negative" for s in f.samples if s.value < 0]
+        if f.type != "histogram":
+            continue
+        series: dict = collections.defaultdict(dict)
+        for s in f.samples:
+            key = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
+            part = float(s.labels["le"]) if s.name.endswith("_bucket") else s.name[len(f.name):]
+            series[key][part] = s.value
+        for key, values in series.items():
+            bounds = sorted(k for k in values if isinstance(k, float))
+            counts = [values[b] for b in bounds]
+            where = f"{path}: {f.name}{dict(key)}"
+            if not bounds or bounds[-1] != math.inf:
+                problems.append(f"{where}: no +Inf bucket")
+                continue
+            if any(b < a for a, b in zip(counts, counts[1:])):
+                problems.append(f"{where}: buckets not cumulative {counts}")
+            if values.get("_count") != counts[-1]:
+                problems.append(f"{where}: _count {values.get('_count')} is not the +Inf bucket {counts[-1]}")
+    return problems
 
 
 def selectors(node) -> list:
@@ -78,6 +123,8 @@ def main() -> int:
     if resource.get("spec") != plain:
         problems.append(f"{plain_path} differs from the spec of {rules_path}")
     kinds, labels = exported(metrics_paths)
+    for path in metrics_paths:
+        problems += exposition_problems(path)
     headings = anchors(open(runbook_path, encoding="utf-8").read())
     count = 0
     for group in resource["spec"]["groups"]:
