@@ -27,7 +27,7 @@ pub struct BatchArgs {
     /// Input format (default: from the file names).
     #[arg(long, value_enum)]
     pub input_format: Option<Format>,
-    /// Output format (default: from the output's name; Parquet otherwise).
+    /// Output format (default: from the output's extension; Parquet for a name without one).
     #[arg(long, value_enum)]
     pub output_format: Option<Format>,
     /// Where rows that are not valid transactions go (JSONL: file, row, field, reason); default:
@@ -68,6 +68,8 @@ pub struct BatchArgs {
 /// Scores the input and prints the summary as one JSON line on stdout.
 pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.chunk_rows > 0, "--chunk-rows must be at least 1");
+    // Before the model loads: a name that says no format is a mistake to hear of at once.
+    let output_format = output_format(args.output_format, &args.output)?;
     crate::memory::keep_freed_memory();
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // As in `serve`: each engine worker computes on its own thread, so Candle's pool (and its
@@ -108,10 +110,6 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     config.engine.max_queue_delay_us = 0;
     config.server.max_transactions_per_request = args.chunk_rows;
     config.model.poll_interval_s = 0;
-    let output_format = args
-        .output_format
-        .or_else(|| Format::of(&args.output))
-        .unwrap_or(Format::Parquet);
     let job = Job {
         rejects: args
             .rejects
@@ -217,4 +215,22 @@ fn staged(
         }
     }
     Ok(summary)
+}
+
+/// The output's format: `--output-format`, else its extension's, else Parquet for a name without
+/// one (Spark's default). An extension that names no format (`.tsv`, `.txt`) is refused rather
+/// than written as Parquet under a name that says otherwise.
+fn output_format(given: Option<Format>, output: &std::path::Path) -> anyhow::Result<Format> {
+    if let Some(format) = given.or_else(|| Format::of(output)) {
+        return Ok(format);
+    }
+    match output.extension() {
+        None => Ok(Format::Parquet),
+        Some(ext) => anyhow::bail!(
+            "{}: cannot tell the output format from `.{}` (.parquet, .pq, .jsonl, .ndjson, .json \
+             or .csv); pass --output-format",
+            output.display(),
+            ext.to_string_lossy()
+        ),
+    }
 }

@@ -232,7 +232,7 @@ fn jsonl_blank_and_bad_lines_are_accounted_for() {
 }
 
 #[test]
-fn a_file_without_a_required_column_is_refused_before_any_work() {
+fn a_missing_column_or_an_output_name_that_says_no_format_is_refused_before_any_work() {
     let dir = scratch("batch", "missing");
     let clean = dir.join("clean.parquet");
     synth(&clean, "parquet", "flat");
@@ -267,6 +267,41 @@ fn a_file_without_a_required_column_is_refused_before_any_work() {
     ]);
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("--keep no.such: no such column"));
+
+    // An output whose extension names no format was written as Parquet under that name.
+    let tsv = dir.join("scores.tsv");
+    let run = pixguard(&["batch", "-i", s(&clean), "-o", s(&tsv)]);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("cannot tell the output format from `.tsv`")
+            && err.contains("--output-format"),
+        "{err}"
+    );
+    assert!(!tsv.exists());
+    // With the format named, or no extension at all (Parquet, Spark's default), it is written.
+    let run = pixguard(&[
+        "batch",
+        "-i",
+        s(&clean),
+        "-o",
+        s(&tsv),
+        "--output-format",
+        "csv",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&tsv)
+            .unwrap()
+            .starts_with("end_to_end_id,")
+    );
+    let bare = dir.join("scores");
+    pixguard_ok(&["batch", "-i", s(&clean), "-o", s(&bare)]);
+    assert_eq!(std::fs::read(&bare).unwrap()[..4], *b"PAR1");
 }
 
 #[test]
