@@ -192,3 +192,65 @@ fn gs_input_and_output_through_a_gcs_emulator() {
     );
     assert_eq!(gcs.get("pix-data", "in/part-0.parquet"), part);
 }
+
+/// A CSV as pandas writes it back after reading one (`read_csv` → `to_csv`, the ISPBs read as
+/// text): booleans as `True`/`False`, and an integer column with missing values as floats
+/// (`2657.0`). pandas itself makes the file.
+#[test]
+fn a_csv_written_by_pandas_scores_as_the_original() {
+    let Some(python) = registry::python("the pandas CSV test") else {
+        return;
+    };
+    let dir = scratch("batch", "pandas");
+    let original = dir.join("tx.csv");
+    synth(&original, "csv", "flat");
+    let original_out = dir.join("original-out.csv");
+    pixguard_ok(&["batch", "-i", s(&original), "-o", s(&original_out)]);
+    let want = scores_csv(&original_out);
+    let (as_is, cast) = (dir.join("as-is.csv"), dir.join("cast.csv"));
+    let script = r#"
+import sys
+import pandas as pd
+df = pd.read_csv(sys.argv[1], dtype={"payer.ispb": str, "payee.ispb": str})
+df.to_csv(sys.argv[2], index=False)
+floats = [c for c in df.columns if df[c].dtype == "float64" and (df[c].dropna() % 1 == 0).all()]
+df.astype({c: "Int64" for c in floats}).to_csv(sys.argv[3], index=False)
+"#;
+    let made = std::process::Command::new(&python)
+        .args(["-c", script, s(&original), s(&as_is), s(&cast)])
+        .status()
+        .expect("python runs");
+    assert!(made.success());
+    let text = std::fs::read_to_string(&as_is).expect("as-is.csv");
+    assert!(
+        text.contains(",True,") && text.contains(".0,"),
+        "pandas wrote what this test is about"
+    );
+
+    // Written as it is: the booleans read; the float-written counts are rejected with the hint.
+    let out = dir.join("as-is-out.csv");
+    let sum = summary(&pixguard_ok(&["batch", "-i", s(&as_is), "-o", s(&out)]));
+    let rejected = sum["rejected"].as_u64().unwrap_or(0);
+    assert!(
+        rejected > 0 && sum["scored"].as_u64() == Some(4000 - rejected),
+        "{sum}"
+    );
+    let rejects = std::fs::read_to_string(dir.join("as-is-out.rejects.jsonl")).expect("rejects");
+    for line in rejects.lines() {
+        let v: Value = serde_json::from_str(line).expect("reject");
+        let reason = v["reason"].as_str().unwrap_or("");
+        assert!(reason.contains("cast the column to Int64"), "{v}");
+    }
+    for (id, row) in scores_csv(&out) {
+        assert_eq!(Some(&row), want.get(&id), "{id}");
+    }
+    // Cast as the hint says: every row scores as the original.
+    let out = dir.join("cast-out.csv");
+    let sum = summary(&pixguard_ok(&["batch", "-i", s(&cast), "-o", s(&out)]));
+    assert_eq!(
+        (sum["scored"].as_u64(), sum["rejected"].as_u64()),
+        (Some(4000), Some(0)),
+        "{sum}"
+    );
+    assert_eq!(scores_csv(&out), want);
+}

@@ -240,11 +240,11 @@ fn int(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<i64>, Vali
     match cell(cols, k, i)? {
         None => Ok(None),
         Some(Cell::Int(v)) => Ok(Some(v)),
-        Some(Cell::Text(s)) => {
-            s.trim().parse::<i64>().map(Some).map_err(|_| {
-                ValidationError::new(LEAVES[k].path, format!("`{s}` is not an integer"))
-            })
-        }
+        Some(Cell::Text(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| ValidationError::new(LEAVES[k].path, not_an_integer(s))),
         Some(_) => Err(wrong(k)),
     }
 }
@@ -259,13 +259,27 @@ fn count(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<u32>, Va
         .transpose()
 }
 
+/// Why a text cell is not an integer; a whole number written as a float gets a hint, since that
+/// is how pandas writes an integer column that has missing values.
+#[cold]
+fn not_an_integer(s: &str) -> String {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v.fract() == 0.0 => format!(
+            "`{s}` is not an integer (a float column: pandas writes integers with missing values \
+             as floats; cast the column to Int64 before writing)"
+        ),
+        _ => format!("`{s}` is not an integer"),
+    }
+}
+
 #[inline]
 fn boolean(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<bool>, ValidationError> {
     match cell(cols, k, i)? {
         None => Ok(None),
         Some(Cell::Bool(b)) => Ok(Some(b)),
-        Some(Cell::Text("true")) => Ok(Some(true)),
-        Some(Cell::Text("false")) => Ok(Some(false)),
+        // As Spark (`true`), pandas (`True`) and Excel (`TRUE`) write them.
+        Some(Cell::Text(s)) if s.trim().eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(Cell::Text(s)) if s.trim().eq_ignore_ascii_case("false") => Ok(Some(false)),
         Some(_) => Err(wrong(k)),
     }
 }
