@@ -205,7 +205,11 @@ mod tests {
         );
         let mut fields = schema(Layout::Flat).fields().to_vec();
         fields[at::AMOUNT] = Arc::new(Field::new("amount_cents", DataType::Float64, true));
-        let err = Plan::new(&Schema::new(fields)).expect_err("refused");
+        let err = Plan::new(&Schema::new(fields.clone())).expect_err("refused");
         assert!(err.to_string().contains("amount_cents is Float64"), "{err}");
+        assert!(err.to_string().contains("cast it to Int64"), "{err}");
+        fields[at::AMOUNT] = Arc::new(Field::new("amount_cents", DataType::Boolean, true));
+        let err = Plan::new(&Schema::new(fields)).expect_err("refused");
+        assert!(!err.to_string().contains("pandas"), "{err}");
     }
 }

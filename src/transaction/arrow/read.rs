@@ -24,7 +24,7 @@ pub enum PlanError {
     )]
     Missing(Vec<String>),
     /// A column whose type cannot hold its leaf.
-    #[error("column {path} is {found}, expected {expected}")]
+    #[error("column {path} is {found}, expected {expected}{hint}")]
     Type {
         /// Dotted path of the leaf.
         path: String,
@@ -32,6 +32,8 @@ pub enum PlanError {
         found: String,
         /// What the leaf accepts.
         expected: &'static str,
+        /// How such a column usually comes about, when that is known.
+        hint: &'static str,
     },
 }
 
@@ -109,10 +111,21 @@ impl Plan {
             match locate(schema.fields(), leaf.path) {
                 Some((indices, t)) => {
                     if !accepts(leaf.kind, &t) {
+                        let float_for_int = matches!(leaf.kind, Kind::Int | Kind::Count)
+                            && matches!(
+                                t,
+                                DataType::Float16 | DataType::Float32 | DataType::Float64
+                            );
                         return Err(PlanError::Type {
                             path: leaf.path.to_string(),
                             found: t.to_string(),
                             expected: expected(leaf.kind),
+                            hint: if float_for_int {
+                                " (pandas writes an integer column with missing values as \
+                                 float64: cast it to Int64 before writing)"
+                            } else {
+                                ""
+                            },
                         });
                     }
                     found.push(Some(indices));
