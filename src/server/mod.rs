@@ -235,14 +235,20 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let scoring = &state.scoring;
+/// Readiness as `/readyz` and the gRPC health service report it: the scoring layer takes traffic
+/// and, when the Kafka stream runs, some broker is reachable.
+pub fn ready(state: &AppState) -> bool {
     let brokers_down = state.stream.as_ref().is_some_and(|s| {
         s.metrics
             .brokers_down
             .load(std::sync::atomic::Ordering::Relaxed)
     });
-    let ready = scoring.takes_traffic() && !brokers_down;
+    state.scoring.takes_traffic() && !brokers_down
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let scoring = &state.scoring;
+    let ready = ready(&state);
     let status = if ready {
         StatusCode::OK
     } else {

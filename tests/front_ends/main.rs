@@ -1,8 +1,8 @@
 //! The same bad or refused request over /v1, OIP HTTP and OIP gRPC gets the same meaning (status
 //! and code, Retry-After, the field named) — bad requests here, refusals under load and past their
 //! deadline in `refusals` — and every OIP REST route answers the body the Open Inference Protocol
-//! specification defines (`spec`); compressed bodies on both HTTP APIs (`encoding`). Against the
-//! real binary.
+//! specification defines (`spec`); compressed bodies on both HTTP APIs (`encoding`); the gRPC
+//! health checking protocol (`health`). Against the real binary.
 
 #[path = "../common/child.rs"]
 mod child;
@@ -10,6 +10,7 @@ mod child;
 mod server;
 
 mod encoding;
+mod health;
 mod refusals;
 mod spec;
 

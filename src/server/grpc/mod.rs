@@ -1,5 +1,6 @@
 //! The Open Inference Protocol over gRPC (tonic): `inference.GRPCInferenceService`, translating to
-//! the same scoring path, signature, errors and shutdown as the HTTP front ends. Typed `contents`
+//! the same scoring path, signature, errors and shutdown as the HTTP front ends; beside it the
+//! standard health checking protocol (`health`). Typed `contents`
 //! and `raw_input_contents` are decoded straight into columns (`crate::protocol::oip`).
 
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use tonic::{Request, Response, Status};
 
+mod health;
 mod infer;
 
 use crate::protocol::ProtocolError;
@@ -269,6 +271,7 @@ pub async fn serve(
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use tonic::codegen::Service;
 
+    let health = health::HealthServer::new(health::Health(state.clone()));
     let inference = Arc::new(Inference(state));
     let generated = GrpcInferenceServiceServer::from_arc(inference.clone());
     let service =
@@ -279,6 +282,9 @@ pub async fn serve(
                 let answer = infer::call(inference.clone(), call);
                 return Box::pin(async move { Ok(answer.await) })
                     as tonic::codegen::BoxFuture<_, std::convert::Infallible>;
+            }
+            if call.uri().path().starts_with("/grpc.health.v1.Health/") {
+                return health.clone().call(call);
             }
             // The generated service is always ready (its `poll_ready` answers Ready at once).
             generated.clone().call(call)
