@@ -47,6 +47,10 @@ fn offline_scores(txs: &[Value]) -> HashMap<String, (f64, String)> {
         .collect()
 }
 
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_clients_get_offline_scores_and_requests_are_batched() {
     // Each batch takes at least 20 ms, so requests that arrive meanwhile must share the next one.
@@ -65,14 +69,7 @@ async fn concurrent_clients_get_offline_scores_and_requests_are_batched() {
         metric(&text, "pixguard_compute_duration_seconds_count"),
         0.0
     );
-    let stats: Value = client
-        .get(server.url("/v2/models/pix-fraud/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_json(&client, &server.url("/v2/models/pix-fraud/stats")).await;
     let model = &stats["model_stats"][0];
     assert_eq!(
         (&model["inference_count"], &model["execution_count"]),
@@ -129,14 +126,7 @@ async fn concurrent_clients_get_offline_scores_and_requests_are_batched() {
     );
     assert_eq!(metric(&text, "pixguard_device_info{device=\"cpu\"}"), 1.0);
 
-    let stats: Value = client
-        .get(server.url("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_json(&client, &server.url("/v1/stats")).await;
     for stage in ["request", "queue", "compute", "engine"] {
         for window in ["since_start", "last_60s"] {
             let p = &stats["stages"][stage][window];

@@ -258,19 +258,20 @@ fn bulk_rows_past_their_deadline_fail_like_interactive_ones() {
     assert_eq!(answer.try_recv(), Ok(Err(EngineError::DeadlineExceeded)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_that_does_not_fit_the_queue_bound_is_refused_at_once() {
+/// An engine on the bundled model (CPU), its metrics, and a maker of zero-feature batches.
+fn bundled_engine(
+    config: &EngineConfig,
+) -> (
+    Engine,
+    Arc<Metrics>,
+    impl Fn(usize) -> FeatureBatch + Send + 'static,
+) {
     let package =
         crate::model::ModelPackage::load(concat!(env!("CARGO_MANIFEST_DIR"), "/models/pix-fraud"))
             .unwrap();
     let model = crate::model::DcnModel::from_package(&package, &candle_core::Device::Cpu).unwrap();
-    let config = EngineConfig {
-        max_queue_rows: 4,
-        test_worker_delay_us: 300_000,
-        ..EngineConfig::default()
-    };
     let metrics = Arc::new(Metrics::new().unwrap());
-    let engine = Arc::new(Engine::start(&config, vec![model], metrics.clone()).unwrap());
+    let engine = Engine::start(config, vec![model], metrics.clone()).unwrap();
     let (nn, nc) = (
         package.config.features.numeric.len(),
         package.config.features.categorical.len(),
@@ -282,6 +283,18 @@ async fn a_request_that_does_not_fit_the_queue_bound_is_refused_at_once() {
         numeric: vec![0.0; n * nn],
         categorical: vec![0; n * nc],
     };
+    (engine, metrics, batch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_does_not_fit_the_queue_bound_is_refused_at_once() {
+    let config = EngineConfig {
+        max_queue_rows: 4,
+        test_worker_delay_us: 300_000,
+        ..EngineConfig::default()
+    };
+    let (engine, metrics, batch) = bundled_engine(&config);
+    let engine = Arc::new(engine);
     let deadline = Instant::now() + LONG;
     let (e1, e2) = (engine.clone(), engine.clone());
     let (one, three) = (batch(1), batch(3));
@@ -318,23 +331,7 @@ async fn a_request_that_does_not_fit_the_queue_bound_is_refused_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_up_batches_are_computed_but_not_counted() {
-    let package =
-        crate::model::ModelPackage::load(concat!(env!("CARGO_MANIFEST_DIR"), "/models/pix-fraud"))
-            .unwrap();
-    let model = crate::model::DcnModel::from_package(&package, &candle_core::Device::Cpu).unwrap();
-    let metrics = Arc::new(Metrics::new().unwrap());
-    let engine = Engine::start(&EngineConfig::default(), vec![model], metrics.clone()).unwrap();
-    let (nn, nc) = (
-        package.config.features.numeric.len(),
-        package.config.features.categorical.len(),
-    );
-    let batch = |n: usize| FeatureBatch {
-        rows: n,
-        n_numeric: nn,
-        n_categorical: nc,
-        numeric: vec![0.0; n * nn],
-        categorical: vec![0; n * nc],
-    };
+    let (engine, metrics, batch) = bundled_engine(&EngineConfig::default());
     let counts = || {
         (
             metrics.rows_scored(),
