@@ -120,9 +120,10 @@ fn the_spark_job_refuses_the_cells_pixguard_batch_rejects() {
         .as_primitive::<Float64Type>()
         .iter()
         .collect();
-    let plants: [(&str, Plant); 17] = [
+    let plants: [(&str, Plant); 18] = [
         ("amount_cents", Plant::Text("abc")),
         ("amount_cents", Plant::Text("1.5")),
+        ("amount_cents", Plant::Text("2657.0")),
         ("amount_cents", Plant::Text("99999999999999999999")),
         ("amount_cents", Plant::Text("-5")),
         ("amount_cents", Plant::Text(" 1234 ")),
@@ -187,8 +188,8 @@ fn the_spark_job_refuses_the_cells_pixguard_batch_rejects() {
             ),
         );
     }
-    // Every plant but the three valid spellings (" 1234 ", "+3", an RFC 3339 time with an offset)
-    // is a reject, as batch reads them.
+    // Every plant but the four valid spellings (" 1234 ", "False", "+3", an RFC 3339 time with an
+    // offset) is a reject, as batch reads them.
     assert_eq!(refused.len(), 14, "{refused:?}");
 
     let server = Server::start(&[]);

@@ -165,6 +165,19 @@ def _absent(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or v is np.nan
 
 
+def _not_an_integer(v: str) -> str:
+    """batch's reason for a text cell that is not an integer, with its hint for a whole number
+    written with a point (how pandas writes an integer column with missing values)."""
+    try:
+        f = float(v.strip()) if v.isascii() and "_" not in v else None
+    except ValueError:
+        f = None
+    if f is not None and "." in v and math.isfinite(f) and f.is_integer():
+        return (f"`{v}` is not an integer (a float column: pandas writes integers with missing values "
+                "as floats; cast the column to Int64 before writing)")
+    return f"`{v}` is not an integer"
+
+
 def _value(path: str, kind: str, v):
     """A cell as /v1 takes the leaf; text in a typed leaf is read as pixguard batch reads it."""
     text = isinstance(v, str)
@@ -173,7 +186,7 @@ def _value(path: str, kind: str, v):
             return int(v)
         n = int(v) if _INTEGER.fullmatch(v.strip()) else None
         if n is None or not -(2**63) <= n < 2**63:
-            raise Refused(path, f"`{v}` is not an integer")
+            raise Refused(path, _not_an_integer(v))
         return n
     if kind == "float":
         try:
@@ -190,8 +203,10 @@ def _value(path: str, kind: str, v):
     if kind == "bool":
         if not text:
             return bool(v)
-        if v in ("true", "false"):
-            return v == "true"
+        # In any case, as Spark (`true`), pandas (`True`) and Excel (`TRUE`) write them.
+        word = v.strip()
+        if word.isascii() and word.lower() in ("true", "false"):
+            return word.lower() == "true"
         raise Refused(path, f"must be {EXPECTED[kind]}")
     if kind == "time" and not text:
         micros = int(v)

@@ -264,7 +264,8 @@ fn count(cols: &[Option<Col<'_>>], k: usize, i: usize) -> Result<Option<u32>, Va
 #[cold]
 fn not_an_integer(s: &str) -> String {
     match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v.fract() == 0.0 => format!(
+        // Only a number written with a point: `99999999999999999999` is an integer, too large.
+        Ok(v) if s.contains('.') && v.is_finite() && v.fract() == 0.0 => format!(
             "`{s}` is not an integer (a float column: pandas writes integers with missing values \
              as floats; cast the column to Int64 before writing)"
         ),
