@@ -148,14 +148,24 @@ fn metric(server: &Server, name: &str) -> f64 {
         .map_or(-1.0, |t| server::metric_or_zero(&t, name))
 }
 
-/// Waits until `server` has consumed `at_least` messages and has nothing in flight.
-fn wait_idle(server: &Server, at_least: f64, within: Duration) {
+/// Waits until `server` has consumed `at_least` messages, has nothing in flight, and has taken
+/// nothing more for a second; answers that last scrape of /metrics. Nothing in flight alone is
+/// not done: between two fetches of a backlog nothing is in flight either (a clean-clone CI run
+/// compared counters mid-stream after such a moment: 512 fetch ages for 1,105 messages).
+fn wait_idle(server: &Server, at_least: f64, within: Duration) -> String {
     let until = Instant::now() + within;
+    let mut steady = (-1.0, Instant::now());
     loop {
-        let consumed = metric(server, "pixguard_stream_consumed_total");
-        let in_flight = metric(server, "pixguard_stream_in_flight_messages");
-        if consumed >= at_least && in_flight == 0.0 {
-            return;
+        let text = reqwest::blocking::get(server.url("/metrics"))
+            .ok()
+            .and_then(|r| r.text().ok())
+            .unwrap_or_default();
+        let consumed = server::metric_or_zero(&text, "pixguard_stream_consumed_total");
+        let in_flight = server::metric_or_zero(&text, "pixguard_stream_in_flight_messages");
+        if consumed != steady.0 || in_flight != 0.0 {
+            steady = (consumed, Instant::now());
+        } else if consumed >= at_least && steady.1.elapsed() >= Duration::from_secs(1) {
+            return text;
         }
         assert!(
             Instant::now() < until,
