@@ -156,18 +156,24 @@ fn client(config: &StreamConfig, role: Role, defaults: &[(&str, &str)]) -> Clien
 mod tests {
     use super::*;
 
+    /// The default stream settings with these `stream.librdkafka` entries (text, as overrides give).
+    fn with_librdkafka(entries: &[(&str, &str)]) -> StreamConfig {
+        let mut config = StreamConfig::default();
+        for (k, v) in entries {
+            config
+                .librdkafka
+                .insert((*k).into(), serde_yaml_ng::Value::String((*v).into()));
+        }
+        config
+    }
+
     #[test]
     fn configured_settings_win_over_defaults_but_not_over_the_delivery_guarantee() {
-        let mut config = StreamConfig::default();
-        for (k, v) in [
+        let config = with_librdkafka(&[
             ("linger_ms", "5"),
             ("acks", "1"),
             ("enable_idempotence", "false"),
-        ] {
-            config
-                .librdkafka
-                .insert(k.into(), serde_yaml_ng::Value::String(v.into()));
-        }
+        ]);
         let producer = producer_config(&config);
         assert_eq!(producer.get("linger.ms"), Some("5"), "a default yields");
         assert_eq!(producer.get("acks"), Some("all"));
@@ -223,9 +229,8 @@ mod tests {
 
     #[test]
     fn one_map_configures_both_clients_without_librdkafka_warning() {
-        let mut config = StreamConfig::default();
         // What docs/streaming.md and the tests set, with each role's own and a shared property.
-        for (k, v) in [
+        let config = with_librdkafka(&[
             ("session_timeout_ms", "6000"),
             ("heartbeat_interval_ms", "2000"),
             ("isolation_level", "read_committed"),
@@ -235,11 +240,7 @@ mod tests {
             ("batch_size", "65536"),
             ("message_timeout_ms", "30000"),
             ("client_id", "pixguard-test"),
-        ] {
-            config
-                .librdkafka
-                .insert(k.into(), serde_yaml_ng::Value::String(v.into()));
-        }
+        ]);
         // librdkafka itself is the reference: the same map given whole to both warns.
         let whole = |extra: &[(&str, &str)]| {
             let mut c = ClientConfig::new();
