@@ -26,6 +26,12 @@ pub struct ServerConfig {
     pub grace_period_ms: u64,
     /// After SIGTERM, the longest the process waits for queued and in-flight work before exiting.
     pub drain_timeout_ms: u64,
+    /// An HTTP request head must arrive whole within this of its first byte (a new connection's
+    /// first request: of the connection), or the connection is closed. 0: no limit.
+    pub http_header_timeout_ms: u64,
+    /// A kept-alive HTTP connection with no next request for this long is closed; above the
+    /// 600 s a Google Cloud load balancer keeps its backend connections. 0: no limit.
+    pub http_idle_timeout_ms: u64,
     /// Threads that receive, parse and answer requests (0: the cores the engine's threads leave,
     /// at least one).
     pub http_threads: usize,
@@ -57,6 +63,8 @@ impl Default for ServerConfig {
             max_concurrent_requests: 256,
             grace_period_ms: 0,
             drain_timeout_ms: 30_000,
+            http_header_timeout_ms: 10_000,
+            http_idle_timeout_ms: 620_000,
             http_threads: 0,
             parse_threads: 0,
             front_end_nice: 5,

@@ -5,6 +5,7 @@ mod admin;
 mod encoding;
 mod error;
 pub mod grpc;
+mod http;
 mod metrics;
 pub mod models;
 mod monitoring;
@@ -46,6 +47,8 @@ pub struct AppState {
     admin_token: Option<admin::Token>,
     /// The Kafka consumer's shared state, when `stream.enabled`.
     pub stream: Option<Arc<crate::sources::kafka::Shared>>,
+    /// HTTP connections closed for a slow client.
+    http_timed_out: Arc<http::TimedOut>,
 }
 
 impl crate::sources::Host for AppState {
@@ -117,6 +120,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         shadow_models,
         admin_token,
         stream,
+        http_timed_out: Arc::default(),
     }))
 }
 
@@ -264,6 +268,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
     let mut text = metrics::prometheus(&state.scoring, &state.models);
+    state.http_timed_out.prometheus(&mut text);
     if let Some(stream) = &state.stream {
         stream.prometheus(&mut text);
     }
@@ -346,13 +351,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         drained.notify_waiters();
     });
     let grpc = tokio::spawn(grpc::serve(grpc_listener, state.clone(), stop.clone()));
-    let graceful = stop.clone();
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
-        graceful.notified().await;
-    });
+    let server = http::serve(
+        listener,
+        router(state.clone()),
+        http::Timeouts::of(&state.config.server),
+        state.http_timed_out.clone(),
+        stop.clone(),
+    );
     // Idle keep-alive connections close at once; a connection stuck mid-request must not hold the
     // process past the drain: one more second after the drain, then stop regardless.
     let hard_stop = async {
@@ -360,8 +365,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     tokio::select! {
-        result = server => result.context("serving HTTP")?,
-        _ = hard_stop => tracing::warn!("connections still open after the drain; closing them"),
+        () = server => {}
+        () = hard_stop => tracing::warn!("connections still open after the drain; closing them"),
     }
     drainer.abort();
     follower.abort();

@@ -2,13 +2,15 @@
 //! and code, Retry-After, the field named) — bad requests here, refusals under load and past their
 //! deadline in `refusals` — and every OIP REST route answers the body the Open Inference Protocol
 //! specification defines (`spec`); compressed bodies on both HTTP APIs (`encoding`); the gRPC
-//! health checking protocol (`health`). Against the real binary.
+//! health checking protocol (`health`); slow and idle HTTP connections closed (`connections`).
+//! Against the real binary.
 
 #[path = "../common/child.rs"]
 mod child;
 #[path = "../common/server.rs"]
 mod server;
 
+mod connections;
 mod encoding;
 mod health;
 mod refusals;

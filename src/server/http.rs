@@ -1,0 +1,362 @@
+//! The HTTP port's accept loop: HTTP/1.1 connections onto the router, closed when a client is too
+//! slow to send a request (`server.http_header_timeout_ms`) or leaves a connection idle too long
+//! (`server.http_idle_timeout_ms`).
+//!
+//! `axum::serve` has neither: a connection that sent half a request head, or nothing, was held
+//! open for as long as the client liked — one file descriptor and one task each, enough of them
+//! and the process runs out. hyper's own `header_read_timeout` runs from the moment a connection
+//! starts waiting for a head, so it is an idle timeout too: one value cannot both close a slow
+//! head within seconds and keep a load balancer's pooled connection for the 600 s GCLB expects.
+//! Here the head's clock starts at its first byte (or at accept, for a connection's first
+//! request), and the idle clock at the end of the previous answer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper::rt::{Sleep, Timer};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::config::ServerConfig;
+use crate::histogram::write_samples;
+
+/// How long a client may take, each `None` for no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From a request head's first byte (a new connection's: from accept) to its last.
+    pub header: Option<Duration>,
+    /// From an answer to the next request's first byte on a kept-alive connection.
+    pub idle: Option<Duration>,
+}
+
+impl Timeouts {
+    /// The two values of `server`, 0 meaning none.
+    pub fn of(server: &ServerConfig) -> Timeouts {
+        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+        Timeouts {
+            header: ms(server.http_header_timeout_ms),
+            idle: ms(server.http_idle_timeout_ms),
+        }
+    }
+}
+
+/// Connections the server closed for a slow client, by which clock ran out.
+#[derive(Debug, Default)]
+pub struct TimedOut {
+    header: AtomicU64,
+    idle: AtomicU64,
+}
+
+impl TimedOut {
+    /// Appends `pixguard_http_timeouts_total` to a Prometheus exposition.
+    pub fn prometheus(&self, out: &mut String) {
+        write_samples(
+            out,
+            "pixguard_http_timeouts_total",
+            "HTTP connections closed because the client was too slow: a request head not complete \
+             within server.http_header_timeout_ms (header), or no next request within \
+             server.http_idle_timeout_ms (idle).",
+            "counter",
+            &[
+                (
+                    "{clock=\"header\"}".into(),
+                    self.header.load(Ordering::Relaxed),
+                ),
+                ("{clock=\"idle\"}".into(), self.idle.load(Ordering::Relaxed)),
+            ],
+        );
+    }
+}
+
+/// Serves `router` over HTTP/1.1 on `listener` until `stop` is notified; then stops accepting,
+/// lets each connection finish the request it is on, and returns once they have closed.
+///
+/// HTTP/1.1 only: gRPC has its own port, and hyper's HTTP/2 server has no head or idle timeout
+/// to close a silent connection with (`axum::serve` also took HTTP/2 with prior knowledge here;
+/// nothing in pixguard used it).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    timeouts: Timeouts,
+    timed_out: Arc<TimedOut>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                // The peer gave up between SYN and accept: nothing to wait for.
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of descriptors or the like: wait instead of spinning on accept.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Small answers must leave at once: Nagle's algorithm held some for 40 ms.
+        let _ = tcp.set_nodelay(true);
+        let clock = Arc::new(Clock::new(timeouts));
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        if timeouts.header.is_some() || timeouts.idle.is_some() {
+            // hyper arms the timer whenever it starts waiting for a head; the value is unused
+            // (the clock's `HeadWait` sets the deadline) but must be there to turn it on.
+            http1
+                .timer(ConnectionTimer(clock.clone()))
+                .header_read_timeout(Duration::from_secs(3600));
+        } else {
+            http1.header_read_timeout(None);
+        }
+        let io = TokioIo::new(Watched {
+            tcp,
+            clock: clock.clone(),
+        });
+        let connection =
+            connections.watch(http1.serve_connection(io, TowerToHyperService::new(router.clone())));
+        let timed_out = timed_out.clone();
+        tokio::spawn(async move {
+            match connection.await {
+                Ok(()) => {}
+                Err(e) if e.is_timeout() => {
+                    let counter = match clock.fired.load(Ordering::Relaxed) {
+                        IDLE => &timed_out.idle,
+                        _ => &timed_out.header,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "http connection timed out");
+                }
+                Err(e) => tracing::debug!(error = %e, "http connection ended with an error"),
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+}
+
+/// Errors `accept` returns for one connection, not for the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+const HEADER: u8 = 1;
+const IDLE: u8 = 2;
+
+/// One connection's view of its client's pace, shared by its IO (which notes bytes arriving) and
+/// its timer (which turns that into a deadline). Both run on the connection's task.
+#[derive(Debug)]
+struct Clock {
+    timeouts: Timeouts,
+    /// When the connection was accepted: what the `at` values count from.
+    accepted: Instant,
+    /// Nanoseconds after `accepted`, plus one, of the first byte read since hyper began waiting
+    /// for the current head; 0 while none has come.
+    first_byte: AtomicU64,
+    /// Whether hyper has waited for a head on this connection before.
+    waited: AtomicBool,
+    /// Which clock ran out (`HEADER` or `IDLE`), once one has.
+    fired: AtomicU8,
+}
+
+impl Clock {
+    fn new(timeouts: Timeouts) -> Clock {
+        Clock {
+            timeouts,
+            accepted: Instant::now(),
+            first_byte: AtomicU64::new(0),
+            waited: AtomicBool::new(false),
+            fired: AtomicU8::new(0),
+        }
+    }
+
+    fn bytes_arrived(&self) {
+        if self.first_byte.load(Ordering::Relaxed) == 0 {
+            let at = self.accepted.elapsed().as_nanos() as u64 + 1;
+            self.first_byte.store(at, Ordering::Relaxed);
+        }
+    }
+
+    fn first_byte(&self) -> Option<Instant> {
+        match self.first_byte.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(self.accepted + Duration::from_nanos(at - 1)),
+        }
+    }
+}
+
+/// What hyper waits on while it reads a head: the connection's own deadline, not the fixed one
+/// hyper computes.
+#[derive(Debug)]
+struct ConnectionTimer(Arc<Clock>);
+
+impl Timer for ConnectionTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
+        Box::pin(Plain {
+            sleep: tokio::time::sleep(duration),
+        })
+    }
+
+    /// hyper calls this, and only this, when it starts waiting for a request head.
+    fn sleep_until(&self, _deadline: Instant) -> Pin<Box<dyn Sleep>> {
+        let clock = self.0.clone();
+        let first = !clock.waited.swap(true, Ordering::Relaxed);
+        clock.first_byte.store(0, Ordering::Relaxed);
+        let since = if first {
+            clock.accepted
+        } else {
+            Instant::now()
+        };
+        Box::pin(HeadWait {
+            clock,
+            first,
+            since,
+            deadline: None,
+            sleep: tokio::time::sleep_until(tokio::time::Instant::from_std(since)),
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A plain sleep, for anything else hyper might time.
+    struct Plain {
+        #[pin]
+        sleep: tokio::time::Sleep,
+    }
+}
+
+impl Future for Plain {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().sleep.poll(cx)
+    }
+}
+
+impl Sleep for Plain {}
+
+pin_project_lite::pin_project! {
+    /// Ready when the head hyper is waiting for is late: `header` after its first byte (after
+    /// accept for a connection's first request), or `idle` after the wait began while no byte has
+    /// come. Polled by hyper each time the head is still incomplete, so a first byte moves the
+    /// deadline as soon as it is read.
+    struct HeadWait {
+        clock: Arc<Clock>,
+        first: bool,
+        since: Instant,
+        deadline: Option<(Instant, u8)>,
+        #[pin]
+        sleep: tokio::time::Sleep,
+    }
+}
+
+impl HeadWait {
+    /// The deadline now, and the clock it belongs to; `None`: no limit applies.
+    fn deadline(first: bool, since: Instant, clock: &Clock) -> Option<(Instant, u8)> {
+        let t = &clock.timeouts;
+        let head_started = if first {
+            Some(since)
+        } else {
+            clock.first_byte()
+        };
+        match (head_started, t.header) {
+            (Some(at), Some(header)) => Some((at + header, HEADER)),
+            // No byte yet after an answer, or no header limit: the idle clock from the wait's start.
+            _ => t.idle.map(|idle| (since + idle, IDLE)),
+        }
+    }
+}
+
+impl Future for HeadWait {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let now = Self::deadline(*this.first, *this.since, this.clock);
+        if now != *this.deadline {
+            *this.deadline = now;
+            match now {
+                Some((at, _)) => this
+                    .sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(at)),
+                None => return Poll::Pending,
+            }
+        }
+        let Some((_, which)) = *this.deadline else {
+            return Poll::Pending;
+        };
+        match this.sleep.poll(cx) {
+            Poll::Ready(()) => {
+                this.clock.fired.store(which, Ordering::Relaxed);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Sleep for HeadWait {}
+
+/// The connection's socket, noting on its clock when bytes arrive.
+struct Watched {
+    tcp: tokio::net::TcpStream,
+    clock: Arc<Clock>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.clock.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+}

@@ -1,0 +1,141 @@
+//! The HTTP port closes a connection whose client is too slow: a head not whole within
+//! `server.http_header_timeout_ms` of its first byte (a new connection's: of connecting), however
+//! steadily its bytes trickle in, and a kept-alive connection idle for
+//! `server.http_idle_timeout_ms`. The idle clock is not the header clock: a connection kept
+//! between requests for longer than the header timeout still serves the next one.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const HEADER_MS: u64 = 300;
+const IDLE_MS: u64 = 2_000;
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: pixguard\r\n\r\n";
+
+fn connect(server: &Server) -> TcpStream {
+    let tcp = TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    tcp
+}
+
+/// Reads until the server closes the connection; how long that took from `since`.
+fn closed_after(tcp: &mut TcpStream, since: Instant) -> Duration {
+    let mut sink = [0u8; 4096];
+    loop {
+        match tcp.read(&mut sink) {
+            Ok(0) => return since.elapsed(),
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return since.elapsed(),
+            Err(e) => panic!("the connection was not closed: {e}"),
+        }
+    }
+}
+
+/// Sends `request` and reads one answer's status line and headers (the body is short: /healthz).
+fn ask(tcp: &mut TcpStream, request: &[u8]) -> String {
+    tcp.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 512];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut byte).unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&byte[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn slow_and_idle_http_clients_are_closed_and_counted() {
+    let server = Server::start(&[
+        "--set",
+        &format!("server.http_header_timeout_ms={HEADER_MS}"),
+        "--set",
+        &format!("server.http_idle_timeout_ms={IDLE_MS}"),
+    ]);
+    let header = Duration::from_millis(HEADER_MS);
+    let idle = Duration::from_millis(IDLE_MS);
+
+    // Connects and sends nothing.
+    let started = Instant::now();
+    let mut silent = connect(&server);
+    // Sends half a head and stops.
+    let mut half = connect(&server);
+    half.write_all(b"POST /v1/score HTTP/1.1\r\nHost: pixguard\r\n")
+        .unwrap();
+    for (name, tcp) in [("silent", &mut silent), ("half a head", &mut half)] {
+        let took = closed_after(tcp, started);
+        assert!(
+            took >= header && took < idle,
+            "{name}: closed after {took:?}"
+        );
+    }
+
+    // Keeps sending, a byte every 50 ms: progress does not extend the head's time.
+    let mut trickle = connect(&server);
+    trickle
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: pixguard\r\nx-padding: {}\r\n\r\n",
+        "p".repeat(100)
+    );
+    let started = Instant::now();
+    let mut closed = None;
+    for byte in head.as_bytes() {
+        if trickle.write_all(&[*byte]).is_err() {
+            closed = Some(started.elapsed());
+            break;
+        }
+        match trickle.read(&mut [0u8; 64]) {
+            Ok(0) => {
+                closed = Some(started.elapsed());
+                break;
+            }
+            Ok(n) => panic!("answered a head still being sent ({n} bytes)"),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                closed = Some(started.elapsed());
+                break;
+            }
+            // Nothing yet (the 1 ms read timeout): still open.
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = closed.expect("a head trickled in over 7 s was read to its end");
+    assert!(
+        took >= header && took < idle,
+        "trickle: closed after {took:?}"
+    );
+
+    // Kept alive past the header timeout between two requests, then closed when idle.
+    let mut kept = connect(&server);
+    assert!(ask(&mut kept, HEALTHZ).starts_with("HTTP/1.1 200"));
+    std::thread::sleep(3 * header);
+    assert!(ask(&mut kept, HEALTHZ).starts_with("HTTP/1.1 200"));
+    let answered = Instant::now();
+    let took = closed_after(&mut kept, answered);
+    assert!(
+        took >= idle && took < idle + Duration::from_secs(10),
+        "idle: closed after {took:?}"
+    );
+
+    let mut scrape = connect(&server);
+    let text = {
+        scrape
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: pixguard\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut all = String::new();
+        scrape.read_to_string(&mut all).unwrap();
+        all
+    };
+    let count = |clock: &str| {
+        server::metric(
+            &text,
+            &format!("pixguard_http_timeouts_total{{clock=\"{clock}\"}}"),
+        )
+    };
+    assert_eq!(count("header"), 3.0, "silent, half a head, trickle");
+    assert_eq!(count("idle"), 1.0);
+}
