@@ -42,6 +42,15 @@ pub enum ScoreError {
     /// The deadline passed before the rows reached a worker.
     #[error("deadline exceeded before compute")]
     DeadlineExceeded,
+    /// The request's body had not all arrived by its deadline, which runs from its head.
+    #[error(
+        "the request body had not all arrived {waited_ms} ms after the request's head (its \
+         deadline: x-request-timeout-ms, or engine.default_deadline_ms)"
+    )]
+    BodyTimeout {
+        /// How long it was waited for.
+        waited_ms: u64,
+    },
     /// The server is draining before shutdown.
     #[error("the server is shutting down")]
     Draining,
@@ -75,6 +84,8 @@ pub enum Code {
     Overloaded,
     /// See [`ScoreError::DeadlineExceeded`].
     DeadlineExceeded,
+    /// See [`ScoreError::BodyTimeout`].
+    RequestTimeout,
     /// See [`ScoreError::Draining`].
     Draining,
     /// See [`ScoreError::DeviceFailed`].
@@ -87,7 +98,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order of [`Code::index`].
-    pub const ALL: [Code; 13] = [
+    pub const ALL: [Code; 14] = [
         Code::Ok,
         Code::InvalidJson,
         Code::MalformedRequest,
@@ -97,6 +108,7 @@ impl Code {
         Code::UnknownModel,
         Code::Overloaded,
         Code::DeadlineExceeded,
+        Code::RequestTimeout,
         Code::Draining,
         Code::DeviceFailed,
         Code::Internal,
@@ -115,6 +127,7 @@ impl Code {
             Code::UnknownModel => "unknown_model",
             Code::Overloaded => "overloaded",
             Code::DeadlineExceeded => "deadline_exceeded",
+            Code::RequestTimeout => "request_timeout",
             Code::Draining => "draining",
             Code::DeviceFailed => "device_failed",
             Code::Internal => "internal",
@@ -157,6 +170,7 @@ impl ScoreError {
             ScoreError::UnknownModel(_) => Code::UnknownModel,
             ScoreError::Overloaded(_) => Code::Overloaded,
             ScoreError::DeadlineExceeded => Code::DeadlineExceeded,
+            ScoreError::BodyTimeout { .. } => Code::RequestTimeout,
             ScoreError::Draining => Code::Draining,
             ScoreError::DeviceFailed(_) => Code::DeviceFailed,
             ScoreError::Internal(_) => Code::Internal,
@@ -172,6 +186,8 @@ impl ScoreError {
             ScoreError::UnknownModel(_) => 404,
             ScoreError::Overloaded(_) => 429,
             ScoreError::DeadlineExceeded => 504,
+            // The client's side was slow, not the server's.
+            ScoreError::BodyTimeout { .. } => 408,
             // Another replica can answer; a failed device also fails liveness, so this one restarts.
             ScoreError::Draining | ScoreError::DeviceFailed(_) => 503,
             ScoreError::Internal(_) => 500,
@@ -189,7 +205,9 @@ impl ScoreError {
             | ScoreError::TooManyRows { .. } => GrpcCode::InvalidArgument,
             ScoreError::UnknownModel(_) => GrpcCode::NotFound,
             ScoreError::Overloaded(_) => GrpcCode::ResourceExhausted,
-            ScoreError::DeadlineExceeded => GrpcCode::DeadlineExceeded,
+            ScoreError::DeadlineExceeded | ScoreError::BodyTimeout { .. } => {
+                GrpcCode::DeadlineExceeded
+            }
             ScoreError::Draining | ScoreError::DeviceFailed(_) => GrpcCode::Unavailable,
             ScoreError::Internal(_) => GrpcCode::Internal,
         }

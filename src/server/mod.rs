@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -145,11 +145,36 @@ fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, ScoreError> {
     }
 }
 
-/// A body that could not be read: too large, or broken.
-fn body_error(e: BytesRejection, limit: usize) -> ScoreError {
-    match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ScoreError::PayloadTooLarge { limit },
-        _ => ScoreError::Malformed(format!("reading the request body: {}", e.body_text())),
+/// Reads a scoring request's body: at most `limit` bytes (413 beyond), whole by `deadline` (408
+/// after it), so a client trickling its body holds a connection no longer than its own deadline
+/// allows. Read before admission: a slow body does not hold one of
+/// `server.max_concurrent_requests`.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Bytes, ScoreError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ScoreError::PayloadTooLarge { limit });
+    }
+    let started = Instant::now();
+    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit));
+    match tokio::time::timeout_at(deadline.into(), read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ScoreError::PayloadTooLarge { limit })
+        }
+        Ok(Err(e)) => Err(ScoreError::Malformed(format!(
+            "reading the request body: {e}"
+        ))),
+        Err(_) => Err(ScoreError::BodyTimeout {
+            waited_ms: started.elapsed().as_millis() as u64,
+        }),
     }
 }
 
@@ -173,8 +198,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(oip::infer),
         )
-        .layer(middleware::from_fn(track))
-        .layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes));
+        .layer(middleware::from_fn(track));
     Router::new()
         .merge(scoring)
         .route("/healthz", get(healthz))

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::encoding::decode_body;
 use super::error::HttpError;
-use super::{AppState, body_error, timeout, timing};
+use super::{AppState, read_body, timeout, timing};
 use crate::engine::Lane;
 use crate::protocol::v1::{ScoreResult, parse_request_with, render_batch};
 use crate::scoring::{Api, ScoreError};
@@ -29,19 +29,22 @@ pub async fn score(
     State(state): State<Arc<AppState>>,
     query: Result<Query<ScoreQuery>, QueryRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, HttpError> {
     let scoring = &state.scoring;
+    // From the head's arrival: receiving the body counts against it (a bad header is refused
+    // below, where it always was).
+    let deadline = scoring.deadline(timeout(&headers).ok().flatten());
+    let limit = state.config.server.body_limit_bytes;
+    let body = read_body(body, &headers, limit, deadline).await;
     let admission = scoring.admit(Api::V1)?;
     let result = async {
-        let limit = state.config.server.body_limit_bytes;
-        let body = body.map_err(|e| body_error(e, limit))?;
-        let body = decode_body(&headers, body, limit)?;
+        let body = decode_body(&headers, body?, limit)?;
         let query =
             query.map_err(|e| ScoreError::Malformed(format!("query string: {}", e.body_text())))?;
         let parallel = crate::parallel::global();
         let request = parse_request_with(&body, scoring.limits().max_rows_per_request, parallel)?;
-        let deadline = scoring.deadline(timeout(&headers)?);
+        timeout(&headers)?;
         let explain = request.explain || query.explain;
         let served = scoring.served();
         let scored = scoring

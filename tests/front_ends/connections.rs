@@ -139,3 +139,122 @@ fn slow_and_idle_http_clients_are_closed_and_counted() {
     assert_eq!(count("header"), 3.0, "silent, half a head, trickle");
     assert_eq!(count("idle"), 1.0);
 }
+
+/// Reads one whole answer (headers and a `Content-Length` body) from `tcp`.
+fn answer(tcp: &mut TcpStream) -> (String, Value) {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "closed before answering: {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        bytes.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .expect("a content-length");
+        if body.len() >= length {
+            return (
+                head.to_string(),
+                serde_json::from_str(&body[..length]).unwrap(),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_body_not_whole_by_the_deadline_is_refused_on_each_api() {
+    let server = Server::start(&[]);
+    const DEADLINE_MS: u64 = 300;
+    // Half of a body whose head promises more, then nothing: both HTTP APIs answer 408 once the
+    // request's own deadline (from its head) has passed, not when the client gives up.
+    for path in ["/v1/score", "/v2/models/pix-fraud/infer"] {
+        let mut tcp = connect(&server);
+        let started = Instant::now();
+        tcp.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: pixguard\r\ncontent-type: application/json\r\n\
+                 x-request-timeout-ms: {DEADLINE_MS}\r\ncontent-length: 1000\r\n\r\n{{\"end_to_end_id\""
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let (head, body) = answer(&mut tcp);
+        let took = started.elapsed();
+        assert!(head.starts_with("HTTP/1.1 408"), "{path}: {head}");
+        assert_eq!(body["code"], "request_timeout", "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("had not all arrived"),
+            "{path}: {body}"
+        );
+        assert!(
+            took >= Duration::from_millis(DEADLINE_MS) && took < Duration::from_secs(10),
+            "{path}: answered after {took:?}"
+        );
+    }
+
+    // The same over gRPC: a message prefix promising 1,000 bytes, 10 of them, and a grpc-timeout.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, took) = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(server.grpc_address())
+            .await
+            .unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let call = axum::http::Request::post(format!(
+            "http://{}/inference.GRPCInferenceService/ModelInfer",
+            server.grpc_address()
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", format!("{DEADLINE_MS}m"))
+        .body(())
+        .unwrap();
+        let started = Instant::now();
+        let (response, mut stream) = client.send_request(call, false).unwrap();
+        let mut partial = vec![0u8];
+        partial.extend_from_slice(&1000u32.to_be_bytes());
+        partial.extend_from_slice(&[0u8; 10]);
+        stream.send_data(partial.into(), false).unwrap();
+        let response = response.await.unwrap();
+        let status = response
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, started.elapsed())
+    });
+    assert_eq!(status.as_deref(), Some("4"), "DEADLINE_EXCEEDED");
+    assert!(
+        took >= Duration::from_millis(DEADLINE_MS) && took < Duration::from_secs(10),
+        "gRPC: answered after {took:?}"
+    );
+
+    let mut scrape = connect(&server);
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: pixguard\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    scrape.read_to_string(&mut text).unwrap();
+    for api in ["v1", "oip_http", "oip_grpc"] {
+        let name = format!("pixguard_responses_total{{api=\"{api}\",code=\"request_timeout\"}}");
+        assert_eq!(server::metric(&text, &name), 1.0, "{api}");
+    }
+}

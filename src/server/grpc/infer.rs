@@ -17,7 +17,9 @@ use tonic::{Request, Status};
 use super::Inference;
 use crate::protocol::grpc::infer::InferCall;
 use crate::protocol::grpc::{FrameError, unframe_encoded};
+use crate::scoring::{Api, ScoreError};
 use crate::server::encoding::Coding;
+use crate::server::error::grpc_status;
 
 /// The largest request message taken, as tonic's default (4 MiB).
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
@@ -43,9 +45,28 @@ async fn answer(
         Some(value) => Coding::from_header(value.as_bytes())
             .map_err(|reason| Status::unimplemented(format!("grpc-encoding {reason}")))?,
     };
-    let body = http_body_util::Limited::new(body, MAX_MESSAGE + 5)
-        .collect()
-        .await
+    // The body arrives within the call's deadline (grpc-timeout, else engine.default_deadline_ms)
+    // from its head, as on the HTTP APIs: a client trickling its message holds a stream no longer.
+    let arrived = parts
+        .extensions
+        .get::<super::Arrival>()
+        .map_or_else(std::time::Instant::now, |a| a.0);
+    let scoring = &inference.0.scoring;
+    let wait = parts
+        .headers
+        .get(crate::protocol::grpc::TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::protocol::grpc::parse_timeout)
+        .unwrap_or(scoring.limits().default_deadline);
+    let read = http_body_util::Limited::new(body, MAX_MESSAGE + 5).collect();
+    let Ok(read) = tokio::time::timeout_at((arrived + wait).into(), read).await else {
+        let e = ScoreError::BodyTimeout {
+            waited_ms: arrived.elapsed().as_millis() as u64,
+        };
+        scoring.metrics.refused(Api::OipGrpc, e.code());
+        return Err(grpc_status(&e));
+    };
+    let body = read
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 Status::resource_exhausted(format!(

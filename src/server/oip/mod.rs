@@ -8,8 +8,7 @@ pub mod statistics;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::encoding::decode_body;
 use super::error::HttpError;
-use super::{AppState, body_error, timeout, timing};
+use super::{AppState, read_body, timeout, timing};
 use crate::protocol::oip::{
     EXTENSIONS, HEADER_LENGTH, PLATFORM, SERVER_NAME, http_body, split_body,
 };
@@ -125,16 +124,18 @@ pub async fn infer(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, HttpError> {
     let scoring = &state.scoring;
+    // From the head's arrival, as on /v1.
+    let deadline = scoring.deadline(timeout(&headers).ok().flatten());
+    let limit = state.config.server.body_limit_bytes;
+    let body = read_body(body, &headers, limit, deadline).await;
     let admission = scoring.admit(Api::OipHttp)?;
     let result = async {
         let served = scoring.served();
         served.check_model(&path.model, path.version.as_deref())?;
-        let limit = state.config.server.body_limit_bytes;
-        let body = body.map_err(|e| body_error(e, limit))?;
-        let body = decode_body(&headers, body, limit)?;
+        let body = decode_body(&headers, body?, limit)?;
         let header_length = headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes);
         let (request, binary) = split_body(header_length, &body)?;
         let signature = served.signature();
@@ -145,7 +146,7 @@ pub async fn infer(
             scoring.limits().max_rows_per_request,
             crate::parallel::global(),
         )?;
-        let deadline = scoring.deadline(timeout(&headers)?);
+        timeout(&headers)?;
         let scored = scoring
             .score(&served, payload, deadline, request.explain()?)
             .await?;
