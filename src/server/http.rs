@@ -93,20 +93,8 @@ pub async fn serve(
     loop {
         let tcp = tokio::select! {
             () = &mut stopped => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                // The peer gave up between SYN and accept: nothing to wait for.
-                Err(e) if is_connection_error(&e) => continue,
-                Err(e) => {
-                    // Out of descriptors or the like: wait instead of spinning on accept.
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            tcp = accept(&listener, "http") => tcp,
         };
-        // Small answers must leave at once: Nagle's algorithm held some for 40 ms.
-        let _ = tcp.set_nodelay(true);
         let clock = Arc::new(Clock::new(timeouts));
         let mut http1 = hyper::server::conn::http1::Builder::new();
         if timeouts.header.is_some() || timeouts.idle.is_some() {
@@ -142,6 +130,29 @@ pub async fn serve(
     }
     drop(listener);
     connections.shutdown().await;
+}
+
+/// The next connection on `listener` (`what` names the port in a warning), with Nagle's
+/// algorithm off: small answers must leave at once, and it held some for 40 ms.
+pub(super) async fn accept(
+    listener: &tokio::net::TcpListener,
+    what: &str,
+) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _)) => {
+                let _ = tcp.set_nodelay(true);
+                return tcp;
+            }
+            // The peer gave up between SYN and accept: nothing to wait for.
+            Err(e) if is_connection_error(&e) => {}
+            Err(e) => {
+                // Out of descriptors or the like: wait instead of spinning on accept.
+                tracing::warn!(error = %e, port = what, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Errors `accept` returns for one connection, not for the listener.
@@ -358,5 +369,82 @@ impl AsyncWrite for Watched {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(header_ms: Option<u64>, idle_ms: Option<u64>) -> Clock {
+        Clock::new(Timeouts {
+            header: header_ms.map(Duration::from_millis),
+            idle: idle_ms.map(Duration::from_millis),
+        })
+    }
+
+    #[test]
+    fn a_heads_clock_starts_at_accept_first_then_at_its_first_byte() {
+        let ms = Duration::from_millis;
+        let c = clock(Some(300), Some(2_000));
+        // A new connection's first request: the header clock from accept, bytes or not.
+        let accepted = c.accepted;
+        assert_eq!(
+            HeadWait::deadline(true, accepted, &c),
+            Some((accepted + ms(300), HEADER))
+        );
+        // Between requests, no byte yet: the idle clock from the wait's start.
+        let since = accepted + ms(5_000);
+        assert_eq!(
+            HeadWait::deadline(false, since, &c),
+            Some((since + ms(2_000), IDLE))
+        );
+        // The next head's first byte starts the header clock, wherever the idle one stood.
+        c.bytes_arrived();
+        let first = c.first_byte().unwrap();
+        assert_eq!(
+            HeadWait::deadline(false, since, &c),
+            Some((first + ms(300), HEADER))
+        );
+        // Later bytes do not move it.
+        std::thread::sleep(ms(2));
+        c.bytes_arrived();
+        assert_eq!(c.first_byte(), Some(first));
+    }
+
+    #[test]
+    fn a_clock_set_to_zero_leaves_the_other() {
+        let ms = Duration::from_millis;
+        let no_header = clock(None, Some(2_000));
+        let at = no_header.accepted;
+        // Without a header limit even a new connection is held to the idle one.
+        assert_eq!(
+            HeadWait::deadline(true, at, &no_header),
+            Some((at + ms(2_000), IDLE))
+        );
+        no_header.bytes_arrived();
+        assert_eq!(
+            HeadWait::deadline(false, at, &no_header),
+            Some((at + ms(2_000), IDLE))
+        );
+        let no_idle = clock(Some(300), None);
+        assert_eq!(HeadWait::deadline(false, at, &no_idle), None);
+        assert_eq!(
+            HeadWait::deadline(true, at, &no_idle),
+            Some((at + ms(300), HEADER))
+        );
+        assert_eq!(HeadWait::deadline(false, at, &clock(None, None)), None);
+        let server = ServerConfig {
+            http_header_timeout_ms: 0,
+            http_idle_timeout_ms: 7,
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            Timeouts::of(&server),
+            Timeouts {
+                header: None,
+                idle: Some(ms(7))
+            }
+        );
     }
 }

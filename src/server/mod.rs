@@ -149,19 +149,9 @@ fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, ScoreError> {
 /// after it), so a client trickling its body holds a connection no longer than its own deadline
 /// allows. Read before admission: a slow body does not hold one of
 /// `server.max_concurrent_requests`.
-async fn read_body(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-    deadline: Instant,
-) -> Result<Bytes, ScoreError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ScoreError::PayloadTooLarge { limit });
-    }
+async fn read_body(body: Body, limit: usize, deadline: Instant) -> Result<Bytes, ScoreError> {
+    // No early 413 from Content-Length: answering before the body is read let the unread rest
+    // reset the connection under the answer (the client saw IncompleteMessage, not the 413).
     let started = Instant::now();
     let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit));
     match tokio::time::timeout_at(deadline.into(), read).await {

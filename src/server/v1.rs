@@ -36,7 +36,7 @@ pub async fn score(
     // below, where it always was).
     let deadline = scoring.deadline(timeout(&headers).ok().flatten());
     let limit = state.config.server.body_limit_bytes;
-    let body = read_body(body, &headers, limit, deadline).await;
+    let body = read_body(body, limit, deadline).await;
     let admission = scoring.admit(Api::V1)?;
     let result = async {
         let body = decode_body(&headers, body?, limit)?;

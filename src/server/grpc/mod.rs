@@ -303,18 +303,8 @@ pub async fn serve(
     loop {
         let tcp = tokio::select! {
             () = &mut stopped => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    // Out of descriptors or the like: wait instead of spinning on accept.
-                    tracing::warn!(error = %e, "grpc accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            tcp = super::http::accept(&listener, "grpc") => tcp,
         };
-        // Small unary answers must leave at once: Nagle's algorithm held some for 40 ms.
-        let _ = tcp.set_nodelay(true);
         let connection =
             connections.watch(http2.serve_connection(TokioIo::new(tcp), service.clone()));
         tokio::spawn(async move {

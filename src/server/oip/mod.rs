@@ -130,7 +130,7 @@ pub async fn infer(
     // From the head's arrival, as on /v1.
     let deadline = scoring.deadline(timeout(&headers).ok().flatten());
     let limit = state.config.server.body_limit_bytes;
-    let body = read_body(body, &headers, limit, deadline).await;
+    let body = read_body(body, limit, deadline).await;
     let admission = scoring.admit(Api::OipHttp)?;
     let result = async {
         let served = scoring.served();
