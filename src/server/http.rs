@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper::rt::{Sleep, Timer};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -87,14 +87,7 @@ pub async fn serve(
     timed_out: Arc<TimedOut>,
     stop: Arc<tokio::sync::Notify>,
 ) {
-    let connections = hyper_util::server::graceful::GracefulShutdown::new();
-    let stopped = stop.notified();
-    tokio::pin!(stopped);
-    loop {
-        let tcp = tokio::select! {
-            () = &mut stopped => break,
-            tcp = accept(&listener, "http") => tcp,
-        };
+    accept_until(listener, &stop, "http", |tcp, connections| {
         let clock = Arc::new(Clock::new(timeouts));
         let mut http1 = hyper::server::conn::http1::Builder::new();
         if timeouts.header.is_some() || timeouts.idle.is_some() {
@@ -127,6 +120,28 @@ pub async fn serve(
                 Err(e) => tracing::debug!(error = %e, "http connection ended with an error"),
             }
         });
+    })
+    .await;
+}
+
+/// Hands each connection accepted on `listener` to `start` (which watches it with `connections`
+/// and spawns it) until `stop` is notified; then stops accepting and waits until every watched
+/// connection has finished what it is on and closed. The HTTP and gRPC ports' one loop.
+pub(super) async fn accept_until(
+    listener: tokio::net::TcpListener,
+    stop: &tokio::sync::Notify,
+    what: &str,
+    mut start: impl FnMut(tokio::net::TcpStream, &hyper_util::server::graceful::GracefulShutdown),
+) {
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut stopped => break,
+            tcp = accept(&listener, what) => tcp,
+        };
+        start(tcp, &connections);
     }
     drop(listener);
     connections.shutdown().await;
@@ -134,10 +149,7 @@ pub async fn serve(
 
 /// The next connection on `listener` (`what` names the port in a warning), with Nagle's
 /// algorithm off: small answers must leave at once, and it held some for 40 ms.
-pub(super) async fn accept(
-    listener: &tokio::net::TcpListener,
-    what: &str,
-) -> tokio::net::TcpStream {
+async fn accept(listener: &tokio::net::TcpListener, what: &str) -> tokio::net::TcpStream {
     loop {
         match listener.accept().await {
             Ok((tcp, _)) => {
@@ -216,10 +228,9 @@ impl Clock {
 struct ConnectionTimer(Arc<Clock>);
 
 impl Timer for ConnectionTimer {
+    /// Anything else hyper might time: a plain sleep.
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
-        Box::pin(Plain {
-            sleep: tokio::time::sleep(duration),
-        })
+        TokioTimer::new().sleep(duration)
     }
 
     /// hyper calls this, and only this, when it starts waiting for a request head.
@@ -241,23 +252,6 @@ impl Timer for ConnectionTimer {
         })
     }
 }
-
-pin_project_lite::pin_project! {
-    /// A plain sleep, for anything else hyper might time.
-    struct Plain {
-        #[pin]
-        sleep: tokio::time::Sleep,
-    }
-}
-
-impl Future for Plain {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().sleep.poll(cx)
-    }
-}
-
-impl Sleep for Plain {}
 
 pin_project_lite::pin_project! {
     /// Ready when the head hyper is waiting for is late: `header` after its first byte (after

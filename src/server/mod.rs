@@ -145,6 +145,30 @@ fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, ScoreError> {
     }
 }
 
+/// A scoring request as it stands before admission: its body, read by its deadline; the deadline
+/// itself, from the head's arrival; and the verdict on its `x-request-timeout-ms`, which the front
+/// ends report where they always did, after the body is parsed.
+struct Arrived {
+    body: Result<Bytes, ScoreError>,
+    deadline: Instant,
+    timeout: Result<(), ScoreError>,
+}
+
+/// Reads a scoring request's body under its deadline (a malformed `x-request-timeout-ms` reads
+/// under the default one).
+async fn arrive(state: &AppState, headers: &HeaderMap, body: Body) -> Arrived {
+    let timeout = timeout(headers);
+    let deadline = state
+        .scoring
+        .deadline(timeout.as_ref().ok().copied().flatten());
+    let body = read_body(body, state.config.server.body_limit_bytes, deadline).await;
+    Arrived {
+        body,
+        deadline,
+        timeout: timeout.map(drop),
+    }
+}
+
 /// Reads a scoring request's body: at most `limit` bytes (413 beyond), whole by `deadline` (408
 /// after it), so a client trickling its body holds a connection no longer than its own deadline
 /// allows. Read before admission: a slow body does not hold one of

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::encoding::decode_body;
 use super::error::HttpError;
-use super::{AppState, read_body, timeout, timing};
+use super::{AppState, arrive, timing};
 use crate::engine::Lane;
 use crate::protocol::v1::{ScoreResult, parse_request_with, render_batch};
 use crate::scoring::{Api, ScoreError};
@@ -32,19 +32,17 @@ pub async fn score(
     body: Body,
 ) -> Result<Response, HttpError> {
     let scoring = &state.scoring;
-    // From the head's arrival: receiving the body counts against it (a bad header is refused
-    // below, where it always was).
-    let deadline = scoring.deadline(timeout(&headers).ok().flatten());
-    let limit = state.config.server.body_limit_bytes;
-    let body = read_body(body, limit, deadline).await;
+    let arrived = arrive(&state, &headers, body).await;
     let admission = scoring.admit(Api::V1)?;
     let result = async {
-        let body = decode_body(&headers, body?, limit)?;
+        let limit = state.config.server.body_limit_bytes;
+        let body = decode_body(&headers, arrived.body?, limit)?;
         let query =
             query.map_err(|e| ScoreError::Malformed(format!("query string: {}", e.body_text())))?;
         let parallel = crate::parallel::global();
         let request = parse_request_with(&body, scoring.limits().max_rows_per_request, parallel)?;
-        timeout(&headers)?;
+        arrived.timeout?;
+        let deadline = arrived.deadline;
         let explain = request.explain || query.explain;
         let served = scoring.served();
         let scored = scoring

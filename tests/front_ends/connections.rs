@@ -33,17 +33,20 @@ fn closed_after(tcp: &mut TcpStream, since: Instant) -> Duration {
     }
 }
 
-/// Sends `request` and reads one answer's status line and headers (the body is short: /healthz).
+/// Sends `request` and reads its whole answer's status line and headers.
 fn ask(tcp: &mut TcpStream, request: &[u8]) -> String {
     tcp.write_all(request).unwrap();
-    let mut answer = Vec::new();
-    let mut byte = [0u8; 512];
-    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tcp.read(&mut byte).unwrap();
-        assert!(n > 0, "closed before answering");
-        answer.extend_from_slice(&byte[..n]);
-    }
-    String::from_utf8_lossy(&answer).into_owned()
+    answer(tcp).0
+}
+
+/// `/metrics`, on a connection of its own (closed after).
+fn scrape(server: &Server) -> String {
+    let mut tcp = connect(server);
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: pixguard\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).unwrap();
+    text
 }
 
 #[test]
@@ -121,15 +124,7 @@ fn slow_and_idle_http_clients_are_closed_and_counted() {
         "idle: closed after {took:?}"
     );
 
-    let mut scrape = connect(&server);
-    let text = {
-        scrape
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: pixguard\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut all = String::new();
-        scrape.read_to_string(&mut all).unwrap();
-        all
-    };
+    let text = scrape(&server);
     let count = |clock: &str| {
         server::metric(
             &text,
@@ -247,12 +242,7 @@ fn a_body_not_whole_by_the_deadline_is_refused_on_each_api() {
         "gRPC: answered after {took:?}"
     );
 
-    let mut scrape = connect(&server);
-    scrape
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: pixguard\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    scrape.read_to_string(&mut text).unwrap();
+    let text = scrape(&server);
     for api in ["v1", "oip_http", "oip_grpc"] {
         let name = format!("pixguard_responses_total{{api=\"{api}\",code=\"request_timeout\"}}");
         assert_eq!(server::metric(&text, &name), 1.0, "{api}");

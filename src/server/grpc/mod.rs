@@ -297,14 +297,7 @@ pub async fn serve(
     // gRPC clients have no use for `date`, and grpc-go's server sends none: its HPACK encoding
     // (a new literal each second) is work on every call for nothing.
     http2.auto_date_header(false);
-    let connections = hyper_util::server::graceful::GracefulShutdown::new();
-    let stopped = stop.notified();
-    tokio::pin!(stopped);
-    loop {
-        let tcp = tokio::select! {
-            () = &mut stopped => break,
-            tcp = super::http::accept(&listener, "grpc") => tcp,
-        };
+    super::http::accept_until(listener, &stop, "grpc", |tcp, connections| {
         let connection =
             connections.watch(http2.serve_connection(TokioIo::new(tcp), service.clone()));
         tokio::spawn(async move {
@@ -312,9 +305,8 @@ pub async fn serve(
                 tracing::debug!(error = %e, "grpc connection ended with an error");
             }
         });
-    }
-    drop(listener);
-    connections.shutdown().await;
+    })
+    .await;
 }
 
 impl Inference {

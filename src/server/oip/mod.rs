@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::encoding::decode_body;
 use super::error::HttpError;
-use super::{AppState, read_body, timeout, timing};
+use super::{AppState, arrive, timing};
 use crate::protocol::oip::{
     EXTENSIONS, HEADER_LENGTH, PLATFORM, SERVER_NAME, http_body, split_body,
 };
@@ -127,15 +127,13 @@ pub async fn infer(
     body: Body,
 ) -> Result<Response, HttpError> {
     let scoring = &state.scoring;
-    // From the head's arrival, as on /v1.
-    let deadline = scoring.deadline(timeout(&headers).ok().flatten());
-    let limit = state.config.server.body_limit_bytes;
-    let body = read_body(body, limit, deadline).await;
+    let arrived = arrive(&state, &headers, body).await;
     let admission = scoring.admit(Api::OipHttp)?;
     let result = async {
         let served = scoring.served();
         served.check_model(&path.model, path.version.as_deref())?;
-        let body = decode_body(&headers, body?, limit)?;
+        let limit = state.config.server.body_limit_bytes;
+        let body = decode_body(&headers, arrived.body?, limit)?;
         let header_length = headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes);
         let (request, binary) = split_body(header_length, &body)?;
         let signature = served.signature();
@@ -146,9 +144,9 @@ pub async fn infer(
             scoring.limits().max_rows_per_request,
             crate::parallel::global(),
         )?;
-        timeout(&headers)?;
+        arrived.timeout?;
         let scored = scoring
-            .score(&served, payload, deadline, request.explain()?)
+            .score(&served, payload, arrived.deadline, request.explain()?)
             .await?;
         let model = served.model();
         let reasons = served.reason_texts(&scored, &outputs);
