@@ -203,22 +203,35 @@ impl Target {
                 }
             }
             (Bodies::Grpc(requests), Conn::Grpc(slot)) => {
-                if slot.is_none() {
-                    *slot = Some(handshake_h2(self.open(true).await?).await?);
-                }
-                let Some(sender) = slot.as_mut() else {
-                    return Err("connect".into());
-                };
-                let mut request = hyper::Request::post(self.infer_uri.clone())
-                    .header(hyper::header::CONTENT_TYPE, "application/grpc")
-                    .header(hyper::header::TE, "trailers")
-                    .body(())
-                    .map_err(|e| format!("request: {e}"))?;
-                for (name, value) in &self.headers {
-                    request.headers_mut().insert(name, value.clone());
-                }
                 let body = requests[i % requests.len()].clone();
-                match grpc_call(sender, request, body).await {
+                let mut retried = false;
+                let outcome = loop {
+                    if slot.is_none() {
+                        *slot = Some(handshake_h2(self.open(true).await?).await?);
+                    }
+                    let Some(sender) = slot.as_mut() else {
+                        return Err("connect".into());
+                    };
+                    let mut request = hyper::Request::post(self.infer_uri.clone())
+                        .header(hyper::header::CONTENT_TYPE, "application/grpc")
+                        .header(hyper::header::TE, "trailers")
+                        .body(())
+                        .map_err(|e| format!("request: {e}"))?;
+                    for (name, value) in &self.headers {
+                        request.headers_mut().insert(name, value.clone());
+                    }
+                    match grpc_call(sender, request, body.clone()).await {
+                        // Turned away unprocessed by the server's GOAWAY (the connection was
+                        // old or idle, or the server is stopping): sent again on a new
+                        // connection, as gRPC's own clients retry such a call transparently.
+                        Err(e) if turned_away(&e) && !retried => {
+                            *slot = None;
+                            retried = true;
+                        }
+                        other => break other,
+                    }
+                };
+                match outcome {
                     Ok((head, body, trailers)) if head.status.is_success() => {
                         grpc_answer(&head, &body, trailers.as_ref())
                     }
@@ -311,6 +324,13 @@ async fn grpc_call(
         body.extend_from_slice(&data);
     }
     Ok((head, body, received.trailers().await?))
+}
+
+/// Whether a call failed because the server's graceful GOAWAY came before it was taken: the
+/// connection refuses new calls once one arrives, and calls above the last one the server names
+/// fail with it. Such a call never reached the service, so sending it again is safe.
+fn turned_away(e: &h2::Error) -> bool {
+    e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR)
 }
 
 /// A gRPC answer's outcome: `grpc-status` from the trailers (or the headers, for a trailers-only

@@ -32,6 +32,19 @@ pub struct ServerConfig {
     /// A kept-alive HTTP connection with no next request for this long is closed; above the
     /// 600 s a Google Cloud load balancer keeps its backend connections. 0: no limit.
     pub http_idle_timeout_ms: u64,
+    /// A gRPC connection must send the whole HTTP/2 client preface within this of connecting, or
+    /// it is closed. 0: no limit.
+    pub grpc_preface_timeout_ms: u64,
+    /// A gRPC connection with no call open for this long is sent GOAWAY (grpc-go's
+    /// `MaxConnectionIdle`). 0: no limit.
+    pub grpc_idle_timeout_ms: u64,
+    /// A gRPC connection older than this (±10 %) is sent GOAWAY, so its client reconnects and a
+    /// load balancer can place it on a replica added since (grpc-go's `MaxConnectionAge`).
+    /// 0: no limit.
+    pub grpc_max_connection_age_ms: u64,
+    /// After an age GOAWAY, how long calls still open may run before the connection is closed
+    /// under them. 0: as long as they take.
+    pub grpc_max_connection_age_grace_ms: u64,
     /// Threads that receive, parse and answer requests (0: the cores the engine's threads leave,
     /// at least one).
     pub http_threads: usize,
@@ -65,6 +78,10 @@ impl Default for ServerConfig {
             drain_timeout_ms: 30_000,
             http_header_timeout_ms: 10_000,
             http_idle_timeout_ms: 620_000,
+            grpc_preface_timeout_ms: 10_000,
+            grpc_idle_timeout_ms: 620_000,
+            grpc_max_connection_age_ms: 0,
+            grpc_max_connection_age_grace_ms: 30_000,
             http_threads: 0,
             parse_threads: 0,
             front_end_nice: 5,

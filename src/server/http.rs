@@ -21,10 +21,10 @@ use axum::Router;
 use hyper::rt::{Sleep, Timer};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::config::ServerConfig;
 use crate::histogram::write_samples;
+use crate::server::socket::{Arrivals, Noted};
 
 /// How long a client may take, each `None` for no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub async fn serve(
     timed_out: Arc<TimedOut>,
     stop: Arc<tokio::sync::Notify>,
 ) {
-    accept_until(listener, &stop, "http", |tcp, connections| {
+    accept_until(listener, &stop, "http", |tcp, mut draining| {
         let clock = Arc::new(Clock::new(timeouts));
         let mut http1 = hyper::server::conn::http1::Builder::new();
         if timeouts.header.is_some() || timeouts.idle.is_some() {
@@ -99,15 +99,23 @@ pub async fn serve(
         } else {
             http1.header_read_timeout(None);
         }
-        let io = TokioIo::new(Watched {
+        let io = TokioIo::new(Noted {
             tcp,
-            clock: clock.clone(),
+            arrivals: clock.clone(),
         });
-        let connection =
-            connections.watch(http1.serve_connection(io, TowerToHyperService::new(router.clone())));
+        let connection = http1.serve_connection(io, TowerToHyperService::new(router.clone()));
         let timed_out = timed_out.clone();
         tokio::spawn(async move {
-            match connection.await {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = draining.started() => {
+                    // Finishes the request it is on, then closes.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            match ended {
                 Ok(()) => {}
                 Err(e) if e.is_timeout() => {
                     let counter = match clock.fired.load(Ordering::Relaxed) {
@@ -124,16 +132,17 @@ pub async fn serve(
     .await;
 }
 
-/// Hands each connection accepted on `listener` to `start` (which watches it with `connections`
-/// and spawns it) until `stop` is notified; then stops accepting and waits until every watched
-/// connection has finished what it is on and closed. The HTTP and gRPC ports' one loop.
+/// Hands each connection accepted on `listener` to `start` (which spawns its task, holding the
+/// `Draining` until the connection has closed) until `stop` is notified; then stops accepting,
+/// tells every connection to finish what it is on, and waits until they all have closed. The
+/// HTTP and gRPC ports' one loop.
 pub(super) async fn accept_until(
     listener: tokio::net::TcpListener,
     stop: &tokio::sync::Notify,
     what: &str,
-    mut start: impl FnMut(tokio::net::TcpStream, &hyper_util::server::graceful::GracefulShutdown),
+    mut start: impl FnMut(tokio::net::TcpStream, Draining),
 ) {
-    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let drain = Drain::new();
     let stopped = stop.notified();
     tokio::pin!(stopped);
     loop {
@@ -141,10 +150,40 @@ pub(super) async fn accept_until(
             () = &mut stopped => break,
             tcp = accept(&listener, what) => tcp,
         };
-        start(tcp, &connections);
+        start(tcp, drain.watch());
     }
     drop(listener);
-    connections.shutdown().await;
+    drain.finish().await;
+}
+
+/// Tells a port's connections that the server is stopping, and learns when they have all closed.
+struct Drain(tokio::sync::watch::Sender<bool>);
+
+impl Drain {
+    fn new() -> Drain {
+        Drain(tokio::sync::watch::channel(false).0)
+    }
+
+    /// A new connection's handle.
+    fn watch(&self) -> Draining {
+        Draining(self.0.subscribe())
+    }
+
+    /// Tells every connection, and returns once each has dropped its handle.
+    async fn finish(self) {
+        self.0.send_replace(true);
+        self.0.closed().await;
+    }
+}
+
+/// One connection's view of its port's drain: held until the connection has closed.
+pub(super) struct Draining(tokio::sync::watch::Receiver<bool>);
+
+impl Draining {
+    /// Ready once the server is stopping (at once ever after).
+    pub(super) async fn started(&mut self) {
+        let _ = self.0.wait_for(|stopping| *stopping).await;
+    }
 }
 
 /// The next connection on `listener` (`what` names the port in a warning), with Nagle's
@@ -315,54 +354,9 @@ impl Future for HeadWait {
 
 impl Sleep for HeadWait {}
 
-/// The connection's socket, noting on its clock when bytes arrive.
-struct Watched {
-    tcp: tokio::net::TcpStream,
-    clock: Arc<Clock>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.clock.bytes_arrived();
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+impl Arrivals for Arc<Clock> {
+    fn arrived(&mut self, _bytes: usize) {
+        self.bytes_arrived();
     }
 }
 

@@ -10,6 +10,7 @@ mod metrics;
 pub mod models;
 mod monitoring;
 pub mod oip;
+mod socket;
 mod v1;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub stream: Option<Arc<crate::sources::kafka::Shared>>,
     /// HTTP connections closed for a slow client.
     http_timed_out: Arc<http::TimedOut>,
+    /// gRPC connections closed or sent away by their limits.
+    grpc_closed: Arc<grpc::Closed>,
 }
 
 impl crate::sources::Host for AppState {
@@ -121,6 +124,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         admin_token,
         stream,
         http_timed_out: Arc::default(),
+        grpc_closed: Arc::default(),
     }))
 }
 
@@ -307,6 +311,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
     let mut text = metrics::prometheus(&state.scoring, &state.models);
     state.http_timed_out.prometheus(&mut text);
+    state.grpc_closed.prometheus(&mut text);
     if let Some(stream) = &state.stream {
         stream.prometheus(&mut text);
     }

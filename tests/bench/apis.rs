@@ -4,7 +4,9 @@ use super::*;
 
 #[test]
 fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
-    let server = Server::start(&[]);
+    // gRPC connections sent away every ~200 ms: a call the GOAWAY turned away is sent again on a
+    // new connection, not counted an error, and not scored twice.
+    let server = Server::start(&["--set", "server.grpc_max_connection_age_ms=200"]);
     let grpc = format!("http://{}", server.grpc_address());
     let (a, b) = (scratch("grpc"), scratch("oip-http"));
     let before = answered(&server);
@@ -39,6 +41,11 @@ fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
     );
     steps.iter().for_each(check_step);
     assert_eq!(answered(&server) - before, bench_ok(&r));
+    let sent_away = metric_now(
+        &server,
+        "pixguard_grpc_connections_closed_total{reason=\"age\"}",
+    );
+    assert!(sent_away >= 5.0, "{sent_away} GOAWAYs");
 
     pixguard_ok(&[
         "bench",

@@ -2,7 +2,8 @@
 //! and code, Retry-After, the field named) — bad requests here, refusals under load and past their
 //! deadline in `refusals` — and every OIP REST route answers the body the Open Inference Protocol
 //! specification defines (`spec`); compressed bodies on both HTTP APIs (`encoding`); the gRPC
-//! health checking protocol (`health`); slow and idle HTTP connections closed (`connections`).
+//! health checking protocol (`health`); slow and idle HTTP connections closed (`connections`), and
+//! gRPC connections ended by their preface, idle and age limits (`grpc_connections`).
 //! Against the real binary.
 
 #[path = "../common/child.rs"]
@@ -12,6 +13,7 @@ mod server;
 
 mod connections;
 mod encoding;
+mod grpc_connections;
 mod health;
 mod refusals;
 mod spec;

@@ -9,8 +9,12 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use tonic::{Request, Response, Status};
 
+mod calls;
+mod connection;
 mod health;
 mod infer;
+
+pub use connection::{Closed, Limits};
 
 use crate::protocol::ProtocolError;
 use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceService;
@@ -268,9 +272,11 @@ pub async fn serve(
     state: Arc<AppState>,
     stop: Arc<tokio::sync::Notify>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::TokioExecutor;
     use tonic::codegen::Service;
 
+    let limits = Limits::of(&state.config.server);
+    let closed = state.grpc_closed.clone();
     let health = health::HealthServer::new(health::Health(state.clone()));
     let inference = Arc::new(Inference(state));
     let generated = GrpcInferenceServiceServer::from_arc(inference.clone());
@@ -297,13 +303,11 @@ pub async fn serve(
     // gRPC clients have no use for `date`, and grpc-go's server sends none: its HPACK encoding
     // (a new literal each second) is work on every call for nothing.
     http2.auto_date_header(false);
-    super::http::accept_until(listener, &stop, "grpc", |tcp, connections| {
-        let connection =
-            connections.watch(http2.serve_connection(TokioIo::new(tcp), service.clone()));
+    let http2 = Arc::new(http2);
+    super::http::accept_until(listener, &stop, "grpc", |tcp, draining| {
+        let (http2, service, closed) = (http2.clone(), service.clone(), closed.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "grpc connection ended with an error");
-            }
+            connection::serve(tcp, &http2, service, limits, closed, draining).await;
         });
     })
     .await;
