@@ -52,12 +52,8 @@ async fn answer(
         .get::<super::Arrival>()
         .map_or_else(std::time::Instant::now, |a| a.0);
     let scoring = &inference.0.scoring;
-    let wait = parts
-        .headers
-        .get(crate::protocol::grpc::TIMEOUT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::protocol::grpc::parse_timeout)
-        .unwrap_or(scoring.limits().default_deadline);
+    let timeout = super::CallTimeout::of(&parts.headers);
+    let wait = timeout.0.unwrap_or(scoring.limits().default_deadline);
     let read = http_body_util::Limited::new(body, MAX_MESSAGE + 5).collect();
     let Ok(read) = tokio::time::timeout_at((arrived + wait).into(), read).await else {
         let e = ScoreError::BodyTimeout {
@@ -79,6 +75,8 @@ async fn answer(
         .to_bytes();
     let message = message(body, coding)?;
     let call = InferCall::decode(message).map_err(|e| Status::internal(e.to_string()))?;
+    let mut parts = parts;
+    parts.extensions.insert(timeout);
     let request = Request::from_parts(
         MetadataMap::from_headers(parts.headers),
         parts.extensions,

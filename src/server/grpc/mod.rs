@@ -236,11 +236,13 @@ impl Inference {
         // The caller's grpc-timeout runs from the request's head; answering a little before it
         // ends lets DEADLINE_EXCEEDED (as on the HTTP APIs) reach the caller before its own timer
         // gives up, however long the body took to arrive and decode.
-        let deadline = r
-            .metadata()
-            .get(TIMEOUT_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_timeout)
+        // Parsed once where the body was read; tonic's generated path has only the header.
+        let timeout = match r.extensions().get::<CallTimeout>() {
+            Some(timeout) => *timeout,
+            None => CallTimeout::of(r.metadata().as_ref()),
+        };
+        let deadline = timeout
+            .0
             .map(|t| arrived + t.saturating_sub(DEADLINE_MARGIN.min(t / 10)));
         let result = match deadline {
             Some(at) => {
@@ -258,6 +260,21 @@ impl Inference {
 /// When a call's head reached the server: the instant its `grpc-timeout` counts from.
 #[derive(Clone, Copy)]
 struct Arrival(Instant);
+
+/// A call's `grpc-timeout`, `None` when absent or not a valid value.
+#[derive(Clone, Copy)]
+struct CallTimeout(Option<std::time::Duration>);
+
+impl CallTimeout {
+    fn of(headers: &tonic::codegen::http::HeaderMap) -> CallTimeout {
+        CallTimeout(
+            headers
+                .get(TIMEOUT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_timeout),
+        )
+    }
+}
 
 /// Serves `inference.GRPCInferenceService` on `listener` over HTTP/2 (cleartext, prior knowledge,
 /// as gRPC clients connect) until `stop` is notified; then stops accepting, lets every open call
