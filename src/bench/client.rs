@@ -187,15 +187,24 @@ impl Target {
                     let response = sender.send_request(request).await?;
                     let status = response.status();
                     let version = response.headers().get(MODEL_VERSION_HEADER).cloned();
+                    let closing = response
+                        .headers()
+                        .get(hyper::header::CONNECTION)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
                     response.into_body().collect().await?;
-                    Ok::<_, hyper::Error>((status, version))
+                    Ok::<_, hyper::Error>((status, version, closing))
                 }
                 .await;
+                // The server closes the connection after an answer that says so (its age limit,
+                // or a drain): the next request opens a new one instead of failing on it.
+                if matches!(outcome, Ok((_, _, true))) {
+                    *slot = None;
+                }
                 match outcome {
-                    Ok((status, version)) if status.is_success() => Ok(Answered {
+                    Ok((status, version, _)) if status.is_success() => Ok(Answered {
                         version: version.map(|v| String::from_utf8_lossy(v.as_bytes()).into()),
                     }),
-                    Ok((status, _)) => Err(status.as_u16().to_string()),
+                    Ok((status, _, _)) => Err(status.as_u16().to_string()),
                     Err(_) => {
                         *slot = None;
                         Err("io".into())

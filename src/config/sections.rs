@@ -32,6 +32,10 @@ pub struct ServerConfig {
     /// A kept-alive HTTP connection with no next request for this long is closed; above the
     /// 600 s a Google Cloud load balancer keeps its backend connections. 0: no limit.
     pub http_idle_timeout_ms: u64,
+    /// An HTTP connection older than this (±10 %) is closed after its next answer (which says
+    /// `Connection: close`), so a client pooling connections through an L4 balancer reconnects
+    /// and reaches replicas added since. 0: no limit.
+    pub http_max_connection_age_ms: u64,
     /// A gRPC connection must send the whole HTTP/2 client preface within this of connecting, or
     /// it is closed. 0: no limit.
     pub grpc_preface_timeout_ms: u64,
@@ -78,6 +82,7 @@ impl Default for ServerConfig {
             drain_timeout_ms: 30_000,
             http_header_timeout_ms: 10_000,
             http_idle_timeout_ms: 620_000,
+            http_max_connection_age_ms: 0,
             grpc_preface_timeout_ms: 10_000,
             grpc_idle_timeout_ms: 620_000,
             grpc_max_connection_age_ms: 0,

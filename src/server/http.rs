@@ -24,15 +24,18 @@ use hyper_util::service::TowerToHyperService;
 
 use crate::config::ServerConfig;
 use crate::histogram::write_samples;
+use crate::server::age::{Aging, jittered};
 use crate::server::socket::{Arrivals, Noted};
 
-/// How long a client may take, each `None` for no limit.
+/// How long a client may take, and a connection may last, each `None` for no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// From a request head's first byte (a new connection's: from accept) to its last.
     pub header: Option<Duration>,
     /// From an answer to the next request's first byte on a kept-alive connection.
     pub idle: Option<Duration>,
+    /// From accept (±10 % per connection) to the answer that closes the connection.
+    pub max_age: Option<Duration>,
 }
 
 impl Timeouts {
@@ -42,18 +45,25 @@ impl Timeouts {
         Timeouts {
             header: ms(server.http_header_timeout_ms),
             idle: ms(server.http_idle_timeout_ms),
+            max_age: ms(server.http_max_connection_age_ms),
         }
     }
 }
 
-/// Connections the server closed for a slow client, by which clock ran out.
+/// Connections the server closed: for a slow client, by which clock ran out, and for their age.
 #[derive(Debug, Default)]
 pub struct TimedOut {
     header: AtomicU64,
     idle: AtomicU64,
+    aged: AtomicU64,
 }
 
 impl TimedOut {
+    /// One connection's answer closed it for its age.
+    pub(super) fn aged(&self) {
+        self.aged.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Appends `pixguard_http_timeouts_total` to a Prometheus exposition.
     pub fn prometheus(&self, out: &mut String) {
         write_samples(
@@ -70,6 +80,14 @@ impl TimedOut {
                 ),
                 ("{clock=\"idle\"}".into(), self.idle.load(Ordering::Relaxed)),
             ],
+        );
+        write_samples(
+            out,
+            "pixguard_http_connections_aged_total",
+            "HTTP connections closed for their age (server.http_max_connection_age_ms): the answer \
+             to their next request carried Connection: close.",
+            "counter",
+            &[(String::new(), self.aged.load(Ordering::Relaxed))],
         );
     }
 }
@@ -103,7 +121,13 @@ pub async fn serve(
             tcp,
             arrivals: clock.clone(),
         });
-        let connection = http1.serve_connection(io, TowerToHyperService::new(router.clone()));
+        let service = Aging {
+            inner: TowerToHyperService::new(router.clone()),
+            close_after: timeouts.max_age.map(|age| Instant::now() + jittered(age)),
+            closing: AtomicBool::new(false),
+            counted: timed_out.clone(),
+        };
+        let connection = http1.serve_connection(io, service);
         let timed_out = timed_out.clone();
         tokio::spawn(async move {
             tokio::pin!(connection);
@@ -368,6 +392,7 @@ mod tests {
         Clock::new(Timeouts {
             header: header_ms.map(Duration::from_millis),
             idle: idle_ms.map(Duration::from_millis),
+            max_age: None,
         })
     }
 
@@ -425,13 +450,15 @@ mod tests {
         let server = ServerConfig {
             http_header_timeout_ms: 0,
             http_idle_timeout_ms: 7,
+            http_max_connection_age_ms: 60_000,
             ..ServerConfig::default()
         };
         assert_eq!(
             Timeouts::of(&server),
             Timeouts {
                 header: None,
-                idle: Some(ms(7))
+                idle: Some(ms(7)),
+                max_age: Some(ms(60_000)),
             }
         );
     }

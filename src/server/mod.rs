@@ -2,6 +2,7 @@
 //! shutdown that drains queued work before the process exits.
 
 mod admin;
+mod age;
 mod encoding;
 mod error;
 pub mod grpc;

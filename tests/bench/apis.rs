@@ -4,9 +4,15 @@ use super::*;
 
 #[test]
 fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
-    // gRPC connections sent away every ~200 ms: a call the GOAWAY turned away is sent again on a
-    // new connection, not counted an error, and not scored twice.
-    let server = Server::start(&["--set", "server.grpc_max_connection_age_ms=200"]);
+    // Connections renewed every ~200 ms on both ports: a gRPC call the GOAWAY turned away is sent
+    // again on a new connection, not counted an error, and not scored twice; an HTTP answer that
+    // closes its connection is followed by a new one.
+    let server = Server::start(&[
+        "--set",
+        "server.grpc_max_connection_age_ms=200",
+        "--set",
+        "server.http_max_connection_age_ms=200",
+    ]);
     let grpc = format!("http://{}", server.grpc_address());
     let (a, b) = (scratch("grpc"), scratch("oip-http"));
     let before = answered(&server);
@@ -72,6 +78,8 @@ fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
         .unwrap()
         .iter()
         .for_each(check_step);
+    let aged = metric_now(&server, "pixguard_http_connections_aged_total");
+    assert!(aged >= 3.0, "{aged} HTTP connections closed for their age");
 
     let cmp = scratch("compare");
     pixguard_ok(&[

@@ -96,19 +96,21 @@ async fn grpc_connections_end_by_their_preface_idle_and_age_limits() {
         let (client, connection) = h2::client::handshake(tcp).await.unwrap();
         let connection = tokio::spawn(connection);
         tokio::time::sleep(ms(800)).await;
+        // From before the call: the server's idle clock starts when it has sent the answer, before
+        // the client has read it.
+        let asked = Instant::now();
         // A clone: the client's connection would end once its last handle is gone.
         assert_eq!(
             check_over(client.clone(), &address).await.as_deref(),
             Some("0")
         );
-        let answered = Instant::now();
         tokio::time::timeout(Duration::from_secs(30), connection)
             .await
             .expect("an idle connection was not sent away")
             .unwrap()
             .unwrap();
         drop(client);
-        answered.elapsed()
+        asked.elapsed()
     };
 
     // A streaming call open all along: never idle; sent away for its age, then cut after the

@@ -12,8 +12,6 @@
 //! that has not started on it is retried by the client on the new one (the GOAWAY names the last
 //! stream the server took).
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -182,12 +180,6 @@ fn verdict(limits: &Limits, s: &Seen) -> Verdict {
     Verdict::Wait(next)
 }
 
-/// `age` moved by up to ±10 %, differently for each connection.
-fn jittered(age: Duration) -> Duration {
-    let draw = RandomState::new().hash_one(0u8) % 2_001; // 0..=2000 → -10.00 %..=+10.00 %
-    age.mul_f64(0.9 + draw as f64 / 10_000.0)
-}
-
 /// Serves one accepted connection with `http2` and `service` to its end, under `limits`.
 pub(super) async fn serve<S, B>(
     tcp: tokio::net::TcpStream,
@@ -224,7 +216,7 @@ pub(super) async fn serve<S, B>(
     };
     let connection = http2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let max_age = limits.max_age.map(jittered);
+    let max_age = limits.max_age.map(crate::server::age::jittered);
     let mut aged_at = None;
     let mut going_away = false;
     let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(accepted));
@@ -432,19 +424,5 @@ mod tests {
             ..seen(t0, 1_000_000)
         };
         assert_eq!(verdict(&none, &s), Verdict::Wait(None));
-    }
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        let age = Duration::from_secs(1_000);
-        let draws: Vec<Duration> = (0..200).map(|_| jittered(age)).collect();
-        assert!(
-            draws
-                .iter()
-                .all(|d| *d >= Duration::from_secs(900) && *d <= Duration::from_secs(1_100)),
-            "{draws:?}"
-        );
-        // Not one value for every connection.
-        assert!(draws.iter().any(|d| *d != draws[0]));
     }
 }
