@@ -14,7 +14,8 @@ mod connection;
 mod health;
 mod infer;
 
-pub use connection::{Closed, Limits};
+pub use connection::Closed;
+use connection::Limits;
 
 use crate::protocol::ProtocolError;
 use crate::protocol::grpc::grpc_inference_service_server::GrpcInferenceService;
