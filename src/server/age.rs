@@ -9,15 +9,13 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::service::Service;
-
-use crate::server::http::TimedOut;
 
 /// `age` moved by up to ±10 %, differently for each connection, so that connections opened
 /// together are not all renewed together.
@@ -34,7 +32,8 @@ pub(super) struct Aging<S> {
     pub close_after: Option<Instant>,
     /// Whether an answer has been marked to close the connection.
     pub closing: AtomicBool,
-    pub counted: Arc<TimedOut>,
+    /// Connections closed for their age, all of the port's.
+    pub aged: Arc<AtomicU64>,
 }
 
 impl<S, B> Service<hyper::Request<Incoming>> for Aging<S>
@@ -49,7 +48,7 @@ where
         // Decided at the request's arrival: the answer to it is the connection's last.
         let close = self.close_after.is_some_and(|at| Instant::now() >= at);
         if close && !self.closing.swap(true, Ordering::Relaxed) {
-            self.counted.aged();
+            self.aged.fetch_add(1, Ordering::Relaxed);
         }
         Closing {
             inner: self.inner.call(request),

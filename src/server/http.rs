@@ -55,15 +55,10 @@ impl Timeouts {
 pub struct TimedOut {
     header: AtomicU64,
     idle: AtomicU64,
-    aged: AtomicU64,
+    aged: Arc<AtomicU64>,
 }
 
 impl TimedOut {
-    /// One connection's answer closed it for its age.
-    pub(super) fn aged(&self) {
-        self.aged.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Appends `pixguard_http_timeouts_total` to a Prometheus exposition.
     pub fn prometheus(&self, out: &mut String) {
         write_samples(
@@ -125,7 +120,7 @@ pub async fn serve(
             inner: TowerToHyperService::new(router.clone()),
             close_after: timeouts.max_age.map(|age| Instant::now() + jittered(age)),
             closing: AtomicBool::new(false),
-            counted: timed_out.clone(),
+            aged: timed_out.aged.clone(),
         };
         let connection = http1.serve_connection(io, service);
         let timed_out = timed_out.clone();
