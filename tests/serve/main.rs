@@ -20,10 +20,14 @@ use server::{Server, metric, metrics_text, transactions};
 
 /// `pixguard score` over the same transactions: end_to_end_id → (score, decision).
 fn offline_scores(txs: &[Value]) -> HashMap<String, (f64, String)> {
+    // A file per call: the tests calling this run at once in one process, and with one shared
+    // file one scored the other's transactions (clean-clone CI, fe3f2ed).
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let input: String = txs.iter().map(|t| t.to_string() + "\n").collect();
     let dir = std::env::temp_dir().join(format!("pixguard-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("txs.jsonl");
+    let path = dir.join(format!("txs-{call}.jsonl"));
     std::fs::write(&path, input).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_pixguard"))
         .args(["score", path.to_str().unwrap()])
