@@ -39,15 +39,19 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
-    /// The two values of `server`, 0 meaning none.
+    /// The three values of `server`.
     pub fn of(server: &ServerConfig) -> Timeouts {
-        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
         Timeouts {
-            header: ms(server.http_header_timeout_ms),
-            idle: ms(server.http_idle_timeout_ms),
-            max_age: ms(server.http_max_connection_age_ms),
+            header: limit(server.http_header_timeout_ms),
+            idle: limit(server.http_idle_timeout_ms),
+            max_age: limit(server.http_max_connection_age_ms),
         }
     }
+}
+
+/// A connection limit from its `server.*_ms` key: 0 means none.
+pub(super) fn limit(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 /// Connections the server closed: for a slow client, by which clock ran out, and for their age.

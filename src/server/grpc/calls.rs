@@ -15,13 +15,27 @@ use hyper::service::Service;
 /// The calls open on one connection, and since when none has been.
 #[derive(Debug)]
 pub(super) struct Calls {
-    pub accepted: Instant,
-    pub open: AtomicUsize,
+    accepted: Instant,
+    open: AtomicUsize,
     /// Nanoseconds after `accepted` at which the last call ended.
-    pub idle_since: AtomicU64,
+    idle_since: AtomicU64,
 }
 
 impl Calls {
+    /// A connection accepted at `accepted`, no call yet.
+    pub fn new(accepted: Instant) -> Calls {
+        Calls {
+            accepted,
+            open: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+        }
+    }
+
+    /// Calls open now; a caller seeing 0 also sees the last one's end in `idle_since`.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
     /// When the last call ended (`accepted` while none has).
     pub fn idle_since(&self) -> Instant {
         self.accepted + Duration::from_nanos(self.idle_since.load(Ordering::Relaxed))

@@ -13,7 +13,7 @@
 //! stream the server took).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Incoming};
@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use super::calls::{Calls, Counted};
 use crate::config::ServerConfig;
 use crate::histogram::write_samples;
-use crate::server::http::Draining;
+use crate::server::http::{Draining, limit};
 use crate::server::socket::{Arrivals, Noted};
 
 /// The HTTP/2 client preface (`PRI * HTTP/2.0…`): its length in bytes.
@@ -44,14 +44,13 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The four values of `server`, 0 meaning none.
+    /// The four values of `server`.
     pub fn of(server: &ServerConfig) -> Limits {
-        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
         Limits {
-            preface: ms(server.grpc_preface_timeout_ms),
-            idle: ms(server.grpc_idle_timeout_ms),
-            max_age: ms(server.grpc_max_connection_age_ms),
-            age_grace: ms(server.grpc_max_connection_age_grace_ms),
+            preface: limit(server.grpc_preface_timeout_ms),
+            idle: limit(server.grpc_idle_timeout_ms),
+            max_age: limit(server.grpc_max_connection_age_ms),
+            age_grace: limit(server.grpc_max_connection_age_grace_ms),
         }
     }
 }
@@ -197,11 +196,7 @@ pub(super) async fn serve<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let accepted = Instant::now();
-    let calls = Arc::new(Calls {
-        accepted,
-        open: AtomicUsize::new(0),
-        idle_since: AtomicU64::new(0),
-    });
+    let calls = Arc::new(Calls::new(accepted));
     let prefaced = Arc::new(AtomicBool::new(false));
     let io = Noted {
         tcp,
@@ -241,7 +236,7 @@ pub(super) async fn serve<S, B>(
                     now: Instant::now(),
                     accepted,
                     prefaced: prefaced.load(Ordering::Relaxed),
-                    open_calls: calls.open.load(Ordering::Acquire),
+                    open_calls: calls.open(),
                     idle_since: calls.idle_since(),
                     max_age,
                     aged_at,

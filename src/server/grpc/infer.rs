@@ -39,7 +39,7 @@ async fn answer(
     inference: Arc<Inference>,
     call: http::Request<Incoming>,
 ) -> Result<http::Response<tonic::body::Body>, Status> {
-    let (parts, body) = call.into_parts();
+    let (mut parts, body) = call.into_parts();
     let coding = match parts.headers.get("grpc-encoding") {
         None => None,
         Some(value) => Coding::from_header(value.as_bytes())
@@ -75,7 +75,6 @@ async fn answer(
         .to_bytes();
     let message = message(body, coding)?;
     let call = InferCall::decode(message).map_err(|e| Status::internal(e.to_string()))?;
-    let mut parts = parts;
     parts.extensions.insert(timeout);
     let request = Request::from_parts(
         MetadataMap::from_headers(parts.headers),
