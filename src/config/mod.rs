@@ -210,6 +210,14 @@ impl Config {
                 "must be at least engine.max_batch_size",
             ));
         }
+        if self.server.grpc_keepalive_time_ms > 0 && self.server.grpc_keepalive_timeout_ms == 0 {
+            // A PING would be timed out the moment it is sent.
+            return Err(bad_together(
+                "server.grpc_keepalive_timeout_ms",
+                &["server.grpc_keepalive_time_ms"],
+                "must be at least 1 while server.grpc_keepalive_time_ms is set",
+            ));
+        }
         if self.server.front_end_nice > 19 {
             return Err(bad(
                 "server.front_end_nice",

@@ -49,6 +49,14 @@ pub struct ServerConfig {
     /// After an age GOAWAY, how long calls still open may run before the connection is closed
     /// under them. 0: as long as they take.
     pub grpc_max_connection_age_grace_ms: u64,
+    /// A gRPC connection nothing has arrived on for this long is sent an HTTP/2 PING (grpc-go's
+    /// keepalive `Time`, Triton's `--grpc-keepalive-time`): below the 10 min a Google Cloud VPC
+    /// firewall keeps an idle flow, so a quiet `Health/Watch` stream is not dropped unseen.
+    /// 0: no pings.
+    pub grpc_keepalive_time_ms: u64,
+    /// A PING not answered within this closes the connection and the calls open on it: the peer
+    /// is gone (its host died, or a middlebox dropped the flow) without a FIN or reset.
+    pub grpc_keepalive_timeout_ms: u64,
     /// Threads that receive, parse and answer requests (0: the cores the engine's threads leave,
     /// at least one).
     pub http_threads: usize,
@@ -87,6 +95,8 @@ impl Default for ServerConfig {
             grpc_idle_timeout_ms: 620_000,
             grpc_max_connection_age_ms: 0,
             grpc_max_connection_age_grace_ms: 30_000,
+            grpc_keepalive_time_ms: 300_000,
+            grpc_keepalive_timeout_ms: 20_000,
             http_threads: 0,
             parse_threads: 0,
             front_end_nice: 5,

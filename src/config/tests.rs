@@ -144,6 +144,25 @@ fn unknown_keys_are_named_wherever_they_come_from() {
         err.starts_with("config server.front_end_nice: must be 0 to 19"),
         "{err}"
     );
+    let keepalive = |time: &str| {
+        Config::load_from(
+            Some(&f.0),
+            &[],
+            &env(&[
+                ("server.grpc_keepalive_time_ms", time),
+                ("server.grpc_keepalive_timeout_ms", "0"),
+            ]),
+        )
+    };
+    let err = keepalive("60000").unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "config server.grpc_keepalive_timeout_ms: must be at least 1 while \
+             server.grpc_keepalive_time_ms is set"
+        ),
+        "{err}"
+    );
+    assert!(keepalive("0").is_ok(), "no pings: the timeout is not used");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! closed, one with no call open is sent GOAWAY when idle (counted from its last call's end, and
 //! never while a streaming call is open), and an old one is sent GOAWAY whatever it is doing, its
 //! open calls cut after the grace. A client calling without pause through its age limit loses no
-//! call: it reconnects.
+//! call: it reconnects. A peer that stops answering PINGs is closed, its open call with it; peers
+//! that answer them are not.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,8 @@ const IDLE_MS: u64 = 1_500;
 /// Each connection's own limit is this ±10 %.
 const AGE_MS: u64 = 4_000;
 const GRACE_MS: u64 = 1_000;
+const KEEPALIVE_TIME_MS: u64 = 400;
+const KEEPALIVE_TIMEOUT_MS: u64 = 400;
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
@@ -71,6 +74,10 @@ async fn grpc_connections_end_by_their_preface_idle_and_age_limits() {
         &format!("server.grpc_max_connection_age_ms={AGE_MS}"),
         "--set",
         &format!("server.grpc_max_connection_age_grace_ms={GRACE_MS}"),
+        "--set",
+        &format!("server.grpc_keepalive_time_ms={KEEPALIVE_TIME_MS}"),
+        "--set",
+        &format!("server.grpc_keepalive_timeout_ms={KEEPALIVE_TIMEOUT_MS}"),
     ]);
     let address = server.grpc_address();
     let youngest_age = ms(AGE_MS * 9 / 10);
@@ -134,6 +141,47 @@ async fn grpc_connections_end_by_their_preface_idle_and_age_limits() {
         (opened.elapsed(), ended)
     };
 
+    // A Watch whose client then hangs: its socket stays open (the kernel still acknowledges), but
+    // nothing answers the server's PINGs. Closed by the keepalive long before the age limit.
+    let frozen = async {
+        let tcp = tokio::net::TcpStream::connect(&address)
+            .await
+            .unwrap()
+            .into_std()
+            .unwrap();
+        // A second descriptor of the same socket, read once h2 no longer is, to see the close.
+        let mut seen = tokio::net::TcpStream::from_std(tcp.try_clone().unwrap()).unwrap();
+        let tcp = tokio::net::TcpStream::from_std(tcp).unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::pin!(connection);
+        let asked = Instant::now();
+        let watch = async {
+            let mut client = client.ready().await.unwrap();
+            let call =
+                axum::http::Request::post(format!("http://{address}/grpc.health.v1.Health/Watch"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())
+                    .unwrap();
+            let (response, mut stream) = client.send_request(call, false).unwrap();
+            stream
+                .send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+                .unwrap();
+            let mut body = response.await.unwrap().into_body();
+            let first = body.data().await.unwrap().unwrap();
+            (client, body, first)
+        };
+        // The connection is driven only until the first status has come.
+        let (client, body, first) = tokio::select! {
+            ended = connection.as_mut() => panic!("the connection ended first: {ended:?}"),
+            watching = watch => watching,
+        };
+        assert!(first.len() > 5, "a status message: {first:?}");
+        let took = closed_after(&mut seen, asked).await;
+        drop((client, body, connection));
+        took
+    };
+
     // Calls without pause across the age limit: each answered, over a new connection once the
     // old one is sent away.
     let busy = async {
@@ -154,7 +202,13 @@ async fn grpc_connections_end_by_their_preface_idle_and_age_limits() {
         (calls, failed)
     };
 
-    let (idle_for, (watched_for, watch_end), (calls, failed)) = tokio::join!(idle, watched, busy);
+    let (idle_for, (watched_for, watch_end), frozen_for, (calls, failed)) =
+        tokio::join!(idle, watched, frozen, busy);
+    // The server's last read is after `asked`: PING at that + the time, closed the timeout later.
+    assert!(
+        frozen_for >= ms(KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS) && frozen_for < youngest_age,
+        "frozen: closed {frozen_for:?} after its Watch"
+    );
     assert!(
         idle_for >= ms(IDLE_MS) && idle_for < youngest_age,
         "idle: sent away {idle_for:?} after its call"
@@ -186,4 +240,6 @@ async fn grpc_connections_end_by_their_preface_idle_and_age_limits() {
     assert_eq!(count("idle"), 1.0);
     assert!(count("age") >= 2.0, "the watched and the busy connections");
     assert_eq!(count("age_grace"), 1.0, "the watched connection");
+    // Only the frozen one: the others, quiet for longer than the keepalive time, answered.
+    assert_eq!(count("keepalive"), 1.0, "the frozen connection");
 }

@@ -1,7 +1,9 @@
 //! One gRPC (HTTP/2) connection's life: closed when the client never sends the HTTP/2 preface
 //! (`server.grpc_preface_timeout_ms`), sent GOAWAY when no call has been open on it for
 //! `server.grpc_idle_timeout_ms`, and when it is older than `server.grpc_max_connection_age_ms`
-//! (calls still open then get `server.grpc_max_connection_age_grace_ms` to finish).
+//! (calls still open then get `server.grpc_max_connection_age_grace_ms` to finish); hyper's own
+//! keepalive closes one whose peer answers no PING (`server.grpc_keepalive_time_ms`,
+//! `server.grpc_keepalive_timeout_ms`), and this counts it.
 //!
 //! hyper's HTTP/2 server has none of these: a client that connected and sent nothing held a
 //! descriptor and a task for ever. The age limit is what grpc-go's `MaxConnectionAge` is for: a
@@ -41,6 +43,8 @@ pub struct Limits {
     pub max_age: Option<Duration>,
     /// After an age GOAWAY, how long open calls may still run before the connection is closed.
     pub age_grace: Option<Duration>,
+    /// With nothing read for this long, a PING; unanswered for the second, the connection closes.
+    pub keepalive: Option<(Duration, Duration)>,
 }
 
 impl Limits {
@@ -51,6 +55,22 @@ impl Limits {
             idle: limit(server.grpc_idle_timeout_ms),
             max_age: limit(server.grpc_max_connection_age_ms),
             age_grace: limit(server.grpc_max_connection_age_grace_ms),
+            keepalive: limit(server.grpc_keepalive_time_ms).map(|time| {
+                (
+                    time,
+                    Duration::from_millis(server.grpc_keepalive_timeout_ms),
+                )
+            }),
+        }
+    }
+
+    /// Sets the keepalive on `http2`, the one limit hyper itself enforces.
+    pub fn apply(&self, http2: &mut hyper::server::conn::http2::Builder<TokioExecutor>) {
+        if let Some((time, timeout)) = self.keepalive {
+            http2
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(time)
+                .keep_alive_timeout(timeout);
         }
     }
 }
@@ -62,6 +82,7 @@ pub struct Closed {
     idle: AtomicU64,
     age: AtomicU64,
     age_cut: AtomicU64,
+    keepalive: AtomicU64,
 }
 
 impl Closed {
@@ -71,6 +92,7 @@ impl Closed {
             Why::Idle => &self.idle,
             Why::Age => &self.age,
             Why::AgeCut => &self.age_cut,
+            Why::Keepalive => &self.keepalive,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -82,6 +104,7 @@ impl Closed {
             ("idle", &self.idle),
             ("age", &self.age),
             ("age_grace", &self.age_cut),
+            ("keepalive", &self.keepalive),
         ]
         .map(|(reason, n)| {
             (
@@ -96,7 +119,8 @@ impl Closed {
              server.grpc_preface_timeout_ms (preface, closed), no call open for \
              server.grpc_idle_timeout_ms (idle, GOAWAY), older than \
              server.grpc_max_connection_age_ms (age, GOAWAY), and of those, calls still open \
-             after server.grpc_max_connection_age_grace_ms (age_grace, closed under them).",
+             after server.grpc_max_connection_age_grace_ms (age_grace, closed under them), no \
+             answer to a PING within server.grpc_keepalive_timeout_ms (keepalive, closed).",
             "counter",
             &samples,
         );
@@ -110,6 +134,8 @@ enum Why {
     Idle,
     Age,
     AgeCut,
+    /// hyper's keepalive: a PING went unanswered (not a verdict: hyper ends the connection).
+    Keepalive,
 }
 
 /// What the connection's supervisor does next.
@@ -220,8 +246,14 @@ pub(super) async fn serve<S, B>(
     loop {
         tokio::select! {
             ended = connection.as_mut() => {
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, "grpc connection ended with an error");
+                match ended {
+                    // hyper's one timer on an HTTP/2 server connection is the keepalive's.
+                    Err(e) if e.is_timeout() => {
+                        closed.count(Why::Keepalive);
+                        tracing::debug!("grpc connection closed: no answer to a keepalive ping");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "grpc connection ended with an error"),
+                    Ok(()) => {}
                 }
                 return;
             }
@@ -298,6 +330,7 @@ mod tests {
             idle: Some(MS(2_000)),
             max_age: Some(MS(10_000)),
             age_grace: Some(MS(1_000)),
+            keepalive: Some((MS(5_000), MS(1_000))),
         }
     }
 
@@ -401,6 +434,7 @@ mod tests {
             grpc_idle_timeout_ms: 0,
             grpc_max_connection_age_ms: 0,
             grpc_max_connection_age_grace_ms: 0,
+            grpc_keepalive_time_ms: 0,
             ..ServerConfig::default()
         });
         assert_eq!(
@@ -409,7 +443,8 @@ mod tests {
                 preface: None,
                 idle: None,
                 max_age: None,
-                age_grace: None
+                age_grace: None,
+                keepalive: None,
             }
         );
         let t0 = Instant::now();

@@ -321,6 +321,7 @@ pub async fn serve(
     // gRPC clients have no use for `date`, and grpc-go's server sends none: its HPACK encoding
     // (a new literal each second) is work on every call for nothing.
     http2.auto_date_header(false);
+    limits.apply(&mut http2);
     let http2 = Arc::new(http2);
     super::http::accept_until(listener, &stop, "grpc", |tcp, draining| {
         let (http2, service, closed) = (http2.clone(), service.clone(), closed.clone());
