@@ -13,21 +13,10 @@ use crate::config::Config;
 /// Serves until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = build(config).await?;
-    let address = format!(
-        "{}:{}",
-        state.config.server.address, state.config.server.port
-    );
-    let listener = tokio::net::TcpListener::bind(&address)
-        .await
-        .with_context(|| format!("binding {address}"))?;
+    let server = &state.config.server;
+    let listener = bind(&server.address, server.port).await?;
     let local = listener.local_addr()?;
-    let grpc_address = format!(
-        "{}:{}",
-        state.config.server.address, state.config.server.grpc_port
-    );
-    let grpc_listener = tokio::net::TcpListener::bind(&grpc_address)
-        .await
-        .with_context(|| format!("binding {grpc_address}"))?;
+    let grpc_listener = bind(&server.address, server.grpc_port).await?;
     let grpc_local = grpc_listener.local_addr()?;
     // Logged before the HTTP "listening" line, so whoever waits for that line knows both ports.
     tracing::info!(address = %grpc_local, "grpc listening");
@@ -108,6 +97,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || engine.shutdown()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    let address = format!("{host}:{port}");
+    tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("binding {address}"))
 }
 
 /// Runs the Kafka source on a thread and runtime of its own; the receiver answers when it is done.

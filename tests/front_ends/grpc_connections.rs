@@ -37,23 +37,33 @@ async fn closed_after(tcp: &mut tokio::net::TcpStream, since: Instant) -> Durati
     }
 }
 
-/// One unary `grpc.health.v1.Health/Check` over a raw HTTP/2 connection; its grpc-status.
-async fn check_over(
+/// Starts `grpc.health.v1.Health/{method}` with an empty request over a raw HTTP/2 connection.
+async fn health_call(
     client: h2::client::SendRequest<bytes::Bytes>,
     address: &str,
-) -> Option<String> {
+    method: &str,
+) -> (h2::client::SendRequest<bytes::Bytes>, h2::RecvStream) {
     let mut client = client.ready().await.unwrap();
-    let call = axum::http::Request::post(format!("http://{address}/grpc.health.v1.Health/Check"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
+    let call =
+        axum::http::Request::post(format!("http://{address}/grpc.health.v1.Health/{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
     let (response, mut stream) = client.send_request(call, false).unwrap();
     // An empty HealthCheckRequest: uncompressed, length 0.
     stream
         .send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
         .unwrap();
-    let mut body = response.await.unwrap().into_body();
+    (client, response.await.unwrap().into_body())
+}
+
+/// One unary `grpc.health.v1.Health/Check` over a raw HTTP/2 connection; its grpc-status.
+async fn check_over(
+    client: h2::client::SendRequest<bytes::Bytes>,
+    address: &str,
+) -> Option<String> {
+    let (_client, mut body) = health_call(client, address, "Check").await;
     while let Some(chunk) = body.data().await {
         chunk.unwrap();
     }
@@ -156,18 +166,7 @@ async fn grpc_connections_end_by_their_preface_idle_and_age_limits() {
         tokio::pin!(connection);
         let asked = Instant::now();
         let watch = async {
-            let mut client = client.ready().await.unwrap();
-            let call =
-                axum::http::Request::post(format!("http://{address}/grpc.health.v1.Health/Watch"))
-                    .header("content-type", "application/grpc")
-                    .header("te", "trailers")
-                    .body(())
-                    .unwrap();
-            let (response, mut stream) = client.send_request(call, false).unwrap();
-            stream
-                .send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
-                .unwrap();
-            let mut body = response.await.unwrap().into_body();
+            let (client, mut body) = health_call(client, &address, "Watch").await;
             let first = body.data().await.unwrap().unwrap();
             (client, body, first)
         };
