@@ -9,7 +9,10 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// Cloud Logging's severity for a tracing level.
 fn severity(level: &Level) -> &'static str {
@@ -86,20 +89,66 @@ where
     }
 }
 
+/// The filter of the logger `init` installed, changed at run time by `/admin/logging`.
+static FILTER: std::sync::OnceLock<reload::Handle<EnvFilter, Registry>> =
+    std::sync::OnceLock::new();
+
 /// Sets up logging to stderr: `filter` in tracing's EnvFilter syntax, text or Cloud Logging JSON.
 pub fn init(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if json {
-        builder.event_format(CloudJson).try_init()
-    } else {
-        builder
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let text = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
-            .try_init()
-    };
-    // A subscriber already installed (a test running commands in-process) is fine.
-    let _ = result;
+    });
+    let json = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .event_format(CloudJson)
+    });
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .try_init();
+    // A subscriber already installed (a test running commands in-process) is fine: that one's
+    // filter is not this process's to change.
+    if installed.is_ok() {
+        let _ = FILTER.set(handle);
+    }
+}
+
+/// The log filter now in force (`None`: this process did not install its logger).
+pub fn filter() -> Option<String> {
+    FILTER.get()?.with_current(|f| f.to_string()).ok()
+}
+
+/// Replaces the log filter; the one it replaced, or why `text` is not a filter.
+pub fn set_filter(text: &str) -> Result<String, FilterError> {
+    if text.trim().is_empty() {
+        return Err(FilterError::Invalid(
+            "empty (\"off\" turns logging off)".into(),
+        ));
+    }
+    let filter = EnvFilter::try_new(text).map_err(|e| FilterError::Invalid(e.to_string()))?;
+    let handle = FILTER.get().ok_or(FilterError::NotInstalled)?;
+    let was = handle
+        .with_current(|f| f.to_string())
+        .map_err(|_| FilterError::NotInstalled)?;
+    handle
+        .reload(filter)
+        .map_err(|_| FilterError::NotInstalled)?;
+    Ok(was)
+}
+
+/// Why `set_filter` changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// Not in tracing's EnvFilter syntax.
+    #[error("{0}")]
+    Invalid(String),
+    /// Another logger was installed first (only in a test running commands in-process).
+    #[error("this process's logger is not pixguard's own")]
+    NotInstalled,
 }

@@ -1,4 +1,5 @@
-//! `/admin/*`: what model serves and from where, reload it, pin another source. Authenticated by a
+//! `/admin/*`: what model serves and from where, reload it, pin another source; the log filter,
+//! read and changed without a restart. Authenticated by a
 //! bearer token read from `server.admin_token_file` or `PIXGUARD_ADMIN_TOKEN` (never from
 //! config.yaml itself, never logged); without one the routes are off (404). A missing or wrong
 //! token gets 401 and changes nothing.
@@ -59,6 +60,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/model", get(describe).post(pin))
         .route("/admin/model/reload", post(reload))
+        .route("/admin/logging", get(logging).post(set_logging))
 }
 
 /// Why an admin request is refused.
@@ -148,21 +150,23 @@ async fn reload(
     (status, axum::Json(checked)).into_response()
 }
 
-/// The source a `POST /admin/model` body names, or why the body is refused.
-fn pin_source(body: &[u8]) -> Result<String, String> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Pin {
-        source: String,
-    }
-    let expected = "expected {\"source\": \"…\"}";
-    // serde would read `["models:/x/1"]` field by field, as if it named `source`.
+/// The one text an admin body `{"<name>": "…"}` holds, or why the body is refused.
+fn text_field(body: &[u8], name: &str) -> Result<String, String> {
+    let expected = format!("expected {{\"{name}\": \"…\"}}");
+    // serde would read `["models:/x/1"]` element by element, as if it were the object's fields.
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err(format!("body: {expected}"));
     }
-    serde_json::from_slice::<Pin>(body)
-        .map(|pin| pin.source)
-        .map_err(|e| format!("body: {e} ({expected})"))
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| format!("body: {e} ({expected})"))?;
+    if let Some(other) = object.keys().find(|k| *k != name) {
+        return Err(format!("body: unknown field `{other}` ({expected})"));
+    }
+    match object.remove(name) {
+        Some(serde_json::Value::String(text)) => Ok(text),
+        Some(other) => Err(format!("{name}: expected text, got {other} ({expected})")),
+        None => Err(format!("body: missing field `{name}` ({expected})")),
+    }
 }
 
 /// 400 with the admin API's error body.
@@ -180,7 +184,7 @@ async fn pin(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     if let Err(refused) = authorize(&state, &headers) {
         return refused.into_response();
     }
-    let source = match pin_source(&body) {
+    let source = match text_field(&body, "source") {
         Ok(source) => source,
         Err(reason) => return malformed(reason),
     };
@@ -194,24 +198,67 @@ async fn pin(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     }
 }
 
+/// `GET /admin/logging`: the log filter in force.
+async fn logging(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    axum::Json(json!({"filter": crate::logging::filter()})).into_response()
+}
+
+/// `POST /admin/logging` `{"filter": "info,pixguard::server=debug"}`: replaces the log filter
+/// until the next one or the restart (config.yaml is not changed); 400 and nothing changes when
+/// it is not one.
+async fn set_logging(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    let text = match text_field(&body, "filter") {
+        Ok(text) => text,
+        Err(reason) => return malformed(reason),
+    };
+    // Said under the filter being replaced, so a filter that turns logging down still leaves
+    // the change on record.
+    tracing::info!(filter = %text, "the log filter is being changed through the admin API");
+    match crate::logging::set_filter(&text) {
+        Ok(was) => {
+            axum::Json(json!({"filter": crate::logging::filter(), "was": was})).into_response()
+        }
+        Err(crate::logging::FilterError::Invalid(reason)) => malformed(format!("filter: {reason}")),
+        Err(e @ crate::logging::FilterError::NotInstalled) => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::pin_source;
+    use super::text_field;
 
     #[test]
-    fn a_pin_body_is_an_object_naming_a_source() {
+    fn an_admin_body_is_an_object_holding_one_text() {
         assert_eq!(
-            pin_source(br#" {"source": "models:/pix-fraud/7"}"#),
+            text_field(br#" {"source": "models:/pix-fraud/7"}"#, "source"),
             Ok("models:/pix-fraud/7".to_string())
         );
         for (body, says) in [
-            (&br#"["models:/pix-fraud/7"]"#[..], "body: expected {"),
+            (
+                &br#"["models:/pix-fraud/7"]"#[..],
+                "body: expected {\"source\"",
+            ),
             (b"", "body: expected {"),
-            (br#"{}"#, "missing field `source`"),
-            (br#"{"sourse": "x"}"#, "unknown field `sourse`"),
-            (br#"{"source": 7}"#, "invalid type: integer `7`"),
+            (b"{", "body: EOF while parsing an object"),
+            (br#"{}"#, "body: missing field `source`"),
+            (br#"{"sourse": "x"}"#, "body: unknown field `sourse`"),
+            (br#"{"source": 7}"#, "source: expected text, got 7"),
         ] {
-            let err = pin_source(body).unwrap_err();
+            let err = text_field(body, "source").unwrap_err();
             assert!(err.contains(says), "{body:?}: {err}");
         }
     }

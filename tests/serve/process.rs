@@ -102,3 +102,101 @@ fn the_front_end_threads_run_nicer_than_the_engines() {
     }
     server.assert_front_end_nicer_by(4);
 }
+
+#[test]
+fn the_log_filter_changes_without_a_restart() {
+    const TOKEN: &str = "serve-test-admin-token";
+    let server = Server::spawn(
+        Command::new(env!("CARGO_BIN_EXE_pixguard"))
+            .args(["serve", "--address", "127.0.0.1", "--port", "0"])
+            .args([
+                "--grpc-port",
+                "0",
+                "--set",
+                "server.grpc_preface_timeout_ms=100",
+            ])
+            .env("PIXGUARD_ADMIN_TOKEN", TOKEN),
+    );
+    let client = reqwest::blocking::Client::new();
+    let call = |method: reqwest::Method, body: Option<Value>, token: Option<&str>| {
+        let mut r = client.request(method, server.url("/admin/logging"));
+        if let Some(token) = token {
+            r = r.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        let answer = r.send().unwrap();
+        let status = answer.status().as_u16();
+        (status, answer.json::<Value>().unwrap())
+    };
+    let get = || call(reqwest::Method::GET, None, Some(TOKEN));
+    let set = |filter: Value| {
+        call(
+            reqwest::Method::POST,
+            Some(json!({ "filter": filter })),
+            Some(TOKEN),
+        )
+    };
+    // A connection that never sends the HTTP/2 preface is closed after 100 ms, which the gRPC port
+    // logs at debug.
+    let silent_grpc_connection = || {
+        let mut tcp = std::net::TcpStream::connect(server.grpc_address()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut sink = [0u8; 64];
+        while std::io::Read::read(&mut tcp, &mut sink).unwrap_or(0) > 0 {}
+    };
+    let closed_line = "grpc connection closed";
+    let logged_soon = |text: &str| {
+        (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            server.logged(text)
+        })
+    };
+
+    assert_eq!(get(), (200, json!({"filter": "info"})));
+    silent_grpc_connection();
+    assert!(!logged_soon(closed_line), "debug is off at info");
+
+    let (status, body) = set(json!("info,pixguard::server::grpc=debug"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["was"], "info");
+    assert_eq!(get().1["filter"], body["filter"]);
+    assert!(
+        body["filter"]
+            .as_str()
+            .unwrap()
+            .contains("pixguard::server::grpc=debug"),
+        "{body}"
+    );
+    assert!(server.logged("the log filter is being changed through the admin API"));
+    silent_grpc_connection();
+    assert!(logged_soon(closed_line), "the new filter applies at once");
+
+    // Not a filter: 400 naming it, and the filter in force stays.
+    for (bad, says) in [
+        (json!("pixguard=loud"), "filter: "),
+        (json!(""), "filter: empty"),
+        (json!(3), "filter: expected text"),
+    ] {
+        let (status, body) = set(bad.clone());
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["code"], "malformed_request");
+        assert!(
+            body["error"].as_str().unwrap().starts_with(says),
+            "{bad}: {body}"
+        );
+    }
+    assert!(
+        get().1["filter"]
+            .as_str()
+            .unwrap()
+            .contains("pixguard::server::grpc=debug")
+    );
+    // Without the token: 401, nothing read or changed.
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let (status, _) = call(method, Some(json!({"filter": "off"})), None);
+        assert_eq!(status, 401);
+    }
+    assert_eq!(set(json!("info")).0, 200);
+}
