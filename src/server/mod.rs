@@ -11,6 +11,7 @@ mod metrics;
 pub mod models;
 mod monitoring;
 pub mod oip;
+mod process;
 mod run;
 mod socket;
 mod v1;
@@ -318,6 +319,7 @@ async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
     if let Some(stream) = &state.stream {
         stream.prometheus(&mut text);
     }
+    process::prometheus(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

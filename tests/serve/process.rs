@@ -200,3 +200,95 @@ fn the_log_filter_changes_without_a_restart() {
     }
     assert_eq!(set(json!("info")).0, 200);
 }
+
+/// `/metrics` has the `process_*` figures Prometheus' client libraries export, each matching what
+/// the kernel says of the server from outside (`/proc/PID/status`, `/fd`, `/limits`).
+#[cfg(target_os = "linux")]
+#[test]
+fn process_metrics_match_what_proc_says_from_outside() {
+    let since_epoch = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let before = since_epoch();
+    let server = Server::start(&[]);
+    let started = since_epoch();
+    let client = reqwest::blocking::Client::new();
+    for tx in transactions(50, 36) {
+        let r = client
+            .post(server.url("/v1/score"))
+            .json(&tx)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let outside = |file: &str| {
+        std::fs::read_to_string(format!("/proc/{}/{file}", server.child.id())).unwrap()
+    };
+    let status = outside("status");
+    let field = |name: &str| -> f64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
+        .unwrap()
+        .count() as f64;
+    let max_fds: f64 = outside("limits")
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap();
+
+    let rss = metric(&text, "process_resident_memory_bytes");
+    let rss_outside = field("VmRSS:") * 1024.0;
+    assert!(
+        (rss - rss_outside).abs() <= 0.25 * rss_outside,
+        "resident {rss} against VmRSS {rss_outside}"
+    );
+    // Both are read a moment apart, so the allocator may have mapped or returned memory between.
+    let virtual_bytes = metric(&text, "process_virtual_memory_bytes");
+    let virtual_outside = field("VmSize:") * 1024.0;
+    assert!(
+        (virtual_bytes - virtual_outside).abs() <= 0.1 * virtual_outside,
+        "virtual {virtual_bytes} against VmSize {virtual_outside}"
+    );
+    let threads = metric(&text, "process_threads");
+    assert!(
+        (threads - field("Threads:")).abs() <= 2.0,
+        "{threads} threads"
+    );
+    // Ours counts the listing's own descriptor and the scrape's connection.
+    let open = metric(&text, "process_open_fds");
+    assert!((open - fds).abs() <= 3.0, "{open} open against {fds}");
+    assert_eq!(metric(&text, "process_max_fds"), max_fds);
+    // btime is whole seconds.
+    let start = metric(&text, "process_start_time_seconds");
+    assert!(
+        start >= before - 1.0 && start <= started + 1.0,
+        "started at {start}, spawned between {before} and {started}"
+    );
+    let cpu = metric(&text, "process_cpu_seconds_total");
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    assert!(
+        cpu > 0.0 && cpu <= (since_epoch() - before) * cores,
+        "{cpu} CPU seconds"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!(
+                "pixguard_build_info{{version=\"{}\",cuda=\"false\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+}
