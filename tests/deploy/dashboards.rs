@@ -2,17 +2,19 @@
 
 use super::*;
 
-/// Metric names (`pixguard_…`) and `by (…)` labels of a PromQL expression.
+/// Metric names (`pixguard_…`, `process_…`) and `by (…)` labels of a PromQL expression.
 fn promql_parts(expr: &str) -> (Vec<String>, Vec<String>) {
     let mut names = Vec::new();
-    let mut rest = expr;
-    while let Some(at) = rest.find("pixguard_") {
-        let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        names.push(tail[..end].to_string());
-        rest = &tail[end..];
+    for prefix in ["pixguard_", "process_"] {
+        let mut rest = expr;
+        while let Some(at) = rest.find(prefix) {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.push(tail[..end].to_string());
+            rest = &tail[end..];
+        }
     }
     let mut labels = Vec::new();
     let mut rest = expr;
