@@ -153,7 +153,7 @@ async fn reload(
 /// The one text an admin body `{"<name>": "…"}` holds, or why the body is refused.
 fn text_field(body: &[u8], name: &str) -> Result<String, String> {
     let expected = format!("expected {{\"{name}\": \"…\"}}");
-    // serde would read `["models:/x/1"]` element by element, as if it were the object's fields.
+    // A list or an empty body is told what is expected, not serde's "expected a map".
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err(format!("body: {expected}"));
     }
