@@ -10,8 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={proto}");
     // SAFETY: build scripts are single-threaded.
     unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
+    let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("inference_descriptor.bin");
     tonic_prost_build::configure()
         .build_client(true)
+        // For the server reflection service: `grpcurl list` and its kind learn the service here.
+        .file_descriptor_set_path(descriptors)
         // `bytes` fields as `Bytes`: raw tensor contents are slices of the received buffer, not
         // one allocation and copy each (25 per transaction-fields request).
         .bytes(".")

@@ -15,6 +15,7 @@ mod connections;
 mod encoding;
 mod grpc_connections;
 mod health;
+mod reflection;
 mod refusals;
 mod spec;
 

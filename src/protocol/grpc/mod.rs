@@ -11,6 +11,10 @@ mod generated {
 
 pub use generated::*;
 
+/// `inference.proto` compiled (a `FileDescriptorSet`), for the server reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/inference_descriptor.bin"));
+
 pub mod infer;
 
 /// The HTTP/2 path of `ModelInfer`, the method a client scores with.

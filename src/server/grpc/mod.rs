@@ -1,6 +1,7 @@
 //! The Open Inference Protocol over gRPC (tonic): `inference.GRPCInferenceService`, translating to
 //! the same scoring path, signature, errors and shutdown as the HTTP front ends; beside it the
-//! standard health checking protocol (`health`). Typed `contents`
+//! standard health checking protocol (`health`) and server reflection (`reflection`, so that
+//! `grpcurl` and its kind list and call the services without the proto files). Typed `contents`
 //! and `raw_input_contents` are decoded straight into columns (`crate::protocol::oip`).
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ mod calls;
 mod connection;
 mod health;
 mod infer;
+mod reflection;
 
 pub use connection::Closed;
 use connection::Limits;
@@ -298,6 +300,15 @@ pub async fn serve(
     let health = health::HealthServer::new(health::Health(state.clone()));
     let inference = Arc::new(Inference(state));
     let generated = GrpcInferenceServiceServer::from_arc(inference.clone());
+    // Descriptors refused (they are compiled in, so only a build fault): served without it.
+    let reflection_v1 = reflection::builder()
+        .build_v1()
+        .inspect_err(|e| tracing::error!(error = %e, "grpc reflection v1 is not served"))
+        .ok();
+    let reflection_v1alpha = reflection::builder()
+        .build_v1alpha()
+        .inspect_err(|e| tracing::error!(error = %e, "grpc reflection v1alpha is not served"))
+        .ok();
     let service =
         hyper::service::service_fn(move |mut call: tonic::codegen::http::Request<Incoming>| {
             call.extensions_mut().insert(Arrival(Instant::now()));
@@ -309,6 +320,16 @@ pub async fn serve(
             }
             if call.uri().path().starts_with("/grpc.health.v1.Health/") {
                 return health.clone().call(call);
+            }
+            if call.uri().path().starts_with(reflection::V1)
+                && let Some(v1) = &reflection_v1
+            {
+                return v1.clone().call(call);
+            }
+            if call.uri().path().starts_with(reflection::V1ALPHA)
+                && let Some(v1alpha) = &reflection_v1alpha
+            {
+                return v1alpha.clone().call(call);
             }
             // The generated service is always ready (its `poll_ready` answers Ready at once).
             generated.clone().call(call)
