@@ -18,12 +18,7 @@ fn asking(service: &str) -> HealthCheckRequest {
 async fn grpc_health_follows_readiness_and_a_drain() {
     // A drain long enough to watch it: the server stays up this long after SIGTERM.
     let mut server = Server::start(&["--set", "server.grace_period_ms=1500"]);
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_address()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = grpc_channel(&server).await;
     let mut client = HealthClient::new(channel);
     for service in ["", "inference.GRPCInferenceService"] {
         let status = client

@@ -110,6 +110,15 @@ fn infer_path(model: &str) -> String {
     format!("/v2/models/{model}/infer")
 }
 
+/// A connected channel to the server's gRPC port, for any service's client.
+async fn grpc_channel(server: &Server) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_address()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 async fn grpc_client(server: &Server) -> GrpcInferenceServiceClient<tonic::transport::Channel> {
     GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc_address()))
         .await

@@ -37,12 +37,7 @@ fn methods_of(files: &[Vec<u8>], service: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_the_services_and_describes_their_methods() {
     let server = Server::start(&[]);
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_address()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = grpc_channel(&server).await;
     let declared = declared_methods();
     assert!(declared.contains(&"ModelInfer".to_string()), "{declared:?}");
 

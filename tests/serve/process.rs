@@ -3,6 +3,26 @@
 
 use super::*;
 
+/// POSTs `body` to `/v1/score` and asserts a 200.
+fn score_ok(client: &reqwest::blocking::Client, server: &Server, body: &Value) {
+    let r = client
+        .post(server.url("/v1/score"))
+        .json(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// The server's `/metrics` text.
+fn scrape(client: &reqwest::blocking::Client, server: &Server) -> String {
+    client
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
 #[test]
 fn serve_without_arguments_serves_the_bundled_model_on_the_cpu() {
     // No flags: config.yaml and models/pix-fraud from the repository root; only the port moves,
@@ -22,12 +42,7 @@ fn serve_without_arguments_serves_the_bundled_model_on_the_cpu() {
         .unwrap();
     assert_eq!(ready["ready"], true);
     assert_eq!(ready["model"]["name"], "pix-fraud");
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = scrape(&client, &server);
     assert_eq!(metric(&text, "pixguard_device_info{device=\"cpu\"}"), 1.0);
     assert_eq!(
         metric(&text, "pixguard_cuda_fallback"),
@@ -36,12 +51,7 @@ fn serve_without_arguments_serves_the_bundled_model_on_the_cpu() {
     );
     assert!(server.logged("serving on the CPU"));
     let tx = transactions(1, 35).remove(0);
-    let r = client
-        .post(server.url("/v1/score"))
-        .json(&tx)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    score_ok(&client, &server, &tx);
 }
 
 #[test]
@@ -81,12 +91,7 @@ fn the_front_end_threads_run_nicer_than_the_engines() {
     ]);
     let client = reqwest::blocking::Client::new();
     let txs = transactions(300, 36);
-    let r = client
-        .post(server.url("/v1/score"))
-        .json(&json!({ "transactions": txs }))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    score_ok(&client, &server, &json!({ "transactions": txs }));
     let threads = server.thread_nice_values();
     for (prefix, count) in [
         ("pixguard-http", 2),
@@ -217,19 +222,9 @@ fn process_metrics_match_what_proc_says_from_outside() {
     let started = since_epoch();
     let client = reqwest::blocking::Client::new();
     for tx in transactions(50, 36) {
-        let r = client
-            .post(server.url("/v1/score"))
-            .json(&tx)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        score_ok(&client, &server, &tx);
     }
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = scrape(&client, &server);
     let outside = |file: &str| {
         std::fs::read_to_string(format!("/proc/{}/{file}", server.child.id())).unwrap()
     };
