@@ -104,7 +104,7 @@ pub async fn serve(
     timed_out: Arc<TimedOut>,
     stop: Arc<tokio::sync::Notify>,
 ) {
-    accept_until(listener, &stop, "http", |tcp, mut draining| {
+    accept_until(listener, &stop, Port::Http, |tcp, mut draining| {
         let clock = Arc::new(Clock::new(timeouts));
         let mut http1 = hyper::server::conn::http1::Builder::new();
         if timeouts.header.is_some() || timeouts.idle.is_some() {
@@ -162,7 +162,7 @@ pub async fn serve(
 pub(super) async fn accept_until(
     listener: tokio::net::TcpListener,
     stop: &tokio::sync::Notify,
-    what: &str,
+    port: Port,
     mut start: impl FnMut(tokio::net::TcpStream, Draining),
 ) {
     let drain = Drain::new();
@@ -171,7 +171,7 @@ pub(super) async fn accept_until(
     loop {
         let tcp = tokio::select! {
             () = &mut stopped => break,
-            tcp = accept(&listener, what) => tcp,
+            tcp = accept(&listener, port) => tcp,
         };
         start(tcp, drain.watch());
     }
@@ -209,9 +209,46 @@ impl Draining {
     }
 }
 
-/// The next connection on `listener` (`what` names the port in a warning), with Nagle's
-/// algorithm off: small answers must leave at once, and it held some for 40 ms.
-async fn accept(listener: &tokio::net::TcpListener, what: &str) -> tokio::net::TcpStream {
+/// The server's two ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Port {
+    Http,
+    Grpc,
+}
+
+/// Accepts that failed for the listener rather than for one connection, by port.
+static ACCEPT_FAILED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+impl Port {
+    fn as_str(self) -> &'static str {
+        match self {
+            Port::Http => "http",
+            Port::Grpc => "grpc",
+        }
+    }
+}
+
+/// Appends `pixguard_accept_failures_total{port}` to a Prometheus exposition.
+pub(super) fn accept_failures(out: &mut String) {
+    let samples = [Port::Http, Port::Grpc].map(|port| {
+        (
+            format!("{{port=\"{}\"}}", port.as_str()),
+            ACCEPT_FAILED[port as usize].load(Ordering::Relaxed),
+        )
+    });
+    crate::histogram::write_samples(
+        out,
+        "pixguard_accept_failures_total",
+        "Times a port could not accept a connection waiting for it (out of file descriptors or \
+         memory); it waits 50 ms and tries again, and the client waits in the listen backlog.",
+        "counter",
+        &samples,
+    );
+}
+
+/// The next connection on `listener`, with Nagle's algorithm off: small answers must leave at
+/// once, and it held some for 40 ms.
+async fn accept(listener: &tokio::net::TcpListener, port: Port) -> tokio::net::TcpStream {
     loop {
         match listener.accept().await {
             Ok((tcp, _)) => {
@@ -222,7 +259,8 @@ async fn accept(listener: &tokio::net::TcpListener, what: &str) -> tokio::net::T
             Err(e) if is_connection_error(&e) => {}
             Err(e) => {
                 // Out of descriptors or the like: wait instead of spinning on accept.
-                tracing::warn!(error = %e, port = what, "accept failed");
+                ACCEPT_FAILED[port as usize].fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, port = port.as_str(), "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -319,6 +319,7 @@ async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
     if let Some(stream) = &state.stream {
         stream.prometheus(&mut text);
     }
+    http::accept_failures(&mut text);
     process::prometheus(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -287,3 +287,80 @@ fn process_metrics_match_what_proc_says_from_outside() {
         1.0
     );
 }
+
+/// Out of file descriptors, a port cannot accept: it counts it, waits and tries again, and a
+/// client that connected meanwhile is answered once descriptors are free, as are new ones.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_descriptors_the_server_waits_then_answers() {
+    use std::os::unix::process::CommandExt;
+
+    const LIMIT: u64 = 64;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pixguard"));
+    command.args([
+        "serve",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--grpc-port",
+        "0",
+    ]);
+    // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let server = Server::spawn(&mut command);
+    let client = reqwest::blocking::Client::new();
+    let text = scrape(&client, &server);
+    assert_eq!(metric(&text, "process_max_fds"), LIMIT as f64);
+    let address = server
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+
+    // More connections than descriptors: the kernel completes them all (the listen backlog);
+    // the server takes what it can hold.
+    let held: Vec<std::net::TcpStream> = (0..LIMIT + 16)
+        .map(|_| std::net::TcpStream::connect(&address).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(server.logged("accept failed"), "the server said nothing");
+    // A request that arrives now waits in the backlog.
+    let waiting = std::thread::spawn({
+        let url = server.url("/readyz");
+        move || {
+            reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap()
+                .get(url)
+                .send()
+                .map(|r| r.status().as_u16())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    drop(held);
+    assert_eq!(waiting.join().unwrap().unwrap(), 200, "the waiting request");
+    let text = scrape(&client, &server);
+    assert!(
+        metric(&text, "pixguard_accept_failures_total{port=\"http\"}") >= 1.0,
+        "counted"
+    );
+    assert_eq!(
+        metric(&text, "pixguard_accept_failures_total{port=\"grpc\"}"),
+        0.0
+    );
+    score_ok(&client, &server, &transactions(1, 37).remove(0));
+}

@@ -344,7 +344,7 @@ pub async fn serve(
     http2.auto_date_header(false);
     limits.apply(&mut http2);
     let http2 = Arc::new(http2);
-    super::http::accept_until(listener, &stop, "grpc", |tcp, draining| {
+    super::http::accept_until(listener, &stop, super::http::Port::Grpc, |tcp, draining| {
         let (http2, service, closed) = (http2.clone(), service.clone(), closed.clone());
         tokio::spawn(async move {
             connection::serve(tcp, &http2, service, limits, closed, draining).await;
