@@ -18,17 +18,17 @@ pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 impl Server {
     /// `pixguard serve --address 127.0.0.1 --port 0` plus `args`, from the repository root.
     pub fn start(args: &[&str]) -> Server {
-        let mut all = vec![
-            "serve",
-            "--address",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--grpc-port",
-            "0",
-        ];
-        all.extend_from_slice(args);
-        Self::spawn(Command::new(env!("CARGO_BIN_EXE_pixguard")).args(&all))
+        Self::spawn(&mut Self::command(args))
+    }
+
+    /// The command `start` runs, for a test that prepares it further before `spawn`.
+    pub fn command(args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pixguard"));
+        command
+            .args(["serve", "--address", "127.0.0.1", "--port", "0"])
+            .args(["--grpc-port", "0"])
+            .args(args);
+        command
     }
 
     /// Spawns a prepared command and waits for its "listening" line.

@@ -112,14 +112,7 @@ fn the_front_end_threads_run_nicer_than_the_engines() {
 fn the_log_filter_changes_without_a_restart() {
     const TOKEN: &str = "serve-test-admin-token";
     let server = Server::spawn(
-        Command::new(env!("CARGO_BIN_EXE_pixguard"))
-            .args(["serve", "--address", "127.0.0.1", "--port", "0"])
-            .args([
-                "--grpc-port",
-                "0",
-                "--set",
-                "server.grpc_preface_timeout_ms=100",
-            ])
+        Server::command(&["--set", "server.grpc_preface_timeout_ms=100"])
             .env("PIXGUARD_ADMIN_TOKEN", TOKEN),
     );
     let client = reqwest::blocking::Client::new();
@@ -296,16 +289,7 @@ fn out_of_descriptors_the_server_waits_then_answers() {
     use std::os::unix::process::CommandExt;
 
     const LIMIT: u64 = 64;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pixguard"));
-    command.args([
-        "serve",
-        "--address",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--grpc-port",
-        "0",
-    ]);
+    let mut command = Server::command(&[]);
     // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork and exec.
     unsafe {
         command.pre_exec(|| {
