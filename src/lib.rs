@@ -21,6 +21,7 @@ pub mod memory;
 pub mod model;
 pub mod monitoring;
 pub mod parallel;
+pub mod process;
 pub mod protocol;
 pub mod registry;
 pub mod scoring;

@@ -130,10 +130,9 @@ fn set_nice(_value: i32) {}
 /// The calling thread's nice value, where the platform has one per thread (Linux).
 #[cfg(target_os = "linux")]
 pub fn nice_value() -> Option<i32> {
-    // `/proc/thread-self/stat`'s 19th field; the name (2nd) is in parentheses and may hold spaces.
+    // `/proc/thread-self/stat`'s 19th field.
     let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    let after_name = stat.rsplit_once(')')?.1;
-    after_name.split_whitespace().nth(16)?.parse().ok()
+    crate::process::stat_field(&stat, 19)?.parse().ok()
 }
 
 /// The calling thread's nice value, where the platform has one per thread (Linux).

@@ -11,7 +11,6 @@ mod metrics;
 pub mod models;
 mod monitoring;
 pub mod oip;
-mod process;
 mod run;
 mod socket;
 mod v1;
@@ -320,7 +319,7 @@ async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
         stream.prometheus(&mut text);
     }
     http::accept_failures(&mut text);
-    process::prometheus(&mut text);
+    crate::process::prometheus(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

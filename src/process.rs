@@ -17,13 +17,19 @@ struct Stat {
     resident_pages: u64,
 }
 
-/// Reads the fields of a `/proc/PID/stat` line (proc(5)); `None` if it is not one.
-fn parse_stat(line: &str) -> Option<Stat> {
+/// Field `n` (numbered from 1, as proc(5) does; 3 or above) of a `/proc/…/stat` line.
+pub fn stat_field(line: &str, n: usize) -> Option<&str> {
     // "PID (COMM) STATE …": COMM may hold spaces and parentheses, so fields count from the last
     // ')'; the first after it (STATE) is field 3.
-    let (_, rest) = line.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    line.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(n.checked_sub(3)?)
+}
+
+/// Reads the fields of a `/proc/PID/stat` line (proc(5)); `None` if it is not one.
+fn parse_stat(line: &str) -> Option<Stat> {
+    let field = |n: usize| -> Option<u64> { stat_field(line, n)?.parse().ok() };
     Some(Stat {
         cpu_ticks: field(14)? + field(15)?,
         threads: field(20)?,
