@@ -29,6 +29,7 @@ pub mod server;
 pub mod sources;
 pub mod synth;
 pub mod threads;
+pub mod traces;
 pub mod transaction;
 
 /// An error and its causes joined by `: `, each once: a cause whose text the message already

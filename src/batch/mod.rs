@@ -343,6 +343,7 @@ impl Shared<'_> {
                 reasons: Vec::new(),
                 queue_us: 0,
                 compute_us: 0,
+                enqueued: Instant::now(),
             }
         } else {
             let features = self.served.extractor().extract(&txs);

@@ -11,7 +11,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 pub use sections::{
     DecisionsConfig, DeviceChoice, EngineConfig, Librdkafka, LogFormat, LoggingConfig, ModelConfig,
-    MonitoringConfig, ServerConfig, StreamConfig,
+    MonitoringConfig, ServerConfig, StreamConfig, TracesConfig,
 };
 
 /// Everything `pixguard serve` needs.
@@ -32,6 +32,8 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     /// Logging.
     pub logging: LoggingConfig,
+    /// Distributed traces (OTLP).
+    pub traces: TracesConfig,
 }
 
 /// Why the configuration could not be built.
@@ -235,6 +237,28 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.model.shadow_fraction) {
             return Err(bad("model.shadow_fraction", "must be between 0 and 1"));
+        }
+        let t = &self.traces;
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            return Err(bad("traces.sample_ratio", "must be between 0 and 1"));
+        }
+        if !t.otlp_endpoint.is_empty() {
+            if !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://"))
+            {
+                return Err(bad(
+                    "traces.otlp_endpoint",
+                    "must be an http:// or https:// URL (OTLP/gRPC, e.g. http://otel-collector:4317)",
+                ));
+            }
+            for (key, value) in [
+                ("traces.max_queued_spans", t.max_queued_spans as u64),
+                ("traces.export_interval_ms", t.export_interval_ms),
+                ("traces.export_timeout_ms", t.export_timeout_ms),
+            ] {
+                if value == 0 {
+                    return Err(bad(key, "must be at least 1"));
+                }
+            }
         }
         Ok(())
     }

@@ -362,3 +362,35 @@ impl Default for LoggingConfig {
         }
     }
 }
+
+/// Distributed traces over OTLP (docs/serving.md, "Traces").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesConfig {
+    /// OpenTelemetry collector, OTLP/gRPC (`http://otel-collector:4317`); empty: no traces.
+    pub otlp_endpoint: String,
+    /// Share of requests without a sampled caller's `traceparent` that start a trace of their own
+    /// (a caller's decision is always followed).
+    pub sample_ratio: f64,
+    /// The spans' `service.name`.
+    pub service_name: String,
+    /// Spans waiting for export; beyond it new ones are dropped and counted.
+    pub max_queued_spans: usize,
+    /// Queued spans are sent at least this often (and whenever 512 are waiting).
+    pub export_interval_ms: u64,
+    /// One export call's connect and answer limit.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        TracesConfig {
+            otlp_endpoint: String::new(),
+            sample_ratio: 0.01,
+            service_name: "pixguard".into(),
+            max_queued_spans: 8192,
+            export_interval_ms: 1000,
+            export_timeout_ms: 10_000,
+        }
+    }
+}

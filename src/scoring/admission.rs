@@ -2,12 +2,14 @@
 //! server drains or when `server.max_concurrent_requests` are already in flight (as TEI's
 //! `max_concurrent_requests`), so overload is shed in microseconds instead of piling up in the
 //! front end's threads where no queue bound sees it. An admitted request is counted in flight
-//! until its guard drops, which records how it ended and how long it took.
+//! until its guard drops, which records how it ended and how long it took, and sends its span
+//! when the request is traced.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{Code, ScoreError, Scoring};
+use super::{Code, ScoreError, Scores, Scoring, Served};
+use crate::traces::{Recording, otlp};
 
 /// The front end a request came through: the `api` label of the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,16 @@ impl Api {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// The name of its server span, as OpenTelemetry's conventions name HTTP (method and route)
+    /// and gRPC (service and method) ones.
+    pub fn span_name(self) -> &'static str {
+        match self {
+            Api::V1 => "POST /v1/score",
+            Api::OipHttp => "POST /v2/models/{model}/infer",
+            Api::OipGrpc => "inference.GRPCInferenceService/ModelInfer",
+        }
+    }
 }
 
 /// An admitted request. Dropping it ends the request: it leaves the in-flight count and its
@@ -47,6 +59,8 @@ pub struct Admission<'a> {
     api: Api,
     started: Instant,
     outcome: Option<Code>,
+    /// The request's span, when it is traced (boxed: most requests are not).
+    span: Option<Box<Recording>>,
 }
 
 impl Scoring {
@@ -71,18 +85,103 @@ impl Scoring {
             api,
             started: Instant::now(),
             outcome: None,
+            span: None,
         })
     }
 }
 
 impl Admission<'_> {
+    /// Traces the request when traces are on and it is sampled: in the caller's trace when
+    /// `traceparent` (the header's value) names a sampled one. Its span starts at `arrived`, when
+    /// the request's head came in.
+    pub fn trace(&mut self, traceparent: Option<&[u8]>, arrived: Instant) {
+        let Some(tracer) = self.scoring.tracer() else {
+            return;
+        };
+        let Some(trace) = tracer.sample(traceparent) else {
+            return;
+        };
+        let mut span = Recording::new(
+            trace,
+            self.api.span_name(),
+            otlp::kind::SERVER,
+            arrived.min(self.started),
+        );
+        match self.api {
+            Api::V1 | Api::OipHttp => {
+                span.attribute("http.request.method", "POST");
+                span.attribute("http.route", &self.api.span_name()[5..]);
+            }
+            Api::OipGrpc => {
+                span.attribute("rpc.system", "grpc");
+                span.attribute("rpc.service", "inference.GRPCInferenceService");
+                span.attribute("rpc.method", "ModelInfer");
+            }
+        }
+        self.span = Some(Box::new(span));
+    }
+
+    /// Notes on a traced request's span what scored it and where the engine's time went.
+    pub fn scored(&mut self, served: &Served, scores: &Scores) {
+        let Some(span) = self.span.as_mut() else {
+            return;
+        };
+        let model = served.model();
+        span.attribute("pixguard.model.name", model.name.as_str());
+        span.attribute("pixguard.model.version", model.version.as_str());
+        span.attribute("pixguard.rows", scores.scores.len() as i64);
+        span.attribute("pixguard.queue_us", scores.queue_us as i64);
+        span.attribute("pixguard.compute_us", scores.compute_us as i64);
+        if let ([score], [decision]) = (&scores.scores[..], &scores.decisions[..]) {
+            span.attribute("pixguard.score", f64::from(*score));
+            span.attribute("pixguard.decision", decision.as_str());
+        }
+        span.stages(scores.enqueued, scores.queue_us, scores.compute_us);
+    }
+
     /// Records the request's outcome and hands the result back.
     pub fn finish<T>(mut self, result: Result<T, ScoreError>) -> Result<T, ScoreError> {
-        self.outcome = Some(match &result {
+        let code = match &result {
             Ok(_) => Code::Ok,
             Err(e) => e.code(),
-        });
+        };
+        self.outcome = Some(code);
+        if let Some(span) = self.span.take() {
+            self.send(*span, code, result.as_ref().err());
+        }
         result
+    }
+
+    /// Ends a traced request's span with how the request ended, and queues it for export.
+    fn send(&self, mut span: Recording, code: Code, error: Option<&ScoreError>) {
+        let Some(tracer) = self.scoring.tracer() else {
+            return;
+        };
+        span.attribute("pixguard.outcome", code.as_str());
+        // A server span fails only for the server's faults (5xx; gRPC's server-side codes);
+        // a caller's bad request is the caller's span's error.
+        let fault = match (self.api, error) {
+            (_, None) if code == Code::Cancelled => None,
+            (Api::OipGrpc, None) => {
+                span.attribute("rpc.grpc.status_code", 0i64);
+                None
+            }
+            (_, None) => {
+                span.attribute("http.response.status_code", 200i64);
+                None
+            }
+            (Api::OipGrpc, Some(e)) => {
+                let grpc = e.grpc_code();
+                span.attribute("rpc.grpc.status_code", i64::from(grpc.number()));
+                grpc.server_fault().then(|| e.to_string())
+            }
+            (_, Some(e)) => {
+                let status = e.http_status();
+                span.attribute("http.response.status_code", i64::from(status));
+                (status >= 500).then(|| e.to_string())
+            }
+        };
+        tracer.submit(span.end(fault));
     }
 
     /// Microseconds since admission.
@@ -97,5 +196,8 @@ impl Drop for Admission<'_> {
         metrics.in_flight.fetch_sub(1, Ordering::AcqRel);
         let code = self.outcome.unwrap_or(Code::Cancelled);
         metrics.record(self.api, code, self.elapsed_us());
+        if let Some(span) = self.span.take() {
+            self.send(*span, code, None);
+        }
     }
 }

@@ -158,6 +158,29 @@ pub enum GrpcCode {
     Unavailable,
 }
 
+impl GrpcCode {
+    /// Its number in `google.rpc.Code`.
+    pub fn number(self) -> i32 {
+        match self {
+            GrpcCode::InvalidArgument => 3,
+            GrpcCode::DeadlineExceeded => 4,
+            GrpcCode::NotFound => 5,
+            GrpcCode::ResourceExhausted => 8,
+            GrpcCode::Internal => 13,
+            GrpcCode::Unavailable => 14,
+        }
+    }
+
+    /// Whether the server, not the caller, failed: OpenTelemetry's rule for a gRPC server span's
+    /// error status.
+    pub fn server_fault(self) -> bool {
+        matches!(
+            self,
+            GrpcCode::DeadlineExceeded | GrpcCode::Internal | GrpcCode::Unavailable
+        )
+    }
+}
+
 impl ScoreError {
     /// The code of the error body and the metric label.
     pub fn code(&self) -> Code {

@@ -104,6 +104,7 @@ pub struct Scoring {
     shadow: Option<Arc<shadow::Shadow>>,
     engine_metrics: Arc<crate::engine::Metrics>,
     limits: Limits,
+    tracer: Option<Arc<crate::traces::Tracer>>,
     /// Front-end request metrics.
     pub metrics: metrics::Metrics,
     /// Ready, draining, refusing.
@@ -122,6 +123,7 @@ impl Scoring {
             served: ArcSwap::from_pointee(served),
             shadow: shadow.map(Arc::new),
             limits: Limits::from_config(config),
+            tracer: crate::traces::Tracer::start(&config.traces)?,
             metrics: metrics::Metrics::new()?,
             lifecycle: Lifecycle::default(),
         })
@@ -184,6 +186,11 @@ impl Scoring {
     /// What every engine records (all versions share one set of metrics).
     pub fn engine_metrics(&self) -> &Arc<crate::engine::Metrics> {
         &self.engine_metrics
+    }
+
+    /// The tracer, when traces are on (`traces.otlp_endpoint`).
+    pub fn tracer(&self) -> Option<&Arc<crate::traces::Tracer>> {
+        self.tracer.as_ref()
     }
 
     /// The bounds requests are held to.

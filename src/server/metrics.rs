@@ -180,6 +180,20 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
         "counter",
         &[(String::new(), models.failures.load(Ordering::Relaxed))],
     );
+    if let Some(tracer) = scoring.tracer() {
+        let c = tracer.counts();
+        counter(
+            &mut out,
+            "pixguard_trace_spans_total",
+            "Spans of traced requests: exported to the collector, dropped (export queue full), failed (the export call failed or the collector refused them).",
+            "counter",
+            &[
+                ("{outcome=\"exported\"}".into(), load(&c.exported)),
+                ("{outcome=\"dropped\"}".into(), load(&c.dropped)),
+                ("{outcome=\"failed\"}".into(), load(&c.failed)),
+            ],
+        );
+    }
     if let Some(shadow) = scoring.shadow() {
         shadow_metrics(&mut out, shadow);
     }

@@ -156,6 +156,8 @@ fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, ScoreError> {
 /// itself, from the head's arrival; and the verdict on its `x-request-timeout-ms`, which the front
 /// ends report where they always did, after the body is parsed.
 struct Arrived {
+    /// When the handler got the request's head: a traced request's span starts here.
+    head: Instant,
     body: Result<Bytes, ScoreError>,
     deadline: Instant,
     timeout: Result<(), ScoreError>,
@@ -164,12 +166,14 @@ struct Arrived {
 /// Reads a scoring request's body under its deadline (a malformed `x-request-timeout-ms` reads
 /// under the default one).
 async fn arrive(state: &AppState, headers: &HeaderMap, body: Body) -> Arrived {
+    let head = Instant::now();
     let timeout = timeout(headers);
     let deadline = state
         .scoring
         .deadline(timeout.as_ref().ok().copied().flatten());
     let body = read_body(body, state.config.server.body_limit_bytes, deadline).await;
     Arrived {
+        head,
         body,
         deadline,
         timeout: timeout.map(drop),
@@ -197,6 +201,11 @@ async fn read_body(body: Body, limit: usize, deadline: Instant) -> Result<Bytes,
             waited_ms: started.elapsed().as_millis() as u64,
         }),
     }
+}
+
+/// The W3C `traceparent` header's value, if the request has one.
+fn traceparent(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get("traceparent").map(HeaderValue::as_bytes)
 }
 
 /// Stamps the engine's share of a scored request's time, and the version that scored it, on its

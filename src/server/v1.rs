@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::encoding::decode_body;
 use super::error::HttpError;
-use super::{AppState, arrive, timing};
+use super::{AppState, arrive, timing, traceparent};
 use crate::engine::Lane;
 use crate::protocol::v1::{ScoreResult, parse_request_with, render_batch};
 use crate::scoring::{Api, ScoreError};
@@ -33,7 +33,8 @@ pub async fn score(
 ) -> Result<Response, HttpError> {
     let scoring = &state.scoring;
     let arrived = arrive(&state, &headers, body).await;
-    let admission = scoring.admit(Api::V1)?;
+    let mut admission = scoring.admit(Api::V1)?;
+    admission.trace(traceparent(&headers), arrived.head);
     let result = async {
         let limit = state.config.server.body_limit_bytes;
         let body = decode_body(&headers, arrived.body?, limit)?;
@@ -54,6 +55,7 @@ pub async fn score(
                 Lane::Interactive,
             )
             .await?;
+        admission.scored(&served, &scored);
         let rows = request.transactions.len();
         if scored.scores.len() != rows || scored.decisions.len() != rows {
             return Err(ScoreError::Internal(format!(

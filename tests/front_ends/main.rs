@@ -3,11 +3,14 @@
 //! deadline in `refusals` — and every OIP REST route answers the body the Open Inference Protocol
 //! specification defines (`spec`); compressed bodies on both HTTP APIs (`encoding`); the gRPC
 //! health checking protocol (`health`); slow and idle HTTP connections closed (`connections`), and
-//! gRPC connections ended by their preface, idle and age limits (`grpc_connections`).
+//! gRPC connections ended by their preface, idle and age limits (`grpc_connections`); spans of
+//! traced requests exported to an OTLP receiver (`traces`).
 //! Against the real binary.
 
 #[path = "../common/child.rs"]
 mod child;
+#[path = "../common/registry.rs"]
+mod registry;
 #[path = "../common/server.rs"]
 mod server;
 
@@ -18,6 +21,7 @@ mod health;
 mod reflection;
 mod refusals;
 mod spec;
+mod traces;
 
 use std::time::Duration;
 

@@ -231,11 +231,13 @@ impl Inference {
     /// `ModelInfer` on a request read in place: admission, deadline, scoring, the answer.
     pub async fn model_infer_call(&self, r: Request<InferCall>) -> Result<InferAnswer, Status> {
         let scoring = &self.0.scoring;
-        let admission = scoring.admit(Api::OipGrpc).map_err(|e| grpc_status(&e))?;
+        let mut admission = scoring.admit(Api::OipGrpc).map_err(|e| grpc_status(&e))?;
         let arrived = r
             .extensions()
             .get::<Arrival>()
             .map_or_else(Instant::now, |a| a.0);
+        let traceparent = r.metadata().as_ref().get("traceparent");
+        admission.trace(traceparent.map(|v| v.as_bytes()), arrived);
         // The caller's grpc-timeout runs from the request's head; answering a little before it
         // ends lets DEADLINE_EXCEEDED (as on the HTTP APIs) reach the caller before its own timer
         // gives up, however long the body took to arrive and decode.
@@ -256,6 +258,9 @@ impl Inference {
             }
             None => self.infer(r.into_inner(), None).await,
         };
+        if let Ok(answer) = &result {
+            admission.scored(&answer.served, &answer.scored);
+        }
         admission.finish(result).map_err(|e| grpc_status(&e))
     }
 }

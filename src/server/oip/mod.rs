@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::encoding::decode_body;
 use super::error::HttpError;
-use super::{AppState, arrive, timing};
+use super::{AppState, arrive, timing, traceparent};
 use crate::protocol::oip::{
     EXTENSIONS, HEADER_LENGTH, PLATFORM, SERVER_NAME, http_body, split_body,
 };
@@ -128,7 +128,8 @@ pub async fn infer(
 ) -> Result<Response, HttpError> {
     let scoring = &state.scoring;
     let arrived = arrive(&state, &headers, body).await;
-    let admission = scoring.admit(Api::OipHttp)?;
+    let mut admission = scoring.admit(Api::OipHttp)?;
+    admission.trace(traceparent(&headers), arrived.head);
     let result = async {
         let served = scoring.served();
         served.check_model(&path.model, path.version.as_deref())?;
@@ -148,6 +149,7 @@ pub async fn infer(
         let scored = scoring
             .score(&served, payload, arrived.deadline, request.explain()?)
             .await?;
+        admission.scored(&served, &scored);
         let model = served.model();
         let reasons = served.reason_texts(&scored, &outputs);
         let answers = scored.answers(&reasons);

@@ -1,0 +1,320 @@
+//! Distributed traces: a span for each sampled scoring request, in the caller's trace when it
+//! sent a W3C `traceparent`, exported to an OpenTelemetry collector over OTLP/gRPC
+//! (`traces.otlp_endpoint`; docs/serving.md, "Traces").
+//!
+//! Off (no endpoint), a request pays one branch. On, an unsampled one pays the header's parse; a
+//! sampled one builds its spans when it ends and hands them to a bounded queue, which a thread of
+//! its own sends in batches, off the request's path. A full queue drops spans and counts them: a
+//! slow or absent collector never holds a payment.
+
+pub mod context;
+mod export;
+pub mod otlp;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use context::{Parent, SpanId, TraceId};
+use otlp::{KeyValue, Span};
+
+use crate::config::TracesConfig;
+
+/// Spans exported, dropped and lost: `pixguard_trace_spans_total{outcome}`.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Taken by the collector.
+    pub exported: AtomicU64,
+    /// Not queued: the queue was full.
+    pub dropped: AtomicU64,
+    /// Sent, and refused by the collector or lost with its connection.
+    pub failed: AtomicU64,
+}
+
+/// Samples requests and queues their spans for the exporter thread.
+pub struct Tracer {
+    ratio: f64,
+    queue: crossbeam_channel::Sender<Vec<Span>>,
+    counts: Arc<Counts>,
+    exporter: std::sync::Mutex<Option<export::Exporter>>,
+}
+
+/// Where a sampled request's span goes: its trace and the caller's span, if it named one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trace {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// The caller's span (from another process), `None` for a trace this request starts.
+    pub parent: Option<SpanId>,
+    /// The request's own span: its children's parent, and what a message it sends on names.
+    pub span_id: SpanId,
+}
+
+impl Tracer {
+    /// The tracer `config` describes, its exporter thread started; `None` when traces are off.
+    pub fn start(config: &TracesConfig) -> anyhow::Result<Option<Arc<Tracer>>> {
+        if config.otlp_endpoint.is_empty() {
+            return Ok(None);
+        }
+        let (queue, spans) = crossbeam_channel::bounded(config.max_queued_spans);
+        let counts = Arc::new(Counts::default());
+        let exporter = export::Exporter::start(config, spans, counts.clone())?;
+        Ok(Some(Arc::new(Tracer {
+            ratio: config.sample_ratio,
+            queue,
+            counts,
+            exporter: std::sync::Mutex::new(Some(exporter)),
+        })))
+    }
+
+    /// Whether a request whose `traceparent` header is `header` is recorded, and in which trace:
+    /// the caller's decision when it sent a valid header (parent-based sampling, as OpenTelemetry
+    /// SDKs do by default), else `traces.sample_ratio` of new traces.
+    pub fn sample(&self, header: Option<&[u8]>) -> Option<Trace> {
+        let span_id = context::new_span_id;
+        match header.and_then(Parent::parse) {
+            Some(parent) if parent.sampled => Some(Trace {
+                trace_id: parent.trace_id,
+                parent: Some(parent.span_id),
+                span_id: span_id(),
+            }),
+            Some(_) => None,
+            None => {
+                if self.ratio <= 0.0 {
+                    return None;
+                }
+                let trace_id = context::new_trace_id();
+                context::ratio_keeps(&trace_id, self.ratio).then(|| Trace {
+                    trace_id,
+                    parent: None,
+                    span_id: span_id(),
+                })
+            }
+        }
+    }
+
+    /// Queues one request's spans for export, or drops them when the queue is full.
+    pub fn submit(&self, spans: Vec<Span>) {
+        let n = spans.len() as u64;
+        if self.queue.try_send(spans).is_err() {
+            self.counts.dropped.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Spans exported, dropped and lost so far.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Sends what is queued and stops the exporter, waiting at most `limit`.
+    pub fn shutdown(&self, limit: Duration) {
+        let exporter = self
+            .exporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(exporter) = exporter {
+            exporter.stop(limit);
+        }
+    }
+}
+
+/// One span being recorded: opened when a sampled request is admitted, sent when it ends.
+#[derive(Debug)]
+pub struct Recording {
+    trace: Trace,
+    name: &'static str,
+    kind: i32,
+    started: Instant,
+    attributes: Vec<KeyValue>,
+    stages: Option<Stages>,
+}
+
+/// Where a scored request's time went in the engine, for its two child spans.
+#[derive(Debug, Clone, Copy)]
+struct Stages {
+    enqueued: Instant,
+    queue_us: u64,
+    compute_us: u64,
+}
+
+impl Recording {
+    /// A span named `name` of `kind` (`otlp::kind`) in `trace`, from `started`.
+    pub fn new(trace: Trace, name: &'static str, kind: i32, started: Instant) -> Recording {
+        Recording {
+            trace,
+            name,
+            kind,
+            started,
+            attributes: Vec::with_capacity(12),
+            stages: None,
+        }
+    }
+
+    /// Adds an attribute.
+    pub fn attribute(&mut self, key: &str, value: impl Into<otlp::Value>) {
+        self.attributes.push(KeyValue::new(key, value));
+    }
+
+    /// The engine's share: rows queued at `enqueued`, dispatched `queue_us` later, computed in
+    /// `compute_us`. Becomes two child spans, `queue` and `compute`.
+    pub fn stages(&mut self, enqueued: Instant, queue_us: u64, compute_us: u64) {
+        self.stages = Some(Stages {
+            enqueued,
+            queue_us,
+            compute_us,
+        });
+    }
+
+    /// The trace this span is in.
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    /// The finished span and its children, ended now; `error` is the status message of a
+    /// failed one.
+    pub fn end(self, error: Option<String>) -> Vec<Span> {
+        let now = Instant::now();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        // Instants are monotonic; the wall clock of each is read back from one reading of both.
+        let at =
+            |i: Instant| wall.saturating_sub(now.saturating_duration_since(i).as_nanos() as u64);
+        let trace = self.trace;
+        // Bit 0: sampled. Bit 8: whether the parent is remote is known; bit 9: it is.
+        let remote = if trace.parent.is_some() { 0x300 } else { 0x100 };
+        let mut spans = Vec::with_capacity(3);
+        spans.push(Span {
+            trace_id: trace.trace_id.to_vec(),
+            span_id: trace.span_id.to_vec(),
+            parent_span_id: trace.parent.map(|p| p.to_vec()).unwrap_or_default(),
+            flags: 0x01 | remote,
+            name: self.name.to_string(),
+            kind: self.kind,
+            start_time_unix_nano: at(self.started),
+            end_time_unix_nano: wall,
+            attributes: self.attributes,
+            status: error.map(|message| otlp::Status {
+                message,
+                code: otlp::STATUS_ERROR,
+            }),
+        });
+        if let Some(s) = self.stages {
+            let queued = at(s.enqueued);
+            let dispatched = queued + s.queue_us * 1_000;
+            let computed = (dispatched + s.compute_us * 1_000).min(wall);
+            for (name, start, end) in [
+                ("queue", queued, dispatched.min(wall)),
+                ("compute", dispatched.min(wall), computed),
+            ] {
+                spans.push(Span {
+                    trace_id: trace.trace_id.to_vec(),
+                    span_id: context::new_span_id().to_vec(),
+                    parent_span_id: trace.span_id.to_vec(),
+                    flags: 0x101,
+                    name: name.to_string(),
+                    kind: otlp::kind::INTERNAL,
+                    start_time_unix_nano: start,
+                    end_time_unix_nano: end,
+                    attributes: Vec::new(),
+                    status: None,
+                });
+            }
+        }
+        spans
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tracer whose queue holds one request's spans, and that queue's far end.
+    fn queued(ratio: f64) -> (Tracer, crossbeam_channel::Receiver<Vec<Span>>) {
+        let (queue, spans) = crossbeam_channel::bounded(1);
+        let tracer = Tracer {
+            ratio,
+            queue,
+            counts: Arc::default(),
+            exporter: std::sync::Mutex::new(None),
+        };
+        (tracer, spans)
+    }
+
+    fn tracer(ratio: f64) -> Tracer {
+        queued(ratio).0
+    }
+
+    #[test]
+    fn a_callers_decision_is_followed_and_the_ratio_decides_the_rest() {
+        let header = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = tracer(0.0).sample(Some(header)).unwrap();
+        assert_eq!(t.trace_id[0], 0x4b);
+        assert_eq!(
+            t.parent,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
+        assert_ne!(Some(t.span_id), t.parent);
+        let unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert_eq!(tracer(1.0).sample(Some(unsampled)), None);
+        assert_eq!(tracer(0.0).sample(None), None);
+        // A header that is not a traceparent is no parent: the ratio decides.
+        let own = tracer(1.0).sample(Some(b"garbage")).unwrap();
+        assert_eq!(own.parent, None);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let (t, spans) = queued(1.0);
+        let span = || {
+            Recording::new(
+                t.sample(None).unwrap(),
+                "s",
+                otlp::kind::SERVER,
+                Instant::now(),
+            )
+            .end(None)
+        };
+        t.submit(span());
+        t.submit(span());
+        assert_eq!(t.counts().dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(spans.try_iter().count(), 1);
+    }
+
+    #[test]
+    fn the_children_lie_inside_their_span_in_order() {
+        let trace = tracer(1.0).sample(None).unwrap();
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
+        let mut r = Recording::new(trace, "POST /v1/score", otlp::kind::SERVER, started);
+        r.stages(started + Duration::from_millis(1), 1_500, 2_000);
+        let spans = r.end(Some("internal".into()));
+        let [server, queue, compute] = &spans[..] else {
+            panic!("{spans:?}")
+        };
+        assert_eq!(server.status.as_ref().unwrap().code, otlp::STATUS_ERROR);
+        assert_eq!(server.parent_span_id, Vec::<u8>::new());
+        assert_eq!(server.flags, 0x101);
+        for child in [queue, compute] {
+            assert_eq!(child.parent_span_id, server.span_id);
+            assert_eq!(child.trace_id, server.trace_id);
+            assert!(server.start_time_unix_nano <= child.start_time_unix_nano);
+            assert!(child.end_time_unix_nano <= server.end_time_unix_nano);
+        }
+        assert_eq!(
+            queue.start_time_unix_nano - server.start_time_unix_nano,
+            1_000_000
+        );
+        assert_eq!(queue.end_time_unix_nano, compute.start_time_unix_nano);
+        assert_eq!(
+            queue.end_time_unix_nano - queue.start_time_unix_nano,
+            1_500_000
+        );
+        assert_eq!(
+            compute.end_time_unix_nano - compute.start_time_unix_nano,
+            2_000_000
+        );
+    }
+}

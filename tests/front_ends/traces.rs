@@ -1,0 +1,352 @@
+//! Distributed traces: a request that arrives with a sampled W3C `traceparent` — over /v1, OIP
+//! HTTP and OIP gRPC — gets a server span in that trace, with its engine's queue and compute as
+//! children, exported over OTLP/gRPC to a receiver built on the OpenTelemetry project's own
+//! generated classes (`tests/python/otlp_collector.py`), which decodes them independently. An
+//! unsampled or absent parent (ratio 0) sends nothing; a dead collector costs no request; the last
+//! spans are sent at SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::registry::{Process, free_port, python};
+use super::server::{metric, metrics_text};
+use super::*;
+
+/// The receiver, and the spans it has printed so far.
+struct Collector {
+    _process: Process,
+    port: u16,
+    spans: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Collector {
+    fn start(python: &std::path::Path) -> Collector {
+        let port = free_port();
+        let script = format!("{}/tests/python/otlp_collector.py", server::ROOT);
+        let mut process = Process::spawn(
+            Command::new(python)
+                .args([script.as_str(), &port.to_string()])
+                .stdout(Stdio::piped()),
+        )
+        .expect("start the OTLP receiver");
+        let stdout = process.0.stdout.take().expect("piped");
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let (ready, listening) = std::sync::mpsc::channel();
+        let sink = spans.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == "listening" {
+                    let _ = ready.send(());
+                } else {
+                    sink.lock()
+                        .unwrap()
+                        .push(serde_json::from_str(&line).unwrap());
+                }
+            }
+        });
+        listening
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the OTLP receiver did not start");
+        Collector {
+            _process: process,
+            port,
+            spans,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("traces.otlp_endpoint=http://127.0.0.1:{}", self.port)
+    }
+
+    /// The spans of `trace` received so far.
+    fn trace(&self, trace: &str) -> Vec<Value> {
+        let spans = self.spans.lock().unwrap();
+        spans
+            .iter()
+            .filter(|s| s["trace_id"] == trace)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `trace` has `n` spans, and returns them.
+    fn wait_for(&self, trace: &str, n: usize) -> Vec<Value> {
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            let spans = self.trace(trace);
+            if spans.len() >= n || Instant::now() > until {
+                assert_eq!(spans.len(), n, "spans of {trace}: {spans:#?}");
+                return spans;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A caller's trace: its id, its span, and the `traceparent` it sends.
+fn caller(n: u8, sampled: bool) -> (String, String, String) {
+    let trace = format!(
+        "{:032x}",
+        0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_0000u128 + u128::from(n)
+    );
+    let span = format!("{:016x}", 0x00f0_67aa_0ba9_0200u64 + u64::from(n));
+    let flags = if sampled { "01" } else { "00" };
+    let header = format!("00-{trace}-{span}-{flags}");
+    (trace, span, header)
+}
+
+/// The server span of `spans`, its children checked to lie inside it, queue then compute.
+fn server_span(spans: &[Value], name: &str, parent: &str) -> Value {
+    let server = spans
+        .iter()
+        .find(|s| s["kind"] == 2)
+        .unwrap_or_else(|| panic!("no server span: {spans:#?}"))
+        .clone();
+    assert_eq!(server["name"], name);
+    assert_eq!(server["parent_span_id"], parent);
+    // Sampled, and the parent known to be remote.
+    assert_eq!(server["flags"], 0x301);
+    assert_eq!(server["resource"]["service.name"], "pixguard");
+    assert_eq!(server["scope"], "pixguard");
+    let (start, end) = (
+        server["start"].as_u64().unwrap(),
+        server["end"].as_u64().unwrap(),
+    );
+    assert!(start < end, "{server}");
+    let mut children: Vec<&Value> = spans.iter().filter(|s| s["kind"] == 1).collect();
+    children.sort_by_key(|s| s["start"].as_u64());
+    if !children.is_empty() {
+        let names: Vec<&str> = children
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["queue", "compute"]);
+        for child in &children {
+            assert_eq!(child["parent_span_id"], server["span_id"]);
+            assert!(
+                start <= child["start"].as_u64().unwrap(),
+                "{child} in {server}"
+            );
+            assert!(child["end"].as_u64().unwrap() <= end, "{child} in {server}");
+        }
+        assert_eq!(children[0]["end"], children[1]["start"]);
+        let us = |s: &Value| (s["end"].as_u64().unwrap() - s["start"].as_u64().unwrap()) / 1_000;
+        assert_eq!(
+            us(children[0]) as i64,
+            server["attributes"]["pixguard.queue_us"]
+                .as_i64()
+                .unwrap_or(-1),
+            "the queue span is the queue time the engine measured"
+        );
+    }
+    server
+}
+
+#[test]
+fn sampled_requests_are_traced_in_the_callers_trace_on_every_api() {
+    let Some(python) = python("the traces test (opentelemetry-proto)") else {
+        return;
+    };
+    let collector = Collector::start(&python);
+    let endpoint = collector.endpoint();
+    let server = Server::start(&[
+        "--set",
+        &endpoint,
+        "--set",
+        "traces.sample_ratio=0",
+        "--set",
+        "traces.export_interval_ms=100",
+    ]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let txs = transactions(3, 91);
+
+    // /v1: sampled, unsampled, none, and a bad request.
+    let (t1, p1, h1) = caller(1, true);
+    let sent = Instant::now();
+    let answer = runtime.block_on(
+        http.post(server.url("/v1/score"))
+            .header("traceparent", &h1)
+            .json(&txs[0])
+            .send(),
+    );
+    let answer = answer.unwrap();
+    let round_trip = sent.elapsed();
+    assert_eq!(answer.status(), 200);
+    let version = answer.headers()["x-model-version"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let queue_us: i64 = answer.headers()["x-queue-time-us"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body: Value = runtime.block_on(answer.json()).unwrap();
+    let (t2, _, h2) = caller(2, false);
+    for header in [Some(h2), None] {
+        let mut request = http.post(server.url("/v1/score")).json(&txs[1]);
+        if let Some(h) = header {
+            request = request.header("traceparent", h);
+        }
+        assert_eq!(runtime.block_on(request.send()).unwrap().status(), 200);
+    }
+    let (t3, p3, h3) = caller(3, true);
+    let mut bad = txs[2].clone();
+    bad["amount_cents"] = json!(-5);
+    let refused = runtime.block_on(
+        http.post(server.url("/v1/score"))
+            .header("traceparent", &h3)
+            .json(&bad)
+            .send(),
+    );
+    assert_eq!(refused.unwrap().status(), 422);
+
+    // OIP over HTTP and gRPC.
+    let (t4, p4, h4) = caller(4, true);
+    let (oip_body, grpc_request) = oip_forms(&txs[2], MODEL);
+    let oip = runtime.block_on(
+        http.post(server.url(&infer_path(MODEL)))
+            .header("traceparent", &h4)
+            .header("content-type", "application/json")
+            .body(oip_body)
+            .send(),
+    );
+    assert_eq!(oip.unwrap().status(), 200);
+    let (t5, p5, h5) = caller(5, true);
+    runtime.block_on(async {
+        let mut client = grpc_client(&server).await;
+        let mut request = tonic::Request::new(grpc_request);
+        request
+            .metadata_mut()
+            .insert("traceparent", h5.parse().unwrap());
+        client.model_infer(request).await.unwrap();
+    });
+
+    // /v1: the span names the version and the score the caller got, and lasts no longer than
+    // the caller waited.
+    let spans = collector.wait_for(&t1, 3);
+    let v1 = server_span(&spans, "POST /v1/score", &p1);
+    let a = &v1["attributes"];
+    assert_eq!(a["http.route"], "/v1/score");
+    assert_eq!(a["http.response.status_code"], 200);
+    assert_eq!(a["pixguard.outcome"], "ok");
+    assert_eq!(a["pixguard.model.version"], version.as_str());
+    assert_eq!(a["pixguard.rows"], 1);
+    assert_eq!(a["pixguard.queue_us"], queue_us);
+    assert_eq!(a["pixguard.decision"], body["decision"]);
+    // The score is an f32: the span holds it widened exactly, the body in its shortest text.
+    let as_f32 = |v: &Value| v.as_f64().map(|x| x as f32);
+    assert_eq!(as_f32(&a["pixguard.score"]), as_f32(&body["score"]));
+    assert_eq!(v1["status_code"], 0);
+    let lasted = v1["end"].as_u64().unwrap() - v1["start"].as_u64().unwrap();
+    assert!(
+        lasted <= round_trip.as_nanos() as u64,
+        "{lasted} ns, waited {round_trip:?}"
+    );
+
+    // A bad request: the caller's fault, so the span is not an error; no engine children.
+    let spans = collector.wait_for(&t3, 1);
+    let refused = server_span(&spans, "POST /v1/score", &p3);
+    assert_eq!(refused["attributes"]["http.response.status_code"], 422);
+    assert_eq!(refused["attributes"]["pixguard.outcome"], "invalid_field");
+    assert_eq!(refused["status_code"], 0);
+
+    let spans = collector.wait_for(&t4, 3);
+    let oip = server_span(&spans, "POST /v2/models/{model}/infer", &p4);
+    assert_eq!(oip["attributes"]["http.response.status_code"], 200);
+    let spans = collector.wait_for(&t5, 3);
+    let grpc = server_span(&spans, "inference.GRPCInferenceService/ModelInfer", &p5);
+    let a = &grpc["attributes"];
+    assert_eq!(a["rpc.system"], "grpc");
+    assert_eq!(a["rpc.method"], "ModelInfer");
+    assert_eq!(a["rpc.grpc.status_code"], 0);
+    assert_eq!(a["pixguard.rows"], 1);
+
+    // Nothing else: not the unsampled caller's trace, not a trace of the request without one.
+    assert!(collector.trace(&t2).is_empty());
+    let all = collector.spans.lock().unwrap().len();
+    assert_eq!(all, 3 + 1 + 3 + 3, "{:#?}", collector.spans.lock().unwrap());
+    // Counted once the collector's answer is back, which comes after it printed the spans.
+    let text = spans_counted(&runtime, &http, &server, "exported", 10.0);
+    assert_eq!(
+        metric(&text, "pixguard_trace_spans_total{outcome=\"dropped\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&text, "pixguard_trace_spans_total{outcome=\"failed\"}"),
+        0.0
+    );
+
+    // SIGTERM sends what is still queued: with a minute between exports, only the stop sends it.
+    drop(server);
+    let mut server = Server::start(&[
+        "--set",
+        &endpoint,
+        "--set",
+        "traces.export_interval_ms=60000",
+    ]);
+    let (t6, _, h6) = caller(6, true);
+    let answer = runtime.block_on(
+        http.post(server.url("/v1/score"))
+            .header("traceparent", &h6)
+            .json(&txs[0])
+            .send(),
+    );
+    assert_eq!(answer.unwrap().status(), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(collector.trace(&t6).is_empty(), "sent before the interval");
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(15)).success());
+    collector.wait_for(&t6, 3);
+}
+
+#[test]
+fn a_dead_collector_costs_no_request() {
+    // Nothing listens there: every export fails, and every request is still answered.
+    let port = super::registry::free_port();
+    let server = Server::start(&[
+        "--set",
+        &format!("traces.otlp_endpoint=http://127.0.0.1:{port}"),
+        "--set",
+        "traces.sample_ratio=1",
+        "--set",
+        "traces.export_interval_ms=50",
+        "--set",
+        "traces.export_timeout_ms=200",
+    ]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    for tx in transactions(5, 92) {
+        let answer = runtime.block_on(http.post(server.url("/v1/score")).json(&tx).send());
+        assert_eq!(answer.unwrap().status(), 200);
+    }
+    let text = spans_counted(&runtime, &http, &server, "failed", 15.0);
+    assert_eq!(
+        metric(&text, "pixguard_trace_spans_total{outcome=\"exported\"}"),
+        0.0
+    );
+    assert!(server.logged("traces: export failed"));
+}
+
+/// `/metrics` once `pixguard_trace_spans_total{outcome}` has reached `n` (10 s at most).
+fn spans_counted(
+    runtime: &tokio::runtime::Runtime,
+    http: &reqwest::Client,
+    server: &Server,
+    outcome: &str,
+    n: f64,
+) -> String {
+    let name = format!("pixguard_trace_spans_total{{outcome=\"{outcome}\"}}");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = runtime.block_on(metrics_text(http, server));
+        let counted = metric(&text, &name);
+        if counted >= n || Instant::now() > until {
+            assert_eq!(counted, n, "{outcome} spans");
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
