@@ -11,6 +11,7 @@ pub mod context;
 mod export;
 pub mod otlp;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -123,7 +124,7 @@ impl Tracer {
 #[derive(Debug)]
 pub struct Recording {
     trace: Trace,
-    name: &'static str,
+    name: Cow<'static, str>,
     kind: i32,
     started: Instant,
     attributes: Vec<KeyValue>,
@@ -140,10 +141,15 @@ struct Stages {
 
 impl Recording {
     /// A span named `name` of `kind` (`otlp::kind`) in `trace`, from `started`.
-    pub fn new(trace: Trace, name: &'static str, kind: i32, started: Instant) -> Recording {
+    pub fn new(
+        trace: Trace,
+        name: impl Into<Cow<'static, str>>,
+        kind: i32,
+        started: Instant,
+    ) -> Recording {
         Recording {
             trace,
-            name,
+            name: name.into(),
             kind,
             started,
             attributes: Vec::with_capacity(12),
@@ -171,6 +177,12 @@ impl Recording {
         &self.trace
     }
 
+    /// The `traceparent` that names this span as the parent of what follows it (the record a
+    /// consumer writes on).
+    pub fn traceparent(&self) -> String {
+        Parent::traceparent(&self.trace.trace_id, &self.trace.span_id, true)
+    }
+
     /// The finished span and its children, ended now; `error` is the status message of a
     /// failed one.
     pub fn end(self, error: Option<String>) -> Vec<Span> {
@@ -191,7 +203,7 @@ impl Recording {
             span_id: trace.span_id.to_vec(),
             parent_span_id: trace.parent.map(|p| p.to_vec()).unwrap_or_default(),
             flags: 0x01 | remote,
-            name: self.name.to_string(),
+            name: self.name.into_owned(),
             kind: self.kind,
             start_time_unix_nano: at(self.started),
             end_time_unix_nano: wall,

@@ -9,6 +9,8 @@
 
 #[path = "../common/child.rs"]
 mod child;
+#[path = "../common/otlp.rs"]
+mod otlp;
 #[path = "../common/registry.rs"]
 mod registry;
 #[path = "../common/server.rs"]

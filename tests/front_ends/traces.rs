@@ -5,84 +5,12 @@
 //! unsampled or absent parent (ratio 0) sends nothing; a dead collector costs no request; the last
 //! spans are sent at SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::registry::{Process, free_port, python};
+use super::otlp::Collector;
+use super::registry::python;
 use super::server::{metric, metrics_text};
 use super::*;
-
-/// The receiver, and the spans it has printed so far.
-struct Collector {
-    _process: Process,
-    port: u16,
-    spans: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Collector {
-    fn start(python: &std::path::Path) -> Collector {
-        let port = free_port();
-        let script = format!("{}/tests/python/otlp_collector.py", server::ROOT);
-        let mut process = Process::spawn(
-            Command::new(python)
-                .args([script.as_str(), &port.to_string()])
-                .stdout(Stdio::piped()),
-        )
-        .expect("start the OTLP receiver");
-        let stdout = process.0.stdout.take().expect("piped");
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let (ready, listening) = std::sync::mpsc::channel();
-        let sink = spans.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line == "listening" {
-                    let _ = ready.send(());
-                } else {
-                    sink.lock()
-                        .unwrap()
-                        .push(serde_json::from_str(&line).unwrap());
-                }
-            }
-        });
-        listening
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the OTLP receiver did not start");
-        Collector {
-            _process: process,
-            port,
-            spans,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("traces.otlp_endpoint=http://127.0.0.1:{}", self.port)
-    }
-
-    /// The spans of `trace` received so far.
-    fn trace(&self, trace: &str) -> Vec<Value> {
-        let spans = self.spans.lock().unwrap();
-        spans
-            .iter()
-            .filter(|s| s["trace_id"] == trace)
-            .cloned()
-            .collect()
-    }
-
-    /// Waits until `trace` has `n` spans, and returns them.
-    fn wait_for(&self, trace: &str, n: usize) -> Vec<Value> {
-        let until = Instant::now() + Duration::from_secs(15);
-        loop {
-            let spans = self.trace(trace);
-            if spans.len() >= n || Instant::now() > until {
-                assert_eq!(spans.len(), n, "spans of {trace}: {spans:#?}");
-                return spans;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 /// A caller's trace: its id, its span, and the `traceparent` it sends.
 fn caller(n: u8, sampled: bool) -> (String, String, String) {
@@ -266,8 +194,8 @@ fn sampled_requests_are_traced_in_the_callers_trace_on_every_api() {
 
     // Nothing else: not the unsampled caller's trace, not a trace of the request without one.
     assert!(collector.trace(&t2).is_empty());
-    let all = collector.spans.lock().unwrap().len();
-    assert_eq!(all, 3 + 1 + 3 + 3, "{:#?}", collector.spans.lock().unwrap());
+    let all = collector.all();
+    assert_eq!(all.len(), 3 + 1 + 3 + 3, "{all:#?}");
     // Counted once the collector's answer is back, which comes after it printed the spans.
     let text = spans_counted(&runtime, &http, &server, "exported", 10.0);
     assert_eq!(

@@ -4,6 +4,10 @@ stream tests.
 
     python kafka_topics.py create --brokers 127.0.0.1:9092 --partitions 3 TOPIC [TOPIC ...]
     python kafka_topics.py dump --brokers 127.0.0.1:9092 --expect N [--idle-s 10] TOPIC > out.jsonl
+    python kafka_topics.py produce --brokers 127.0.0.1:9092 TOPIC < records.jsonl
+
+A produced record is a JSON line {"key": text, "value": text, "headers": {name: text}}: what
+`pixguard produce` cannot send (headers).
 """
 import argparse
 import base64
@@ -12,7 +16,7 @@ import sys
 import time
 import uuid
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -61,6 +65,32 @@ def dump(args) -> int:
     return 0
 
 
+def produce(args) -> int:
+    producer = Producer({"bootstrap.servers": args.brokers, "enable.idempotence": True})
+    failed = []
+
+    def delivered(err, _msg):
+        if err is not None:
+            failed.append(err)
+
+    sent = 0
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        value = record.get("value")
+        producer.produce(args.topic, key=record.get("key"),
+                         value=value.encode() if value is not None else None,
+                         headers=list((record.get("headers") or {}).items()), on_delivery=delivered)
+        sent += 1
+    producer.flush(30)
+    if failed or len(producer) > 0:
+        print(f"not delivered: {failed}, {len(producer)} waiting", file=sys.stderr)
+        return 1
+    print(f"{sent} records to {args.topic}", file=sys.stderr)
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -73,8 +103,11 @@ def main() -> int:
     d.add_argument("--expect", type=int)
     d.add_argument("--idle-s", type=float, default=10.0)
     d.add_argument("topic")
+    r = sub.add_parser("produce")
+    r.add_argument("--brokers", required=True)
+    r.add_argument("topic")
     args = p.parse_args()
-    return create(args) if args.cmd == "create" else dump(args)
+    return {"create": create, "dump": dump, "produce": produce}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 //! `pixguard stream` against a real Kafka-protocol broker (tansu): at least once through SIGKILLs,
 //! every unscorable message on the dead-letter topic with its reason, and a graceful SIGTERM that
 //! leaves nothing to score twice (`delivery`); backpressure, a consumer group's hand-over and a
-//! broker outage (`flow`).
+//! broker outage (`flow`); a traced message's trace carried onto its score (`traces`).
 
 #[path = "../common/child.rs"]
 mod child;
 #[path = "../common/kafka.rs"]
 mod kafka;
+#[path = "../common/otlp.rs"]
+mod otlp;
 #[path = "../common/registry.rs"]
 mod registry;
 #[path = "../common/server.rs"]
@@ -14,6 +16,7 @@ mod server;
 
 mod delivery;
 mod flow;
+mod traces;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

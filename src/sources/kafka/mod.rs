@@ -12,6 +12,7 @@ mod rebalance;
 mod run;
 mod settings;
 mod shared;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

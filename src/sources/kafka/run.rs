@@ -20,6 +20,7 @@ use super::produce::{Delivery, Producer, Sink, Source, enqueue, record, redelive
 use super::rebalance::{KafkaContext, list};
 use super::settings::{consumer_config, producer_config};
 use super::shared::Shared;
+use super::trace;
 use crate::config::StreamConfig;
 use crate::engine::Lane;
 use crate::protocol::v1::ScoreResult;
@@ -45,6 +46,8 @@ struct Work {
     partition: i32,
     offset: i64,
     timestamp_ms: Option<i64>,
+    /// Its span, when it is traced.
+    span: Option<Box<crate::traces::Recording>>,
 }
 
 /// Runs until `stop` turns true; then finishes the work in flight and commits.
@@ -232,7 +235,14 @@ fn accept(
     let timestamp_ms = message.timestamp().to_millis();
     chunk.stamps.push(timestamp_ms);
     let key = message.key().map(<[u8]>::to_vec);
-    let headers = headers_of(message);
+    let mut headers = headers_of(message);
+    let tracer = state.scoring().tracer();
+    let span = trace::start(
+        tracer,
+        message,
+        (&topic, partition, offset),
+        &config.group_id,
+    );
     match decode(message.payload(), state.config().server.body_limit_bytes) {
         Ok(tx) => {
             chunk.txs.push(tx);
@@ -243,9 +253,14 @@ fn accept(
                 partition,
                 offset,
                 timestamp_ms,
+                span,
             });
         }
         Err(why) => {
+            if let Some(span) = span {
+                let traceparent = trace::dead_lettered(tracer, *span, &why);
+                headers = Some(trace::with_traceparent(headers, &traceparent));
+            }
             shared
                 .offsets
                 .lock()
@@ -338,16 +353,25 @@ async fn score(
                 tracing::error!(error = %e, messages = txs.len(), "scoring failed; dead-lettering the chunk");
                 let version = served.model().version.clone();
                 for (tx, w) in txs.iter().zip(work) {
+                    let why = Unscorable {
+                        class: "scoring_failed",
+                        field: None,
+                        message: e.to_string(),
+                    };
+                    let headers = match w.span {
+                        Some(span) => {
+                            let tracer = state.scoring().tracer();
+                            let traceparent = trace::dead_lettered(tracer, *span, &why);
+                            Some(trace::with_traceparent(w.headers, &traceparent))
+                        }
+                        None => w.headers,
+                    };
                     let letter = Letter {
                         source: (w.topic, w.partition, w.offset),
                         key: w.key,
                         value: serde_json::to_vec(tx).ok(),
-                        headers: w.headers,
-                        why: Unscorable {
-                            class: "scoring_failed",
-                            field: None,
-                            message: e.to_string(),
-                        },
+                        headers,
+                        why,
                         version: version.clone(),
                     };
                     dead_letter(&producer, &shared, &config.dead_letter_topic, letter).await;
@@ -385,6 +409,14 @@ async fn score(
             &scored_at,
             (&w.topic, w.partition, w.offset),
         );
+        let headers = match w.span {
+            Some(span) => {
+                let tracer = state.scoring().tracer();
+                let traceparent = trace::scored(tracer, *span, &served, &scores, row);
+                Some(trace::with_traceparent(w.headers, &traceparent))
+            }
+            None => w.headers,
+        };
         let delivery = Box::new(Delivery::Score {
             source: (w.topic, w.partition, w.offset),
             timestamp_ms: w.timestamp_ms,
@@ -394,7 +426,7 @@ async fn score(
             delivery,
             Some(tx.end_to_end_id.as_str().as_bytes()),
             Some(value.as_slice()),
-            w.headers,
+            headers,
         );
         enqueue(&producer, &shared, record).await;
     }

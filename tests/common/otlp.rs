@@ -1,0 +1,89 @@
+//! An OTLP/gRPC trace receiver for the tests (`tests/python/otlp_collector.py`: the
+//! OpenTelemetry project's generated classes decode what pixguard exports), and the spans it got.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::registry::{Process, free_port};
+
+/// The receiver, and the spans it has printed so far.
+pub struct Collector {
+    _process: Process,
+    port: u16,
+    spans: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Collector {
+    /// Starts the receiver on a free port under `python` and waits until it listens.
+    pub fn start(python: &std::path::Path) -> Collector {
+        let port = free_port();
+        let script = format!("{}/tests/python/otlp_collector.py", crate::server::ROOT);
+        let mut process = Process::spawn(
+            Command::new(python)
+                .args([script.as_str(), &port.to_string()])
+                .stdout(Stdio::piped()),
+        )
+        .expect("start the OTLP receiver");
+        let stdout = process.0.stdout.take().expect("piped");
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let (ready, listening) = std::sync::mpsc::channel();
+        let sink = spans.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == "listening" {
+                    let _ = ready.send(());
+                } else {
+                    sink.lock()
+                        .unwrap()
+                        .push(serde_json::from_str(&line).unwrap());
+                }
+            }
+        });
+        listening
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the OTLP receiver did not start");
+        Collector {
+            _process: process,
+            port,
+            spans,
+        }
+    }
+
+    /// The `--set` that points a server at it.
+    pub fn endpoint(&self) -> String {
+        format!("traces.otlp_endpoint=http://127.0.0.1:{}", self.port)
+    }
+
+    /// The spans of `trace` received so far.
+    pub fn trace(&self, trace: &str) -> Vec<Value> {
+        let spans = self.spans.lock().unwrap();
+        spans
+            .iter()
+            .filter(|s| s["trace_id"] == trace)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `trace` has `n` spans, and returns them.
+    pub fn wait_for(&self, trace: &str, n: usize) -> Vec<Value> {
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            let spans = self.trace(trace);
+            if spans.len() >= n || Instant::now() > until {
+                assert_eq!(spans.len(), n, "spans of {trace}: {spans:#?}");
+                return spans;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every span received so far.
+    pub fn all(&self) -> Vec<Value> {
+        self.spans.lock().unwrap().clone()
+    }
+}
