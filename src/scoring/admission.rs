@@ -51,6 +51,23 @@ impl Api {
     }
 }
 
+/// Notes on `span` the version that scored a request, where the engine's time went (its `queue`
+/// and `compute` children) and, for `row`, its score and decision.
+pub fn describe(span: &mut Recording, served: &Served, scores: &Scores, row: Option<usize>) {
+    let model = served.model();
+    span.attribute("pixguard.model.name", model.name.as_str());
+    span.attribute("pixguard.model.version", model.version.as_str());
+    span.attribute("pixguard.queue_us", scores.queue_us as i64);
+    span.attribute("pixguard.compute_us", scores.compute_us as i64);
+    if let Some(row) = row
+        && let (Some(score), Some(decision)) = (scores.scores.get(row), scores.decisions.get(row))
+    {
+        span.attribute("pixguard.score", f64::from(*score));
+        span.attribute("pixguard.decision", decision.as_str());
+    }
+    span.stages(scores.enqueued, scores.queue_us, scores.compute_us);
+}
+
 /// An admitted request. Dropping it ends the request: it leaves the in-flight count and its
 /// outcome is recorded (`cancelled` when [`Admission::finish`] was never called: the client left).
 #[must_use = "dropping the admission ends the request"]
@@ -108,9 +125,13 @@ impl Admission<'_> {
             arrived.min(self.started),
         );
         match self.api {
-            Api::V1 | Api::OipHttp => {
+            Api::V1 => {
                 span.attribute("http.request.method", "POST");
-                span.attribute("http.route", &self.api.span_name()[5..]);
+                span.attribute("http.route", "/v1/score");
+            }
+            Api::OipHttp => {
+                span.attribute("http.request.method", "POST");
+                span.attribute("http.route", "/v2/models/{model}/infer");
             }
             Api::OipGrpc => {
                 span.attribute("rpc.system", "grpc");
@@ -126,17 +147,9 @@ impl Admission<'_> {
         let Some(span) = self.span.as_mut() else {
             return;
         };
-        let model = served.model();
-        span.attribute("pixguard.model.name", model.name.as_str());
-        span.attribute("pixguard.model.version", model.version.as_str());
         span.attribute("pixguard.rows", scores.scores.len() as i64);
-        span.attribute("pixguard.queue_us", scores.queue_us as i64);
-        span.attribute("pixguard.compute_us", scores.compute_us as i64);
-        if let ([score], [decision]) = (&scores.scores[..], &scores.decisions[..]) {
-            span.attribute("pixguard.score", f64::from(*score));
-            span.attribute("pixguard.decision", decision.as_str());
-        }
-        span.stages(scores.enqueued, scores.queue_us, scores.compute_us);
+        let one = (scores.scores.len() == 1).then_some(0);
+        describe(span, served, scores, one);
     }
 
     /// Records the request's outcome and hands the result back.

@@ -27,7 +27,7 @@ use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-pub use admission::{Admission, Api};
+pub use admission::{Admission, Api, describe};
 pub use error::{Code, GrpcCode, ScoreError};
 pub use served::{Origin, Scores, Served};
 

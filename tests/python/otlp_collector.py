@@ -2,10 +2,11 @@
 generated classes (opentelemetry-proto) decode every Export call pixguard makes, and each span is
 printed as one JSON line, with its resource's attributes, for the test to read.
 
-    python otlp_collector.py PORT
+    python otlp_collector.py PORT [--quiet]
 
 Prints `listening` once the port is bound. Answers every call with an empty
-ExportTraceServiceResponse (all spans taken)."""
+ExportTraceServiceResponse (all spans taken). With --quiet it decodes and discards (the receiver of
+benches/traces/overhead.sh, where printing would be the bottleneck)."""
 
 import json
 import sys
@@ -25,7 +26,12 @@ def attributes(pairs):
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, quiet):
+        self.quiet = quiet
+
     def Export(self, request, context):
+        if self.quiet:
+            return trace_service_pb2.ExportTraceServiceResponse()
         for resource_spans in request.resource_spans:
             resource = attributes(resource_spans.resource.attributes)
             for scope_spans in resource_spans.scope_spans:
@@ -51,8 +57,9 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
 
 def main():
     port = int(sys.argv[1])
+    quiet = "--quiet" in sys.argv[2:]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(quiet), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print("listening", flush=True)

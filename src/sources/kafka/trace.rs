@@ -51,17 +51,8 @@ pub fn scored(
     scores: &Scores,
     row: usize,
 ) -> String {
-    let model = served.model();
-    span.attribute("pixguard.model.name", model.name.as_str());
-    span.attribute("pixguard.model.version", model.version.as_str());
     span.attribute("pixguard.outcome", "ok");
-    if let (Some(score), Some(decision)) = (scores.scores.get(row), scores.decisions.get(row)) {
-        span.attribute("pixguard.score", f64::from(*score));
-        span.attribute("pixguard.decision", decision.as_str());
-    }
-    span.attribute("pixguard.queue_us", scores.queue_us as i64);
-    span.attribute("pixguard.compute_us", scores.compute_us as i64);
-    span.stages(scores.enqueued, scores.queue_us, scores.compute_us);
+    crate::scoring::describe(&mut span, served, scores, Some(row));
     send(tracer, span, None)
 }
 
