@@ -12,6 +12,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+# The commit pixguard_build_info names (the deploy workflow passes it).
+ARG PIXGUARD_COMMIT=unknown
 RUN cargo build --release --locked --bin pixguard \
     && strip target/release/pixguard
 

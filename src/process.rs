@@ -49,17 +49,25 @@ fn boot_time(proc_stat: &str) -> Option<u64> {
         .ok()
 }
 
+/// The commit the binary was built from: `PIXGUARD_COMMIT` in the build's environment (the images
+/// get it from the deploy workflow, `.ci/run` from git), or `unknown`.
+pub const COMMIT: &str = match option_env!("PIXGUARD_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
 /// Appends `pixguard_build_info` and the `process_*` metrics to a Prometheus exposition.
 pub fn prometheus(out: &mut String) {
     crate::histogram::write_samples(
         out,
         "pixguard_build_info",
-        "The pixguard build serving: its version, and whether it was built with CUDA.",
+        "The pixguard build serving: its version, the commit it was built from, and whether it was built with CUDA.",
         "gauge",
         &[(
             format!(
-                "{{version=\"{}\",cuda=\"{}\"}}",
+                "{{version=\"{}\",commit=\"{}\",cuda=\"{}\"}}",
                 env!("CARGO_PKG_VERSION"),
+                crate::histogram::label_value(COMMIT),
                 cfg!(feature = "cuda")
             ),
             1,

@@ -273,8 +273,10 @@ fn process_metrics_match_what_proc_says_from_outside() {
         metric(
             &text,
             &format!(
-                "pixguard_build_info{{version=\"{}\",cuda=\"false\"}}",
-                env!("CARGO_PKG_VERSION")
+                "pixguard_build_info{{version=\"{}\",commit=\"{}\",cuda=\"false\"}}",
+                env!("CARGO_PKG_VERSION"),
+                // The test and the server are built in one cargo call, from one environment.
+                option_env!("PIXGUARD_COMMIT").unwrap_or("unknown")
             )
         ),
         1.0
