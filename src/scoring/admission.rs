@@ -108,14 +108,14 @@ impl Scoring {
 }
 
 impl Admission<'_> {
-    /// Traces the request when traces are on and it is sampled: in the caller's trace when
-    /// `traceparent` (the header's value) names a sampled one. Its span starts at `arrived`, when
-    /// the request's head came in.
-    pub fn trace(&mut self, traceparent: Option<&[u8]>, arrived: Instant) {
+    /// Traces the request when traces are on and it is sampled: in the caller's trace when its
+    /// `traceparent` (the header's value, looked up only when traces are on) names a sampled one.
+    /// Its span starts at `arrived`, when the request's head came in.
+    pub fn trace<'h>(&mut self, traceparent: impl FnOnce() -> Option<&'h [u8]>, arrived: Instant) {
         let Some(tracer) = self.scoring.tracer() else {
             return;
         };
-        let Some(trace) = tracer.sample(traceparent) else {
+        let Some(trace) = tracer.sample(traceparent()) else {
             return;
         };
         let mut span = Recording::new(

@@ -34,7 +34,7 @@ pub async fn score(
     let scoring = &state.scoring;
     let arrived = arrive(&state, &headers, body).await;
     let mut admission = scoring.admit(Api::V1)?;
-    admission.trace(traceparent(&headers), arrived.head);
+    admission.trace(|| traceparent(&headers), arrived.head);
     let result = async {
         let limit = state.config.server.body_limit_bytes;
         let body = decode_body(&headers, arrived.body?, limit)?;

@@ -236,8 +236,13 @@ impl Inference {
             .extensions()
             .get::<Arrival>()
             .map_or_else(Instant::now, |a| a.0);
-        let traceparent = r.metadata().as_ref().get("traceparent");
-        admission.trace(traceparent.map(|v| v.as_bytes()), arrived);
+        let traceparent = || {
+            r.metadata()
+                .as_ref()
+                .get("traceparent")
+                .map(|v| v.as_bytes())
+        };
+        admission.trace(traceparent, arrived);
         // The caller's grpc-timeout runs from the request's head; answering a little before it
         // ends lets DEADLINE_EXCEEDED (as on the HTTP APIs) reach the caller before its own timer
         // gives up, however long the body took to arrive and decode.

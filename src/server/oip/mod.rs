@@ -129,7 +129,7 @@ pub async fn infer(
     let scoring = &state.scoring;
     let arrived = arrive(&state, &headers, body).await;
     let mut admission = scoring.admit(Api::OipHttp)?;
-    admission.trace(traceparent(&headers), arrived.head);
+    admission.trace(|| traceparent(&headers), arrived.head);
     let result = async {
         let served = scoring.served();
         served.check_model(&path.model, path.version.as_deref())?;
