@@ -55,8 +55,8 @@ impl Api {
 /// and `compute` children) and, for `row`, its score and decision.
 pub fn describe(span: &mut Recording, served: &Served, scores: &Scores, row: Option<usize>) {
     let model = served.model();
-    span.attribute("pixguard.model.name", model.name.as_str());
-    span.attribute("pixguard.model.version", model.version.as_str());
+    span.attribute("pixguard.model.name", model.name.clone());
+    span.attribute("pixguard.model.version", model.version.clone());
     span.attribute("pixguard.queue_us", scores.queue_us as i64);
     span.attribute("pixguard.compute_us", scores.compute_us as i64);
     if let Some(row) = row

@@ -12,11 +12,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use super::Counts;
 use super::otlp::{
     ExportTraceServiceRequest, ExportTraceServiceResponse, InstrumentationScope, KeyValue,
     Resource, ResourceSpans, ScopeSpans, Span,
 };
+use super::{Counts, Ended};
 use crate::config::TracesConfig;
 
 /// The OTLP export method.
@@ -36,7 +36,7 @@ impl Exporter {
     /// Starts the thread sending what `spans` receives to `config.otlp_endpoint`.
     pub fn start(
         config: &TracesConfig,
-        spans: Receiver<Vec<Span>>,
+        spans: Receiver<Ended>,
         counts: Arc<Counts>,
     ) -> anyhow::Result<Exporter> {
         let mut endpoint = Endpoint::from_shared(config.otlp_endpoint.clone())
@@ -116,12 +116,12 @@ struct Sender {
 }
 
 impl Sender {
-    fn run(&mut self, spans: &Receiver<Vec<Span>>, stopping: &Receiver<()>, interval: Duration) {
+    fn run(&mut self, spans: &Receiver<Ended>, stopping: &Receiver<()>, interval: Duration) {
         let mut batch: Vec<Span> = Vec::with_capacity(BATCH);
         let mut due = Instant::now() + interval;
         loop {
             if stopping.try_recv().is_ok() {
-                batch.extend(spans.try_iter().flatten());
+                batch.extend(spans.try_iter().flat_map(Ended::spans));
                 for chunk in batch.chunks(BATCH) {
                     self.export(chunk.to_vec());
                 }
@@ -132,7 +132,7 @@ impl Sender {
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(100));
             match spans.recv_timeout(wait) {
-                Ok(more) => batch.extend(more),
+                Ok(more) => batch.extend(more.spans()),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     // The tracer is gone: nothing more will come.

@@ -35,7 +35,7 @@ pub struct Counts {
 /// Samples requests and queues their spans for the exporter thread.
 pub struct Tracer {
     ratio: f64,
-    queue: crossbeam_channel::Sender<Vec<Span>>,
+    queue: crossbeam_channel::Sender<Ended>,
     counts: Arc<Counts>,
     exporter: std::sync::Mutex<Option<export::Exporter>>,
 }
@@ -95,9 +95,9 @@ impl Tracer {
     }
 
     /// Queues one request's spans for export, or drops them when the queue is full.
-    pub fn submit(&self, spans: Vec<Span>) {
-        let n = spans.len() as u64;
-        if self.queue.try_send(spans).is_err() {
+    pub fn submit(&self, ended: Ended) {
+        let n = ended.len() as u64;
+        if self.queue.try_send(ended).is_err() {
             self.counts.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
@@ -120,6 +120,55 @@ impl Tracer {
     }
 }
 
+/// An attribute's value, kept as given until the exporter thread encodes it: a sampled request
+/// allocates no key and no text it already has as a constant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attr {
+    /// Constant text.
+    Static(&'static str),
+    /// Text.
+    Text(String),
+    /// A whole number.
+    Int(i64),
+    /// A real number.
+    Double(f64),
+}
+
+impl From<&'static str> for Attr {
+    fn from(v: &'static str) -> Attr {
+        Attr::Static(v)
+    }
+}
+
+impl From<String> for Attr {
+    fn from(v: String) -> Attr {
+        Attr::Text(v)
+    }
+}
+
+impl From<i64> for Attr {
+    fn from(v: i64) -> Attr {
+        Attr::Int(v)
+    }
+}
+
+impl From<f64> for Attr {
+    fn from(v: f64) -> Attr {
+        Attr::Double(v)
+    }
+}
+
+impl From<Attr> for otlp::Value {
+    fn from(v: Attr) -> otlp::Value {
+        match v {
+            Attr::Static(s) => otlp::Value::String(s.to_string()),
+            Attr::Text(s) => otlp::Value::String(s),
+            Attr::Int(i) => otlp::Value::Int(i),
+            Attr::Double(d) => otlp::Value::Double(d),
+        }
+    }
+}
+
 /// One span being recorded: opened when a sampled request is admitted, sent when it ends.
 #[derive(Debug)]
 pub struct Recording {
@@ -127,7 +176,7 @@ pub struct Recording {
     name: Cow<'static, str>,
     kind: i32,
     started: Instant,
-    attributes: Vec<KeyValue>,
+    attributes: Vec<(&'static str, Attr)>,
     stages: Option<Stages>,
 }
 
@@ -158,8 +207,8 @@ impl Recording {
     }
 
     /// Adds an attribute.
-    pub fn attribute(&mut self, key: &str, value: impl Into<otlp::Value>) {
-        self.attributes.push(KeyValue::new(key, value));
+    pub fn attribute(&mut self, key: &'static str, value: impl Into<Attr>) {
+        self.attributes.push((key, value.into()));
     }
 
     /// The engine's share: rows queued at `enqueued`, dispatched `queue_us` later, computed in
@@ -183,18 +232,58 @@ impl Recording {
         Parent::traceparent(&self.trace.trace_id, &self.trace.span_id, true)
     }
 
-    /// The finished span and its children, ended now; `error` is the status message of a
-    /// failed one.
-    pub fn end(self, error: Option<String>) -> Vec<Span> {
-        let now = Instant::now();
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
+    /// The span ended now; `error` is the status message of a failed one. Nothing is encoded
+    /// here: the exporter thread does that ([`Ended::spans`]).
+    pub fn end(self, error: Option<String>) -> Ended {
+        Ended {
+            recording: self,
+            at: Instant::now(),
+            wall_ns: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64,
+            error,
+        }
+    }
+}
+
+/// A finished span, waiting for the exporter.
+#[derive(Debug)]
+pub struct Ended {
+    recording: Recording,
+    /// When it ended, by the monotonic clock and the wall clock read together.
+    at: Instant,
+    wall_ns: u64,
+    error: Option<String>,
+}
+
+impl Ended {
+    /// How many spans it becomes: itself and, when it was scored, `queue` and `compute`.
+    pub fn len(&self) -> usize {
+        if self.recording.stages.is_some() {
+            3
+        } else {
+            1
+        }
+    }
+
+    /// Never empty: the span itself is always there.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The OTLP spans: the span and its children.
+    pub fn spans(self) -> Vec<Span> {
+        let Ended {
+            recording: r,
+            at: now,
+            wall_ns: wall,
+            error,
+        } = self;
         // Instants are monotonic; the wall clock of each is read back from one reading of both.
         let at =
             |i: Instant| wall.saturating_sub(now.saturating_duration_since(i).as_nanos() as u64);
-        let trace = self.trace;
+        let trace = r.trace;
         // Bit 0: sampled. Bit 8: whether the parent is remote is known; bit 9: it is.
         let remote = if trace.parent.is_some() { 0x300 } else { 0x100 };
         let mut spans = Vec::with_capacity(3);
@@ -203,17 +292,21 @@ impl Recording {
             span_id: trace.span_id.to_vec(),
             parent_span_id: trace.parent.map(|p| p.to_vec()).unwrap_or_default(),
             flags: 0x01 | remote,
-            name: self.name.into_owned(),
-            kind: self.kind,
-            start_time_unix_nano: at(self.started),
+            name: r.name.into_owned(),
+            kind: r.kind,
+            start_time_unix_nano: at(r.started),
             end_time_unix_nano: wall,
-            attributes: self.attributes,
+            attributes: r
+                .attributes
+                .into_iter()
+                .map(|(key, value)| KeyValue::new(key, value))
+                .collect(),
             status: error.map(|message| otlp::Status {
                 message,
                 code: otlp::STATUS_ERROR,
             }),
         });
-        if let Some(s) = self.stages {
+        if let Some(s) = r.stages {
             let queued = at(s.enqueued);
             let dispatched = queued + s.queue_us * 1_000;
             let computed = (dispatched + s.compute_us * 1_000).min(wall);
@@ -244,7 +337,7 @@ mod tests {
     use super::*;
 
     /// A tracer whose queue holds one request's spans, and that queue's far end.
-    fn queued(ratio: f64) -> (Tracer, crossbeam_channel::Receiver<Vec<Span>>) {
+    fn queued(ratio: f64) -> (Tracer, crossbeam_channel::Receiver<Ended>) {
         let (queue, spans) = crossbeam_channel::bounded(1);
         let tracer = Tracer {
             ratio,
@@ -302,7 +395,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         let mut r = Recording::new(trace, "POST /v1/score", otlp::kind::SERVER, started);
         r.stages(started + Duration::from_millis(1), 1_500, 2_000);
-        let spans = r.end(Some("internal".into()));
+        let spans = r.end(Some("internal".into())).spans();
         let [server, queue, compute] = &spans[..] else {
             panic!("{spans:?}")
         };

@@ -35,10 +35,10 @@ pub fn start(
     );
     span.attribute("messaging.system", "kafka");
     span.attribute("messaging.operation.type", "process");
-    span.attribute("messaging.destination.name", topic);
+    span.attribute("messaging.destination.name", topic.to_string());
     span.attribute("messaging.destination.partition.id", partition.to_string());
     span.attribute("messaging.kafka.offset", offset);
-    span.attribute("messaging.consumer.group.name", group);
+    span.attribute("messaging.consumer.group.name", group.to_string());
     Some(Box::new(span))
 }
 
@@ -65,7 +65,7 @@ pub fn dead_lettered(
 ) -> String {
     span.attribute("pixguard.outcome", why.class);
     if let Some(field) = &why.field {
-        span.attribute("pixguard.field", field.as_str());
+        span.attribute("pixguard.field", field.clone());
     }
     send(tracer, span, Some(why.message.clone()))
 }
