@@ -251,7 +251,7 @@ impl Config {
                 ));
             }
             for (key, value) in [
-                ("traces.max_queued_spans", t.max_queued_spans as u64),
+                ("traces.max_queue_size", t.max_queue_size as u64),
                 ("traces.export_interval_ms", t.export_interval_ms),
                 ("traces.export_timeout_ms", t.export_timeout_ms),
             ] {

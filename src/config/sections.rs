@@ -374,8 +374,9 @@ pub struct TracesConfig {
     pub sample_ratio: f64,
     /// The spans' `service.name`.
     pub service_name: String,
-    /// Spans waiting for export; beyond it new ones are dropped and counted.
-    pub max_queued_spans: usize,
+    /// Finished spans (a request's or message's, with its children) waiting for export; beyond it
+    /// new ones are dropped and counted (OpenTelemetry's batch span processor's `max_queue_size`).
+    pub max_queue_size: usize,
     /// Queued spans are sent at least this often (and whenever 512 are waiting).
     pub export_interval_ms: u64,
     /// One export call's connect and answer limit.
@@ -388,7 +389,7 @@ impl Default for TracesConfig {
             otlp_endpoint: String::new(),
             sample_ratio: 0.01,
             service_name: "pixguard".into(),
-            max_queued_spans: 8192,
+            max_queue_size: 8192,
             export_interval_ms: 1000,
             export_timeout_ms: 10_000,
         }

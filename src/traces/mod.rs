@@ -57,7 +57,7 @@ impl Tracer {
         if config.otlp_endpoint.is_empty() {
             return Ok(None);
         }
-        let (queue, spans) = crossbeam_channel::bounded(config.max_queued_spans);
+        let (queue, spans) = crossbeam_channel::bounded(config.max_queue_size);
         let counts = Arc::new(Counts::default());
         let exporter = export::Exporter::start(config, spans, counts.clone())?;
         Ok(Some(Arc::new(Tracer {
