@@ -251,6 +251,30 @@ fn an_error_says_where_the_value_came_from_in_a_readers_words() {
 }
 
 #[test]
+fn traces_settings_are_checked_only_once_traces_are_on() {
+    let empty = file("");
+    let load = |flags: &[(&str, &str)]| Config::load_from(Some(&empty.0), &[], &env(flags));
+    let err = |flags: &[(&str, &str)]| load(flags).unwrap_err().to_string();
+    assert_eq!(
+        err(&[("traces.sample_ratio", "1.5")]),
+        "config traces.sample_ratio: must be between 0 and 1 (from command line)"
+    );
+    assert!(
+        err(&[("traces.otlp_endpoint", "collector:4317")])
+            .starts_with("config traces.otlp_endpoint: must be an http:// or https:// URL"),
+    );
+    let on = ("traces.otlp_endpoint", "http://collector:4317");
+    assert_eq!(
+        err(&[on, ("traces.export_interval_ms", "0")]),
+        "config traces.export_interval_ms: must be at least 1 (from command line)"
+    );
+    // Off, the export settings are not used, so not refused.
+    assert!(load(&[("traces.export_interval_ms", "0")]).is_ok());
+    let config = load(&[on, ("traces.sample_ratio", "1")]).unwrap();
+    assert_eq!(config.traces.otlp_endpoint, "http://collector:4317");
+}
+
+#[test]
 fn the_bundled_config_yaml_is_the_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
     assert_eq!(
