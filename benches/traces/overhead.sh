@@ -7,7 +7,8 @@
 # where it is paid), `pixguard bench` and the receiver to CPU 1: closed loop at CONCURRENCY, 10,000
 # synth transactions (seed 7). The servers take turns for ROUNDS rounds; medians of achieved
 # requests/s are compared, and each traced server's span counts are printed. BASE_BIN=<a build>
-# adds that build, traces off, as a fourth arm.
+# adds that build, traces off, as a fourth arm (BASE_CONFIG=<its config.yaml> when the
+# repository's has keys it does not know: `git show REV:config.yaml > FILE`).
 #
 #   PYTHON=.ci-venv/bin/python benches/traces/overhead.sh   # ROUNDS=5 DURATION=8 WARMUP=2 CONCURRENCY=32
 set -euo pipefail
@@ -30,7 +31,7 @@ start sampled 18592 --set "$endpoint"
 start all 18593 --set "$endpoint" --set traces.sample_ratio=1
 if [ -n "${BASE_BIN:-}" ]; then
   new=$bin bin=$BASE_BIN
-  start before 18594
+  start before 18594 ${BASE_CONFIG:+--config "$BASE_CONFIG"}
   bin=$new
   arms+=(before)
 fi

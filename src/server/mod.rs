@@ -203,9 +203,12 @@ async fn read_body(body: Body, limit: usize, deadline: Instant) -> Result<Bytes,
     }
 }
 
+/// W3C Trace Context's header, named once: a lookup by text would parse the name every time.
+const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
+
 /// The W3C `traceparent` header's value, if the request has one.
 fn traceparent(headers: &HeaderMap) -> Option<&[u8]> {
-    headers.get("traceparent").map(HeaderValue::as_bytes)
+    headers.get(&TRACEPARENT).map(HeaderValue::as_bytes)
 }
 
 /// Stamps the engine's share of a scored request's time, and the version that scored it, on its

@@ -236,12 +236,7 @@ impl Inference {
             .extensions()
             .get::<Arrival>()
             .map_or_else(Instant::now, |a| a.0);
-        let traceparent = || {
-            r.metadata()
-                .as_ref()
-                .get("traceparent")
-                .map(|v| v.as_bytes())
-        };
+        let traceparent = || super::traceparent(r.metadata().as_ref());
         admission.trace(traceparent, arrived);
         // The caller's grpc-timeout runs from the request's head; answering a little before it
         // ends lets DEADLINE_EXCEEDED (as on the HTTP APIs) reach the caller before its own timer
