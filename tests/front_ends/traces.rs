@@ -278,3 +278,48 @@ fn spans_counted(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn an_opentelemetry_callers_span_is_the_parent() {
+    // The reference SDK on the caller's side: its propagator writes the traceparent (through
+    // pixguard_client), and pixguard's span must name the SDK's span as its parent.
+    let Some(python) = python("the OpenTelemetry caller test (opentelemetry-sdk)") else {
+        return;
+    };
+    let collector = Collector::start(&python);
+    let server = Server::start(&[
+        "--set",
+        &collector.endpoint(),
+        "--set",
+        "traces.sample_ratio=0",
+        "--set",
+        "traces.export_interval_ms=100",
+    ]);
+    let tx = transactions(1, 94).remove(0);
+    let out = std::process::Command::new(&python)
+        .arg(format!("{}/tests/python/traced_client.py", server::ROOT))
+        .args([server.base.as_str(), &tx.to_string()])
+        .env("PYTHONPATH", format!("{}/clients/python", server::ROOT))
+        .output()
+        .expect("run the traced client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let caller: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(caller["sampled"], true);
+    assert_eq!(caller["recorded"], json!(["pix.authorize"]));
+    let trace = caller["trace_id"].as_str().unwrap();
+    let spans = collector.wait_for(trace, 3);
+    let span = server_span(
+        &spans,
+        "POST /v1/score",
+        caller["span_id"].as_str().unwrap(),
+    );
+    let as_f32 = |v: &Value| v.as_f64().map(|x| x as f32);
+    assert_eq!(
+        as_f32(&span["attributes"]["pixguard.score"]),
+        as_f32(&caller["score"])
+    );
+}

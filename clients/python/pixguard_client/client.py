@@ -9,6 +9,13 @@ from typing import Any, Iterable, Optional
 import requests
 from requests.adapters import HTTPAdapter
 
+try:
+    # The caller's trace, when it uses OpenTelemetry: pixguard's span becomes a child of the span
+    # current at the call (W3C traceparent; docs/serving.md, "Traces").
+    from opentelemetry.propagate import inject as _inject_trace_context
+except ImportError:  # OpenTelemetry is optional
+    _inject_trace_context = None
+
 # Answers that mean "not now" rather than "never": the queue is full (429), the replica is
 # draining or its device failed (503), a gateway could not reach a replica (502, 504).
 RETRYABLE = {429, 502, 503, 504}
@@ -80,8 +87,12 @@ class PixguardClient:
         last: Optional[BaseException] = None
         for attempt in range(self.retries + 1):
             answer = None
+            headers: dict[str, str] = {}
+            if _inject_trace_context is not None:
+                _inject_trace_context(headers)
             try:
-                answer = self.session.post(self.url + path, json=body, timeout=self.timeout)
+                answer = self.session.post(self.url + path, json=body, headers=headers or None,
+                                           timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as e:
                 last = e
             else:
