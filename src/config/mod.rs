@@ -243,7 +243,10 @@ impl Config {
             return Err(bad("traces.sample_ratio", "must be between 0 and 1"));
         }
         if !t.otlp_endpoint.is_empty() {
-            if !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://"))
+            let uri = t.otlp_endpoint.parse::<axum::http::Uri>();
+            let scheme = uri.as_ref().ok().and_then(|u| u.scheme_str());
+            if !matches!(scheme, Some("http" | "https"))
+                || uri.as_ref().ok().and_then(|u| u.host()).is_none()
             {
                 return Err(bad(
                     "traces.otlp_endpoint",

@@ -259,10 +259,18 @@ fn traces_settings_are_checked_only_once_traces_are_on() {
         err(&[("traces.sample_ratio", "1.5")]),
         "config traces.sample_ratio: must be between 0 and 1 (from command line)"
     );
-    assert!(
-        err(&[("traces.otlp_endpoint", "collector:4317")])
-            .starts_with("config traces.otlp_endpoint: must be an http:// or https:// URL"),
-    );
+    for bad in [
+        "collector:4317",
+        "http://",
+        "http://bad host:4317",
+        "grpc://collector:4317",
+    ] {
+        assert!(
+            err(&[("traces.otlp_endpoint", bad)])
+                .starts_with("config traces.otlp_endpoint: must be an http:// or https:// URL"),
+            "{bad}"
+        );
+    }
     let on = ("traces.otlp_endpoint", "http://collector:4317");
     assert_eq!(
         err(&[on, ("traces.export_interval_ms", "0")]),
