@@ -323,3 +323,53 @@ fn an_opentelemetry_callers_span_is_the_parent() {
         as_f32(&caller["score"])
     );
 }
+
+#[test]
+fn a_collector_that_never_answers_drops_spans_not_requests() {
+    // The kernel accepts the connection; nothing ever answers on it. The exporter's call hangs
+    // until its timeout, its queue (4 records here) fills, and what does not fit is dropped.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = black_hole.local_addr().unwrap().port();
+    let server = Server::start(&[
+        "--set",
+        &format!("traces.otlp_endpoint=http://127.0.0.1:{port}"),
+        "--set",
+        "traces.sample_ratio=1",
+        "--set",
+        "traces.max_queue_size=4",
+        "--set",
+        "traces.export_interval_ms=50",
+        "--set",
+        "traces.export_timeout_ms=20000",
+    ]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let txs = transactions(40, 95);
+    // The first request's export connects: from then on the exporter is stuck in that call.
+    let first = runtime.block_on(http.post(server.url("/v1/score")).json(&txs[0]).send());
+    assert_eq!(first.unwrap().status(), 200);
+    black_hole.set_nonblocking(true).unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    let _connection = loop {
+        match black_hole.accept() {
+            Ok((connection, _)) => break connection,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("the exporter never connected: {e}"),
+        }
+    };
+    for tx in &txs[1..] {
+        let answer = runtime.block_on(http.post(server.url("/v1/score")).json(tx).send());
+        assert_eq!(answer.unwrap().status(), 200);
+    }
+    let text = runtime.block_on(metrics_text(&http, &server));
+    let dropped = metric(&text, "pixguard_trace_spans_total{outcome=\"dropped\"}");
+    // 39 requests of 3 spans each while the exporter waits: 4 of them fit in its queue.
+    assert_eq!(dropped, (39.0 - 4.0) * 3.0);
+    assert_eq!(
+        metric(&text, "pixguard_trace_spans_total{outcome=\"exported\"}"),
+        0.0
+    );
+    drop(black_hole);
+}
