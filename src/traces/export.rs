@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -120,27 +120,19 @@ impl Sender {
         let mut batch: Vec<Span> = Vec::with_capacity(BATCH);
         let mut due = Instant::now() + interval;
         loop {
-            if stopping.try_recv().is_ok() {
-                batch.extend(spans.try_iter().flat_map(Ended::spans));
-                for chunk in batch.chunks(BATCH) {
-                    self.export(chunk.to_vec());
-                }
-                return;
-            }
-            // Woken at least every 100 ms to see a stop.
-            let wait = due
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(100));
-            match spans.recv_timeout(wait) {
-                Ok(more) => batch.extend(more.spans()),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
+            let wait = due.saturating_duration_since(Instant::now());
+            crossbeam_channel::select! {
+                recv(spans) -> more => match more {
+                    Ok(more) => batch.extend(more.spans()),
                     // The tracer is gone: nothing more will come.
-                    for chunk in batch.chunks(BATCH) {
-                        self.export(chunk.to_vec());
-                    }
-                    return;
+                    Err(_) => return self.flush(batch),
+                },
+                // Stopped, or the tracer dropped its end: what is queued goes now.
+                recv(stopping) -> _ => {
+                    batch.extend(spans.try_iter().flat_map(Ended::spans));
+                    return self.flush(batch);
                 }
+                default(wait) => {}
             }
             if batch.len() >= BATCH || (Instant::now() >= due && !batch.is_empty()) {
                 let rest = if batch.len() > BATCH {
@@ -153,6 +145,15 @@ impl Sender {
             if Instant::now() >= due {
                 due = Instant::now() + interval;
             }
+        }
+    }
+
+    /// Exports all of `batch`, in calls of at most [`BATCH`] spans.
+    fn flush(&mut self, mut batch: Vec<Span>) {
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(BATCH));
+            self.export(batch);
+            batch = rest;
         }
     }
 
