@@ -54,9 +54,9 @@ impl Collector {
         }
     }
 
-    /// The `--set` that points a server at it.
+    /// Its URL, for `traces.otlp_endpoint`.
     pub fn endpoint(&self) -> String {
-        format!("traces.otlp_endpoint=http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The spans of `trace` received so far.

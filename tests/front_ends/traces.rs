@@ -12,6 +12,20 @@ use super::registry::python;
 use super::server::{metric, metrics_text};
 use super::*;
 
+/// `pixguard serve` exporting its spans to `endpoint`, with more `traces.*` settings
+/// (`key=value`, the section left out).
+fn traced_server(endpoint: &str, settings: &[&str]) -> Server {
+    let mut args = vec![
+        "--set".to_string(),
+        format!("traces.otlp_endpoint={endpoint}"),
+    ];
+    for setting in settings {
+        args.push("--set".into());
+        args.push(format!("traces.{setting}"));
+    }
+    Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// A caller's trace: its id, its span, and the `traceparent` it sends.
 fn caller(n: u8, sampled: bool) -> (String, String, String) {
     let trace = format!(
@@ -78,14 +92,7 @@ fn sampled_requests_are_traced_in_the_callers_trace_on_every_api() {
     };
     let collector = Collector::start(&python);
     let endpoint = collector.endpoint();
-    let server = Server::start(&[
-        "--set",
-        &endpoint,
-        "--set",
-        "traces.sample_ratio=0",
-        "--set",
-        "traces.export_interval_ms=100",
-    ]);
+    let server = traced_server(&endpoint, &["sample_ratio=0", "export_interval_ms=100"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
     let txs = transactions(3, 91);
@@ -209,12 +216,7 @@ fn sampled_requests_are_traced_in_the_callers_trace_on_every_api() {
 
     // SIGTERM sends what is still queued: with a minute between exports, only the stop sends it.
     drop(server);
-    let mut server = Server::start(&[
-        "--set",
-        &endpoint,
-        "--set",
-        "traces.export_interval_ms=60000",
-    ]);
+    let mut server = traced_server(&endpoint, &["export_interval_ms=60000"]);
     let (t6, _, h6) = caller(6, true);
     let answer = runtime.block_on(
         http.post(server.url("/v1/score"))
@@ -234,16 +236,14 @@ fn sampled_requests_are_traced_in_the_callers_trace_on_every_api() {
 fn a_dead_collector_costs_no_request() {
     // Nothing listens there: every export fails, and every request is still answered.
     let port = super::registry::free_port();
-    let server = Server::start(&[
-        "--set",
-        &format!("traces.otlp_endpoint=http://127.0.0.1:{port}"),
-        "--set",
-        "traces.sample_ratio=1",
-        "--set",
-        "traces.export_interval_ms=50",
-        "--set",
-        "traces.export_timeout_ms=200",
-    ]);
+    let server = traced_server(
+        &format!("http://127.0.0.1:{port}"),
+        &[
+            "sample_ratio=1",
+            "export_interval_ms=50",
+            "export_timeout_ms=200",
+        ],
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
     for tx in transactions(5, 92) {
@@ -287,14 +287,10 @@ fn an_opentelemetry_callers_span_is_the_parent() {
         return;
     };
     let collector = Collector::start(&python);
-    let server = Server::start(&[
-        "--set",
+    let server = traced_server(
         &collector.endpoint(),
-        "--set",
-        "traces.sample_ratio=0",
-        "--set",
-        "traces.export_interval_ms=100",
-    ]);
+        &["sample_ratio=0", "export_interval_ms=100"],
+    );
     let tx = transactions(1, 94).remove(0);
     let out = std::process::Command::new(&python)
         .arg(format!("{}/tests/python/traced_client.py", server::ROOT))
@@ -330,18 +326,15 @@ fn a_collector_that_never_answers_drops_spans_not_requests() {
     // until its timeout, its queue (4 records here) fills, and what does not fit is dropped.
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = black_hole.local_addr().unwrap().port();
-    let server = Server::start(&[
-        "--set",
-        &format!("traces.otlp_endpoint=http://127.0.0.1:{port}"),
-        "--set",
-        "traces.sample_ratio=1",
-        "--set",
-        "traces.max_queue_size=4",
-        "--set",
-        "traces.export_interval_ms=50",
-        "--set",
-        "traces.export_timeout_ms=20000",
-    ]);
+    let server = traced_server(
+        &format!("http://127.0.0.1:{port}"),
+        &[
+            "sample_ratio=1",
+            "max_queue_size=4",
+            "export_interval_ms=50",
+            "export_timeout_ms=20000",
+        ],
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
     let txs = transactions(40, 95);

@@ -63,12 +63,11 @@ fn a_traced_message_continues_its_trace_onto_its_score() {
         topics.0,
     );
     let endpoint = collector.endpoint();
-    let endpoint = endpoint.split_once('=').unwrap().1;
     let _server = fx.stream_with(
         "g-traces",
         topics,
         &[
-            ("traces.otlp_endpoint", endpoint),
+            ("traces.otlp_endpoint", endpoint.as_str()),
             ("traces.sample_ratio", "0"),
             ("traces.export_interval_ms", "100"),
         ],
