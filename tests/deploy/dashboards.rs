@@ -51,7 +51,7 @@ fn every_dashboard_query_reads_metrics_a_live_server_exposes() {
         .collect();
     assert!(exprs.len() >= 12, "{exprs:?}");
     // Every family shows up only when its part runs: the stream (with a partition assigned, for
-    // the lag), the shadow, and at least one scored request.
+    // the lag), the shadow, traces, and at least one scored request.
     let broker = kafka::Broker::start(&broker_bin);
     let created = Command::new(&python)
         .args([
@@ -66,6 +66,10 @@ fn every_dashboard_query_reads_metrics_a_live_server_exposes() {
         .expect("python runs");
     assert!(created.success());
     let brokers = format!("stream.brokers={}", broker.address);
+    let traces = format!(
+        "traces.otlp_endpoint=http://127.0.0.1:{}",
+        registry::free_port()
+    );
     let server = Server::start(&[
         "--set",
         "stream.enabled=true",
@@ -86,6 +90,9 @@ fn every_dashboard_query_reads_metrics_a_live_server_exposes() {
         "model.shadow=models/pix-fraud-challenger",
         "--set",
         "model.shadow_fraction=1.0",
+        // Traces on (the family exists only then): nothing listens there, so exports fail.
+        "--set",
+        &traces,
     ]);
     // The lag is known once the partition has records and a position.
     let rows = std::env::temp_dir().join(format!("pixguard-dash-{}.jsonl", std::process::id()));
