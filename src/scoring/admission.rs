@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{Code, ScoreError, Scores, Scoring, Served};
-use crate::traces::{Recording, otlp};
+use crate::traces::{Recording, context, otlp};
 
 /// The front end a request came through: the `api` label of the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,13 +109,14 @@ impl Scoring {
 
 impl Admission<'_> {
     /// Traces the request when traces are on and it is sampled: in the caller's trace when its
-    /// `traceparent` (the header's value, looked up only when traces are on) names a sampled one.
+    /// `traceparent` names a sampled one (the headers are looked up only when traces are on).
     /// Its span starts at `arrived`, when the request's head came in.
-    pub fn trace<'h>(&mut self, traceparent: impl FnOnce() -> Option<&'h [u8]>, arrived: Instant) {
+    pub fn trace<'h>(&mut self, headers: impl FnOnce() -> context::Headers<'h>, arrived: Instant) {
         let Some(tracer) = self.scoring.tracer() else {
             return;
         };
-        let Some(trace) = tracer.sample(traceparent()) else {
+        let headers = headers();
+        let Some(trace) = tracer.sample(headers.traceparent) else {
             return;
         };
         let mut span = Recording::new(
@@ -139,6 +140,7 @@ impl Admission<'_> {
                 span.attribute("rpc.method", "ModelInfer");
             }
         }
+        span.trace_state(headers.tracestate);
         self.span = Some(Box::new(span));
     }
 

@@ -203,12 +203,16 @@ async fn read_body(body: Body, limit: usize, deadline: Instant) -> Result<Bytes,
     }
 }
 
-/// W3C Trace Context's header, named once: a lookup by text would parse the name every time.
+/// W3C Trace Context's headers, named once: a lookup by text would parse the name every time.
 const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
+const TRACESTATE: header::HeaderName = header::HeaderName::from_static("tracestate");
 
-/// The W3C `traceparent` header's value, if the request has one.
-fn traceparent(headers: &HeaderMap) -> Option<&[u8]> {
-    headers.get(&TRACEPARENT).map(HeaderValue::as_bytes)
+/// The request's W3C Trace Context headers.
+fn trace_headers(headers: &HeaderMap) -> crate::traces::context::Headers<'_> {
+    crate::traces::context::Headers {
+        traceparent: headers.get(&TRACEPARENT).map(HeaderValue::as_bytes),
+        tracestate: headers.get(&TRACESTATE).map(HeaderValue::as_bytes),
+    }
 }
 
 /// Stamps the engine's share of a scored request's time, and the version that scored it, on its

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::encoding::decode_body;
 use super::error::HttpError;
-use super::{AppState, arrive, timing, traceparent};
+use super::{AppState, arrive, timing, trace_headers};
 use crate::engine::Lane;
 use crate::protocol::v1::{ScoreResult, parse_request_with, render_batch};
 use crate::scoring::{Api, ScoreError};
@@ -34,7 +34,7 @@ pub async fn score(
     let scoring = &state.scoring;
     let arrived = arrive(&state, &headers, body).await;
     let mut admission = scoring.admit(Api::V1)?;
-    admission.trace(|| traceparent(&headers), arrived.head);
+    admission.trace(|| trace_headers(&headers), arrived.head);
     let result = async {
         let limit = state.config.server.body_limit_bytes;
         let body = decode_body(&headers, arrived.body?, limit)?;

@@ -9,6 +9,33 @@ pub type TraceId = [u8; 16];
 /// A span's 8-byte id.
 pub type SpanId = [u8; 8];
 
+/// The two W3C Trace Context headers of a request or message, as they came.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Headers<'h> {
+    /// `traceparent`.
+    pub traceparent: Option<&'h [u8]>,
+    /// `tracestate`: vendors' entries, kept on the span of a request that joins the trace.
+    pub tracestate: Option<&'h [u8]>,
+}
+
+/// The longest `tracestate` kept: the Recommendation's 512 characters that a vendor must pass on.
+const MAX_TRACE_STATE: usize = 512;
+
+/// A `tracestate` value as the span records it: printable ASCII, at most 512 characters, its
+/// surrounding whitespace trimmed; `None` otherwise (the Recommendation lets an invalid one be
+/// dropped).
+pub fn trace_state(value: &[u8]) -> Option<String> {
+    let value = trim(value);
+    if value.is_empty()
+        || value.len() > MAX_TRACE_STATE
+        || !value.iter().all(|b| (0x20..0x7f).contains(b))
+    {
+        return None;
+    }
+    // Printable ASCII is UTF-8.
+    String::from_utf8(value.to_vec()).ok()
+}
+
 /// The span a request was sent from, as its `traceparent` header names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parent {
@@ -194,6 +221,20 @@ mod tests {
         assert!(Parent::parse(future.as_bytes()).is_some());
         let glued = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x";
         assert!(Parent::parse(glued.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn a_tracestate_is_kept_when_printable_and_not_too_long() {
+        assert_eq!(
+            trace_state(b" rojo=00f067aa0ba902b7,congo=t61rcWkgMzE ").as_deref(),
+            Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+        );
+        assert_eq!(trace_state(b""), None);
+        assert_eq!(trace_state("congo=\u{e9}".as_bytes()), None);
+        assert_eq!(trace_state(b"a=b\n"), None, "a line break is not printable");
+        assert_eq!(trace_state(b"a=\x01"), None);
+        assert!(trace_state(&[b'a'; 512]).is_some());
+        assert_eq!(trace_state(&[b'a'; 513]), None);
     }
 
     #[test]

@@ -173,6 +173,8 @@ impl From<Attr> for otlp::Value {
 #[derive(Debug)]
 pub struct Recording {
     trace: Trace,
+    /// The caller's `tracestate`, when the span continues its trace.
+    trace_state: Option<String>,
     name: Cow<'static, str>,
     kind: i32,
     started: Instant,
@@ -198,11 +200,20 @@ impl Recording {
     ) -> Recording {
         Recording {
             trace,
+            trace_state: None,
             name: name.into(),
             kind,
             started,
             attributes: Vec::with_capacity(12),
             stages: None,
+        }
+    }
+
+    /// Keeps the caller's `tracestate` header on the span (and its children), when the span
+    /// continues the caller's trace and the value is one ([`context::trace_state`]).
+    pub fn trace_state(&mut self, value: Option<&[u8]>) {
+        if self.trace.parent.is_some() {
+            self.trace_state = value.and_then(context::trace_state);
         }
     }
 
@@ -287,9 +298,11 @@ impl Ended {
         // Bit 0: sampled. Bit 8: whether the parent is remote is known; bit 9: it is.
         let remote = if trace.parent.is_some() { 0x300 } else { 0x100 };
         let mut spans = Vec::with_capacity(3);
+        let trace_state = r.trace_state.unwrap_or_default();
         spans.push(Span {
             trace_id: trace.trace_id.to_vec(),
             span_id: trace.span_id.to_vec(),
+            trace_state: trace_state.clone(),
             parent_span_id: trace.parent.map(|p| p.to_vec()).unwrap_or_default(),
             flags: 0x01 | remote,
             name: r.name.into_owned(),
@@ -317,6 +330,7 @@ impl Ended {
                 spans.push(Span {
                     trace_id: trace.trace_id.to_vec(),
                     span_id: context::new_span_id().to_vec(),
+                    trace_state: trace_state.clone(),
                     parent_span_id: trace.span_id.to_vec(),
                     flags: 0x101,
                     name: name.to_string(),
@@ -368,6 +382,22 @@ mod tests {
         // A header that is not a traceparent is no parent: the ratio decides.
         let own = tracer(1.0).sample(Some(b"garbage")).unwrap();
         assert_eq!(own.parent, None);
+    }
+
+    #[test]
+    fn a_tracestate_is_kept_only_in_the_callers_trace() {
+        let header = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = tracer(1.0);
+        for (trace, kept) in [
+            (t.sample(Some(header)), "congo=t61rcWkgMzE"),
+            (t.sample(None), ""),
+        ] {
+            let mut r = Recording::new(trace.unwrap(), "s", otlp::kind::SERVER, Instant::now());
+            r.trace_state(Some(b"congo=t61rcWkgMzE"));
+            r.stages(Instant::now(), 1, 1);
+            let spans = r.end(None).spans();
+            assert!(spans.iter().all(|s| s.trace_state == kept), "{spans:?}");
+        }
     }
 
     #[test]

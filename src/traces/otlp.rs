@@ -79,6 +79,9 @@ pub struct Span {
     /// 8 bytes.
     #[prost(bytes = "vec", tag = "2")]
     pub span_id: Vec<u8>,
+    /// The W3C `tracestate` the span carries (empty: none).
+    #[prost(string, tag = "3")]
+    pub trace_state: String,
     /// 8 bytes, or empty for a root span.
     #[prost(bytes = "vec", tag = "4")]
     pub parent_span_id: Vec<u8>,

@@ -26,6 +26,9 @@ fn traced_server(endpoint: &str, settings: &[&str]) -> Server {
     Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
+/// A `tracestate` (the W3C Recommendation's example).
+const VENDORS: &str = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+
 /// A caller's trace: its id, its span, and the `traceparent` it sends.
 fn caller(n: u8, sampled: bool) -> (String, String, String) {
     let trace = format!(
@@ -103,6 +106,7 @@ fn sampled_requests_are_traced_in_the_callers_trace_on_every_api() {
     let answer = runtime.block_on(
         http.post(server.url("/v1/score"))
             .header("traceparent", &h1)
+            .header("tracestate", VENDORS)
             .json(&txs[0])
             .send(),
     );
@@ -175,6 +179,11 @@ fn sampled_requests_are_traced_in_the_callers_trace_on_every_api() {
     let as_f32 = |v: &Value| v.as_f64().map(|x| x as f32);
     assert_eq!(as_f32(&a["pixguard.score"]), as_f32(&body["score"]));
     assert_eq!(v1["status_code"], 0);
+    // The caller's vendors' entries stay with its trace, on every span of this request.
+    assert!(
+        spans.iter().all(|s| s["trace_state"] == VENDORS),
+        "{spans:#?}"
+    );
     let lasted = v1["end"].as_u64().unwrap() - v1["start"].as_u64().unwrap();
     assert!(
         lasted <= round_trip.as_nanos() as u64,
@@ -190,6 +199,7 @@ fn sampled_requests_are_traced_in_the_callers_trace_on_every_api() {
 
     let spans = collector.wait_for(&t4, 3);
     let oip = server_span(&spans, "POST /v2/models/{model}/infer", &p4);
+    assert_eq!(oip["trace_state"], "", "none sent, none made up");
     assert_eq!(oip["attributes"]["http.response.status_code"], 200);
     let spans = collector.wait_for(&t5, 3);
     let grpc = server_span(&spans, "inference.GRPCInferenceService/ModelInfer", &p5);

@@ -42,6 +42,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
                         "trace_id": span.trace_id.hex(),
                         "span_id": span.span_id.hex(),
                         "parent_span_id": span.parent_span_id.hex(),
+                        "trace_state": span.trace_state,
                         "flags": span.flags,
                         "name": span.name,
                         "kind": span.kind,

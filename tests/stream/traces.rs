@@ -55,7 +55,7 @@ fn a_traced_message_continues_its_trace_onto_its_score() {
     let id = |i: usize| txs[i]["end_to_end_id"].as_str().unwrap().to_string();
     fx.produce_records(
         &[
-            json!({"key": id(0), "value": txs[0].to_string(), "headers": {"traceparent": h1, "app": "x"}}),
+            json!({"key": id(0), "value": txs[0].to_string(), "headers": {"traceparent": h1, "tracestate": "congo=t61rcWkgMzE", "app": "x"}}),
             json!({"key": id(1), "value": txs[1].to_string(), "headers": {"traceparent": h2}}),
             json!({"key": id(2), "value": txs[2].to_string()}),
             json!({"key": "broken", "value": "{not json", "headers": {"traceparent": h4}}),
@@ -94,6 +94,8 @@ fn a_traced_message_continues_its_trace_onto_its_score() {
         format!("00-{t1}-{}-01", consumer["span_id"].as_str().unwrap())
     );
     assert_eq!(first["headers"]["app"], "x", "other headers are kept");
+    assert_eq!(first["headers"]["tracestate"], "congo=t61rcWkgMzE");
+    assert_eq!(consumer["trace_state"], "congo=t61rcWkgMzE");
     let value: Value = serde_json::from_str(first["value"].as_str().unwrap()).unwrap();
     let a = &consumer["attributes"];
     assert_eq!(a["messaging.system"], "kafka");

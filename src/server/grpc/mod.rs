@@ -236,8 +236,7 @@ impl Inference {
             .extensions()
             .get::<Arrival>()
             .map_or_else(Instant::now, |a| a.0);
-        let traceparent = || super::traceparent(r.metadata().as_ref());
-        admission.trace(traceparent, arrived);
+        admission.trace(|| super::trace_headers(r.metadata().as_ref()), arrived);
         // The caller's grpc-timeout runs from the request's head; answering a little before it
         // ends lets DEADLINE_EXCEEDED (as on the HTTP APIs) reach the caller before its own timer
         // gives up, however long the body took to arrive and decode.

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::encoding::decode_body;
 use super::error::HttpError;
-use super::{AppState, arrive, timing, traceparent};
+use super::{AppState, arrive, timing, trace_headers};
 use crate::protocol::oip::{
     EXTENSIONS, HEADER_LENGTH, PLATFORM, SERVER_NAME, http_body, split_body,
 };
@@ -129,7 +129,7 @@ pub async fn infer(
     let scoring = &state.scoring;
     let arrived = arrive(&state, &headers, body).await;
     let mut admission = scoring.admit(Api::OipHttp)?;
-    admission.trace(|| traceparent(&headers), arrived.head);
+    admission.trace(|| trace_headers(&headers), arrived.head);
     let result = async {
         let served = scoring.served();
         served.check_model(&path.model, path.version.as_deref())?;

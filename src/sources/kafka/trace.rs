@@ -20,12 +20,12 @@ pub fn start(
 ) -> Option<Box<Recording>> {
     use rdkafka::Message;
     let tracer = tracer?;
-    let header = message.headers().and_then(|h| {
-        h.iter()
-            .find(|h| h.key == "traceparent")
-            .and_then(|h| h.value)
-    });
-    let trace = tracer.sample(header)?;
+    let header = |name: &str| {
+        message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+    };
+    let trace = tracer.sample(header("traceparent"))?;
     let (topic, partition, offset) = source;
     let mut span = Recording::new(
         trace,
@@ -33,6 +33,8 @@ pub fn start(
         otlp::kind::CONSUMER,
         Instant::now(),
     );
+    // The record it writes keeps the `tracestate` header as it came.
+    span.trace_state(header("tracestate"));
     span.attribute("messaging.system", "kafka");
     span.attribute("messaging.operation.type", "process");
     span.attribute("messaging.destination.name", topic.to_string());
