@@ -268,6 +268,7 @@ pub(super) fn finish(
                 reasons: std::mem::take(&mut state.reasons),
                 queue_us: state.queue_us,
                 compute_us: state.compute_us,
+                enqueued: part.job.enqueued,
             };
             delivery.send(part.job.home.as_ref(), reply, scored);
         }

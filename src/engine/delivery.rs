@@ -93,6 +93,7 @@ mod tests {
             reasons: Vec::new(),
             queue_us: 0,
             compute_us: 0,
+            enqueued: std::time::Instant::now(),
         }
     }
 

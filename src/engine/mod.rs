@@ -88,6 +88,8 @@ pub struct Scored {
     pub queue_us: u64,
     /// Longest compute of the batches the request rode in, µs.
     pub compute_us: u64,
+    /// When the request's rows joined the queue.
+    pub enqueued: Instant,
 }
 
 /// Which queue a request's rows join. Interactive rows (the HTTP and gRPC APIs) always form
@@ -275,6 +277,7 @@ impl Engine {
                 reasons: Vec::new(),
                 queue_us: 0,
                 compute_us: 0,
+                enqueued: Instant::now(),
             });
         }
         // Bulk work leaves half of the queue to interactive requests, so a backlog never gets

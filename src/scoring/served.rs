@@ -29,7 +29,7 @@ pub struct Scores {
     pub queue_us: u64,
     /// Longest compute of the batches the request rode in, µs.
     pub compute_us: u64,
-    /// When the rows joined the engine's queue.
+    /// When the rows joined the engine's queue (the engine's own reading).
     pub enqueued: Instant,
 }
 
@@ -231,7 +231,6 @@ impl Served {
                 self.thresholds.hold
             }
         });
-        let enqueued = Instant::now();
         let scored = self
             .engine
             .score_in(lane, batch, deadline, explain_from)
@@ -247,7 +246,7 @@ impl Served {
             reasons: scored.reasons,
             queue_us: scored.queue_us,
             compute_us: scored.compute_us,
-            enqueued,
+            enqueued: scored.enqueued,
         })
     }
 
