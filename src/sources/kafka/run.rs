@@ -235,7 +235,7 @@ fn accept(
     let timestamp_ms = message.timestamp().to_millis();
     chunk.stamps.push(timestamp_ms);
     let key = message.key().map(<[u8]>::to_vec);
-    let mut headers = headers_of(message);
+    let headers = headers_of(message);
     let tracer = state.scoring().tracer();
     let span = trace::start(
         tracer,
@@ -257,10 +257,7 @@ fn accept(
             });
         }
         Err(why) => {
-            if let Some(span) = span {
-                let traceparent = trace::dead_lettered(tracer, *span, &why);
-                headers = Some(trace::with_traceparent(headers, &traceparent));
-            }
+            let headers = trace::dead_lettered(tracer, span, headers, &why);
             shared
                 .offsets
                 .lock()
@@ -358,14 +355,8 @@ async fn score(
                         field: None,
                         message: e.to_string(),
                     };
-                    let headers = match w.span {
-                        Some(span) => {
-                            let tracer = state.scoring().tracer();
-                            let traceparent = trace::dead_lettered(tracer, *span, &why);
-                            Some(trace::with_traceparent(w.headers, &traceparent))
-                        }
-                        None => w.headers,
-                    };
+                    let tracer = state.scoring().tracer();
+                    let headers = trace::dead_lettered(tracer, w.span, w.headers, &why);
                     let letter = Letter {
                         source: (w.topic, w.partition, w.offset),
                         key: w.key,
@@ -409,14 +400,8 @@ async fn score(
             &scored_at,
             (&w.topic, w.partition, w.offset),
         );
-        let headers = match w.span {
-            Some(span) => {
-                let tracer = state.scoring().tracer();
-                let traceparent = trace::scored(tracer, *span, &served, &scores, row);
-                Some(trace::with_traceparent(w.headers, &traceparent))
-            }
-            None => w.headers,
-        };
+        let tracer = state.scoring().tracer();
+        let headers = trace::scored(tracer, w.span, w.headers, (&served, &scores, row));
         let delivery = Box::new(Delivery::Score {
             source: (w.topic, w.partition, w.offset),
             timestamp_ms: w.timestamp_ms,

@@ -44,44 +44,57 @@ pub fn start(
     Some(Box::new(span))
 }
 
-/// Ends a scored message's span (row `row` of `scores`) and sends it; answers the `traceparent`
-/// its score record carries.
+/// Ends a scored message's span (row `row` of `scores`), if it is traced, and sends it; answers
+/// the headers of its score record: `headers`, naming the span as the `traceparent` when there is
+/// one.
 pub fn scored(
     tracer: Option<&std::sync::Arc<Tracer>>,
-    mut span: Recording,
-    served: &Served,
-    scores: &Scores,
-    row: usize,
-) -> String {
+    span: Option<Box<Recording>>,
+    headers: Option<OwnedHeaders>,
+    (served, scores, row): (&Served, &Scores, usize),
+) -> Option<OwnedHeaders> {
+    let Some(mut span) = span else {
+        return headers;
+    };
     span.attribute("pixguard.outcome", "ok");
     crate::scoring::describe(&mut span, served, scores, Some(row));
-    send(tracer, span, None)
+    Some(send(tracer, *span, None, headers))
 }
 
-/// Ends the span of a message sent to the dead-letter topic, as failed with `why`; answers the
-/// `traceparent` its dead-letter record carries.
+/// Ends the span of a message sent to the dead-letter topic, if it is traced, as failed with
+/// `why`; answers the headers of its dead-letter record, as [`scored`] does.
 pub fn dead_lettered(
     tracer: Option<&std::sync::Arc<Tracer>>,
-    mut span: Recording,
+    span: Option<Box<Recording>>,
+    headers: Option<OwnedHeaders>,
     why: &Unscorable,
-) -> String {
+) -> Option<OwnedHeaders> {
+    let Some(mut span) = span else {
+        return headers;
+    };
     span.attribute("pixguard.outcome", why.class);
     if let Some(field) = &why.field {
         span.attribute("pixguard.field", field.clone());
     }
-    send(tracer, span, Some(why.message.clone()))
+    Some(send(tracer, *span, Some(why.message.clone()), headers))
 }
 
-fn send(tracer: Option<&std::sync::Arc<Tracer>>, span: Recording, error: Option<String>) -> String {
+/// Sends the ended span and answers `headers` naming it as the `traceparent`.
+fn send(
+    tracer: Option<&std::sync::Arc<Tracer>>,
+    span: Recording,
+    error: Option<String>,
+    headers: Option<OwnedHeaders>,
+) -> OwnedHeaders {
     let traceparent = span.traceparent();
     if let Some(tracer) = tracer {
         tracer.submit(span.end(error));
     }
-    traceparent
+    with_traceparent(headers, &traceparent)
 }
 
 /// `headers` with its `traceparent` replaced by `traceparent` (added when it had none).
-pub fn with_traceparent(headers: Option<OwnedHeaders>, traceparent: &str) -> OwnedHeaders {
+fn with_traceparent(headers: Option<OwnedHeaders>, traceparent: &str) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     if let Some(headers) = &headers {
         for h in headers.iter().filter(|h| h.key != "traceparent") {
