@@ -3,9 +3,10 @@
 //! (`traces.otlp_endpoint`; docs/serving.md, "Traces").
 //!
 //! Off (no endpoint), a request pays one branch. On, an unsampled one pays the header's parse; a
-//! sampled one builds its spans when it ends and hands them to a bounded queue, which a thread of
-//! its own sends in batches, off the request's path. A full queue drops spans and counts them: a
-//! slow or absent collector never holds a payment.
+//! sampled one records its attributes and, when it ends, moves that record onto a bounded queue.
+//! A thread of its own builds the OTLP spans from it and sends them in batches, off the request's
+//! path. A full queue drops spans and counts them: a slow or absent collector never holds a
+//! payment.
 
 pub mod context;
 mod export;
@@ -96,7 +97,7 @@ impl Tracer {
 
     /// Queues one request's spans for export, or drops them when the queue is full.
     pub fn submit(&self, ended: Ended) {
-        let n = ended.len() as u64;
+        let n = ended.span_count() as u64;
         if self.queue.try_send(ended).is_err() {
             self.counts.dropped.fetch_add(n, Ordering::Relaxed);
         }
@@ -270,17 +271,12 @@ pub struct Ended {
 
 impl Ended {
     /// How many spans it becomes: itself and, when it was scored, `queue` and `compute`.
-    pub fn len(&self) -> usize {
+    pub fn span_count(&self) -> usize {
         if self.recording.stages.is_some() {
             3
         } else {
             1
         }
-    }
-
-    /// Never empty: the span itself is always there.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// The OTLP spans: the span and its children.
