@@ -171,7 +171,7 @@ async fn arrive(state: &AppState, headers: &HeaderMap, body: Body) -> Arrived {
     let deadline = state
         .scoring
         .deadline(timeout.as_ref().ok().copied().flatten());
-    let body = read_body(body, state.config.server.body_limit_bytes, deadline).await;
+    let body = read_body(body, state.config.server.body_limit_bytes, head, deadline).await;
     Arrived {
         head,
         body,
@@ -183,11 +183,15 @@ async fn arrive(state: &AppState, headers: &HeaderMap, body: Body) -> Arrived {
 /// Reads a scoring request's body: at most `limit` bytes (413 beyond), whole by `deadline` (408
 /// after it), so a client trickling its body holds a connection no longer than its own deadline
 /// allows. Read before admission: a slow body does not hold one of
-/// `server.max_concurrent_requests`.
-async fn read_body(body: Body, limit: usize, deadline: Instant) -> Result<Bytes, ScoreError> {
+/// `server.max_concurrent_requests`. `started` is when the head came in, what a 408 counts from.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    started: Instant,
+    deadline: Instant,
+) -> Result<Bytes, ScoreError> {
     // No early 413 from Content-Length: answering before the body is read let the unread rest
     // reset the connection under the answer (the client saw IncompleteMessage, not the 413).
-    let started = Instant::now();
     let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit));
     match tokio::time::timeout_at(deadline.into(), read).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
