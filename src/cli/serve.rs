@@ -94,6 +94,9 @@ pub fn run(args: ServeArgs, log_override: Option<&str>) -> anyhow::Result<()> {
     }
     let level = log_override.unwrap_or(&config.logging.level);
     crate::logging::init(level, config.logging.format == LogFormat::Json);
+    for note in &config.notes {
+        tracing::warn!("{note}");
+    }
     tracing::debug!(?config, "effective configuration");
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     // Every thread that must keep the process's priority starts before any front-end thread is

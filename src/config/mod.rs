@@ -1,17 +1,20 @@
-//! One typed configuration: `config.yaml`, then `PIXGUARD__SECTION__KEY` environment overrides,
-//! then command-line flags. An unknown key anywhere is an error that names it.
+//! One typed configuration: `config.yaml`, then the OpenTelemetry SDK's `OTEL_*` variables (for
+//! `traces`), then `PIXGUARD__SECTION__KEY` environment overrides, then command-line flags. An unknown key anywhere is an error that names it.
 
 use std::path::{Path, PathBuf};
 
+mod otel;
 mod overrides;
 mod sections;
+
+pub use otel::{HEADER_VARIABLES as OTLP_HEADER_VARIABLES, pairs as otel_pairs};
 
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 
 pub use sections::{
     DecisionsConfig, DeviceChoice, EngineConfig, Librdkafka, LogFormat, LoggingConfig, ModelConfig,
-    MonitoringConfig, ServerConfig, StreamConfig, TracesConfig,
+    MonitoringConfig, OtlpCompression, OtlpProtocol, ServerConfig, StreamConfig, TracesConfig,
 };
 
 /// Everything `pixguard serve` needs.
@@ -34,6 +37,9 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Distributed traces (OTLP).
     pub traces: TracesConfig,
+    /// Settings the environment gave that were ignored, and why: logged once logging is up.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 /// Why the configuration could not be built.
@@ -95,7 +101,8 @@ impl Config {
         Self::load_from(file, &env, overrides)
     }
 
-    /// [`Config::load`] with an explicit environment (`PIXGUARD__…` variables), for tests.
+    /// [`Config::load`] with an explicit environment (`PIXGUARD__…` and `OTEL_…` variables), for
+    /// tests.
     pub fn load_from(
         file: Option<&Path>,
         env: &[(String, String)],
@@ -135,14 +142,21 @@ impl Config {
                 ),
             });
         }
-        let mut set_by: Vec<overrides::Override> = env
+        let (otel_env, env): (Vec<_>, Vec<_>) = env
             .iter()
-            .map(|(name, value)| {
+            .cloned()
+            .partition(|(name, _)| name.starts_with("OTEL_"));
+        let otel = otel::translate(&otel_env);
+        let mut set_by: Vec<overrides::Override> = otel
+            .overrides
+            .into_iter()
+            .map(|(key, value, origin)| overrides::Override::new(key, value, origin))
+            .chain(env.iter().map(|(name, value)| {
                 let key = name[ENV_PREFIX.len()..]
                     .to_ascii_lowercase()
                     .replace("__", ".");
                 overrides::Override::new(key, value.clone(), format!("environment {name}"))
-            })
+            }))
             .chain(flags.iter().map(|(key, value)| {
                 overrides::Override::new(key.clone(), value.clone(), "command line".into())
             }))
@@ -171,7 +185,10 @@ impl Config {
             });
         };
         config.validate(&origins)?;
-        Ok(config)
+        Ok(Config {
+            notes: otel.notes,
+            ..config
+        })
     }
 
     fn validate(&self, origins: &overrides::Origins) -> Result<(), ConfigError> {
@@ -253,8 +270,24 @@ impl Config {
                     "must be an http:// or https:// URL (OTLP/gRPC, e.g. http://otel-collector:4317)",
                 ));
             }
+            // Over HTTP the key is the traces URL itself; without a path every export would go to
+            // the collector's root and be refused (a base URL is OTEL_EXPORTER_OTLP_ENDPOINT's).
+            if t.protocol == OtlpProtocol::HttpProtobuf
+                && uri.as_ref().ok().is_some_and(|u| u.path() == "/")
+            {
+                return Err(bad_together(
+                    "traces.otlp_endpoint",
+                    &["traces.protocol"],
+                    "with protocol http/protobuf, the traces URL with its path, e.g. \
+                     http://otel-collector:4318/v1/traces",
+                ));
+            }
             for (key, value) in [
                 ("traces.max_queue_size", t.max_queue_size as u64),
+                (
+                    "traces.max_export_batch_size",
+                    t.max_export_batch_size as u64,
+                ),
                 ("traces.export_interval_ms", t.export_interval_ms),
                 ("traces.export_timeout_ms", t.export_timeout_ms),
             ] {

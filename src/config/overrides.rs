@@ -7,7 +7,7 @@ use serde_yaml_ng::Value;
 
 use super::{ConfigError, ENV_PREFIX};
 
-/// `PIXGUARD__SECTION__KEY` variables as (name, value), and an error for one that was meant as an
+/// `PIXGUARD__SECTION__KEY` and `OTEL_*` variables as (name, value), and an error for one that was meant as an
 /// override but would be ignored: `PIXGUARD_ENGINE_WORKERS=4` (one underscore) configures
 /// nothing, and a Deployment's env list says nothing when it does not take. Only a name that
 /// spells a real key is taken for a mistake: a developer's `PIXGUARD_SERVER_URL`, or the
@@ -21,6 +21,12 @@ pub(super) fn from_environment(
     for (name, value) in vars {
         // Another program's variable need not be UTF-8 (`std::env::vars` would panic on it).
         let Some(name) = name.to_str() else { continue };
+        if name.starts_with("OTEL_") {
+            // Another SDK's setting need not be ours; a value that is not text is noted as unread.
+            let value = value.into_string().unwrap_or_else(|_| String::new());
+            out.push((name.to_string(), value));
+            continue;
+        }
         if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
             let value = value.into_string().map_err(|_| ConfigError::Invalid {
                 key: rest.to_ascii_lowercase().replace("__", "."),

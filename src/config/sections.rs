@@ -363,33 +363,72 @@ impl Default for LoggingConfig {
     }
 }
 
-/// Distributed traces over OTLP (docs/serving.md, "Traces").
+/// Distributed traces over OTLP (docs/serving.md, "Traces"). The OpenTelemetry SDK variables
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`, …) set these keys too (`config::otel`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracesConfig {
-    /// OpenTelemetry collector, OTLP/gRPC (`http://otel-collector:4317`); empty: no traces.
+    /// Where spans go; empty: no traces. OTLP/gRPC: the collector (`http://otel-collector:4317`);
+    /// OTLP/HTTP: the traces URL itself (`http://otel-collector:4318/v1/traces`).
     pub otlp_endpoint: String,
-    /// Share of requests without a sampled caller's `traceparent` that start a trace of their own
-    /// (a caller's decision is always followed).
+    /// How spans are sent: `grpc` or `http/protobuf`.
+    pub protocol: OtlpProtocol,
+    /// `gzip` compresses each export; `none` does not.
+    pub compression: OtlpCompression,
+    /// Share of traces this server starts (or, with `parent_based: false`, of all requests).
     pub sample_ratio: f64,
+    /// Follow a caller's sampling decision when it sent a `traceparent` (OpenTelemetry's default
+    /// `parentbased_traceidratio`); false decides every request by `sample_ratio` on its trace id
+    /// (`traceidratio`).
+    pub parent_based: bool,
     /// The spans' `service.name`.
     pub service_name: String,
+    /// More resource attributes on every span (`k8s.pod.name`, `deployment.environment.name`, …).
+    pub resource_attributes: std::collections::BTreeMap<String, String>,
     /// Finished spans (a request's or message's, with its children) waiting for export; beyond it
     /// new ones are dropped and counted (OpenTelemetry's batch span processor's `max_queue_size`).
     pub max_queue_size: usize,
-    /// Queued spans are sent at least this often (and whenever 512 are waiting).
+    /// Spans per export call at most.
+    pub max_export_batch_size: usize,
+    /// Queued spans are sent at least this often (and whenever a batch's worth is waiting).
     pub export_interval_ms: u64,
     /// One export call's connect and answer limit.
     pub export_timeout_ms: u64,
+}
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    /// `opentelemetry.proto.collector.trace.v1.TraceService/Export` over gRPC.
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// The same message, binary protobuf, POSTed over HTTP.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// Compression of OTLP exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpCompression {
+    /// Sent as encoded.
+    None,
+    /// gzip (gRPC's `grpc-encoding`, HTTP's `Content-Encoding`).
+    Gzip,
 }
 
 impl Default for TracesConfig {
     fn default() -> Self {
         TracesConfig {
             otlp_endpoint: String::new(),
+            protocol: OtlpProtocol::Grpc,
+            compression: OtlpCompression::None,
             sample_ratio: 0.01,
+            parent_based: true,
             service_name: "pixguard".into(),
+            resource_attributes: std::collections::BTreeMap::new(),
             max_queue_size: 8192,
+            max_export_batch_size: 512,
             export_interval_ms: 1000,
             export_timeout_ms: 10_000,
         }

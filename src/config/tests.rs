@@ -283,6 +283,83 @@ fn traces_settings_are_checked_only_once_traces_are_on() {
 }
 
 #[test]
+fn otel_variables_sit_between_the_file_and_pixguards_own_overrides() {
+    let yaml = file("traces:\n  service_name: from-file\n  sample_ratio: 0.5\n");
+    let load = |vars: &[(&str, &str)], flags: &[(&str, &str)]| {
+        Config::load_from(Some(&yaml.0), &env(vars), &env(flags))
+    };
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+        ("OTEL_SERVICE_NAME", "from-otel"),
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "k8s.namespace.name=fraud"),
+        ("OTEL_PROPAGATORS", "b3"),
+    ];
+    let config = load(&otel, &[]).unwrap();
+    let t = &config.traces;
+    assert_eq!(t.otlp_endpoint, "http://collector:4318/v1/traces");
+    assert_eq!(t.protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(t.service_name, "from-otel");
+    assert_eq!((t.sample_ratio, t.parent_based), (0.25, false));
+    assert_eq!(t.resource_attributes["k8s.namespace.name"], "fraud");
+    assert_eq!(config.notes.len(), 1, "{:?}", config.notes);
+    // PIXGUARD__ names the key itself, so it wins; so do flags.
+    let mut vars = otel.to_vec();
+    vars.push(("PIXGUARD__TRACES__SERVICE_NAME", "from-pixguard"));
+    let config = load(&vars, &[("traces.sample_ratio", "0.125")]).unwrap();
+    assert_eq!(config.traces.service_name, "from-pixguard");
+    assert_eq!(config.traces.sample_ratio, 0.125);
+    // No OTEL_ variable: the file's values.
+    let config = load(&[], &[]).unwrap();
+    assert_eq!(config.traces.service_name, "from-file");
+    assert_eq!(config.traces.sample_ratio, 0.5);
+    // A value the configuration refuses names the variable it came from.
+    assert_eq!(
+        load(
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "lots")
+            ],
+            &[]
+        )
+        .unwrap_err()
+        .to_string(),
+        "config traces.max_queue_size: expected a whole number (0 or more), got \"lots\" \
+         (from environment OTEL_BSP_MAX_QUEUE_SIZE)"
+    );
+}
+
+#[test]
+fn an_http_traces_endpoint_needs_its_path() {
+    let empty = file("");
+    let load = |flags: &[(&str, &str)]| Config::load_from(Some(&empty.0), &[], &env(flags));
+    let http = ("traces.protocol", "http/protobuf");
+    assert_eq!(
+        load(&[http, ("traces.otlp_endpoint", "http://collector:4318")])
+            .unwrap_err()
+            .to_string(),
+        "config traces.otlp_endpoint: with protocol http/protobuf, the traces URL with its path, \
+         e.g. http://otel-collector:4318/v1/traces (from command line)"
+    );
+    let config = load(&[
+        http,
+        ("traces.otlp_endpoint", "https://otlp.example/v1/traces"),
+        ("traces.compression", "gzip"),
+    ])
+    .unwrap();
+    assert_eq!(config.traces.compression, OtlpCompression::Gzip);
+    // gRPC takes the collector's address alone.
+    assert!(load(&[("traces.otlp_endpoint", "http://collector:4317")]).is_ok());
+    assert!(
+        load(&[("traces.protocol", "http/json")])
+            .unwrap_err()
+            .to_string()
+            .starts_with("config traces.protocol: unknown variant `http/json`"),
+    );
+}
+
+#[test]
 fn the_bundled_config_yaml_is_the_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
     assert_eq!(

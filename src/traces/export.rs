@@ -1,7 +1,6 @@
 //! The exporter thread: takes queued spans, sends them to the collector in batches over OTLP/gRPC
-//! (`opentelemetry.proto.collector.trace.v1.TraceService/Export`) at least every
-//! `traces.export_interval_ms`, on a runtime of its own so that an export never takes a front
-//! end's thread.
+//! or OTLP/HTTP (`transport.rs`) at least every `traces.export_interval_ms`, on a runtime of its
+//! own so that an export never takes a front end's thread.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,20 +8,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use crossbeam_channel::Receiver;
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::otlp::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse, InstrumentationScope, KeyValue,
-    Resource, ResourceSpans, ScopeSpans, Span,
+    ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource, ResourceSpans, ScopeSpans,
+    Span,
 };
+use super::transport::{self, Transport};
 use super::{Counts, Ended};
 use crate::config::TracesConfig;
 
-/// The OTLP export method.
-const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-/// Spans per export call at most (the batch span processor's default).
-const BATCH: usize = 512;
 /// A failed export is logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -39,17 +33,10 @@ impl Exporter {
         spans: Receiver<Ended>,
         counts: Arc<Counts>,
     ) -> anyhow::Result<Exporter> {
-        let mut endpoint = Endpoint::from_shared(config.otlp_endpoint.clone())
-            .with_context(|| format!("traces.otlp_endpoint: {}", config.otlp_endpoint))?
-            .connect_timeout(Duration::from_millis(config.export_timeout_ms))
-            .timeout(Duration::from_millis(config.export_timeout_ms));
-        if config.otlp_endpoint.starts_with("https://") {
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_native_roots())
-                .context("traces.otlp_endpoint: TLS")?;
-        }
+        let headers = transport::headers_from_environment()?;
+        let config = config.clone();
         let resource = Resource {
-            attributes: resource_attributes(&config.service_name),
+            attributes: resource_attributes(&config),
         };
         let interval = Duration::from_millis(config.export_interval_ms);
         let (stop, stopping) = crossbeam_channel::bounded(1);
@@ -68,10 +55,17 @@ impl Exporter {
                     }
                 };
                 // Connects on the first call, and again after a failure.
-                let channel = runtime.block_on(async { endpoint.connect_lazy() });
+                let transport = match runtime.block_on(async { Transport::new(&config, headers) }) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "traces: no exporter; spans are dropped");
+                        return;
+                    }
+                };
                 let mut sender = Sender {
                     runtime,
-                    grpc: tonic::client::Grpc::new(channel),
+                    transport,
+                    batch: config.max_export_batch_size,
                     resource,
                     counts,
                     warned: None,
@@ -92,24 +86,39 @@ impl Exporter {
     }
 }
 
-/// What describes this process in every export: `service.name` and the like.
-fn resource_attributes(service: &str) -> Vec<KeyValue> {
+/// What describes this process in every export: `service.name`, `traces.resource_attributes`,
+/// and the pod's name unless those give one.
+fn resource_attributes(config: &TracesConfig) -> Vec<KeyValue> {
     let mut attributes = vec![
-        KeyValue::new("service.name", service),
+        KeyValue::new("service.name", config.service_name.clone()),
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
         KeyValue::new("telemetry.sdk.language", "rust"),
     ];
+    let given = |key: &str| config.resource_attributes.contains_key(key);
     // A pod's name is its hostname: the collector's k8sattributes processor matches on the IP.
     if let Ok(host) = std::env::var("HOSTNAME") {
-        attributes.push(KeyValue::new("service.instance.id", host.clone()));
-        attributes.push(KeyValue::new("host.name", host));
+        for key in ["service.instance.id", "host.name"] {
+            if !given(key) {
+                attributes.push(KeyValue::new(key, host.clone()));
+            }
+        }
     }
+    attributes.extend(
+        config
+            .resource_attributes
+            .iter()
+            // service.name is its own key; the version is the binary's.
+            .filter(|(k, _)| !matches!(k.as_str(), "service.name" | "service.version"))
+            .map(|(k, v)| KeyValue::new(k, v.clone())),
+    );
     attributes
 }
 
 struct Sender {
     runtime: tokio::runtime::Runtime,
-    grpc: tonic::client::Grpc<Channel>,
+    transport: Transport,
+    /// Spans per export call at most.
+    batch: usize,
     resource: Resource,
     counts: Arc<Counts>,
     warned: Option<Instant>,
@@ -117,7 +126,7 @@ struct Sender {
 
 impl Sender {
     fn run(&mut self, spans: &Receiver<Ended>, stopping: &Receiver<()>, interval: Duration) {
-        let mut batch: Vec<Span> = Vec::with_capacity(BATCH);
+        let mut batch: Vec<Span> = Vec::with_capacity(self.batch);
         let mut due = Instant::now() + interval;
         loop {
             let wait = due.saturating_duration_since(Instant::now());
@@ -134,9 +143,9 @@ impl Sender {
                 }
                 default(wait) => {}
             }
-            if batch.len() >= BATCH || (Instant::now() >= due && !batch.is_empty()) {
-                let rest = if batch.len() > BATCH {
-                    batch.split_off(BATCH)
+            if batch.len() >= self.batch || (Instant::now() >= due && !batch.is_empty()) {
+                let rest = if batch.len() > self.batch {
+                    batch.split_off(self.batch)
                 } else {
                     Vec::new()
                 };
@@ -148,10 +157,10 @@ impl Sender {
         }
     }
 
-    /// Exports all of `batch`, in calls of at most [`BATCH`] spans.
+    /// Exports all of `batch`, in calls of at most `self.batch` spans.
     fn flush(&mut self, mut batch: Vec<Span>) {
         while !batch.is_empty() {
-            let rest = batch.split_off(batch.len().min(BATCH));
+            let rest = batch.split_off(batch.len().min(self.batch));
             self.export(batch);
             batch = rest;
         }
@@ -172,24 +181,10 @@ impl Sender {
                 }],
             }],
         };
-        let grpc = &mut self.grpc;
-        let answer = self.runtime.block_on(async {
-            grpc.ready()
-                .await
-                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            let codec = tonic_prost::ProstCodec::<
-                ExportTraceServiceRequest,
-                ExportTraceServiceResponse,
-            >::default();
-            grpc.unary(
-                tonic::Request::new(request),
-                PathAndQuery::from_static(EXPORT),
-                codec,
-            )
-            .await
-        });
+        let transport = &mut self.transport;
+        let answer = self.runtime.block_on(transport.send(request));
         let (taken, problem) = match answer {
-            Ok(answer) => match answer.into_inner().partial_success {
+            Ok(answer) => match answer.partial_success {
                 Some(p) if p.rejected_spans > 0 => (
                     n.saturating_sub(p.rejected_spans as u64),
                     Some(format!(
@@ -199,7 +194,7 @@ impl Sender {
                 ),
                 _ => (n, None),
             },
-            Err(status) => (0, Some(format!("{}: {}", status.code(), status.message()))),
+            Err(problem) => (0, Some(problem)),
         };
         self.counts.exported.fetch_add(taken, Ordering::Relaxed);
         self.counts.failed.fetch_add(n - taken, Ordering::Relaxed);

@@ -1,5 +1,5 @@
 //! Distributed traces: a span for each sampled scoring request, in the caller's trace when it
-//! sent a W3C `traceparent`, exported to an OpenTelemetry collector over OTLP/gRPC
+//! sent a W3C `traceparent`, exported to an OpenTelemetry collector over OTLP/gRPC or OTLP/HTTP
 //! (`traces.otlp_endpoint`; docs/serving.md, "Traces").
 //!
 //! Off (no endpoint), a request pays one branch. On, an unsampled one pays the header's parse; a
@@ -11,6 +11,7 @@
 pub mod context;
 mod export;
 pub mod otlp;
+mod transport;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub struct Counts {
 /// Samples requests and queues their spans for the exporter thread.
 pub struct Tracer {
     ratio: f64,
+    parent_based: bool,
     queue: crossbeam_channel::Sender<Ended>,
     counts: Arc<Counts>,
     exporter: std::sync::Mutex<Option<export::Exporter>>,
@@ -63,6 +65,7 @@ impl Tracer {
         let exporter = export::Exporter::start(config, spans, counts.clone())?;
         Ok(Some(Arc::new(Tracer {
             ratio: config.sample_ratio,
+            parent_based: config.parent_based,
             queue,
             counts,
             exporter: std::sync::Mutex::new(Some(exporter)),
@@ -70,17 +73,23 @@ impl Tracer {
     }
 
     /// Whether a request whose `traceparent` header is `header` is recorded, and in which trace:
-    /// the caller's decision when it sent a valid header (parent-based sampling, as OpenTelemetry
-    /// SDKs do by default), else `traces.sample_ratio` of new traces.
+    /// the caller's decision when it sent a valid header and `traces.parent_based` (OpenTelemetry
+    /// SDKs' default), else `traces.sample_ratio` decided on the trace id — the caller's trace
+    /// when there is one, so that a span kept joins it.
     pub fn sample(&self, header: Option<&[u8]>) -> Option<Trace> {
         let span_id = context::new_span_id;
         match header.and_then(Parent::parse) {
-            Some(parent) if parent.sampled => Some(Trace {
+            Some(parent) if parent.sampled && self.parent_based => Some(Trace {
                 trace_id: parent.trace_id,
                 parent: Some(parent.span_id),
                 span_id: span_id(),
             }),
-            Some(_) => None,
+            Some(_) if self.parent_based => None,
+            Some(parent) => context::ratio_keeps(&parent.trace_id, self.ratio).then(|| Trace {
+                trace_id: parent.trace_id,
+                parent: Some(parent.span_id),
+                span_id: span_id(),
+            }),
             None => {
                 if self.ratio <= 0.0 {
                     return None;
@@ -351,6 +360,7 @@ mod tests {
         let (queue, spans) = crossbeam_channel::bounded(1);
         let tracer = Tracer {
             ratio,
+            parent_based: true,
             queue,
             counts: Arc::default(),
             exporter: std::sync::Mutex::new(None),
@@ -378,6 +388,26 @@ mod tests {
         // A header that is not a traceparent is no parent: the ratio decides.
         let own = tracer(1.0).sample(Some(b"garbage")).unwrap();
         assert_eq!(own.parent, None);
+    }
+
+    #[test]
+    fn without_parent_based_sampling_the_ratio_decides_on_the_callers_trace_id() {
+        let not_parent_based = |ratio| Tracer {
+            parent_based: false,
+            ..tracer(ratio)
+        };
+        let unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let sampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        // Kept against the caller's "not sampled", and in the caller's trace.
+        let t = not_parent_based(1.0).sample(Some(unsampled)).unwrap();
+        assert_eq!(t.trace_id[0], 0x4b);
+        assert_eq!(t.parent.map(|p| p[1]), Some(0xf0));
+        // Dropped against the caller's "sampled".
+        assert_eq!(not_parent_based(0.0).sample(Some(sampled)), None);
+        // The decision is the trace id's: its low half, 0xa3ce929d0e0e4736, is 0.640 of the way
+        // up the range (0xa3ce… / 2^64), so it is kept at 0.65 and not at 0.63.
+        assert!(not_parent_based(0.65).sample(Some(unsampled)).is_some());
+        assert!(not_parent_based(0.63).sample(Some(sampled)).is_none());
     }
 
     #[test]

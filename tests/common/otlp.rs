@@ -1,4 +1,4 @@
-//! An OTLP/gRPC trace receiver for the tests (`tests/python/otlp_collector.py`: the
+//! An OTLP trace receiver for the tests, over gRPC and HTTP (`tests/python/otlp_collector.py`: the
 //! OpenTelemetry project's generated classes decode what pixguard exports), and the spans it got.
 #![allow(dead_code)]
 
@@ -15,17 +15,19 @@ use crate::registry::{Process, free_port};
 pub struct Collector {
     _process: Process,
     port: u16,
+    http_port: u16,
     spans: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Collector {
     /// Starts the receiver on a free port under `python` and waits until it listens.
     pub fn start(python: &std::path::Path) -> Collector {
-        let port = free_port();
+        let (port, http_port) = (free_port(), free_port());
         let script = format!("{}/tests/python/otlp_collector.py", crate::server::ROOT);
         let mut process = Process::spawn(
             Command::new(python)
                 .args([script.as_str(), &port.to_string()])
+                .args(["--http", &http_port.to_string()])
                 .stdout(Stdio::piped()),
         )
         .expect("start the OTLP receiver");
@@ -50,13 +52,19 @@ impl Collector {
         Collector {
             _process: process,
             port,
+            http_port,
             spans,
         }
     }
 
-    /// Its URL, for `traces.otlp_endpoint`.
+    /// Its OTLP/gRPC address, for `traces.otlp_endpoint`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its OTLP/HTTP base URL (`OTEL_EXPORTER_OTLP_ENDPOINT`; the traces URL adds `/v1/traces`).
+    pub fn http_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
     }
 
     /// The spans of `trace` received so far.

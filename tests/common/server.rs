@@ -24,6 +24,12 @@ impl Server {
     /// The command `start` runs, for a test that prepares it further before `spawn`.
     pub fn command(args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pixguard"));
+        // A shell's OpenTelemetry settings would turn traces on in every test's server.
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(|n| n.starts_with("OTEL_")) {
+                command.env_remove(name);
+            }
+        }
         command
             .args(["serve", "--address", "127.0.0.1", "--port", "0"])
             .args(["--grpc-port", "0"])

@@ -3,7 +3,8 @@
 //! children, exported over OTLP/gRPC to a receiver built on the OpenTelemetry project's own
 //! generated classes (`tests/python/otlp_collector.py`), which decodes them independently. An
 //! unsampled or absent parent (ratio 0) sends nothing; a dead collector costs no request; the last
-//! spans are sent at SIGTERM.
+//! spans are sent at SIGTERM. The OpenTelemetry SDK's `OTEL_*` variables configure the same, over
+//! OTLP/HTTP or gRPC, with headers, gzip and resource attributes.
 
 use std::time::Instant;
 
@@ -375,4 +376,82 @@ fn a_collector_that_never_answers_drops_spans_not_requests() {
         0.0
     );
     drop(black_hole);
+}
+
+#[test]
+fn the_opentelemetry_variables_configure_traces_over_http_and_grpc() {
+    let Some(python) = python("the traces test (opentelemetry-proto)") else {
+        return;
+    };
+    let collector = Collector::start(&python);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let common = [
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "Authorization=Bearer%20pix-t0k3n, x-tenant=fraud",
+        ),
+        ("OTEL_SERVICE_NAME", "pixguard-otel"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.namespace.name=fraud,deployment.environment.name=test%20env",
+        ),
+        // Not parent-based: an unsampled caller's trace is kept at ratio 1.
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "1"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_PROPAGATORS", "tracecontext,b3"),
+    ];
+    let base = collector.http_base();
+    let grpc = collector.endpoint();
+    let transports = [
+        // The base URL: OTLP/HTTP, the specification's default, at base + /v1/traces.
+        ("http", vec![("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str())]),
+        (
+            "grpc",
+            vec![
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", grpc.as_str()),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ],
+        ),
+    ];
+    for (n, (transport, endpoint)) in transports.into_iter().enumerate() {
+        let mut command = Server::command(&[]);
+        command.envs(common.iter().chain(&endpoint).copied());
+        let server = Server::spawn(&mut command);
+        let (trace, parent, header) = caller(20 + n as u8, false);
+        let tx = transactions(1, 96 + n as u64).remove(0);
+        let answer = runtime.block_on(
+            http.post(server.url("/v1/score"))
+                .header("traceparent", &header)
+                .json(&tx)
+                .send(),
+        );
+        assert_eq!(answer.unwrap().status(), 200);
+        let spans = collector.wait_for(&trace, 3);
+        for span in &spans {
+            assert_eq!(span["transport"], transport, "{span}");
+            let headers = &span["headers"];
+            assert_eq!(headers["authorization"], "Bearer pix-t0k3n", "{span}");
+            assert_eq!(headers["x-tenant"], "fraud");
+            if transport == "http" {
+                // The receiver gunzipped the body to decode it.
+                assert_eq!(headers["content-encoding"], "gzip");
+                assert_eq!(headers["content-type"], "application/x-protobuf");
+            }
+            let resource = &span["resource"];
+            assert_eq!(resource["service.name"], "pixguard-otel");
+            assert_eq!(resource["k8s.namespace.name"], "fraud");
+            assert_eq!(resource["deployment.environment.name"], "test env");
+        }
+        let server_span = spans.iter().find(|s| s["kind"] == 2).unwrap();
+        assert_eq!(server_span["parent_span_id"], parent);
+        assert_eq!(server_span["name"], "POST /v1/score");
+        assert!(server.logged("OTEL_PROPAGATORS: b3 ignored"));
+        assert!(
+            !server.logged("t0k3n"),
+            "the exporter's headers are credentials and never logged"
+        );
+    }
 }

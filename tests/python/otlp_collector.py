@@ -1,16 +1,21 @@
-"""An OTLP/gRPC trace receiver for tests/front_ends/traces.rs: the OpenTelemetry project's own
-generated classes (opentelemetry-proto) decode every Export call pixguard makes, and each span is
-printed as one JSON line, with its resource's attributes, for the test to read.
+"""An OTLP trace receiver for the tests (tests/front_ends/traces.rs, tests/stream/traces.rs): the
+OpenTelemetry project's own generated classes (opentelemetry-proto) decode every export pixguard
+makes, and each span is printed as one JSON line, with its resource's attributes, the transport it
+came by and the headers (gRPC metadata) of its call, for the test to read.
 
-    python otlp_collector.py PORT [--quiet]
+    python otlp_collector.py PORT [--http HTTP_PORT] [--quiet]
 
-Prints `listening` once the port is bound. Answers every call with an empty
+OTLP/gRPC on PORT; with --http, OTLP/HTTP (binary protobuf POSTed to /v1/traces, gzip or not) on
+HTTP_PORT too. Prints `listening` once the ports are bound. Answers every export with an empty
 ExportTraceServiceResponse (all spans taken). With --quiet it decodes and discards (the receiver of
 benches/traces/overhead.sh, where printing would be the bottleneck)."""
 
+import gzip
 import json
 import sys
+import threading
 from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -25,35 +30,71 @@ def attributes(pairs):
     return {kv.key: value(kv.value) for kv in pairs}
 
 
+def print_spans(request, transport, headers):
+    for resource_spans in request.resource_spans:
+        resource = attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                line = {
+                    "transport": transport,
+                    "headers": headers,
+                    "resource": resource,
+                    "scope": scope_spans.scope.name,
+                    "trace_id": span.trace_id.hex(),
+                    "span_id": span.span_id.hex(),
+                    "parent_span_id": span.parent_span_id.hex(),
+                    "trace_state": span.trace_state,
+                    "flags": span.flags,
+                    "name": span.name,
+                    "kind": span.kind,
+                    "start": span.start_time_unix_nano,
+                    "end": span.end_time_unix_nano,
+                    "attributes": attributes(span.attributes),
+                    "status_code": span.status.code,
+                    "status_message": span.status.message,
+                }
+                print(json.dumps(line), flush=True)
+
+
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, quiet):
         self.quiet = quiet
 
     def Export(self, request, context):
-        if self.quiet:
-            return trace_service_pb2.ExportTraceServiceResponse()
-        for resource_spans in request.resource_spans:
-            resource = attributes(resource_spans.resource.attributes)
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    line = {
-                        "resource": resource,
-                        "scope": scope_spans.scope.name,
-                        "trace_id": span.trace_id.hex(),
-                        "span_id": span.span_id.hex(),
-                        "parent_span_id": span.parent_span_id.hex(),
-                        "trace_state": span.trace_state,
-                        "flags": span.flags,
-                        "name": span.name,
-                        "kind": span.kind,
-                        "start": span.start_time_unix_nano,
-                        "end": span.end_time_unix_nano,
-                        "attributes": attributes(span.attributes),
-                        "status_code": span.status.code,
-                        "status_message": span.status.message,
-                    }
-                    print(json.dumps(line), flush=True)
+        if not self.quiet:
+            headers = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+            print_spans(request, "grpc", headers)
         return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def http_handler(quiet):
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            if self.path != "/v1/traces":
+                self.send_error(404)
+                return
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            if self.headers.get("Content-Type") != "application/x-protobuf":
+                self.send_error(415)
+                return
+            request = trace_service_pb2.ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            if not quiet:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                print_spans(request, "http", headers)
+            answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
 
 
 def main():
@@ -63,6 +104,10 @@ def main():
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(quiet), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
+    if "--http" in sys.argv:
+        http_port = int(sys.argv[sys.argv.index("--http") + 1])
+        http = ThreadingHTTPServer(("127.0.0.1", http_port), http_handler(quiet))
+        threading.Thread(target=http.serve_forever, daemon=True).start()
     print("listening", flush=True)
     server.wait_for_termination()
 

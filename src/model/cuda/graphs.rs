@@ -46,20 +46,41 @@ pub(super) fn blas_workspace(
 impl CudaDcn {
     /// Captures every slot's graph for every bucket up to the capacity, so that no batch pays a
     /// capture. A failed capture turns graphs off for this replica (logged): it then launches
-    /// kernel by kernel, as without them.
-    pub(super) fn capture_all(&mut self) {
+    /// kernel by kernel, as without them. Only a sticky error (the context is lost) is returned.
+    pub(super) fn capture_all(&mut self) -> Result<(), CudaError> {
         if self.graphs.is_none() {
-            return;
+            return Ok(());
         }
+        match self.warm_up_and_capture() {
+            Err(e) if e.is_sticky() => Err(e),
+            Err(e) => {
+                self.graphs_failed(&e);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Runs the forward once per bucket, launched kernel by kernel, then captures every graph.
+    /// The eager run comes first because a library's first call for a shape may do work that a
+    /// capture forbids (cuBLAS choosing and loading its kernel, the driver loading a kernel
+    /// lazily); PyTorch's CUDA graph users warm up the same way. The input buffers were allocated
+    /// on the copy stream, and with event tracking off nothing orders the compute stream after
+    /// that, so the copy stream is waited for first; their zeros are valid rows (id 0 is in every
+    /// table).
+    fn warm_up_and_capture(&mut self) -> Result<(), CudaError> {
         let buckets: Vec<usize> = staging::buckets(self.capacity).collect();
+        self.copy.synchronize()?;
+        for &bucket in &buckets {
+            self.forward(0, bucket)?;
+        }
+        self.compute.synchronize()?;
         for index in 0..self.slots.len() {
             for &bucket in &buckets {
-                if let Err(e) = self.graph(index, bucket).map(|_| ()) {
-                    self.graphs_failed(&e);
-                    return;
-                }
+                self.graph(index, bucket)?;
             }
         }
+        Ok(())
     }
 
     fn graphs_failed(&mut self, error: &CudaError) {

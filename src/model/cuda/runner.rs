@@ -268,8 +268,7 @@ impl CudaDcn {
             })
             .collect::<Result<_, _>>()?;
         self.capacity = rows;
-        self.capture_all();
-        Ok(())
+        self.capture_all()
     }
 
     /// Whether another batch can be submitted without waiting for one first.
