@@ -406,11 +406,20 @@ async fn the_alert_rules_parse_and_name_metrics_a_live_server_exports() {
     let Some(python) = registry::python("the alert rules check") else {
         return;
     };
-    // Serving with the challenger in the shadow and the Kafka consumer configured (its broker
-    // absent: the stream's metrics are exported all the same), after traffic, so that every
+    // Serving with the challenger in the shadow, the Kafka consumer configured (its broker
+    // absent: the stream's metrics are exported all the same) and traces on, after traffic, so that every
     // family a rule selects has samples to check its labels on.
     let brokers = format!("stream.brokers=127.0.0.1:{}", registry::free_port());
+    // Traces on, to a collector that is not there: their counters are exported too.
+    let traces = format!(
+        "traces.otlp_endpoint=http://127.0.0.1:{}",
+        registry::free_port()
+    );
     let server = Server::start(&[
+        "--set",
+        &traces,
+        "--set",
+        "traces.sample_ratio=1",
         "--set",
         "model.shadow=models/pix-fraud-challenger",
         "--set",
