@@ -8,7 +8,9 @@
 # synth transactions (seed 7). The servers take turns for ROUNDS rounds; medians of achieved
 # requests/s are compared, and each traced server's span counts are printed. BASE_BIN=<a build>
 # adds that build, traces off, as a fourth arm (BASE_CONFIG=<its config.yaml> when the
-# repository's has keys it does not know: `git show REV:config.yaml > FILE`).
+# repository's has keys it does not know: `git show REV:config.yaml > FILE`). TRANSPORTS=1 adds two
+# more arms tracing every request: `http` (OTLP/HTTP, binary protobuf, to the same receiver) and
+# `gzip` (OTLP/HTTP, gzipped).
 #
 #   PYTHON=.ci-venv/bin/python benches/traces/overhead.sh   # ROUNDS=5 DURATION=8 WARMUP=2 CONCURRENCY=32
 set -euo pipefail
@@ -21,7 +23,9 @@ CONCURRENCY=${CONCURRENCY:-32}
 OUT=${OUT:-target/bench/traces}
 source benches/pinned.sh
 receiver=18599
-taskset -c 1 "$PYTHON" tests/python/otlp_collector.py "$receiver" --quiet > "$OUT/receiver.log" 2>&1 &
+receiver_http=18598
+taskset -c 1 "$PYTHON" tests/python/otlp_collector.py "$receiver" --http "$receiver_http" --quiet \
+  > "$OUT/receiver.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q listening "$OUT/receiver.log" && break; sleep 0.1; done
 endpoint="traces.otlp_endpoint=http://127.0.0.1:$receiver"
@@ -29,13 +33,23 @@ arms=(off sampled all)
 start off 18591
 start sampled 18592 --set "$endpoint"
 start all 18593 --set "$endpoint" --set traces.sample_ratio=1
+if [ -n "${TRANSPORTS:-}" ]; then
+  http=(--set "traces.otlp_endpoint=http://127.0.0.1:$receiver_http/v1/traces" --set traces.protocol=http/protobuf
+    --set traces.sample_ratio=1)
+  start http 18595 "${http[@]}"
+  start gzip 18596 "${http[@]}" --set traces.compression=gzip
+  arms+=(http gzip)
+fi
 if [ -n "${BASE_BIN:-}" ]; then
   new=$bin bin=$BASE_BIN
   start before 18594 ${BASE_CONFIG:+--config "$BASE_CONFIG"}
   bin=$new
   arms+=(before)
 fi
-port_of() { case $1 in off) echo 18591;; sampled) echo 18592;; all) echo 18593;; before) echo 18594;; esac; }
+port_of() {
+  case $1 in off) echo 18591;; sampled) echo 18592;; all) echo 18593;; before) echo 18594;; http) echo 18595;;
+    gzip) echo 18596;; esac
+}
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD), $(nproc) cores, closed loop" \
   "$CONCURRENCY, ${DURATION}s, $ROUNDS rounds${BASE_BIN:+, before = $BASE_BIN}"
 for round in $(seq 1 "$ROUNDS"); do
@@ -45,7 +59,8 @@ for round in $(seq 1 "$ROUNDS"); do
       --warmup "$WARMUP" --label "$label-r$round" --out "$OUT/$label-r$round" > /dev/null 2> "$OUT/$label-r$round.log"
   done
 done
-for label in sampled all; do
+for label in "${arms[@]}"; do
+  [ "$label" = off ] || [ "$label" = before ] && continue
   echo "$label: $(curl -s "http://127.0.0.1:$(port_of "$label")/metrics" | grep '^pixguard_trace_spans_total' | tr '\n' ' ')"
 done
 (cd "$OUT" && ARMS="${arms[*]}" python3 - <<'PY'

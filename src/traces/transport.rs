@@ -57,7 +57,7 @@ pub fn headers_from_environment() -> anyhow::Result<HeaderMap> {
     let Some((name, text)) = found else {
         return Ok(HeaderMap::new());
     };
-    headers(&text).with_context(|| format!("{name}"))
+    headers(&text).context(name)
 }
 
 /// `key=value,…` as HTTP headers (names lowercased, as gRPC metadata needs them).
