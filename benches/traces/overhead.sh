@@ -8,7 +8,8 @@
 # synth transactions (seed 7). The servers take turns for ROUNDS rounds; medians of achieved
 # requests/s are compared, and each traced server's span counts are printed. BASE_BIN=<a build>
 # adds that build, traces off, as a fourth arm (BASE_CONFIG=<its config.yaml> when the
-# repository's has keys it does not know: `git show REV:config.yaml > FILE`). TRANSPORTS=1 adds two
+# repository's has keys it does not know: `git show REV:config.yaml > FILE`; BASE_ARGS="--set …"
+# serves it with more settings, e.g. traced as the `all` arm is). TRANSPORTS=1 adds two
 # more arms tracing every request: `http` (OTLP/HTTP, binary protobuf, to the same receiver) and
 # `gzip` (OTLP/HTTP, gzipped).
 #
@@ -42,7 +43,8 @@ if [ -n "${TRANSPORTS:-}" ]; then
 fi
 if [ -n "${BASE_BIN:-}" ]; then
   new=$bin bin=$BASE_BIN
-  start before 18594 ${BASE_CONFIG:+--config "$BASE_CONFIG"}
+  # shellcheck disable=SC2086 # BASE_ARGS is a list of arguments
+  start before 18594 ${BASE_CONFIG:+--config "$BASE_CONFIG"} ${BASE_ARGS:-}
   bin=$new
   arms+=(before)
 fi
