@@ -1,6 +1,8 @@
 //! gRPC server reflection, as grpcurl and Postman ask it: the services listed, and the
 //! descriptor of `inference.GRPCInferenceService` holding every method `inference.proto` declares,
-//! over both versions of the protocol; an unknown symbol is NOT_FOUND.
+//! over both versions of the protocol; an unknown symbol is a NOT_FOUND `ErrorResponse` and the
+//! stream goes on. And as Google's Python client reads it (grpcio-reflection behind protobuf's
+//! `DescriptorPool`): every method with its message types, and a `KeyError` for an unknown symbol.
 
 use prost::Message;
 use tonic_reflection::pb::{v1, v1alpha};
@@ -55,6 +57,7 @@ async fn reflection_lists_the_services_and_describes_their_methods() {
             "inference.GRPCInferenceService".into(),
         )),
         ask(Ask::FileContainingSymbol("inference.NoSuchService".into())),
+        ask(Ask::FileByFilename("health.proto".into())),
     ]);
     let mut answers = client
         .server_reflection_info(asked)
@@ -66,9 +69,15 @@ async fn reflection_lists_the_services_and_describes_their_methods() {
         panic!("not a list of services");
     };
     let services: Vec<String> = listed.service.into_iter().map(|s| s.name).collect();
-    for service in ["inference.GRPCInferenceService", "grpc.health.v1.Health"] {
-        assert!(services.iter().any(|s| s == service), "{services:?}");
-    }
+    assert_eq!(
+        services,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "inference.GRPCInferenceService",
+        ]
+    );
     let Some(Answer::FileDescriptorResponse(files)) = next().await else {
         panic!("no descriptor for the inference service");
     };
@@ -76,9 +85,22 @@ async fn reflection_lists_the_services_and_describes_their_methods() {
         methods_of(&files.file_descriptor_proto, "GRPCInferenceService"),
         declared
     );
-    // tonic-reflection ends the stream with the status (grpc-go answers an ErrorResponse in it).
-    let unknown = answers.message().await.unwrap_err();
-    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    // An unknown symbol is an answer in the stream, as grpc-go gives it, not the stream's end.
+    let Some(Answer::ErrorResponse(unknown)) = next().await else {
+        panic!("an unknown symbol is not an ErrorResponse");
+    };
+    assert_eq!(
+        unknown.error_code,
+        tonic::Code::NotFound as i32,
+        "{unknown:?}"
+    );
+    let Some(Answer::FileDescriptorResponse(files)) = next().await else {
+        panic!("the stream did not go on after the unknown symbol");
+    };
+    assert_eq!(
+        methods_of(&files.file_descriptor_proto, "Health"),
+        ["Check", "Watch"]
+    );
 
     // v1alpha, which grpcurl before 1.9 and Python's grpcio-reflection ask.
     use v1alpha::server_reflection_request::MessageRequest as AskAlpha;
@@ -105,5 +127,67 @@ async fn reflection_lists_the_services_and_describes_their_methods() {
     assert_eq!(
         methods_of(&files.file_descriptor_proto, "GRPCInferenceService"),
         declared
+    );
+}
+
+#[test]
+fn googles_python_client_reads_every_method_and_a_key_error_for_an_unknown_symbol() {
+    let Some(python) = registry::python("the reflection test (grpcio-reflection)") else {
+        return;
+    };
+    let server = Server::start(&[]);
+    let out = std::process::Command::new(&python)
+        .arg(format!(
+            "{}/tests/python/reflection_client.py",
+            server::ROOT
+        ))
+        .arg(server.grpc_address().trim_start_matches("http://"))
+        .output()
+        .expect("run the reflection client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Each `rpc Name(Request) returns (Response)` of inference.proto, as the client resolved it.
+    let proto = std::fs::read_to_string(format!("{}/src/protocol/inference.proto", server::ROOT))
+        .expect("inference.proto");
+    let declared: serde_json::Map<String, Value> = proto
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("rpc "))
+        .map(|l| {
+            let words: Vec<&str> = l
+                .split(|c: char| c == '(' || c == ')' || c.is_whitespace())
+                .filter(|w| !w.is_empty())
+                .collect();
+            // [Name, Request, returns, Response, {}]
+            let types = json!([
+                format!("inference.{}", words[1]),
+                format!("inference.{}", words[3])
+            ]);
+            (words[0].to_string(), types)
+        })
+        .collect();
+    assert_eq!(read["inference"], Value::Object(declared));
+    assert_eq!(
+        read["health"]["Check"],
+        json!([
+            "grpc.health.v1.HealthCheckRequest",
+            "grpc.health.v1.HealthCheckResponse"
+        ])
+    );
+    assert_eq!(
+        read["input_tensor_fields"],
+        json!(["name", "datatype", "shape", "parameters", "contents"])
+    );
+    assert_eq!(read["unknown"], "KeyError");
+    assert_eq!(read["file_of_method"], "inference.proto");
+    assert!(
+        read["services"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("inference.GRPCInferenceService")),
+        "{read}"
     );
 }

@@ -305,14 +305,15 @@ pub async fn serve(
     let inference = Arc::new(Inference(state));
     let generated = GrpcInferenceServiceServer::from_arc(inference.clone());
     // Descriptors refused (they are compiled in, so only a build fault): served without it.
-    let reflection_v1 = reflection::builder()
-        .build_v1()
-        .inspect_err(|e| tracing::error!(error = %e, "grpc reflection v1 is not served"))
-        .ok();
-    let reflection_v1alpha = reflection::builder()
-        .build_v1alpha()
-        .inspect_err(|e| tracing::error!(error = %e, "grpc reflection v1alpha is not served"))
-        .ok();
+    let reflection = reflection::Index::of_the_port()
+        .inspect_err(|e| tracing::error!(error = %e, "grpc reflection is not served"))
+        .ok()
+        .map(reflection::Reflection::new);
+    let reflection_v1 = reflection
+        .clone()
+        .map(tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer::new);
+    let reflection_v1alpha = reflection
+        .map(tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflectionServer::new);
     let service =
         hyper::service::service_fn(move |mut call: tonic::codegen::http::Request<Incoming>| {
             call.extensions_mut().insert(Arrival(Instant::now()));
