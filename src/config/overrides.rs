@@ -22,8 +22,8 @@ pub(super) fn from_environment(
         // Another program's variable need not be UTF-8 (`std::env::vars` would panic on it).
         let Some(name) = name.to_str() else { continue };
         if name.starts_with("OTEL_") {
-            // Another SDK's setting need not be ours; a value that is not text is noted as unread.
-            let value = value.into_string().unwrap_or_else(|_| String::new());
+            // An OpenTelemetry setting whose value is not text is taken as unset, as an empty one is.
+            let value = value.into_string().unwrap_or_default();
             out.push((name.to_string(), value));
             continue;
         }

@@ -103,14 +103,14 @@ fn resource_attributes(config: &TracesConfig) -> Vec<KeyValue> {
             }
         }
     }
-    attributes.extend(
-        config
-            .resource_attributes
-            .iter()
-            // service.name is its own key; the version is the binary's.
-            .filter(|(k, _)| !matches!(k.as_str(), "service.name" | "service.version"))
-            .map(|(k, v)| KeyValue::new(k, v.clone())),
-    );
+    // service.name is its own key, and the version and SDK are the binary's: not overridden.
+    let extra: Vec<KeyValue> = config
+        .resource_attributes
+        .iter()
+        .filter(|(k, _)| !attributes.iter().any(|a| &a.key == *k))
+        .map(|(k, v)| KeyValue::new(k, v.clone()))
+        .collect();
+    attributes.extend(extra);
     attributes
 }
 
@@ -204,5 +204,46 @@ impl Sender {
             self.warned = Some(Instant::now());
             tracing::warn!(spans = n - taken, %problem, "traces: export failed (logged at most once a minute)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traces::otlp::Value;
+
+    #[test]
+    fn configured_attributes_add_to_the_resource_and_never_replace_its_own() {
+        let mut config = TracesConfig {
+            service_name: "pixguard-live".into(),
+            ..TracesConfig::default()
+        };
+        for (k, v) in [
+            ("service.name", "other"),
+            ("telemetry.sdk.language", "go"),
+            ("host.name", "node-7"),
+            ("team", "fraud"),
+        ] {
+            config.resource_attributes.insert(k.into(), v.into());
+        }
+        let attributes: Vec<(String, String)> = resource_attributes(&config)
+            .into_iter()
+            .map(|kv| match kv.value.and_then(|v| v.value) {
+                Some(Value::String(s)) => (kv.key, s),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let of = |key: &str| -> Vec<&str> {
+            attributes
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(of("service.name"), ["pixguard-live"]);
+        assert_eq!(of("telemetry.sdk.language"), ["rust"]);
+        // Given, so not the pod's HOSTNAME.
+        assert_eq!(of("host.name"), ["node-7"]);
+        assert_eq!(of("team"), ["fraud"]);
     }
 }
