@@ -3,13 +3,13 @@
 //! `max_concurrent_requests`), so overload is shed in microseconds instead of piling up in the
 //! front end's threads where no queue bound sees it. An admitted request is counted in flight
 //! until its guard drops, which records how it ended and how long it took, and sends its span
-//! when the request is traced.
+//! when the request is traced. A traced request that is refused gets its span too, ended at once.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{Code, ScoreError, Scores, Scoring, Served};
-use crate::traces::{Recording, context, otlp};
+use crate::traces::{Recording, Tracer, context, otlp};
 
 /// The front end a request came through: the `api` label of the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,69 +81,118 @@ pub struct Admission<'a> {
 }
 
 impl Scoring {
-    /// Admits a request on `api`, or refuses it at once (draining, or too many in flight).
-    pub fn admit(&self, api: Api) -> Result<Admission<'_>, ScoreError> {
+    /// Admits a request on `api`, or refuses it at once (draining, or too many in flight). With
+    /// traces on, a sampled request gets its span either way: in the caller's trace when its
+    /// `traceparent` names a sampled one (the headers are looked up only when traces are on),
+    /// from `arrived`, when its head came in. A refused one's span ends here with the refusal,
+    /// so the caller's trace says why it was turned away.
+    pub fn admit<'h>(
+        &self,
+        api: Api,
+        headers: impl FnOnce() -> context::Headers<'h>,
+        arrived: Instant,
+    ) -> Result<Admission<'_>, ScoreError> {
         let metrics = &self.metrics;
-        if self.lifecycle.refusing() {
+        let refused = if self.lifecycle.refusing() {
             metrics.refused(api, Code::Draining);
-            return Err(ScoreError::Draining);
-        }
-        let limit = self.limits.max_concurrent_requests;
-        let now = metrics.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-        if limit > 0 && now > limit {
-            metrics.in_flight.fetch_sub(1, Ordering::AcqRel);
-            metrics.refused(api, Code::Overloaded);
-            return Err(ScoreError::Overloaded(format!(
-                "{limit} requests in flight (server.max_concurrent_requests)"
-            )));
+            Some(ScoreError::Draining)
+        } else {
+            let limit = self.limits.max_concurrent_requests;
+            let now = metrics.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+            if limit > 0 && now > limit {
+                metrics.in_flight.fetch_sub(1, Ordering::AcqRel);
+                metrics.refused(api, Code::Overloaded);
+                Some(ScoreError::Overloaded(format!(
+                    "{limit} requests in flight (server.max_concurrent_requests)"
+                )))
+            } else {
+                None
+            }
+        };
+        let started = Instant::now();
+        let span = self
+            .tracer()
+            .and_then(|tracer| open_span(tracer, api, headers(), arrived.min(started)));
+        if let Some(error) = refused {
+            if let (Some(tracer), Some(span)) = (self.tracer(), span) {
+                end_span(tracer, api, span, error.code(), Some(&error));
+            }
+            return Err(error);
         }
         Ok(Admission {
             scoring: self,
             api,
-            started: Instant::now(),
+            started,
             outcome: None,
-            span: None,
+            span: span.map(Box::new),
         })
     }
 }
 
-impl Admission<'_> {
-    /// Traces the request when traces are on and it is sampled: in the caller's trace when its
-    /// `traceparent` names a sampled one (the headers are looked up only when traces are on).
-    /// Its span starts at `arrived`, when the request's head came in.
-    pub fn trace<'h>(&mut self, headers: impl FnOnce() -> context::Headers<'h>, arrived: Instant) {
-        let Some(tracer) = self.scoring.tracer() else {
-            return;
-        };
-        let headers = headers();
-        let Some(trace) = tracer.sample(headers.traceparent) else {
-            return;
-        };
-        let mut span = Recording::new(
-            trace,
-            self.api.span_name(),
-            otlp::kind::SERVER,
-            arrived.min(self.started),
-        );
-        match self.api {
-            Api::V1 => {
-                span.attribute("http.request.method", "POST");
-                span.attribute("http.route", "/v1/score");
-            }
-            Api::OipHttp => {
-                span.attribute("http.request.method", "POST");
-                span.attribute("http.route", "/v2/models/{model}/infer");
-            }
-            Api::OipGrpc => {
-                span.attribute("rpc.system", "grpc");
-                span.attribute("rpc.service", "inference.GRPCInferenceService");
-                span.attribute("rpc.method", "ModelInfer");
-            }
+/// The span of a sampled request on `api`, or `None` when it is not sampled.
+fn open_span(
+    tracer: &Tracer,
+    api: Api,
+    headers: context::Headers<'_>,
+    start: Instant,
+) -> Option<Recording> {
+    let trace = tracer.sample(headers.traceparent)?;
+    let mut span = Recording::new(trace, api.span_name(), otlp::kind::SERVER, start);
+    match api {
+        Api::V1 => {
+            span.attribute("http.request.method", "POST");
+            span.attribute("http.route", "/v1/score");
         }
-        span.trace_state(headers.tracestate);
-        self.span = Some(Box::new(span));
+        Api::OipHttp => {
+            span.attribute("http.request.method", "POST");
+            span.attribute("http.route", "/v2/models/{model}/infer");
+        }
+        Api::OipGrpc => {
+            span.attribute("rpc.system", "grpc");
+            span.attribute("rpc.service", "inference.GRPCInferenceService");
+            span.attribute("rpc.method", "ModelInfer");
+        }
     }
+    span.trace_state(headers.tracestate);
+    Some(span)
+}
 
+/// Ends a request's span with how the request ended (`error`, when it failed), and queues it.
+fn end_span(
+    tracer: &Tracer,
+    api: Api,
+    mut span: Recording,
+    code: Code,
+    error: Option<&ScoreError>,
+) {
+    span.attribute("pixguard.outcome", code.as_str());
+    // A server span fails only for the server's faults (5xx; gRPC's server-side codes);
+    // a caller's bad request is the caller's span's error.
+    let fault = match (api, error) {
+        (_, None) if code == Code::Cancelled => None,
+        (Api::OipGrpc, None) => {
+            span.attribute("rpc.grpc.status_code", 0i64);
+            None
+        }
+        (_, None) => {
+            span.attribute("http.response.status_code", 200i64);
+            None
+        }
+        (Api::OipGrpc, Some(e)) => {
+            let grpc = e.grpc_code();
+            span.attribute("rpc.grpc.status_code", i64::from(grpc.number()));
+            grpc.server_fault().then(|| e.to_string())
+        }
+        (_, Some(e)) => {
+            let status = e.http_status();
+            span.attribute("http.response.status_code", i64::from(status));
+            (status >= 500).then(|| e.to_string())
+        }
+    };
+    tracer.submit(span.end(fault));
+}
+
+impl Admission<'_> {
     /// Notes on a traced request's span what scored it and where the engine's time went.
     pub fn scored(&mut self, served: &Served, scores: &Scores) {
         let Some(span) = self.span.as_mut() else {
@@ -168,35 +217,10 @@ impl Admission<'_> {
     }
 
     /// Ends a traced request's span with how the request ended, and queues it for export.
-    fn send(&self, mut span: Recording, code: Code, error: Option<&ScoreError>) {
-        let Some(tracer) = self.scoring.tracer() else {
-            return;
-        };
-        span.attribute("pixguard.outcome", code.as_str());
-        // A server span fails only for the server's faults (5xx; gRPC's server-side codes);
-        // a caller's bad request is the caller's span's error.
-        let fault = match (self.api, error) {
-            (_, None) if code == Code::Cancelled => None,
-            (Api::OipGrpc, None) => {
-                span.attribute("rpc.grpc.status_code", 0i64);
-                None
-            }
-            (_, None) => {
-                span.attribute("http.response.status_code", 200i64);
-                None
-            }
-            (Api::OipGrpc, Some(e)) => {
-                let grpc = e.grpc_code();
-                span.attribute("rpc.grpc.status_code", i64::from(grpc.number()));
-                grpc.server_fault().then(|| e.to_string())
-            }
-            (_, Some(e)) => {
-                let status = e.http_status();
-                span.attribute("http.response.status_code", i64::from(status));
-                (status >= 500).then(|| e.to_string())
-            }
-        };
-        tracer.submit(span.end(fault));
+    fn send(&self, span: Recording, code: Code, error: Option<&ScoreError>) {
+        if let Some(tracer) = self.scoring.tracer() {
+            end_span(tracer, self.api, span, code, error);
+        }
     }
 
     /// Microseconds since admission.

@@ -33,8 +33,7 @@ pub async fn score(
 ) -> Result<Response, HttpError> {
     let scoring = &state.scoring;
     let arrived = arrive(&state, &headers, body).await;
-    let mut admission = scoring.admit(Api::V1)?;
-    admission.trace(|| trace_headers(&headers), arrived.head);
+    let mut admission = scoring.admit(Api::V1, || trace_headers(&headers), arrived.head)?;
     let result = async {
         let limit = state.config.server.body_limit_bytes;
         let body = decode_body(&headers, arrived.body?, limit)?;

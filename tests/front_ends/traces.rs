@@ -455,3 +455,70 @@ fn the_opentelemetry_variables_configure_traces_over_http_and_grpc() {
         );
     }
 }
+
+#[test]
+fn a_traced_request_turned_away_at_admission_has_its_span() {
+    let Some(python) = python("the traces test (opentelemetry-proto)") else {
+        return;
+    };
+    let collector = Collector::start(&python);
+    // One request in flight at most, held 400 ms by the slow worker.
+    let mut command = Server::command(&[
+        "--set",
+        "server.max_concurrent_requests=1",
+        "--set",
+        "engine.test_worker_delay_us=400000",
+    ]);
+    command.envs([
+        ("PIXGUARD__TRACES__OTLP_ENDPOINT", collector.endpoint()),
+        ("PIXGUARD__TRACES__SAMPLE_RATIO", "0".into()),
+        ("PIXGUARD__TRACES__EXPORT_INTERVAL_MS", "100".into()),
+    ]);
+    let server = Server::spawn(&mut command);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let txs = transactions(3, 97);
+    let holder = {
+        let (url, tx) = (server.url("/v1/score"), txs[0].clone());
+        runtime.spawn(async move { reqwest::Client::new().post(url).json(&tx).send().await })
+    };
+    std::thread::sleep(Duration::from_millis(150));
+    let (t1, p1, h1) = caller(30, true);
+    let refused = runtime.block_on(
+        http.post(server.url("/v1/score"))
+            .header("traceparent", &h1)
+            .header("tracestate", VENDORS)
+            .json(&txs[1])
+            .send(),
+    );
+    assert_eq!(refused.unwrap().status(), 429);
+    let (t2, p2, h2) = caller(31, true);
+    let (_, grpc_request) = oip_forms(&txs[2], MODEL);
+    let status = runtime.block_on(async {
+        let mut client = grpc_client(&server).await;
+        let mut request = tonic::Request::new(grpc_request);
+        request
+            .metadata_mut()
+            .insert("traceparent", h2.parse().unwrap());
+        client.model_infer(request).await.unwrap_err()
+    });
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let held = runtime.block_on(holder).unwrap().unwrap();
+    assert_eq!(held.status(), 200);
+
+    // One span each, no engine children: the caller's trace says it was turned away, and why.
+    let spans = collector.wait_for(&t1, 1);
+    let v1 = server_span(&spans, "POST /v1/score", &p1);
+    let a = &v1["attributes"];
+    assert_eq!(a["http.response.status_code"], 429);
+    assert_eq!(a["pixguard.outcome"], "overloaded");
+    assert_eq!(v1["trace_state"], VENDORS);
+    // Overload is a 4xx: the caller is told to come back, not a fault of the server's.
+    assert_eq!(v1["status_code"], 0);
+    let spans = collector.wait_for(&t2, 1);
+    let grpc = server_span(&spans, "inference.GRPCInferenceService/ModelInfer", &p2);
+    assert_eq!(grpc["attributes"]["rpc.grpc.status_code"], 8);
+    assert_eq!(grpc["attributes"]["pixguard.outcome"], "overloaded");
+    // The holder was not sampled (ratio 0, no traceparent): these two are all.
+    assert_eq!(collector.all().len(), 2);
+}

@@ -231,12 +231,17 @@ impl Inference {
     /// `ModelInfer` on a request read in place: admission, deadline, scoring, the answer.
     pub async fn model_infer_call(&self, r: Request<InferCall>) -> Result<InferAnswer, Status> {
         let scoring = &self.0.scoring;
-        let mut admission = scoring.admit(Api::OipGrpc).map_err(|e| grpc_status(&e))?;
         let arrived = r
             .extensions()
             .get::<Arrival>()
             .map_or_else(Instant::now, |a| a.0);
-        admission.trace(|| super::trace_headers(r.metadata().as_ref()), arrived);
+        let mut admission = scoring
+            .admit(
+                Api::OipGrpc,
+                || super::trace_headers(r.metadata().as_ref()),
+                arrived,
+            )
+            .map_err(|e| grpc_status(&e))?;
         // The caller's grpc-timeout runs from the request's head; answering a little before it
         // ends lets DEADLINE_EXCEEDED (as on the HTTP APIs) reach the caller before its own timer
         // gives up, however long the body took to arrive and decode.

@@ -128,8 +128,7 @@ pub async fn infer(
 ) -> Result<Response, HttpError> {
     let scoring = &state.scoring;
     let arrived = arrive(&state, &headers, body).await;
-    let mut admission = scoring.admit(Api::OipHttp)?;
-    admission.trace(|| trace_headers(&headers), arrived.head);
+    let mut admission = scoring.admit(Api::OipHttp, || trace_headers(&headers), arrived.head)?;
     let result = async {
         let served = scoring.served();
         served.check_model(&path.model, path.version.as_deref())?;
