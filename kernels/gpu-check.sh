@@ -16,7 +16,7 @@
 #      (`pixguard model bench`; target ≥ 10 M rows/s at large batches on an H100)
 #   4. serving on CUDA on loopback, loaded with `pixguard bench`: 1,000-row requests at 1,000/s
 #      (1 M rows/s; targets: the client's p99 ≤ 3 ms (issue 19), and queue + compute p99 ≤ 2 ms from
-#      the server's own `engine` stage)
+#      the server's own `engine` stage), over /v1 and then over OIP gRPC with binary tensors
 #   5. peak hour (issue 19): single transactions, open loop, over `/v1/score` and over OIP gRPC —
 #      a rate ladder that stops once the client p99 passes 5 ms (the highest rate that holds it),
 #      then 100,000/s held for 60 s (target: client p99 ≤ 5 ms, 0 errors)
@@ -290,9 +290,17 @@ if [[ -z "${PIXGUARD_GPU_CHECK_FORWARD_ONLY:-}" ]] && start_server 16384 200 bat
     --transactions 20000 --rate "$RATE_1M" --duration "$LOAD_S" --warmup 3 --threads "$CLIENT_THREADS" --connections 512 \
     --out "$LOGS/bench-1m" --no-progress > "$LOGS/bench-1m.txt" 2>&1
   RESULT[serve_1m]="$(client_summary "$LOGS/bench-1m/report.json" 1000 2>/dev/null || echo 'bench failed, see bench-1m.txt'); $(engine_p99 1m); $(threads_used batch)"
+  # The same rows as binary tensors over OIP gRPC (raw_input_contents: no JSON on either side),
+  # the path issue 19 names for callers that send thousands of rows. Client figures only: the
+  # server's engine percentiles now hold both runs.
+  timeout 120 "$BIN" --log warn bench --api oip-grpc --url "http://127.0.0.1:$((PORT + 1))" --rows-per-request 1000 \
+    --transactions 20000 --rate "$RATE_1M" --duration "$LOAD_S" --warmup 3 --threads "$CLIENT_THREADS" --connections 64 \
+    --out "$LOGS/bench-1m-grpc" --no-progress > "$LOGS/bench-1m-grpc.txt" 2>&1
+  RESULT[serve_1m_grpc]="$(client_summary "$LOGS/bench-1m-grpc/report.json" 1000 2>/dev/null || echo 'bench failed, see bench-1m-grpc.txt')"
   stop_server
 fi
 say "1 M rows/s: ${RESULT[serve_1m]:-not run}"
+say "1 M rows/s over OIP gRPC, binary: ${RESULT[serve_1m_grpc]:-not run}"
 checkpoint
 
 # 5. Peak hour: one server per API (its engine percentiles are then that API's), a ladder that
@@ -377,6 +385,7 @@ done
   echo "| kernel tests (tests/gpu.rs) | ${RESULT[tests]} |"
   echo "| model forward, best (target ≥ 10 M rows/s) | ${RESULT[forward]} |"
   echo "| serve 1 M rows/s (1,000-row requests; targets: client p99 ≤ 3 ms (issue 19), engine p99 ≤ 2 ms) | ${RESULT[serve_1m]:-not run} |"
+  echo "| serve 1 M rows/s over OIP gRPC, binary tensors (same requests; target: client p99 ≤ 3 ms) | ${RESULT[serve_1m_grpc]:-not run} |"
   echo "| peak hour, single transactions over /v1 (target ≥ 100,000/s held 60 s at p99 ≤ 5 ms, 0 errors) | ${RESULT[peak_v1]:-not run} |"
   echo "| peak hour, single transactions over OIP gRPC (same target) | ${RESULT[peak_oip-grpc]:-not run} |"
   echo "| forward as CUDA graphs, per batch (plain → graphs) | ${RESULT[graphs]:-not run} |"
