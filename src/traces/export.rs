@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use crossbeam_channel::Receiver;
+use prost::Message;
 
 use super::otlp::{
     ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource, ResourceSpans, ScopeSpans,
@@ -19,6 +20,10 @@ use crate::config::TracesConfig;
 
 /// A failed export is logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// The first wait before a retry; each one after doubles it, up to [`LONGEST_WAIT`].
+const FIRST_WAIT: Duration = Duration::from_millis(100);
+/// The longest wait between two tries of one export.
+const LONGEST_WAIT: Duration = Duration::from_secs(5);
 
 /// The running exporter thread.
 pub struct Exporter {
@@ -65,6 +70,7 @@ impl Exporter {
                 let mut sender = Sender {
                     runtime,
                     transport,
+                    timeout: Duration::from_millis(config.export_timeout_ms),
                     batch: config.max_export_batch_size,
                     resource,
                     counts,
@@ -117,6 +123,8 @@ fn resource_attributes(config: &TracesConfig) -> Vec<KeyValue> {
 struct Sender {
     runtime: tokio::runtime::Runtime,
     transport: Transport,
+    /// How long one export may take, its retries included.
+    timeout: Duration,
     /// Spans per export call at most.
     batch: usize,
     resource: Resource,
@@ -125,6 +133,33 @@ struct Sender {
 }
 
 impl Sender {
+    /// Sends `request`, and again after a retryable failure (the collector restarting, a
+    /// connection lost, HTTP 429 or 503), waiting 100 ms, then twice as long each time up to 5 s,
+    /// or as long as the collector's `Retry-After` says, for as long as `traces.export_timeout_ms`
+    /// allows from the first try. Spans keep queueing meanwhile, and a full queue drops them as
+    /// ever: a retry never holds a request.
+    fn send_with_retries(
+        &mut self,
+        request: bytes::Bytes,
+    ) -> Result<super::otlp::ExportTraceServiceResponse, transport::Failure> {
+        let deadline = Instant::now() + self.timeout;
+        let mut wait = FIRST_WAIT;
+        loop {
+            let transport = &mut self.transport;
+            let failure = match self.runtime.block_on(transport.send(request.clone())) {
+                Err(failure) if failure.retryable => failure,
+                answer => return answer,
+            };
+            let pause = failure.retry_after.unwrap_or(wait);
+            if Instant::now() + pause >= deadline {
+                return Err(failure);
+            }
+            tracing::debug!(problem = %failure.message, ?pause, "traces: export failed; trying again");
+            std::thread::sleep(pause);
+            wait = (wait * 2).min(LONGEST_WAIT);
+        }
+    }
+
     fn run(&mut self, spans: &Receiver<Ended>, stopping: &Receiver<()>, interval: Duration) {
         let mut batch: Vec<Span> = Vec::with_capacity(self.batch);
         let mut due = Instant::now() + interval;
@@ -181,8 +216,8 @@ impl Sender {
                 }],
             }],
         };
-        let transport = &mut self.transport;
-        let answer = self.runtime.block_on(transport.send(request));
+        let encoded = bytes::Bytes::from(request.encode_to_vec());
+        let answer = self.send_with_retries(encoded);
         let (taken, problem) = match answer {
             Ok(answer) => match answer.partial_success {
                 Some(p) if p.rejected_spans > 0 => (
@@ -194,7 +229,7 @@ impl Sender {
                 ),
                 _ => (n, None),
             },
-            Err(problem) => (0, Some(problem)),
+            Err(failure) => (0, Some(failure.message)),
         };
         self.counts.exported.fetch_add(taken, Ordering::Relaxed);
         self.counts.failed.fetch_add(n - taken, Ordering::Relaxed);

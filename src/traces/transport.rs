@@ -1,18 +1,22 @@
 //! How an export reaches the collector: OTLP/gRPC (`TraceService/Export`) or OTLP/HTTP (the same
 //! message as binary protobuf, POSTed to the traces URL), with the exporter's headers and
-//! optional gzip. Both answer with the collector's `ExportTraceServiceResponse`.
+//! optional gzip. Both answer with the collector's `ExportTraceServiceResponse`, or say whether a
+//! failure is one the OTLP specification says to retry. The request is encoded once and sent as
+//! those bytes, so a retry does not encode (or copy) its spans again.
 
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::{BufMut, Bytes};
 use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::codegen::http::{HeaderMap, HeaderName, HeaderValue};
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use super::otlp::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use super::otlp::ExportTraceServiceResponse;
 use crate::config::{OTLP_HEADER_VARIABLES, OtlpCompression, OtlpProtocol, TracesConfig};
 
 /// The OTLP/gRPC export method.
@@ -112,24 +116,38 @@ impl Transport {
         })
     }
 
-    /// One export call: the collector's answer, or why there was none.
-    pub async fn send(
-        &mut self,
-        request: ExportTraceServiceRequest,
-    ) -> Result<ExportTraceServiceResponse, String> {
+    /// One export call of an encoded `ExportTraceServiceRequest`: the collector's answer, or why
+    /// there was none.
+    pub async fn send(&mut self, request: Bytes) -> Result<ExportTraceServiceResponse, Failure> {
         match self {
             Transport::Grpc { grpc, metadata } => {
-                grpc.ready().await.map_err(|e| e.to_string())?;
-                let codec = tonic_prost::ProstCodec::<
-                    ExportTraceServiceRequest,
-                    ExportTraceServiceResponse,
-                >::default();
+                grpc.ready()
+                    .await
+                    .map_err(|e| Failure::retryable(e.to_string(), None))?;
                 let mut call = tonic::Request::new(request);
                 *call.metadata_mut() = metadata.clone();
-                grpc.unary(call, PathAndQuery::from_static(EXPORT), codec)
+                grpc.unary(call, PathAndQuery::from_static(EXPORT), Encoded)
                     .await
                     .map(tonic::Response::into_inner)
-                    .map_err(|status| format!("{}: {}", status.code(), status.message()))
+                    .map_err(|status| {
+                        use tonic::Code as C;
+                        // The specification's retryable codes. RESOURCE_EXHAUSTED is one only with
+                        // a RetryInfo detail, which is not read here.
+                        let retryable = matches!(
+                            status.code(),
+                            C::Cancelled
+                                | C::DeadlineExceeded
+                                | C::Aborted
+                                | C::OutOfRange
+                                | C::Unavailable
+                                | C::DataLoss
+                        );
+                        Failure {
+                            message: format!("{}: {}", status.code(), status.message()),
+                            retryable,
+                            retry_after: None,
+                        }
+                    })
             }
             Transport::Http {
                 client,
@@ -137,28 +155,125 @@ impl Transport {
                 headers,
                 gzip,
             } => {
-                let mut body = request.encode_to_vec();
                 let mut call = client
                     .post(url.as_str())
                     .headers(headers.clone())
                     .header(reqwest::header::CONTENT_TYPE, PROTOBUF);
-                if *gzip {
-                    body = gzipped(&body).map_err(|e| format!("gzip: {e}"))?;
+                let body = if *gzip {
                     call = call.header(reqwest::header::CONTENT_ENCODING, "gzip");
-                }
-                let answer = call.body(body).send().await.map_err(|e| e.to_string())?;
+                    Bytes::from(
+                        gzipped(&request).map_err(|e| Failure::fatal(format!("gzip: {e}")))?,
+                    )
+                } else {
+                    request
+                };
+                let answer = call
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| Failure::retryable(e.to_string(), None))?;
                 let status = answer.status();
-                let bytes = answer.bytes().await.map_err(|e| e.to_string())?;
+                let retry_after = answer
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let bytes = answer
+                    .bytes()
+                    .await
+                    .map_err(|e| Failure::retryable(e.to_string(), None))?;
                 if !status.is_success() {
                     let text = String::from_utf8_lossy(&bytes);
                     let text: String = text.chars().take(ERROR_BODY).collect();
-                    return Err(format!("HTTP {status}: {text}"));
+                    let message = format!("HTTP {status}: {text}");
+                    // The specification's retryable statuses.
+                    return Err(match status.as_u16() {
+                        429 | 502 | 503 | 504 => Failure::retryable(message, retry_after),
+                        _ => Failure::fatal(message),
+                    });
                 }
                 // An empty body is an empty message: every span taken.
-                ExportTraceServiceResponse::decode(bytes.as_ref())
-                    .map_err(|e| format!("HTTP {status} with an answer that is not OTLP: {e}"))
+                ExportTraceServiceResponse::decode(bytes.as_ref()).map_err(|e| {
+                    Failure::fatal(format!(
+                        "HTTP {status} with an answer that is not OTLP: {e}"
+                    ))
+                })
             }
         }
+    }
+}
+
+/// Why an export got no answer that took its spans.
+#[derive(Debug)]
+pub struct Failure {
+    /// What happened, for the log.
+    pub message: String,
+    /// Whether the specification says to send the same request again (the collector is
+    /// restarting, overloaded, or the connection failed).
+    pub retryable: bool,
+    /// How long the collector asked to be left alone (HTTP's `Retry-After`, in seconds).
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn retryable(message: String, retry_after: Option<Duration>) -> Failure {
+        Failure {
+            message,
+            retryable: true,
+            retry_after,
+        }
+    }
+
+    fn fatal(message: String) -> Failure {
+        Failure {
+            message,
+            retryable: false,
+            retry_after: None,
+        }
+    }
+}
+
+/// A gRPC codec whose request is already an encoded message, and whose answer is OTLP's.
+#[derive(Debug, Clone, Copy, Default)]
+struct Encoded;
+
+impl Codec for Encoded {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = Encoded;
+    type Decoder = Encoded;
+
+    fn encoder(&mut self) -> Encoded {
+        Encoded
+    }
+
+    fn decoder(&mut self) -> Encoded {
+        Encoded
+    }
+}
+
+impl Encoder for Encoded {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Encoded {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("an answer that is not OTLP: {e}")))
     }
 }
 

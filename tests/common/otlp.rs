@@ -22,12 +22,18 @@ pub struct Collector {
 impl Collector {
     /// Starts the receiver on a free port under `python` and waits until it listens.
     pub fn start(python: &std::path::Path) -> Collector {
+        Self::start_with(python, &[])
+    }
+
+    /// [`Collector::start`] with more arguments (`--refuse 2 --refuse-with unavailable`).
+    pub fn start_with(python: &std::path::Path, more: &[&str]) -> Collector {
         let (port, http_port) = (free_port(), free_port());
         let script = format!("{}/tests/python/otlp_collector.py", crate::server::ROOT);
         let mut process = Process::spawn(
             Command::new(python)
                 .args([script.as_str(), &port.to_string()])
                 .args(["--http", &http_port.to_string()])
+                .args(more)
                 .stdout(Stdio::piped()),
         )
         .expect("start the OTLP receiver");
@@ -92,6 +98,20 @@ impl Collector {
 
     /// Every span received so far.
     pub fn all(&self) -> Vec<Value> {
-        self.spans.lock().unwrap().clone()
+        let lines = self.spans.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.get("trace_id").is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// The exports it refused so far, by transport (`--refuse`).
+    pub fn refused(&self) -> Vec<String> {
+        let lines = self.spans.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|l| l["refused"].as_str().map(str::to_string))
+            .collect()
     }
 }

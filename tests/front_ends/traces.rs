@@ -522,3 +522,59 @@ fn a_traced_request_turned_away_at_admission_has_its_span() {
     // The holder was not sampled (ratio 0, no traceparent): these two are all.
     assert_eq!(collector.all().len(), 2);
 }
+
+#[test]
+fn an_export_the_collector_turns_away_is_sent_again_when_the_specification_says_to() {
+    let Some(python) = python("the traces test (opentelemetry-proto)") else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let txs = transactions(2, 98);
+    let endpoints = |collector: &Collector, transport: &str| match transport {
+        "grpc" => (collector.endpoint(), "protocol=grpc"),
+        _ => (
+            format!("{}/v1/traces", collector.http_base()),
+            "protocol=http/protobuf",
+        ),
+    };
+    // A collector restarting: UNAVAILABLE, or 503 with Retry-After: 0, twice. The export is sent
+    // a third time, and its spans arrive; none is counted failed.
+    for transport in ["grpc", "http"] {
+        let collector =
+            Collector::start_with(&python, &["--refuse", "2", "--refuse-with", "unavailable"]);
+        let (endpoint, protocol) = endpoints(&collector, transport);
+        let server = traced_server(
+            &endpoint,
+            &[protocol, "sample_ratio=1", "export_interval_ms=50"],
+        );
+        let answer = runtime.block_on(http.post(server.url("/v1/score")).json(&txs[0]).send());
+        assert_eq!(answer.unwrap().status(), 200);
+        let text = spans_counted(&runtime, &http, &server, "exported", 3.0);
+        assert_eq!(
+            metric(&text, "pixguard_trace_spans_total{outcome=\"failed\"}"),
+            0.0
+        );
+        assert_eq!(collector.refused(), [transport, transport]);
+        assert_eq!(collector.all().len(), 3);
+    }
+    // A request the collector calls invalid is not sent again: its spans fail at once, and the
+    // next export goes through.
+    for transport in ["grpc", "http"] {
+        let collector =
+            Collector::start_with(&python, &["--refuse", "1", "--refuse-with", "invalid"]);
+        let (endpoint, protocol) = endpoints(&collector, transport);
+        let server = traced_server(
+            &endpoint,
+            &[protocol, "sample_ratio=1", "export_interval_ms=50"],
+        );
+        let answer = runtime.block_on(http.post(server.url("/v1/score")).json(&txs[0]).send());
+        assert_eq!(answer.unwrap().status(), 200);
+        spans_counted(&runtime, &http, &server, "failed", 3.0);
+        let answer = runtime.block_on(http.post(server.url("/v1/score")).json(&txs[1]).send());
+        assert_eq!(answer.unwrap().status(), 200);
+        spans_counted(&runtime, &http, &server, "exported", 3.0);
+        assert_eq!(collector.refused(), [transport]);
+        assert!(server.logged("traces: export failed"));
+    }
+}

@@ -3,12 +3,15 @@ OpenTelemetry project's own generated classes (opentelemetry-proto) decode every
 makes, and each span is printed as one JSON line, with its resource's attributes, the transport it
 came by and the headers (gRPC metadata) of its call, for the test to read.
 
-    python otlp_collector.py PORT [--http HTTP_PORT] [--quiet]
+    python otlp_collector.py PORT [--http HTTP_PORT] [--quiet] [--refuse N --refuse-with KIND]
 
 OTLP/gRPC on PORT; with --http, OTLP/HTTP (binary protobuf POSTed to /v1/traces, gzip or not) on
 HTTP_PORT too. Prints `listening` once the ports are bound. Answers every export with an empty
 ExportTraceServiceResponse (all spans taken). With --quiet it decodes and discards (the receiver of
-benches/traces/overhead.sh, where printing would be the bottleneck)."""
+benches/traces/overhead.sh, where printing would be the bottleneck). With --refuse N the first N
+exports (over either transport) are refused, printing {"refused": TRANSPORT} for each: KIND
+`unavailable` is gRPC UNAVAILABLE or HTTP 503 with Retry-After: 0 (a collector restarting, which
+the OTLP specification says to retry), `invalid` is INVALID_ARGUMENT or HTTP 400 (not to retry)."""
 
 import gzip
 import json
@@ -56,24 +59,55 @@ def print_spans(request, transport, headers):
                 print(json.dumps(line), flush=True)
 
 
+class Refusals:
+    """The first `count` exports are refused as `kind` says."""
+
+    def __init__(self, count, kind):
+        self.left = count
+        self.kind = kind
+        self.lock = threading.Lock()
+
+    def take(self, transport):
+        with self.lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+        print(json.dumps({"refused": transport}), flush=True)
+        return True
+
+
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, quiet):
+    def __init__(self, quiet, refusals):
         self.quiet = quiet
+        self.refusals = refusals
 
     def Export(self, request, context):
+        if self.refusals.take("grpc"):
+            code = {"unavailable": grpc.StatusCode.UNAVAILABLE, "invalid": grpc.StatusCode.INVALID_ARGUMENT}
+            context.abort(code[self.refusals.kind], "refused by the test's collector")
         if not self.quiet:
             headers = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
             print_spans(request, "grpc", headers)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-def http_handler(quiet):
+def http_handler(quiet, refusals):
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             if self.path != "/v1/traces":
                 self.send_error(404)
                 return
             body = self.rfile.read(int(self.headers["Content-Length"]))
+            if refusals.take("http"):
+                status = {"unavailable": 503, "invalid": 400}[refusals.kind]
+                text = b"refused by the test's collector"
+                self.send_response(status)
+                if status == 503:
+                    self.send_header("Retry-After", "0")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+                return
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             if self.headers.get("Content-Type") != "application/x-protobuf":
@@ -100,13 +134,17 @@ def http_handler(quiet):
 def main():
     port = int(sys.argv[1])
     quiet = "--quiet" in sys.argv[2:]
+    refusals = Refusals(0, "unavailable")
+    if "--refuse" in sys.argv:
+        kind = sys.argv[sys.argv.index("--refuse-with") + 1]
+        refusals = Refusals(int(sys.argv[sys.argv.index("--refuse") + 1]), kind)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(quiet), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(quiet, refusals), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     if "--http" in sys.argv:
         http_port = int(sys.argv[sys.argv.index("--http") + 1])
-        http = ThreadingHTTPServer(("127.0.0.1", http_port), http_handler(quiet))
+        http = ThreadingHTTPServer(("127.0.0.1", http_port), http_handler(quiet, refusals))
         threading.Thread(target=http.serve_forever, daemon=True).start()
     print("listening", flush=True)
     server.wait_for_termination()
