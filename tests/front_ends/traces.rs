@@ -531,25 +531,32 @@ fn an_export_the_collector_turns_away_is_sent_again_when_the_specification_says_
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
     let txs = transactions(2, 98);
-    let endpoints = |collector: &Collector, transport: &str| match transport {
-        "grpc" => (collector.endpoint(), "protocol=grpc"),
-        _ => (
-            format!("{}/v1/traces", collector.http_base()),
-            "protocol=http/protobuf",
-        ),
-    };
-    // A collector restarting: UNAVAILABLE, or 503 with Retry-After: 0, twice. The export is sent
-    // a third time, and its spans arrive; none is counted failed.
-    for transport in ["grpc", "http"] {
-        let collector =
-            Collector::start_with(&python, &["--refuse", "2", "--refuse-with", "unavailable"]);
-        let (endpoint, protocol) = endpoints(&collector, transport);
+    // A collector that turns the first `count` exports away as `kind`, and a server that traces
+    // every request to it over `transport`.
+    let refusing = |transport: &str, count: &str, kind: &str| {
+        let collector = Collector::start_with(&python, &["--refuse", count, "--refuse-with", kind]);
+        let (endpoint, protocol) = match transport {
+            "grpc" => (collector.endpoint(), "protocol=grpc"),
+            _ => (
+                format!("{}/v1/traces", collector.http_base()),
+                "protocol=http/protobuf",
+            ),
+        };
         let server = traced_server(
             &endpoint,
             &[protocol, "sample_ratio=1", "export_interval_ms=50"],
         );
-        let answer = runtime.block_on(http.post(server.url("/v1/score")).json(&txs[0]).send());
+        (collector, server)
+    };
+    let score = |server: &Server, tx: &Value| {
+        let answer = runtime.block_on(http.post(server.url("/v1/score")).json(tx).send());
         assert_eq!(answer.unwrap().status(), 200);
+    };
+    // A collector restarting: UNAVAILABLE, or 503 with Retry-After: 0, twice. The export is sent
+    // a third time, and its spans arrive; none is counted failed.
+    for transport in ["grpc", "http"] {
+        let (collector, server) = refusing(transport, "2", "unavailable");
+        score(&server, &txs[0]);
         let text = spans_counted(&runtime, &http, &server, "exported", 3.0);
         assert_eq!(
             metric(&text, "pixguard_trace_spans_total{outcome=\"failed\"}"),
@@ -561,18 +568,10 @@ fn an_export_the_collector_turns_away_is_sent_again_when_the_specification_says_
     // A request the collector calls invalid is not sent again: its spans fail at once, and the
     // next export goes through.
     for transport in ["grpc", "http"] {
-        let collector =
-            Collector::start_with(&python, &["--refuse", "1", "--refuse-with", "invalid"]);
-        let (endpoint, protocol) = endpoints(&collector, transport);
-        let server = traced_server(
-            &endpoint,
-            &[protocol, "sample_ratio=1", "export_interval_ms=50"],
-        );
-        let answer = runtime.block_on(http.post(server.url("/v1/score")).json(&txs[0]).send());
-        assert_eq!(answer.unwrap().status(), 200);
+        let (collector, server) = refusing(transport, "1", "invalid");
+        score(&server, &txs[0]);
         spans_counted(&runtime, &http, &server, "failed", 3.0);
-        let answer = runtime.block_on(http.post(server.url("/v1/score")).json(&txs[1]).send());
-        assert_eq!(answer.unwrap().status(), 200);
+        score(&server, &txs[1]);
         spans_counted(&runtime, &http, &server, "exported", 3.0);
         assert_eq!(collector.refused(), [transport]);
         assert!(server.logged("traces: export failed"));
