@@ -322,6 +322,28 @@ fn serve_refuses_cuda_without_the_cuda_build_and_names_unknown_config_keys() {
         yaml.contains("max_batch_size: 64") && yaml.contains("source: models/pix-fraud"),
         "{yaml}"
     );
+
+    // The OpenTelemetry variables' part of the configuration, and what they set that was ignored.
+    let out = Command::new(env!("CARGO_BIN_EXE_pixguard"))
+        .args(["serve", "--print-config"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+        .env("OTEL_SERVICE_NAME", "pixguard-cli")
+        .env("OTEL_PROPAGATORS", "tracecontext,b3")
+        .output()
+        .expect("pixguard runs");
+    assert!(out.status.success());
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        yaml.contains("otlp_endpoint: http://collector:4318/v1/traces")
+            && yaml.contains("protocol: http/protobuf")
+            && yaml.contains("service_name: pixguard-cli"),
+        "{yaml}"
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("pixguard: OTEL_PROPAGATORS: b3 ignored"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -83,6 +83,10 @@ pub fn run(args: ServeArgs, log_override: Option<&str>) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), &args.overrides()?)?;
     if args.print_config {
         print!("{}", serde_yaml_ng::to_string(&config)?);
+        // What the environment set that was ignored, beside the configuration it did not make.
+        for note in &config.notes {
+            eprintln!("pixguard: {note}");
+        }
         return Ok(());
     }
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
