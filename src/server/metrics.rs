@@ -193,6 +193,13 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
                 ("{outcome=\"failed\"}".into(), load(&c.failed)),
             ],
         );
+        counter(
+            &mut out,
+            "pixguard_trace_export_retries_total",
+            "Export calls sent again after a retryable answer (the collector restarting or overloaded, a lost connection).",
+            "counter",
+            &[(String::new(), load(&c.retries))],
+        );
     }
     if let Some(shadow) = scoring.shadow() {
         shadow_metrics(&mut out, shadow);

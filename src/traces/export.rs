@@ -155,6 +155,7 @@ impl Sender {
                 return Err(failure);
             }
             tracing::debug!(problem = %failure.message, ?pause, "traces: export failed; trying again");
+            self.counts.retries.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(pause);
             wait = (wait * 2).min(LONGEST_WAIT);
         }

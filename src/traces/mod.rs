@@ -32,6 +32,8 @@ pub struct Counts {
     pub dropped: AtomicU64,
     /// Sent, and refused by the collector or lost with its connection.
     pub failed: AtomicU64,
+    /// Export calls sent again after a retryable answer.
+    pub retries: AtomicU64,
 }
 
 /// Samples requests and queues their spans for the exporter thread.

@@ -564,6 +564,7 @@ fn an_export_the_collector_turns_away_is_sent_again_when_the_specification_says_
         );
         assert_eq!(collector.refused(), [transport, transport]);
         assert_eq!(collector.all().len(), 3);
+        assert_eq!(metric(&text, "pixguard_trace_export_retries_total"), 2.0);
     }
     // A request the collector calls invalid is not sent again: its spans fail at once, and the
     // next export goes through.
@@ -572,8 +573,9 @@ fn an_export_the_collector_turns_away_is_sent_again_when_the_specification_says_
         score(&server, &txs[0]);
         spans_counted(&runtime, &http, &server, "failed", 3.0);
         score(&server, &txs[1]);
-        spans_counted(&runtime, &http, &server, "exported", 3.0);
+        let text = spans_counted(&runtime, &http, &server, "exported", 3.0);
         assert_eq!(collector.refused(), [transport]);
+        assert_eq!(metric(&text, "pixguard_trace_export_retries_total"), 0.0);
         assert!(server.logged("traces: export failed"));
     }
 }
