@@ -79,19 +79,19 @@ impl Tracer {
     /// SDKs' default), else `traces.sample_ratio` decided on the trace id — the caller's trace
     /// when there is one, so that a span kept joins it.
     pub fn sample(&self, header: Option<&[u8]>) -> Option<Trace> {
-        let span_id = context::new_span_id;
         match header.and_then(Parent::parse) {
-            Some(parent) if parent.sampled && self.parent_based => Some(Trace {
-                trace_id: parent.trace_id,
-                parent: Some(parent.span_id),
-                span_id: span_id(),
-            }),
-            Some(_) if self.parent_based => None,
-            Some(parent) => context::ratio_keeps(&parent.trace_id, self.ratio).then(|| Trace {
-                trace_id: parent.trace_id,
-                parent: Some(parent.span_id),
-                span_id: span_id(),
-            }),
+            Some(parent) => {
+                let keep = if self.parent_based {
+                    parent.sampled
+                } else {
+                    context::ratio_keeps(&parent.trace_id, self.ratio)
+                };
+                keep.then(|| Trace {
+                    trace_id: parent.trace_id,
+                    parent: Some(parent.span_id),
+                    span_id: context::new_span_id(),
+                })
+            }
             None => {
                 if self.ratio <= 0.0 {
                     return None;
@@ -100,7 +100,7 @@ impl Tracer {
                 context::ratio_keeps(&trace_id, self.ratio).then(|| Trace {
                     trace_id,
                     parent: None,
-                    span_id: span_id(),
+                    span_id: context::new_span_id(),
                 })
             }
         }
