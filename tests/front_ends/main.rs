@@ -36,6 +36,17 @@ use tonic::Code;
 
 const MODEL: &str = "pix-fraud";
 
+/// Runs a Python script that prints one JSON object, and reads it; its stderr when it fails.
+fn python_json(command: &mut std::process::Command) -> Value {
+    let out = command.output().expect("run the Python script");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
 /// One request, in the form of each API.
 struct Case {
     name: &'static str,

@@ -9,14 +9,34 @@ use tonic_reflection::pb::{v1, v1alpha};
 
 use super::*;
 
-/// The `rpc` names `inference.proto` declares, read from the file itself.
-fn declared_methods() -> Vec<String> {
+/// Each `rpc Name(Request) returns (Response)` of `inference.proto`, read from the file itself:
+/// (name, request type, response type).
+fn declared_rpcs() -> Vec<(String, String, String)> {
     let proto = std::fs::read_to_string(format!("{}/src/protocol/inference.proto", server::ROOT))
         .expect("inference.proto");
-    let mut names: Vec<String> = proto
+    proto
         .lines()
         .filter_map(|l| l.trim().strip_prefix("rpc "))
-        .map(|l| l.split('(').next().unwrap_or("").trim().to_string())
+        .map(|l| {
+            let words: Vec<&str> = l
+                .split(|c: char| c == '(' || c == ')' || c.is_whitespace())
+                .filter(|w| !w.is_empty())
+                .collect();
+            // [Name, Request, returns, Response, {}]
+            (
+                words[0].to_string(),
+                words[1].to_string(),
+                words[3].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The `rpc` names `inference.proto` declares, sorted.
+fn declared_methods() -> Vec<String> {
+    let mut names: Vec<String> = declared_rpcs()
+        .into_iter()
+        .map(|(name, _, _)| name)
         .collect();
     names.sort();
     names
@@ -136,37 +156,23 @@ fn googles_python_client_reads_every_method_and_a_key_error_for_an_unknown_symbo
         return;
     };
     let server = Server::start(&[]);
-    let out = std::process::Command::new(&python)
-        .arg(format!(
-            "{}/tests/python/reflection_client.py",
-            server::ROOT
-        ))
-        .arg(server.grpc_address().trim_start_matches("http://"))
-        .output()
-        .expect("run the reflection client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let read = python_json(
+        std::process::Command::new(&python)
+            .arg(format!(
+                "{}/tests/python/reflection_client.py",
+                server::ROOT
+            ))
+            .arg(server.grpc_address().trim_start_matches("http://")),
     );
-    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
-    // Each `rpc Name(Request) returns (Response)` of inference.proto, as the client resolved it.
-    let proto = std::fs::read_to_string(format!("{}/src/protocol/inference.proto", server::ROOT))
-        .expect("inference.proto");
-    let declared: serde_json::Map<String, Value> = proto
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("rpc "))
-        .map(|l| {
-            let words: Vec<&str> = l
-                .split(|c: char| c == '(' || c == ')' || c.is_whitespace())
-                .filter(|w| !w.is_empty())
-                .collect();
-            // [Name, Request, returns, Response, {}]
+    // Each `rpc` of inference.proto with its message types, as the client resolved it.
+    let declared: serde_json::Map<String, Value> = declared_rpcs()
+        .into_iter()
+        .map(|(name, request, response)| {
             let types = json!([
-                format!("inference.{}", words[1]),
-                format!("inference.{}", words[3])
+                format!("inference.{request}"),
+                format!("inference.{response}")
             ]);
-            (words[0].to_string(), types)
+            (name, types)
         })
         .collect();
     assert_eq!(read["inference"], Value::Object(declared));

@@ -303,18 +303,12 @@ fn an_opentelemetry_callers_span_is_the_parent() {
         &["sample_ratio=0", "export_interval_ms=100"],
     );
     let tx = transactions(1, 94).remove(0);
-    let out = std::process::Command::new(&python)
-        .arg(format!("{}/tests/python/traced_client.py", server::ROOT))
-        .args([server.base.as_str(), &tx.to_string()])
-        .env("PYTHONPATH", format!("{}/clients/python", server::ROOT))
-        .output()
-        .expect("run the traced client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let caller = python_json(
+        std::process::Command::new(&python)
+            .arg(format!("{}/tests/python/traced_client.py", server::ROOT))
+            .args([server.base.as_str(), &tx.to_string()])
+            .env("PYTHONPATH", format!("{}/clients/python", server::ROOT)),
     );
-    let caller: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(caller["sampled"], true);
     assert_eq!(caller["recorded"], json!(["pix.authorize"]));
     let trace = caller["trace_id"].as_str().unwrap();
