@@ -116,25 +116,20 @@ pub(super) fn translate(vars: &[(String, String)]) -> Translated {
         }
         None => None,
     };
-    if let Some((name, v)) = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-        out.set("otlp_endpoint", v, name);
+    // The signal's own URL is taken as it is. The base URL of every signal gets the traces path
+    // over OTLP/HTTP; gRPC takes it as it is.
+    let endpoint = match get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        Some((name, v)) => Some((name, v.to_string())),
+        None => get("OTEL_EXPORTER_OTLP_ENDPOINT").map(|(name, v)| match protocol {
+            Some("grpc") => (name, v.to_string()),
+            _ => (name, format!("{}/v1/traces", v.trim_end_matches('/'))),
+        }),
+    };
+    if let Some((name, url)) = endpoint {
+        out.set("otlp_endpoint", &url, name);
         if protocol.is_none() {
             // The specification's default transport.
             out.set("protocol", "http/protobuf", name);
-        }
-    } else if let Some((name, v)) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        // The base URL of every signal: OTLP/HTTP appends the signal's path, gRPC takes it as is.
-        if protocol == Some("grpc") {
-            out.set("otlp_endpoint", v, name);
-        } else {
-            out.set(
-                "otlp_endpoint",
-                &format!("{}/v1/traces", v.trim_end_matches('/')),
-                name,
-            );
-            if protocol.is_none() {
-                out.set("protocol", "http/protobuf", name);
-            }
         }
     }
 
@@ -234,28 +229,22 @@ fn sampler(sampler: Option<(&str, &str)>, arg: Option<(&str, &str)>, out: &mut T
             return;
         }
     };
-    let origin = format!("environment {name}");
-    out.overrides.push((
-        "traces.parent_based".into(),
-        parent_based.to_string(),
-        origin.clone(),
-    ));
-    let ratio = match (ratio, arg) {
-        (Some(fixed), _) => (fixed.to_string(), origin),
+    out.set("parent_based", &parent_based.to_string(), name);
+    let (ratio, from) = match (ratio, arg) {
+        (Some(fixed), _) => (fixed, name),
         (None, Some((arg_name, v))) => match v.parse::<f64>() {
-            Ok(r) if (0.0..=1.0).contains(&r) => (v.to_string(), format!("environment {arg_name}")),
+            Ok(r) if (0.0..=1.0).contains(&r) => (v, arg_name),
             _ => {
                 out.notes.push(format!(
                     "{arg_name}={v} ignored: not a ratio from 0 to 1; {sampler} samples every trace"
                 ));
-                ("1".into(), origin)
+                ("1", name)
             }
         },
         // The specification's default argument of the ratio samplers.
-        (None, None) => ("1".into(), origin),
+        (None, None) => ("1", name),
     };
-    out.overrides
-        .push(("traces.sample_ratio".into(), ratio.0, ratio.1));
+    out.set("sample_ratio", ratio, from);
 }
 
 /// `key1=value1,key2=value2` with percent-encoded values (the W3C Baggage form the specification
