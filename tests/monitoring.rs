@@ -407,8 +407,8 @@ async fn the_alert_rules_parse_and_name_metrics_a_live_server_exports() {
         return;
     };
     // Serving with the challenger in the shadow, the Kafka consumer configured (its broker
-    // absent: the stream's metrics are exported all the same) and traces on, after traffic, so that every
-    // family a rule selects has samples to check its labels on.
+    // absent: the stream's metrics are exported all the same) and traces on, after traffic, so
+    // that every family a rule selects has samples to check its labels on.
     let brokers = format!("stream.brokers=127.0.0.1:{}", registry::free_port());
     // Traces on, to a collector that is not there: their counters are exported too.
     let traces = format!(

@@ -1,5 +1,6 @@
 //! One typed configuration: `config.yaml`, then the OpenTelemetry SDK's `OTEL_*` variables (for
-//! `traces`), then `PIXGUARD__SECTION__KEY` environment overrides, then command-line flags. An unknown key anywhere is an error that names it.
+//! `traces`), then `PIXGUARD__SECTION__KEY` environment overrides, then command-line flags. An
+//! unknown key anywhere is an error that names it.
 
 use std::path::{Path, PathBuf};
 

@@ -7,12 +7,13 @@ use serde_yaml_ng::Value;
 
 use super::{ConfigError, ENV_PREFIX};
 
-/// `PIXGUARD__SECTION__KEY` and `OTEL_*` variables as (name, value), and an error for one that was meant as an
-/// override but would be ignored: `PIXGUARD_ENGINE_WORKERS=4` (one underscore) configures
-/// nothing, and a Deployment's env list says nothing when it does not take. Only a name that
-/// spells a real key is taken for a mistake: a developer's `PIXGUARD_SERVER_URL`, or the
-/// variables Kubernetes makes for a Service named `pixguard-stream` (`PIXGUARD_STREAM_SERVICE_HOST`,
-/// `PIXGUARD_STREAM_PORT=tcp://…`), are other programs' and left alone.
+/// `PIXGUARD__SECTION__KEY` and `OTEL_*` variables as (name, value), and an error for one that
+/// was meant as an override but would be ignored: `PIXGUARD_ENGINE_WORKERS=4` (one underscore)
+/// configures nothing, and a Deployment's env list says nothing when it does not take. Only a
+/// name that spells a real key is taken for a mistake: a developer's `PIXGUARD_SERVER_URL`, or
+/// the variables Kubernetes makes for a Service named `pixguard-stream`
+/// (`PIXGUARD_STREAM_SERVICE_HOST`, `PIXGUARD_STREAM_PORT=tcp://…`), are other programs' and left
+/// alone.
 pub(super) fn from_environment(
     vars: impl Iterator<Item = (OsString, OsString)>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
@@ -22,7 +23,8 @@ pub(super) fn from_environment(
         // Another program's variable need not be UTF-8 (`std::env::vars` would panic on it).
         let Some(name) = name.to_str() else { continue };
         if name.starts_with("OTEL_") {
-            // An OpenTelemetry setting whose value is not text is taken as unset, as an empty one is.
+            // An OpenTelemetry setting whose value is not text is taken as unset, as an empty one
+            // is.
             let value = value.into_string().unwrap_or_default();
             out.push((name.to_string(), value));
             continue;
