@@ -11,12 +11,13 @@ use serde_json::Value;
 
 use crate::registry::{Process, free_port};
 
-/// The receiver, and the spans it has printed so far.
+/// The receiver, and the lines it has printed so far: spans, and `{"refused": …}` for exports it
+/// turned away.
 pub struct Collector {
     _process: Process,
     port: u16,
     http_port: u16,
-    spans: Arc<Mutex<Vec<Value>>>,
+    lines: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Collector {
@@ -38,9 +39,9 @@ impl Collector {
         )
         .expect("start the OTLP receiver");
         let stdout = process.0.stdout.take().expect("piped");
-        let spans = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
         let (ready, listening) = std::sync::mpsc::channel();
-        let sink = spans.clone();
+        let sink = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line == "listening" {
@@ -59,7 +60,7 @@ impl Collector {
             _process: process,
             port,
             http_port,
-            spans,
+            lines,
         }
     }
 
@@ -75,8 +76,8 @@ impl Collector {
 
     /// The spans of `trace` received so far.
     pub fn trace(&self, trace: &str) -> Vec<Value> {
-        let spans = self.spans.lock().unwrap();
-        spans
+        let lines = self.lines.lock().unwrap();
+        lines
             .iter()
             .filter(|s| s["trace_id"] == trace)
             .cloned()
@@ -98,7 +99,7 @@ impl Collector {
 
     /// Every span received so far.
     pub fn all(&self) -> Vec<Value> {
-        let lines = self.spans.lock().unwrap();
+        let lines = self.lines.lock().unwrap();
         lines
             .iter()
             .filter(|l| l.get("trace_id").is_some())
@@ -108,7 +109,7 @@ impl Collector {
 
     /// The exports it refused so far, by transport (`--refuse`).
     pub fn refused(&self) -> Vec<String> {
-        let lines = self.spans.lock().unwrap();
+        let lines = self.lines.lock().unwrap();
         lines
             .iter()
             .filter_map(|l| l["refused"].as_str().map(str::to_string))
