@@ -16,6 +16,7 @@ pub mod engine;
 pub mod features;
 pub mod histogram;
 pub mod jsonl;
+pub mod kafka;
 pub mod logging;
 pub mod memory;
 pub mod model;

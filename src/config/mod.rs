@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 
 pub use sections::{
-    DecisionsConfig, DeviceChoice, EngineConfig, Librdkafka, LogFormat, LoggingConfig, ModelConfig,
-    MonitoringConfig, OtlpCompression, OtlpProtocol, ServerConfig, StreamConfig, TracesConfig,
+    DecisionLogConfig, DecisionsConfig, DeviceChoice, EngineConfig, Librdkafka, LogFormat,
+    LoggingConfig, ModelConfig, MonitoringConfig, OtlpCompression, OtlpProtocol, ServerConfig,
+    StreamConfig, TracesConfig,
 };
 
 /// Everything `pixguard serve` needs.
@@ -32,6 +33,8 @@ pub struct Config {
     pub decisions: DecisionsConfig,
     /// Scoring from Kafka (`pixguard stream`, or beside `serve` when enabled).
     pub stream: StreamConfig,
+    /// Every answered decision to a Kafka topic.
+    pub decision_log: DecisionLogConfig,
     /// Feature and score drift against the package's training reference.
     pub monitoring: MonitoringConfig,
     /// Logging.
@@ -255,6 +258,22 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.model.shadow_fraction) {
             return Err(bad("model.shadow_fraction", "must be between 0 and 1"));
+        }
+        let log = &self.decision_log;
+        if !(0.0..=1.0).contains(&log.sample_ratio) {
+            return Err(bad("decision_log.sample_ratio", "must be between 0 and 1"));
+        }
+        if !log.topic.is_empty() {
+            if log.max_queue_records == 0 {
+                return Err(bad("decision_log.max_queue_records", "must be at least 1"));
+            }
+            if log.brokers.is_empty() && self.stream.brokers.is_empty() {
+                return Err(bad_together(
+                    "decision_log.brokers",
+                    &["stream.brokers"],
+                    "a decision log needs brokers: set decision_log.brokers or stream.brokers",
+                ));
+            }
         }
         let t = &self.traces;
         if !(0.0..=1.0).contains(&t.sample_ratio) {

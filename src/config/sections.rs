@@ -319,6 +319,39 @@ impl Default for StreamConfig {
     }
 }
 
+/// Every decision an API answered, as one record per transaction on a Kafka topic: what a fraud
+/// team joins its confirmed frauds (MED claims, chargebacks) to, and what an auditor reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionLogConfig {
+    /// The topic (key: `end_to_end_id`); empty: no decision log.
+    pub topic: String,
+    /// Bootstrap servers; empty: `stream.brokers`.
+    pub brokers: String,
+    /// Fraction of requests whose decisions are logged (every row of a request taken).
+    pub sample_ratio: f64,
+    /// Each record also carries what was scored: the transaction as /v1 takes it, or the feature
+    /// row a caller sent. Personal data (payer and payee keys): off unless asked for.
+    pub include_inputs: bool,
+    /// Records waiting for the producer beyond which a request's records are dropped and counted.
+    pub max_queue_records: usize,
+    /// librdkafka producer properties, over `stream.librdkafka` (the same cluster's credentials).
+    pub librdkafka: Librdkafka,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        DecisionLogConfig {
+            topic: String::new(),
+            brokers: String::new(),
+            sample_ratio: 1.0,
+            include_inputs: false,
+            max_queue_records: 100_000,
+            librdkafka: Librdkafka::default(),
+        }
+    }
+}
+
 /// Model monitoring (docs/monitoring.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

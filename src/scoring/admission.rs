@@ -8,8 +8,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::decision_log::{Answered, Inputs, Rows};
 use super::{Code, ScoreError, Scores, Scoring, Served};
+use crate::engine::Lane;
+use crate::protocol::Payload;
 use crate::traces::{Recording, Tracer, context, otlp};
+use crate::transaction::Transaction;
 
 /// The front end a request came through: the `api` label of the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,8 +197,62 @@ fn end_span(
 }
 
 impl Admission<'_> {
-    /// Notes on a traced request's span what scored it and where the engine's time went.
-    pub fn scored(&mut self, served: &Served, scores: &Scores) {
+    /// Scores what the request carries on `served` (the version it took; see
+    /// [`Scoring::score`]). A traced request's span notes what scored it; a logged request's
+    /// decisions go to the decision log, with `request_id` (the caller's own id) when it gave one.
+    pub async fn score(
+        &mut self,
+        served: &Served,
+        payload: Payload,
+        deadline: Instant,
+        explain: bool,
+        request_id: Option<&str>,
+    ) -> Result<Scores, ScoreError> {
+        let scoring = self.scoring;
+        let inputs = scoring
+            .decision_log()
+            .and_then(|log| log.capture(Rows::from(&payload)));
+        let scores = scoring.score(served, payload, deadline, explain).await?;
+        self.scored(served, &scores, inputs, request_id);
+        Ok(scores)
+    }
+
+    /// [`Admission::score`] for validated transactions the caller keeps.
+    pub async fn score_transactions(
+        &mut self,
+        served: &Served,
+        txs: &[Transaction],
+        deadline: Instant,
+        explain: bool,
+    ) -> Result<Scores, ScoreError> {
+        let scoring = self.scoring;
+        let inputs = scoring
+            .decision_log()
+            .and_then(|log| log.capture(Rows::Transactions(txs)));
+        let scores = scoring
+            .score_transactions(served, txs, deadline, explain, Lane::Interactive)
+            .await?;
+        self.scored(served, &scores, inputs, None);
+        Ok(scores)
+    }
+
+    /// Notes on a traced request's span what scored it and where the engine's time went, and
+    /// queues a logged request's decisions.
+    fn scored(
+        &mut self,
+        served: &Served,
+        scores: &Scores,
+        inputs: Option<Inputs>,
+        request_id: Option<&str>,
+    ) {
+        if let (Some(log), Some(inputs)) = (self.scoring.decision_log(), inputs) {
+            let answered = Answered {
+                api: self.api,
+                request_id,
+                trace_id: self.span.as_ref().map(|s| s.trace().trace_id),
+            };
+            log.submit(served.logged_as(), answered, inputs, scores);
+        }
         let Some(span) = self.span.as_mut() else {
             return;
         };

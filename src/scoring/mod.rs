@@ -16,6 +16,7 @@
 //! 5. [`Admission::finish`] records the outcome; the guard's drop records the duration.
 
 mod admission;
+pub mod decision_log;
 pub mod error;
 pub mod metrics;
 mod served;
@@ -105,6 +106,7 @@ pub struct Scoring {
     engine_metrics: Arc<crate::engine::Metrics>,
     limits: Limits,
     tracer: Option<Arc<crate::traces::Tracer>>,
+    decision_log: Option<Arc<decision_log::DecisionLog>>,
     /// Front-end request metrics.
     pub metrics: metrics::Metrics,
     /// Ready, draining, refusing.
@@ -124,6 +126,7 @@ impl Scoring {
             shadow: shadow.map(Arc::new),
             limits: Limits::from_config(config),
             tracer: crate::traces::Tracer::start(&config.traces)?,
+            decision_log: decision_log::DecisionLog::start(config)?,
             metrics: metrics::Metrics::new()?,
             lifecycle: Lifecycle::default(),
         })
@@ -191,6 +194,11 @@ impl Scoring {
     /// The tracer, when traces are on (`traces.otlp_endpoint`).
     pub fn tracer(&self) -> Option<&Arc<crate::traces::Tracer>> {
         self.tracer.as_ref()
+    }
+
+    /// The decision log, when it is on (`decision_log.topic`).
+    pub fn decision_log(&self) -> Option<&Arc<decision_log::DecisionLog>> {
+        self.decision_log.as_ref()
     }
 
     /// The bounds requests are held to.

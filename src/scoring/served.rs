@@ -57,6 +57,8 @@ pub struct Served {
     limits: Limits,
     /// Reason codes by group, when the package explains its scores and reasons are on.
     reason_codes: Option<Vec<String>>,
+    /// What its decision-log records name it by.
+    logged_as: Arc<super::decision_log::Version>,
     /// Where it came from and how it was checked.
     pub origin: Origin,
 }
@@ -97,15 +99,21 @@ impl Served {
             .as_ref()
             .filter(|_| config.decisions.reasons)
             .map(|e| e.groups.iter().map(|g| g.code.clone()).collect());
+        let model = ModelRef {
+            name: package.config.name.clone(),
+            version,
+        };
         Ok(Served {
+            logged_as: Arc::new(super::decision_log::Version::new(
+                &model,
+                reason_codes.as_deref(),
+                &features,
+            )),
             reason_codes,
             signature: Signature::new(&features),
             extractor: FeatureExtractor::new(features)?,
             thresholds,
-            model: ModelRef {
-                name: package.config.name.clone(),
-                version,
-            },
+            model,
             engine,
             monitor,
             limits: Limits::from_config(config),
@@ -143,6 +151,11 @@ impl Served {
     /// The model every answer names.
     pub fn model(&self) -> &ModelRef {
         &self.model
+    }
+
+    /// What its decision-log records name it by.
+    pub fn logged_as(&self) -> &Arc<super::decision_log::Version> {
+        &self.logged_as
     }
 
     /// The model's Open Inference Protocol signature.

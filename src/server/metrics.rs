@@ -201,6 +201,27 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
             &[(String::new(), load(&c.retries))],
         );
     }
+    if let Some(log) = scoring.decision_log() {
+        let c = log.counts();
+        counter(
+            &mut out,
+            "pixguard_decision_log_records_total",
+            "Decision-log records (one per scored transaction of a logged request): delivered (acknowledged by the broker), failed (not acknowledged within message.timeout.ms, refused, or unsent at stop), dropped (decision_log.max_queue_records already waiting).",
+            "counter",
+            &[
+                ("{outcome=\"delivered\"}".into(), load(&c.delivered)),
+                ("{outcome=\"failed\"}".into(), load(&c.failed)),
+                ("{outcome=\"dropped\"}".into(), load(&c.dropped)),
+            ],
+        );
+        counter(
+            &mut out,
+            "pixguard_decision_log_queued_records",
+            "Decision-log records waiting to be handed to the Kafka producer.",
+            "gauge",
+            &[(String::new(), c.queued.load(Ordering::Relaxed) as u64)],
+        );
+    }
     if let Some(shadow) = scoring.shadow() {
         shadow_metrics(&mut out, shadow);
     }

@@ -95,6 +95,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let engine = state.scoring.served().engine().clone();
     tokio::task::spawn_blocking(move || engine.shutdown()).await?;
+    if let Some(log) = state.scoring.decision_log().cloned() {
+        // The last requests' decisions.
+        tokio::task::spawn_blocking(move || log.shutdown(Duration::from_secs(5))).await?;
+    }
     if let Some(tracer) = state.scoring.tracer().cloned() {
         // The last requests' spans.
         tokio::task::spawn_blocking(move || tracer.shutdown(Duration::from_secs(5))).await?;

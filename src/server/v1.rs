@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use super::encoding::decode_body;
 use super::error::HttpError;
 use super::{AppState, arrive, timing, trace_headers};
-use crate::engine::Lane;
 use crate::protocol::v1::{ScoreResult, parse_request_with, render_batch};
 use crate::scoring::{Api, ScoreError};
 
@@ -45,16 +44,9 @@ pub async fn score(
         let deadline = arrived.deadline;
         let explain = request.explain || query.explain;
         let served = scoring.served();
-        let scored = scoring
-            .score_transactions(
-                &served,
-                &request.transactions,
-                deadline,
-                explain,
-                Lane::Interactive,
-            )
+        let scored = admission
+            .score_transactions(&served, &request.transactions, deadline, explain)
             .await?;
-        admission.scored(&served, &scored);
         let rows = request.transactions.len();
         if scored.scores.len() != rows || scored.decisions.len() != rows {
             return Err(ScoreError::Internal(format!(

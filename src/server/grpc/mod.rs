@@ -27,7 +27,7 @@ use crate::protocol::grpc::*;
 use crate::protocol::oip::{
     EXTENSIONS, PLATFORM, SERVER_NAME, call_tensors, grpc_message, grpc_outputs,
 };
-use crate::scoring::{Api, ScoreError};
+use crate::scoring::{Admission, Api, ScoreError};
 use crate::server::AppState;
 use crate::server::error::grpc_status;
 use crate::server::oip::{model_config, statistics};
@@ -256,15 +256,13 @@ impl Inference {
         let result = match deadline {
             Some(at) => {
                 let left = at.saturating_duration_since(Instant::now());
-                tokio::time::timeout_at(at.into(), self.infer(r.into_inner(), Some(left)))
+                let infer = self.infer(&mut admission, r.into_inner(), Some(left));
+                tokio::time::timeout_at(at.into(), infer)
                     .await
                     .unwrap_or(Err(ScoreError::DeadlineExceeded))
             }
-            None => self.infer(r.into_inner(), None).await,
+            None => self.infer(&mut admission, r.into_inner(), None).await,
         };
-        if let Ok(answer) = &result {
-            admission.scored(&answer.served, &answer.scored);
-        }
         admission.finish(result).map_err(|e| grpc_status(&e))
     }
 }
@@ -366,6 +364,7 @@ pub async fn serve(
 impl Inference {
     async fn infer(
         &self,
+        admission: &mut Admission<'_>,
         r: InferCall,
         timeout: Option<std::time::Duration>,
     ) -> Result<InferAnswer, ScoreError> {
@@ -400,8 +399,15 @@ impl Inference {
                 )));
             }
         };
-        let scored = scoring
-            .score(&served, payload, scoring.deadline(timeout), explain)
+        let id = r.id();
+        let scored = admission
+            .score(
+                &served,
+                payload,
+                scoring.deadline(timeout),
+                explain,
+                (!id.is_empty()).then_some(id),
+            )
             .await?;
         let reasons = served.reason_texts(&scored, &outputs);
         Ok(InferAnswer {

@@ -145,10 +145,15 @@ pub async fn infer(
             crate::parallel::global(),
         )?;
         arrived.timeout?;
-        let scored = scoring
-            .score(&served, payload, arrived.deadline, request.explain()?)
+        let scored = admission
+            .score(
+                &served,
+                payload,
+                arrived.deadline,
+                request.explain()?,
+                request.id.as_deref(),
+            )
             .await?;
-        admission.scored(&served, &scored);
         let model = served.model();
         let reasons = served.reason_texts(&scored, &outputs);
         let answers = scored.answers(&reasons);

@@ -4,98 +4,15 @@
 use rdkafka::config::ClientConfig;
 
 use crate::config::StreamConfig;
-
-/// Which client a setting is for: `stream.librdkafka` is one map for both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Role {
-    Consumer,
-    Producer,
-}
-
-/// Properties librdkafka documents for consumers only (`C` in its CONFIGURATION.md, 2.12, the
-/// version rdkafka-sys builds): a producer given one logs a `CONFWARN` at every start.
-const CONSUMER_ONLY: &[&str] = &[
-    "group.id",
-    "group.instance.id",
-    "partition.assignment.strategy",
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "group.protocol.type",
-    "group.protocol",
-    "group.remote.assignor",
-    "coordinator.query.interval.ms",
-    "max.poll.interval.ms",
-    "enable.auto.commit",
-    "auto.commit.enable",
-    "auto.commit.interval.ms",
-    "enable.auto.offset.store",
-    "queued.min.messages",
-    "queued.max.messages.kbytes",
-    "fetch.wait.max.ms",
-    "fetch.queue.backoff.ms",
-    "fetch.message.max.bytes",
-    "max.partition.fetch.bytes",
-    "fetch.max.bytes",
-    "fetch.min.bytes",
-    "fetch.error.backoff.ms",
-    "offset.store.method",
-    "offset.store.path",
-    "offset.store.sync.interval.ms",
-    "isolation.level",
-    "enable.partition.eof",
-    "check.crcs",
-    "auto.offset.reset",
-    "consume.callback.max.messages",
-];
-
-/// Properties librdkafka documents for producers only (`P`); a consumer given one warns likewise.
-const PRODUCER_ONLY: &[&str] = &[
-    "transactional.id",
-    "transaction.timeout.ms",
-    "enable.idempotence",
-    "enable.gapless.guarantee",
-    "queue.buffering.max.messages",
-    "queue.buffering.max.kbytes",
-    "queue.buffering.max.ms",
-    "linger.ms",
-    "message.send.max.retries",
-    "retries",
-    "queue.buffering.backpressure.threshold",
-    "compression.codec",
-    "compression.type",
-    "compression.level",
-    "batch.num.messages",
-    "batch.size",
-    "delivery.report.only.error",
-    "sticky.partitioning.linger.ms",
-    "request.required.acks",
-    "acks",
-    "request.timeout.ms",
-    "message.timeout.ms",
-    "delivery.timeout.ms",
-    "queuing.strategy",
-    "produce.offset.report",
-    "partitioner",
-];
-
-impl Role {
-    /// Whether a property (librdkafka's spelling) is for this client: everything but the other
-    /// role's own properties, so one map can configure both without warnings.
-    fn takes(self, property: &str) -> bool {
-        let other = match self {
-            Role::Consumer => PRODUCER_ONLY,
-            Role::Producer => CONSUMER_ONLY,
-        };
-        !other.contains(&property)
-    }
-}
+use crate::kafka::{Role, client};
 
 /// The consumer's settings. A payment waits for its fetch: librdkafka's default lets a broker
 /// hold a fetch 500 ms for more data (tansu does), which alone made the end-to-end p50 226 ms at
 /// half load. Offsets are stored and committed by the stream only (at-least-once).
 pub(super) fn consumer_config(config: &StreamConfig) -> ClientConfig {
     let mut c = client(
-        config,
+        &config.brokers,
+        &[&config.librdkafka],
         Role::Consumer,
         &[
             ("fetch.wait.max.ms", "5"),
@@ -119,36 +36,13 @@ pub(super) fn consumer_config(config: &StreamConfig) -> ClientConfig {
 /// the idempotent producer with `acks=all` whatever is configured, since at-least-once
 /// commits an offset only after its score is durably acknowledged.
 pub(super) fn producer_config(config: &StreamConfig) -> ClientConfig {
-    let mut c = client(config, Role::Producer, &[("linger.ms", "0")]);
+    let mut c = client(
+        &config.brokers,
+        &[&config.librdkafka],
+        Role::Producer,
+        &[("linger.ms", "0")],
+    );
     c.set("enable.idempotence", "true").set("acks", "all");
-    c
-}
-
-/// librdkafka settings for one role: the configured pass-through (`security_protocol` →
-/// `security.protocol`: no librdkafka property has `_`, and environment variable names cannot
-/// hold `.`), less the other role's own properties.
-fn client(config: &StreamConfig, role: Role, defaults: &[(&str, &str)]) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers);
-    for (k, v) in defaults {
-        c.set(*k, *v);
-    }
-    for (k, v) in config.librdkafka.iter() {
-        let property = k.replace('_', ".");
-        if !role.takes(&property) {
-            continue;
-        }
-        let value = match v {
-            serde_yaml_ng::Value::String(s) => s.clone(),
-            serde_yaml_ng::Value::Number(n) => n.to_string(),
-            serde_yaml_ng::Value::Bool(b) => b.to_string(),
-            other => serde_yaml_ng::to_string(other)
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
-        };
-        c.set(property, value);
-    }
     c
 }
 
