@@ -468,3 +468,31 @@ fn the_debug_form_hides_librdkafka_secrets() {
         "the value itself is kept"
     );
 }
+
+#[test]
+fn a_decision_log_needs_brokers_and_a_ratio_in_range_once_it_has_a_topic() {
+    let empty = file("");
+    let load = |flags: &[(&str, &str)]| Config::load_from(Some(&empty.0), &[], &env(flags));
+    let err = |flags: &[(&str, &str)]| load(flags).unwrap_err().to_string();
+    assert_eq!(
+        err(&[("decision_log.sample_ratio", "-0.1")]),
+        "config decision_log.sample_ratio: must be between 0 and 1 (from command line)"
+    );
+    // Off, its other keys are not checked.
+    assert!(load(&[("decision_log.max_queue_records", "0")]).is_ok());
+    let on = ("decision_log.topic", "pix.decisions");
+    assert_eq!(
+        err(&[on, ("decision_log.max_queue_records", "0")]),
+        "config decision_log.max_queue_records: must be at least 1 (from command line)"
+    );
+    assert!(
+        err(&[on, ("stream.brokers", "")])
+            .starts_with("config decision_log.brokers: a decision log needs brokers"),
+    );
+    let config = load(&[on, ("decision_log.librdkafka.compression_type", "zstd")]).unwrap();
+    assert_eq!(config.decision_log.brokers, "", "stream.brokers is used");
+    assert_eq!(
+        config.decision_log.librdkafka.get("compression_type"),
+        Some(&serde_yaml_ng::Value::String("zstd".into()))
+    );
+}

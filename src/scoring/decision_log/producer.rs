@@ -58,7 +58,7 @@ impl ProducerContext for Counting {
 /// The producer's settings: throughput defaults (a record lingers up to 20 ms to share a
 /// request), the idempotent producer with `acks=all` unless configured otherwise, then
 /// `stream.librdkafka` and `decision_log.librdkafka` (the same cluster's credentials, once).
-fn producer_config(config: &Config) -> rdkafka::ClientConfig {
+pub(super) fn producer_config(config: &Config) -> rdkafka::ClientConfig {
     let log = &config.decision_log;
     let brokers = if log.brokers.is_empty() {
         &config.stream.brokers
