@@ -1,7 +1,8 @@
 //! `pixguard stream` against a real Kafka-protocol broker (tansu): at least once through SIGKILLs,
 //! every unscorable message on the dead-letter topic with its reason, and a graceful SIGTERM that
 //! leaves nothing to score twice (`delivery`); backpressure, a consumer group's hand-over and a
-//! broker outage (`flow`); a traced message's trace carried onto its score (`traces`).
+//! broker outage (`flow`); a traced message's trace carried onto its score (`traces`); and
+//! `serve`'s decision log, every answered decision a record on a topic (`decision_log`).
 
 #[path = "../common/child.rs"]
 mod child;
@@ -14,6 +15,7 @@ mod registry;
 #[path = "../common/server.rs"]
 mod server;
 
+mod decision_log;
 mod delivery;
 mod flow;
 mod traces;
