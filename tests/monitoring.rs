@@ -407,8 +407,8 @@ async fn the_alert_rules_parse_and_name_metrics_a_live_server_exports() {
         return;
     };
     // Serving with the challenger in the shadow, the Kafka consumer configured (its broker
-    // absent: the stream's metrics are exported all the same) and traces on, after traffic, so
-    // that every family a rule selects has samples to check its labels on.
+    // absent: the stream's metrics are exported all the same), the decision log on and traces on,
+    // after traffic, so that every family a rule selects has samples to check its labels on.
     let brokers = format!("stream.brokers=127.0.0.1:{}", registry::free_port());
     // Traces on, to a collector that is not there: their counters are exported too.
     let traces = format!(
@@ -428,6 +428,9 @@ async fn the_alert_rules_parse_and_name_metrics_a_live_server_exports() {
         "stream.enabled=true",
         "--set",
         &brokers,
+        // The decision log to the same absent broker: its counters are exported too.
+        "--set",
+        "decision_log.topic=pix.decisions",
     ]);
     let client = reqwest::Client::new();
     score_all(&client, &server, &server::transactions(2_000, 5)).await;
