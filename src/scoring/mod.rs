@@ -7,10 +7,12 @@
 //! 2. The front end decodes its wire form (`crate::protocol`) into a [`Payload`]: validated
 //!    transactions, or feature rows computed by the caller. Too many rows are refused before any
 //!    element is decoded.
-//! 3. [`Scoring::score`] — features are extracted here (the package's spec, so training and serving
-//!    agree), the rows join the engine's bounded queue with the request's deadline, the micro-batcher
-//!    packs them with other requests' rows, a device worker computes them, and each score gets its
-//!    decision under the thresholds in force.
+//! 3. [`Admission::score`] ([`Scoring::score`] for the request) — features are extracted here (the
+//!    package's spec, so training and serving agree), the rows join the engine's bounded queue with
+//!    the request's deadline, the micro-batcher packs them with other requests' rows, a device
+//!    worker computes them, and each score gets its decision under the thresholds in force; the
+//!    span of a traced request notes them, and a logged request's decisions go to the
+//!    [`decision_log`].
 //! 4. The front end renders the [`Scores`] or the [`ScoreError`], whose status, gRPC code,
 //!    Retry-After and metric label are defined once, in [`error`].
 //! 5. [`Admission::finish`] records the outcome; the guard's drop records the duration.

@@ -54,7 +54,7 @@ fn every_answered_decision_is_a_record_on_the_topic() {
     };
     fx.topics(&["decisions"]);
     let brokers = format!("decision_log.brokers={}", fx.broker.address);
-    let server = Server::spawn(Command::new(PIXGUARD).args([
+    let mut server = Server::spawn(Command::new(PIXGUARD).args([
         "serve",
         "--address",
         "127.0.0.1",
@@ -68,6 +68,9 @@ fn every_answered_decision_is_a_record_on_the_topic() {
         &brokers,
         "--set",
         "decision_log.include_inputs=true",
+        // Nothing is sent before the server stops: its SIGTERM must flush every record.
+        "--set",
+        "decision_log.librdkafka.linger_ms=60000",
         // Traces on, so that a caller's sampled traceparent is this request's trace; nothing
         // listens there, and the failed exports change nothing else.
         "--set",
@@ -171,6 +174,25 @@ fn every_answered_decision_is_a_record_on_the_topic() {
         &[],
     );
 
+    // Rendered and handed to librdkafka, and held there by `linger.ms`.
+    let count = |outcome: &str| {
+        metric(
+            &server,
+            &format!("pixguard_decision_log_records_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while metric(&server, "pixguard_decision_log_queued_records") != 0.0 {
+        assert!(Instant::now() < until, "records still queued");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        (count("delivered"), count("failed"), count("dropped")),
+        (0.0, 0.0, 0.0)
+    );
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(20)).success());
+
     let records = fx.dump("decisions", 7);
     assert_eq!(records.len(), 7, "{records:#?}");
     let values: Vec<Value> = records
@@ -247,21 +269,6 @@ fn every_answered_decision_is_a_record_on_the_topic() {
         .unwrap()
         .0;
     assert_eq!(pre["key"], Value::Null);
-
-    let metrics = reqwest::blocking::get(server.url("/metrics"))
-        .unwrap()
-        .text()
-        .unwrap();
-    let count = |outcome: &str| {
-        server::metric_or_zero(
-            &metrics,
-            &format!("pixguard_decision_log_records_total{{outcome=\"{outcome}\"}}"),
-        )
-    };
-    assert_eq!(
-        (count("delivered"), count("failed"), count("dropped")),
-        (7.0, 0.0, 0.0)
-    );
 }
 
 /// Polls `/metrics` until `name` reaches `at_least`; answers its value.

@@ -14,6 +14,9 @@ use super::{Counts, Entry, record};
 use crate::config::Config;
 use crate::kafka::{Role, client};
 
+/// How often the thread takes what has been queued.
+const TICK: Duration = Duration::from_millis(10);
+
 /// What the thread is sent.
 pub enum Message {
     /// A request's decisions.
@@ -112,14 +115,21 @@ fn run(
     counts: &Counts,
     stopped: &AtomicBool,
 ) {
-    let deadline = loop {
-        match entries.recv() {
-            Ok(Message::Entry(entry)) => {
-                send(producer, topic, &entry, counts, stopped);
-                counts.queued.fetch_sub(entry.rows(), Ordering::AcqRel);
+    // Woken by a clock, not by each entry: a blocked receiver makes every request's send a futex
+    // wake and a context switch (with a receiver woken per entry, the log cost 13 % of a core's
+    // /v1 throughput, most of it switching). No payment waits for a record, so 10 ms is free.
+    let deadline = 'run: loop {
+        std::thread::sleep(TICK);
+        loop {
+            match entries.try_recv() {
+                Ok(Message::Entry(entry)) => {
+                    send(producer, topic, &entry, counts, stopped);
+                    counts.queued.fetch_sub(entry.rows(), Ordering::AcqRel);
+                }
+                Ok(Message::Stop(deadline)) => break 'run deadline,
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => break 'run Instant::now(),
             }
-            Ok(Message::Stop(deadline)) => break deadline,
-            Err(_) => break Instant::now(),
         }
     };
     // Anything sent after the stop (none: the front ends have stopped) is not logged.
