@@ -15,9 +15,11 @@ use crate::config::Config;
 use crate::kafka::{Role, client};
 
 /// How often the thread takes what has been queued.
-const TICK: Duration = Duration::from_millis(10);
+const TICK: Duration = Duration::from_millis(1);
 
 /// What the thread is sent.
+// Stop is sent once in a process's life; boxing the entry would cost every request an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Message {
     /// A request's decisions.
     Entry(Entry),
@@ -87,22 +89,41 @@ pub fn start(
     counts: Arc<Counts>,
     stopped: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let context = Counting {
-        counts: counts.clone(),
-        failing: AtomicBool::new(false),
-    };
-    let producer: ThreadedProducer<Counting> = producer_config(config)
-        .create_with_context(context)
-        .map_err(|e| anyhow::anyhow!("decision_log: creating the Kafka producer: {e}"))?;
+    let client = producer_config(config);
     let topic = config.decision_log.topic.clone();
     let nice = config.server.front_end_nice;
-    Ok(std::thread::Builder::new()
+    let (created, creation) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
         .name("pixguard-decisions".into())
         .spawn(move || {
-            // Below the engine, as the front ends are: rendering records is no payment's wait.
+            // Below the engine, as the front ends are: no payment waits for a record. The
+            // producer is created here, after, so that librdkafka's threads inherit the value.
             crate::threads::lower_priority(nice);
+            let context = Counting {
+                counts: counts.clone(),
+                failing: AtomicBool::new(false),
+            };
+            let producer: ThreadedProducer<Counting> = match client.create_with_context(context) {
+                Ok(producer) => {
+                    let _ = created.send(Ok(()));
+                    producer
+                }
+                Err(e) => {
+                    let _ = created.send(Err(e));
+                    return;
+                }
+            };
             run(&producer, &topic, &entries, &counts, &stopped);
-        })?)
+        })?;
+    match creation.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => Err(anyhow::anyhow!(
+            "decision_log: creating the Kafka producer: {e}"
+        )),
+        Err(_) => Err(anyhow::anyhow!(
+            "decision_log: the producer's thread ended before creating it"
+        )),
+    }
 }
 
 /// Sends every entry until told to stop, then waits for the broker's acknowledgements until
@@ -115,9 +136,9 @@ fn run(
     counts: &Counts,
     stopped: &AtomicBool,
 ) {
-    // Woken by a clock, not by each entry: a blocked receiver makes every request's send a futex
-    // wake and a context switch (with a receiver woken per entry, the log cost 13 % of a core's
-    // /v1 throughput, most of it switching). No payment waits for a record, so 10 ms is free.
+    // Woken by a clock, not by each entry: a blocked receiver would make every request's send a
+    // futex wake and a context switch on the front end's core. A short tick keeps each turn's
+    // work small, so that it delays the requests sharing its core by little at a time.
     let deadline = 'run: loop {
         std::thread::sleep(TICK);
         loop {
