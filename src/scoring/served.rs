@@ -267,15 +267,7 @@ impl Served {
     pub fn reason<'a>(&'a self, scores: &'a Scores, row: usize) -> Option<Vec<ReasonOut<'a>>> {
         let codes = self.reason_codes.as_ref()?;
         let reasons = scores.reasons.get(row)?.as_ref()?;
-        Some(
-            reasons
-                .iter()
-                .map(|r| ReasonOut {
-                    code: codes.get(usize::from(r.group)).map_or("", String::as_str),
-                    contribution: r.contribution,
-                })
-                .collect(),
-        )
+        Some(ReasonOut::named(codes, reasons))
     }
 
     /// Each row's reasons as JSON text (`[]` when it got none) for the OIP `reasons` output, when

@@ -17,6 +17,25 @@ const MODEL: &str = "pix-fraud";
 /// The answer's fields a record repeats, by end_to_end_id.
 type Answers = HashMap<String, (f32, String, Value)>;
 
+impl Fixture {
+    /// `pixguard serve` logging its decisions to the topic `decisions`, with more settings.
+    fn serve_logging(&self, extra: &[(&str, &str)]) -> Server {
+        let brokers = self.broker.address.as_str();
+        let mut args: Vec<String> = Vec::new();
+        for (k, v) in [
+            ("decision_log.topic", "decisions"),
+            ("decision_log.brokers", brokers),
+            ("model.poll_interval_s", "0"),
+        ]
+        .iter()
+        .chain(extra)
+        {
+            args.extend(["--set".to_string(), format!("{k}={v}")]);
+        }
+        Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+}
+
 /// POSTs JSON and parses the answer.
 fn post(url: &str, body: &Value, headers: &[(&str, &str)]) -> Value {
     let mut request = reqwest::blocking::Client::new()
@@ -53,33 +72,15 @@ fn every_answered_decision_is_a_record_on_the_topic() {
         return;
     };
     fx.topics(&["decisions"]);
-    let brokers = format!("decision_log.brokers={}", fx.broker.address);
-    let mut server = Server::spawn(Command::new(PIXGUARD).args([
-        "serve",
-        "--address",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--set",
-        "decision_log.topic=decisions",
-        "--set",
-        &brokers,
-        "--set",
-        "decision_log.include_inputs=true",
+    let mut server = fx.serve_logging(&[
+        ("decision_log.include_inputs", "true"),
         // Nothing is sent before the server stops: its SIGTERM must flush every record.
-        "--set",
-        "decision_log.librdkafka.linger_ms=60000",
+        ("decision_log.librdkafka.linger_ms", "60000"),
         // Traces on, so that a caller's sampled traceparent is this request's trace; nothing
         // listens there, and the failed exports change nothing else.
-        "--set",
-        "traces.otlp_endpoint=http://127.0.0.1:1",
-        "--set",
-        "traces.sample_ratio=0",
-        "--set",
-        "model.poll_interval_s=0",
-    ]));
+        ("traces.otlp_endpoint", "http://127.0.0.1:1"),
+        ("traces.sample_ratio", "0"),
+    ]);
     let txs = server::transactions(7, 71);
     let id = |i: usize| txs[i]["end_to_end_id"].as_str().unwrap().to_string();
     let mut answers: Answers = HashMap::new();
@@ -289,25 +290,8 @@ fn a_broker_outage_fails_no_payment_and_its_records_are_counted() {
         return;
     };
     fx.topics(&["decisions"]);
-    let brokers = format!("decision_log.brokers={}", fx.broker.address);
-    let server = Server::spawn(Command::new(PIXGUARD).args([
-        "serve",
-        "--address",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--set",
-        "decision_log.topic=decisions",
-        "--set",
-        &brokers,
-        // librdkafka gives a record up after this long without the broker.
-        "--set",
-        "decision_log.librdkafka.message_timeout_ms=1500",
-        "--set",
-        "model.poll_interval_s=0",
-    ]));
+    // librdkafka gives a record up after this long without the broker.
+    let server = fx.serve_logging(&[("decision_log.librdkafka.message_timeout_ms", "1500")]);
     let txs = server::transactions(5, 72);
     let score = |tx: &Value| post(&server.url("/v1/score"), tx, &[]);
     let delivered = "pixguard_decision_log_records_total{outcome=\"delivered\"}";

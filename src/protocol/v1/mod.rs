@@ -61,6 +61,19 @@ pub struct ReasonOut<'a> {
     pub contribution: f32,
 }
 
+impl<'a> ReasonOut<'a> {
+    /// A row's reasons under the package's reason codes (`codes[group]`), in their order.
+    pub fn named(codes: &'a [String], reasons: &[crate::model::explain::Reason]) -> Vec<Self> {
+        reasons
+            .iter()
+            .map(|r| ReasonOut {
+                code: codes.get(usize::from(r.group)).map_or("", String::as_str),
+                contribution: r.contribution,
+            })
+            .collect()
+    }
+}
+
 /// One scored payment.
 #[derive(Debug, Serialize)]
 pub struct ScoreResult<'a> {

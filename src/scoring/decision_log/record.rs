@@ -71,15 +71,7 @@ pub fn render(entry: &Entry, mut each: impl FnMut(Option<&[u8]>, &[u8])) {
             Inputs::Features(batch) => (None, None, features(version, batch, row)),
         };
         let reasons = match (&version.reason_codes, entry.reasons.get(row)) {
-            (Some(codes), Some(Some(reasons))) => Some(
-                reasons
-                    .iter()
-                    .map(|r| ReasonOut {
-                        code: codes.get(usize::from(r.group)).map_or("", String::as_str),
-                        contribution: r.contribution,
-                    })
-                    .collect(),
-            ),
+            (Some(codes), Some(Some(reasons))) => Some(ReasonOut::named(codes, reasons)),
             _ => None,
         };
         let record = Record {
