@@ -224,6 +224,7 @@ impl Admission<'_> {
         txs: &[Transaction],
         deadline: Instant,
         explain: bool,
+        request_id: Option<&str>,
     ) -> Result<Scores, ScoreError> {
         let scoring = self.scoring;
         let inputs = scoring
@@ -232,7 +233,7 @@ impl Admission<'_> {
         let scores = scoring
             .score_transactions(served, txs, deadline, explain, Lane::Interactive)
             .await?;
-        self.scored(served, &scores, inputs, None);
+        self.scored(served, &scores, inputs, request_id);
         Ok(scores)
     }
 

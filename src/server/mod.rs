@@ -219,6 +219,15 @@ fn trace_headers(headers: &HeaderMap) -> crate::traces::context::Headers<'_> {
     }
 }
 
+/// The caller's `x-request-id` (Envoy, and so ESPv2, sets one on every request it proxies): a
+/// request's id in its decision-log records where the protocol carries none.
+fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 200)
+}
+
 /// Stamps the engine's share of a scored request's time, and the version that scored it, on its
 /// answer.
 fn timing(response: &mut Response, queue_us: u64, compute_us: u64, version: &str) {

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::encoding::decode_body;
 use super::error::HttpError;
-use super::{AppState, arrive, timing, trace_headers};
+use super::{AppState, arrive, request_id, timing, trace_headers};
 use crate::protocol::v1::{ScoreResult, parse_request_with, render_batch};
 use crate::scoring::{Api, ScoreError};
 
@@ -45,7 +45,13 @@ pub async fn score(
         let explain = request.explain || query.explain;
         let served = scoring.served();
         let scored = admission
-            .score_transactions(&served, &request.transactions, deadline, explain)
+            .score_transactions(
+                &served,
+                &request.transactions,
+                deadline,
+                explain,
+                request_id(&headers),
+            )
             .await?;
         let rows = request.transactions.len();
         if scored.scores.len() != rows || scored.decisions.len() != rows {

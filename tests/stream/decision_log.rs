@@ -90,7 +90,11 @@ fn every_answered_decision_is_a_record_on_the_topic() {
     let v1 = post(
         &server.url("/v1/score"),
         &json!({"transactions": &txs[0..3], "explain": true}),
-        &[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))],
+        &[
+            ("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01")),
+            // What Envoy (ESPv2) puts on every request: the id /v1 has.
+            ("x-request-id", "edge-1"),
+        ],
     );
     for r in v1["results"].as_array().unwrap() {
         answers.insert(
@@ -146,6 +150,11 @@ fn every_answered_decision_is_a_record_on_the_topic() {
     .unwrap();
     let mut request = built.grpc_request(0).unwrap();
     request.id = "grpc-8".into();
+    let mut request = tonic::Request::new(request);
+    // The protocol's own id goes first.
+    request
+        .metadata_mut()
+        .insert("x-request-id", "edge-2".parse().unwrap());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let grpc = runtime.block_on(async {
         GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc_address()))
@@ -230,7 +239,10 @@ fn every_answered_decision_is_a_record_on_the_topic() {
     };
     for row in 0..3 {
         let v = by_id(&id(row));
-        assert_eq!(v["source"], json!({"api": "v1", "row": row, "rows": 3}));
+        assert_eq!(
+            v["source"],
+            json!({"api": "v1", "request_id": "edge-1", "row": row, "rows": 3})
+        );
         assert_eq!(v["trace_id"], trace);
     }
     for row in 0..2 {

@@ -130,7 +130,7 @@ impl Entry {
 pub struct Answered<'a> {
     /// The API that answered.
     pub api: Api,
-    /// The caller's id of the request (the Open Inference Protocol's `id`), when it gave one.
+    /// The caller's id of the request (the Open Inference Protocol's `id`, else `x-request-id`).
     pub request_id: Option<&'a str>,
     /// The request's trace, when it was traced.
     pub trace_id: Option<TraceId>,

@@ -253,15 +253,24 @@ impl Inference {
         let deadline = timeout
             .0
             .map(|t| arrived + t.saturating_sub(DEADLINE_MARGIN.min(t / 10)));
+        // Copied only for a decision log, the one reader of a request's id.
+        let header_id = scoring
+            .decision_log()
+            .and_then(|_| super::request_id(r.metadata().as_ref()))
+            .map(str::to_string);
+        let header_id = header_id.as_deref();
         let result = match deadline {
             Some(at) => {
                 let left = at.saturating_duration_since(Instant::now());
-                let infer = self.infer(&mut admission, r.into_inner(), Some(left));
+                let infer = self.infer(&mut admission, r.into_inner(), header_id, Some(left));
                 tokio::time::timeout_at(at.into(), infer)
                     .await
                     .unwrap_or(Err(ScoreError::DeadlineExceeded))
             }
-            None => self.infer(&mut admission, r.into_inner(), None).await,
+            None => {
+                self.infer(&mut admission, r.into_inner(), header_id, None)
+                    .await
+            }
         };
         admission.finish(result).map_err(|e| grpc_status(&e))
     }
@@ -366,6 +375,7 @@ impl Inference {
         &self,
         admission: &mut Admission<'_>,
         r: InferCall,
+        header_id: Option<&str>,
         timeout: Option<std::time::Duration>,
     ) -> Result<InferAnswer, ScoreError> {
         let scoring = &self.0.scoring;
@@ -406,7 +416,7 @@ impl Inference {
                 payload,
                 scoring.deadline(timeout),
                 explain,
-                (!id.is_empty()).then_some(id),
+                (!id.is_empty()).then_some(id).or(header_id),
             )
             .await?;
         let reasons = served.reason_texts(&scored, &outputs);

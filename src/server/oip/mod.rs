@@ -151,7 +151,7 @@ pub async fn infer(
                 payload,
                 arrived.deadline,
                 request.explain()?,
-                request.id.as_deref(),
+                request.id.as_deref().or(super::request_id(&headers)),
             )
             .await?;
         let model = served.model();
