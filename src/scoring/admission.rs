@@ -212,7 +212,10 @@ impl Admission<'_> {
         let inputs = scoring
             .decision_log()
             .and_then(|log| log.capture(Rows::from(&payload)));
-        let scores = scoring.score(served, payload, deadline, explain).await?;
+        let logged = inputs.as_ref().map(|_| self.answered(request_id));
+        let scores = scoring
+            .score(served, payload, deadline, explain, logged)
+            .await?;
         self.scored(served, &scores, inputs, request_id);
         Ok(scores)
     }
@@ -230,11 +233,21 @@ impl Admission<'_> {
         let inputs = scoring
             .decision_log()
             .and_then(|log| log.capture(Rows::Transactions(txs)));
+        let logged = inputs.as_ref().map(|_| self.answered(request_id));
         let scores = scoring
-            .score_transactions(served, txs, deadline, explain, Lane::Interactive)
+            .score_transactions(served, txs, deadline, explain, Lane::Interactive, logged)
             .await?;
         self.scored(served, &scores, inputs, request_id);
         Ok(scores)
+    }
+
+    /// Who answered, for the decision log's records.
+    fn answered<'r>(&self, request_id: Option<&'r str>) -> Answered<'r> {
+        Answered {
+            api: self.api,
+            request_id,
+            trace_id: self.span.as_ref().map(|s| s.trace().trace_id),
+        }
     }
 
     /// Notes on a traced request's span what scored it and where the engine's time went, and
@@ -247,12 +260,12 @@ impl Admission<'_> {
         request_id: Option<&str>,
     ) {
         if let (Some(log), Some(inputs)) = (self.scoring.decision_log(), inputs) {
-            let answered = Answered {
-                api: self.api,
-                request_id,
-                trace_id: self.span.as_ref().map(|s| s.trace().trace_id),
-            };
-            log.submit(served.logged_as(), answered, inputs, scores);
+            log.submit(
+                served.logged_as(),
+                self.answered(request_id),
+                inputs,
+                scores,
+            );
         }
         let Some(span) = self.span.as_mut() else {
             return;

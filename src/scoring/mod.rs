@@ -153,18 +153,21 @@ impl Scoring {
 
     /// Scores what a request carries on `served` (the version the request took); a sampled copy
     /// goes to the challenger afterwards, off the answer's path.
+    /// `logged`: the request's decisions go to the decision log, and so do its challenger's.
     pub async fn score(
         &self,
         served: &Served,
         payload: Payload,
         deadline: Instant,
         explain: bool,
+        logged: Option<decision_log::Answered<'_>>,
     ) -> Result<Scores, ScoreError> {
         let ticket = self.shadow.as_ref().and_then(|s| s.ticket(served));
         let copy = ticket.as_ref().map(|_| payload.clone());
         let scores = served.score(payload, deadline, explain).await?;
         if let (Some(ticket), Some(copy)) = (ticket, copy) {
-            ticket.offer(copy, served, &scores);
+            let pass = self.shadow_pass(logged, (&copy).into());
+            ticket.offer(copy, served, &scores, pass);
         }
         Ok(scores)
     }
@@ -177,15 +180,26 @@ impl Scoring {
         deadline: Instant,
         explain: bool,
         lane: Lane,
+        logged: Option<decision_log::Answered<'_>>,
     ) -> Result<Scores, ScoreError> {
         let ticket = self.shadow.as_ref().and_then(|s| s.ticket(served));
         let scores = served
             .score_transactions(txs, deadline, explain, lane)
             .await?;
         if let Some(ticket) = ticket {
-            ticket.offer(Payload::Transactions(txs.to_vec()), served, &scores);
+            let pass = self.shadow_pass(logged, decision_log::Rows::Transactions(txs));
+            ticket.offer(Payload::Transactions(txs.to_vec()), served, &scores, pass);
         }
         Ok(scores)
+    }
+
+    /// A logged request's pass for its challenger's decisions.
+    fn shadow_pass(
+        &self,
+        logged: Option<decision_log::Answered<'_>>,
+        rows: decision_log::Rows<'_>,
+    ) -> Option<decision_log::ShadowPass> {
+        Some(self.decision_log.as_ref()?.shadow_pass(rows, logged?))
     }
 
     /// What every engine records (all versions share one set of metrics).

@@ -152,7 +152,14 @@ impl Shadow {
 impl Ticket {
     /// Scores `payload` (a copy of what the champion scored into `champion`) on the challenger in
     /// a task of its own, and records how the two compare. Returns at once.
-    pub fn offer(self, payload: Payload, champion: &Served, answered: &Scores) {
+    /// With `pass`, the challenger's decisions also go to the decision log.
+    pub fn offer(
+        self,
+        payload: Payload,
+        champion: &Served,
+        answered: &Scores,
+        pass: Option<super::decision_log::ShadowPass>,
+    ) {
         let Ticket { shadow, served } = self;
         // Feature rows are in the champion's columns: only a challenger reading the same ones
         // can score them. Transactions suit any challenger (it extracts its own features).
@@ -180,6 +187,9 @@ impl Ticket {
                 m.errors.fetch_add(1, Ordering::Relaxed);
                 return;
             };
+            if let Some(pass) = pass {
+                pass.submit(served.logged_as(), &theirs);
+            }
             m.rows
                 .fetch_add(theirs.scores.len() as u64, Ordering::Relaxed);
             let mut disagreements = Vec::new();

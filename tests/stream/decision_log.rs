@@ -344,3 +344,100 @@ fn a_broker_outage_fails_no_payment_and_its_records_are_counted() {
     );
     assert!(server.logged("decision log: a record was not delivered"));
 }
+
+/// `pixguard score`'s scores of `txs` with the package at `model`, by end_to_end_id.
+fn reference_scores(txs: &[Value], model: &str, tmp: &Path) -> HashMap<String, f32> {
+    let input = tmp.join("reference.jsonl");
+    let lines: Vec<String> = txs.iter().map(Value::to_string).collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = Command::new(PIXGUARD)
+        .args(["score", "--model", model])
+        .arg(&input)
+        .current_dir(ROOT)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["end_to_end_id"].as_str().unwrap().to_string(),
+                as_f32(&v["score"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_shadow_challengers_decisions_are_logged_beside_the_answers() {
+    let Some(fx) = Fixture::new("decisions-shadow") else {
+        return;
+    };
+    fx.topics(&["decisions"]);
+    let server = fx.serve_logging(&[
+        ("model.shadow", "models/pix-fraud-challenger"),
+        ("model.shadow_fraction", "1.0"),
+    ]);
+    let txs = server::transactions(4, 73);
+    let answer = post(
+        &server.url("/v1/score"),
+        &json!({"transactions": &txs}),
+        &[("x-request-id", "edge-5")],
+    );
+    let records = fx.dump("decisions", 8);
+    let values: Vec<Value> = records
+        .iter()
+        .map(|r| serde_json::from_str(r["value"].as_str().unwrap()).unwrap())
+        .collect();
+    let (challenger, champion): (Vec<&Value>, Vec<&Value>) =
+        values.iter().partition(|v| v["role"] == "challenger");
+    assert_eq!((champion.len(), challenger.len()), (4, 4), "{values:#?}");
+    let champion_scores = reference_scores(&txs, "models/pix-fraud", &fx.tmp);
+    let challenger_scores = reference_scores(&txs, "models/pix-fraud-challenger", &fx.tmp);
+    let challenger_package =
+        ModelPackage::load(Path::new(ROOT).join("models/pix-fraud-challenger")).unwrap();
+    for (role, records, reference) in [
+        ("champion", &champion, &champion_scores),
+        ("challenger", &challenger, &challenger_scores),
+    ] {
+        let mut ids: Vec<&str> = records
+            .iter()
+            .map(|v| v["end_to_end_id"].as_str().unwrap())
+            .collect();
+        ids.sort_unstable();
+        let mut sent: Vec<&str> = txs
+            .iter()
+            .map(|t| t["end_to_end_id"].as_str().unwrap())
+            .collect();
+        sent.sort_unstable();
+        assert_eq!(ids, sent, "{role}: one record per transaction");
+        for v in records {
+            let id = v["end_to_end_id"].as_str().unwrap();
+            let want = reference[id];
+            assert!(
+                (as_f32(&v["score"]) - want).abs() < 1e-5,
+                "{role} {id}: {} against pixguard score's {want}",
+                v["score"]
+            );
+            assert_eq!(v["source"]["api"], "v1");
+            assert_eq!(v["source"]["request_id"], "edge-5");
+        }
+    }
+    // The answer's records are the answer; the challenger's name its own version.
+    for r in answer["results"].as_array().unwrap() {
+        let v = champion
+            .iter()
+            .find(|v| v["end_to_end_id"] == r["end_to_end_id"])
+            .unwrap();
+        assert_eq!(v["score"], r["score"]);
+        assert_eq!(v["decision"], r["decision"]);
+        assert_eq!(v["model"], r["model"]);
+    }
+    assert_eq!(
+        challenger[0]["model"]["name"],
+        challenger_package.config.name.as_str()
+    );
+    assert_ne!(challenger[0]["model"], champion[0]["model"]);
+}

@@ -116,6 +116,8 @@ pub struct Entry {
     reasons: Vec<Option<Reasons>>,
     queue_us: u64,
     compute_us: u64,
+    /// Scored by the challenger in the shadow, not answered.
+    challenger: bool,
 }
 
 impl Entry {
@@ -134,6 +136,28 @@ pub struct Answered<'a> {
     pub request_id: Option<&'a str>,
     /// The request's trace, when it was traced.
     pub trace_id: Option<TraceId>,
+}
+
+/// A logged request's pass for its challenger's decisions: when the shadow scores its copy, those
+/// decisions are logged too, beside the answer's, with the same API, id and trace.
+pub struct ShadowPass {
+    log: Arc<DecisionLog>,
+    api: Api,
+    request_id: Option<String>,
+    trace_id: Option<TraceId>,
+    inputs: Inputs,
+}
+
+impl ShadowPass {
+    /// Queues the challenger `version`'s decisions `scores`.
+    pub fn submit(self, version: &Arc<Version>, scores: &Scores) {
+        let answered = Answered {
+            api: self.api,
+            request_id: self.request_id.as_deref(),
+            trace_id: self.trace_id,
+        };
+        self.log.queue(version, answered, self.inputs, scores, true);
+    }
 }
 
 /// Samples requests and queues their decisions for the log thread.
@@ -183,14 +207,30 @@ impl DecisionLog {
                 return None;
             }
         }
-        Some(match (rows, self.include_inputs) {
+        Some(self.inputs(rows))
+    }
+
+    /// A logged request's pass for the challenger that scores a copy of `rows` in the shadow.
+    pub fn shadow_pass(self: &Arc<Self>, rows: Rows<'_>, answered: Answered<'_>) -> ShadowPass {
+        ShadowPass {
+            log: self.clone(),
+            api: answered.api,
+            request_id: answered.request_id.map(str::to_string),
+            trace_id: answered.trace_id,
+            inputs: self.inputs(rows),
+        }
+    }
+
+    /// What a logged request keeps of `rows`.
+    fn inputs(&self, rows: Rows<'_>) -> Inputs {
+        match (rows, self.include_inputs) {
             (Rows::Transactions(txs), false) => {
                 Inputs::Ids(txs.iter().map(|t| t.end_to_end_id).collect())
             }
             (Rows::Transactions(txs), true) => Inputs::Transactions(txs.to_vec()),
             (Rows::Features(batch), false) => Inputs::Rows(batch.rows),
             (Rows::Features(batch), true) => Inputs::Features(batch.clone()),
-        })
+        }
     }
 
     /// Queues the decisions `scores` of a request whose rows were captured as `inputs`, scored by
@@ -201,6 +241,18 @@ impl DecisionLog {
         answered: Answered<'_>,
         inputs: Inputs,
         scores: &Scores,
+    ) {
+        self.queue(version, answered, inputs, scores, false);
+    }
+
+    /// [`DecisionLog::submit`], of the answer's decisions or the challenger's.
+    fn queue(
+        &self,
+        version: &Arc<Version>,
+        answered: Answered<'_>,
+        inputs: Inputs,
+        scores: &Scores,
+        challenger: bool,
     ) {
         let rows = scores.scores.len() as u64;
         let queued = self
@@ -226,6 +278,7 @@ impl DecisionLog {
             reasons: scores.reasons.clone(),
             queue_us: scores.queue_us,
             compute_us: scores.compute_us,
+            challenger,
         };
         if self.queue.send(producer::Message::Entry(entry)).is_err() {
             // The thread has gone (it stopped): nothing will send these.

@@ -28,6 +28,9 @@ struct Record<'a> {
     trace_id: Option<&'a str>,
     queue_us: u64,
     compute_us: u64,
+    /// `challenger` for the shadow's decision; absent for the answer's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     transaction: Option<&'a Transaction>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +94,7 @@ pub fn render(entry: &Entry, mut each: impl FnMut(Option<&[u8]>, &[u8])) {
             trace_id: trace_id.as_deref(),
             queue_us: entry.queue_us,
             compute_us: entry.compute_us,
+            role: entry.challenger.then_some("challenger"),
             transaction,
             features,
         };

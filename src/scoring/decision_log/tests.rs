@@ -42,6 +42,7 @@ fn entry(inputs: Inputs, scored: &Scores, request_id: Option<&str>) -> Entry {
         reasons: scored.reasons.clone(),
         queue_us: scored.queue_us,
         compute_us: scored.compute_us,
+        challenger: false,
     }
 }
 
@@ -117,6 +118,10 @@ fn a_transaction_record_is_its_answer_with_who_answered_and_when() {
         "no reasons: none given"
     );
     assert!(records[0].1.get("transaction").is_none());
+    assert!(records[1].1.get("role").is_none(), "the answer's own");
+    let mut shadow = entry(Inputs::Rows(2), &scored, None);
+    shadow.challenger = true;
+    assert_eq!(rendered(&shadow)[1].1["role"], "challenger");
 
     // With the inputs, the transaction exactly as /v1 takes it.
     let records = rendered(&entry(Inputs::Transactions(txs.clone()), &scored, None));

@@ -334,7 +334,7 @@ async fn score(
         let deadline = Instant::now() + Duration::from_secs(30);
         match state
             .scoring()
-            .score_transactions(&served, &txs, deadline, false, Lane::Bulk)
+            .score_transactions(&served, &txs, deadline, false, Lane::Bulk, None)
             .await
         {
             Ok(scores) => break (served, scores),
