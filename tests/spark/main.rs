@@ -1,7 +1,8 @@
 //! The Python client and the Spark jobs (clients/python) against a running pixguard: real
 //! PySpark in local mode, a real Kafka-protocol broker for the streaming job; typed cells read as
-//! `pixguard batch` reads them (`cells`). They need the test
-//! venv (PIXGUARD_PYTHON, with pyspark) and Java; CI has both, elsewhere they say why they skip.
+//! `pixguard batch` reads them (`cells`); the decision log joined to confirmed frauds by the
+//! evaluation job (`evaluation`). They need the test venv (PIXGUARD_PYTHON, with pyspark) and
+//! Java; CI has both, elsewhere they say why they skip.
 
 #[path = "../common/child.rs"]
 mod child;
@@ -15,6 +16,7 @@ mod registry;
 mod server;
 
 mod cells;
+mod evaluation;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

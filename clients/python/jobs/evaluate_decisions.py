@@ -1,0 +1,65 @@
+"""Spark batch job: the decision log joined to confirmed frauds, per model version and role.
+
+    python clients/python/jobs/evaluate_decisions.py \
+        --decisions 'gs://bucket/pix.decisions/2026/11/*.json' \
+        --frauds gs://bucket/med/confirmed-2026-11.csv --output evaluation.jsonl
+
+``--decisions``: decision-log records as JSON lines (what a Kafka Connect sink writes from the
+``decision_log.topic``). ``--frauds``: CSV with a header, or Parquet (by extension), with an
+``end_to_end_id`` column: the payments confirmed as fraud. Writes one JSON line per (model
+version, role) — see ``pixguard_client.evaluation.evaluate`` — and prints them as a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, HERE)
+
+from pyspark.sql import SparkSession  # noqa: E402
+
+from pixguard_client.evaluation import evaluate, read_decisions  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--decisions", required=True, help="decision-log records, JSON lines (a path or glob)")
+    ap.add_argument("--frauds", required=True, help="confirmed frauds: CSV with a header, or Parquet")
+    ap.add_argument("--output", required=True, help="JSON lines, one per model version and role")
+    ap.add_argument("--master", default=os.environ.get("SPARK_MASTER", "local[2]"))
+    args = ap.parse_args()
+
+    spark = (
+        SparkSession.builder.master(args.master)
+        .appName("pixguard-evaluate-decisions")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("WARN")
+    if args.frauds.endswith(".parquet"):
+        frauds = spark.read.parquet(args.frauds)
+    else:
+        frauds = spark.read.option("header", True).csv(args.frauds)
+    if "end_to_end_id" not in frauds.columns:
+        print(f"{args.frauds}: no end_to_end_id column (has {frauds.columns})", file=sys.stderr)
+        return 2
+    rows = [r.asDict() for r in evaluate(read_decisions(spark, args.decisions), frauds).collect()]
+    spark.stop()
+    with open(args.output, "w") as out:
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+    for row in rows:
+        rates = " ".join(
+            f"{k} {row[k]:.3f}" if row[k] is not None else f"{k} -"
+            for k in ("reject_recall", "stop_recall", "reject_precision", "false_stop_rate")
+        )
+        print(f"{row['model_version']} {row['role']}: {row['payments']} payments, {row['frauds']} frauds; {rates}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

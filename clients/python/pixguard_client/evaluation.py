@@ -1,0 +1,109 @@
+"""The decision log joined to confirmed frauds: how each model version decided the payments that
+turned out to be fraud, and the ones that did not.
+
+pixguard's decision log (docs/serving.md, "Decision log") writes one JSON record per decision to a
+Kafka topic; a sink (Kafka Connect's GCS or BigQuery sink, or ``kafka_source``) lands them as JSON
+lines. Confirmed frauds arrive days later (MED claims, chargebacks, the payer's report) as a list of
+``end_to_end_id``s. A payment whose id is not on that list counts as legitimate, so evaluate a
+window of decisions old enough for its frauds to have been reported.
+
+    decisions = read_decisions(spark, "gs://bucket/pix.decisions/2026/12/*.json")
+    frauds = spark.read.csv("gs://bucket/med/confirmed.csv", header=True)
+    evaluate(decisions, frauds).show()
+
+One row per (model version, role): the answer's model (``champion``) and a challenger scored in
+the shadow on the same payments (``challenger``), so the two are compared on one set of labels.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+DECISIONS = ("ALLOW", "HOLD", "REJECT")
+
+#: The fields of a decision-log record this module reads (the transaction, when logged, is not).
+DECISION_SCHEMA = StructType([
+    StructField("end_to_end_id", StringType()),
+    StructField("score", FloatType()),
+    StructField("decision", StringType()),
+    StructField("reasons", ArrayType(StructType([
+        StructField("code", StringType()),
+        StructField("contribution", FloatType()),
+    ]))),
+    StructField("model_version", StringType()),
+    StructField("scored_at", StringType()),
+    StructField("source", StructType([
+        StructField("api", StringType()),
+        StructField("request_id", StringType()),
+        StructField("row", IntegerType()),
+        StructField("rows", IntegerType()),
+    ])),
+    StructField("trace_id", StringType()),
+    StructField("role", StringType()),
+])
+
+
+def read_decisions(spark: SparkSession, path: str) -> DataFrame:
+    """Decision-log records stored as JSON lines (one record's value per line) under ``path``."""
+    return spark.read.schema(DECISION_SCHEMA).json(path)
+
+
+def evaluate(decisions: DataFrame, frauds: DataFrame) -> DataFrame:
+    """Per model version and role: payments, frauds among them, each decision's count on frauds
+    and on legitimate payments, and the rates a fraud team reads — the share of frauds rejected
+    (``reject_recall``) and stopped by HOLD or REJECT (``stop_recall``), the share of rejected
+    payments that were fraud (``reject_precision``), and the share of legitimate payments held or
+    rejected (``false_stop_rate``).
+
+    ``frauds``: a DataFrame with an ``end_to_end_id`` column (other columns are ignored). A
+    feature-row decision has no id and cannot be joined: it is left out. A payment decided twice
+    by the same version and role (a client's retry) counts once, its last decision.
+    """
+    role = F.coalesce(F.col("role"), F.lit("champion"))
+    latest = Window.partitionBy("end_to_end_id", "model_version", "role").orderBy(F.col("scored_at").desc())
+    decided = (
+        decisions.where(F.col("end_to_end_id").isNotNull())
+        .withColumn("role", role)
+        .withColumn("_n", F.row_number().over(latest))
+        .where(F.col("_n") == 1)
+        .select("end_to_end_id", "model_version", "role", "decision")
+    )
+    fraud_ids = frauds.select("end_to_end_id").distinct().withColumn("fraud", F.lit(True))
+    joined = decided.join(fraud_ids, "end_to_end_id", "left").withColumn(
+        "fraud", F.coalesce(F.col("fraud"), F.lit(False))
+    )
+
+    def count(condition) -> F.Column:
+        return F.sum(condition.cast(LongType()))
+
+    counts = [F.count(F.lit(1)).alias("payments"), count(F.col("fraud")).alias("frauds")]
+    for d in DECISIONS:
+        is_d = F.col("decision") == d
+        counts.append(count(is_d & F.col("fraud")).alias(f"{d.lower()}_fraud"))
+        counts.append(count(is_d & ~F.col("fraud")).alias(f"{d.lower()}_legit"))
+    out = joined.groupBy("model_version", "role").agg(*counts)
+
+    def ratio(num: F.Column, den: F.Column) -> F.Column:
+        return F.when(den > 0, num.cast(DoubleType()) / den).otherwise(F.lit(None).cast(DoubleType()))
+
+    legit = F.col("payments") - F.col("frauds")
+    return (
+        out.withColumn("reject_recall", ratio(F.col("reject_fraud"), F.col("frauds")))
+        .withColumn("stop_recall", ratio(F.col("reject_fraud") + F.col("hold_fraud"), F.col("frauds")))
+        .withColumn(
+            "reject_precision",
+            ratio(F.col("reject_fraud"), F.col("reject_fraud") + F.col("reject_legit")),
+        )
+        .withColumn("false_stop_rate", ratio(F.col("reject_legit") + F.col("hold_legit"), legit))
+        .orderBy("model_version", "role")
+    )
