@@ -51,7 +51,7 @@ fn every_dashboard_query_reads_metrics_a_live_server_exposes() {
         .collect();
     assert!(exprs.len() >= 12, "{exprs:?}");
     // Every family shows up only when its part runs: the stream (with a partition assigned, for
-    // the lag), the shadow, traces, and at least one scored request.
+    // the lag), the shadow, traces, the decision log, and at least one scored request.
     let broker = kafka::Broker::start(&broker_bin);
     let created = Command::new(&python)
         .args([
@@ -60,7 +60,14 @@ fn every_dashboard_query_reads_metrics_a_live_server_exposes() {
             "--brokers",
             &broker.address,
         ])
-        .args(["--partitions", "1", "dash.in", "dash.out", "dash.dlq"])
+        .args([
+            "--partitions",
+            "1",
+            "dash.in",
+            "dash.out",
+            "dash.dlq",
+            "dash.decisions",
+        ])
         .current_dir(ROOT)
         .status()
         .expect("python runs");
@@ -93,6 +100,9 @@ fn every_dashboard_query_reads_metrics_a_live_server_exposes() {
         // Traces on (the family exists only then): nothing listens there, so exports fail.
         "--set",
         &traces,
+        // The decision log, to the same broker (its stream.brokers).
+        "--set",
+        "decision_log.topic=dash.decisions",
     ]);
     // The lag is known once the partition has records and a position.
     let rows = std::env::temp_dir().join(format!("pixguard-dash-{}.jsonl", std::process::id()));
