@@ -153,7 +153,8 @@ fn run(
             }
         }
     };
-    // Anything sent after the stop (none: the front ends have stopped) is not logged.
+    // Anything sent after the stop (at most a shadow's late copy: the front ends have stopped)
+    // is not logged, and counted as dropped.
     while let Ok(message) = entries.try_recv() {
         if let Message::Entry(entry) = message {
             counts.queued.fetch_sub(entry.rows(), Ordering::AcqRel);
