@@ -208,12 +208,9 @@ impl Admission<'_> {
         explain: bool,
         request_id: Option<&str>,
     ) -> Result<Scores, ScoreError> {
-        let scoring = self.scoring;
-        let inputs = scoring
-            .decision_log()
-            .and_then(|log| log.capture(Rows::from(&payload)));
-        let logged = inputs.as_ref().map(|_| self.answered(request_id));
-        let scores = scoring
+        let (inputs, logged) = self.capture(Rows::from(&payload), request_id);
+        let scores = self
+            .scoring
             .score(served, payload, deadline, explain, logged)
             .await?;
         self.scored(served, &scores, inputs, request_id);
@@ -229,16 +226,28 @@ impl Admission<'_> {
         explain: bool,
         request_id: Option<&str>,
     ) -> Result<Scores, ScoreError> {
-        let scoring = self.scoring;
-        let inputs = scoring
-            .decision_log()
-            .and_then(|log| log.capture(Rows::Transactions(txs)));
-        let logged = inputs.as_ref().map(|_| self.answered(request_id));
-        let scores = scoring
+        let (inputs, logged) = self.capture(Rows::Transactions(txs), request_id);
+        let scores = self
+            .scoring
             .score_transactions(served, txs, deadline, explain, Lane::Interactive, logged)
             .await?;
         self.scored(served, &scores, inputs, request_id);
         Ok(scores)
+    }
+
+    /// When the request is logged (the decision log on, and its ratio taking it): what it keeps
+    /// of `rows`, and who answered, for its records and its shadow's.
+    fn capture<'r>(
+        &self,
+        rows: Rows<'_>,
+        request_id: Option<&'r str>,
+    ) -> (Option<Inputs>, Option<Answered<'r>>) {
+        let inputs = self
+            .scoring
+            .decision_log()
+            .and_then(|log| log.capture(rows));
+        let logged = inputs.as_ref().map(|_| self.answered(request_id));
+        (inputs, logged)
     }
 
     /// Who answered, for the decision log's records.
