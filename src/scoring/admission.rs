@@ -208,12 +208,13 @@ impl Admission<'_> {
         explain: bool,
         request_id: Option<&str>,
     ) -> Result<Scores, ScoreError> {
-        let (inputs, logged) = self.capture(Rows::from(&payload), request_id);
+        let logged = self.capture(Rows::from(&payload), request_id);
+        let who = logged.as_ref().map(|(_, who)| *who);
         let scores = self
             .scoring
-            .score(served, payload, deadline, explain, logged)
+            .score(served, payload, deadline, explain, who)
             .await?;
-        self.scored(served, &scores, inputs, request_id);
+        self.scored(served, &scores, logged);
         Ok(scores)
     }
 
@@ -226,12 +227,13 @@ impl Admission<'_> {
         explain: bool,
         request_id: Option<&str>,
     ) -> Result<Scores, ScoreError> {
-        let (inputs, logged) = self.capture(Rows::Transactions(txs), request_id);
+        let logged = self.capture(Rows::Transactions(txs), request_id);
+        let who = logged.as_ref().map(|(_, who)| *who);
         let scores = self
             .scoring
-            .score_transactions(served, txs, deadline, explain, Lane::Interactive, logged)
+            .score_transactions(served, txs, deadline, explain, Lane::Interactive, who)
             .await?;
-        self.scored(served, &scores, inputs, request_id);
+        self.scored(served, &scores, logged);
         Ok(scores)
     }
 
@@ -241,40 +243,21 @@ impl Admission<'_> {
         &self,
         rows: Rows<'_>,
         request_id: Option<&'r str>,
-    ) -> (Option<Inputs>, Option<Answered<'r>>) {
-        let inputs = self
-            .scoring
-            .decision_log()
-            .and_then(|log| log.capture(rows));
-        let logged = inputs.as_ref().map(|_| self.answered(request_id));
-        (inputs, logged)
-    }
-
-    /// Who answered, for the decision log's records.
-    fn answered<'r>(&self, request_id: Option<&'r str>) -> Answered<'r> {
-        Answered {
+    ) -> Option<(Inputs, Answered<'r>)> {
+        let inputs = self.scoring.decision_log()?.capture(rows)?;
+        let who = Answered {
             api: self.api,
             request_id,
             trace_id: self.span.as_ref().map(|s| s.trace().trace_id),
-        }
+        };
+        Some((inputs, who))
     }
 
     /// Notes on a traced request's span what scored it and where the engine's time went, and
     /// queues a logged request's decisions.
-    fn scored(
-        &mut self,
-        served: &Served,
-        scores: &Scores,
-        inputs: Option<Inputs>,
-        request_id: Option<&str>,
-    ) {
-        if let (Some(log), Some(inputs)) = (self.scoring.decision_log(), inputs) {
-            log.submit(
-                served.logged_as(),
-                self.answered(request_id),
-                inputs,
-                scores,
-            );
+    fn scored(&mut self, served: &Served, scores: &Scores, logged: Option<(Inputs, Answered<'_>)>) {
+        if let (Some(log), Some((inputs, who))) = (self.scoring.decision_log(), logged) {
+            log.submit(served.logged_as(), who, inputs, scores);
         }
         let Some(span) = self.span.as_mut() else {
             return;

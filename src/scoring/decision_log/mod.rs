@@ -96,8 +96,8 @@ pub enum Inputs {
     Ids(Vec<EndToEndId>),
     /// The transactions (`include_inputs`).
     Transactions(Vec<Transaction>),
-    /// How many feature rows: they carry no id.
-    Rows(usize),
+    /// Feature rows without their values: they carry no id, and `include_inputs` is off.
+    NoIds,
     /// The feature rows (`include_inputs`).
     Features(FeatureBatch),
 }
@@ -228,7 +228,7 @@ impl DecisionLog {
                 Inputs::Ids(txs.iter().map(|t| t.end_to_end_id).collect())
             }
             (Rows::Transactions(txs), true) => Inputs::Transactions(txs.to_vec()),
-            (Rows::Features(batch), false) => Inputs::Rows(batch.rows),
+            (Rows::Features(_), false) => Inputs::NoIds,
             (Rows::Features(batch), true) => Inputs::Features(batch.clone()),
         }
     }
@@ -254,16 +254,13 @@ impl DecisionLog {
         scores: &Scores,
         challenger: bool,
     ) {
-        let rows = scores.scores.len() as u64;
-        let queued = self
-            .counts
-            .queued
-            .fetch_add(scores.scores.len(), Ordering::AcqRel);
-        if queued + scores.scores.len() > self.max_rows || self.stopped.load(Ordering::Acquire) {
+        let rows = scores.scores.len();
+        let queued = self.counts.queued.fetch_add(rows, Ordering::AcqRel);
+        if queued + rows > self.max_rows || self.stopped.load(Ordering::Acquire) {
+            self.counts.queued.fetch_sub(rows, Ordering::AcqRel);
             self.counts
-                .queued
-                .fetch_sub(scores.scores.len(), Ordering::AcqRel);
-            self.counts.dropped.fetch_add(rows, Ordering::Relaxed);
+                .dropped
+                .fetch_add(rows as u64, Ordering::Relaxed);
             return;
         }
         let entry = Entry {
@@ -282,10 +279,10 @@ impl DecisionLog {
         };
         if self.queue.send(producer::Message::Entry(entry)).is_err() {
             // The thread has gone (it stopped): nothing will send these.
+            self.counts.queued.fetch_sub(rows, Ordering::AcqRel);
             self.counts
-                .queued
-                .fetch_sub(scores.scores.len(), Ordering::AcqRel);
-            self.counts.dropped.fetch_add(rows, Ordering::Relaxed);
+                .dropped
+                .fetch_add(rows as u64, Ordering::Relaxed);
         }
     }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{Entry, Inputs};
 use crate::model::Decision;
 use crate::protocol::v1::{ModelRef, ReasonOut};
+use crate::traces::context::push_hex;
 use crate::transaction::Transaction;
 
 /// One record's value.
@@ -60,7 +61,11 @@ pub fn render(entry: &Entry, mut each: impl FnMut(Option<&[u8]>, &[u8])) {
     let version = &*entry.version;
     let scored_at = chrono::DateTime::<chrono::Utc>::from(entry.scored_at)
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let trace_id = entry.trace_id.map(hex);
+    let trace_id = entry.trace_id.map(|id| {
+        let mut text = String::with_capacity(32);
+        push_hex(&mut text, &id);
+        text
+    });
     let rows = entry.rows();
     let mut value = Vec::with_capacity(512);
     for (row, (&score, &decision)) in entry.scores.iter().zip(&entry.decisions).enumerate() {
@@ -70,7 +75,7 @@ pub fn render(entry: &Entry, mut each: impl FnMut(Option<&[u8]>, &[u8])) {
                 let tx = txs.get(row);
                 (tx.map(|t| t.end_to_end_id.as_str()), tx, None)
             }
-            Inputs::Rows(_) => (None, None, None),
+            Inputs::NoIds => (None, None, None),
             Inputs::Features(batch) => (None, None, features(version, batch, row)),
         };
         let reasons = match (&version.reason_codes, entry.reasons.get(row)) {
@@ -130,9 +135,4 @@ fn features<'a>(
         numeric,
         categorical,
     })
-}
-
-/// A trace id as W3C `traceparent` writes it: 32 lowercase hex digits.
-fn hex(id: [u8; 16]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -119,7 +119,7 @@ fn a_transaction_record_is_its_answer_with_who_answered_and_when() {
     );
     assert!(records[0].1.get("transaction").is_none());
     assert!(records[1].1.get("role").is_none(), "the answer's own");
-    let mut shadow = entry(Inputs::Rows(2), &scored, None);
+    let mut shadow = entry(Inputs::NoIds, &scored, None);
     shadow.challenger = true;
     assert_eq!(rendered(&shadow)[1].1["role"], "challenger");
 
@@ -147,7 +147,7 @@ fn a_feature_row_has_no_id_and_is_named_by_the_package_columns() {
         records[1].1["features"],
         json!({"numeric": {"amount_log": 2.5, "hour_sin": 0.25}, "categorical": {"key_type": 4}})
     );
-    let records = rendered(&entry(Inputs::Rows(2), &scored, None));
+    let records = rendered(&entry(Inputs::NoIds, &scored, None));
     assert_eq!(records.len(), 2);
     assert!(records[0].1.get("features").is_none());
     assert_eq!(records[0].1["decision"], "ALLOW");
