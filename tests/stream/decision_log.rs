@@ -333,13 +333,7 @@ fn a_broker_outage_fails_no_payment_and_its_records_are_counted() {
     );
     assert_eq!(metric(&server, "pixguard_decision_log_queued_records"), 0.0);
     assert_eq!(
-        server::metric_or_zero(
-            &reqwest::blocking::get(server.url("/metrics"))
-                .unwrap()
-                .text()
-                .unwrap(),
-            "pixguard_responses_total{api=\"v1\",code=\"ok\"}"
-        ),
+        metric(&server, "pixguard_responses_total{api=\"v1\",code=\"ok\"}"),
         5.0
     );
     assert!(server.logged("decision log: a record was not delivered"));
@@ -350,23 +344,9 @@ fn reference_scores(txs: &[Value], model: &str, tmp: &Path) -> HashMap<String, f
     let input = tmp.join("reference.jsonl");
     let lines: Vec<String> = txs.iter().map(Value::to_string).collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
-    let out = Command::new(PIXGUARD)
-        .args(["score", "--model", model])
-        .arg(&input)
-        .current_dir(ROOT)
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (
-                v["end_to_end_id"].as_str().unwrap().to_string(),
-                as_f32(&v["score"]),
-            )
-        })
+    scores_of(&input, model)
+        .into_iter()
+        .map(|(id, score)| (id, score as f32))
         .collect()
 }
 

@@ -197,13 +197,22 @@ fn traffic(tmp: &Path, count: usize, seed: u64) -> (PathBuf, HashMap<String, f64
         .status()
         .unwrap();
     assert!(status.success());
+    let scores = scores_of(&synth, "models/pix-fraud");
+    (synth, scores)
+}
+
+/// `pixguard score`'s scores of the transactions in `input` with the package at `model`, by
+/// end_to_end_id.
+fn scores_of(input: &Path, model: &str) -> HashMap<String, f64> {
     let out = Command::new(PIXGUARD)
-        .arg("score")
-        .arg(&synth)
+        .args(["score", "--model", model])
+        .arg(input)
+        .current_dir(ROOT)
         .stderr(Stdio::null())
         .output()
         .unwrap();
-    let scores = String::from_utf8_lossy(&out.stdout)
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
@@ -212,6 +221,5 @@ fn traffic(tmp: &Path, count: usize, seed: u64) -> (PathBuf, HashMap<String, f64
                 v["score"].as_f64().unwrap(),
             )
         })
-        .collect();
-    (synth, scores)
+        .collect()
 }
