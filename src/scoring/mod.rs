@@ -21,6 +21,7 @@ mod admission;
 pub mod decision_log;
 pub mod error;
 pub mod metrics;
+pub mod sample;
 mod served;
 pub mod shadow;
 

@@ -73,8 +73,7 @@ fn index(d: Decision) -> usize {
 /// The challenger and its sampling.
 pub struct Shadow {
     slot: ArcSwap<Served>,
-    fraction: f64,
-    counter: AtomicU64,
+    sampler: super::sample::Sampler,
     in_flight: AtomicUsize,
     /// Champion queue depth (rows) above which shadow copies are shed.
     shed_above_rows: usize,
@@ -110,8 +109,7 @@ impl Shadow {
         };
         Ok(Shadow {
             slot: ArcSwap::from_pointee(served),
-            fraction,
-            counter: AtomicU64::new(0),
+            sampler: super::sample::Sampler::new(fraction),
             in_flight: AtomicUsize::new(0),
             shed_above_rows,
             metrics: ShadowMetrics::default(),
@@ -124,14 +122,10 @@ impl Shadow {
         &self.slot
     }
 
-    /// Whether this request is sampled, and may go now; `None` otherwise. Sampling is by a
-    /// counter, so exactly `fraction` of requests are taken, evenly spread.
+    /// Whether this request is sampled ([`super::sample::Sampler`]: exactly `fraction` of
+    /// requests, evenly spread), and may go now; `None` otherwise.
     pub fn ticket(self: &Arc<Self>, champion: &Served) -> Option<Ticket> {
-        if self.fraction <= 0.0 {
-            return None;
-        }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed) as f64;
-        if ((n + 1.0) * self.fraction).floor() <= (n * self.fraction).floor() {
+        if !self.sampler.take() {
             return None;
         }
         self.metrics.sampled.fetch_add(1, Ordering::Relaxed);

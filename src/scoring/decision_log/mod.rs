@@ -162,8 +162,7 @@ impl ShadowPass {
 
 /// Samples requests and queues their decisions for the log thread.
 pub struct DecisionLog {
-    ratio: f64,
-    counter: AtomicU64,
+    sampler: super::sample::Sampler,
     include_inputs: bool,
     max_rows: usize,
     queue: crossbeam_channel::Sender<producer::Message>,
@@ -187,8 +186,7 @@ impl DecisionLog {
         let stopped = Arc::new(AtomicBool::new(false));
         let thread = producer::start(config, entries, counts.clone(), stopped.clone())?;
         Ok(Some(Arc::new(DecisionLog {
-            ratio: settings.sample_ratio,
-            counter: AtomicU64::new(0),
+            sampler: super::sample::Sampler::new(settings.sample_ratio),
             include_inputs: settings.include_inputs,
             max_rows: settings.max_queue_records,
             queue,
@@ -199,15 +197,9 @@ impl DecisionLog {
     }
 
     /// Whether this request is logged; when it is, what it keeps of `rows` for its records.
-    /// Sampling is by a counter, so exactly `sample_ratio` of requests are taken, evenly spread.
+    /// Exactly `sample_ratio` of requests are taken, evenly spread ([`super::sample::Sampler`]).
     pub fn capture(&self, rows: Rows<'_>) -> Option<Inputs> {
-        if self.ratio < 1.0 {
-            let n = self.counter.fetch_add(1, Ordering::Relaxed) as f64;
-            if ((n + 1.0) * self.ratio).floor() <= (n * self.ratio).floor() {
-                return None;
-            }
-        }
-        Some(self.inputs(rows))
+        self.sampler.take().then(|| self.inputs(rows))
     }
 
     /// A logged request's pass for the challenger that scores a copy of `rows` in the shadow.

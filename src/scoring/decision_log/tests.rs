@@ -158,8 +158,7 @@ fn unread(ratio: f64, include_inputs: bool, max_rows: usize) -> DecisionLog {
     let (queue, entries) = crossbeam_channel::unbounded();
     std::mem::forget(entries);
     DecisionLog {
-        ratio,
-        counter: AtomicU64::new(0),
+        sampler: crate::scoring::sample::Sampler::new(ratio),
         include_inputs,
         max_rows,
         queue,
