@@ -256,6 +256,16 @@ impl Config {
                 "need 0 < hold < reject < 1",
             ));
         }
+        if !(0.0..=1.0).contains(&self.model.canary_fraction) {
+            return Err(bad("model.canary_fraction", "must be between 0 and 1"));
+        }
+        if self.model.canary.is_none() && self.model.canary_fraction > 0.0 {
+            return Err(bad_together(
+                "model.canary_fraction",
+                &["model.canary"],
+                "a share for the canary needs a canary: set model.canary",
+            ));
+        }
         if !(0.0..=1.0).contains(&self.model.shadow_fraction) {
             return Err(bad("model.shadow_fraction", "must be between 0 and 1"));
         }

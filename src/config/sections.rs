@@ -176,6 +176,10 @@ pub struct ModelConfig {
     /// When the registry or bucket cannot be reached at start, serve the last version this cache
     /// loaded from the same source instead of exiting.
     pub use_cached_on_error: bool,
+    /// A version that answers `canary_fraction` of live requests (absent: none).
+    pub canary: Option<String>,
+    /// Share of requests the canary answers, 0 to 1 (`POST /admin/canary` changes it live).
+    pub canary_fraction: f64,
     /// A challenger scored on a sampled copy of live rows, off the critical path (absent: none).
     pub shadow: Option<String>,
     /// Share of requests the challenger also scores, 0 to 1.
@@ -192,6 +196,8 @@ impl Default for ModelConfig {
             cache_dir: PathBuf::from(".pixguard/models"),
             poll_interval_s: 30,
             use_cached_on_error: false,
+            canary: None,
+            canary_fraction: 0.0,
             shadow: None,
             shadow_fraction: 0.0,
             shadow_log: None,

@@ -496,3 +496,27 @@ fn a_decision_log_needs_brokers_and_a_ratio_in_range_once_it_has_a_topic() {
         Some(&serde_yaml_ng::Value::String("zstd".into()))
     );
 }
+
+#[test]
+fn a_canary_share_is_in_range_and_needs_a_canary() {
+    let empty = file("");
+    let load = |flags: &[(&str, &str)]| Config::load_from(Some(&empty.0), &[], &env(flags));
+    let err = |flags: &[(&str, &str)]| load(flags).unwrap_err().to_string();
+    let canary = ("model.canary", "models:/pix-fraud@staging");
+    assert_eq!(
+        err(&[canary, ("model.canary_fraction", "1.5")]),
+        "config model.canary_fraction: must be between 0 and 1 (from command line)"
+    );
+    assert!(
+        err(&[("model.canary_fraction", "0.05")])
+            .starts_with("config model.canary_fraction: a share for the canary needs a canary"),
+    );
+    // Loaded and followed at 0, ready to be dialled up through the admin API.
+    let config = load(&[canary]).unwrap();
+    assert_eq!(
+        config.model.canary.as_deref(),
+        Some("models:/pix-fraud@staging")
+    );
+    assert_eq!(config.model.canary_fraction, 0.0);
+    assert!(load(&[canary, ("model.canary_fraction", "0.05")]).is_ok());
+}

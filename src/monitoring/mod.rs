@@ -45,7 +45,8 @@ const WINDOWS: [(&str, Duration, usize); 3] = [
     (ALL, Duration::MAX, 1),
 ];
 
-/// Which served version: the one answering, or the challenger in the shadow.
+/// Which served version: the one answering, the canary answering a share of requests, or the
+/// challenger in the shadow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -53,6 +54,8 @@ pub enum Role {
     Champion,
     /// The challenger scored in the shadow (`model.shadow`).
     Challenger,
+    /// The version that answers `model.canary_fraction` of requests (`model.canary`).
+    Canary,
 }
 
 impl Role {
@@ -61,6 +64,7 @@ impl Role {
         match self {
             Role::Champion => "champion",
             Role::Challenger => "challenger",
+            Role::Canary => "canary",
         }
     }
 }
@@ -71,7 +75,7 @@ pub struct Setup {
     pub model: String,
     /// Version as the answers name it.
     pub version: String,
-    /// Champion or challenger.
+    /// Champion, canary or challenger.
     pub role: Role,
     /// The package's training reference, if it has one.
     pub reference: Option<Reference>,

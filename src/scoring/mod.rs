@@ -18,6 +18,7 @@
 //! 5. [`Admission::finish`] records the outcome; the guard's drop records the duration.
 
 mod admission;
+pub mod canary;
 pub mod decision_log;
 pub mod error;
 pub mod metrics;
@@ -37,6 +38,7 @@ pub use served::{Origin, Scores, Served};
 
 use crate::config::Config;
 use crate::engine::Lane;
+use crate::monitoring::Role;
 use crate::protocol::Payload;
 use crate::transaction::Transaction;
 
@@ -105,6 +107,7 @@ impl Lifecycle {
 /// The served model (swappable) and the bounds and state every front end shares.
 pub struct Scoring {
     served: ArcSwap<Served>,
+    canary: Option<canary::Canary>,
     shadow: Option<Arc<shadow::Shadow>>,
     engine_metrics: Arc<crate::engine::Metrics>,
     limits: Limits,
@@ -117,15 +120,18 @@ pub struct Scoring {
 }
 
 impl Scoring {
-    /// The scoring path, serving `served` first, with a challenger in the shadow when given.
+    /// The scoring path, serving `served` first, with a canary answering its share and a
+    /// challenger in the shadow when given.
     pub fn new(
         served: Served,
+        canary: Option<canary::Canary>,
         shadow: Option<shadow::Shadow>,
         config: &Config,
     ) -> anyhow::Result<Self> {
         Ok(Scoring {
             engine_metrics: served.engine().metrics().clone(),
             served: ArcSwap::from_pointee(served),
+            canary,
             shadow: shadow.map(Arc::new),
             limits: Limits::from_config(config),
             tracer: crate::traces::Tracer::start(&config.traces)?,
@@ -135,10 +141,78 @@ impl Scoring {
         })
     }
 
-    /// The version serving now. A request takes it once and keeps it to its end: its rows are
-    /// extracted, computed, decided and named by that one version, whatever swaps meanwhile.
+    /// The champion serving now: the version the server describes (metadata, model config).
     pub fn served(&self) -> Arc<Served> {
         self.served.load_full()
+    }
+
+    /// The version that answers this request: the canary for its share, else the champion. A
+    /// request takes it once and keeps it to its end: its rows are extracted, computed, decided
+    /// and named by that one version, whatever swaps meanwhile.
+    pub fn pick(&self) -> Arc<Served> {
+        let champion = self.served();
+        match &self.canary {
+            Some(canary) => canary.answer(&champion).unwrap_or(champion),
+            None => champion,
+        }
+    }
+
+    /// [`Scoring::pick`] for a request that names its model, and maybe a version (the Open
+    /// Inference Protocol's `/versions/{v}`): a named version is answered by whichever of the
+    /// champion and the canary serves it ([`Scoring::named`]).
+    pub fn pick_named(&self, name: &str, version: Option<&str>) -> Result<Arc<Served>, ScoreError> {
+        if version.is_none_or(str::is_empty) {
+            let served = self.pick();
+            served.check_model(name, None)?;
+            return Ok(served);
+        }
+        let served = self.named(name, version)?;
+        if let (Some(canary), Role::Canary) = (&self.canary, served.role()) {
+            canary.count();
+        }
+        Ok(served)
+    }
+
+    /// The version a request for model `name` describes or names (`version`; none: the
+    /// champion): the champion's or the canary's, or refused as unknown.
+    pub fn named(&self, name: &str, version: Option<&str>) -> Result<Arc<Served>, ScoreError> {
+        let champion = self.served();
+        if let (Some(v), Some(canary)) = (version.filter(|v| !v.is_empty()), &self.canary)
+            && v != champion.model().version
+        {
+            let served = canary.slot().load_full();
+            if served.model().name == name && served.model().version == v {
+                return Ok(served);
+            }
+        }
+        champion.check_model(name, version)?;
+        Ok(champion)
+    }
+
+    /// The versions serving model `name`: the champion's, then the canary's when it differs.
+    pub fn versions(&self, name: &str) -> Vec<String> {
+        let mut versions = Vec::new();
+        let canary = self.canary.as_ref().map(|c| c.slot().load_full());
+        for served in [Some(self.served()), canary].into_iter().flatten() {
+            let model = served.model();
+            if model.name == name && !versions.contains(&model.version) {
+                versions.push(model.version.clone());
+            }
+        }
+        versions
+    }
+
+    /// The canary answering a share of requests, if any.
+    pub fn canary(&self) -> Option<&canary::Canary> {
+        self.canary.as_ref()
+    }
+
+    /// Rows waiting in the engines that answer (the champion's and the canary's): what the
+    /// queue-depth gauge, and the autoscaler on it, read.
+    pub fn queued_rows(&self) -> usize {
+        let canary = self.canary.as_ref();
+        self.served().engine().queued_rows()
+            + canary.map_or(0, |c| c.slot().load().engine().queued_rows())
     }
 
     /// Where the champion lives: a swap stores the next version here; the one it replaces
@@ -153,7 +227,7 @@ impl Scoring {
     }
 
     /// Scores what a request carries on `served` (the version the request took); a sampled copy
-    /// goes to the challenger afterwards, off the answer's path.
+    /// of what the champion answers goes to the challenger afterwards, off the answer's path.
     /// `logged`: the request's decisions go to the decision log, and so do its challenger's.
     pub async fn score(
         &self,
@@ -163,7 +237,7 @@ impl Scoring {
         explain: bool,
         logged: Option<decision_log::Answered<'_>>,
     ) -> Result<Scores, ScoreError> {
-        let ticket = self.shadow.as_ref().and_then(|s| s.ticket(served));
+        let ticket = self.ticket(served);
         let copy = ticket.as_ref().map(|_| payload.clone());
         let scores = served.score(payload, deadline, explain).await?;
         if let (Some(ticket), Some(copy)) = (ticket, copy) {
@@ -183,7 +257,7 @@ impl Scoring {
         lane: Lane,
         logged: Option<decision_log::Answered<'_>>,
     ) -> Result<Scores, ScoreError> {
-        let ticket = self.shadow.as_ref().and_then(|s| s.ticket(served));
+        let ticket = self.ticket(served);
         let scores = served
             .score_transactions(txs, deadline, explain, lane)
             .await?;
@@ -192,6 +266,15 @@ impl Scoring {
             ticket.offer(Payload::Transactions(txs.to_vec()), served, &scores, pass);
         }
         Ok(scores)
+    }
+
+    /// The shadow's ticket for a request `served` answers: only the champion's answers are
+    /// compared with the challenger's (the agreement matrix is champion by challenger).
+    fn ticket(&self, served: &Served) -> Option<shadow::Ticket> {
+        let shadow = self.shadow.as_ref()?;
+        (served.role() == Role::Champion)
+            .then(|| shadow.ticket(served))
+            .flatten()
     }
 
     /// A logged request's pass for its challenger's decisions.

@@ -66,6 +66,8 @@ pub struct Served {
 /// Where a served version came from.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Origin {
+    /// The slot it was loaded for: the champion, the canary or the shadow's challenger.
+    pub role: crate::monitoring::Role,
     /// The configured source (`models:/pix-fraud@production`, a folder, `gs://…`).
     pub source: String,
     /// Where its files were (`mlflow-artifacts:/…`, `gs://…`, a folder).
@@ -106,6 +108,7 @@ impl Served {
         Ok(Served {
             logged_as: Arc::new(super::decision_log::Version::new(
                 &model,
+                origin.role,
                 reason_codes.as_deref(),
                 &features,
             )),
@@ -141,6 +144,11 @@ impl Served {
             thresholds.reject
         );
         Ok(thresholds)
+    }
+
+    /// The slot it serves in.
+    pub fn role(&self) -> crate::monitoring::Role {
+        self.origin.role
     }
 
     /// This version's monitor (feature and score drift), unless monitoring is off.

@@ -1,10 +1,11 @@
-//! `/admin/*`: what model serves and from where, reload it, pin another source; the log filter,
-//! read and changed without a restart. Authenticated by a
+//! `/admin/*`: what model serves and from where, reload it, pin another source; the canary's
+//! share of requests and the log filter, read and changed without a restart. Authenticated by a
 //! bearer token read from `server.admin_token_file` or `PIXGUARD_ADMIN_TOKEN` (never from
 //! config.yaml itself, never logged); without one the routes are off (404). A missing or wrong
 //! token gets 401 and changes nothing.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -60,6 +61,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/model", get(describe).post(pin))
         .route("/admin/model/reload", post(reload))
+        .route("/admin/canary", post(set_canary))
         .route("/admin/logging", get(logging).post(set_logging))
 }
 
@@ -108,6 +110,11 @@ async fn describe(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
         return refused.into_response();
     }
     let mut body = state.models.describe(&state.scoring);
+    if let (Some(canary), Some(models)) = (state.scoring.canary(), &state.canary_models) {
+        body["canary"] = models.describe(&state.scoring);
+        body["canary"]["fraction"] = canary.fraction().into();
+        body["canary"]["requests"] = canary.requests.load(Ordering::Relaxed).into();
+    }
     if let Some(shadow) = &state.shadow_models {
         body["shadow"] = shadow.describe(&state.scoring);
     }
@@ -152,7 +159,17 @@ async fn reload(
 
 /// The one text an admin body `{"<name>": "…"}` holds, or why the body is refused.
 fn text_field(body: &[u8], name: &str) -> Result<String, String> {
-    let expected = format!("expected {{\"{name}\": \"…\"}}");
+    match one_field(body, name, "\"…\"")? {
+        serde_json::Value::String(text) => Ok(text),
+        other => Err(format!(
+            "{name}: expected text, got {other} (expected {{\"{name}\": \"…\"}})"
+        )),
+    }
+}
+
+/// The one value an admin body `{"<name>": <example>}` holds, or why the body is refused.
+fn one_field(body: &[u8], name: &str, example: &str) -> Result<serde_json::Value, String> {
+    let expected = format!("expected {{\"{name}\": {example}}}");
     // A list or an empty body is told what is expected, not serde's "expected a map".
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err(format!("body: {expected}"));
@@ -162,11 +179,55 @@ fn text_field(body: &[u8], name: &str) -> Result<String, String> {
     if let Some(other) = object.keys().find(|k| *k != name) {
         return Err(format!("body: unknown field `{other}` ({expected})"));
     }
-    match object.remove(name) {
-        Some(serde_json::Value::String(text)) => Ok(text),
-        Some(other) => Err(format!("{name}: expected text, got {other} ({expected})")),
-        None => Err(format!("body: missing field `{name}` ({expected})")),
+    object
+        .remove(name)
+        .ok_or_else(|| format!("body: missing field `{name}` ({expected})"))
+}
+
+/// The share an admin body `{"fraction": 0.05}` sets, or why the body is refused.
+fn fraction_field(body: &[u8]) -> Result<f64, String> {
+    let value = one_field(body, "fraction", "0.05")?;
+    match value.as_f64() {
+        Some(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        Some(f) => Err(format!("fraction: {f} is not between 0 and 1")),
+        None => Err(format!(
+            "fraction: expected a number from 0 to 1, got {value}"
+        )),
     }
+}
+
+/// `POST /admin/canary` `{"fraction": 0.05}`: the share of requests the canary answers from the
+/// next request on, until the next change or the restart (config.yaml is not changed; 0 stops it
+/// answering at once, its version stays loaded and followed). 409 when no canary is configured.
+async fn set_canary(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    let fraction = match fraction_field(&body) {
+        Ok(fraction) => fraction,
+        Err(reason) => return malformed(reason),
+    };
+    let Some(canary) = state.scoring.canary() else {
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(json!({"error": "no canary is configured (model.canary)"})),
+        )
+            .into_response();
+    };
+    let was = canary.fraction();
+    canary.set_fraction(fraction);
+    let served = canary.slot().load();
+    tracing::info!(
+        fraction,
+        was,
+        version = %served.model().version,
+        "the canary's share was changed through the admin API"
+    );
+    axum::Json(json!({"fraction": fraction, "was": was, "model": served.model()})).into_response()
 }
 
 /// 400 with the admin API's error body.
@@ -239,7 +300,36 @@ async fn set_logging(
 
 #[cfg(test)]
 mod tests {
-    use super::text_field;
+    use super::{fraction_field, text_field};
+
+    #[test]
+    fn a_canary_share_is_a_number_from_0_to_1() {
+        assert_eq!(fraction_field(br#"{"fraction": 0.05}"#), Ok(0.05));
+        assert_eq!(fraction_field(br#"{"fraction": 0}"#), Ok(0.0));
+        assert_eq!(fraction_field(br#"{"fraction": 1}"#), Ok(1.0));
+        for (body, says) in [
+            (
+                &br#"{"fraction": 1.5}"#[..],
+                "fraction: 1.5 is not between 0 and 1",
+            ),
+            (
+                br#"{"fraction": -0.1}"#,
+                "fraction: -0.1 is not between 0 and 1",
+            ),
+            (
+                br#"{"fraction": "0.1"}"#,
+                "fraction: expected a number from 0 to 1, got \"0.1\"",
+            ),
+            (
+                br#"{"share": 0.1}"#,
+                "body: unknown field `share` (expected {\"fraction\": 0.05})",
+            ),
+            (b"0.1", "body: expected {\"fraction\": 0.05}"),
+        ] {
+            let err = fraction_field(body).unwrap_err();
+            assert!(err.contains(says), "{body:?}: {err}");
+        }
+    }
 
     #[test]
     fn an_admin_body_is_an_object_holding_one_text() {

@@ -8,8 +8,9 @@ use super::models::Models;
 use crate::histogram::{
     Stage, label_value, write_histogram as histogram, write_samples as counter,
 };
-use crate::scoring::Scoring;
+use crate::scoring::canary::Canary;
 use crate::scoring::shadow::{SCORE_SCALE, Shadow};
+use crate::scoring::{Scoring, Served};
 
 /// Renders every metric in the Prometheus text format (durations in seconds): the front ends'
 /// (through the scoring layer) and the engine's.
@@ -17,7 +18,7 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
     let front = &scoring.metrics;
     let m = scoring.engine_metrics();
     let served = scoring.served();
-    let queue_depth = served.engine().queued_rows();
+    let queue_depth = scoring.queued_rows();
     let in_flight = front.in_flight.load(Ordering::Acquire);
     let ready = scoring.takes_traffic();
     let mut out = String::with_capacity(8 * 1024);
@@ -56,7 +57,7 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
     counter(
         &mut out,
         "pixguard_queue_depth_rows",
-        "Rows waiting in the queue.",
+        "Rows waiting in the queues of the versions that answer (the champion's and the canary's).",
         "gauge",
         &[(String::new(), queue_depth as u64)],
     );
@@ -143,21 +144,12 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
         "gauge",
         &[(String::new(), u64::from(ready))],
     );
-    let model = served.model();
     counter(
         &mut out,
         "pixguard_model_info",
         "The model version serving now, and the source it follows.",
         "gauge",
-        &[(
-            format!(
-                "{{name=\"{}\",version=\"{}\",source=\"{}\"}}",
-                label_value(&model.name),
-                label_value(&model.version),
-                label_value(&served.origin.source)
-            ),
-            1,
-        )],
+        &[(info_labels(&served), 1)],
     );
     counter(
         &mut out,
@@ -222,11 +214,58 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
             &[(String::new(), c.queued.load(Ordering::Relaxed) as u64)],
         );
     }
+    if let Some(canary) = scoring.canary() {
+        canary_metrics(&mut out, canary);
+    }
     if let Some(shadow) = scoring.shadow() {
         shadow_metrics(&mut out, shadow);
     }
     super::monitoring::prometheus(&mut out, scoring);
     out
+}
+
+/// A version's name, version and source as labels.
+fn info_labels(served: &Served) -> String {
+    format!(
+        "{{name=\"{}\",version=\"{}\",source=\"{}\"}}",
+        label_value(&served.model().name),
+        label_value(&served.model().version),
+        label_value(&served.origin.source)
+    )
+}
+
+/// The canary's version, its share and the requests it answered.
+fn canary_metrics(out: &mut String, canary: &Canary) {
+    counter(
+        out,
+        "pixguard_canary_model_info",
+        "The canary version answering a share of requests, and the source it follows.",
+        "gauge",
+        &[(info_labels(&canary.slot().load()), 1)],
+    );
+    counter(
+        out,
+        "pixguard_canary_fraction",
+        "Share of requests the canary answers now (model.canary_fraction, POST /admin/canary).",
+        "gauge",
+        &[(String::new(), canary.fraction())],
+    );
+    counter(
+        out,
+        "pixguard_canary_requests_total",
+        "Requests the canary answered: its share, and those naming its version.",
+        "counter",
+        &[(String::new(), load(&canary.requests))],
+    );
+}
+
+/// The canary's figures for `/v1/stats`.
+fn canary_stats(canary: &Canary) -> serde_json::Value {
+    json!({
+        "model": canary.slot().load().model(),
+        "fraction": canary.fraction(),
+        "requests": load(&canary.requests),
+    })
 }
 
 const DECISIONS: [&str; 3] = ["ALLOW", "HOLD", "REJECT"];
@@ -240,15 +279,7 @@ fn shadow_metrics(out: &mut String, shadow: &Shadow) {
         "pixguard_shadow_model_info",
         "The challenger version scored in the shadow, and the source it follows.",
         "gauge",
-        &[(
-            format!(
-                "{{name=\"{}\",version=\"{}\",source=\"{}\"}}",
-                label_value(&served.model().name),
-                label_value(&served.model().version),
-                label_value(&served.origin.source)
-            ),
-            1,
-        )],
+        &[(info_labels(&served), 1)],
     );
     counter(
         out,
@@ -327,7 +358,7 @@ pub fn stats(
     stream: Option<&crate::sources::kafka::Shared>,
 ) -> serde_json::Value {
     let m = scoring.engine_metrics();
-    let queue_depth = scoring.served().engine().queued_rows();
+    let queue_depth = scoring.queued_rows();
     let stage = |s: &Stage| {
         let (total, recent) = s.hdr.percentiles();
         json!({"since_start": total, "last_60s": recent})
@@ -342,6 +373,7 @@ pub fn stats(
         },
         "rows_scored": m.rows_scored(),
         "queue_depth_rows": queue_depth,
+        "canary": scoring.canary().map(canary_stats),
         "shadow": scoring.shadow().map(|s| shadow_stats(s)),
         "stream": stream.map(|s| s.stats()),
     })

@@ -47,6 +47,8 @@ pub struct AppState {
     pub models: Arc<models::Models>,
     /// Loads and swaps the challenger's versions, when one is scored in the shadow.
     pub shadow_models: Option<Arc<models::Models>>,
+    /// Loads and swaps the canary's versions, when one answers a share of requests.
+    pub canary_models: Option<Arc<models::Models>>,
     /// The admin routes' bearer token; `None`: they are off.
     admin_token: Option<admin::Token>,
     /// The Kafka consumer's shared state, when `stream.enabled`.
@@ -95,6 +97,31 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         metrics,
     )
     .await?;
+    let (canary_models, canary) = match &config.model.canary {
+        None => (None, None),
+        Some(source) => {
+            // The champion's engine metrics: the canary's batches are answers too.
+            let metrics = served.engine().metrics().clone();
+            let (follower, canary) = models::Models::start(
+                models::Role::Canary,
+                source,
+                &config,
+                device.clone(),
+                metrics,
+            )
+            .await
+            .context("loading the canary model (model.canary)")?;
+            if canary.model().name != served.model().name {
+                tracing::warn!(
+                    champion = %served.model().name,
+                    canary = %canary.model().name,
+                    "the canary is another model: it answers only the requests that name it"
+                );
+            }
+            let canary = crate::scoring::canary::Canary::new(canary, config.model.canary_fraction);
+            (Some(Arc::new(follower)), Some(canary))
+        }
+    };
     let (shadow_models, shadow) = match &config.model.shadow {
         None => (None, None),
         Some(source) => {
@@ -113,7 +140,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
             (Some(Arc::new(follower)), Some(shadow))
         }
     };
-    let scoring = Scoring::new(served, shadow, &config)?;
+    let scoring = Scoring::new(served, canary, shadow, &config)?;
     let stream = if config.stream.enabled {
         Some(crate::sources::kafka::shared(&config.stream)?)
     } else {
@@ -124,6 +151,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         scoring,
         models: Arc::new(models),
         shadow_models,
+        canary_models,
         admin_token,
         stream,
         http_timed_out: Arc::default(),

@@ -12,33 +12,31 @@ use crate::histogram::{label_value, write_samples};
 use crate::monitoring::{ALL, Monitor, Report, WindowReport};
 use crate::scoring::Scoring;
 
-/// The monitors of the versions serving now: the champion's and the challenger's, where each
-/// runs one.
-fn monitors(scoring: &Scoring) -> [Option<Arc<Monitor>>; 2] {
-    [
-        scoring.served().monitor().cloned(),
-        scoring
-            .shadow()
-            .and_then(|s| s.slot().load_full().monitor().cloned()),
-    ]
+/// The monitors of the versions serving now: the champion's, the canary's and the challenger's,
+/// where each runs one.
+fn monitors(scoring: &Scoring) -> [Option<Arc<Monitor>>; 3] {
+    let canary = scoring.canary().map(|c| c.slot().load_full());
+    let challenger = scoring.shadow().map(|s| s.slot().load_full());
+    [Some(scoring.served()), canary, challenger].map(|served| served?.monitor().cloned())
 }
 
-/// The champion's and the challenger's reports, after every row already answered is counted.
+/// The champion's, the canary's and the challenger's reports, after every row already answered is
+/// counted.
 pub async fn page(State(state): State<Arc<AppState>>) -> Response {
-    let [champion, challenger] = monitors(&state.scoring);
-    let champion = match champion {
-        Some(m) => Some(m.report().await),
-        None => None,
-    };
-    let challenger = match challenger {
-        Some(m) => Some(m.report().await),
-        None => None,
-    };
+    let mut reports = Vec::new();
+    for monitor in monitors(&state.scoring) {
+        reports.push(match monitor {
+            Some(m) => Some(m.report().await),
+            None => None,
+        });
+    }
+    let [champion, canary, challenger] = [0, 1, 2].map(|i| reports[i].as_deref());
     axum::Json(json!({
         "enabled": state.config.monitoring.enabled,
         "psi_floor": crate::model::training_reference::PSI_FLOOR,
-        "champion": champion.as_deref(),
-        "challenger": challenger.as_deref(),
+        "champion": champion,
+        "canary": canary,
+        "challenger": challenger,
     }))
     .into_response()
 }

@@ -21,6 +21,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Logged before the HTTP "listening" line, so whoever waits for that line knows both ports.
     tracing::info!(address = %grpc_local, "grpc listening");
     models::warm_up(&state.scoring.served(), &state.config).await?;
+    if let Some(canary) = state.scoring.canary() {
+        models::warm_up(&canary.slot().load_full(), &state.config).await?;
+    }
     if let Some(shadow) = state.scoring.shadow() {
         models::warm_up(&shadow.slot().load_full(), &state.config).await?;
     }
@@ -39,11 +42,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "listening"
     );
     drop(served);
-    let follower = tokio::spawn(state.models.clone().follow(state.clone()));
-    let shadow_follower = state
-        .shadow_models
-        .clone()
-        .map(|m| tokio::spawn(m.follow(state.clone())));
+    let followers: Vec<_> = [
+        Some(&state.models),
+        state.canary_models.as_ref(),
+        state.shadow_models.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|m| tokio::spawn(m.clone().follow(state.clone())))
+    .collect();
 
     // The Kafka consumer, when enabled: told to stop at SIGTERM, awaited before the engine stops.
     let (stream_stop, stream_stopped) = tokio::sync::watch::channel(false);
@@ -79,9 +86,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         () = hard_stop => tracing::warn!("connections still open after the drain; closing them"),
     }
     drainer.abort();
-    follower.abort();
-    if let Some(f) = shadow_follower {
-        f.abort();
+    for follower in followers {
+        follower.abort();
     }
     if tokio::time::timeout(Duration::from_secs(1), grpc)
         .await

@@ -43,7 +43,7 @@ pub async fn score(
         arrived.timeout?;
         let deadline = arrived.deadline;
         let explain = request.explain || query.explain;
-        let served = scoring.served();
+        let served = scoring.pick();
         let scored = admission
             .score_transactions(
                 &served,

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::features::{FeatureBatch, FeatureSpec};
 use crate::model::Decision;
 use crate::model::explain::Reasons;
+use crate::monitoring::Role;
 use crate::protocol::Payload;
 use crate::protocol::v1::ModelRef;
 use crate::traces::context::TraceId;
@@ -53,17 +54,26 @@ pub struct Counts {
 pub struct Version {
     model: ModelRef,
     model_version: String,
+    /// `canary` or `challenger`; `None` for the champion.
+    role: Option<&'static str>,
     reason_codes: Option<Vec<String>>,
     numeric: Vec<String>,
     categorical: Vec<String>,
 }
 
 impl Version {
-    /// `model`'s names, its reason codes (when it gives reasons) and its feature columns' names.
-    pub fn new(model: &ModelRef, reason_codes: Option<&[String]>, spec: &FeatureSpec) -> Version {
+    /// `model`'s names, its role (named in its records unless it is the champion), its reason
+    /// codes (when it gives reasons) and its feature columns' names.
+    pub fn new(
+        model: &ModelRef,
+        role: Role,
+        reason_codes: Option<&[String]>,
+        spec: &FeatureSpec,
+    ) -> Version {
         Version {
             model: model.clone(),
             model_version: format!("{}:{}", model.name, model.version),
+            role: (role != Role::Champion).then(|| role.as_str()),
             reason_codes: reason_codes.map(<[String]>::to_vec),
             numeric: spec.numeric.iter().map(|f| f.name.clone()).collect(),
             categorical: spec.categorical.iter().map(|f| f.name.clone()).collect(),
@@ -116,8 +126,6 @@ pub struct Entry {
     reasons: Vec<Option<Reasons>>,
     queue_us: u64,
     compute_us: u64,
-    /// Scored by the challenger in the shadow, not answered.
-    challenger: bool,
 }
 
 impl Entry {
@@ -156,7 +164,7 @@ impl ShadowPass {
             request_id: self.request_id.as_deref(),
             trace_id: self.trace_id,
         };
-        self.log.queue(version, answered, self.inputs, scores, true);
+        self.log.submit(version, answered, self.inputs, scores);
     }
 }
 
@@ -234,18 +242,6 @@ impl DecisionLog {
         inputs: Inputs,
         scores: &Scores,
     ) {
-        self.queue(version, answered, inputs, scores, false);
-    }
-
-    /// [`DecisionLog::submit`], of the answer's decisions or the challenger's.
-    fn queue(
-        &self,
-        version: &Arc<Version>,
-        answered: Answered<'_>,
-        inputs: Inputs,
-        scores: &Scores,
-        challenger: bool,
-    ) {
         let rows = scores.scores.len();
         let queued = self.counts.queued.fetch_add(rows, Ordering::AcqRel);
         if queued + rows > self.max_rows || self.stopped.load(Ordering::Acquire) {
@@ -267,7 +263,6 @@ impl DecisionLog {
             reasons: scores.reasons.clone(),
             queue_us: scores.queue_us,
             compute_us: scores.compute_us,
-            challenger,
         };
         if self.queue.send(producer::Message::Entry(entry)).is_err() {
             // The thread has gone (it stopped): nothing will send these.

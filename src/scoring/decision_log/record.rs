@@ -29,7 +29,8 @@ struct Record<'a> {
     trace_id: Option<&'a str>,
     queue_us: u64,
     compute_us: u64,
-    /// `challenger` for the shadow's decision; absent for the answer's.
+    /// `challenger` for the shadow's decision, `canary` for the canary's answer; absent for the
+    /// champion's answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,7 +100,7 @@ pub fn render(entry: &Entry, mut each: impl FnMut(Option<&[u8]>, &[u8])) {
             trace_id: trace_id.as_deref(),
             queue_us: entry.queue_us,
             compute_us: entry.compute_us,
-            role: entry.challenger.then_some("challenger"),
+            role: version.role,
             transaction,
             features,
         };

@@ -6,12 +6,18 @@ use super::*;
 use crate::model::explain::Reason;
 
 fn version() -> Arc<Version> {
+    version_in(Role::Champion)
+}
+
+/// The version the records name, serving as `role`.
+fn version_in(role: Role) -> Arc<Version> {
     Arc::new(Version {
         model: ModelRef {
             name: "pix-fraud".into(),
             version: "7".into(),
         },
         model_version: "pix-fraud:7".into(),
+        role: (role != Role::Champion).then(|| role.as_str()),
         reason_codes: Some(vec!["PAYEE_MULE_MARKER".into(), "AMOUNT_UNUSUAL".into()]),
         numeric: vec!["amount_log".into(), "hour_sin".into()],
         categorical: vec!["key_type".into()],
@@ -42,7 +48,6 @@ fn entry(inputs: Inputs, scored: &Scores, request_id: Option<&str>) -> Entry {
         reasons: scored.reasons.clone(),
         queue_us: scored.queue_us,
         compute_us: scored.compute_us,
-        challenger: false,
     }
 }
 
@@ -119,9 +124,11 @@ fn a_transaction_record_is_its_answer_with_who_answered_and_when() {
     );
     assert!(records[0].1.get("transaction").is_none());
     assert!(records[1].1.get("role").is_none(), "the answer's own");
-    let mut shadow = entry(Inputs::NoIds, &scored, None);
-    shadow.challenger = true;
-    assert_eq!(rendered(&shadow)[1].1["role"], "challenger");
+    for role in [Role::Challenger, Role::Canary] {
+        let mut other = entry(Inputs::NoIds, &scored, None);
+        other.version = version_in(role);
+        assert_eq!(rendered(&other)[1].1["role"], role.as_str());
+    }
 
     // With the inputs, the transaction exactly as /v1 takes it.
     let records = rendered(&entry(Inputs::Transactions(txs.clone()), &scored, None));

@@ -27,7 +27,7 @@ use crate::protocol::grpc::*;
 use crate::protocol::oip::{
     EXTENSIONS, PLATFORM, SERVER_NAME, call_tensors, grpc_message, grpc_outputs,
 };
-use crate::scoring::{Admission, Api, ScoreError};
+use crate::scoring::{Admission, Api, ScoreError, Served};
 use crate::server::AppState;
 use crate::server::error::grpc_status;
 use crate::server::oip::{model_config, statistics};
@@ -44,11 +44,11 @@ fn optional(version: &str) -> Option<&str> {
     (!version.is_empty()).then_some(version)
 }
 
-fn check(state: &AppState, name: &str, version: &str) -> Result<(), Status> {
+/// The version a request names (the champion's or the canary's), or why none serves it.
+fn named(state: &AppState, name: &str, version: &str) -> Result<Arc<Served>, Status> {
     state
         .scoring
-        .served()
-        .check_model(name, optional(version))
+        .named(name, optional(version))
         .map_err(|e| grpc_status(&e))
 }
 
@@ -75,7 +75,7 @@ impl GrpcInferenceService for Inference {
         r: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
         let r = r.into_inner();
-        check(&self.0, &r.name, &r.version)?;
+        named(&self.0, &r.name, &r.version)?;
         let ready = self.0.scoring.takes_traffic();
         Ok(Response::new(ModelReadyResponse { ready }))
     }
@@ -96,8 +96,7 @@ impl GrpcInferenceService for Inference {
         r: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = r.into_inner();
-        check(&self.0, &r.name, &r.version)?;
-        let served = self.0.scoring.served();
+        let served = named(&self.0, &r.name, &r.version)?;
         let signature = served.signature();
         let tensor = |t: &crate::protocol::oip::TensorSpec| TensorMetadata {
             name: t.name.clone(),
@@ -106,7 +105,7 @@ impl GrpcInferenceService for Inference {
         };
         Ok(Response::new(ModelMetadataResponse {
             name: served.model().name.clone(),
-            versions: vec![served.model().version.clone()],
+            versions: self.0.scoring.versions(&served.model().name),
             platform: PLATFORM.into(),
             inputs: signature.inputs.iter().map(tensor).collect(),
             outputs: signature.outputs.iter().map(tensor).collect(),
@@ -118,8 +117,8 @@ impl GrpcInferenceService for Inference {
         r: Request<ModelConfigRequest>,
     ) -> Result<Response<ModelConfigResponse>, Status> {
         let r = r.into_inner();
-        check(&self.0, &r.name, &r.version)?;
-        let c = model_config::model_config(&self.0, &self.0.scoring.served());
+        let served = named(&self.0, &r.name, &r.version)?;
+        let c = model_config::model_config(&self.0, &served);
         let config = ModelConfig {
             name: c.name.clone(),
             platform: PLATFORM.into(),
@@ -181,7 +180,7 @@ impl GrpcInferenceService for Inference {
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
         let r = r.into_inner();
         if !r.name.is_empty() {
-            check(&self.0, &r.name, &r.version)?;
+            named(&self.0, &r.name, &r.version)?;
         }
         let st = statistics::model_statistics(&self.0.scoring, &self.0.scoring.served());
         let d = |d: statistics::Duration| {
@@ -379,8 +378,7 @@ impl Inference {
         timeout: Option<std::time::Duration>,
     ) -> Result<InferAnswer, ScoreError> {
         let scoring = &self.0.scoring;
-        let served = scoring.served();
-        served.check_model(r.model_name(), optional(r.model_version()))?;
+        let served = scoring.pick_named(r.model_name(), optional(r.model_version()))?;
         if r.raw_count() != 0 && r.raw_count() != r.input_count() {
             return Err(ScoreError::Malformed(format!(
                 "{} raw_input_contents for {} inputs",

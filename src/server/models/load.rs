@@ -91,6 +91,7 @@ pub(super) fn build(
         thresholds,
         config,
         Origin {
+            role,
             source: source.to_string(),
             location: target.location.clone(),
             identity: target.identity.clone(),

@@ -71,10 +71,11 @@ struct Status {
 /// Which version a follower keeps up to date (the same role names its monitor's metrics).
 pub use crate::monitoring::Role;
 
-/// How a version's engine threads are scheduled: a challenger only on otherwise idle cores.
+/// How a version's engine threads are scheduled: a challenger only on otherwise idle cores (a
+/// canary answers, as the champion does).
 fn priority(role: Role) -> Priority {
     match role {
-        Role::Champion => Priority::Normal,
+        Role::Champion | Role::Canary => Priority::Normal,
         Role::Challenger => Priority::Idle,
     }
 }
@@ -220,6 +221,7 @@ impl Models {
         match self.role {
             Role::Champion => Some(scoring.champion()),
             Role::Challenger => scoring.shadow().map(|s| s.slot()),
+            Role::Canary => scoring.canary().map(|c| c.slot()),
         }
     }
 

@@ -65,8 +65,7 @@ pub async fn model_ready(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Response, HttpError> {
-    let served = state.scoring.served();
-    served.check_model(&path.model, path.version.as_deref())?;
+    let served = state.scoring.named(&path.model, path.version.as_deref())?;
     let ready = state.scoring.takes_traffic();
     Ok(health(
         ready,
@@ -79,13 +78,12 @@ pub async fn model_metadata(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Json<Value>, HttpError> {
-    let served = state.scoring.served();
-    served.check_model(&path.model, path.version.as_deref())?;
+    let served = state.scoring.named(&path.model, path.version.as_deref())?;
     let signature = served.signature();
     let tensor = |t: &crate::protocol::oip::TensorSpec| json!({"name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape});
     Ok(Json(json!({
         "name": served.model().name,
-        "versions": [served.model().version],
+        "versions": state.scoring.versions(&served.model().name),
         "platform": PLATFORM,
         "inputs": signature.inputs.iter().map(tensor).collect::<Vec<_>>(),
         "outputs": signature.outputs.iter().map(tensor).collect::<Vec<_>>(),
@@ -97,8 +95,7 @@ pub async fn model_config(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Json<Value>, HttpError> {
-    let served = state.scoring.served();
-    served.check_model(&path.model, path.version.as_deref())?;
+    let served = state.scoring.named(&path.model, path.version.as_deref())?;
     Ok(Json(model_config::model_config(&state, &served).to_json()))
 }
 
@@ -130,8 +127,7 @@ pub async fn infer(
     let arrived = arrive(&state, &headers, body).await;
     let mut admission = scoring.admit(Api::OipHttp, || trace_headers(&headers), arrived.head)?;
     let result = async {
-        let served = scoring.served();
-        served.check_model(&path.model, path.version.as_deref())?;
+        let served = scoring.pick_named(&path.model, path.version.as_deref())?;
         let limit = state.config.server.body_limit_bytes;
         let body = decode_body(&headers, arrived.body?, limit)?;
         let header_length = headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes);

@@ -330,7 +330,7 @@ async fn score(
     let _handed_off = HandOff(&shared, txs.len());
     let mut backoff = Duration::from_millis(5);
     let (served, scores) = loop {
-        let served = state.scoring().served();
+        let served = state.scoring().pick();
         let deadline = Instant::now() + Duration::from_secs(30);
         match state
             .scoring()
