@@ -12,7 +12,7 @@ pub struct Report {
     pub model: String,
     /// Version.
     pub version: String,
-    /// Champion or challenger.
+    /// Champion, canary or challenger.
     pub role: Role,
     /// The training reference, or null when the package has none (then only decision rates).
     pub reference: Option<ReferenceInfo>,

@@ -1,11 +1,19 @@
-//! Shadow scoring against the real binary: the challenger (models/pix-fraud-challenger) scores a
-//! sampled share of live requests, the champion's answers are exactly what they are without a
-//! shadow, the agreement matrix and disagreement log account for every row the challenger
-//! scored, and under a backed-up champion the shadow is shed, never the champion.
+//! A second version beside the champion, against the real binary (models/pix-fraud-challenger).
+//!
+//! In the shadow: the challenger scores a sampled share of live requests, the champion's answers
+//! are exactly what they are without a shadow, the agreement matrix and disagreement log account
+//! for every row the challenger scored, and under a backed-up champion the shadow is shed, never
+//! the champion.
+//!
+//! As a canary: it answers exactly its share of requests on every API, each answer what that
+//! version alone answers; a request naming its version reaches it; its share is set to 0 live
+//! through the admin API; the shadow compares only the champion's answers.
 
-#[path = "common/child.rs"]
+mod canary;
+
+#[path = "../common/child.rs"]
 mod child;
-#[path = "common/server.rs"]
+#[path = "../common/server.rs"]
 mod server;
 
 use std::collections::HashMap;

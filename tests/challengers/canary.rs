@@ -1,0 +1,286 @@
+//! The canary (`model.canary`): a second version that answers a share of live requests.
+
+use std::collections::HashMap;
+
+use pixguard::bench::requests::{Api, Bodies};
+use pixguard::protocol::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
+use pixguard::transaction::Transaction;
+use serde_json::{Value, json};
+
+use super::server::{Server, metric, transactions};
+use super::{score, stats};
+
+const CHALLENGER: &str = "models/pix-fraud-challenger";
+const TOKEN: &str = "canary-admin-token-0123456789";
+
+/// What one version alone answers for each transaction: (version, score, decision) by id.
+async fn alone(
+    client: &reqwest::Client,
+    args: &[&str],
+    txs: &[Value],
+) -> HashMap<String, (String, f64, String)> {
+    let server = Server::start(args);
+    score(client, &server, txs)
+        .await
+        .iter()
+        .map(|r| {
+            let answer = (
+                r["model"]["version"].as_str().unwrap().to_string(),
+                r["score"].as_f64().unwrap(),
+                r["decision"].as_str().unwrap().to_string(),
+            );
+            (r["end_to_end_id"].as_str().unwrap().to_string(), answer)
+        })
+        .collect()
+}
+
+/// `POST /v1/score` of one transaction: the answer.
+async fn score_one(client: &reqwest::Client, server: &Server, tx: &Value) -> Value {
+    let r = client
+        .post(server.url("/v1/score"))
+        .json(tx)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let header = r.headers()["x-model-version"].to_str().unwrap().to_string();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["model"]["version"],
+        header.as_str(),
+        "header and body agree"
+    );
+    body
+}
+
+/// Checks `answer` is exactly what its version alone answers.
+fn is_its_versions(
+    answer: &Value,
+    by_version: &HashMap<String, HashMap<String, (String, f64, String)>>,
+) {
+    let version = answer["model"]["version"].as_str().unwrap();
+    let id = answer["end_to_end_id"].as_str().unwrap();
+    let (_, score, decision) = &by_version[version][id];
+    assert!(
+        (answer["score"].as_f64().unwrap() - score).abs() <= 1e-6,
+        "{answer} against {score}"
+    );
+    assert_eq!(answer["decision"], decision.as_str(), "{answer}");
+}
+
+/// `tx` in the forms the bench sends over `api`.
+fn built(api: Api, tx: &Value) -> Bodies {
+    let tx: Transaction = serde_json::from_value(tx.clone()).unwrap();
+    pixguard::bench::requests::build(api, "pix-fraud", &[tx], 1, None).unwrap()
+}
+
+/// OIP over HTTP, to `path`: (status, body).
+async fn oip_http(
+    client: &reqwest::Client,
+    server: &Server,
+    path: &str,
+    tx: &Value,
+) -> (u16, Value) {
+    let Bodies::Http { bodies, .. } = built(Api::OipHttp, tx) else {
+        unreachable!("OIP HTTP bodies")
+    };
+    let r = client
+        .post(server.url(path))
+        .header("content-type", "application/json")
+        .body(bodies[0].to_vec())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn admin_canary(
+    client: &reqwest::Client,
+    server: &Server,
+    body: &str,
+    token: &str,
+) -> (u16, Value) {
+    let r = client
+        .post(server.url("/admin/canary"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
+    let client = reqwest::Client::new();
+    let txs = transactions(60, 41);
+    let champion_alone = alone(&client, &[], &txs).await;
+    let canary_alone = alone(&client, &["--model", CHALLENGER], &txs).await;
+    let champion = champion_alone.values().next().unwrap().0.clone();
+    let canary = canary_alone.values().next().unwrap().0.clone();
+    assert_ne!(champion, canary, "two versions to tell apart");
+    let by_version = HashMap::from([
+        (champion.clone(), champion_alone),
+        (canary.clone(), canary_alone),
+    ]);
+
+    let mut command = Server::command(&[
+        "--set",
+        &format!("model.canary={CHALLENGER}"),
+        "--set",
+        "model.canary_fraction=0.25",
+        // Every request the champion answers is also scored in the shadow: the shadow must see
+        // those and none of the canary's.
+        "--set",
+        &format!("model.shadow={CHALLENGER}"),
+        "--set",
+        "model.shadow_fraction=1.0",
+    ]);
+    let server = Server::spawn(command.env("PIXGUARD_ADMIN_TOKEN", TOKEN));
+
+    // /v1, one transaction a request: every 4th is the canary's (the share is a counter).
+    let mut answered_by = Vec::new();
+    for tx in &txs[..40] {
+        let answer = score_one(&client, &server, tx).await;
+        is_its_versions(&answer, &by_version);
+        answered_by.push(answer["model"]["version"].as_str().unwrap() == canary);
+    }
+    let expected: Vec<bool> = (0..40).map(|i| i % 4 == 3).collect();
+    assert_eq!(answered_by, expected);
+
+    // A request naming a version is answered by that version, over OIP HTTP and gRPC.
+    let path = |v: &str| format!("/v2/models/pix-fraud/versions/{v}/infer");
+    let (status, body) = oip_http(&client, &server, &path(&canary), &txs[40]).await;
+    assert_eq!(
+        (status, body["model_version"].as_str()),
+        (200, Some(canary.as_str())),
+        "{body}"
+    );
+    let (status, body) = oip_http(&client, &server, &path(&champion), &txs[41]).await;
+    assert_eq!(
+        (status, body["model_version"].as_str()),
+        (200, Some(champion.as_str())),
+        "{body}"
+    );
+    let (status, body) = oip_http(&client, &server, &path("19990101.0000"), &txs[41]).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown version '19990101.0000'"),
+        "{body}"
+    );
+    let metadata: Value = client
+        .get(server.url("/v2/models/pix-fraud"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["versions"], json!([champion, canary]));
+
+    let mut request = built(Api::OipGrpc, &txs[42]).grpc_request(0).unwrap();
+    request.model_version = canary.clone();
+    let mut grpc = GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc_address()))
+        .await
+        .unwrap();
+    let answer = grpc.model_infer(request).await.unwrap().into_inner();
+    assert_eq!(answer.model_version, canary);
+    let at = answer.outputs.iter().position(|o| o.name == "score");
+    let raw = &answer.raw_output_contents[at.expect("a score output")];
+    let score = f64::from(f32::from_le_bytes(raw[..4].try_into().unwrap()));
+    let id = txs[42]["end_to_end_id"].as_str().unwrap();
+    assert!((score - by_version[&canary][id].1).abs() <= 1e-6, "{score}");
+
+    // 10 of the share, 1 named over HTTP, 1 over gRPC.
+    let text = super::server::metrics_text(&client, &server).await;
+    assert_eq!(metric(&text, "pixguard_canary_requests_total"), 12.0);
+    assert_eq!(metric(&text, "pixguard_canary_fraction"), 0.25);
+    assert!(
+        text.contains(&format!(
+            "pixguard_canary_model_info{{name=\"pix-fraud\",version=\"{canary}\""
+        )),
+        "{text}"
+    );
+    let canary_stats = stats(&client, &server).await["canary"].clone();
+    assert_eq!(canary_stats["requests"], 12, "{canary_stats}");
+
+    // The admin API: refused without the token or with a share out of range; then 0 at once.
+    assert_eq!(
+        admin_canary(
+            &client,
+            &server,
+            r#"{"fraction": 0}"#,
+            "wrong-token-0123456789"
+        )
+        .await
+        .0,
+        401
+    );
+    let (status, body) = admin_canary(&client, &server, r#"{"fraction": 2}"#, TOKEN).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("fraction: 2 is not between 0 and 1"),
+        "{body}"
+    );
+    let (status, body) = admin_canary(&client, &server, r#"{"fraction": 0}"#, TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["was"].as_f64(), body["fraction"].as_f64()),
+        (Some(0.25), Some(0.0))
+    );
+    for tx in &txs[43..60] {
+        let answer = score_one(&client, &server, tx).await;
+        assert_eq!(
+            answer["model"]["version"],
+            champion.as_str(),
+            "dialled to 0: {answer}"
+        );
+        is_its_versions(&answer, &by_version);
+    }
+    let described: Value = client
+        .get(server.url("/admin/model"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(described["canary"]["fraction"], 0.0, "{described}");
+    assert_eq!(
+        described["canary"]["serving"]["version"],
+        canary.as_str(),
+        "{described}"
+    );
+    assert_eq!(
+        described["canary"]["serving"]["origin"]["role"], "canary",
+        "{described}"
+    );
+
+    // The shadow saw every request the champion answered (30 + 17 on /v1, 1 named over HTTP),
+    // none of the canary's.
+    let shadow = stats(&client, &server).await["shadow"].clone();
+    assert_eq!(shadow["sampled"], 48, "{shadow}");
+    let monitoring: Value = client
+        .get(server.url("/v1/monitoring"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let all = |role: &str| {
+        let windows = monitoring[role]["windows"].as_array().unwrap();
+        windows.iter().find(|w| w["window"] == "all").unwrap()["rows"].clone()
+    };
+    assert_eq!(monitoring["canary"]["role"], "canary");
+    assert_eq!(all("canary"), 12, "{monitoring}");
+    assert_eq!(all("champion"), 48, "{monitoring}");
+}
