@@ -351,49 +351,75 @@ fn reference_scores(txs: &[Value], model: &str, tmp: &Path) -> HashMap<String, f
 }
 
 #[test]
-fn the_shadow_challengers_decisions_are_logged_beside_the_answers() {
+fn the_shadow_challengers_and_the_canarys_decisions_are_logged_beside_the_answers() {
     let Some(fx) = Fixture::new("decisions-shadow") else {
         return;
     };
     fx.topics(&["decisions"]);
+    // The first request is the champion's (and its copy the shadow's), the second the canary's.
     let server = fx.serve_logging(&[
         ("model.shadow", "models/pix-fraud-challenger"),
         ("model.shadow_fraction", "1.0"),
+        ("model.canary", "models/pix-fraud-challenger"),
+        ("model.canary_fraction", "0.5"),
     ]);
     let txs = server::transactions(4, 73);
+    let canary_txs = server::transactions(4, 74);
     let answer = post(
         &server.url("/v1/score"),
         &json!({"transactions": &txs}),
         &[("x-request-id", "edge-5")],
     );
-    let records = fx.dump("decisions", 8);
+    let canary_answer = post(
+        &server.url("/v1/score"),
+        &json!({"transactions": &canary_txs}),
+        &[("x-request-id", "edge-6")],
+    );
+    let records = fx.dump("decisions", 12);
     let values: Vec<Value> = records
         .iter()
         .map(|r| serde_json::from_str(r["value"].as_str().unwrap()).unwrap())
         .collect();
-    let (challenger, champion): (Vec<&Value>, Vec<&Value>) =
-        values.iter().partition(|v| v["role"] == "challenger");
-    assert_eq!((champion.len(), challenger.len()), (4, 4), "{values:#?}");
+    let of = |role: Option<&str>| -> Vec<&Value> {
+        values
+            .iter()
+            .filter(|v| v["role"].as_str() == role)
+            .collect()
+    };
+    let (champion, challenger, canary) = (of(None), of(Some("challenger")), of(Some("canary")));
+    assert_eq!(
+        (champion.len(), challenger.len(), canary.len()),
+        (4, 4, 4),
+        "{values:#?}"
+    );
     let champion_scores = reference_scores(&txs, "models/pix-fraud", &fx.tmp);
     let challenger_scores = reference_scores(&txs, "models/pix-fraud-challenger", &fx.tmp);
+    let canary_scores = reference_scores(&canary_txs, "models/pix-fraud-challenger", &fx.tmp);
     let challenger_package =
         ModelPackage::load(Path::new(ROOT).join("models/pix-fraud-challenger")).unwrap();
-    for (role, records, reference) in [
-        ("champion", &champion, &champion_scores),
-        ("challenger", &challenger, &challenger_scores),
+    for (role, records, reference, sent, request_id) in [
+        ("champion", &champion, &champion_scores, &txs, "edge-5"),
+        (
+            "challenger",
+            &challenger,
+            &challenger_scores,
+            &txs,
+            "edge-5",
+        ),
+        ("canary", &canary, &canary_scores, &canary_txs, "edge-6"),
     ] {
         let mut ids: Vec<&str> = records
             .iter()
             .map(|v| v["end_to_end_id"].as_str().unwrap())
             .collect();
         ids.sort_unstable();
-        let mut sent: Vec<&str> = txs
+        let mut sent: Vec<&str> = sent
             .iter()
             .map(|t| t["end_to_end_id"].as_str().unwrap())
             .collect();
         sent.sort_unstable();
         assert_eq!(ids, sent, "{role}: one record per transaction");
-        for v in records {
+        for v in records.iter() {
             let id = v["end_to_end_id"].as_str().unwrap();
             let want = reference[id];
             assert!(
@@ -402,22 +428,25 @@ fn the_shadow_challengers_decisions_are_logged_beside_the_answers() {
                 v["score"]
             );
             assert_eq!(v["source"]["api"], "v1");
-            assert_eq!(v["source"]["request_id"], "edge-5");
+            assert_eq!(v["source"]["request_id"], request_id);
         }
     }
-    // The answer's records are the answer; the challenger's name its own version.
-    for r in answer["results"].as_array().unwrap() {
-        let v = champion
-            .iter()
-            .find(|v| v["end_to_end_id"] == r["end_to_end_id"])
-            .unwrap();
-        assert_eq!(v["score"], r["score"]);
-        assert_eq!(v["decision"], r["decision"]);
-        assert_eq!(v["model"], r["model"]);
+    // The answers' records are the answers; the challenger's name its own version.
+    for (answer, records) in [(&answer, &champion), (&canary_answer, &canary)] {
+        for r in answer["results"].as_array().unwrap() {
+            let v = records
+                .iter()
+                .find(|v| v["end_to_end_id"] == r["end_to_end_id"])
+                .unwrap();
+            assert_eq!(v["score"], r["score"]);
+            assert_eq!(v["decision"], r["decision"]);
+            assert_eq!(v["model"], r["model"]);
+        }
     }
     assert_eq!(
         challenger[0]["model"]["name"],
         challenger_package.config.name.as_str()
     );
     assert_ne!(challenger[0]["model"], champion[0]["model"]);
+    assert_eq!(canary[0]["model"], challenger[0]["model"]);
 }
