@@ -51,7 +51,7 @@ fn every_dashboard_query_reads_metrics_a_live_server_exposes() {
         .collect();
     assert!(exprs.len() >= 12, "{exprs:?}");
     // Every family shows up only when its part runs: the stream (with a partition assigned, for
-    // the lag), the shadow, traces, the decision log, and at least one scored request.
+    // the lag), the canary, the shadow, traces, the decision log, and at least one scored request.
     let broker = kafka::Broker::start(&broker_bin);
     let created = Command::new(&python)
         .args([
@@ -97,6 +97,10 @@ fn every_dashboard_query_reads_metrics_a_live_server_exposes() {
         "model.shadow=models/pix-fraud-challenger",
         "--set",
         "model.shadow_fraction=1.0",
+        "--set",
+        "model.canary=models/pix-fraud-challenger",
+        "--set",
+        "model.canary_fraction=0.5",
         // Traces on (the family exists only then): nothing listens there, so exports fail.
         "--set",
         &traces,

@@ -179,10 +179,12 @@ impl GrpcInferenceService for Inference {
         r: Request<ModelStatisticsRequest>,
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
         let r = r.into_inner();
-        if !r.name.is_empty() {
-            named(&self.0, &r.name, &r.version)?;
-        }
-        let st = statistics::model_statistics(&self.0.scoring, &self.0.scoring.served());
+        let served = if r.name.is_empty() {
+            self.0.scoring.served()
+        } else {
+            named(&self.0, &r.name, &r.version)?
+        };
+        let st = statistics::model_statistics(&self.0.scoring, &served);
         let d = |d: statistics::Duration| {
             Some(StatisticDuration {
                 count: d.count,

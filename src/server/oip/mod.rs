@@ -104,8 +104,7 @@ pub async fn model_statistics(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Json<Value>, HttpError> {
-    let served = state.scoring.served();
-    served.check_model(&path.model, path.version.as_deref())?;
+    let served = state.scoring.named(&path.model, path.version.as_deref())?;
     let stats = statistics::model_statistics(&state.scoring, &served).to_json();
     Ok(Json(json!({"model_stats": [stats]})))
 }
