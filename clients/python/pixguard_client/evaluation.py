@@ -11,8 +11,9 @@ window of decisions old enough for its frauds to have been reported.
     frauds = spark.read.csv("gs://bucket/med/confirmed.csv", header=True)
     evaluate(decisions, frauds).show()
 
-One row per (model version, role): the answer's model (``champion``) and a challenger scored in
-the shadow on the same payments (``challenger``), so the two are compared on one set of labels.
+One row per (model version, role): the answer's model (``champion``), a canary answering a share
+of the payments (``canary``) and a challenger scored in the shadow on the same payments as the
+champion (``challenger``), so all are compared on one set of labels.
 """
 from __future__ import annotations
 
