@@ -47,7 +47,7 @@ const WINDOWS: [(&str, Duration, usize); 3] = [
 
 /// Which served version: the one answering, the canary answering a share of requests, or the
 /// challenger in the shadow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// The version that answers (`model.source`).

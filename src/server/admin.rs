@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::config::ServerConfig;
+use crate::monitoring::Role;
 
 /// Environment variable holding the admin token (when no file is configured).
 pub const TOKEN_ENV: &str = "PIXGUARD_ADMIN_TOKEN";
@@ -122,19 +123,23 @@ async fn describe(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
 }
 
 /// `?force=true`: try again a version that was refused before (`?forse=true` is refused, not
-/// taken for an unforced check).
+/// taken for an unforced check); `?role=canary|challenger`: check that version's source instead of
+/// the champion's.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReloadQuery {
     #[serde(default)]
     force: bool,
+    #[serde(default)]
+    role: Option<Role>,
     /// Cloud Endpoints' API key (`?key=`), which a client may send on every call and ESPv2
     /// passes through: not a typo to refuse.
     #[serde(default, rename = "key")]
     _key: Option<String>,
 }
 
-/// `POST /admin/model/reload`: check the source now; 200 swapped or unchanged, 409 refused.
+/// `POST /admin/model/reload`: check the source now (the champion's, or `role`'s); 200 swapped or
+/// unchanged, 409 refused or no such role configured.
 async fn reload(
     State(state): State<Arc<AppState>>,
     query: Result<Query<ReloadQuery>, axum::extract::rejection::QueryRejection>,
@@ -144,11 +149,27 @@ async fn reload(
         return refused.into_response();
     }
     // `?force=yes` read as "not forced" would look like a forced check that found nothing.
-    let force = match query {
-        Ok(q) => q.force,
-        Err(e) => return malformed(format!("query: {} (expected ?force=true)", e.body_text())),
+    let (force, role) = match query {
+        Ok(q) => (q.force, q.role.unwrap_or(Role::Champion)),
+        Err(e) => {
+            return malformed(format!(
+                "query: {} (expected ?force=true, ?role=champion|canary|challenger)",
+                e.body_text()
+            ));
+        }
     };
-    let checked = state.models.check(&state.scoring, force).await;
+    let Some(models) = state.follower(role) else {
+        let key = match role {
+            Role::Canary => "model.canary",
+            _ => "model.shadow",
+        };
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(json!({"error": format!("no {} is configured ({key})", role.as_str())})),
+        )
+            .into_response();
+    };
+    let checked = models.check(&state.scoring, force).await;
     let status = if checked.outcome == "refused" {
         StatusCode::CONFLICT
     } else {

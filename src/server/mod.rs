@@ -59,6 +59,17 @@ pub struct AppState {
     grpc_closed: Arc<grpc::Closed>,
 }
 
+impl AppState {
+    /// The follower that loads and swaps `role`'s versions, when that role is configured.
+    pub fn follower(&self, role: models::Role) -> Option<&Arc<models::Models>> {
+        match role {
+            models::Role::Champion => Some(&self.models),
+            models::Role::Canary => self.canary_models.as_ref(),
+            models::Role::Challenger => self.shadow_models.as_ref(),
+        }
+    }
+}
+
 impl crate::sources::Host for AppState {
     fn scoring(&self) -> &Scoring {
         &self.scoring

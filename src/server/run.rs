@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use super::{AppState, build, grpc, http, models, router};
 use crate::config::Config;
+use crate::monitoring::Role;
 
 /// Serves until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -42,15 +43,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "listening"
     );
     drop(served);
-    let followers: Vec<_> = [
-        Some(&state.models),
-        state.canary_models.as_ref(),
-        state.shadow_models.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|m| tokio::spawn(m.clone().follow(state.clone())))
-    .collect();
+    let followers: Vec<_> = [Role::Champion, Role::Canary, Role::Challenger]
+        .into_iter()
+        .filter_map(|role| state.follower(role))
+        .map(|m| tokio::spawn(m.clone().follow(state.clone())))
+        .collect();
 
     // The Kafka consumer, when enabled: told to stop at SIGTERM, awaited before the engine stops.
     let (stream_stop, stream_stopped) = tokio::sync::watch::channel(false);

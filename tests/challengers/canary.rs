@@ -7,7 +7,7 @@ use pixguard::protocol::grpc::grpc_inference_service_client::GrpcInferenceServic
 use pixguard::transaction::Transaction;
 use serde_json::{Value, json};
 
-use super::server::{Server, metric, transactions};
+use super::server::{Server, copy_package, metric, transactions};
 use super::{score, stats};
 
 const CHALLENGER: &str = "models/pix-fraud-challenger";
@@ -125,9 +125,15 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
         (canary.clone(), canary_alone),
     ]);
 
+    // The canary follows a folder this test changes (the champion checks no source: poll 0).
+    let canary_dir = std::env::temp_dir().join(format!("pixguard-canary-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&canary_dir);
+    copy_package(CHALLENGER, &canary_dir);
     let mut command = Server::command(&[
         "--set",
-        &format!("model.canary={CHALLENGER}"),
+        "model.poll_interval_s=0",
+        "--set",
+        &format!("model.canary={}", canary_dir.display()),
         "--set",
         "model.canary_fraction=0.25",
         // Every request the champion answers is also scored in the shadow: the shadow must see
@@ -283,4 +289,58 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
     assert_eq!(monitoring["canary"]["role"], "canary");
     assert_eq!(all("canary"), 12, "{monitoring}");
     assert_eq!(all("champion"), 48, "{monitoring}");
+
+    // Its source is followed as the champion's is: a new version there swaps in on a check of its
+    // role, and only the canary's slot changes.
+    std::fs::remove_dir_all(&canary_dir).unwrap();
+    copy_package("models/pix-fraud", &canary_dir);
+    let reload = |query: &'static str| {
+        let client = client.clone();
+        let url = server.url(&format!("/admin/model/reload{query}"));
+        async move {
+            let r = client.post(url).bearer_auth(TOKEN).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = reload("?role=warden").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("query: "),
+        "{body}"
+    );
+    let (status, body) = reload("?role=canary").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "swapped", "{body}");
+    assert_eq!(body["serving"], format!("pix-fraud:{champion}"), "{body}");
+    let described: Value = client
+        .get(server.url("/admin/model"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        described["canary"]["serving"]["version"],
+        champion.as_str(),
+        "{described}"
+    );
+    assert_eq!(described["canary"]["swaps"], 1, "{described}");
+    assert_eq!(
+        described["swaps"], 0,
+        "the champion's slot is untouched: {described}"
+    );
+    assert_eq!(
+        described["shadow"]["serving"]["version"],
+        canary.as_str(),
+        "{described}"
+    );
+    let (status, body) = reload("?role=challenger").await;
+    assert_eq!(
+        (status, &body["outcome"]),
+        (200, &json!("unchanged")),
+        "{body}"
+    );
+    let _ = std::fs::remove_dir_all(&canary_dir);
 }

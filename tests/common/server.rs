@@ -253,3 +253,19 @@ pub fn answered_ok(text: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A copy of the package at `from` (relative to the repository root) in `dir`, for tests that
+/// change or break it.
+pub fn copy_package(from: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).expect("copy dir");
+    for entry in std::fs::read_dir(std::path::Path::new(ROOT).join(from)).expect("package") {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("type").is_dir() {
+            let sub = format!("{from}/{}", entry.file_name().to_string_lossy());
+            copy_package(&sub, &dir.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+        }
+    }
+    dir.to_path_buf()
+}

@@ -153,18 +153,3 @@ pub fn assert_one_engine(server: &Server, after: &str) {
     }
     assert_eq!(running, 1.0, "engines still running 5 s after {after}");
 }
-
-/// A copy of the bundled package in `dir`, for tests that break one file of it.
-pub fn copy_package(from: &str, dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("copy dir");
-    for entry in std::fs::read_dir(Path::new(ROOT).join(from)).expect("package") {
-        let entry = entry.expect("entry");
-        if entry.file_type().expect("type").is_dir() {
-            let sub = format!("{from}/{}", entry.file_name().to_string_lossy());
-            copy_package(&sub, &dir.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
-        }
-    }
-    dir.to_path_buf()
-}

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use helpers::*;
 use registry::{GcsServer, MlflowServer, python};
 use serde_json::{Value, json};
-use server::{ROOT, Server};
+use server::{ROOT, Server, copy_package};
 
 const TOKEN: &str = "lifecycle-test-admin-token";
 const BUCKET: &str = "pixguard-models";
