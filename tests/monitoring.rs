@@ -406,7 +406,7 @@ async fn the_alert_rules_parse_and_name_metrics_a_live_server_exports() {
     let Some(python) = registry::python("the alert rules check") else {
         return;
     };
-    // Serving with the challenger in the shadow, the Kafka consumer configured (its broker
+    // Serving with a canary, the challenger in the shadow, the Kafka consumer configured (its broker
     // absent: the stream's metrics are exported all the same), the decision log on and traces on,
     // after traffic, so that every family a rule selects has samples to check its labels on.
     let brokers = format!("stream.brokers=127.0.0.1:{}", registry::free_port());
@@ -424,6 +424,11 @@ async fn the_alert_rules_parse_and_name_metrics_a_live_server_exports() {
         "model.shadow=models/pix-fraud-challenger",
         "--set",
         "model.shadow_fraction=1.0",
+        // A canary answering a share, so its counters are exported.
+        "--set",
+        "model.canary=models/pix-fraud-challenger",
+        "--set",
+        "model.canary_fraction=0.1",
         "--set",
         "stream.enabled=true",
         "--set",

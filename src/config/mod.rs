@@ -266,6 +266,23 @@ impl Config {
                 "a share for the canary needs a canary: set model.canary",
             ));
         }
+        let guarded = self.model.canary.is_some() && self.model.canary_max_stop_ratio != 0.0;
+        if guarded && !(1.0..).contains(&self.model.canary_max_stop_ratio) {
+            return Err(bad(
+                "model.canary_max_stop_ratio",
+                "must be 0 (no guard) or at least 1",
+            ));
+        }
+        if guarded && self.model.canary_guard_min_rows == 0 {
+            return Err(bad("model.canary_guard_min_rows", "must be at least 1"));
+        }
+        if guarded && !self.monitoring.enabled {
+            return Err(bad_together(
+                "model.canary_max_stop_ratio",
+                &["monitoring.enabled"],
+                "the canary guard reads the monitors' decision shares: set monitoring.enabled, or 0 for no guard",
+            ));
+        }
         if !(0.0..=1.0).contains(&self.model.shadow_fraction) {
             return Err(bad("model.shadow_fraction", "must be between 0 and 1"));
         }

@@ -180,6 +180,11 @@ pub struct ModelConfig {
     pub canary: Option<String>,
     /// Share of requests the canary answers, 0 to 1 (`POST /admin/canary` changes it live).
     pub canary_fraction: f64,
+    /// The canary's share is set to 0 when its HOLD+REJECT share over 10 minutes is more than this
+    /// many times the champion's, or less than its inverse (0: no guard).
+    pub canary_max_stop_ratio: f64,
+    /// Rows each version must have scored in those 10 minutes before the guard compares them.
+    pub canary_guard_min_rows: u64,
     /// A challenger scored on a sampled copy of live rows, off the critical path (absent: none).
     pub shadow: Option<String>,
     /// Share of requests the challenger also scores, 0 to 1.
@@ -198,6 +203,8 @@ impl Default for ModelConfig {
             use_cached_on_error: false,
             canary: None,
             canary_fraction: 0.0,
+            canary_max_stop_ratio: 3.0,
+            canary_guard_min_rows: 1000,
             shadow: None,
             shadow_fraction: 0.0,
             shadow_log: None,

@@ -519,4 +519,26 @@ fn a_canary_share_is_in_range_and_needs_a_canary() {
     );
     assert_eq!(config.model.canary_fraction, 0.0);
     assert!(load(&[canary, ("model.canary_fraction", "0.05")]).is_ok());
+    // The guard: off at 0, else a ratio of at least 1 over the monitors' figures.
+    assert_eq!(
+        err(&[canary, ("model.canary_max_stop_ratio", "0.5")]),
+        "config model.canary_max_stop_ratio: must be 0 (no guard) or at least 1 (from command line)"
+    );
+    assert!(
+        err(&[canary, ("monitoring.enabled", "false")]).starts_with(
+            "config model.canary_max_stop_ratio: the canary guard reads the monitors'"
+        ),
+    );
+    assert!(
+        load(&[
+            canary,
+            ("monitoring.enabled", "false"),
+            ("model.canary_max_stop_ratio", "0")
+        ])
+        .is_ok()
+    );
+    assert!(
+        load(&[("monitoring.enabled", "false")]).is_ok(),
+        "no canary, no guard"
+    );
 }

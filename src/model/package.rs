@@ -333,11 +333,15 @@ fn inside(dir: &Path, field: &'static str, name: &str) -> Result<PathBuf, Packag
     Ok(dir.join(rel))
 }
 
+/// The SHA-256 of `bytes` in lowercase hex, as `flavors.pixguard.sha256` records it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(64);
+    crate::traces::context::push_hex(&mut hex, &Sha256::digest(bytes));
+    hex
+}
+
 fn check_digest(file: &str, bytes: &[u8], expected: Option<&String>) -> Result<(), PackageError> {
-    let actual: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let actual = sha256_hex(bytes);
     match expected {
         Some(e) if e.eq_ignore_ascii_case(&actual) => Ok(()),
         Some(e) => Err(PackageError::Digest {

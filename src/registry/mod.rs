@@ -11,7 +11,6 @@ pub mod store;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 pub use mlflow::Mlflow;
 pub use source::{Selector, Source};
@@ -263,6 +262,7 @@ async fn mlmodel_digest(store: &Store) -> Result<String, RegistryError> {
 
 /// The first 16 hex digits of the SHA-256 of `bytes`.
 pub fn short_digest(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let mut digest = crate::model::package::sha256_hex(bytes);
+    digest.truncate(16);
+    digest
 }

@@ -5,14 +5,44 @@
 //! small enough to risk, and dialled to 0 in one admin call (`POST /admin/canary`) when it goes
 //! wrong. Its requests are answered, logged, monitored and traced as the champion's are, named
 //! by its own version and role.
+//!
+//! A guard takes it off the answers without waiting for a person: once both versions have scored
+//! `model.canary_guard_min_rows` in their monitors' 10-minute windows, a canary whose share of
+//! payments stopped (HOLD or REJECT) is more than `model.canary_max_stop_ratio` times the
+//! champion's, or less than its inverse, is set to 0 — a mistyped threshold or a broken model
+//! that lets fraud through costs seconds of a small share, not an hour of the alert's `for:`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use serde::Serialize;
 
 use super::Served;
 use super::sample::Sampler;
+use crate::monitoring::WindowReport;
+
+/// The window the guard compares: the alerts' (docs/monitoring.md).
+const GUARD_WINDOW: &str = "10m";
+
+/// When the guard compares the canary's decisions with the champion's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guard {
+    /// Largest ratio of the two versions' stop shares (canary over champion, or its inverse);
+    /// 0: no guard.
+    pub max_stop_ratio: f64,
+    /// Rows each must have in the window before they are compared.
+    pub min_rows: u64,
+}
+
+/// Why and when the guard took the canary off the answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Halt {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The shares compared and the bound.
+    pub reason: String,
+}
 
 /// The canary version and the share of requests it answers.
 pub struct Canary {
@@ -20,6 +50,9 @@ pub struct Canary {
     sampler: Sampler,
     /// Requests the canary answered: its share, and those that named its version.
     pub requests: AtomicU64,
+    /// Times the guard set its share to 0.
+    pub halts: AtomicU64,
+    halted: Mutex<Option<Halt>>,
 }
 
 impl Canary {
@@ -29,6 +62,8 @@ impl Canary {
             slot: ArcSwap::from_pointee(served),
             sampler: Sampler::new(fraction),
             requests: AtomicU64::new(0),
+            halts: AtomicU64::new(0),
+            halted: Mutex::new(None),
         }
     }
 
@@ -42,9 +77,52 @@ impl Canary {
         self.sampler.fraction()
     }
 
-    /// Answers `fraction` (0 to 1) of requests from the next one on.
+    /// Answers `fraction` (0 to 1) of requests from the next one on. A person setting a share
+    /// above 0 overrules the guard's last halt.
     pub fn set_fraction(&self, fraction: f64) {
         self.sampler.set(fraction);
+        if fraction > 0.0 {
+            *self.halted.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// The guard's last halt, unless a share was set since.
+    pub fn halted(&self) -> Option<Halt> {
+        self.halted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Compares the canary's published decisions with `champion`'s under `guard`, and sets the
+    /// share to 0 when they are out of band; answers why it did. Nothing to do while the share is
+    /// 0, without a guard, or without both monitors.
+    pub fn check(&self, champion: &Served, guard: Guard) -> Option<Halt> {
+        if guard.max_stop_ratio <= 0.0 || self.fraction() <= 0.0 {
+            return None;
+        }
+        let canary = self.slot.load_full();
+        let (ours, theirs) = (
+            champion.monitor()?.published(),
+            canary.monitor()?.published(),
+        );
+        let window = |r: &crate::monitoring::Report| {
+            r.windows.iter().find(|w| w.window == GUARD_WINDOW).cloned()
+        };
+        let reason = out_of_band(&window(&ours)?, &window(&theirs)?, guard)?;
+        let halt = Halt {
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            reason: format!("canary {}: {reason}", canary.model().version),
+        };
+        self.sampler.set(0.0);
+        self.halts.fetch_add(1, Ordering::Relaxed);
+        *self.halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(halt.clone());
+        tracing::error!(
+            reason = %halt.reason,
+            champion = %champion.model().version,
+            "the canary guard set the canary's share to 0"
+        );
+        Some(halt)
     }
 
     /// The canary version, counted, when this request is in its share and the canary serves the
@@ -63,5 +141,99 @@ impl Canary {
     /// Counts a request it answers.
     pub(super) fn count(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The share of a window's rows held or rejected, floored at one row in `min_rows` (a version
+/// that stopped none is compared as if it stopped one).
+fn stop_share(window: &WindowReport, min_rows: u64) -> f64 {
+    let share = |d: &str| window.decisions.get(d).copied().flatten().unwrap_or(0.0);
+    (share("HOLD") + share("REJECT")).max(1.0 / min_rows.max(1) as f64)
+}
+
+/// Why the canary's stop share is out of band against the champion's, once both windows have
+/// `guard.min_rows`.
+fn out_of_band(champion: &WindowReport, canary: &WindowReport, guard: Guard) -> Option<String> {
+    if champion.rows < guard.min_rows || canary.rows < guard.min_rows {
+        return None;
+    }
+    let (ours, theirs) = (
+        stop_share(champion, guard.min_rows),
+        stop_share(canary, guard.min_rows),
+    );
+    let ratio = theirs / ours;
+    (ratio > guard.max_stop_ratio || ratio < 1.0 / guard.max_stop_ratio).then(|| {
+        format!(
+            "stopped (HOLD or REJECT) {:.2} % of {} payments in {GUARD_WINDOW} against the champion's {:.2} % of {}: \
+             {ratio:.2}×, outside 1/{max} to {max} (model.canary_max_stop_ratio)",
+            theirs * 100.0,
+            canary.rows,
+            ours * 100.0,
+            champion.rows,
+            max = guard.max_stop_ratio,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(rows: u64, hold: f64, reject: f64) -> WindowReport {
+        WindowReport {
+            window: GUARD_WINDOW,
+            rows,
+            decisions: [
+                ("ALLOW", Some(1.0 - hold - reject)),
+                ("HOLD", Some(hold)),
+                ("REJECT", Some(reject)),
+            ]
+            .into_iter()
+            .collect(),
+            score: None,
+            features: Vec::new(),
+        }
+    }
+
+    const GUARD: Guard = Guard {
+        max_stop_ratio: 3.0,
+        min_rows: 1000,
+    };
+
+    #[test]
+    fn the_guard_halts_a_canary_stopping_far_more_or_far_fewer_payments() {
+        let champion = window(5000, 0.01, 0.01);
+        // 2 % against 2 %, 5 % (2.5×) and 1 % (0.5×): within 1/3 to 3.
+        for (hold, reject) in [(0.01, 0.01), (0.03, 0.02), (0.005, 0.005)] {
+            assert_eq!(
+                out_of_band(&champion, &window(2000, hold, reject), GUARD),
+                None
+            );
+        }
+        let too_many = out_of_band(&champion, &window(2000, 0.05, 0.02), GUARD).unwrap();
+        assert!(
+            too_many.starts_with("stopped (HOLD or REJECT) 7.00 % of 2000 payments in 10m against the champion's 2.00 % of 5000: 3.50×"),
+            "{too_many}"
+        );
+        let too_few = out_of_band(&champion, &window(2000, 0.002, 0.0), GUARD).unwrap();
+        assert!(too_few.contains(": 0.10×, outside 1/3 to 3"), "{too_few}");
+    }
+
+    #[test]
+    fn the_guard_waits_for_rows_and_floors_an_empty_share() {
+        let champion = window(5000, 0.0, 0.0);
+        assert_eq!(
+            out_of_band(&champion, &window(999, 0.5, 0.5), GUARD),
+            None,
+            "too few rows"
+        );
+        // Neither stopped anything: equal, at the floor of one row in 1,000.
+        assert_eq!(out_of_band(&champion, &window(1000, 0.0, 0.0), GUARD), None);
+        // 0.2 % against the floor of 0.1 %: 2×, within.
+        assert_eq!(
+            out_of_band(&champion, &window(1000, 0.002, 0.0), GUARD),
+            None
+        );
+        assert!(out_of_band(&champion, &window(1000, 0.004, 0.0), GUARD).is_some());
     }
 }

@@ -115,6 +115,7 @@ async fn describe(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
         body["canary"] = models.describe(&state.scoring);
         body["canary"]["fraction"] = canary.fraction().into();
         body["canary"]["requests"] = canary.requests.load(Ordering::Relaxed).into();
+        body["canary"]["halted"] = json!(canary.halted());
     }
     if let Some(shadow) = &state.shadow_models {
         body["shadow"] = shadow.describe(&state.scoring);

@@ -257,6 +257,13 @@ fn canary_metrics(out: &mut String, canary: &Canary) {
         "counter",
         &[(String::new(), load(&canary.requests))],
     );
+    counter(
+        out,
+        "pixguard_canary_halts_total",
+        "Times the canary guard set the canary's share to 0 (its HOLD+REJECT share out of band against the champion's; model.canary_max_stop_ratio).",
+        "counter",
+        &[(String::new(), load(&canary.halts))],
+    );
 }
 
 /// The canary's figures for `/v1/stats`.
@@ -265,6 +272,8 @@ fn canary_stats(canary: &Canary) -> serde_json::Value {
         "model": canary.slot().load().model(),
         "fraction": canary.fraction(),
         "requests": load(&canary.requests),
+        "halts": load(&canary.halts),
+        "halted": canary.halted(),
     })
 }
 

@@ -43,10 +43,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "listening"
     );
     drop(served);
+    // The followers of each configured role, and the canary's guard.
     let followers: Vec<_> = [Role::Champion, Role::Canary, Role::Challenger]
         .into_iter()
         .filter_map(|role| state.follower(role))
         .map(|m| tokio::spawn(m.clone().follow(state.clone())))
+        .chain(
+            state
+                .scoring
+                .canary()
+                .is_some()
+                .then(|| tokio::spawn(guard(state.clone()))),
+        )
         .collect();
 
     // The Kafka consumer, when enabled: told to stop at SIGTERM, awaited before the engine stops.
@@ -83,8 +91,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         () = hard_stop => tracing::warn!("connections still open after the drain; closing them"),
     }
     drainer.abort();
-    for follower in followers {
-        follower.abort();
+    for task in followers {
+        task.abort();
     }
     if tokio::time::timeout(Duration::from_secs(1), grpc)
         .await
@@ -108,6 +116,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Checks the canary against the champion every second (the monitors publish every second) until
+/// the drain.
+async fn guard(state: Arc<AppState>) {
+    let settings = &state.config.model;
+    let guard = crate::scoring::canary::Guard {
+        max_stop_ratio: settings.canary_max_stop_ratio,
+        min_rows: settings.canary_guard_min_rows,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !state.scoring.lifecycle.draining() {
+        tick.tick().await;
+        if let Some(canary) = state.scoring.canary() {
+            canary.check(&state.scoring.served(), guard);
+        }
+    }
 }
 
 async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListener> {

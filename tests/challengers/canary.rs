@@ -1,6 +1,7 @@
 //! The canary (`model.canary`): a second version that answers a share of live requests.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use pixguard::bench::requests::{Api, Bodies};
 use pixguard::protocol::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -343,4 +344,100 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
         "{body}"
     );
     let _ = std::fs::remove_dir_all(&canary_dir);
+}
+
+/// A copy of the champion's package in `dir` as another version whose hold threshold was
+/// mistyped (1e-30: it stops every payment), its digest in MLmodel updated to match.
+fn mistyped_threshold(dir: &std::path::Path) -> std::path::PathBuf {
+    use pixguard::model::package::sha256_hex;
+    let _ = std::fs::remove_dir_all(dir);
+    let package = copy_package("models/pix-fraud", dir);
+    let path = package.join("model.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["version"] = json!("20261207.0001");
+    config["thresholds"]["hold"] = json!(1e-30);
+    let text = serde_json::to_string_pretty(&config).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    let old = sha256_hex(&std::fs::read(Path::new("models/pix-fraud/model.json")).unwrap());
+    let new = sha256_hex(text.as_bytes());
+    let mlmodel = std::fs::read_to_string(package.join("MLmodel")).unwrap();
+    assert!(mlmodel.contains(&old), "MLmodel names model.json's digest");
+    std::fs::write(package.join("MLmodel"), mlmodel.replace(&old, &new)).unwrap();
+    package
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
+    let client = reqwest::Client::new();
+    let dir = std::env::temp_dir().join(format!("pixguard-canary-guard-{}", std::process::id()));
+    let package = mistyped_threshold(&dir);
+    let mut command = Server::command(&[
+        "--set",
+        &format!("model.canary={}", package.display()),
+        "--set",
+        "model.canary_fraction=0.5",
+        "--set",
+        "model.canary_guard_min_rows=20",
+    ]);
+    let server = Server::spawn(command.env("PIXGUARD_ADMIN_TOKEN", TOKEN));
+    let txs = transactions(200, 43);
+    let canary_stats = || async { stats(&client, &server).await["canary"].clone() };
+    // Every other request is the canary's, and it stops every one; once each version has 20 rows
+    // in its monitor (published each second), the guard sets its share to 0.
+    let mut sent = 0;
+    let mut held_by_canary = 0;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while canary_stats().await["halts"] == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "no halt: {}",
+            canary_stats().await
+        );
+        let answer = score_one(&client, &server, &txs[sent % txs.len()]).await;
+        if answer["model"]["version"] == "20261207.0001" {
+            assert_ne!(answer["decision"], "ALLOW", "{answer}");
+            held_by_canary += 1;
+        }
+        sent += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(held_by_canary >= 20, "{held_by_canary} of {sent}");
+    let halted = canary_stats().await;
+    assert_eq!(halted["fraction"], 0.0, "{halted}");
+    let reason = halted["halted"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("canary 20261207.0001: stopped (HOLD or REJECT) 100.00 % of"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("outside 1/3 to 3 (model.canary_max_stop_ratio)"),
+        "{reason}"
+    );
+    assert!(server.logged("the canary guard set the canary's share to 0"));
+    for tx in &txs[..20] {
+        let answer = score_one(&client, &server, tx).await;
+        assert_eq!(
+            answer["model"]["version"], "20261127.0446",
+            "halted: {answer}"
+        );
+    }
+    let text = super::server::metrics_text(&client, &server).await;
+    assert_eq!(metric(&text, "pixguard_canary_halts_total"), 1.0);
+    assert_eq!(metric(&text, "pixguard_canary_fraction"), 0.0);
+
+    // A person raising the share again clears the halt; on the same evidence (its 10 minutes
+    // still hold everything) the guard halts it again.
+    let (status, body) = admin_canary(&client, &server, r#"{"fraction": 0.5}"#, TOKEN).await;
+    assert_eq!((status, body["was"].as_f64()), (200, Some(0.0)), "{body}");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while canary_stats().await["halts"] != 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "no second halt: {}",
+            canary_stats().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(canary_stats().await["fraction"], 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
 }
