@@ -67,6 +67,12 @@ impl Role {
             Role::Canary => "canary",
         }
     }
+
+    /// The `role` a score record names (the decision log's, the Kafka source's output): absent for
+    /// the champion's answers, whose records were always without one.
+    pub fn in_records(self) -> Option<&'static str> {
+        (self != Role::Champion).then(|| self.as_str())
+    }
 }
 
 /// What a monitor is set up with.

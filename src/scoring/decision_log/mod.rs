@@ -73,7 +73,7 @@ impl Version {
         Version {
             model: model.clone(),
             model_version: format!("{}:{}", model.name, model.version),
-            role: (role != Role::Champion).then(|| role.as_str()),
+            role: role.in_records(),
             reason_codes: reason_codes.map(<[String]>::to_vec),
             numeric: spec.numeric.iter().map(|f| f.name.clone()).collect(),
             categorical: spec.categorical.iter().map(|f| f.name.clone()).collect(),

@@ -17,7 +17,7 @@ fn version_in(role: Role) -> Arc<Version> {
             version: "7".into(),
         },
         model_version: "pix-fraud:7".into(),
-        role: (role != Role::Champion).then(|| role.as_str()),
+        role: role.in_records(),
         reason_codes: Some(vec!["PAYEE_MULE_MARKER".into(), "AMOUNT_UNUSUAL".into()]),
         numeric: vec!["amount_log".into(), "hour_sin".into()],
         categorical: vec!["key_type".into()],

@@ -5,6 +5,7 @@ use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use serde::Serialize;
 
+use crate::monitoring::Role;
 use crate::protocol::v1::ScoreResult;
 use crate::transaction::Transaction;
 
@@ -145,6 +146,9 @@ struct Output<'a> {
     #[serde(flatten)]
     answer: ScoreResult<'a>,
     model_version: &'a str,
+    /// `canary` when the canary scored it; absent for the champion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
     scored_at: &'a str,
     source: Source<'a>,
 }
@@ -158,17 +162,18 @@ struct Source<'a> {
 }
 
 /// Writes the output message's value for `answer` into `out`: the message at `source`, scored
-/// at `scored_at` (RFC 3339) by `model_version` (`name:version`).
+/// at `scored_at` (RFC 3339) by `model_version` (`name:version`) in `role`.
 pub fn output(
     out: &mut Vec<u8>,
     answer: ScoreResult<'_>,
-    model_version: &str,
+    (model_version, role): (&str, Role),
     scored_at: &str,
     source: (&str, i32, i64),
 ) {
     let value = Output {
         answer,
         model_version,
+        role: role.in_records(),
         scored_at,
         source: Source {
             topic: source.0,
@@ -183,6 +188,35 @@ pub fn output(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_names_the_canary_and_not_the_champion() {
+        let model = crate::protocol::v1::ModelRef {
+            name: "pix-fraud".into(),
+            version: "7".into(),
+        };
+        let value = |role| {
+            let mut out = Vec::new();
+            let answer = ScoreResult {
+                end_to_end_id: "E1",
+                score: 0.5,
+                decision: crate::model::Decision::Hold,
+                reasons: None,
+                model: &model,
+            };
+            output(&mut out, answer, ("pix-fraud:7", role), "now", ("in", 2, 9));
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap()
+        };
+        assert_eq!(
+            value(Role::Champion),
+            serde_json::json!({
+                "end_to_end_id": "E1", "score": 0.5, "decision": "HOLD",
+                "model": {"name": "pix-fraud", "version": "7"}, "model_version": "pix-fraud:7",
+                "scored_at": "now", "source": {"topic": "in", "partition": 2, "offset": 9},
+            })
+        );
+        assert_eq!(value(Role::Canary)["role"], "canary");
+    }
 
     #[test]
     fn each_kind_of_bad_value_gets_its_class() {

@@ -396,7 +396,7 @@ async fn score(
         output(
             &mut value,
             answer,
-            &model_version,
+            (&model_version, served.role()),
             &scored_at,
             (&w.topic, w.partition, w.offset),
         );
