@@ -9,31 +9,10 @@ use pixguard::transaction::Transaction;
 use serde_json::{Value, json};
 
 use super::server::{Server, copy_package, metric, transactions};
-use super::{score, stats};
+use super::{alone, get_json, stats};
 
 const CHALLENGER: &str = "models/pix-fraud-challenger";
 const TOKEN: &str = "canary-admin-token-0123456789";
-
-/// What one version alone answers for each transaction: (version, score, decision) by id.
-async fn alone(
-    client: &reqwest::Client,
-    args: &[&str],
-    txs: &[Value],
-) -> HashMap<String, (String, f64, String)> {
-    let server = Server::start(args);
-    score(client, &server, txs)
-        .await
-        .iter()
-        .map(|r| {
-            let answer = (
-                r["model"]["version"].as_str().unwrap().to_string(),
-                r["score"].as_f64().unwrap(),
-                r["decision"].as_str().unwrap().to_string(),
-            );
-            (r["end_to_end_id"].as_str().unwrap().to_string(), answer)
-        })
-        .collect()
-}
 
 /// `POST /v1/score` of one transaction: the answer.
 async fn score_one(client: &reqwest::Client, server: &Server, tx: &Value) -> Value {
@@ -179,14 +158,7 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
             .contains("unknown version '19990101.0000'"),
         "{body}"
     );
-    let metadata: Value = client
-        .get(server.url("/v2/models/pix-fraud"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata: Value = get_json(&client, &server, "/v2/models/pix-fraud", None).await;
     assert_eq!(metadata["versions"], json!([champion, canary]));
 
     let mut request = built(Api::OipGrpc, &txs[42]).grpc_request(0).unwrap();
@@ -251,15 +223,7 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
         );
         is_its_versions(&answer, &by_version);
     }
-    let described: Value = client
-        .get(server.url("/admin/model"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let described: Value = get_json(&client, &server, "/admin/model", Some(TOKEN)).await;
     assert_eq!(described["canary"]["fraction"], 0.0, "{described}");
     assert_eq!(
         described["canary"]["serving"]["version"],
@@ -275,14 +239,7 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
     // none of the canary's.
     let shadow = stats(&client, &server).await["shadow"].clone();
     assert_eq!(shadow["sampled"], 48, "{shadow}");
-    let monitoring: Value = client
-        .get(server.url("/v1/monitoring"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let monitoring: Value = get_json(&client, &server, "/v1/monitoring", None).await;
     let all = |role: &str| {
         let windows = monitoring[role]["windows"].as_array().unwrap();
         windows.iter().find(|w| w["window"] == "all").unwrap()["rows"].clone()
@@ -313,15 +270,7 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "swapped", "{body}");
     assert_eq!(body["serving"], format!("pix-fraud:{champion}"), "{body}");
-    let described: Value = client
-        .get(server.url("/admin/model"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let described: Value = get_json(&client, &server, "/admin/model", Some(TOKEN)).await;
     assert_eq!(
         described["canary"]["serving"]["version"],
         champion.as_str(),

@@ -33,29 +33,51 @@ async fn score(client: &reqwest::Client, server: &Server, txs: &[Value]) -> Vec<
     body["results"].as_array().expect("results").clone()
 }
 
+/// A GET's JSON answer, with the admin token when given.
+async fn get_json(
+    client: &reqwest::Client,
+    server: &Server,
+    path: &str,
+    token: Option<&str>,
+) -> Value {
+    let mut request = client.get(server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 async fn stats(client: &reqwest::Client, server: &Server) -> Value {
-    client
-        .get(server.url("/v1/stats"))
-        .send()
+    get_json(client, server, "/v1/stats", None).await
+}
+
+/// What one version alone answers for each transaction: (version, score, decision) by id.
+async fn alone(
+    client: &reqwest::Client,
+    args: &[&str],
+    txs: &[Value],
+) -> HashMap<String, (String, f64, String)> {
+    let server = Server::start(args);
+    score(client, &server, txs)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+        .iter()
+        .map(|r| {
+            let answer = (
+                r["model"]["version"].as_str().unwrap().to_string(),
+                r["score"].as_f64().unwrap(),
+                r["decision"].as_str().unwrap().to_string(),
+            );
+            (r["end_to_end_id"].as_str().unwrap().to_string(), answer)
+        })
+        .collect()
 }
 
 /// Decisions of the challenger alone, by end-to-end id.
 async fn challenger_decisions(client: &reqwest::Client, txs: &[Value]) -> HashMap<String, String> {
-    let alone = Server::start(&["--model", "models/pix-fraud-challenger"]);
-    score(client, &alone, txs)
-        .await
+    let alone = alone(client, &["--model", "models/pix-fraud-challenger"], txs).await;
+    alone
         .into_iter()
-        .map(|r| {
-            (
-                r["end_to_end_id"].as_str().unwrap().to_string(),
-                r["decision"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|(id, (_, _, decision))| (id, decision))
         .collect()
 }
 
