@@ -118,6 +118,7 @@ fn the_evaluation_job_counts_each_versions_decisions_on_frauds_and_legitimate_pa
     std::fs::write(&confirmed, csv).unwrap();
 
     let output = dir.join("evaluation.jsonl");
+    let points_output = dir.join("points.jsonl");
     let printed = run_python(
         &py,
         &[
@@ -128,6 +129,10 @@ fn the_evaluation_job_counts_each_versions_decisions_on_frauds_and_legitimate_pa
             s(&confirmed),
             "--output",
             s(&output),
+            "--points-output",
+            s(&points_output),
+            "--false-stop-rates",
+            "0.01,0.05,0.2",
         ],
         &[],
     );
@@ -194,4 +199,65 @@ fn the_evaluation_job_counts_each_versions_decisions_on_frauds_and_legitimate_pa
     }
     let roles: HashSet<&str> = rows.iter().map(|r| r["role"].as_str().unwrap()).collect();
     assert_eq!(roles, HashSet::from(["champion", "challenger"]));
+
+    // The operating points, here: per (version, role), the legitimate payments' scores sorted,
+    // the k-th lowest (k = ceil((1 - target) × legit)) is the threshold; stopping above it, the
+    // shares of legitimate payments and of frauds stopped.
+    let points: Vec<Value> = std::fs::read_to_string(&points_output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(points.len(), 2 * 3, "{points:#?}");
+    for point in &points {
+        let (version, role) = (
+            point["model_version"].as_str().unwrap(),
+            point["role"].as_str().unwrap(),
+        );
+        let mut seen = HashSet::new();
+        let (mut legit, mut fraud): (Vec<f32>, Vec<f32>) = (Vec::new(), Vec::new());
+        for r in records.iter().filter(|r| {
+            r["model_version"] == version && r["role"].as_str().unwrap_or("champion") == role
+        }) {
+            let id = r["end_to_end_id"].as_str().unwrap();
+            if seen.insert(id.to_string()) {
+                let score = r["score"].as_f64().unwrap() as f32;
+                if frauds.contains(id) {
+                    fraud.push(score);
+                } else {
+                    legit.push(score);
+                }
+            }
+        }
+        legit.sort_by(f32::total_cmp);
+        let target = point["target_false_stop_rate"].as_f64().unwrap();
+        let k = ((1.0 - target) * legit.len() as f64).ceil() as usize;
+        let threshold = legit[k - 1];
+        assert_eq!(
+            point["threshold"].as_f64().unwrap() as f32,
+            threshold,
+            "{role} at {target}: {point}"
+        );
+        let above = |scores: &[f32]| scores.iter().filter(|&&s| s > threshold).count();
+        assert_eq!(point["legit"], legit.len() as u64, "{point}");
+        assert_eq!(point["legit_stopped"], above(&legit) as u64, "{point}");
+        assert_eq!(point["frauds_stopped"], above(&fraud) as u64, "{point}");
+        let false_stops = above(&legit) as f64 / legit.len() as f64;
+        assert!(false_stops <= target, "{point}");
+        let close = |key: &str, want: f64| {
+            let got = point[key].as_f64().unwrap();
+            assert!(
+                (got - want).abs() < 1e-12,
+                "{role} {key}: {got} against {want}"
+            );
+        };
+        close("false_stop_rate", false_stops);
+        close("stop_recall", above(&fraud) as f64 / fraud.len() as f64);
+        assert!(
+            printed.contains(&format!(
+                "{version} {role}: false stops ≤ {target}: stop above"
+            )),
+            "{printed}"
+        );
+    }
 }

@@ -59,6 +59,36 @@ def read_decisions(spark: SparkSession, path: str) -> DataFrame:
     return spark.read.schema(DECISION_SCHEMA).json(path)
 
 
+#: What every figure is per: the version that decided, and its role.
+GROUP = ("model_version", "role")
+
+
+def _labelled(decisions: DataFrame, frauds: DataFrame) -> DataFrame:
+    """One row per payment each (model version, role) decided — its last decision and score — with
+    ``fraud`` true when the payment is on ``frauds``. Feature-row decisions (no id) are left out."""
+    role = F.coalesce(F.col("role"), F.lit("champion"))
+    latest = Window.partitionBy("end_to_end_id", *GROUP).orderBy(F.col("scored_at").desc())
+    decided = (
+        decisions.where(F.col("end_to_end_id").isNotNull())
+        .withColumn("role", role)
+        .withColumn("_n", F.row_number().over(latest))
+        .where(F.col("_n") == 1)
+        .select("end_to_end_id", *GROUP, "decision", "score")
+    )
+    fraud_ids = frauds.select("end_to_end_id").distinct().withColumn("fraud", F.lit(True))
+    return decided.join(fraud_ids, "end_to_end_id", "left").withColumn(
+        "fraud", F.coalesce(F.col("fraud"), F.lit(False))
+    )
+
+
+def _count(condition: F.Column) -> F.Column:
+    return F.sum(condition.cast(LongType()))
+
+
+def _ratio(num: F.Column, den: F.Column) -> F.Column:
+    return F.when(den > 0, num.cast(DoubleType()) / den).otherwise(F.lit(None).cast(DoubleType()))
+
+
 def evaluate(decisions: DataFrame, frauds: DataFrame) -> DataFrame:
     """Per model version and role: payments, frauds among them, each decision's count on frauds
     and on legitimate payments, and the rates a fraud team reads — the share of frauds rejected
@@ -70,41 +100,62 @@ def evaluate(decisions: DataFrame, frauds: DataFrame) -> DataFrame:
     feature-row decision has no id and cannot be joined: it is left out. A payment decided twice
     by the same version and role (a client's retry) counts once, its last decision.
     """
-    role = F.coalesce(F.col("role"), F.lit("champion"))
-    latest = Window.partitionBy("end_to_end_id", "model_version", "role").orderBy(F.col("scored_at").desc())
-    decided = (
-        decisions.where(F.col("end_to_end_id").isNotNull())
-        .withColumn("role", role)
-        .withColumn("_n", F.row_number().over(latest))
-        .where(F.col("_n") == 1)
-        .select("end_to_end_id", "model_version", "role", "decision")
-    )
-    fraud_ids = frauds.select("end_to_end_id").distinct().withColumn("fraud", F.lit(True))
-    joined = decided.join(fraud_ids, "end_to_end_id", "left").withColumn(
-        "fraud", F.coalesce(F.col("fraud"), F.lit(False))
-    )
-
-    def count(condition) -> F.Column:
-        return F.sum(condition.cast(LongType()))
-
-    counts = [F.count(F.lit(1)).alias("payments"), count(F.col("fraud")).alias("frauds")]
+    counts = [F.count(F.lit(1)).alias("payments"), _count(F.col("fraud")).alias("frauds")]
     for d in DECISIONS:
         is_d = F.col("decision") == d
-        counts.append(count(is_d & F.col("fraud")).alias(f"{d.lower()}_fraud"))
-        counts.append(count(is_d & ~F.col("fraud")).alias(f"{d.lower()}_legit"))
-    out = joined.groupBy("model_version", "role").agg(*counts)
-
-    def ratio(num: F.Column, den: F.Column) -> F.Column:
-        return F.when(den > 0, num.cast(DoubleType()) / den).otherwise(F.lit(None).cast(DoubleType()))
-
+        counts.append(_count(is_d & F.col("fraud")).alias(f"{d.lower()}_fraud"))
+        counts.append(_count(is_d & ~F.col("fraud")).alias(f"{d.lower()}_legit"))
+    out = _labelled(decisions, frauds).groupBy(*GROUP).agg(*counts)
     legit = F.col("payments") - F.col("frauds")
     return (
-        out.withColumn("reject_recall", ratio(F.col("reject_fraud"), F.col("frauds")))
-        .withColumn("stop_recall", ratio(F.col("reject_fraud") + F.col("hold_fraud"), F.col("frauds")))
+        out.withColumn("reject_recall", _ratio(F.col("reject_fraud"), F.col("frauds")))
+        .withColumn("stop_recall", _ratio(F.col("reject_fraud") + F.col("hold_fraud"), F.col("frauds")))
         .withColumn(
             "reject_precision",
-            ratio(F.col("reject_fraud"), F.col("reject_fraud") + F.col("reject_legit")),
+            _ratio(F.col("reject_fraud"), F.col("reject_fraud") + F.col("reject_legit")),
         )
-        .withColumn("false_stop_rate", ratio(F.col("reject_legit") + F.col("hold_legit"), legit))
-        .orderBy("model_version", "role")
+        .withColumn("false_stop_rate", _ratio(F.col("reject_legit") + F.col("hold_legit"), legit))
+        .orderBy(*GROUP)
+    )
+
+
+def operating_points(
+    decisions: DataFrame, frauds: DataFrame, false_stop_rates=(0.001, 0.005, 0.01, 0.02, 0.05)
+) -> DataFrame:
+    """Where each version's hold threshold could sit: per model version, role and target share of
+    legitimate payments the team accepts to stop (``target_false_stop_rate``), the ``threshold``
+    to stop payments scored *above* — the lowest legitimate payment's score that keeps the share
+    within the target — and, stopping above it, the ``false_stop_rate`` and the share of frauds
+    stopped (``stop_recall``) on these payments. ``decisions.hold`` just above ``threshold`` is
+    that operating point (ties among legitimate scores can leave it below the target).
+    """
+    labelled = _labelled(decisions, frauds)
+    legit = (
+        labelled.where(~F.col("fraud"))
+        .withColumn("rank", F.row_number().over(Window.partitionBy(*GROUP).orderBy("score")))
+        .withColumn("legit", F.count(F.lit(1)).over(Window.partitionBy(*GROUP)))
+    )
+    targets = labelled.sparkSession.createDataFrame(
+        [(float(r),) for r in false_stop_rates], ["target_false_stop_rate"]
+    )
+    # The k-th lowest legitimate score, k = ceil((1 - target) × legit): stopping above it stops at
+    # most legit − k of them.
+    k = F.ceil((F.lit(1.0) - F.col("target_false_stop_rate")) * F.col("legit"))
+    points = (
+        legit.crossJoin(targets)
+        .where(F.col("rank") == k)
+        .select(*GROUP, "target_false_stop_rate", F.col("score").alias("threshold"), "legit")
+    )
+    stopped = F.col("score") > F.col("threshold")
+    return (
+        points.join(labelled, list(GROUP))
+        .groupBy(*GROUP, "target_false_stop_rate", "threshold", "legit")
+        .agg(
+            _count(F.col("fraud")).alias("frauds"),
+            _count(stopped & F.col("fraud")).alias("frauds_stopped"),
+            _count(stopped & ~F.col("fraud")).alias("legit_stopped"),
+        )
+        .withColumn("false_stop_rate", _ratio(F.col("legit_stopped"), F.col("legit")))
+        .withColumn("stop_recall", _ratio(F.col("frauds_stopped"), F.col("frauds")))
+        .orderBy(*GROUP, "target_false_stop_rate")
     )
