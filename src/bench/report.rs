@@ -222,6 +222,22 @@ pub fn table(report: &Report) -> String {
             errors
         ));
     }
+    // More than one version answering (a canary, a swap during the run): each one's share.
+    let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
+    for (version, n) in report.steps.iter().flat_map(|s| &s.versions) {
+        *versions.entry(version).or_default() += n;
+    }
+    if versions.len() > 1 {
+        let total: u64 = versions.values().sum();
+        let shares: Vec<String> = versions
+            .iter()
+            .map(|(v, n)| format!("{v} {n} ({:.1} %)", 100.0 * *n as f64 / total as f64))
+            .collect();
+        out.push_str(&format!(
+            "answered by version (warm-up included): {}\n",
+            shares.join(", ")
+        ));
+    }
     out
 }
 

@@ -193,3 +193,51 @@ fn oip_types_from_the_servers_metadata() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("metadata"));
 }
+
+#[test]
+fn a_canary_share_shows_in_the_answers_by_version() {
+    let server = Server::start(&[
+        "--set",
+        "model.canary=models/pix-fraud-challenger",
+        "--set",
+        "model.canary_fraction=0.25",
+    ]);
+    let dir = scratch("canary");
+    let run = pixguard_ok(&[
+        "bench",
+        "--url",
+        &server.base,
+        "--mode",
+        "closed",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+        "--no-progress",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let printed = String::from_utf8_lossy(&run.stdout);
+    let r = report(&dir);
+    let versions = r["steps"][0]["versions"].as_object().unwrap().clone();
+    let ok = bench_ok(&r);
+    let canary = versions["20261202.1646"].as_f64().unwrap();
+    assert_eq!(versions["20261127.0446"].as_f64().unwrap() + canary, ok);
+    // Every request was answered, so the canary took exactly a quarter of them, rounded down.
+    assert_eq!(canary, (ok / 4.0).floor(), "{versions:?}");
+    assert_eq!(
+        metric_now(&server, "pixguard_canary_requests_total"),
+        canary
+    );
+    let share = |n: f64| format!("({:.1} %)", 100.0 * n / ok);
+    let line = format!(
+        "answered by version (warm-up included): 20261127.0446 {} {}, 20261202.1646 {} {}",
+        ok - canary,
+        share(ok - canary),
+        canary,
+        share(canary)
+    );
+    assert!(printed.contains(&line), "{line} in: {printed}");
+}
