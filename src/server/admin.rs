@@ -159,16 +159,9 @@ async fn reload(
             ));
         }
     };
-    let Some(models) = state.follower(role) else {
-        let key = match role {
-            Role::Canary => "model.canary",
-            _ => "model.shadow",
-        };
-        return (
-            StatusCode::CONFLICT,
-            axum::Json(json!({"error": format!("no {} is configured ({key})", role.as_str())})),
-        )
-            .into_response();
+    let models = match follower(&state, role) {
+        Ok(models) => models,
+        Err(why) => return conflict(why),
     };
     let checked = models.check(&state.scoring, force).await;
     let status = if checked.outcome == "refused" {
@@ -177,6 +170,34 @@ async fn reload(
         StatusCode::OK
     };
     (status, axum::Json(checked)).into_response()
+}
+
+/// The follower of `role`, or why there is none (that role is not configured).
+fn follower(state: &AppState, role: Role) -> Result<&Arc<super::models::Models>, String> {
+    state.follower(role).ok_or_else(|| {
+        let key = match role {
+            Role::Canary => "model.canary",
+            _ => "model.shadow",
+        };
+        format!("no {} is configured ({key})", role.as_str())
+    })
+}
+
+/// 409: the request cannot apply to the server as it is configured; nothing changed.
+fn conflict(error: String) -> Response {
+    (StatusCode::CONFLICT, axum::Json(json!({"error": error}))).into_response()
+}
+
+/// `?role=canary|challenger` on `POST /admin/model`: pin that version's source instead of the
+/// champion's.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinQuery {
+    #[serde(default)]
+    role: Option<Role>,
+    /// Cloud Endpoints' API key, as on reload.
+    #[serde(default, rename = "key")]
+    _key: Option<String>,
 }
 
 /// The one text an admin body `{"<name>": "…"}` holds, or why the body is refused.
@@ -234,11 +255,7 @@ async fn set_canary(
         Err(reason) => return malformed(reason),
     };
     let Some(canary) = state.scoring.canary() else {
-        return (
-            StatusCode::CONFLICT,
-            axum::Json(json!({"error": "no canary is configured (model.canary)"})),
-        )
-            .into_response();
+        return conflict("no canary is configured (model.canary)".into());
     };
     let was = canary.fraction();
     canary.set_fraction(fraction);
@@ -261,17 +278,36 @@ fn malformed(reason: String) -> Response {
         .into_response()
 }
 
-/// `POST /admin/model` `{"source": "models:/pix-fraud/7"}`: serve and follow another source;
-/// 409 (and nothing changes) when it is refused.
-async fn pin(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /admin/model[?role=canary|challenger]` `{"source": "models:/pix-fraud/7"}`: serve and
+/// follow another source in that role (the champion's by default); 409 (and nothing changes) when
+/// it is refused or the role is not configured.
+async fn pin(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<PinQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(refused) = authorize(&state, &headers) {
         return refused.into_response();
     }
+    let role = match query {
+        Ok(q) => q.role.unwrap_or(Role::Champion),
+        Err(e) => {
+            return malformed(format!(
+                "query: {} (expected ?role=champion|canary|challenger)",
+                e.body_text()
+            ));
+        }
+    };
     let source = match text_field(&body, "source") {
         Ok(source) => source,
         Err(reason) => return malformed(reason),
     };
-    match state.models.pin(&state.scoring, &source).await {
+    let models = match follower(&state, role) {
+        Ok(models) => models,
+        Err(why) => return conflict(why),
+    };
+    match models.pin(&state.scoring, &source).await {
         Ok(checked) => axum::Json(checked).into_response(),
         Err(reason) => (
             StatusCode::CONFLICT,
@@ -312,11 +348,7 @@ async fn set_logging(
             axum::Json(json!({"filter": crate::logging::filter(), "was": was})).into_response()
         }
         Err(crate::logging::FilterError::Invalid(reason)) => malformed(format!("filter: {reason}")),
-        Err(e @ crate::logging::FilterError::NotInstalled) => (
-            StatusCode::CONFLICT,
-            axum::Json(json!({"error": e.to_string()})),
-        )
-            .into_response(),
+        Err(e @ crate::logging::FilterError::NotInstalled) => conflict(e.to_string()),
     }
 }
 

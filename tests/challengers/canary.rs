@@ -292,6 +292,43 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
         (200, &json!("unchanged")),
         "{body}"
     );
+
+    // Pinned to another source in its role: the canary follows it from now on.
+    let pin = |query: &'static str| {
+        let client = client.clone();
+        let url = server.url(&format!("/admin/model{query}"));
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&json!({"source": CHALLENGER}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = pin("?role=shadow").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = pin("?role=canary").await;
+    assert_eq!(
+        (status, &body["outcome"]),
+        (200, &json!("swapped")),
+        "{body}"
+    );
+    let described = get_json(&client, &server, "/admin/model", Some(TOKEN)).await;
+    let canary_now = &described["canary"];
+    assert_eq!(
+        canary_now["serving"]["version"],
+        canary.as_str(),
+        "{described}"
+    );
+    assert_eq!(canary_now["source"], CHALLENGER, "{described}");
+    assert_eq!(
+        described["serving"]["version"],
+        champion.as_str(),
+        "{described}"
+    );
     let _ = std::fs::remove_dir_all(&canary_dir);
 }
 
