@@ -61,6 +61,9 @@ pub fn describe(span: &mut Recording, served: &Served, scores: &Scores, row: Opt
     let model = served.model();
     span.attribute("pixguard.model.name", model.name.clone());
     span.attribute("pixguard.model.version", model.version.clone());
+    if let Some(role) = served.role().in_records() {
+        span.attribute("pixguard.model.role", role);
+    }
     span.attribute("pixguard.queue_us", scores.queue_us as i64);
     span.attribute("pixguard.compute_us", scores.compute_us as i64);
     if let Some(row) = row

@@ -573,3 +573,64 @@ fn an_export_the_collector_turns_away_is_sent_again_when_the_specification_says_
         assert!(server.logged("traces: export failed"));
     }
 }
+
+#[test]
+fn a_canarys_answer_is_traced_with_its_version_and_role() {
+    let Some(python) = python("the traces test (opentelemetry-proto)") else {
+        return;
+    };
+    let collector = Collector::start(&python);
+    let endpoint = format!("traces.otlp_endpoint={}", collector.endpoint());
+    // Every second request is the canary's: the first the champion's, the second the canary's.
+    let server = Server::start(&[
+        "--set",
+        &endpoint,
+        "--set",
+        "traces.export_interval_ms=100",
+        "--set",
+        "model.canary=models/pix-fraud-challenger",
+        "--set",
+        "model.canary_fraction=0.5",
+    ]);
+    let http = reqwest::blocking::Client::new();
+    let txs = transactions(2, 93);
+    let mut spans = Vec::new();
+    for (n, tx) in [(21, &txs[0]), (22, &txs[1])] {
+        let (trace, parent, header) = caller(n, true);
+        let answer = http
+            .post(server.url("/v1/score"))
+            .header("traceparent", &header)
+            .json(tx)
+            .send()
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let version = answer.headers()["x-model-version"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let span = server_span(&collector.wait_for(&trace, 3), "POST /v1/score", &parent);
+        spans.push((version, span));
+    }
+    let (champion, canary) = (&spans[0], &spans[1]);
+    assert_ne!(champion.0, canary.0, "two versions answered");
+    assert_eq!(
+        champion.1["attributes"]["pixguard.model.version"],
+        champion.0.as_str()
+    );
+    assert!(
+        champion.1["attributes"]
+            .get("pixguard.model.role")
+            .is_none(),
+        "{}",
+        champion.1
+    );
+    assert_eq!(
+        canary.1["attributes"]["pixguard.model.version"],
+        canary.0.as_str()
+    );
+    assert_eq!(
+        canary.1["attributes"]["pixguard.model.role"], "canary",
+        "{}",
+        canary.1
+    );
+}
