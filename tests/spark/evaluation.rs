@@ -144,6 +144,32 @@ fn the_evaluation_job_counts_each_versions_decisions_on_frauds_and_legitimate_pa
         .collect();
     assert_eq!(rows.len(), 2, "champion and challenger: {rows:#?}");
 
+    // The same job reading the topic itself instead of a sink's files: the same rows.
+    let from_topic = dir.join("evaluation-topic.jsonl");
+    run_python(
+        &py,
+        &[
+            "clients/python/jobs/evaluate_decisions.py",
+            "--brokers",
+            &broker.address,
+            "--decisions-topic",
+            "decisions",
+            "--end-offsets",
+            "probe",
+            "--frauds",
+            s(&confirmed),
+            "--output",
+            s(&from_topic),
+        ],
+        &[],
+    );
+    let topic_rows: Vec<Value> = std::fs::read_to_string(&from_topic)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(topic_rows, rows, "read from the topic, as from the files");
+
     // The same counts, here: each (version, role)'s decisions, one per payment.
     for row in &rows {
         let version = row["model_version"].as_str().unwrap();

@@ -5,7 +5,8 @@
         --frauds gs://bucket/med/confirmed-2026-11.csv --output evaluation.jsonl
 
 ``--decisions``: decision-log records as JSON lines (what a Kafka Connect sink writes from the
-``decision_log.topic``). ``--frauds``: CSV with a header, or Parquet (by extension), with an
+``decision_log.topic``); or ``--brokers`` and ``--decisions-topic`` to read the topic itself, from
+its earliest retained record (``--end-offsets probe`` for brokers whose high watermarks lag). ``--frauds``: CSV with a header, or Parquet (by extension), with an
 ``end_to_end_id`` column: the payments confirmed as fraud. Writes one JSON line per (model
 version, role) — see ``pixguard_client.evaluation.evaluate`` — and prints them as a table.
 With ``--points-output``, also each version's operating points: for each share of legitimate
@@ -25,12 +26,21 @@ sys.path.insert(0, HERE)
 
 from pyspark.sql import SparkSession  # noqa: E402
 
-from pixguard_client.evaluation import evaluate, operating_points, read_decisions  # noqa: E402
+from pixguard_client.evaluation import (  # noqa: E402
+    evaluate,
+    operating_points,
+    read_decisions,
+    read_decisions_topic,
+)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--decisions", required=True, help="decision-log records, JSON lines (a path or glob)")
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--decisions", help="decision-log records, JSON lines (a path or glob)")
+    source.add_argument("--decisions-topic", help="the decision log's topic, read from its earliest record")
+    ap.add_argument("--brokers", help="Kafka bootstrap servers, with --decisions-topic")
+    ap.add_argument("--end-offsets", choices=["watermark", "probe"], default="watermark")
     ap.add_argument("--frauds", required=True, help="confirmed frauds: CSV with a header, or Parquet")
     ap.add_argument("--output", required=True, help="JSON lines, one per model version and role")
     ap.add_argument("--points-output", help="JSON lines, one per model version, role and target false-stop rate")
@@ -41,6 +51,9 @@ def main() -> int:
     )
     ap.add_argument("--master", default=os.environ.get("SPARK_MASTER", "local[2]"))
     args = ap.parse_args()
+    if args.decisions_topic and not args.brokers:
+        print("--decisions-topic needs --brokers", file=sys.stderr)
+        return 2
     try:
         targets = [float(r) for r in args.false_stop_rates.split(",")]
     except ValueError:
@@ -65,7 +78,10 @@ def main() -> int:
     if "end_to_end_id" not in frauds.columns:
         print(f"{args.frauds}: no end_to_end_id column (has {frauds.columns})", file=sys.stderr)
         return 2
-    decisions = read_decisions(spark, args.decisions)
+    if args.decisions_topic:
+        decisions = read_decisions_topic(spark, args.brokers, args.decisions_topic, endOffsets=args.end_offsets)
+    else:
+        decisions = read_decisions(spark, args.decisions)
     rows = [r.asDict() for r in evaluate(decisions, frauds).collect()]
     points = []
     if args.points_output:

@@ -2,8 +2,8 @@
 turned out to be fraud, and the ones that did not.
 
 pixguard's decision log (docs/serving.md, "Decision log") writes one JSON record per decision to a
-Kafka topic; a sink (Kafka Connect's GCS or BigQuery sink, or ``kafka_source``) lands them as JSON
-lines. Confirmed frauds arrive days later (MED claims, chargebacks, the payer's report) as a list of
+Kafka topic; a sink (Kafka Connect's GCS or BigQuery sink) lands them as JSON lines
+(``read_decisions``), or ``read_decisions_topic`` reads what the topic retains. Confirmed frauds arrive days later (MED claims, chargebacks, the payer's report) as a list of
 ``end_to_end_id``s. A payment whose id is not on that list counts as legitimate, so evaluate a
 window of decisions old enough for its frauds to have been reported.
 
@@ -57,6 +57,21 @@ DECISION_SCHEMA = StructType([
 def read_decisions(spark: SparkSession, path: str) -> DataFrame:
     """Decision-log records stored as JSON lines (one record's value per line) under ``path``."""
     return spark.read.schema(DECISION_SCHEMA).json(path)
+
+
+def read_decisions_topic(spark: SparkSession, brokers: str, topic: str, **options: str) -> DataFrame:
+    """Decision-log records read from the topic itself (``decision_log.topic``), from its earliest
+    retained record to each partition's end, through ``kafka_source``: no sink needed for the
+    window the topic retains. ``options``: more ``pixguard-kafka`` options (``kafka.*`` for
+    librdkafka, ``endOffsets``)."""
+    from .kafka_source import KafkaDataSource
+
+    spark.dataSource.register(KafkaDataSource)
+    reader = spark.read.format("pixguard-kafka").option("bootstrap.servers", brokers).option("topic", topic)
+    for key, value in options.items():
+        reader = reader.option(key, value)
+    records = reader.load().where(F.col("value").isNotNull())
+    return records.select(F.from_json("value", DECISION_SCHEMA).alias("r")).select("r.*")
 
 
 #: What every figure is per: the version that decided, and its role.

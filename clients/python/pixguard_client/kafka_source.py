@@ -13,6 +13,9 @@ reads one Spark partition per Kafka partition, from its start to its end offset.
 idempotent producer per task, flushed before the task reports success — at least once (a retried
 micro-batch may write its rows again), keyed by the ``key`` column.
 
+Read as a batch (``spark.read.format("pixguard-kafka")``), a topic is its records from
+``startingOffsets`` (earliest) to each partition's end when the read was planned.
+
 Options: ``bootstrap.servers``, ``topic``; source only: ``startingOffsets`` (earliest | latest),
 ``maxOffsetsPerTrigger``, ``endOffsets`` (watermark | probe — ``probe`` finds each partition's end
 by reading, for brokers whose reported high watermarks lag, as tansu's do); any other option
@@ -26,6 +29,7 @@ from typing import Iterator
 
 from pyspark.sql.datasource import (
     DataSource,
+    DataSourceReader,
     DataSourceStreamReader,
     DataSourceStreamWriter,
     InputPartition,
@@ -75,6 +79,9 @@ class KafkaDataSource(DataSource):
 
     def streamReader(self, schema: StructType) -> "KafkaStreamReader":
         return KafkaStreamReader(self.options)
+
+    def reader(self, schema: StructType) -> "KafkaBatchReader":
+        return KafkaBatchReader(self.options)
 
     def streamWriter(self, schema: StructType, overwrite: bool) -> "KafkaStreamWriter":
         return KafkaStreamWriter(self.options)
@@ -204,6 +211,26 @@ class KafkaStreamReader(DataSourceStreamReader):
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+
+
+class KafkaBatchReader(DataSourceReader):
+    """The topic's records from the starting offsets to each partition's end, as one batch: the
+    stream reader's offsets and reading, planned once."""
+
+    def __init__(self, options: dict):
+        stream = KafkaStreamReader(options)
+        try:
+            start = stream.initialOffset()
+            self._ranges = stream.partitions(start, stream._ends(stream._watermarks()))
+        finally:
+            stream.stop()
+        self._stream = stream
+
+    def partitions(self) -> list[InputPartition]:
+        return self._ranges
+
+    def read(self, partition: _Range) -> Iterator[tuple]:
+        return self._stream.read(partition)
 
 
 @dataclass
