@@ -74,21 +74,31 @@ async fn oip_http(
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// An admin POST to `path` with `token` and a JSON `body` (none: empty): (status, answer).
+async fn admin_post(
+    client: &reqwest::Client,
+    server: &Server,
+    path: &str,
+    body: Option<Value>,
+    token: &str,
+) -> (u16, Value) {
+    let mut request = client.post(server.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// `POST /admin/canary` `{"fraction": fraction}`.
 async fn admin_canary(
     client: &reqwest::Client,
     server: &Server,
-    body: &str,
+    fraction: f64,
     token: &str,
 ) -> (u16, Value) {
-    let r = client
-        .post(server.url("/admin/canary"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    let body = json!({ "fraction": fraction });
+    admin_post(client, server, "/admin/canary", Some(body), token).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,17 +199,12 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
 
     // The admin API: refused without the token or with a share out of range; then 0 at once.
     assert_eq!(
-        admin_canary(
-            &client,
-            &server,
-            r#"{"fraction": 0}"#,
-            "wrong-token-0123456789"
-        )
-        .await
-        .0,
+        admin_canary(&client, &server, 0.0, "wrong-token-0123456789")
+            .await
+            .0,
         401
     );
-    let (status, body) = admin_canary(&client, &server, r#"{"fraction": 2}"#, TOKEN).await;
+    let (status, body) = admin_canary(&client, &server, 2.0, TOKEN).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["error"]
@@ -208,7 +213,7 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
             .contains("fraction: 2 is not between 0 and 1"),
         "{body}"
     );
-    let (status, body) = admin_canary(&client, &server, r#"{"fraction": 0}"#, TOKEN).await;
+    let (status, body) = admin_canary(&client, &server, 0.0, TOKEN).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (body["was"].as_f64(), body["fraction"].as_f64()),
@@ -252,13 +257,10 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
     // role, and only the canary's slot changes.
     std::fs::remove_dir_all(&canary_dir).unwrap();
     copy_package("models/pix-fraud", &canary_dir);
-    let reload = |query: &'static str| {
-        let client = client.clone();
-        let url = server.url(&format!("/admin/model/reload{query}"));
-        async move {
-            let r = client.post(url).bearer_auth(TOKEN).send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }
+    let reload = |query: &str| {
+        let path = format!("/admin/model/reload{query}");
+        let (client, server) = (&client, &server);
+        async move { admin_post(client, server, &path, None, TOKEN).await }
     };
     let (status, body) = reload("?role=warden").await;
     assert_eq!(status, 400, "{body}");
@@ -294,19 +296,11 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
     );
 
     // Pinned to another source in its role: the canary follows it from now on.
-    let pin = |query: &'static str| {
-        let client = client.clone();
-        let url = server.url(&format!("/admin/model{query}"));
-        async move {
-            let r = client
-                .post(url)
-                .bearer_auth(TOKEN)
-                .json(&json!({"source": CHALLENGER}))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }
+    let pin = |query: &str| {
+        let path = format!("/admin/model{query}");
+        let (client, server) = (&client, &server);
+        let body = json!({ "source": CHALLENGER });
+        async move { admin_post(client, server, &path, Some(body), TOKEN).await }
     };
     let (status, body) = pin("?role=shadow").await;
     assert_eq!(status, 400, "{body}");
@@ -413,7 +407,7 @@ async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
 
     // A person raising the share again clears the halt; on the same evidence (its 10 minutes
     // still hold everything) the guard halts it again.
-    let (status, body) = admin_canary(&client, &server, r#"{"fraction": 0.5}"#, TOKEN).await;
+    let (status, body) = admin_canary(&client, &server, 0.5, TOKEN).await;
     assert_eq!((status, body["was"].as_f64()), (200, Some(0.0)), "{body}");
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while canary_stats().await["halts"] != 2 {
