@@ -23,22 +23,18 @@ fn monitors(scoring: &Scoring) -> [Option<Arc<Monitor>>; 3] {
 /// The champion's, the canary's and the challenger's reports, after every row already answered is
 /// counted.
 pub async fn page(State(state): State<Arc<AppState>>) -> Response {
-    let mut reports = Vec::new();
-    for monitor in monitors(&state.scoring) {
-        reports.push(match monitor {
-            Some(m) => Some(m.report().await),
-            None => None,
-        });
-    }
-    let [champion, canary, challenger] = [0, 1, 2].map(|i| reports[i].as_deref());
-    axum::Json(json!({
+    let mut page = json!({
         "enabled": state.config.monitoring.enabled,
         "psi_floor": crate::model::training_reference::PSI_FLOOR,
-        "champion": champion,
-        "canary": canary,
-        "challenger": challenger,
-    }))
-    .into_response()
+    });
+    let roles = ["champion", "canary", "challenger"];
+    for (role, monitor) in roles.into_iter().zip(monitors(&state.scoring)) {
+        page[role] = match monitor {
+            Some(m) => json!(*m.report().await),
+            None => serde_json::Value::Null,
+        };
+    }
+    axum::Json(page).into_response()
 }
 
 /// The labels every drift sample starts with.

@@ -44,18 +44,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     drop(served);
     // The followers of each configured role, and the canary's guard.
-    let followers: Vec<_> = [Role::Champion, Role::Canary, Role::Challenger]
+    let mut tasks: Vec<_> = [Role::Champion, Role::Canary, Role::Challenger]
         .into_iter()
         .filter_map(|role| state.follower(role))
         .map(|m| tokio::spawn(m.clone().follow(state.clone())))
-        .chain(
-            state
-                .scoring
-                .canary()
-                .is_some()
-                .then(|| tokio::spawn(guard(state.clone()))),
-        )
         .collect();
+    if state.scoring.canary().is_some() {
+        tasks.push(tokio::spawn(guard(state.clone())));
+    }
 
     // The Kafka consumer, when enabled: told to stop at SIGTERM, awaited before the engine stops.
     let (stream_stop, stream_stopped) = tokio::sync::watch::channel(false);
@@ -91,7 +87,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         () = hard_stop => tracing::warn!("connections still open after the drain; closing them"),
     }
     drainer.abort();
-    for task in followers {
+    for task in tasks {
         task.abort();
     }
     if tokio::time::timeout(Duration::from_secs(1), grpc)
