@@ -306,9 +306,10 @@ impl Scoring {
         &self.limits
     }
 
-    /// The instant a request's rows must reach a worker by: its own timeout, or the default.
-    pub fn deadline(&self, timeout: Option<Duration>) -> Instant {
-        Instant::now() + timeout.unwrap_or(self.limits.default_deadline)
+    /// The instant a request's rows must reach a worker by: its own timeout, or the default, both
+    /// counted from `arrived` (its head), so time spent reading and decoding it is not given back.
+    pub fn deadline(&self, arrived: Instant, timeout: Option<Duration>) -> Instant {
+        arrived + timeout.unwrap_or(self.limits.default_deadline)
     }
 
     /// Why a device can take no more work, if one cannot: liveness fails with it.

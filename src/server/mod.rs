@@ -209,7 +209,7 @@ async fn arrive(state: &AppState, headers: &HeaderMap, body: Body) -> Arrived {
     let timeout = timeout(headers);
     let deadline = state
         .scoring
-        .deadline(timeout.as_ref().ok().copied().flatten());
+        .deadline(head, timeout.as_ref().ok().copied().flatten());
     let body = read_body(body, state.config.server.body_limit_bytes, head, deadline).await;
     Arrived {
         head,

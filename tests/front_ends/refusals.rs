@@ -137,3 +137,70 @@ async fn check_http_only(
         "{path}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_without_a_timeout_has_the_default_deadline_from_its_head() {
+    // engine.default_deadline_ms (1,000) counts from the call's head, as on the HTTP APIs, not
+    // from when its message was read. The head comes at 0 ms; a /v1 request holds the one worker
+    // from 200 ms to 1,200 ms; the message comes at 500 ms. Its rows are still queued at 1,000 ms
+    // (past the deadline counted from the head, dropped: DEADLINE_EXCEEDED); a deadline counted
+    // from the message (1,500 ms) would have let the worker compute them at 1,200 ms.
+    let server = Server::start(&[
+        "--set",
+        "engine.test_worker_delay_us=1000000",
+        "--set",
+        "engine.default_deadline_ms=1000",
+    ]);
+    let (_, grpc) = oip_forms(&transactions(1, 73).remove(0), MODEL);
+    let message = prost::Message::encode_to_vec(&grpc);
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+
+    let tcp = tokio::net::TcpStream::connect(server.grpc_address())
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let call = axum::http::Request::post(format!(
+        "http://{}/inference.GRPCInferenceService/ModelInfer",
+        server.grpc_address()
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let head = std::time::Instant::now();
+    let (response, mut stream) = client.send_request(call, false).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // `occupy` returns once its request is in flight (100 ms after it starts).
+    let holder = occupy(&server, 1).await;
+    tokio::time::sleep_until((head + Duration::from_millis(500)).into()).await;
+    stream.send_data(framed.into(), true).unwrap();
+    let mut response = response.await.unwrap();
+    let status = match response.headers().get("grpc-status") {
+        Some(v) => v.to_str().unwrap().to_string(),
+        None => {
+            let body = response.body_mut();
+            while let Some(chunk) = body.data().await {
+                chunk.unwrap();
+            }
+            let trailers = body.trailers().await.unwrap().expect("trailers");
+            trailers["grpc-status"].to_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED, after {:?}", head.elapsed());
+    for h in holder {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    let text = server::metrics_text(&reqwest::Client::new(), &server).await;
+    assert_eq!(
+        server::metric(
+            &text,
+            "pixguard_responses_total{api=\"oip_grpc\",code=\"deadline_exceeded\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+}

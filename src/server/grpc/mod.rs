@@ -245,33 +245,31 @@ impl Inference {
             .map_err(|e| grpc_status(&e))?;
         // The caller's grpc-timeout runs from the request's head; answering a little before it
         // ends lets DEADLINE_EXCEEDED (as on the HTTP APIs) reach the caller before its own timer
-        // gives up, however long the body took to arrive and decode.
+        // gives up, however long the body took to arrive and decode. Without one, the default
+        // deadline counts from the head too, as on the HTTP APIs.
         // Parsed once where the body was read; tonic's generated path has only the header.
         let timeout = match r.extensions().get::<CallTimeout>() {
             Some(timeout) => *timeout,
             None => CallTimeout::of(r.metadata().as_ref()),
         };
-        let deadline = timeout
+        let early = timeout
             .0
-            .map(|t| arrived + t.saturating_sub(DEADLINE_MARGIN.min(t / 10)));
+            .map(|t| t.saturating_sub(DEADLINE_MARGIN.min(t / 10)));
+        let deadline = scoring.deadline(arrived, early);
         // Copied only for a decision log, the one reader of a request's id.
         let header_id = scoring
             .decision_log()
             .and_then(|_| super::request_id(r.metadata().as_ref()))
             .map(str::to_string);
         let header_id = header_id.as_deref();
-        let result = match deadline {
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                let infer = self.infer(&mut admission, r.into_inner(), header_id, Some(left));
-                tokio::time::timeout_at(at.into(), infer)
-                    .await
-                    .unwrap_or(Err(ScoreError::DeadlineExceeded))
-            }
-            None => {
-                self.infer(&mut admission, r.into_inner(), header_id, None)
-                    .await
-            }
+        let infer = self.infer(&mut admission, r.into_inner(), header_id, deadline);
+        // Only a caller's own timeout cuts a computing batch short: the caller has given up by
+        // then. The default deadline, as on the HTTP APIs, only keeps late rows from a worker.
+        let result = match early {
+            Some(_) => tokio::time::timeout_at(deadline.into(), infer)
+                .await
+                .unwrap_or(Err(ScoreError::DeadlineExceeded)),
+            None => infer.await,
         };
         admission.finish(result).map_err(|e| grpc_status(&e))
     }
@@ -377,7 +375,7 @@ impl Inference {
         admission: &mut Admission<'_>,
         r: InferCall,
         header_id: Option<&str>,
-        timeout: Option<std::time::Duration>,
+        deadline: Instant,
     ) -> Result<InferAnswer, ScoreError> {
         let scoring = &self.0.scoring;
         let served = scoring.pick_named(r.model_name(), optional(r.model_version()))?;
@@ -414,7 +412,7 @@ impl Inference {
             .score(
                 &served,
                 payload,
-                scoring.deadline(timeout),
+                deadline,
                 explain,
                 (!id.is_empty()).then_some(id).or(header_id),
             )
