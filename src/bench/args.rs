@@ -1,11 +1,12 @@
-//! What `pixguard bench` and `pixguard bench-compare` take on the command line, and the step
-//! lists (`5000`, `1,2,5`, `start:end:step`) they expand.
+//! What `pixguard bench`, `pixguard bench-compare` and `pixguard bench-merge` take on the command
+//! line, and the step lists (`5000`, `1,2,5`, `start:end:step`) they expand.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
 use super::load::Arrivals;
+use super::part::Part;
 use super::requests::Api;
 
 /// Open or closed loop.
@@ -110,9 +111,20 @@ pub struct BenchArgs {
     /// Name of the target in the reports; default `<api> <url>`.
     #[arg(long)]
     pub label: Option<String>,
-    /// Folder for report.json and report.html; default `target/bench/<UTC time>`.
+    /// Folder for report.json and report.html (a local path or gs://bucket/prefix); default
+    /// `target/bench/<UTC time>`.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Offer share I of N of the load given (--rate, --connections, --concurrency are the whole
+    /// run's), for a run split over N generator processes or pods; the report keeps its
+    /// histograms, which `pixguard bench-merge` adds up.
+    #[arg(long, value_name = "I/N")]
+    pub part: Option<Part>,
+    /// Start the first step at this wall-clock time (RFC 3339, or Unix seconds) and each next
+    /// step one step's length after the last: the parts of a split run measure the same
+    /// seconds. Refused once more than a second past.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
@@ -130,6 +142,24 @@ pub struct CompareArgs {
     /// Folder for compare.md and compare.html.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// `pixguard bench-merge` options.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The parts' reports: report.json files, folders with one per subfolder (`part-0/`,
+    /// `part-1/`, …), or gs:// prefixes laid out the same way.
+    #[arg(required = true, num_args = 1..)]
+    pub parts: Vec<String>,
+    /// Folder for the merged report.json and report.html.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Exit non-zero when a merged step's p99 is above this many milliseconds.
+    #[arg(long)]
+    pub fail_p99_ms: Option<f64>,
+    /// Exit non-zero when a merged step fails more than this fraction of its requests.
+    #[arg(long)]
+    pub fail_error_rate: Option<f64>,
 }
 
 /// Parses `5000`, `1,2,5` or `start:end:step` into the step values.

@@ -39,6 +39,9 @@ pub enum Shape {
         connections: usize,
         /// Scheduler threads, each releasing `rate / schedulers` to its own connections.
         schedulers: usize,
+        /// How long after the step's start the first release is: a part of a split run
+        /// (`--part`) interleaves its constant arrivals with the other parts'.
+        phase: Duration,
     },
     /// Closed loop with `concurrency` connections, each waiting for its answer.
     Closed {
@@ -223,6 +226,7 @@ pub async fn run_step(
             arrivals,
             connections,
             schedulers,
+            phase,
         } => {
             let connections = connections.max(1);
             let groups = schedulers.clamp(1, connections);
@@ -238,7 +242,9 @@ pub async fn run_step(
                 // Constant arrivals interleave the schedulers' releases evenly; Poisson shares
                 // are independent Poisson processes, whose sum is the whole rate's.
                 let offset = match arrivals {
-                    Arrivals::Constant => Duration::from_secs_f64(g as f64 / rate.max(1e-9)),
+                    Arrivals::Constant => {
+                        phase + Duration::from_secs_f64(g as f64 / rate.max(1e-9))
+                    }
                     Arrivals::Poisson => Duration::ZERO,
                 };
                 let plan = Plan {

@@ -7,6 +7,8 @@ mod args;
 pub mod client;
 pub mod html;
 pub mod load;
+pub mod merge;
+pub mod part;
 pub mod report;
 pub mod requests;
 
@@ -19,8 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::ValueEnum;
 
-pub use args::{BenchArgs, CompareArgs, Mode, OipTypes, parse_steps};
+pub use args::{BenchArgs, CompareArgs, MergeArgs, Mode, OipTypes, parse_steps};
 use load::{Live, Shape};
+use part::Part;
 use report::{Report, best_within};
 use requests::Api;
 
@@ -45,25 +48,38 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "--duration must be > 0 and --warmup ≥ 0"
     );
     anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
+    // The figures given are the whole run's; a part offers its share of them.
+    let whole = Part { index: 0, count: 1 };
+    let part = args.part.unwrap_or(whole);
     let shapes: Vec<Shape> = match args.mode {
         Mode::Open => parse_steps(&args.rate)
             .context("--rate")?
             .into_iter()
-            .map(|rate| Shape::Open {
-                rate,
-                arrivals: args.arrivals,
-                connections: args.connections,
-                schedulers: args.threads,
+            .map(|rate| {
+                Ok(Shape::Open {
+                    rate: part.rate(rate),
+                    arrivals: args.arrivals,
+                    connections: part.share(args.connections, "--connections")?,
+                    schedulers: args.threads,
+                    phase: part.phase(rate),
+                })
             })
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
         Mode::Closed => parse_steps(&args.concurrency)
             .context("--concurrency")?
             .into_iter()
-            .map(|c| Shape::Closed {
-                concurrency: c as usize,
+            .map(|c| {
+                Ok(Shape::Closed {
+                    concurrency: part.share(c as usize, "--concurrency")?,
+                })
             })
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
     };
+    let start_at = args
+        .start_at
+        .as_deref()
+        .map(part::parse_start_at)
+        .transpose()?;
     let url = args.url.clone().unwrap_or_else(|| {
         let port = if args.api == Api::OipGrpc { 8081 } else { 8080 };
         format!("http://127.0.0.1:{port}")
@@ -132,17 +148,40 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         pixguard_version: env!("CARGO_PKG_VERSION").into(),
         steps: Vec::new(),
         timeline: Vec::new(),
+        part: args.part,
+        generators: None,
     };
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("target/bench").join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string())
     });
+    // A gs:// folder (a Kubernetes Job's parts): written here first, uploaded at the end.
+    let remote = crate::batch::remote::is_remote(&out).then(|| out.display().to_string());
+    let out = match &remote {
+        Some(_) => std::env::temp_dir().join(format!("pixguard-bench-{}", std::process::id())),
+        None => out,
+    };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     let step_secs = args.warmup + args.duration;
     let progress = progress_bar(&args, shapes.len() as f64 * step_secs);
     let live = Arc::new(Live::default());
-    let run_start = Instant::now();
+    let run_start = match start_at {
+        Some(at) => {
+            let at = part::instant_of(at, std::time::SystemTime::now(), Instant::now())?;
+            progress.set_message("waiting for --start-at");
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            at
+        }
+        None => Instant::now(),
+    };
+    report.started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     for (k, shape) in shapes.iter().enumerate() {
+        // Parts started together start each step together too: a step that drained its
+        // answers early waits for the step's time (one that drained late starts at once).
+        if start_at.is_some() {
+            let due = run_start + Duration::from_secs_f64(k as f64 * step_secs);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         let what = match shape {
             Shape::Open { rate, .. } => format!("{rate:.0}/s"),
             Shape::Closed { concurrency } => format!("{concurrency} conns"),
@@ -176,7 +215,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Duration::from_secs_f64(args.warmup),
                 Duration::from_secs_f64(args.duration),
                 run_start,
-                args.seed.wrapping_add(k as u64),
+                // Each part its own arrivals and its own place in the transactions.
+                args.seed.wrapping_add(k as u64)
+                    ^ (u64::from(part.index) << 32)
+                    ^ u64::from(part.index).wrapping_mul(7919),
                 live.clone(),
             )
             .await;
@@ -194,7 +236,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             concurrency,
             step_start,
             args.warmup,
-        );
+        )?;
         let Some(last) = report.steps.last() else {
             continue;
         };
@@ -220,31 +262,73 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
 
     // The files first: a closed stdout must not cost the run its results.
+    let (json_path, html_path) = write_report(&report, &out)?;
+    let mut text = summary(&report);
+    match &remote {
+        Some(uri) => {
+            upload(&[&json_path, &html_path], uri)?;
+            let _ = std::fs::remove_dir_all(&out);
+            text.push_str(&format!("wrote {uri}/report.json and {uri}/report.html\n"));
+        }
+        None => text.push_str(&format!(
+            "wrote {} and {}\n",
+            json_path.display(),
+            html_path.display()
+        )),
+    }
+    say(&text)?;
+    gate(&report, args.fail_p99_ms, args.fail_error_rate)
+}
+
+/// Writes report.json and report.html into `out`; answers their paths.
+fn write_report(report: &Report, out: &std::path::Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let json_path = out.join("report.json");
-    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
+    std::fs::write(&json_path, serde_json::to_vec_pretty(report)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
     let html_path = out.join("report.html");
-    std::fs::write(&html_path, html::report_page(&report))
+    std::fs::write(&html_path, html::report_page(report))
         .with_context(|| format!("writing {}", html_path.display()))?;
-    let mut text = report::table(&report);
-    if let Some(best) = best_within(&report, 10_000) {
+    Ok((json_path, html_path))
+}
+
+/// The terminal table and the highest throughput within 10 ms.
+fn summary(report: &Report) -> String {
+    let mut text = report::table(report);
+    if let Some(best) = best_within(report, 10_000) {
         text.push_str(&format!(
             "highest throughput with p99 ≤ 10 ms: {:.0} requests/s (p99 {:.2} ms)\n",
             best.achieved_rps,
             best.latency_us.p99 as f64 / 1000.0
         ));
     }
-    text.push_str(&format!(
-        "wrote {} and {}\n",
-        json_path.display(),
-        html_path.display()
-    ));
-    say(&text)?;
-    gate(&report, args.fail_p99_ms, args.fail_error_rate)
+    text
+}
+
+/// Uploads `files` into the gs:// folder `uri`, under their own names.
+fn upload(files: &[&std::path::Path], uri: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        for file in files {
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("report");
+            let to = format!("{}/{name}", uri.trim_end_matches('/'));
+            crate::batch::remote::upload(file, &to).await?;
+        }
+        Ok(())
+    })
 }
 
 /// The release gate: every measured step within the p99 and failure bounds given.
-fn gate(report: &Report, p99_ms: Option<f64>, error_rate: Option<f64>) -> anyhow::Result<()> {
+pub(crate) fn gate(
+    report: &Report,
+    p99_ms: Option<f64>,
+    error_rate: Option<f64>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(!report.steps.is_empty(), "no step was measured");
     let mut breaches = Vec::new();
     for (k, step) in report.steps.iter().enumerate() {

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::load::Recorder;
+use super::part::{self, Part};
 
 /// Latency percentiles in microseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
@@ -66,6 +67,13 @@ pub struct Step {
     pub scheduler_lateness_us: Option<Latency>,
     /// First second of this step in the timeline.
     pub starts_at_s: u64,
+    /// A part's report (`--part`): the latency histogram itself ([`part::encode`]), which
+    /// `pixguard bench-merge` adds to the other parts'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_hdr: Option<String>,
+    /// A part's report: the scheduler lateness histogram.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lateness_hdr: Option<String>,
 }
 
 impl Step {
@@ -94,6 +102,9 @@ pub struct Tick {
     pub p99_us: u64,
     /// Largest, µs.
     pub max_us: u64,
+    /// A part's report: this second's latency histogram.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_hdr: Option<String>,
 }
 
 /// The whole run.
@@ -127,9 +138,15 @@ pub struct Report {
     pub steps: Vec<Step>,
     /// Every second of the run.
     pub timeline: Vec<Tick>,
+    /// Which share of a split run this generator offered (`--part`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<Part>,
+    /// A merged report (`pixguard bench-merge`): how many generators' parts it adds up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generators: Option<u32>,
 }
 
-/// Folds a finished step's recorder into the report.
+/// Folds a finished step's recorder into the report; a part's report keeps the histograms.
 pub fn add_step(
     report: &mut Report,
     recorder: Recorder,
@@ -137,9 +154,11 @@ pub fn add_step(
     concurrency: Option<usize>,
     step_start_s: u64,
     warmup_s: f64,
-) {
+) -> anyhow::Result<()> {
     let index = report.steps.len();
     let open = offered_rps.is_some();
+    let keep = report.part.is_some();
+    let hdr = |h: &Histogram<u64>| keep.then(|| part::encode(h)).transpose();
     report.steps.push(Step {
         offered_rps,
         concurrency,
@@ -150,6 +169,8 @@ pub fn add_step(
         latency_us: Latency::of(&recorder.latency),
         scheduler_lateness_us: open.then(|| Latency::of(&recorder.lateness)),
         starts_at_s: step_start_s,
+        latency_hdr: hdr(&recorder.latency)?,
+        lateness_hdr: if open { hdr(&recorder.lateness)? } else { None },
     });
     let warmup_end = step_start_s as f64 + warmup_s;
     for (t, second) in recorder.timeline {
@@ -163,8 +184,10 @@ pub fn add_step(
             p50_us: l.p50,
             p99_us: l.p99,
             max_us: l.max,
+            latency_hdr: hdr(&second.latency)?,
         });
     }
+    Ok(())
 }
 
 fn ms(us: u64) -> String {
@@ -173,8 +196,14 @@ fn ms(us: u64) -> String {
 
 /// The terminal table.
 pub fn table(report: &Report) -> String {
+    // A part's figures are its share of the load; a merged report's, every generator's.
+    let whose = match (report.part, report.generators) {
+        (Some(part), _) => format!(", part {part}: this generator's share"),
+        (None, Some(n)) => format!(", {n} generators merged"),
+        (None, None) => String::new(),
+    };
     let mut out = format!(
-        "{} — {} {} ({}), {} s per step after {} s warm-up\n",
+        "{} — {} {} ({}), {} s per step after {} s warm-up{whose}\n",
         report.label, report.api, report.url, report.mode, report.duration_s, report.warmup_s
     );
     out.push_str(&format!(

@@ -63,6 +63,9 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Compare `pixguard bench` reports: highest throughput within a p99 bound, ratios, plots.
     BenchCompare(crate::bench::CompareArgs),
+    /// Merge the reports of a run split over generators (`pixguard bench --part I/N`) into one:
+    /// their histograms added, the table, report.json and report.html of the whole load.
+    BenchMerge(crate::bench::MergeArgs),
 }
 
 /// Runs the parsed command.
@@ -85,6 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(command) => score::model(command),
         Command::Bench(args) => crate::bench::run(args),
         Command::BenchCompare(args) => crate::bench::compare(args),
+        Command::BenchMerge(args) => crate::bench::merge::run(args),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `pixguard bench` and `pixguard bench-compare` against the real server on loopback: every
 //! answer the load generator counts must be one the server counted too. The open loop
-//! (`open_loop`), the closed loop over every API (`apis`), what is refused (`refusals`), and TLS
-//! with the release gate (`https`).
+//! (`open_loop`), the closed loop over every API (`apis`), what is refused (`refusals`), TLS
+//! with the release gate (`https`), and a run split over generators and merged (`parts`).
 
 #[path = "../common/child.rs"]
 mod child;
@@ -15,13 +15,14 @@ mod server;
 mod apis;
 mod https;
 mod open_loop;
+mod parts;
 mod refusals;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use cli::{pixguard_command, pixguard_ok};
+use cli::{pixguard_command, pixguard_ok, succeeded};
 use serde_json::Value;
 use server::{Server, answered_ok, metric_or_zero};
 

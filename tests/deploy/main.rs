@@ -32,8 +32,13 @@ const OVERLAYS: [&str; 3] = ["dev", "staging", "production"];
 
 /// `kubectl kustomize k8s/overlays/<overlay>` as YAML documents; `None` (with why) without kubectl.
 fn render(overlay: &str) -> Option<Vec<Value>> {
+    render_dir(&format!("k8s/overlays/{overlay}"))
+}
+
+/// `kubectl kustomize <dir>` as YAML documents; `None` (with why) without kubectl.
+fn render_dir(dir: &str) -> Option<Vec<Value>> {
     let out = match Command::new("kubectl")
-        .args(["kustomize", &format!("k8s/overlays/{overlay}")])
+        .args(["kustomize", dir])
         .current_dir(ROOT)
         .output()
     {
@@ -49,7 +54,7 @@ fn render(overlay: &str) -> Option<Vec<Value>> {
     };
     assert!(
         out.status.success(),
-        "{overlay}: {}",
+        "{dir}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("utf-8 YAML");
