@@ -212,23 +212,9 @@ fn a_body_not_whole_by_the_deadline_is_refused_on_each_api() {
         .build()
         .unwrap();
     let (status, took) = runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(server.grpc_address())
-            .await
-            .unwrap();
-        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(connection);
-        let mut client = client.ready().await.unwrap();
-        let call = axum::http::Request::post(format!(
-            "http://{}/inference.GRPCInferenceService/ModelInfer",
-            server.grpc_address()
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", format!("{DEADLINE_MS}m"))
-        .body(())
-        .unwrap();
         let started = Instant::now();
-        let (response, mut stream) = client.send_request(call, false).unwrap();
+        let timeout = format!("{DEADLINE_MS}m");
+        let (response, mut stream) = raw_infer_call(&server, Some(&timeout)).await;
         let mut partial = vec![0u8];
         partial.extend_from_slice(&1000u32.to_be_bytes());
         partial.extend_from_slice(&[0u8; 10]);

@@ -136,6 +136,39 @@ async fn grpc_channel(server: &Server) -> tonic::transport::Channel {
         .unwrap()
 }
 
+/// A `ModelInfer` call opened by hand over its own HTTP/2 connection, its head sent and its
+/// message not: the caller sends the body when (and as) it likes. `grpc-timeout` when given.
+async fn raw_infer_call(
+    server: &Server,
+    timeout: Option<&str>,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let tcp = tokio::net::TcpStream::connect(server.grpc_address())
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut call = axum::http::Request::post(format!(
+        "http://{}/inference.GRPCInferenceService/ModelInfer",
+        server.grpc_address()
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers");
+    if let Some(t) = timeout {
+        call = call.header("grpc-timeout", t);
+    }
+    client.send_request(call.body(()).unwrap(), false).unwrap()
+}
+
+/// Answers `pixguard_responses_total` with this API and code had counted, now.
+async fn responses(server: &Server, api: &str, code: &str) -> f64 {
+    let text = server::metrics_text(&reqwest::Client::new(), server).await;
+    server::metric(
+        &text,
+        &format!("pixguard_responses_total{{api=\"{api}\",code=\"{code}\"}}"),
+    )
+}
+
 async fn grpc_client(server: &Server) -> GrpcInferenceServiceClient<tonic::transport::Channel> {
     GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc_address()))
         .await

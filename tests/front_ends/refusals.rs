@@ -96,14 +96,9 @@ async fn refusals_mean_the_same_on_every_api_and_the_spec_bodies_hold() {
                     matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
                     "{status:?}"
                 );
-                let text = server::metrics_text(&reqwest::Client::new(), &server).await;
                 assert_eq!(
-                    server::metric(
-                        &text,
-                        "pixguard_responses_total{api=\"oip_grpc\",code=\"deadline_exceeded\"}"
-                    ),
-                    1.0,
-                    "{text}"
+                    responses(&server, "oip_grpc", "deadline_exceeded").await,
+                    1.0
                 );
             }
         }
@@ -157,22 +152,8 @@ async fn a_grpc_call_without_a_timeout_has_the_default_deadline_from_its_head() 
     framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
     framed.extend_from_slice(&message);
 
-    let tcp = tokio::net::TcpStream::connect(server.grpc_address())
-        .await
-        .unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
-    let mut client = client.ready().await.unwrap();
-    let call = axum::http::Request::post(format!(
-        "http://{}/inference.GRPCInferenceService/ModelInfer",
-        server.grpc_address()
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(())
-    .unwrap();
     let head = std::time::Instant::now();
-    let (response, mut stream) = client.send_request(call, false).unwrap();
+    let (response, mut stream) = raw_infer_call(&server, None).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     // `occupy` returns once its request is in flight (100 ms after it starts).
     let holder = occupy(&server, 1).await;
@@ -194,13 +175,8 @@ async fn a_grpc_call_without_a_timeout_has_the_default_deadline_from_its_head() 
     for h in holder {
         assert_eq!(h.await.unwrap(), 200);
     }
-    let text = server::metrics_text(&reqwest::Client::new(), &server).await;
     assert_eq!(
-        server::metric(
-            &text,
-            "pixguard_responses_total{api=\"oip_grpc\",code=\"deadline_exceeded\"}"
-        ),
-        1.0,
-        "{text}"
+        responses(&server, "oip_grpc", "deadline_exceeded").await,
+        1.0
     );
 }
