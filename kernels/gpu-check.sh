@@ -32,7 +32,10 @@
 # PIXGUARD_GPU_CHECK_FORWARD_ONLY=1 stops after step 3 (a kernel change, when device time is short);
 # PIXGUARD_GPU_CHECK_LEVERS=0 skips step 6, ="graphs nice0" runs only those levers (default: all);
 # PIXGUARD_GPU_CHECK_PEAK_ENV="NAME=VALUE …" serves step 5 with those settings (e.g.
-# PIXGUARD__ENGINE__CUDA_GRAPHS=true once step 6 has justified it).
+# PIXGUARD__ENGINE__CUDA_GRAPHS=true once step 6 has justified it);
+# PIXGUARD_GPU_CHECK_GENERATORS=N offers steps 5 and 6's load from N generator processes (one run
+# split with `--part`, `--start-at`, merged by `pixguard bench-merge`), the generator threads
+# shared out among them, when one process is suspected of limiting the rate (default 1).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -232,6 +235,33 @@ client_nice() {
   nice=$(grep -o 'front_end_nice=[0-9]*' "$LOGS/serve-$1.log" | head -n 1)
   echo "${nice#*=}" | grep -x '[0-9][0-9]*' || echo 0
 }
+# Steps 5 and 6's load into the folder OUT (its report.json) with the log LOG, killed after LIMIT
+# seconds, at nice NICE; the rest are `pixguard bench` arguments without --threads, --out or
+# --no-progress. With GENERATORS > 1: that many processes, each a part of one run from one start,
+# merged into OUT/report.json as one generator's would be.
+GENERATORS=${PIXGUARD_GPU_CHECK_GENERATORS:-1}
+peak_load() {
+  local out=$1 log=$2 limit=$3 nice=$4
+  shift 4
+  if (( GENERATORS <= 1 )); then
+    timeout "$limit" nice -n "$nice" "$BIN" --log warn bench "$@" --threads "$CLIENT_THREADS" \
+      --out "$out" --no-progress > "$log" 2>&1
+    return
+  fi
+  local at i rc=0 threads=$(( CLIENT_THREADS / GENERATORS > 0 ? CLIENT_THREADS / GENERATORS : 1 ))
+  local pids=()
+  # Every part must be waiting before the start: each synthesises its transactions first.
+  at=$(python3 -c 'import time; print(f"{time.time() + 4:.3f}")')
+  for (( i = 0; i < GENERATORS; i++ )); do
+    timeout "$limit" nice -n "$nice" "$BIN" --log warn bench "$@" --threads "$threads" \
+      --part "$i/$GENERATORS" --start-at "$at" --out "$out/part-$i" --no-progress > "$log.part-$i" 2>&1 &
+    pids+=("$!")
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  "$BIN" --log warn bench-merge "$out" --out "$out" > "$log" 2>&1 || rc=1
+  for (( i = 0; i < GENERATORS; i++ )); do cat "$log.part-$i" >> "$log"; done
+  return $rc
+}
 # CPU time and involuntary context switches per server thread group (`pixguard-http` ×6, …)
 # since the server started: a thread short of a core shows many involuntary switches.
 thread_report() {
@@ -337,18 +367,16 @@ for api in v1 oip-grpc; do
   # Settings for the peak-hour servers, e.g. a lever step 6 of an earlier run justified.
   read -r -a SERVER_ENV <<< "${PIXGUARD_GPU_CHECK_PEAK_ENV:-}"
   if start_server 512 100 "peak-$api"; then
-    timeout $((PEAK_STEP_S * 8 + 60)) nice -n "$(client_nice "peak-$api")" "$BIN" --log warn bench --api "$api" --url "$url" --rate "$PEAK_LADDER" \
-      --duration "$PEAK_STEP_S" --warmup 2 --stop-p99-ms 5 --threads "$CLIENT_THREADS" --connections "$PEAK_CONNS" \
-      --out "$LOGS/peak-$api-ladder" --no-progress > "$LOGS/peak-$api-ladder.txt" 2>&1
-    timeout $((PEAK_HOLD_S + 60)) nice -n "$(client_nice "peak-$api")" "$BIN" --log warn bench --api "$api" --url "$url" --rate "$PEAK_HOLD_RATE" \
-      --duration "$PEAK_HOLD_S" --warmup 2 --threads "$CLIENT_THREADS" --connections "$PEAK_CONNS" \
-      --out "$LOGS/peak-$api-held" --no-progress > "$LOGS/peak-$api-held.txt" 2>&1
+    peak_load "$LOGS/peak-$api-ladder" "$LOGS/peak-$api-ladder.txt" $((PEAK_STEP_S * 8 + 60)) "$(client_nice "peak-$api")" \
+      --api "$api" --url "$url" --rate "$PEAK_LADDER" --duration "$PEAK_STEP_S" --warmup 2 --stop-p99-ms 5 --connections "$PEAK_CONNS"
+    peak_load "$LOGS/peak-$api-held" "$LOGS/peak-$api-held.txt" $((PEAK_HOLD_S + 60)) "$(client_nice "peak-$api")" \
+      --api "$api" --url "$url" --rate "$PEAK_HOLD_RATE" --duration "$PEAK_HOLD_S" --warmup 2 --connections "$PEAK_CONNS"
     RESULT[peak_$api]="$(peak_summary "$LOGS/peak-$api-ladder/report.json" "$LOGS/peak-$api-held/report.json" 2>/dev/null \
       || echo "bench failed, see peak-$api-*.txt"); $(engine_p99 "peak-$api"); $(thread_report)"
     stop_server
   fi
   SERVER_ENV=()
-  say "peak hour, $api: ${RESULT[peak_$api]:-not run}${PIXGUARD_GPU_CHECK_PEAK_ENV:+ (with $PIXGUARD_GPU_CHECK_PEAK_ENV)}"
+  say "peak hour, $api: ${RESULT[peak_$api]:-not run}${PIXGUARD_GPU_CHECK_PEAK_ENV:+ (with $PIXGUARD_GPU_CHECK_PEAK_ENV)}$( (( GENERATORS > 1 )) && echo " ($GENERATORS generator processes)")"
   checkpoint
 done
 
@@ -364,9 +392,8 @@ for lever in $LEVERS; do
     *) say "unknown lever $lever (graphs, workers2, nice0)"; continue ;;
   esac
   if start_server 512 100 "lever-$lever"; then
-    timeout $((PEAK_STEP_S * 8 + 60)) nice -n "$(client_nice "lever-$lever")" "$BIN" --log warn bench --api v1 --url "http://127.0.0.1:$PORT" --rate "$PEAK_LADDER" \
-      --duration "$PEAK_STEP_S" --warmup 2 --stop-p99-ms 5 --threads "$CLIENT_THREADS" --connections "$PEAK_CONNS" \
-      --out "$LOGS/lever-$lever" --no-progress > "$LOGS/lever-$lever.txt" 2>&1
+    peak_load "$LOGS/lever-$lever" "$LOGS/lever-$lever.txt" $((PEAK_STEP_S * 8 + 60)) "$(client_nice "lever-$lever")" \
+      --api v1 --url "http://127.0.0.1:$PORT" --rate "$PEAK_LADDER" --duration "$PEAK_STEP_S" --warmup 2 --stop-p99-ms 5 --connections "$PEAK_CONNS"
     RESULT[lever_$lever]="$(ladder_summary "$LOGS/lever-$lever/report.json" 2>/dev/null \
       || echo "bench failed, see lever-$lever.txt"); $(engine_p99 "lever-$lever"); $(thread_report); $(grep -o 'cuda_graphs=[a-z]*' "$LOGS/serve-lever-$lever.log" | head -n 1)"
     stop_server

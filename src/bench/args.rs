@@ -55,12 +55,18 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "open")]
     pub mode: Mode,
     /// Open loop: requests per second, one value (`5000`), a list (`1000,2000,5000`) or a range
-    /// `start:end:step` (`1000:20000:1000`); one step per value.
-    #[arg(long, default_value = "1000:10000:1000")]
-    pub rate: String,
-    /// Open loop: arrival process.
+    /// `start:end:step` (`1000:20000:1000`); one step per value. Default 1000:10000:1000.
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Open loop: arrival process; `replay` sends the transactions at their own `accepted_at`
+    /// times (sorted), at --speed.
     #[arg(long, value_enum, default_value = "poisson")]
     pub arrivals: Arrivals,
+    /// --arrivals replay: times faster than recorded, with the same syntax as --rate (`1`,
+    /// `1,2,4`, `1:10:1`); one step per value, the recording played again until the step ends.
+    /// Default 1.
+    #[arg(long)]
+    pub speed: Option<String>,
     /// Open loop: connections, i.e. the most requests in flight; a request finding all busy waits
     /// for one, and that wait is part of its latency.
     #[arg(long, default_value_t = 64)]
@@ -92,7 +98,8 @@ pub struct BenchArgs {
     /// Seed for the synthetic transactions and the arrival process.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Send these transactions instead (JSONL, bare or `pixguard synth` rows).
+    /// Send these transactions instead (JSONL: bare, `pixguard synth` rows, or decision-log
+    /// records with their inputs, whose shadow copies are skipped).
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// Transactions per request (`v1` as `{"transactions": [...]}`, the OIP as `[N, 1]` tensors;

@@ -24,10 +24,91 @@ pub enum Arrivals {
     Constant,
     /// Exponential gaps (a Poisson process), as independent payers produce.
     Poisson,
+    /// The transactions' own `accepted_at` times, in order, their gaps divided by `--speed`:
+    /// recorded traffic's bursts and lulls as they came (perf_analyzer's --request-intervals).
+    Replay,
+}
+
+/// Replayed arrivals: when each request came in the recording, from its first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    /// Each request's offset from the first (its first transaction's `accepted_at`), in order.
+    offsets: Vec<Duration>,
+    /// The recording's length: the last offset plus the mean gap, after which it plays again.
+    span: Duration,
+}
+
+impl Replay {
+    /// From each request's time in seconds (in the order the requests are numbered), which must
+    /// not go back and must not all be the same.
+    pub fn new(times: &[f64]) -> anyhow::Result<Replay> {
+        let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
+            anyhow::bail!("nothing to replay");
+        };
+        if let Some(i) = times.windows(2).position(|w| w[1] < w[0]) {
+            anyhow::bail!(
+                "request {} comes before request {i}: sort by time first",
+                i + 1
+            );
+        }
+        anyhow::ensure!(
+            last > first,
+            "every transaction has the same accepted_at: nothing to replay"
+        );
+        let offsets = times
+            .iter()
+            .map(|t| Duration::from_secs_f64(t - first))
+            .collect();
+        let mean_gap = (last - first) / (times.len() - 1) as f64;
+        Ok(Replay {
+            offsets,
+            span: Duration::from_secs_f64(last - first + mean_gap),
+        })
+    }
+
+    /// Requests per second at `speed`: the recording's mean rate, sped up.
+    pub fn rate(&self, speed: f64) -> f64 {
+        self.offsets.len() as f64 / self.span.as_secs_f64() * speed
+    }
+
+    /// Release `k` of the endless replay (the recording again and again): when, from the
+    /// replay's start, and which request.
+    fn release(&self, k: usize, speed: f64) -> (Duration, usize) {
+        let n = self.offsets.len();
+        let (cycle, index) = (k / n, k % n);
+        let at = self.span.as_secs_f64() * cycle as f64 + self.offsets[index].as_secs_f64();
+        (Duration::from_secs_f64(at / speed), index)
+    }
+}
+
+/// A replayed step: the recording, its speed, and which of its releases this process makes —
+/// every `stride`-th from `first` (the parts of a split run, then the schedulers of a part).
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    /// The recording.
+    pub replay: Arc<Replay>,
+    /// How many times faster than recorded.
+    pub speed: f64,
+    /// The first release index this process makes.
+    pub first: usize,
+    /// Every how many releases it makes one.
+    pub stride: usize,
+}
+
+impl Replayed {
+    /// Scheduler `g` of `groups`'s share: every `groups`-th of this process's releases.
+    fn scheduler(&self, g: usize, groups: usize) -> Replayed {
+        Replayed {
+            replay: self.replay.clone(),
+            speed: self.speed,
+            first: self.first + g * self.stride,
+            stride: self.stride * groups,
+        }
+    }
 }
 
 /// One step of the run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Shape {
     /// Open loop at `rate` requests/s over at most `connections` connections.
     Open {
@@ -42,6 +123,8 @@ pub enum Shape {
         /// How long after the step's start the first release is: a part of a split run
         /// (`--part`) interleaves its constant arrivals with the other parts'.
         phase: Duration,
+        /// Replayed arrivals: the recording this process releases its share of.
+        replay: Option<Replayed>,
     },
     /// Closed loop with `concurrency` connections, each waiting for its answer.
     Closed {
@@ -227,6 +310,7 @@ pub async fn run_step(
             connections,
             schedulers,
             phase,
+            replay,
         } => {
             let connections = connections.max(1);
             let groups = schedulers.clamp(1, connections);
@@ -236,7 +320,8 @@ pub async fn run_step(
             let mut shares = Vec::new();
             for g in 0..groups {
                 let share = Arc::new(Mutex::new(Recorder::new(run_start, window)?));
-                let (tx, rx) = mpsc::unbounded_channel::<Instant>();
+                // Each release: its intended time, and for a replay the request it is.
+                let (tx, rx) = mpsc::unbounded_channel::<(Instant, Option<usize>)>();
                 // Whichever of the scheduler's connections is free takes the next release.
                 let released = Arc::new(tokio::sync::Mutex::new(rx));
                 // Constant arrivals interleave the schedulers' releases evenly; Poisson shares
@@ -245,14 +330,16 @@ pub async fn run_step(
                     Arrivals::Constant => {
                         phase + Duration::from_secs_f64(g as f64 / rate.max(1e-9))
                     }
-                    Arrivals::Poisson => Duration::ZERO,
+                    Arrivals::Poisson | Arrivals::Replay => Duration::ZERO,
                 };
+                let replay = replay.as_ref().map(|r| r.scheduler(g, groups));
                 let plan = Plan {
                     rate: rate / groups as f64,
                     arrivals,
                     start: start + offset,
                     end: window.1,
                     seed: seed ^ (g as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    replay,
                 };
                 let (stop, share_for_lateness) = (stop.clone(), share.clone());
                 threads.push(
@@ -275,10 +362,11 @@ pub async fn run_step(
                             // The queue's lock is let go at the end of this statement: a `while
                             // let` would hold it through the call below, one request in flight per
                             // scheduler (the open loop capped at ~6–9 k/s on loopback, 2026-12-05).
-                            let Some(intended) = released.lock().await.recv().await else {
+                            let Some((intended, request)) = released.lock().await.recv().await
+                            else {
                                 break;
                             };
-                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let i = request.unwrap_or_else(|| next.fetch_add(1, Ordering::Relaxed));
                             let outcome = target.call(&mut conn, i).await;
                             count(&live, &outcome);
                             lock(&share).record(intended, Instant::now(), outcome);
@@ -333,13 +421,14 @@ struct Plan {
     start: Instant,
     end: Instant,
     seed: u64,
+    replay: Option<Replayed>,
 }
 
 /// Releases intended send times from `start` until `end`, sleeping in between. Linux rounds
 /// sleeps up by the thread's timer slack (50 µs by default); 1 ns slack keeps releases close to
 /// their times, and how late each one was is recorded.
 fn schedule(
-    tx: mpsc::UnboundedSender<Instant>,
+    tx: mpsc::UnboundedSender<(Instant, Option<usize>)>,
     plan: Plan,
     stop: &AtomicBool,
     recorder: &Mutex<Recorder>,
@@ -353,12 +442,24 @@ fn schedule(
     let mean_gap = 1.0 / plan.rate.max(1e-9);
     let mut at = plan.start;
     let mut late = Vec::with_capacity(1024);
+    let mut k = plan.replay.as_ref().map_or(0, |r| r.first);
     loop {
-        let gap = match plan.arrivals {
-            Arrivals::Constant => mean_gap,
-            Arrivals::Poisson => -mean_gap * (1.0 - rng.uniform()).ln(),
+        let request = match &plan.replay {
+            Some(r) => {
+                let (offset, request) = r.replay.release(k, r.speed);
+                k += r.stride;
+                at = plan.start + offset;
+                Some(request)
+            }
+            None => {
+                let gap = match plan.arrivals {
+                    Arrivals::Constant | Arrivals::Replay => mean_gap,
+                    Arrivals::Poisson => -mean_gap * (1.0 - rng.uniform()).ln(),
+                };
+                at += Duration::from_secs_f64(gap);
+                None
+            }
         };
-        at += Duration::from_secs_f64(gap);
         if at >= plan.end || stop.load(Ordering::Relaxed) {
             break;
         }
@@ -367,7 +468,7 @@ fn schedule(
             std::thread::sleep(at - now);
         }
         late.push(Instant::now().saturating_duration_since(at).as_micros() as u64);
-        if tx.send(at).is_err() {
+        if tx.send((at, request)).is_err() {
             break;
         }
         if late.len() == late.capacity() {
@@ -383,4 +484,57 @@ fn flush_lateness(recorder: &Mutex<Recorder>, late: &mut Vec<u64>) {
         let _ = r.lateness.record(l.clamp(1, MAX_US));
     }
     late.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_plays_the_recording_again_at_its_speed() {
+        // Requests at 0, 0.1 and 0.4 s: a mean gap of 0.2 s, so the recording is 0.6 s long.
+        let replay = Replay::new(&[10.0, 10.1, 10.4]).unwrap();
+        assert!((replay.rate(1.0) - 5.0).abs() < 1e-9);
+        assert!((replay.rate(2.0) - 10.0).abs() < 1e-9);
+        let at = |k, speed| {
+            let (t, i) = replay.release(k, speed);
+            ((t.as_secs_f64() * 1e6).round() / 1e6, i)
+        };
+        assert_eq!(at(0, 1.0), (0.0, 0));
+        assert_eq!(at(2, 1.0), (0.4, 2));
+        assert_eq!(at(3, 1.0), (0.6, 0));
+        assert_eq!(at(4, 1.0), (0.7, 1));
+        assert_eq!(at(4, 2.0), (0.35, 1));
+
+        assert!(Replay::new(&[]).is_err());
+        let same = Replay::new(&[5.0, 5.0]).unwrap_err().to_string();
+        assert!(same.contains("same accepted_at"), "{same}");
+        let back = Replay::new(&[5.0, 4.0]).unwrap_err().to_string();
+        assert!(back.contains("request 1 comes before request 0"), "{back}");
+    }
+
+    #[test]
+    fn parts_and_schedulers_share_out_every_release_once() {
+        let replay = Arc::new(Replay::new(&[0.0, 1.0, 2.0, 3.0, 4.0]).unwrap());
+        let mut taken = Vec::new();
+        // Three parts of a run, each with two schedulers: every release is one scheduler's.
+        for part in 0..3 {
+            let process = Replayed {
+                replay: replay.clone(),
+                speed: 1.0,
+                first: part,
+                stride: 3,
+            };
+            for g in 0..2 {
+                let s = process.scheduler(g, 2);
+                taken.extend(
+                    (0..)
+                        .map(|j| s.first + j * s.stride)
+                        .take_while(|&k| k < 60),
+                );
+            }
+        }
+        taken.sort_unstable();
+        assert_eq!(taken, (0..60).collect::<Vec<_>>());
+    }
 }

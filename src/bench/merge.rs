@@ -251,6 +251,7 @@ fn merge_step(parts: &[(String, Report)], k: usize) -> anyhow::Result<Step> {
         latency_us: Latency::default(),
         scheduler_lateness_us: None,
         starts_at_s: first.starts_at_s,
+        speed: first.speed,
         latency_hdr: None,
         lateness_hdr: None,
     };
@@ -264,6 +265,13 @@ fn merge_step(parts: &[(String, Report)], k: usize) -> anyhow::Result<Step> {
                 k + 1
             );
         }
+        anyhow::ensure!(
+            s.speed == first.speed,
+            "step {}: {name} replayed at {:?}×, {first_name} at {:?}×: not one run",
+            k + 1,
+            s.speed,
+            first.speed
+        );
         anyhow::ensure!(
             s.offered_rps.is_some() == open,
             "step {}: {name} and {first_name} ran different loops",
@@ -362,6 +370,7 @@ mod tests {
             latency_us: Latency::of(&h),
             scheduler_lateness_us: Some(Latency::of(&lateness)),
             starts_at_s: 0,
+            speed: None,
             latency_hdr: Some(encode(&h).unwrap()),
             lateness_hdr: Some(encode(&lateness).unwrap()),
         };

@@ -9,6 +9,7 @@ pub mod html;
 pub mod load;
 pub mod merge;
 pub mod part;
+mod plan;
 pub mod report;
 pub mod requests;
 
@@ -51,30 +52,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // The figures given are the whole run's; a part offers its share of them.
     let whole = Part { index: 0, count: 1 };
     let part = args.part.unwrap_or(whole);
-    let shapes: Vec<Shape> = match args.mode {
-        Mode::Open => parse_steps(&args.rate)
-            .context("--rate")?
-            .into_iter()
-            .map(|rate| {
-                Ok(Shape::Open {
-                    rate: part.rate(rate),
-                    arrivals: args.arrivals,
-                    connections: part.share(args.connections, "--connections")?,
-                    schedulers: args.threads,
-                    phase: part.phase(rate),
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-        Mode::Closed => parse_steps(&args.concurrency)
-            .context("--concurrency")?
-            .into_iter()
-            .map(|c| {
-                Ok(Shape::Closed {
-                    concurrency: part.share(c as usize, "--concurrency")?,
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
     let start_at = args
         .start_at
         .as_deref()
@@ -84,7 +61,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let port = if args.api == Api::OipGrpc { 8081 } else { 8080 };
         format!("http://127.0.0.1:{port}")
     });
-    let txs = requests::transactions(args.input.as_deref(), args.transactions, args.seed)?;
+    let mut txs = requests::transactions(args.input.as_deref(), args.transactions, args.seed)?;
+    plan::order(&args, &mut txs);
+    let steps = plan::steps(&args, part, &txs, args.rows_per_request as usize)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()
@@ -163,7 +142,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     let step_secs = args.warmup + args.duration;
-    let progress = progress_bar(&args, shapes.len() as f64 * step_secs);
+    let progress = progress_bar(&args, steps.len() as f64 * step_secs);
     let live = Arc::new(Live::default());
     let run_start = match start_at {
         Some(at) => {
@@ -175,7 +154,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => Instant::now(),
     };
     report.started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    for (k, shape) in shapes.iter().enumerate() {
+    for (k, planned) in steps.iter().enumerate() {
+        let shape = &planned.shape;
         // Parts started together start each step together too: a step that drained its
         // answers early waits for the step's time (one that drained late starts at once).
         if start_at.is_some() {
@@ -183,10 +163,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
         let what = match shape {
-            Shape::Open { rate, .. } => format!("{rate:.0}/s"),
+            Shape::Open { rate, .. } => match planned.speed {
+                Some(speed) => format!("{speed}× ({rate:.0}/s)"),
+                None => format!("{rate:.0}/s"),
+            },
             Shape::Closed { concurrency } => format!("{concurrency} conns"),
         };
-        progress.set_message(format!("step {}/{} {what}", k + 1, shapes.len()));
+        progress.set_message(format!("step {}/{} {what}", k + 1, steps.len()));
         let step_start = run_start.elapsed().as_secs();
         let recorder = runtime.block_on(async {
             let ticker = {
@@ -211,7 +194,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             let r = load::run_step(
                 target.clone(),
-                *shape,
+                shape.clone(),
                 Duration::from_secs_f64(args.warmup),
                 Duration::from_secs_f64(args.duration),
                 run_start,
@@ -237,9 +220,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             step_start,
             args.warmup,
         )?;
-        let Some(last) = report.steps.last() else {
+        let Some(last) = report.steps.last_mut() else {
             continue;
         };
+        last.speed = planned.speed;
         let failed = last.failed();
         if last.latency_us.p99 as f64 > args.stop_p99_ms * 1000.0 || failed > last.ok {
             let note = format!(

@@ -67,6 +67,9 @@ pub struct Step {
     pub scheduler_lateness_us: Option<Latency>,
     /// First second of this step in the timeline.
     pub starts_at_s: u64,
+    /// A replay's speed (`--arrivals replay`): times faster than recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f64>,
     /// A part's report (`--part`): the latency histogram itself ([`part::encode`]), which
     /// `pixguard bench-merge` adds to the other parts'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +172,7 @@ pub fn add_step(
         latency_us: Latency::of(&recorder.latency),
         scheduler_lateness_us: open.then(|| Latency::of(&recorder.lateness)),
         starts_at_s: step_start_s,
+        speed: None,
         latency_hdr: hdr(&recorder.latency)?,
         lateness_hdr: if open { hdr(&recorder.lateness)? } else { None },
     });

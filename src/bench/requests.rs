@@ -92,6 +92,10 @@ pub fn transactions(
         {
             let mut value: Value = serde_json::from_str(line)
                 .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+            // A decision log's shadow record copies a request its champion record already holds.
+            if value.get("role").and_then(Value::as_str) == Some("challenger") {
+                continue;
+            }
             if let Some(inner) = value.get_mut("transaction") {
                 value = inner.take();
             }

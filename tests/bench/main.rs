@@ -1,7 +1,8 @@
 //! `pixguard bench` and `pixguard bench-compare` against the real server on loopback: every
 //! answer the load generator counts must be one the server counted too. The open loop
 //! (`open_loop`), the closed loop over every API (`apis`), what is refused (`refusals`), TLS
-//! with the release gate (`https`), and a run split over generators and merged (`parts`).
+//! with the release gate (`https`), a run split over generators and merged (`parts`), and
+//! recorded traffic replayed at its own times (`replay`).
 
 #[path = "../common/child.rs"]
 mod child;
@@ -17,6 +18,7 @@ mod https;
 mod open_loop;
 mod parts;
 mod refusals;
+mod replay;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};

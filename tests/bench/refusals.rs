@@ -69,6 +69,15 @@ fn bad_arguments_are_refused_with_the_reason() {
             vec!["bench", "--rows-per-request", "0"],
             "--rows-per-request",
         ),
+        (
+            vec!["bench", "--arrivals", "replay", "--rate", "100"],
+            "give --speed, not --rate",
+        ),
+        (
+            vec!["bench", "--speed", "2"],
+            "--speed is for --arrivals replay",
+        ),
+        (vec!["bench", "--part", "2/2"], "is not I/N with 0 ≤ I < N"),
     ] {
         let run = pixguard(&args);
         let stderr = String::from_utf8_lossy(&run.stderr);
