@@ -129,25 +129,7 @@ impl Transport {
                 grpc.unary(call, PathAndQuery::from_static(EXPORT), Encoded)
                     .await
                     .map(tonic::Response::into_inner)
-                    .map_err(|status| {
-                        use tonic::Code as C;
-                        // The specification's retryable codes. RESOURCE_EXHAUSTED is one only with
-                        // a RetryInfo detail, which is not read here.
-                        let retryable = matches!(
-                            status.code(),
-                            C::Cancelled
-                                | C::DeadlineExceeded
-                                | C::Aborted
-                                | C::OutOfRange
-                                | C::Unavailable
-                                | C::DataLoss
-                        );
-                        Failure {
-                            message: format!("{}: {}", status.code(), status.message()),
-                            retryable,
-                            retry_after: None,
-                        }
-                    })
+                    .map_err(|status| grpc_failure(&status))
             }
             Transport::Http {
                 client,
@@ -201,6 +183,62 @@ impl Transport {
                 })
             }
         }
+    }
+}
+
+/// `google.rpc.Status`, as a gRPC answer's `grpc-status-details-bin` carries it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// `google.rpc.RetryInfo`: how long the server asks the client to wait.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<prost_types::Duration>,
+}
+
+const RETRY_INFO: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// The delay a gRPC answer's `google.rpc.RetryInfo` detail asks for, if it has one.
+fn retry_delay(status: &tonic::Status) -> Option<Duration> {
+    let details = RpcStatus::decode(status.details()).ok()?;
+    let info = details.details.iter().find(|d| d.type_url == RETRY_INFO)?;
+    let delay = RetryInfo::decode(info.value.as_slice()).ok()?.retry_delay?;
+    let nanos = u64::try_from(delay.seconds)
+        .ok()?
+        .checked_mul(1_000_000_000)?;
+    Some(Duration::from_nanos(
+        nanos.checked_add(u64::try_from(delay.nanos).ok()?)?,
+    ))
+}
+
+/// What a refused gRPC export means: the specification's retryable codes are retried;
+/// RESOURCE_EXHAUSTED only when the collector says when (a `RetryInfo` detail: it can take the
+/// spans later), and any code's `RetryInfo` delay is waited for as HTTP's `Retry-After` is.
+fn grpc_failure(status: &tonic::Status) -> Failure {
+    use tonic::Code as C;
+    let delay = retry_delay(status);
+    let retryable = match status.code() {
+        C::Cancelled
+        | C::DeadlineExceeded
+        | C::Aborted
+        | C::OutOfRange
+        | C::Unavailable
+        | C::DataLoss => true,
+        C::ResourceExhausted => delay.is_some(),
+        _ => false,
+    };
+    Failure {
+        message: format!("{}: {}", status.code(), status.message()),
+        retryable,
+        retry_after: delay.filter(|_| retryable),
     }
 }
 
@@ -323,5 +361,54 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, body);
+    }
+
+    /// A status with a `RetryInfo` detail of `delay`, as a collector would send it.
+    fn status(code: tonic::Code, delay: Option<prost_types::Duration>) -> tonic::Status {
+        let details = RpcStatus {
+            code: code as i32,
+            message: "busy".into(),
+            details: delay
+                .map(|d| prost_types::Any {
+                    type_url: RETRY_INFO.into(),
+                    value: RetryInfo {
+                        retry_delay: Some(d),
+                    }
+                    .encode_to_vec(),
+                })
+                .into_iter()
+                .collect(),
+        };
+        tonic::Status::with_details(code, "busy", details.encode_to_vec().into())
+    }
+
+    #[test]
+    fn resource_exhausted_is_retried_only_when_the_collector_says_when() {
+        let later = prost_types::Duration {
+            seconds: 1,
+            nanos: 500_000_000,
+        };
+        let f = grpc_failure(&status(tonic::Code::ResourceExhausted, Some(later)));
+        assert!(f.retryable);
+        assert_eq!(f.retry_after, Some(Duration::from_millis(1500)));
+        let f = grpc_failure(&status(tonic::Code::ResourceExhausted, None));
+        assert!(!f.retryable && f.retry_after.is_none());
+        // UNAVAILABLE is retried either way, after the delay asked for when there is one.
+        let f = grpc_failure(&status(tonic::Code::Unavailable, None));
+        assert!(f.retryable && f.retry_after.is_none());
+        let f = grpc_failure(&status(tonic::Code::Unavailable, Some(later)));
+        assert_eq!(f.retry_after, Some(Duration::from_millis(1500)));
+        // Never a retry for what the specification does not list, whatever the detail.
+        let f = grpc_failure(&status(tonic::Code::InvalidArgument, Some(later)));
+        assert!(!f.retryable && f.retry_after.is_none());
+        // A negative delay is no delay.
+        let f = grpc_failure(&status(
+            tonic::Code::ResourceExhausted,
+            Some(prost_types::Duration {
+                seconds: -1,
+                nanos: 0,
+            }),
+        ));
+        assert!(!f.retryable);
     }
 }

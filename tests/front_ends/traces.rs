@@ -560,10 +560,23 @@ fn an_export_the_collector_turns_away_is_sent_again_when_the_specification_says_
         assert_eq!(collector.all().len(), 3);
         assert_eq!(metric(&text, "pixguard_trace_export_retries_total"), 2.0);
     }
-    // A request the collector calls invalid is not sent again: its spans fail at once, and the
-    // next export goes through.
+    // A collector out of room that says when to come back: RESOURCE_EXHAUSTED with a RetryInfo
+    // detail (0.2 s), or 429 with Retry-After. Sent again after it, as for UNAVAILABLE.
     for transport in ["grpc", "http"] {
-        let (collector, server) = refusing(transport, "1", "invalid");
+        let (collector, server) = refusing(transport, "1", "exhausted");
+        score(&server, &txs[0]);
+        let text = spans_counted(&runtime, &http, &server, "exported", 3.0);
+        assert_eq!(collector.refused(), [transport]);
+        assert_eq!(metric(&text, "pixguard_trace_export_retries_total"), 1.0);
+    }
+    // A request the collector calls invalid, or RESOURCE_EXHAUSTED without saying when, is not
+    // sent again: its spans fail at once, and the next export goes through.
+    for (transport, kind) in [
+        ("grpc", "invalid"),
+        ("http", "invalid"),
+        ("grpc", "exhausted-bare"),
+    ] {
+        let (collector, server) = refusing(transport, "1", kind);
         score(&server, &txs[0]);
         spans_counted(&runtime, &http, &server, "failed", 3.0);
         score(&server, &txs[1]);

@@ -11,7 +11,9 @@ ExportTraceServiceResponse (all spans taken). With --quiet it decodes and discar
 benches/traces/overhead.sh, where printing would be the bottleneck). With --refuse N the first N
 exports (over either transport) are refused, printing {"refused": TRANSPORT} for each: KIND
 `unavailable` is gRPC UNAVAILABLE or HTTP 503 with Retry-After: 0 (a collector restarting, which
-the OTLP specification says to retry), `invalid` is INVALID_ARGUMENT or HTTP 400 (not to retry)."""
+the OTLP specification says to retry), `invalid` is INVALID_ARGUMENT or HTTP 400 (not to retry),
+`exhausted` is RESOURCE_EXHAUSTED with a google.rpc.RetryInfo detail of 0.2 s (to retry after it)
+or HTTP 429 with Retry-After: 0, `exhausted-bare` RESOURCE_EXHAUSTED without one (not to retry)."""
 
 import gzip
 import json
@@ -59,6 +61,20 @@ def print_spans(request, transport, headers):
                 print(json.dumps(line), flush=True)
 
 
+def retry_info(seconds):
+    """A google.rpc.Status whose RetryInfo asks the client to wait `seconds`, serialised as the
+    `grpc-status-details-bin` trailer carries it."""
+    from google.protobuf import any_pb2, duration_pb2
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=int(seconds * 1e9))))
+    status = status_pb2.Status(
+        code=code_pb2.RESOURCE_EXHAUSTED, message="refused by the test's collector", details=[detail]
+    )
+    return status.SerializeToString()
+
+
 class Refusals:
     """The first `count` exports are refused as `kind` says."""
 
@@ -83,7 +99,14 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
 
     def Export(self, request, context):
         if self.refusals.take("grpc"):
-            code = {"unavailable": grpc.StatusCode.UNAVAILABLE, "invalid": grpc.StatusCode.INVALID_ARGUMENT}
+            code = {
+                "unavailable": grpc.StatusCode.UNAVAILABLE,
+                "invalid": grpc.StatusCode.INVALID_ARGUMENT,
+                "exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "exhausted-bare": grpc.StatusCode.RESOURCE_EXHAUSTED,
+            }
+            if self.refusals.kind == "exhausted":
+                context.set_trailing_metadata((("grpc-status-details-bin", retry_info(0.2)),))
             context.abort(code[self.refusals.kind], "refused by the test's collector")
         if not self.quiet:
             headers = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
@@ -99,10 +122,10 @@ def http_handler(quiet, refusals):
                 return
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if refusals.take("http"):
-                status = {"unavailable": 503, "invalid": 400}[refusals.kind]
+                status = {"unavailable": 503, "invalid": 400, "exhausted": 429}[refusals.kind]
                 text = b"refused by the test's collector"
                 self.send_response(status)
-                if status == 503:
+                if status in (429, 503):
                     self.send_header("Retry-After", "0")
                 self.send_header("Content-Length", str(len(text)))
                 self.end_headers()
