@@ -129,7 +129,7 @@ pub struct BenchArgs {
     pub part: Option<Part>,
     /// Start the first step at this wall-clock time (RFC 3339, or Unix seconds) and each next
     /// step one step's length after the last: the parts of a split run measure the same
-    /// seconds. Refused once more than a second past.
+    /// seconds. Refused once more than a second past, or more than an hour ahead.
     #[arg(long, value_name = "TIME")]
     pub start_at: Option<String>,
     /// No progress bar (it is also hidden when stderr is not a terminal).

@@ -147,8 +147,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let run_start = match start_at {
         Some(at) => {
             let at = part::instant_of(at, std::time::SystemTime::now(), Instant::now())?;
+            let wait = at.saturating_duration_since(Instant::now());
+            // Said on stderr too: a pod's log shows why it is idle.
+            eprintln!("waiting {:.1} s for --start-at", wait.as_secs_f64());
             progress.set_message("waiting for --start-at");
-            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            std::thread::sleep(wait);
             at
         }
         None => Instant::now(),

@@ -92,14 +92,22 @@ pub fn parse_start_at(text: &str) -> anyhow::Result<SystemTime> {
     Ok(SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos as u64))
 }
 
+/// How far ahead `--start-at` may be: further is a mistyped date, not a wait.
+const LONGEST_WAIT: Duration = Duration::from_secs(3600);
+
 /// The monotonic instant of the wall-clock time `at`, refused when `at` passed more than a
-/// second ago (a part that started late would measure a different load than the others).
+/// second ago (a part that started late would measure a different load than the others) or is
+/// more than an hour ahead.
 pub fn instant_of(
     at: SystemTime,
     now: SystemTime,
     now_instant: Instant,
 ) -> anyhow::Result<Instant> {
     match at.duration_since(now) {
+        Ok(ahead) if ahead > LONGEST_WAIT => anyhow::bail!(
+            "--start-at is {:.0} minutes ahead: at most an hour",
+            ahead.as_secs_f64() / 60.0
+        ),
         Ok(ahead) => Ok(now_instant + ahead),
         Err(passed) if passed.duration() <= START_SLACK => Ok(now_instant),
         Err(passed) => anyhow::bail!(
@@ -175,6 +183,8 @@ mod tests {
         assert_eq!(instant_of(at, at + START_SLACK, now).unwrap(), now);
         let error = instant_of(at, at + Duration::from_secs(5), now).unwrap_err();
         assert!(error.to_string().contains("passed 5.0 s ago"), "{error}");
+        let error = instant_of(at, at - Duration::from_secs(7200), now).unwrap_err();
+        assert!(error.to_string().contains("120 minutes ahead"), "{error}");
     }
 
     #[test]
