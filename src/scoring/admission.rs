@@ -251,7 +251,10 @@ impl Admission<'_> {
         let who = Answered {
             api: self.api,
             request_id,
-            trace_id: self.span.as_ref().map(|s| s.trace().trace_id),
+            trace: self
+                .span
+                .as_ref()
+                .map(|s| (s.trace().trace_id, s.trace().span_id)),
         };
         Some((inputs, who))
     }

@@ -237,6 +237,15 @@ fn every_answered_decision_is_a_record_on_the_topic() {
             .find(|v| v["end_to_end_id"] == e2e)
             .unwrap_or_else(|| panic!("no record of {e2e}: {values:#?}"))
     };
+    // A traced request's records carry a `traceparent` naming its span (a child of the caller's
+    // 00f067aa0ba902b7, in its trace): a consumer of the log continues the trace. Untraced, none.
+    let header = |e2e: &str| -> Option<String> {
+        let at = values.iter().position(|v| v["end_to_end_id"] == e2e)?;
+        records[at]["headers"]["traceparent"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let mut spans = Vec::new();
     for row in 0..3 {
         let v = by_id(&id(row));
         assert_eq!(
@@ -244,7 +253,19 @@ fn every_answered_decision_is_a_record_on_the_topic() {
             json!({"api": "v1", "request_id": "edge-1", "row": row, "rows": 3})
         );
         assert_eq!(v["trace_id"], trace);
+        let parent = header(&id(row)).expect("a traced request's record has a traceparent");
+        let fields: Vec<&str> = parent.split('-').collect();
+        assert_eq!(fields.len(), 4, "{parent}");
+        assert_eq!((fields[0], fields[1], fields[3]), ("00", trace, "01"));
+        assert!(
+            fields[2].len() == 16 && fields[2] != "00f067aa0ba902b7" && fields[2] != "0".repeat(16),
+            "{parent}"
+        );
+        spans.push(fields[2].to_string());
     }
+    spans.dedup();
+    assert_eq!(spans.len(), 1, "one request, one span: {spans:?}");
+    assert_eq!(header(&id(3)), None, "not traced");
     for row in 0..2 {
         let v = by_id(&id(3 + row));
         assert_eq!(

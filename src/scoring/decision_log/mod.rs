@@ -28,7 +28,7 @@ use crate::model::explain::Reasons;
 use crate::monitoring::Role;
 use crate::protocol::Payload;
 use crate::protocol::v1::ModelRef;
-use crate::traces::context::TraceId;
+use crate::traces::context::{Parent, SpanId, TraceId};
 use crate::transaction::{EndToEndId, Transaction};
 
 use super::{Api, Scores};
@@ -118,7 +118,7 @@ pub struct Entry {
     version: Arc<Version>,
     api: Api,
     request_id: Option<String>,
-    trace_id: Option<TraceId>,
+    trace: Option<(TraceId, SpanId)>,
     scored_at: SystemTime,
     inputs: Inputs,
     scores: Vec<f32>,
@@ -133,6 +133,14 @@ impl Entry {
     fn rows(&self) -> usize {
         self.scores.len()
     }
+
+    /// A traced request's `traceparent` (W3C), naming its span: the header of each of its
+    /// records, so that a consumer of the log continues the request's trace, as the Kafka
+    /// source's score records do.
+    fn traceparent(&self) -> Option<String> {
+        self.trace
+            .map(|(trace, span)| Parent::traceparent(&trace, &span, true))
+    }
 }
 
 /// Who answered a request, for its records: the API, the caller's request id, its trace.
@@ -142,8 +150,8 @@ pub struct Answered<'a> {
     pub api: Api,
     /// The caller's id of the request (the Open Inference Protocol's `id`, else `x-request-id`).
     pub request_id: Option<&'a str>,
-    /// The request's trace, when it was traced.
-    pub trace_id: Option<TraceId>,
+    /// The request's trace and its span, when it was traced.
+    pub trace: Option<(TraceId, SpanId)>,
 }
 
 /// A logged request's pass for its challenger's decisions: when the shadow scores its copy, those
@@ -152,7 +160,7 @@ pub struct ShadowPass {
     log: Arc<DecisionLog>,
     api: Api,
     request_id: Option<String>,
-    trace_id: Option<TraceId>,
+    trace: Option<(TraceId, SpanId)>,
     inputs: Inputs,
 }
 
@@ -162,7 +170,7 @@ impl ShadowPass {
         let answered = Answered {
             api: self.api,
             request_id: self.request_id.as_deref(),
-            trace_id: self.trace_id,
+            trace: self.trace,
         };
         self.log.submit(version, answered, self.inputs, scores);
     }
@@ -216,7 +224,7 @@ impl DecisionLog {
             log: self.clone(),
             api: answered.api,
             request_id: answered.request_id.map(str::to_string),
-            trace_id: answered.trace_id,
+            trace: answered.trace,
             inputs: self.inputs(rows),
         }
     }
@@ -255,7 +263,7 @@ impl DecisionLog {
             version: version.clone(),
             api: answered.api,
             request_id: answered.request_id.map(str::to_string),
-            trace_id: answered.trace_id,
+            trace: answered.trace,
             scored_at: SystemTime::now(),
             inputs,
             scores: scores.scores.clone(),

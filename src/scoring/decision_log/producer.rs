@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use super::{Counts, Entry, record};
@@ -182,10 +183,20 @@ fn send(
     counts: &Counts,
     stopped: &AtomicBool,
 ) {
+    let traceparent = entry.traceparent();
+    let headers = traceparent.as_ref().map(|value| {
+        OwnedHeaders::new().insert(Header {
+            key: "traceparent",
+            value: Some(value.as_bytes()),
+        })
+    });
     record::render(entry, |key, value| {
         let mut record = BaseRecord::<[u8], [u8], ()>::with_opaque_to(topic, ()).payload(value);
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(headers) = &headers {
+            record = record.headers(headers.clone());
         }
         loop {
             match producer.send(record) {

@@ -62,7 +62,7 @@ pub fn render(entry: &Entry, mut each: impl FnMut(Option<&[u8]>, &[u8])) {
     let version = &*entry.version;
     let scored_at = chrono::DateTime::<chrono::Utc>::from(entry.scored_at)
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let trace_id = entry.trace_id.map(|id| {
+    let trace_id = entry.trace.map(|(id, _)| {
         let mut text = String::with_capacity(32);
         push_hex(&mut text, &id);
         text

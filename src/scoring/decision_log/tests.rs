@@ -40,7 +40,7 @@ fn entry(inputs: Inputs, scored: &Scores, request_id: Option<&str>) -> Entry {
         version: version(),
         api: Api::OipGrpc,
         request_id: request_id.map(str::to_string),
-        trace_id: Some([0xab; 16]),
+        trace: Some(([0xab; 16], [0xcd; 8])),
         scored_at: SystemTime::UNIX_EPOCH + Duration::from_micros(1_796_000_000_123_456),
         inputs,
         scores: scored.scores.clone(),
@@ -210,7 +210,7 @@ fn beyond_the_bound_a_request_is_dropped_whole_and_counted() {
     let answered = Answered {
         api: Api::V1,
         request_id: None,
-        trace_id: None,
+        trace: None,
     };
     let submit = || {
         let inputs = log.capture(Rows::Transactions(&txs)).unwrap();
@@ -240,7 +240,7 @@ fn records_no_broker_takes_are_counted_failed_and_stopping_does_not_wait_past_it
     let answered = Answered {
         api: Api::OipHttp,
         request_id: Some("r"),
-        trace_id: None,
+        trace: None,
     };
     log.submit(&version(), answered, inputs, &scored);
     let started = Instant::now();
@@ -287,4 +287,16 @@ fn the_producer_takes_the_streams_credentials_then_its_own_settings() {
         Some("1"),
         "durability is the log's to choose"
     );
+}
+
+#[test]
+fn a_traced_requests_records_name_its_span_as_their_parent() {
+    let scored = scores(&[0.1], &[Decision::Allow], vec![None]);
+    let mut e = entry(Inputs::NoIds, &scored, None);
+    assert_eq!(
+        e.traceparent().as_deref(),
+        Some("00-abababababababababababababababab-cdcdcdcdcdcdcdcd-01")
+    );
+    e.trace = None;
+    assert_eq!(e.traceparent(), None);
 }
