@@ -219,8 +219,11 @@ fn a_pixguard_invocation_is_cut_out_of_its_shell_line() {
 /// misspelling exits 2 and a line spelled right stops at "no active account" (or succeeds, for a
 /// local command such as `gcloud config set`).
 fn assert_gcloud_accepts(command: &str, where_: &str, scratch: &std::path::Path) {
+    // In the scratch folder, with the folders the workflows create before they copy into them.
+    std::fs::create_dir_all(scratch.join("parts")).expect("scratch/parts");
     let out = Command::new("bash")
         .args(["-c", command])
+        .current_dir(scratch)
         .env("HOME", scratch)
         .env("CLOUDSDK_CONFIG", scratch.join("gcloud"))
         .env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
@@ -242,6 +245,8 @@ fn assert_gcloud_accepts(command: &str, where_: &str, scratch: &std::path::Path)
         .env("GCP_REGION", "southamerica-east1")
         .env("GKE_CLUSTER", "pixguard")
         .env("GKE_LOCATION", "southamerica-east1")
+        .env("BUCKET", "my-psp-fraud-loadtest")
+        .env("RUN_ID", "1234567890-1")
         .output()
         .expect("bash runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -268,22 +273,23 @@ fn every_gcloud_command_in_the_runbook_and_the_workflow_is_one_gcloud_accepts() 
     for c in &runbook {
         assert_gcloud_accepts(c, "docs/deploy.md", &scratch);
     }
-    let wf: Value = serde_yaml_ng::from_str(
-        &std::fs::read_to_string(format!("{ROOT}/.github/workflows/deploy.yml")).expect("deploy"),
-    )
-    .expect("YAML");
     let mut workflow = Vec::new();
-    for job in wf["jobs"].as_mapping().expect("jobs").values() {
-        for step in job["steps"].as_sequence().into_iter().flatten() {
-            if let Some(run) = step["run"].as_str() {
-                workflow.extend(commands_in(&format!("```\n{run}\n```"), "gcloud "));
+    for file in ["deploy.yml", "loadtest.yml"] {
+        let path = format!("{ROOT}/.github/workflows/{file}");
+        let wf: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).expect("workflow"))
+            .expect("YAML");
+        for job in wf["jobs"].as_mapping().expect("jobs").values() {
+            for step in job["steps"].as_sequence().into_iter().flatten() {
+                if let Some(run) = step["run"].as_str() {
+                    for c in commands_in(&format!("```\n{run}\n```"), "gcloud ") {
+                        assert_gcloud_accepts(&c, &path, &scratch);
+                        workflow.push(c);
+                    }
+                }
             }
         }
     }
-    assert!(workflow.len() >= 4, "{workflow:#?}");
-    for c in &workflow {
-        assert_gcloud_accepts(c, ".github/workflows/deploy.yml", &scratch);
-    }
+    assert!(workflow.len() >= 7, "{workflow:#?}");
     println!(
         "gcloud accepts {} runbook and {} workflow command lines",
         runbook.len(),

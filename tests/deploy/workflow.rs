@@ -34,23 +34,7 @@ fn the_deploy_workflow_checks_deploys_smoke_tests_and_rolls_back() {
     for job in ["images", "deploy"] {
         assert_eq!(jobs[job]["permissions"]["id-token"], "write", "{job}");
     }
-    // Every action pinned by commit.
-    for line in text.lines().map(str::trim) {
-        if let Some(uses) = line
-            .strip_prefix("- uses: ")
-            .or(line.strip_prefix("uses: "))
-        {
-            let uses = uses.split_whitespace().next().unwrap_or("");
-            if uses.starts_with("./") {
-                continue;
-            }
-            let sha = uses.rsplit('@').next().unwrap_or("");
-            assert!(
-                sha.len() == 40 && sha.chars().all(|c| c.is_ascii_hexdigit()),
-                "{uses} is not pinned by commit"
-            );
-        }
-    }
+    assert_actions_pinned(&text);
     let files: Vec<&str> = jobs["images"]["steps"]
         .as_sequence()
         .expect("steps")
@@ -209,4 +193,155 @@ fn render_pins_images_by_digest_and_leaves_no_placeholder() {
         .expect("render.sh runs");
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not pinned"));
+}
+
+/// Every action a workflow uses is pinned by commit (a tag can be moved).
+fn assert_actions_pinned(text: &str) {
+    for line in text.lines().map(str::trim) {
+        if let Some(uses) = line
+            .strip_prefix("- uses: ")
+            .or(line.strip_prefix("uses: "))
+        {
+            let uses = uses.split_whitespace().next().unwrap_or("");
+            if uses.starts_with("./") {
+                continue;
+            }
+            let sha = uses.rsplit('@').next().unwrap_or("");
+            assert!(
+                sha.len() == 40 && sha.chars().all(|c| c.is_ascii_hexdigit()),
+                "{uses} is not pinned by commit"
+            );
+        }
+    }
+}
+
+/// The load-test workflow: by hand only, keyless, its actions pinned; it renders k8s/loadtest
+/// with `render.sh` (which leaves no placeholder and takes the inputs as --rate and --duration),
+/// starts the Job the render holds, merges the parts with `pixguard bench-merge` behind a gate,
+/// and removes the Job whatever happened.
+#[test]
+fn the_load_test_workflow_runs_the_job_and_gates_the_merged_report() {
+    let text = std::fs::read_to_string(format!("{ROOT}/.github/workflows/loadtest.yml"))
+        .expect("loadtest.yml");
+    let wf: Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    let on = wf["on"].as_mapping().expect("on");
+    assert_eq!(on.len(), 1, "by hand only");
+    assert!(wf["on"].get("workflow_dispatch").is_some());
+    assert!(wf["permissions"].as_mapping().is_some_and(|m| m.is_empty()));
+    assert_actions_pinned(&text);
+    let job = &wf["jobs"]["loadtest"];
+    assert_eq!(job["permissions"]["id-token"], "write");
+    let steps = job["steps"].as_sequence().expect("steps");
+    let run_at = |needle: &str| {
+        steps
+            .iter()
+            .position(|s| str_of(&s["run"]).contains(needle))
+            .unwrap_or_else(|| panic!("no step runs {needle}"))
+    };
+    let (render_at, apply, wait, merge, remove) = (
+        run_at("k8s/loadtest/render.sh"),
+        run_at("kubectl apply"),
+        run_at("--for=condition=complete"),
+        run_at("bench-merge"),
+        steps
+            .iter()
+            .rposition(|s| str_of(&s["run"]).contains("delete job pixguard-loadtest"))
+            .expect("a step removes the Job"),
+    );
+    assert!(render_at <= apply && apply < wait && wait < merge && merge < remove);
+    assert_eq!(str_of(&steps[remove]["if"]), "always()");
+    let merge_run = str_of(&steps[merge]["run"]);
+    assert!(
+        merge_run.contains("set -o pipefail"),
+        "the gate's exit status survives tee"
+    );
+    // The merge as it runs in the image: a command pixguard accepts, with its gates.
+    let script = format!("```\n{merge_run}\n```");
+    let merges: Vec<String> = commands_in(&script, "docker run")
+        .iter()
+        .filter_map(|c| {
+            c.split_once("\"$IMAGE\" ")
+                .map(|(_, args)| args.to_string())
+        })
+        .collect();
+    assert_eq!(merges.len(), 1, "{merge_run}");
+    // The workflow's input, as the step's environment gives it.
+    let args = merges[0]
+        .split(" |")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .replace("\"$P99_MS\"", "50");
+    for gate in ["--fail-p99-ms", "--fail-error-rate"] {
+        assert!(args.contains(gate), "{args}");
+    }
+    assert_pixguard_accepts(&format!("pixguard {args}"), "loadtest.yml");
+    assert!(args.starts_with("bench-merge /parts "), "{args}");
+
+    // The render the workflow applies: placeholders filled, the inputs in, the Job and namespace
+    // the workflow names.
+    let Some(_) = render_dir("k8s/loadtest") else {
+        return;
+    };
+    let out = Command::new(format!("{ROOT}/k8s/loadtest/render.sh"))
+        .args([
+            "p-1",
+            "southamerica-east1",
+            "b-1",
+            "17-1",
+            "2026-12-07T14:00:00Z",
+        ])
+        .env("LOADTEST_RATE", "20000:80000:20000")
+        .env("LOADTEST_DURATION", "30")
+        .output()
+        .expect("render.sh runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).expect("UTF-8");
+    let job_doc: Value = serde_yaml_ng::from_str(&rendered).expect("one YAML document");
+    assert_eq!(job_doc["kind"], "Job");
+    let name = str_of(&job_doc["metadata"]["name"]);
+    let namespace = str_of(&job_doc["metadata"]["namespace"]);
+    assert!(text.contains(&format!(
+        "kubectl -n {namespace} wait --for=condition=complete job/{name}"
+    )));
+    let c = &job_doc["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["image"],
+        "southamerica-east1-docker.pkg.dev/p-1/pixguard/pixguard:staging"
+    );
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(str_of)
+        .collect();
+    for wanted in [
+        "--rate=20000:80000:20000",
+        "--duration=30",
+        "--out=gs://b-1/loadtest/17-1/part-$(PART_INDEX)",
+    ] {
+        assert!(args.contains(&wanted), "{wanted} in {args:?}");
+    }
+    let start = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "START_AT")
+        .expect("START_AT");
+    assert_eq!(start["value"], "2026-12-07T14:00:00Z");
+    // The parts the workflow copies are the ones the pods write, and nothing else of the run.
+    assert!(
+        merge_run.contains("loadtest/${RUN_ID}/part-*"),
+        "{merge_run}"
+    );
+    // A value that could break out of the render is refused.
+    let bad = Command::new(format!("{ROOT}/k8s/loadtest/render.sh"))
+        .args(["p-1", "r", "b/../x", "1", "now"])
+        .output()
+        .expect("render.sh runs");
+    assert!(!bad.status.success());
 }
