@@ -46,6 +46,7 @@ async fn read_parts(sources: &[String]) -> anyhow::Result<Vec<(String, Report)>>
             continue;
         }
         let path = Path::new(source);
+        let listed = path.is_dir() && !path.join("report.json").is_file();
         let files: Vec<PathBuf> = if path.is_dir() {
             let own = path.join("report.json");
             if own.is_file() {
@@ -67,10 +68,23 @@ async fn read_parts(sources: &[String]) -> anyhow::Result<Vec<(String, Report)>>
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let name = file.display().to_string();
-            parts.push((name.clone(), parse(&name, &bytes)?));
+            let report = parse(&name, &bytes)?;
+            if !(listed && skipped(&name, &report)) {
+                parts.push((name, report));
+            }
         }
     }
     Ok(parts)
+}
+
+/// Whether a report found by listing a folder is an earlier merge's output (`--out` inside the
+/// parts' folder), which is left out: said on stderr.
+fn skipped(name: &str, report: &Report) -> bool {
+    let merged = report.generators.is_some();
+    if merged {
+        eprintln!("left out {name}: an earlier merge, not a part");
+    }
+    merged
 }
 
 /// The report.json objects directly under a gs:// prefix or one folder below it (the layout a
@@ -108,7 +122,10 @@ async fn read_remote(uri: &str) -> anyhow::Result<Vec<(String, Report)>> {
             .await
             .with_context(|| format!("reading {uri}/{name}"))?;
         let full = format!("{uri}/{name}");
-        parts.push((full.clone(), parse(&full, &bytes)?));
+        let report = parse(&full, &bytes)?;
+        if !skipped(&full, &report) {
+            parts.push((full, report));
+        }
     }
     Ok(parts)
 }
@@ -197,6 +214,7 @@ pub fn merge(mut parts: Vec<(String, Report)>) -> anyhow::Result<(Report, Vec<St
     let timeline = merge_timeline(&parts, steps)?;
 
     let mut machines: Vec<&str> = parts.iter().map(|(_, r)| r.machine.as_str()).collect();
+    machines.sort_unstable();
     machines.dedup();
     let first = &parts[0].1;
     let report = Report {

@@ -167,6 +167,20 @@ fn a_run_split_over_generators_starts_together_and_merges_into_the_whole_load() 
     assert!(stdout.contains(&format!("{RATE:.0}")), "{stdout}");
     let merged = report(&merged_dir);
     check_merged(&merged, &parts, answered(&server) - before);
+    // Merged again into the same place: the earlier merge, now in the folder, is left out.
+    let again = pixguard(&[
+        "bench-merge",
+        root.to_str().unwrap(),
+        "--out",
+        merged_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("an earlier merge, not a part"));
+    assert_eq!(report(&merged_dir)["steps"], merged["steps"]);
     assert!(
         std::fs::read_to_string(merged_dir.join("report.html"))
             .unwrap()
