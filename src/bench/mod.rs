@@ -253,7 +253,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut text = summary(&report);
     match &remote {
         Some(uri) => {
-            upload(&[&json_path, &html_path], uri)?;
+            upload(&[&json_path, &html_path], uri)
+                .with_context(|| format!("the reports stay in {} (not uploaded)", out.display()))?;
             let _ = std::fs::remove_dir_all(&out);
             text.push_str(&format!("wrote {uri}/report.json and {uri}/report.html\n"));
         }
