@@ -151,16 +151,12 @@ fn render_pins_images_by_digest_and_leaves_no_placeholder() {
     }
     let digest = format!("sha256:{}", "ab".repeat(32));
     let image = format!("southamerica-east1-docker.pkg.dev/p-1/pixguard/pixguard-cuda@{digest}");
-    let out = Command::new(format!("{ROOT}/k8s/render.sh"))
-        .args(["production", "p-1", "southamerica-east1", &image])
-        .output()
-        .expect("render.sh runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let text = rendered_by(Command::new(format!("{ROOT}/k8s/render.sh")).args([
+        "production",
+        "p-1",
+        "southamerica-east1",
+        &image,
+    ]));
     assert!(!text.contains("PROJECT_ID") && !text.contains("REGION-"));
     let docs: Vec<Value> = text
         .split("\n---\n")
@@ -283,24 +279,18 @@ fn the_load_test_workflow_runs_the_job_and_gates_the_merged_report() {
     let Some(_) = render_dir("k8s/loadtest") else {
         return;
     };
-    let out = Command::new(format!("{ROOT}/k8s/loadtest/render.sh"))
-        .args([
-            "p-1",
-            "southamerica-east1",
-            "b-1",
-            "17-1",
-            "2026-12-07T14:00:00Z",
-        ])
-        .env("LOADTEST_RATE", "20000:80000:20000")
-        .env("LOADTEST_DURATION", "30")
-        .output()
-        .expect("render.sh runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let rendered = rendered_by(
+        Command::new(format!("{ROOT}/k8s/loadtest/render.sh"))
+            .args([
+                "p-1",
+                "southamerica-east1",
+                "b-1",
+                "17-1",
+                "2026-12-07T14:00:00Z",
+            ])
+            .env("LOADTEST_RATE", "20000:80000:20000")
+            .env("LOADTEST_DURATION", "30"),
     );
-    let rendered = String::from_utf8(out.stdout).expect("UTF-8");
     let job_doc: Value = serde_yaml_ng::from_str(&rendered).expect("one YAML document");
     assert_eq!(job_doc["kind"], "Job");
     let name = str_of(&job_doc["metadata"]["name"]);
@@ -344,4 +334,15 @@ fn the_load_test_workflow_runs_the_job_and_gates_the_merged_report() {
         .output()
         .expect("render.sh runs");
     assert!(!bad.status.success());
+}
+
+/// What a render script printed; its stderr when it failed.
+fn rendered_by(command: &mut Command) -> String {
+    let out = command.output().expect("the render script runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
 }
