@@ -211,6 +211,9 @@ pub fn merge(mut parts: Vec<(String, Report)>) -> anyhow::Result<(Report, Vec<St
     let merged_steps = (0..steps)
         .map(|k| merge_step(&parts, k))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for k in 0..steps {
+        notes.extend(generator_bound(&parts, k));
+    }
     let timeline = merge_timeline(&parts, steps)?;
 
     let mut machines: Vec<&str> = parts.iter().map(|(_, r)| r.machine.as_str()).collect();
@@ -240,6 +243,48 @@ pub fn merge(mut parts: Vec<(String, Report)>) -> anyhow::Result<(Report, Vec<St
         generators: Some(count),
     };
     Ok((report, notes))
+}
+
+/// A generator's scheduler releasing this late (p99) is itself the limit: its requests left late.
+const LATE_P99_US: u64 = 1_000;
+/// Parts' p99s this far apart on one server: a generator's node, not the server, differs.
+const P99_SPREAD: f64 = 3.0;
+
+/// Signs in step `k` that a generator, not the server, set the figures: a part whose scheduler
+/// released late, or parts whose p99s are far apart.
+fn generator_bound(parts: &[(String, Report)], k: usize) -> Vec<String> {
+    let mut notes = Vec::new();
+    let part_name = |r: &Report| r.part.map_or_else(|| "?".into(), |p| p.to_string());
+    for (_, r) in parts {
+        if let Some(late) = r.steps[k].scheduler_lateness_us
+            && late.p99 > LATE_P99_US
+        {
+            notes.push(format!(
+                "step {}: part {} released its requests late (p99 {:.2} ms): that generator may be the limit",
+                k + 1,
+                part_name(r),
+                late.p99 as f64 / 1000.0
+            ));
+        }
+    }
+    let p99 = |r: &Report| r.steps[k].latency_us.p99;
+    let answered = parts.iter().filter(|(_, r)| r.steps[k].ok > 0);
+    if let (Some((_, fast)), Some((_, slow))) = (
+        answered.clone().min_by_key(|(_, r)| p99(r)),
+        answered.max_by_key(|(_, r)| p99(r)),
+    ) && p99(slow) as f64 > P99_SPREAD * p99(fast).max(1) as f64
+    {
+        notes.push(format!(
+            "step {}: part {}'s p99 ({:.2} ms) is {:.1}× part {}'s ({:.2} ms): check that generator's node",
+            k + 1,
+            part_name(slow),
+            p99(slow) as f64 / 1000.0,
+            p99(slow) as f64 / p99(fast).max(1) as f64,
+            part_name(fast),
+            p99(fast) as f64 / 1000.0
+        ));
+    }
+    notes
 }
 
 /// A part's histogram, or why it has none.
@@ -431,7 +476,8 @@ mod tests {
         let fast: Vec<u64> = (1..=990).map(|i| 100 + i).collect();
         let slow: Vec<u64> = (1..=10).map(|i| 50_000 + 1_000 * i).collect();
         let (merged, notes) = merge(vec![part(1, 2, &slow, 3), part(0, 2, &fast, 0)]).unwrap();
-        assert!(notes.is_empty());
+        // So different a part is named (below: `a_generator_that_set_the_figures_is_named`).
+        assert_eq!(notes.len(), 1, "{notes:?}");
         let one = Latency::of(&hist(fast.iter().chain(&slow).copied()));
         let step = &merged.steps[0];
         assert_eq!(step.latency_us, one);
@@ -480,6 +526,31 @@ mod tests {
         bare.1.steps[0].latency_hdr = None;
         let e = err(vec![part(0, 2, &values, 0), bare]);
         assert!(e.contains("no latency histogram"), "{e}");
+    }
+
+    #[test]
+    fn a_generator_that_set_the_figures_is_named() {
+        let fast: Vec<u64> = (1..=100).map(|i| 1_000 + i).collect();
+        let slow: Vec<u64> = (1..=100).map(|i| 9_000 + i).collect();
+        // Part 1's answers took 8× part 0's, and its scheduler released late (lateness 2 µs is
+        // on time; 1.5 ms is not).
+        let mut late = part(1, 2, &slow, 0);
+        let lateness = hist([1_500]);
+        late.1.steps[0].scheduler_lateness_us = Some(Latency::of(&lateness));
+        late.1.steps[0].lateness_hdr = Some(encode(&lateness).unwrap());
+        let (_, notes) = merge(vec![part(0, 2, &fast, 0), late]).unwrap();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].contains("part 1/2 released its requests late (p99 1.50 ms)"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].contains("part 1/2's p99 (9.10 ms) is 8.3× part 0/2's (1.10 ms)"),
+            "{notes:?}"
+        );
+        // Parts alike: nothing to say.
+        let (_, notes) = merge(vec![part(0, 2, &fast, 0), part(1, 2, &fast, 0)]).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
     }
 
     #[test]
