@@ -250,10 +250,27 @@ const LATE_P99_US: u64 = 1_000;
 /// Parts' p99s this far apart on one server: a generator's node, not the server, differs.
 const P99_SPREAD: f64 = 3.0;
 
-/// Signs in step `k` that a generator, not the server, set the figures: a part whose scheduler
-/// released late, or parts whose p99s are far apart.
+/// Parts whose step began this far apart did not offer one load together.
+const START_SPREAD_MS: u64 = 250;
+
+/// Signs in step `k` that a generator, not the server, set the figures: parts that began the
+/// step apart, a part whose scheduler released late, or parts whose p99s are far apart.
 fn generator_bound(parts: &[(String, Report)], k: usize) -> Vec<String> {
     let mut notes = Vec::new();
+    let starts: Vec<u64> = parts
+        .iter()
+        .filter_map(|(_, r)| r.steps[k].started_ms)
+        .collect();
+    if let (Some(first), Some(last)) = (starts.iter().min(), starts.iter().max())
+        && last - first > START_SPREAD_MS
+    {
+        notes.push(format!(
+            "step {}: the parts began it {} ms apart (one drained its previous step late): \
+             they offered the whole rate together for less than the step",
+            k + 1,
+            last - first
+        ));
+    }
     let part_name = |r: &Report| r.part.map_or_else(|| "?".into(), |p| p.to_string());
     for (_, r) in parts {
         if let Some(late) = r.steps[k].scheduler_lateness_us
@@ -315,6 +332,7 @@ fn merge_step(parts: &[(String, Report)], k: usize) -> anyhow::Result<Step> {
         scheduler_lateness_us: None,
         starts_at_s: first.starts_at_s,
         speed: first.speed,
+        started_ms: None,
         latency_hdr: None,
         lateness_hdr: None,
     };
@@ -434,6 +452,7 @@ mod tests {
             scheduler_lateness_us: Some(Latency::of(&lateness)),
             starts_at_s: 0,
             speed: None,
+            started_ms: Some(0),
             latency_hdr: Some(encode(&h).unwrap()),
             lateness_hdr: Some(encode(&lateness).unwrap()),
         };
@@ -551,6 +570,15 @@ mod tests {
         // Parts alike: nothing to say.
         let (_, notes) = merge(vec![part(0, 2, &fast, 0), part(1, 2, &fast, 0)]).unwrap();
         assert!(notes.is_empty(), "{notes:?}");
+        // The same parts, one of which began the step 400 ms after the other.
+        let mut behind = part(1, 2, &fast, 0);
+        behind.1.steps[0].started_ms = Some(400);
+        let (_, notes) = merge(vec![part(0, 2, &fast, 0), behind]).unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("step 1: the parts began it 400 ms apart"),
+            "{notes:?}"
+        );
     }
 
     #[test]

@@ -174,6 +174,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         };
         progress.set_message(format!("step {}/{} {what}", k + 1, steps.len()));
         let step_start = run_start.elapsed().as_secs();
+        let started_ms = run_start.elapsed().as_millis() as u64;
         let recorder = runtime.block_on(async {
             let ticker = {
                 let (progress, live) = (progress.clone(), live.clone());
@@ -227,6 +228,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             continue;
         };
         last.speed = planned.speed;
+        last.started_ms = args.part.map(|_| started_ms);
         let failed = last.failed();
         if last.latency_us.p99 as f64 > args.stop_p99_ms * 1000.0 || failed > last.ok {
             let note = format!(

@@ -70,6 +70,10 @@ pub struct Step {
     /// A replay's speed (`--arrivals replay`): times faster than recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<f64>,
+    /// A part's report: when this step began, in milliseconds from the run's start (the parts'
+    /// common `--start-at`), so the merge can tell parts that did not step together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
     /// A part's report (`--part`): the latency histogram itself ([`part::encode`]), which
     /// `pixguard bench-merge` adds to the other parts'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +177,7 @@ pub fn add_step(
         scheduler_lateness_us: open.then(|| Latency::of(&recorder.lateness)),
         starts_at_s: step_start_s,
         speed: None,
+        started_ms: None,
         latency_hdr: hdr(&recorder.latency)?,
         lateness_hdr: if open { hdr(&recorder.lateness)? } else { None },
     });

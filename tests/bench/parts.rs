@@ -152,6 +152,12 @@ fn a_run_split_over_generators_starts_together_and_merges_into_the_whole_load() 
             "part {i} began {late:?} late"
         );
     }
+    // Each part says when it began the step, from the common start: together.
+    let began: Vec<u64> = parts
+        .iter()
+        .map(|p| p["steps"][0]["started_ms"].as_u64().expect("started_ms"))
+        .collect();
+    assert!(began.iter().all(|ms| *ms < 250), "{began:?}");
 
     let merged_dir = root.join("merged");
     let run = pixguard_ok(&[
