@@ -44,6 +44,19 @@ pub struct Halt {
     pub reason: String,
 }
 
+/// What the canary has done so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    /// The share of requests it answers now.
+    pub fraction: f64,
+    /// Requests it answered.
+    pub requests: u64,
+    /// Times the guard set its share to 0.
+    pub halts: u64,
+    /// The guard's last halt, unless a share was set since.
+    pub halted: Option<Halt>,
+}
+
 /// The canary version and the share of requests it answers.
 pub struct Canary {
     slot: ArcSwap<Served>,
@@ -83,6 +96,17 @@ impl Canary {
         self.sampler.set(fraction);
         if fraction > 0.0 {
             *self.halted.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// Its share, its answers, the guard's halts and its last one: what `/v1/stats` and
+    /// `GET /admin/model` say of it.
+    pub fn figures(&self) -> Figures {
+        Figures {
+            fraction: self.fraction(),
+            requests: self.requests.load(Ordering::Relaxed),
+            halts: self.halts.load(Ordering::Relaxed),
+            halted: self.halted(),
         }
     }
 

@@ -5,7 +5,6 @@
 //! token gets 401 and changes nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -113,9 +112,12 @@ async fn describe(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
     let mut body = state.models.describe(&state.scoring);
     if let (Some(canary), Some(models)) = (state.scoring.canary(), &state.canary_models) {
         body["canary"] = models.describe(&state.scoring);
-        body["canary"]["fraction"] = canary.fraction().into();
-        body["canary"]["requests"] = canary.requests.load(Ordering::Relaxed).into();
-        body["canary"]["halted"] = json!(canary.halted());
+        if let (Some(out), Ok(serde_json::Value::Object(figures))) = (
+            body["canary"].as_object_mut(),
+            serde_json::to_value(canary.figures()),
+        ) {
+            out.extend(figures);
+        }
     }
     if let Some(shadow) = &state.shadow_models {
         body["shadow"] = shadow.describe(&state.scoring);

@@ -268,13 +268,14 @@ fn canary_metrics(out: &mut String, canary: &Canary) {
 
 /// The canary's figures for `/v1/stats`.
 fn canary_stats(canary: &Canary) -> serde_json::Value {
-    json!({
-        "model": canary.slot().load().model(),
-        "fraction": canary.fraction(),
-        "requests": load(&canary.requests),
-        "halts": load(&canary.halts),
-        "halted": canary.halted(),
-    })
+    let mut stats = json!({ "model": canary.slot().load().model() });
+    if let (Some(out), Ok(serde_json::Value::Object(figures))) = (
+        stats.as_object_mut(),
+        serde_json::to_value(canary.figures()),
+    ) {
+        out.extend(figures);
+    }
+    stats
 }
 
 const DECISIONS: [&str; 3] = ["ALLOW", "HOLD", "REJECT"];

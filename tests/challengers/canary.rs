@@ -419,5 +419,12 @@ async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(canary_stats().await["fraction"], 0.0);
+    // The admin API says the same of it as /v1/stats: one account of the canary's figures.
+    let described: Value = get_json(&client, &server, "/admin/model", Some(TOKEN)).await;
+    let stats = canary_stats().await;
+    for key in ["fraction", "requests", "halts", "halted"] {
+        assert_eq!(described["canary"][key], stats[key], "{key}");
+    }
+    assert!(described["canary"]["halted"]["reason"].is_string());
     let _ = std::fs::remove_dir_all(&dir);
 }
