@@ -273,7 +273,15 @@ impl Config {
                 "must be 0 (no guard) or at least 1",
             ));
         }
-        if guarded && self.model.canary_guard_min_rows == 0 {
+        let latency_guarded =
+            self.model.canary.is_some() && self.model.canary_max_latency_ratio != 0.0;
+        if latency_guarded && !(1.0..).contains(&self.model.canary_max_latency_ratio) {
+            return Err(bad(
+                "model.canary_max_latency_ratio",
+                "must be 0 (no latency guard) or at least 1",
+            ));
+        }
+        if (guarded || latency_guarded) && self.model.canary_guard_min_rows == 0 {
             return Err(bad("model.canary_guard_min_rows", "must be at least 1"));
         }
         if guarded && !self.monitoring.enabled {

@@ -142,6 +142,13 @@ pub struct EngineConfig {
     pub default_deadline_ms: u64,
     /// Test-only: every batch sleeps this long before computing, to make queues build up.
     pub test_worker_delay_us: u64,
+    /// Test-only: the canary's batches compute this much longer (a slower model, counted as
+    /// compute time).
+    pub test_canary_delay_us: u64,
+    /// Set by the server, never read from a file: this engine's batches compute this much longer
+    /// (the canary's, from `test_canary_delay_us`).
+    #[serde(skip)]
+    pub test_compute_delay_us: u64,
 }
 
 impl Default for EngineConfig {
@@ -156,6 +163,8 @@ impl Default for EngineConfig {
             cuda_graphs: false,
             default_deadline_ms: 1_000,
             test_worker_delay_us: 0,
+            test_canary_delay_us: 0,
+            test_compute_delay_us: 0,
         }
     }
 }
@@ -183,8 +192,12 @@ pub struct ModelConfig {
     /// The canary's share is set to 0 when its HOLD+REJECT share over 10 minutes is more than this
     /// many times the champion's, or less than its inverse (0: no guard).
     pub canary_max_stop_ratio: f64,
-    /// Rows each version must have scored in those 10 minutes before the guard compares them.
+    /// Rows each version must have scored in those 10 minutes before the guard compares them
+    /// (and requests each must have answered in the last minute before their latencies are).
     pub canary_guard_min_rows: u64,
+    /// The canary's share is also set to 0 when its engine p99 (queue + compute, last minute) is
+    /// more than this many times the champion's and over 1 ms slower (0: no latency guard).
+    pub canary_max_latency_ratio: f64,
     /// A challenger scored on a sampled copy of live rows, off the critical path (absent: none).
     pub shadow: Option<String>,
     /// Share of requests the challenger also scores, 0 to 1.
@@ -205,6 +218,7 @@ impl Default for ModelConfig {
             canary_fraction: 0.0,
             canary_max_stop_ratio: 3.0,
             canary_guard_min_rows: 1000,
+            canary_max_latency_ratio: 3.0,
             shadow: None,
             shadow_fraction: 0.0,
             shadow_log: None,

@@ -119,6 +119,9 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     device: DeviceKind,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// This engine's own queue + compute time per request, over the last minute: a canary's and
+    /// its champion's are compared by the canary guard (the shared `metrics` mix the two).
+    latency: Option<crate::histogram::HdrStage>,
 }
 
 impl Engine {
@@ -156,7 +159,7 @@ impl Engine {
                     model,
                     tx.clone(),
                     metrics.clone(),
-                    config.test_worker_delay_us,
+                    (config.test_worker_delay_us, config.test_compute_delay_us),
                     config.max_batch_size,
                     tap.clone(),
                 )
@@ -195,7 +198,21 @@ impl Engine {
             metrics,
             device,
             threads: Mutex::new(threads),
+            latency: None,
         })
+    }
+
+    /// Keeps this engine's own latency window too ([`Engine::recent_latency`]): one more
+    /// histogram record per request, so only where a canary guard reads it.
+    pub fn with_latency_window(mut self) -> Result<Engine, hdrhistogram::CreationError> {
+        self.latency = Some(crate::histogram::HdrStage::new()?);
+        Ok(self)
+    }
+
+    /// Queue + compute percentiles of this engine's requests over the last minute, when it keeps
+    /// a window.
+    pub fn recent_latency(&self) -> Option<crate::histogram::Percentiles> {
+        self.latency.as_ref().map(|w| w.percentiles().1)
     }
 
     /// What the engine records.
@@ -308,6 +325,9 @@ impl Engine {
         if observed {
             self.metrics
                 .record_engine(scored.queue_us, scored.compute_us);
+            if let Some(window) = &self.latency {
+                window.record(scored.queue_us + scored.compute_us);
+            }
         }
         Ok(scored)
     }

@@ -21,6 +21,8 @@ pub(super) struct Worker {
     batcher: Sender<Message>,
     metrics: Arc<Metrics>,
     test_delay: Duration,
+    /// Test-only: a slower model, its extra time counted as compute.
+    test_compute_delay: Duration,
     /// Sizes the GPU buffers up front, so a batch never waits for an allocation, and bounds the
     /// rows of one explanation pass.
     max_batch_size: usize,
@@ -35,7 +37,7 @@ impl Worker {
         model: DcnModel,
         batcher: Sender<Message>,
         metrics: Arc<Metrics>,
-        test_delay_us: u64,
+        (test_delay_us, test_compute_delay_us): (u64, u64),
         max_batch_size: usize,
         tap: Option<Tap>,
     ) -> Self {
@@ -45,6 +47,7 @@ impl Worker {
             batcher,
             metrics,
             test_delay: Duration::from_micros(test_delay_us),
+            test_compute_delay: Duration::from_micros(test_compute_delay_us),
             max_batch_size,
             rows: Rows::default(),
             scratch: Scratch::default(),
@@ -86,6 +89,9 @@ impl Worker {
             std::thread::sleep(self.test_delay);
         }
         let started = Instant::now();
+        if !self.test_compute_delay.is_zero() {
+            std::thread::sleep(self.test_compute_delay);
+        }
         let rows = &mut self.rows;
         let (numeric, categorical) = match batch.parts.as_slice() {
             [only] => only.features(),

@@ -10,7 +10,9 @@
 //! `model.canary_guard_min_rows` in their monitors' 10-minute windows, a canary whose share of
 //! payments stopped (HOLD or REJECT) is more than `model.canary_max_stop_ratio` times the
 //! champion's, or less than its inverse, is set to 0 — a mistyped threshold or a broken model
-//! that lets fraud through costs seconds of a small share, not an hour of the alert's `for:`.
+//! that lets fraud through costs seconds of a small share, not an hour of the alert's `for:`. So
+//! is a canary whose engine p99 over the last minute is more than `model.canary_max_latency_ratio`
+//! times the champion's (and over 1 ms slower): at a small share it would be the service's p99.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,7 @@ use serde::Serialize;
 
 use super::Served;
 use super::sample::Sampler;
+use crate::histogram::Percentiles;
 use crate::monitoring::WindowReport;
 
 /// The window the guard compares: the alerts' (docs/monitoring.md).
@@ -31,9 +34,17 @@ pub struct Guard {
     /// Largest ratio of the two versions' stop shares (canary over champion, or its inverse);
     /// 0: no guard.
     pub max_stop_ratio: f64,
-    /// Rows each must have in the window before they are compared.
+    /// Rows each must have in the window before they are compared (and requests each must have
+    /// answered in the last minute before their latencies are).
     pub min_rows: u64,
+    /// Largest ratio of the canary's engine p99 to the champion's, beyond [`LATENCY_FLOOR_US`]
+    /// of difference; 0: no latency guard.
+    pub max_latency_ratio: f64,
 }
+
+/// A canary this little slower (engine p99, µs) is not held against it, whatever the ratio:
+/// tens of microseconds are noise beside the Pix time limits.
+pub const LATENCY_FLOOR_US: u64 = 1_000;
 
 /// Why and when the guard took the canary off the answers.
 #[derive(Debug, Clone, Serialize)]
@@ -122,18 +133,31 @@ impl Canary {
     /// share to 0 when they are out of band; answers why it did. Nothing to do while the share is
     /// 0, without a guard, or without both monitors.
     pub fn check(&self, champion: &Served, guard: Guard) -> Option<Halt> {
-        if guard.max_stop_ratio <= 0.0 || self.fraction() <= 0.0 {
+        if self.fraction() <= 0.0 {
             return None;
         }
         let canary = self.slot.load_full();
-        let (ours, theirs) = (
-            champion.monitor()?.published(),
-            canary.monitor()?.published(),
-        );
-        let window = |r: &crate::monitoring::Report| {
-            r.windows.iter().find(|w| w.window == GUARD_WINDOW).cloned()
+        let stops = || {
+            if guard.max_stop_ratio <= 0.0 {
+                return None;
+            }
+            let (ours, theirs) = (
+                champion.monitor()?.published(),
+                canary.monitor()?.published(),
+            );
+            let window = |r: &crate::monitoring::Report| {
+                r.windows.iter().find(|w| w.window == GUARD_WINDOW).cloned()
+            };
+            out_of_band(&window(&ours)?, &window(&theirs)?, guard)
         };
-        let reason = out_of_band(&window(&ours)?, &window(&theirs)?, guard)?;
+        let latency = || {
+            slower(
+                champion.engine().recent_latency()?,
+                canary.engine().recent_latency()?,
+                guard,
+            )
+        };
+        let reason = stops().or_else(latency)?;
         let halt = Halt {
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             reason: format!("canary {}: {reason}", canary.model().version),
@@ -199,6 +223,31 @@ fn out_of_band(champion: &WindowReport, canary: &WindowReport, guard: Guard) -> 
     })
 }
 
+/// Why the canary's engine is too slow against the champion's, once each answered
+/// `guard.min_rows` requests in the last minute: its p99 more than `guard.max_latency_ratio`
+/// times the champion's and more than [`LATENCY_FLOOR_US`] above it. At a 5 % share, a canary
+/// slower than the champion's p99 becomes the whole service's p99.
+fn slower(champion: Percentiles, canary: Percentiles, guard: Guard) -> Option<String> {
+    if guard.max_latency_ratio <= 0.0
+        || champion.count < guard.min_rows
+        || canary.count < guard.min_rows
+    {
+        return None;
+    }
+    let ratio = canary.p99 as f64 / champion.p99.max(1) as f64;
+    (ratio > guard.max_latency_ratio && canary.p99 > champion.p99 + LATENCY_FLOOR_US).then(|| {
+        format!(
+            "engine p99 (queue + compute) {:.2} ms over {} requests in the last minute against the champion's {:.2} ms over {}: \
+             {ratio:.1}×, over {} (model.canary_max_latency_ratio)",
+            canary.p99 as f64 / 1000.0,
+            canary.count,
+            champion.p99 as f64 / 1000.0,
+            champion.count,
+            guard.max_latency_ratio,
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,7 +271,44 @@ mod tests {
     const GUARD: Guard = Guard {
         max_stop_ratio: 3.0,
         min_rows: 1000,
+        max_latency_ratio: 3.0,
     };
+
+    fn engine(count: u64, p99: u64) -> Percentiles {
+        Percentiles {
+            count,
+            p50: p99 / 2,
+            p90: p99,
+            p99,
+            p999: p99,
+            max: p99,
+        }
+    }
+
+    #[test]
+    fn the_guard_halts_a_canary_far_slower_than_the_champion() {
+        let champion = engine(5000, 2_000);
+        // 5 ms against 2 ms: 2.5×, within 3.
+        assert_eq!(slower(champion, engine(2000, 5_000), GUARD), None);
+        // 7 ms: 3.5× and 5 ms slower.
+        let why = slower(champion, engine(2000, 7_000), GUARD).unwrap();
+        assert!(
+            why.starts_with("engine p99 (queue + compute) 7.00 ms over 2000 requests in the last minute against the champion's 2.00 ms over 5000: 3.5×"),
+            "{why}"
+        );
+        // Faster is never a reason.
+        assert_eq!(slower(champion, engine(2000, 100), GUARD), None);
+        // 10× of 50 µs is 450 µs: under the 1 ms floor.
+        assert_eq!(slower(engine(5000, 50), engine(2000, 500), GUARD), None);
+        assert!(slower(engine(5000, 50), engine(2000, 1_100), GUARD).is_some());
+        // Too few requests in the minute, or no latency guard.
+        assert_eq!(slower(champion, engine(999, 70_000), GUARD), None);
+        let off = Guard {
+            max_latency_ratio: 0.0,
+            ..GUARD
+        };
+        assert_eq!(slower(champion, engine(2000, 70_000), off), None);
+    }
 
     #[test]
     fn the_guard_halts_a_canary_stopping_far_more_or_far_fewer_payments() {

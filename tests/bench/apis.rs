@@ -201,6 +201,11 @@ fn a_canary_share_shows_in_the_answers_by_version() {
         "model.canary=models/pix-fraud-challenger",
         "--set",
         "model.canary_fraction=0.25",
+        // The share is what is measured: no guard may take the canary off mid-run.
+        "--set",
+        "model.canary_max_stop_ratio=0",
+        "--set",
+        "model.canary_max_latency_ratio=0",
     ]);
     let dir = scratch("canary");
     let run = pixguard_ok(&[

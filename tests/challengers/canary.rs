@@ -358,6 +358,9 @@ async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
         "model.canary_fraction=0.5",
         "--set",
         "model.canary_guard_min_rows=20",
+        // The stop-share guard alone: its latency is the champion's, but 20 samples are few.
+        "--set",
+        "model.canary_max_latency_ratio=0",
     ]);
     let server = Server::spawn(command.env("PIXGUARD_ADMIN_TOKEN", TOKEN));
     let txs = transactions(200, 43);
@@ -427,4 +430,64 @@ async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
     }
     assert!(described["canary"]["halted"]["reason"].is_string());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_takes_a_canary_far_slower_than_the_champion_off_the_answers() {
+    // The canary decides as the champion does (the stop-share guard is off), but each of its
+    // batches takes 30 ms more: at a small share it would be the service's p99.
+    let client = reqwest::Client::new();
+    let server = Server::start(&[
+        "--set",
+        "model.canary=models/pix-fraud-challenger",
+        "--set",
+        "model.canary_fraction=0.5",
+        "--set",
+        "model.canary_guard_min_rows=20",
+        "--set",
+        "model.canary_max_stop_ratio=0",
+        "--set",
+        "engine.test_canary_delay_us=30000",
+    ]);
+    let txs = transactions(200, 44);
+    let canary_stats = || async { stats(&client, &server).await["canary"].clone() };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut sent = 0;
+    while canary_stats().await["halts"] == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "no halt after {sent} requests: {}",
+            canary_stats().await
+        );
+        score_one(&client, &server, &txs[sent % txs.len()]).await;
+        sent += 1;
+    }
+    let halted = canary_stats().await;
+    assert_eq!(halted["fraction"], 0.0, "{halted}");
+    let reason = halted["halted"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("canary 20261202.1646: engine p99 (queue + compute)"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("(model.canary_max_latency_ratio)"),
+        "{reason}"
+    );
+    // Its p99 is at least the 30 ms it was slowed by.
+    let p99_ms: f64 = reason
+        .split("compute) ")
+        .nth(1)
+        .and_then(|r| r.split(" ms").next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{reason}"));
+    assert!(p99_ms >= 30.0, "{reason}");
+    for tx in &txs[..10] {
+        let answer = score_one(&client, &server, tx).await;
+        assert_eq!(
+            answer["model"]["version"], "20261127.0446",
+            "halted: {answer}"
+        );
+    }
+    let text = super::server::metrics_text(&client, &server).await;
+    assert_eq!(metric(&text, "pixguard_canary_halts_total"), 1.0);
 }

@@ -67,16 +67,28 @@ pub(super) fn build(
     } else {
         None
     };
-    let engine = Arc::new(
-        Engine::start_with(
-            &config.engine,
-            replicas,
-            metrics,
-            priority,
-            monitor.as_ref().map(|m| m.tap()),
-        )
-        .context("starting the engine")?,
-    );
+    let mut engine_config = config.engine.clone();
+    if role == super::Role::Canary {
+        engine_config.test_compute_delay_us = config.engine.test_canary_delay_us;
+    }
+    let mut engine = Engine::start_with(
+        &engine_config,
+        replicas,
+        metrics,
+        priority,
+        monitor.as_ref().map(|m| m.tap()),
+    )
+    .context("starting the engine")?;
+    // The canary guard compares the canary's engine latency with the champion's.
+    let watched = config.model.canary.is_some()
+        && config.model.canary_max_latency_ratio > 0.0
+        && matches!(role, super::Role::Champion | super::Role::Canary);
+    if watched {
+        engine = engine
+            .with_latency_window()
+            .context("the engine's latency window")?;
+    }
+    let engine = Arc::new(engine);
     let weights = package
         .flavor
         .sha256
