@@ -140,9 +140,10 @@ pub struct BenchArgs {
 /// `pixguard bench-compare` options.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// report.json files from `pixguard bench`; the first is the one the others are compared to.
+    /// report.json files from `pixguard bench` (local, or gs://bucket/…/report.json); the first
+    /// is the one the others are compared to.
     #[arg(required = true, num_args = 2..)]
-    pub reports: Vec<PathBuf>,
+    pub reports: Vec<String>,
     /// The latency bound: each run's highest throughput with p99 at or under it is compared.
     #[arg(long, default_value_t = 10.0)]
     pub p99_ms: f64,

@@ -130,6 +130,23 @@ async fn read_remote(uri: &str) -> anyhow::Result<Vec<(String, Report)>> {
     Ok(parts)
 }
 
+/// One report: a local file, or a gs:// object (`pixguard bench-compare`'s inputs).
+pub async fn read_report(source: &str) -> anyhow::Result<Report> {
+    if source.starts_with("gs://") {
+        anyhow::ensure!(
+            source.ends_with(".json"),
+            "{source}: name the report.json object"
+        );
+        let mut found = read_remote(source).await?;
+        return found
+            .pop()
+            .map(|(_, report)| report)
+            .with_context(|| format!("{source}: not found"));
+    }
+    let bytes = std::fs::read(source).with_context(|| format!("reading {source}"))?;
+    parse(source, &bytes)
+}
+
 fn parse(name: &str, bytes: &[u8]) -> anyhow::Result<Report> {
     serde_json::from_slice(bytes).with_context(|| format!("{name} is not a pixguard bench report"))
 }

@@ -400,14 +400,13 @@ fn progress_bar(args: &BenchArgs, total_secs: f64) -> indicatif::ProgressBar {
 
 /// Compares reports: a Markdown table and an HTML page with the plots.
 pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let reports = args
         .reports
         .iter()
-        .map(|p| {
-            let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            serde_json::from_slice::<Report>(&text)
-                .with_context(|| format!("{} is not a pixguard bench report", p.display()))
-        })
+        .map(|source| runtime.block_on(merge::read_report(source)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let limit = (args.p99_ms * 1000.0) as u64;
     let first = best_within(&reports[0], limit).map(|s| s.achieved_rps);

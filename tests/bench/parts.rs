@@ -275,4 +275,23 @@ fn parts_written_to_gcs_merge_from_there() {
             .env("GOOGLE_SERVICE_ACCOUNT", &gcs.key_file),
     );
     check_merged(&report(&merged_dir), &parts, answered(&server) - before);
+    // bench-compare reads reports from the bucket too.
+    let compared = dir.join("compared");
+    succeeded(
+        cli::pixguard_command()
+            .args([
+                "bench-compare",
+                "gs://pix-load/run-1/part-0/report.json",
+                "gs://pix-load/run-1/part-1/report.json",
+                "--out",
+            ])
+            .arg(&compared)
+            .env("GOOGLE_SERVICE_ACCOUNT", &gcs.key_file),
+    );
+    let md = std::fs::read_to_string(compared.join("compare.md")).unwrap();
+    assert_eq!(
+        md.lines().count(),
+        4,
+        "a header, its rule and two runs: {md}"
+    );
 }
