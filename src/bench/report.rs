@@ -233,6 +233,10 @@ pub fn table(report: &Report) -> String {
     ));
     for s in &report.steps {
         let load = match (s.offered_rps, s.concurrency) {
+            // A replay's step: its speed, and the mean rate that makes.
+            (Some(r), _) if s.speed.is_some() => {
+                format!("{}× {r:.0}", s.speed.unwrap_or(1.0))
+            }
             (Some(r), _) => format!("{r:.0}"),
             (None, Some(c)) => c.to_string(),
             _ => "-".into(),

@@ -65,7 +65,7 @@ fn a_replay_sends_the_recording_as_it_came_at_each_speed() {
 
     let out = dir.join("out");
     let before = answered(&server);
-    pixguard_ok(&[
+    let run = pixguard_ok(&[
         "bench",
         "--url",
         &server.base,
@@ -87,6 +87,12 @@ fn a_replay_sends_the_recording_as_it_came_at_each_speed() {
     ]);
     let r = report(&out);
     assert_eq!(r["arrivals"], "replay");
+    // The table names each step by its speed and the mean rate it makes (60 in 2.42 s: 25/s).
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        table.contains("1× 25") && table.contains("2× 50"),
+        "{table}"
+    );
     let steps = r["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
     let span = 2.38 + 2.38 / 59.0;
