@@ -346,6 +346,27 @@ fn mistyped_threshold(dir: &std::path::Path) -> std::path::PathBuf {
     package
 }
 
+/// The reason of the canary's halt in `/v1/stats`' `canary`, whose share must be 0; then every
+/// one of `txs` is answered by the champion, and the halt is counted once.
+async fn halted_for(client: &reqwest::Client, server: &Server, txs: &[Value]) -> String {
+    let canary = stats(client, server).await["canary"].clone();
+    assert_eq!(canary["fraction"], 0.0, "{canary}");
+    let reason = canary["halted"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for tx in txs {
+        let answer = score_one(client, server, tx).await;
+        assert_eq!(
+            answer["model"]["version"], "20261127.0446",
+            "halted: {answer}"
+        );
+    }
+    let text = super::server::metrics_text(client, server).await;
+    assert_eq!(metric(&text, "pixguard_canary_halts_total"), 1.0);
+    reason
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
     let client = reqwest::Client::new();
@@ -385,9 +406,7 @@ async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(held_by_canary >= 20, "{held_by_canary} of {sent}");
-    let halted = canary_stats().await;
-    assert_eq!(halted["fraction"], 0.0, "{halted}");
-    let reason = halted["halted"]["reason"].as_str().unwrap();
+    let reason = halted_for(&client, &server, &txs[..20]).await;
     assert!(
         reason.starts_with("canary 20261207.0001: stopped (HOLD or REJECT) 100.00 % of"),
         "{reason}"
@@ -397,15 +416,7 @@ async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
         "{reason}"
     );
     assert!(server.logged("the canary guard set the canary's share to 0"));
-    for tx in &txs[..20] {
-        let answer = score_one(&client, &server, tx).await;
-        assert_eq!(
-            answer["model"]["version"], "20261127.0446",
-            "halted: {answer}"
-        );
-    }
     let text = super::server::metrics_text(&client, &server).await;
-    assert_eq!(metric(&text, "pixguard_canary_halts_total"), 1.0);
     assert_eq!(metric(&text, "pixguard_canary_fraction"), 0.0);
 
     // A person raising the share again clears the halt; on the same evidence (its 10 minutes
@@ -462,9 +473,7 @@ async fn the_guard_takes_a_canary_far_slower_than_the_champion_off_the_answers()
         score_one(&client, &server, &txs[sent % txs.len()]).await;
         sent += 1;
     }
-    let halted = canary_stats().await;
-    assert_eq!(halted["fraction"], 0.0, "{halted}");
-    let reason = halted["halted"]["reason"].as_str().unwrap();
+    let reason = halted_for(&client, &server, &txs[..10]).await;
     assert!(
         reason.starts_with("canary 20261202.1646: engine p99 (queue + compute)"),
         "{reason}"
@@ -481,13 +490,4 @@ async fn the_guard_takes_a_canary_far_slower_than_the_champion_off_the_answers()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{reason}"));
     assert!(p99_ms >= 30.0, "{reason}");
-    for tx in &txs[..10] {
-        let answer = score_one(&client, &server, tx).await;
-        assert_eq!(
-            answer["model"]["version"], "20261127.0446",
-            "halted: {answer}"
-        );
-    }
-    let text = super::server::metrics_text(&client, &server).await;
-    assert_eq!(metric(&text, "pixguard_canary_halts_total"), 1.0);
 }
