@@ -295,3 +295,58 @@ fn parts_written_to_gcs_merge_from_there() {
         "a header, its rule and two runs: {md}"
     );
 }
+
+#[test]
+fn a_closed_loop_split_over_generators_shares_out_its_connections() {
+    // Three connections over two parts: 2 and 1; merged, the three of the run, and every answer
+    // the server gave.
+    let server = Server::start(&[]);
+    let root = scratch("parts-closed");
+    let before = answered(&server);
+    let (_, at) = start_at();
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            cli::pixguard_command()
+                .args(["bench", "--url", &server.base, "--mode", "closed"])
+                .args(["--concurrency", "3", "--duration", "1", "--warmup", "0.2"])
+                .args([
+                    "--no-progress",
+                    "--part",
+                    &format!("{i}/2"),
+                    "--start-at",
+                    &at,
+                ])
+                .arg("--out")
+                .arg(root.join(format!("part-{i}")))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a part")
+        })
+        .collect();
+    children.into_iter().for_each(finished);
+    let shares: Vec<u64> = (0..2)
+        .map(|i| {
+            report(&root.join(format!("part-{i}")))["steps"][0]["concurrency"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(shares, [2, 1]);
+    let merged_dir = root.join("merged");
+    pixguard_ok(&[
+        "bench-merge",
+        root.to_str().unwrap(),
+        "--out",
+        merged_dir.to_str().unwrap(),
+    ]);
+    let merged = report(&merged_dir);
+    let step = &merged["steps"][0];
+    check_step(step);
+    assert_eq!(step["concurrency"], 3);
+    assert!(
+        step["offered_rps"].is_null(),
+        "a closed loop offers no rate"
+    );
+    assert_eq!(bench_ok(&merged), answered(&server) - before);
+}
