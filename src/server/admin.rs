@@ -111,13 +111,7 @@ async fn describe(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
     }
     let mut body = state.models.describe(&state.scoring);
     if let (Some(canary), Some(models)) = (state.scoring.canary(), &state.canary_models) {
-        body["canary"] = models.describe(&state.scoring);
-        if let (Some(out), Ok(serde_json::Value::Object(figures))) = (
-            body["canary"].as_object_mut(),
-            serde_json::to_value(canary.figures()),
-        ) {
-            out.extend(figures);
-        }
+        body["canary"] = super::with_fields(models.describe(&state.scoring), canary.figures());
     }
     if let Some(shadow) = &state.shadow_models {
         body["shadow"] = shadow.describe(&state.scoring);

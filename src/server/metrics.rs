@@ -268,14 +268,10 @@ fn canary_metrics(out: &mut String, canary: &Canary) {
 
 /// The canary's figures for `/v1/stats`.
 fn canary_stats(canary: &Canary) -> serde_json::Value {
-    let mut stats = json!({ "model": canary.slot().load().model() });
-    if let (Some(out), Ok(serde_json::Value::Object(figures))) = (
-        stats.as_object_mut(),
-        serde_json::to_value(canary.figures()),
-    ) {
-        out.extend(figures);
-    }
-    stats
+    super::with_fields(
+        json!({ "model": canary.slot().load().model() }),
+        canary.figures(),
+    )
 }
 
 const DECISIONS: [&str; 3] = ["ALLOW", "HOLD", "REJECT"];

@@ -250,6 +250,17 @@ async fn read_body(
 const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
 const TRACESTATE: header::HeaderName = header::HeaderName::from_static("tracestate");
 
+/// `object` with the fields of `more` (a struct serialised to a JSON object) added: an admin or
+/// stats answer that describes a version and then what it did.
+fn with_fields(mut object: serde_json::Value, more: impl serde::Serialize) -> serde_json::Value {
+    if let (Some(out), Ok(serde_json::Value::Object(fields))) =
+        (object.as_object_mut(), serde_json::to_value(more))
+    {
+        out.extend(fields);
+    }
+    object
+}
+
 /// The request's W3C Trace Context headers.
 fn trace_headers(headers: &HeaderMap) -> crate::traces::context::Headers<'_> {
     crate::traces::context::Headers {
