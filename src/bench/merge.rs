@@ -5,7 +5,6 @@
 //! at one `--start-at`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -13,14 +12,13 @@ use hdrhistogram::Histogram;
 use super::args::MergeArgs;
 use super::part::decode;
 use super::report::{Latency, Report, Step, Tick};
-use crate::registry::Store;
 
 /// Reads the parts, merges them, writes the merged report and applies the gate.
 pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let parts = runtime.block_on(read_parts(&args.parts))?;
+    let parts = runtime.block_on(super::reports::read_parts(&args.parts))?;
     let (report, notes) = merge(parts)?;
     let (json, html) = super::write_report(&report, &args.out)?;
     let mut text = super::summary(&report);
@@ -35,120 +33,6 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     ));
     super::say(&text)?;
     super::gate(&report, args.fail_p99_ms, args.fail_error_rate)
-}
-
-/// Every report.json that `sources` name: files, folders of part folders, gs:// prefixes.
-async fn read_parts(sources: &[String]) -> anyhow::Result<Vec<(String, Report)>> {
-    let mut parts = Vec::new();
-    for source in sources {
-        if source.starts_with("gs://") {
-            parts.extend(read_remote(source).await?);
-            continue;
-        }
-        let path = Path::new(source);
-        let listed = path.is_dir() && !path.join("report.json").is_file();
-        let files: Vec<PathBuf> = if path.is_dir() {
-            let own = path.join("report.json");
-            if own.is_file() {
-                vec![own]
-            } else {
-                let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                    .with_context(|| format!("reading {source}"))?
-                    .filter_map(|e| e.ok().map(|e| e.path().join("report.json")))
-                    .filter(|p| p.is_file())
-                    .collect();
-                found.sort();
-                anyhow::ensure!(!found.is_empty(), "{source}: no report.json in it or below");
-                found
-            }
-        } else {
-            vec![path.to_path_buf()]
-        };
-        for file in files {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let name = file.display().to_string();
-            let report = parse(&name, &bytes)?;
-            if !(listed && skipped(&name, &report)) {
-                parts.push((name, report));
-            }
-        }
-    }
-    Ok(parts)
-}
-
-/// Whether a report found by listing a folder is an earlier merge's output (`--out` inside the
-/// parts' folder), which is left out: said on stderr.
-fn skipped(name: &str, report: &Report) -> bool {
-    let merged = report.generators.is_some();
-    if merged {
-        eprintln!("left out {name}: an earlier merge, not a part");
-    }
-    merged
-}
-
-/// The report.json objects directly under a gs:// prefix or one folder below it (the layout a
-/// Job's pods write with `--out gs://…/part-$(JOB_COMPLETION_INDEX)`), or the one object named.
-async fn read_remote(uri: &str) -> anyhow::Result<Vec<(String, Report)>> {
-    let uri = uri.trim_end_matches('/');
-    if uri.ends_with(".json") {
-        let (parent, name) = uri
-            .rsplit_once('/')
-            .with_context(|| format!("{uri}: expected gs://bucket/path"))?;
-        let bytes = Store::open(parent, None)?
-            .get(name)
-            .await
-            .with_context(|| format!("reading {uri}"))?;
-        return Ok(vec![(uri.to_string(), parse(uri, &bytes)?)]);
-    }
-    let store = Store::open(uri, None)?;
-    let mut names: Vec<String> = store
-        .list()
-        .await
-        .with_context(|| format!("listing {uri}"))?
-        .into_iter()
-        .map(|f| f.path)
-        .filter(|p| p == "report.json" || p.split('/').count() == 2 && p.ends_with("/report.json"))
-        .collect();
-    names.sort();
-    anyhow::ensure!(
-        !names.is_empty(),
-        "{uri}: no report.json in it or one folder below"
-    );
-    let mut parts = Vec::new();
-    for name in names {
-        let bytes = store
-            .get(&name)
-            .await
-            .with_context(|| format!("reading {uri}/{name}"))?;
-        let full = format!("{uri}/{name}");
-        let report = parse(&full, &bytes)?;
-        if !skipped(&full, &report) {
-            parts.push((full, report));
-        }
-    }
-    Ok(parts)
-}
-
-/// One report: a local file, or a gs:// object (`pixguard bench-compare`'s inputs).
-pub async fn read_report(source: &str) -> anyhow::Result<Report> {
-    if source.starts_with("gs://") {
-        anyhow::ensure!(
-            source.ends_with(".json"),
-            "{source}: name the report.json object"
-        );
-        let mut found = read_remote(source).await?;
-        return found
-            .pop()
-            .map(|(_, report)| report)
-            .with_context(|| format!("{source}: not found"));
-    }
-    let bytes = std::fs::read(source).with_context(|| format!("reading {source}"))?;
-    parse(source, &bytes)
-}
-
-fn parse(name: &str, bytes: &[u8]) -> anyhow::Result<Report> {
-    serde_json::from_slice(bytes).with_context(|| format!("{name} is not a pixguard bench report"))
 }
 
 /// Adds up the parts of one split run; with notes on what was left out (steps that not every
@@ -328,9 +212,17 @@ fn histogram(name: &str, what: &str, text: Option<&String>) -> anyhow::Result<Hi
     decode(text).with_context(|| format!("{name}: {what}"))
 }
 
-fn add(into: &mut Histogram<u64>, other: &Histogram<u64>, name: &str) -> anyhow::Result<()> {
-    into.add(other)
-        .map_err(|e| anyhow::anyhow!("{name}: adding its histogram: {e:?}"))
+/// Adds `name`'s histogram `h` to what `into` holds so far (the first one is taken as it is).
+fn add(into: &mut Option<Histogram<u64>>, h: Histogram<u64>, name: &str) -> anyhow::Result<()> {
+    match into {
+        Some(all) => all
+            .add(&h)
+            .map_err(|e| anyhow::anyhow!("{name}: adding its histogram: {e:?}")),
+        None => {
+            *into = Some(h);
+            Ok(())
+        }
+    }
 }
 
 fn merge_step(parts: &[(String, Report)], k: usize) -> anyhow::Result<Step> {
@@ -387,16 +279,10 @@ fn merge_step(parts: &[(String, Report)], k: usize) -> anyhow::Result<Step> {
             *step.versions.entry(version.clone()).or_default() += n;
         }
         let h = histogram(name, "latency", s.latency_hdr.as_ref())?;
-        match &mut latency {
-            Some(all) => add(all, &h, name)?,
-            None => latency = Some(h),
-        }
+        add(&mut latency, h, name)?;
         if open {
             let h = histogram(name, "scheduler lateness", s.lateness_hdr.as_ref())?;
-            match &mut lateness {
-                Some(all) => add(all, &h, name)?,
-                None => lateness = Some(h),
-            }
+            add(&mut lateness, h, name)?;
         }
     }
     step.latency_us = latency.as_ref().map(Latency::of).unwrap_or_default();
@@ -406,7 +292,7 @@ fn merge_step(parts: &[(String, Report)], k: usize) -> anyhow::Result<Step> {
 
 /// The parts' seconds added up, second by second (the first `steps` steps').
 fn merge_timeline(parts: &[(String, Report)], steps: usize) -> anyhow::Result<Vec<Tick>> {
-    let mut seconds: BTreeMap<u64, (Tick, Histogram<u64>)> = BTreeMap::new();
+    let mut seconds: BTreeMap<u64, (Tick, Option<Histogram<u64>>)> = BTreeMap::new();
     for (name, r) in parts {
         for tick in r.timeline.iter().filter(|t| t.step < steps) {
             let h = histogram(
@@ -414,24 +300,24 @@ fn merge_timeline(parts: &[(String, Report)], steps: usize) -> anyhow::Result<Ve
                 &format!("second {}", tick.t),
                 tick.latency_hdr.as_ref(),
             )?;
-            match seconds.get_mut(&tick.t) {
-                Some((merged, all)) => {
-                    merged.ok += tick.ok;
-                    merged.errors += tick.errors;
-                    add(all, &h, name)?;
-                }
-                None => {
-                    let mut merged = tick.clone();
-                    merged.latency_hdr = None;
-                    seconds.insert(tick.t, (merged, h));
-                }
-            }
+            let (merged, all) = seconds.entry(tick.t).or_insert_with(|| {
+                let first = Tick {
+                    ok: 0,
+                    errors: 0,
+                    latency_hdr: None,
+                    ..tick.clone()
+                };
+                (first, None)
+            });
+            merged.ok += tick.ok;
+            merged.errors += tick.errors;
+            add(all, h, name)?;
         }
     }
     Ok(seconds
         .into_values()
         .map(|(mut tick, h)| {
-            let l = Latency::of(&h);
+            let l = h.as_ref().map(Latency::of).unwrap_or_default();
             (tick.p50_us, tick.p99_us, tick.max_us) = (l.p50, l.p99, l.max);
             tick
         })

@@ -11,6 +11,7 @@ pub mod merge;
 pub mod part;
 mod plan;
 pub mod report;
+mod reports;
 pub mod requests;
 
 use std::io::{IsTerminal, Write};
@@ -406,7 +407,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let reports = args
         .reports
         .iter()
-        .map(|source| runtime.block_on(merge::read_report(source)))
+        .map(|source| runtime.block_on(reports::read_report(source)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let limit = (args.p99_ms * 1000.0) as u64;
     let first = best_within(&reports[0], limit).map(|s| s.achieved_rps);
