@@ -45,6 +45,26 @@ fn report(dir: &Path) -> Value {
         .expect("report.json is JSON")
 }
 
+/// Starts a `pixguard` run in the background (a part of a split run), its output kept for
+/// [`finished`].
+fn spawned(command: &mut Command) -> std::process::Child {
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a part")
+}
+
+/// Waits for a [`spawned`] run; panics with its stderr unless it succeeded.
+fn finished(child: std::process::Child) {
+    let out = child.wait_with_output().expect("part runs");
+    assert!(
+        out.status.success(),
+        "a part failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A metric's value in the server's /metrics now (0 while absent).
 fn metric_now(server: &Server, name: &str) -> f64 {
     let text = reqwest::blocking::get(server.url("/metrics"))

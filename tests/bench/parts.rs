@@ -47,20 +47,7 @@ fn start_part(
     if let Some(key) = gcs_key {
         command.env("GOOGLE_SERVICE_ACCOUNT", key);
     }
-    command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start a part")
-}
-
-fn finished(child: std::process::Child) {
-    let out = child.wait_with_output().expect("part runs");
-    assert!(
-        out.status.success(),
-        "a part failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    spawned(&mut command)
 }
 
 /// A start time far enough ahead for every part's process to be waiting for it, to the
@@ -306,22 +293,20 @@ fn a_closed_loop_split_over_generators_shares_out_its_connections() {
     let (_, at) = start_at();
     let children: Vec<_> = (0..2)
         .map(|i| {
-            cli::pixguard_command()
-                .args(["bench", "--url", &server.base, "--mode", "closed"])
-                .args(["--concurrency", "3", "--duration", "1", "--warmup", "0.2"])
-                .args([
-                    "--no-progress",
-                    "--part",
-                    &format!("{i}/2"),
-                    "--start-at",
-                    &at,
-                ])
-                .arg("--out")
-                .arg(root.join(format!("part-{i}")))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start a part")
+            spawned(
+                cli::pixguard_command()
+                    .args(["bench", "--url", &server.base, "--mode", "closed"])
+                    .args(["--concurrency", "3", "--duration", "1", "--warmup", "0.2"])
+                    .args([
+                        "--no-progress",
+                        "--part",
+                        &format!("{i}/2"),
+                        "--start-at",
+                        &at,
+                    ])
+                    .arg("--out")
+                    .arg(root.join(format!("part-{i}"))),
+            )
         })
         .collect();
     children.into_iter().for_each(finished);

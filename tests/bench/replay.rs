@@ -140,33 +140,24 @@ fn a_replay_sends_the_recording_as_it_came_at_each_speed() {
         .as_secs_f64();
     let parts: Vec<_> = (0..2)
         .map(|i| {
-            cli::pixguard_command()
-                .args(["bench", "--url", &server.base, "--input"])
-                .arg(&input)
-                .args(["--arrivals", "replay", "--speed", "1,2", "--duration", "2"])
-                .args(["--warmup", "0", "--connections", "16", "--no-progress"])
-                .args([
-                    "--part",
-                    &format!("{i}/2"),
-                    "--start-at",
-                    &format!("{at:.3}"),
-                ])
-                .arg("--out")
-                .arg(dir.join(format!("parts/part-{i}")))
-                .stderr(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
+            spawned(
+                cli::pixguard_command()
+                    .args(["bench", "--url", &server.base, "--input"])
+                    .arg(&input)
+                    .args(["--arrivals", "replay", "--speed", "1,2", "--duration", "2"])
+                    .args(["--warmup", "0", "--connections", "16", "--no-progress"])
+                    .args([
+                        "--part",
+                        &format!("{i}/2"),
+                        "--start-at",
+                        &format!("{at:.3}"),
+                    ])
+                    .arg("--out")
+                    .arg(dir.join(format!("parts/part-{i}"))),
+            )
         })
         .collect();
-    for part in parts {
-        let out = part.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    parts.into_iter().for_each(finished);
     let merged = dir.join("merged");
     pixguard_ok(&[
         "bench-merge",
