@@ -281,7 +281,14 @@ impl Config {
                 "must be 0 (no latency guard) or at least 1",
             ));
         }
-        if (guarded || latency_guarded) && self.model.canary_guard_min_rows == 0 {
+        let error_guarded = self.model.canary.is_some() && self.model.canary_max_error_share != 0.0;
+        if error_guarded && !(0.0..1.0).contains(&self.model.canary_max_error_share) {
+            return Err(bad(
+                "model.canary_max_error_share",
+                "must be 0 (no error guard) or above 0 and below 1",
+            ));
+        }
+        if (guarded || latency_guarded || error_guarded) && self.model.canary_guard_min_rows == 0 {
             return Err(bad("model.canary_guard_min_rows", "must be at least 1"));
         }
         if guarded && !self.monitoring.enabled {

@@ -198,6 +198,10 @@ pub struct ModelConfig {
     /// The canary's share is also set to 0 when its engine p99 (queue + compute, last minute) is
     /// more than this many times the champion's and over 1 ms slower (0: no latency guard).
     pub canary_max_latency_ratio: f64,
+    /// The canary's share is also set to 0 when the share of its requests that failed (queue
+    /// full, past their deadline, model or device error; last minute) is more than this above
+    /// the champion's (0: no error guard).
+    pub canary_max_error_share: f64,
     /// A challenger scored on a sampled copy of live rows, off the critical path (absent: none).
     pub shadow: Option<String>,
     /// Share of requests the challenger also scores, 0 to 1.
@@ -219,6 +223,7 @@ impl Default for ModelConfig {
             canary_max_stop_ratio: 3.0,
             canary_guard_min_rows: 1000,
             canary_max_latency_ratio: 3.0,
+            canary_max_error_share: 0.01,
             shadow: None,
             shadow_fraction: 0.0,
             shadow_log: None,

@@ -541,4 +541,15 @@ fn a_canary_share_is_in_range_and_needs_a_canary() {
         load(&[("monitoring.enabled", "false")]).is_ok(),
         "no canary, no guard"
     );
+    assert_eq!(config.model.canary_max_error_share, 0.01);
+    for share in ["-0.1", "1", "2"] {
+        assert_eq!(
+            err(&[canary, ("model.canary_max_error_share", share)]),
+            "config model.canary_max_error_share: must be 0 (no error guard) or above 0 and below 1 \
+             (from command line)",
+            "{share}"
+        );
+    }
+    assert!(load(&[canary, ("model.canary_max_error_share", "0")]).is_ok());
+    assert!(load(&[canary, ("model.canary_max_error_share", "0.2")]).is_ok());
 }

@@ -9,6 +9,7 @@ mod delivery;
 mod explain;
 pub mod metrics;
 mod pipeline;
+pub mod recent;
 mod worker;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -119,9 +120,9 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     device: DeviceKind,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    /// This engine's own queue + compute time per request, over the last minute: a canary's and
-    /// its champion's are compared by the canary guard (the shared `metrics` mix the two).
-    latency: Option<crate::histogram::HdrStage>,
+    /// This engine's own last minute of answers and failures: a canary's and its champion's are
+    /// compared by the canary guard (the shared `metrics` mix the two).
+    recent: Option<recent::Recent>,
 }
 
 impl Engine {
@@ -198,21 +199,21 @@ impl Engine {
             metrics,
             device,
             threads: Mutex::new(threads),
-            latency: None,
+            recent: None,
         })
     }
 
-    /// Keeps this engine's own latency window too ([`Engine::recent_latency`]): one more
-    /// histogram record per request, so only where a canary guard reads it.
-    pub fn with_latency_window(mut self) -> Result<Engine, hdrhistogram::CreationError> {
-        self.latency = Some(crate::histogram::HdrStage::new()?);
+    /// Keeps this engine's own last minute too ([`Engine::recent`]): one more histogram record
+    /// per request, so only where a canary guard reads it.
+    pub fn with_recent_window(mut self) -> Result<Engine, hdrhistogram::CreationError> {
+        self.recent = Some(recent::Recent::new()?);
         Ok(self)
     }
 
-    /// Queue + compute percentiles of this engine's requests over the last minute, when it keeps
-    /// a window.
-    pub fn recent_latency(&self) -> Option<crate::histogram::Percentiles> {
-        self.latency.as_ref().map(|w| w.percentiles().1)
+    /// This engine's requests answered (queue + compute percentiles) and failed over the last
+    /// minute, when it keeps that window.
+    pub fn recent(&self) -> Option<recent::Outcomes> {
+        self.recent.as_ref().map(recent::Recent::outcomes)
     }
 
     /// What the engine records.
@@ -303,6 +304,12 @@ impl Engine {
             Lane::Interactive => self.max_queue_rows,
             Lane::Bulk => self.max_queue_rows / 2,
         };
+        // Warm-up jobs are not the version's answers: neither counted nor kept in its window.
+        let (job, answer) = make();
+        let observed = job.observed;
+        let recent = (self.recent.as_ref())
+            .filter(|_| observed)
+            .map(|r| (r, Instant::now()));
         let queued = self.queued_rows.fetch_add(rows, Ordering::AcqRel) + rows;
         if queued > limit {
             self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
@@ -310,24 +317,29 @@ impl Engine {
                 .rejections
                 .overloaded
                 .fetch_add(1, Ordering::Relaxed);
+            if let Some((recent, submitted)) = recent {
+                recent.failed(submitted);
+            }
             return Err(EngineError::Overloaded {
                 queued: queued - rows,
                 limit,
             });
         }
-        let (job, answer) = make();
-        let observed = job.observed;
         if self.tx.send(Message::Submit(job)).is_err() {
             self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
             return Err(EngineError::ShuttingDown);
         }
-        let scored = answer.await.unwrap_or(Err(EngineError::ShuttingDown))?;
+        let scored = answer.await.unwrap_or(Err(EngineError::ShuttingDown));
+        match (&scored, recent) {
+            // A version stopping is not one failing.
+            (Err(EngineError::ShuttingDown), _) | (_, None) => {}
+            (Err(_), Some((recent, submitted))) => recent.failed(submitted),
+            (Ok(scored), Some((recent, _))) => recent.answered(scored.queue_us + scored.compute_us),
+        }
+        let scored = scored?;
         if observed {
             self.metrics
                 .record_engine(scored.queue_us, scored.compute_us);
-            if let Some(window) = &self.latency {
-                window.record(scored.queue_us + scored.compute_us);
-            }
         }
         Ok(scored)
     }

@@ -13,6 +13,9 @@
 //! that lets fraud through costs seconds of a small share, not an hour of the alert's `for:`. So
 //! is a canary whose engine p99 over the last minute is more than `model.canary_max_latency_ratio`
 //! times the champion's (and over 1 ms slower): at a small share it would be the service's p99.
+//! And so is a canary whose requests fail (queue full, past their deadline, model or device error)
+//! more often than the champion's over the last minute, by more than
+//! `model.canary_max_error_share` and than chance: each is a payment without a decision.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,7 @@ use serde::Serialize;
 
 use super::Served;
 use super::sample::Sampler;
+use crate::engine::recent::Outcomes;
 use crate::histogram::Percentiles;
 use crate::monitoring::WindowReport;
 
@@ -40,6 +44,9 @@ pub struct Guard {
     /// Largest ratio of the canary's engine p99 to the champion's, beyond [`LATENCY_FLOOR_US`]
     /// of difference; 0: no latency guard.
     pub max_latency_ratio: f64,
+    /// Largest excess of the canary's failed share of requests over the champion's, beyond
+    /// chance; 0: no error guard.
+    pub max_error_share: f64,
 }
 
 /// A canary this little slower (engine p99, µs) is not held against it, whatever the ratio:
@@ -150,14 +157,11 @@ impl Canary {
             };
             out_of_band(&window(&ours)?, &window(&theirs)?, guard)
         };
-        let latency = || {
-            slower(
-                champion.engine().recent_latency()?,
-                canary.engine().recent_latency()?,
-                guard,
-            )
-        };
-        let reason = stops().or_else(latency)?;
+        let recent = (champion.engine().recent()).zip(canary.engine().recent());
+        let errors = || recent.and_then(|(ours, theirs)| failing(ours, theirs, guard));
+        let latency =
+            || recent.and_then(|(ours, theirs)| slower(ours.answered, theirs.answered, guard));
+        let reason = stops().or_else(errors).or_else(latency)?;
         let halt = Halt {
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             reason: format!("canary {}: {reason}", canary.model().version),
@@ -248,6 +252,32 @@ fn slower(champion: Percentiles, canary: Percentiles, guard: Guard) -> Option<St
     })
 }
 
+/// Why the canary's requests fail too often against the champion's, once each had
+/// `guard.min_rows` requests in the last minute: its failed share more than
+/// `guard.max_error_share` above the champion's, and more than three standard errors of the
+/// difference at the champion's rate above it, so a server failing everyone's requests alike
+/// (an overload) does not halt the canary by chance.
+fn failing(champion: Outcomes, canary: Outcomes, guard: Guard) -> Option<String> {
+    let (n_ours, n_theirs) = (champion.requests(), canary.requests());
+    if guard.max_error_share <= 0.0 || n_ours < guard.min_rows || n_theirs < guard.min_rows {
+        return None;
+    }
+    let (ours, theirs) = (champion.failed_share(), canary.failed_share());
+    let chance = 3.0 * (ours * (1.0 - ours) * (1.0 / n_ours as f64 + 1.0 / n_theirs as f64)).sqrt();
+    (theirs - ours > guard.max_error_share + chance).then(|| {
+        format!(
+            "failed {:.2} % of {n_theirs} requests in the last minute (queue full, past the deadline, model or device error) \
+             against the champion's {:.2} % of {n_ours}: {:.2} points over, more than {:.2} \
+             (model.canary_max_error_share) + {:.2} of chance",
+            theirs * 100.0,
+            ours * 100.0,
+            (theirs - ours) * 100.0,
+            guard.max_error_share * 100.0,
+            chance * 100.0,
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +302,7 @@ mod tests {
         max_stop_ratio: 3.0,
         min_rows: 1000,
         max_latency_ratio: 3.0,
+        max_error_share: 0.01,
     };
 
     fn engine(count: u64, p99: u64) -> Percentiles {
@@ -308,6 +339,51 @@ mod tests {
             ..GUARD
         };
         assert_eq!(slower(champion, engine(2000, 70_000), off), None);
+    }
+
+    fn outcomes(answered: u64, failed: u64) -> Outcomes {
+        Outcomes {
+            answered: engine(answered, 2_000),
+            failed,
+        }
+    }
+
+    #[test]
+    fn the_guard_halts_a_canary_failing_more_requests_than_the_champion() {
+        let champion = outcomes(20_000, 0);
+        // 1 % of 2,000 (20) against none: at the bound, not over it.
+        assert_eq!(failing(champion, outcomes(1_980, 20), GUARD), None);
+        let why = failing(champion, outcomes(1_900, 100), GUARD).unwrap();
+        assert!(
+            why.starts_with("failed 5.00 % of 2000 requests in the last minute (queue full, past the deadline, model or device error) against the champion's 0.00 % of 20000: 5.00 points over, more than 1.00"),
+            "{why}"
+        );
+        assert!(why.ends_with("+ 0.00 of chance"), "{why}");
+        // Failing less is never a reason.
+        assert_eq!(
+            failing(outcomes(19_000, 1_000), outcomes(2_000, 0), GUARD),
+            None
+        );
+        // An overload failing 20 % of everyone's: 1,000 canary requests at 22.5 % are within
+        // the bound and chance (1 + 3 standard errors of the difference: 4.89 points); at 26 %
+        // they are not.
+        let overloaded = outcomes(16_000, 4_000);
+        assert_eq!(failing(overloaded, outcomes(775, 225), GUARD), None);
+        let why = failing(overloaded, outcomes(740, 260), GUARD).unwrap();
+        assert!(
+            why.contains(
+                "6.00 points over, more than 1.00 (model.canary_max_error_share) + 3.89 of chance"
+            ),
+            "{why}"
+        );
+        // Too few requests in the minute, or no error guard.
+        assert_eq!(failing(champion, outcomes(900, 99), GUARD), None);
+        assert_eq!(failing(outcomes(990, 0), outcomes(0, 2_000), GUARD), None);
+        let off = Guard {
+            max_error_share: 0.0,
+            ..GUARD
+        };
+        assert_eq!(failing(champion, outcomes(0, 2_000), off), None);
     }
 
     #[test]

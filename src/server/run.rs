@@ -122,6 +122,7 @@ async fn guard(state: Arc<AppState>) {
         max_stop_ratio: settings.canary_max_stop_ratio,
         min_rows: settings.canary_guard_min_rows,
         max_latency_ratio: settings.canary_max_latency_ratio,
+        max_error_share: settings.canary_max_error_share,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

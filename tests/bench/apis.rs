@@ -206,6 +206,8 @@ fn a_canary_share_shows_in_the_answers_by_version() {
         "model.canary_max_stop_ratio=0",
         "--set",
         "model.canary_max_latency_ratio=0",
+        "--set",
+        "model.canary_max_error_share=0",
     ]);
     let dir = scratch("canary");
     let run = pixguard_ok(&[

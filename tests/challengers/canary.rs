@@ -382,6 +382,8 @@ async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
         // The stop-share guard alone: its latency is the champion's, but 20 samples are few.
         "--set",
         "model.canary_max_latency_ratio=0",
+        "--set",
+        "model.canary_max_error_share=0",
     ]);
     let server = Server::spawn(command.env("PIXGUARD_ADMIN_TOKEN", TOKEN));
     let txs = transactions(200, 43);
@@ -445,8 +447,9 @@ async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guard_takes_a_canary_far_slower_than_the_champion_off_the_answers() {
-    // The canary decides as the champion does (the stop-share guard is off), but each of its
-    // batches takes 30 ms more: at a small share it would be the service's p99.
+    // The canary decides as the champion does (the stop-share guard is off) and fails nothing
+    // (nor is the error guard on), but each of its batches takes 30 ms more: at a small share it
+    // would be the service's p99.
     let client = reqwest::Client::new();
     let server = Server::start(&[
         "--set",
@@ -457,6 +460,8 @@ async fn the_guard_takes_a_canary_far_slower_than_the_champion_off_the_answers()
         "model.canary_guard_min_rows=20",
         "--set",
         "model.canary_max_stop_ratio=0",
+        "--set",
+        "model.canary_max_error_share=0",
         "--set",
         "engine.test_canary_delay_us=30000",
     ]);
@@ -490,4 +495,94 @@ async fn the_guard_takes_a_canary_far_slower_than_the_champion_off_the_answers()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{reason}"));
     assert!(p99_ms >= 30.0, "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_takes_a_canary_whose_requests_fail_off_the_answers() {
+    // The canary decides as the champion does and its latency is not compared (both other guards
+    // are off), but its batches take 30 ms more: with callers allowing 20 ms, its requests that
+    // wait for one of them fail past their deadline, a payment without a decision each.
+    let client = reqwest::Client::new();
+    let server = Server::start(&[
+        "--set",
+        "model.canary=models/pix-fraud-challenger",
+        "--set",
+        "model.canary_fraction=0.5",
+        "--set",
+        "model.canary_guard_min_rows=20",
+        "--set",
+        "model.canary_max_stop_ratio=0",
+        "--set",
+        "model.canary_max_latency_ratio=0",
+        "--set",
+        "engine.test_canary_delay_us=30000",
+    ]);
+    let txs = std::sync::Arc::new(transactions(200, 45));
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let callers: Vec<_> = (0..8)
+        .map(|caller| {
+            let (client, txs, url) = (client.clone(), txs.clone(), server.url("/v1/score"));
+            let halted = server.url("/v1/stats");
+            tokio::spawn(async move {
+                let mut statuses = HashMap::<u16, u64>::new();
+                for sent in 0.. {
+                    if sent % 20 == 0 {
+                        let stats: Value = client
+                            .get(&halted)
+                            .send()
+                            .await
+                            .unwrap()
+                            .json()
+                            .await
+                            .unwrap();
+                        if stats["canary"]["halts"] != 0 || std::time::Instant::now() > until {
+                            break;
+                        }
+                    }
+                    let r = client
+                        .post(&url)
+                        .header("x-request-timeout-ms", "20")
+                        .json(&txs[(caller * 25 + sent) % txs.len()])
+                        .send()
+                        .await
+                        .unwrap();
+                    *statuses.entry(r.status().as_u16()).or_default() += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = HashMap::<u16, u64>::new();
+    for caller in callers {
+        for (status, n) in caller.await.unwrap() {
+            *statuses.entry(status).or_default() += n;
+        }
+    }
+    assert!(
+        statuses.keys().all(|s| [200, 504].contains(s)) && statuses.contains_key(&504),
+        "{statuses:?}"
+    );
+    let reason = halted_for(&client, &server, &txs[..10]).await;
+    assert!(
+        reason.starts_with("canary 20261202.1646: failed "),
+        "{reason} after {statuses:?}"
+    );
+    assert!(
+        reason.contains("(model.canary_max_error_share)"),
+        "{reason}"
+    );
+    // The canary's failed share is far above the champion's, each from its own engine.
+    let share = |after: &str| -> f64 {
+        reason
+            .split(after)
+            .nth(1)
+            .and_then(|r| r.split(" %").next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{reason}"))
+    };
+    assert!(
+        share("failed ") > 10.0 + share("the champion's "),
+        "{reason}"
+    );
+    eprintln!("{statuses:?}: {reason}");
 }

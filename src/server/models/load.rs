@@ -79,14 +79,15 @@ pub(super) fn build(
         monitor.as_ref().map(|m| m.tap()),
     )
     .context("starting the engine")?;
-    // The canary guard compares the canary's engine latency with the champion's.
+    // The canary guard compares the canary's engine latency and failures with the champion's.
     let watched = config.model.canary.is_some()
-        && config.model.canary_max_latency_ratio > 0.0
+        && (config.model.canary_max_latency_ratio > 0.0
+            || config.model.canary_max_error_share > 0.0)
         && matches!(role, super::Role::Champion | super::Role::Canary);
     if watched {
         engine = engine
-            .with_latency_window()
-            .context("the engine's latency window")?;
+            .with_recent_window()
+            .context("the engine's last-minute window")?;
     }
     let engine = Arc::new(engine);
     let weights = package
