@@ -445,26 +445,49 @@ async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A server whose canary (the challenger package, half of the requests, compared from 20 each)
+/// decides as the champion does but computes each batch 30 ms longer, with only the guard
+/// `guard` (a `model.` setting) on.
+fn slow_canary(guard: &str) -> Server {
+    let mut args = vec![
+        "--set".to_string(),
+        "model.canary=models/pix-fraud-challenger".into(),
+        "--set".into(),
+        "model.canary_fraction=0.5".into(),
+        "--set".into(),
+        "model.canary_guard_min_rows=20".into(),
+        "--set".into(),
+        "engine.test_canary_delay_us=30000".into(),
+    ];
+    for other in [
+        "model.canary_max_stop_ratio",
+        "model.canary_max_latency_ratio",
+        "model.canary_max_error_share",
+    ] {
+        if other != guard {
+            args.extend(["--set".into(), format!("{other}=0")]);
+        }
+    }
+    Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The number in a halt's `reason` between `after` and `unit`.
+fn figure(reason: &str, after: &str, unit: &str) -> f64 {
+    reason
+        .split(after)
+        .nth(1)
+        .and_then(|r| r.split(unit).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no figure after {after:?} in {reason}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guard_takes_a_canary_far_slower_than_the_champion_off_the_answers() {
     // The canary decides as the champion does (the stop-share guard is off) and fails nothing
     // (nor is the error guard on), but each of its batches takes 30 ms more: at a small share it
     // would be the service's p99.
     let client = reqwest::Client::new();
-    let server = Server::start(&[
-        "--set",
-        "model.canary=models/pix-fraud-challenger",
-        "--set",
-        "model.canary_fraction=0.5",
-        "--set",
-        "model.canary_guard_min_rows=20",
-        "--set",
-        "model.canary_max_stop_ratio=0",
-        "--set",
-        "model.canary_max_error_share=0",
-        "--set",
-        "engine.test_canary_delay_us=30000",
-    ]);
+    let server = slow_canary("model.canary_max_latency_ratio");
     let txs = transactions(200, 44);
     let canary_stats = || async { stats(&client, &server).await["canary"].clone() };
     let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -488,13 +511,7 @@ async fn the_guard_takes_a_canary_far_slower_than_the_champion_off_the_answers()
         "{reason}"
     );
     // Its p99 is at least the 30 ms it was slowed by.
-    let p99_ms: f64 = reason
-        .split("compute) ")
-        .nth(1)
-        .and_then(|r| r.split(" ms").next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{reason}"));
-    assert!(p99_ms >= 30.0, "{reason}");
+    assert!(figure(&reason, "compute) ", " ms") >= 30.0, "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,20 +520,7 @@ async fn the_guard_takes_a_canary_whose_requests_fail_off_the_answers() {
     // are off), but its batches take 30 ms more: with callers allowing 20 ms, its requests that
     // wait for one of them fail past their deadline, a payment without a decision each.
     let client = reqwest::Client::new();
-    let server = Server::start(&[
-        "--set",
-        "model.canary=models/pix-fraud-challenger",
-        "--set",
-        "model.canary_fraction=0.5",
-        "--set",
-        "model.canary_guard_min_rows=20",
-        "--set",
-        "model.canary_max_stop_ratio=0",
-        "--set",
-        "model.canary_max_latency_ratio=0",
-        "--set",
-        "engine.test_canary_delay_us=30000",
-    ]);
+    let server = slow_canary("model.canary_max_error_share");
     let txs = std::sync::Arc::new(transactions(200, 45));
     let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let callers: Vec<_> = (0..8)
@@ -572,16 +576,8 @@ async fn the_guard_takes_a_canary_whose_requests_fail_off_the_answers() {
         "{reason}"
     );
     // The canary's failed share is far above the champion's, each from its own engine.
-    let share = |after: &str| -> f64 {
-        reason
-            .split(after)
-            .nth(1)
-            .and_then(|r| r.split(" %").next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{reason}"))
-    };
     assert!(
-        share("failed ") > 10.0 + share("the champion's "),
+        figure(&reason, "failed ", " %") > 10.0 + figure(&reason, "the champion's ", " %"),
         "{reason}"
     );
     eprintln!("{statuses:?}: {reason}");
