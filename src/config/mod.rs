@@ -266,28 +266,34 @@ impl Config {
                 "a share for the canary needs a canary: set model.canary",
             ));
         }
-        let guarded = self.model.canary.is_some() && self.model.canary_max_stop_ratio != 0.0;
-        if guarded && !(1.0..).contains(&self.model.canary_max_stop_ratio) {
-            return Err(bad(
-                "model.canary_max_stop_ratio",
-                "must be 0 (no guard) or at least 1",
-            ));
-        }
-        let latency_guarded =
-            self.model.canary.is_some() && self.model.canary_max_latency_ratio != 0.0;
-        if latency_guarded && !(1.0..).contains(&self.model.canary_max_latency_ratio) {
-            return Err(bad(
-                "model.canary_max_latency_ratio",
-                "must be 0 (no latency guard) or at least 1",
-            ));
-        }
-        let error_guarded = self.model.canary.is_some() && self.model.canary_max_error_share != 0.0;
-        if error_guarded && !(0.0..1.0).contains(&self.model.canary_max_error_share) {
-            return Err(bad(
-                "model.canary_max_error_share",
-                "must be 0 (no error guard) or above 0 and below 1",
-            ));
-        }
+        // A canary guard's setting: on when set (with a canary to guard), 0 turning it off; on, it
+        // must be `valid`.
+        let guard_on = |key: &str, value: f64, valid: bool, reason: &str| {
+            let on = self.model.canary.is_some() && value != 0.0;
+            if on && !valid {
+                return Err(bad(key, reason));
+            }
+            Ok(on)
+        };
+        let m = &self.model;
+        let guarded = guard_on(
+            "model.canary_max_stop_ratio",
+            m.canary_max_stop_ratio,
+            (1.0..).contains(&m.canary_max_stop_ratio),
+            "must be 0 (no guard) or at least 1",
+        )?;
+        let latency_guarded = guard_on(
+            "model.canary_max_latency_ratio",
+            m.canary_max_latency_ratio,
+            (1.0..).contains(&m.canary_max_latency_ratio),
+            "must be 0 (no latency guard) or at least 1",
+        )?;
+        let error_guarded = guard_on(
+            "model.canary_max_error_share",
+            m.canary_max_error_share,
+            (0.0..1.0).contains(&m.canary_max_error_share),
+            "must be 0 (no error guard) or above 0 and below 1",
+        )?;
         if (guarded || latency_guarded || error_guarded) && self.model.canary_guard_min_rows == 0 {
             return Err(bad("model.canary_guard_min_rows", "must be at least 1"));
         }

@@ -307,9 +307,7 @@ impl Engine {
         // Warm-up jobs are not the version's answers: neither counted nor kept in its window.
         let (job, answer) = make();
         let observed = job.observed;
-        let recent = (self.recent.as_ref())
-            .filter(|_| observed)
-            .map(|r| (r, Instant::now()));
+        let recent = self.recent.as_ref().filter(|_| observed);
         let queued = self.queued_rows.fetch_add(rows, Ordering::AcqRel) + rows;
         if queued > limit {
             self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
@@ -317,8 +315,8 @@ impl Engine {
                 .rejections
                 .overloaded
                 .fetch_add(1, Ordering::Relaxed);
-            if let Some((recent, submitted)) = recent {
-                recent.failed(submitted);
+            if let Some(recent) = recent {
+                recent.failed();
             }
             return Err(EngineError::Overloaded {
                 queued: queued - rows,
@@ -333,8 +331,8 @@ impl Engine {
         match (&scored, recent) {
             // A version stopping is not one failing.
             (Err(EngineError::ShuttingDown), _) | (_, None) => {}
-            (Err(_), Some((recent, submitted))) => recent.failed(submitted),
-            (Ok(scored), Some((recent, _))) => recent.answered(scored.queue_us + scored.compute_us),
+            (Err(_), Some(recent)) => recent.failed(),
+            (Ok(scored), Some(recent)) => recent.answered(scored.queue_us + scored.compute_us),
         }
         let scored = scored?;
         if observed {

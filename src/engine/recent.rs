@@ -1,8 +1,6 @@
 //! An engine's own last minute, kept only where the canary guard compares a canary with its
 //! champion: the shared engine metrics mix the two versions.
 
-use std::time::Instant;
-
 use crate::histogram::{HdrStage, Percentiles};
 
 /// One engine's requests over the last minute: the answered ones' queue + compute time, and the
@@ -11,7 +9,7 @@ use crate::histogram::{HdrStage, Percentiles};
 pub struct Recent {
     answered: HdrStage,
     /// Requests refused for a full queue, dropped past their deadline, or failed by the model or
-    /// the device, each with how long it took to fail.
+    /// the device: only their count is read (a histogram for its sliding window).
     failed: HdrStage,
 }
 
@@ -53,10 +51,9 @@ impl Recent {
         self.answered.record(micros);
     }
 
-    /// A request, submitted at `since`, that failed.
-    pub fn failed(&self, since: Instant) {
-        self.failed
-            .record(u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX));
+    /// A request that failed.
+    pub fn failed(&self) {
+        self.failed.record(1);
     }
 
     /// The last minute.
@@ -79,7 +76,7 @@ mod tests {
         for us in [100, 200, 300] {
             recent.answered(us);
         }
-        recent.failed(Instant::now());
+        recent.failed();
         let outcomes = recent.outcomes();
         assert_eq!((outcomes.answered.count, outcomes.failed), (3, 1));
         assert_eq!(outcomes.requests(), 4);
