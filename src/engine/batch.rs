@@ -11,7 +11,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::delivery::{Delivery, Home, Reply};
-use super::{EngineError, Lane, Metrics, Scored};
+use super::{EngineError, Lane, Metrics, Scored, Totals};
 use crate::features::FeatureBatch;
 use crate::model::explain::Reasons;
 use crate::monitoring::Tap;
@@ -202,6 +202,15 @@ impl Rows {
     }
 }
 
+/// Where a worker records what its batches did: the metrics every version shares, its own
+/// engine's totals, and the version's monitor (when it has one).
+#[derive(Clone)]
+pub(super) struct Sinks {
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) totals: Arc<Totals>,
+    pub(super) tap: Option<Tap>,
+}
+
 /// Answers every request with a part in `batch` with `error`.
 pub(super) fn fail(batch: &Batch, error: &EngineError) {
     for part in &batch.parts {
@@ -211,8 +220,7 @@ pub(super) fn fail(batch: &Batch, error: &EngineError) {
 
 /// Records the batch and hands each request its scores and reasons (or the model's error).
 pub(super) fn finish(
-    metrics: &Metrics,
-    tap: Option<&Tap>,
+    sinks: &Sinks,
     batch: Batch,
     result: Result<(&[f32], Explained), EngineError>,
     started: Instant,
@@ -220,6 +228,7 @@ pub(super) fn finish(
     let compute_us = started.elapsed().as_micros() as u64;
     // A warm-up batch carries warm-up jobs only (nothing else reaches a version before it serves).
     let observed = batch.parts.iter().any(|p| p.job.observed);
+    let metrics = &sinks.metrics;
     if observed {
         metrics.batch_size.observe(batch.rows as u64);
     }
@@ -227,6 +236,9 @@ pub(super) fn finish(
         Ok(out) => out,
         Err(e) => {
             tracing::error!(error = %e, rows = batch.rows, "batch failed");
+            if observed {
+                sinks.totals.batch(batch.rows, false);
+            }
             fail(&batch, &e);
             return;
         }
@@ -235,10 +247,11 @@ pub(super) fn finish(
         metrics
             .rows_scored
             .fetch_add(batch.rows as u64, Ordering::Relaxed);
+        sinks.totals.batch(batch.rows, true);
     }
     // Before the answers go out, so that a report asked for after an answer counts its rows; the
     // tap only copies (the monitor thread bins).
-    if let Some(tap) = tap {
+    if let Some(tap) = &sinks.tap {
         tap.offer(batch.parts.iter().map(Part::features), out);
     }
     let mut delivery = Delivery::default();

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::histogram::{BATCH_BOUNDS, PromHistogram, Stage};
+use crate::histogram::{BATCH_BOUNDS, Cumulative, PromHistogram, Stage};
 
 /// Why requests were turned away by the engine.
 #[derive(Debug, Default)]
@@ -67,5 +67,36 @@ impl Metrics {
     /// Rows scored since start.
     pub fn rows_scored(&self) -> u64 {
         self.rows_scored.load(Ordering::Relaxed)
+    }
+}
+
+/// What one engine (one served version) has done since it started: Triton's per-version
+/// statistics. [`Metrics`] is shared by every version and cannot tell a canary's from its
+/// champion's.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Rows scored.
+    pub rows_scored: AtomicU64,
+    /// Batches run.
+    pub batches: AtomicU64,
+    /// Queue wait of each request answered.
+    pub queue: Cumulative,
+    /// Compute time of each request answered (its longest batch).
+    pub compute: Cumulative,
+}
+
+impl Totals {
+    /// A batch of `rows` rows ran (`scored`: and scored them).
+    pub fn batch(&self, rows: usize, scored: bool) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        if scored {
+            self.rows_scored.fetch_add(rows as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// A request was answered after `queue_us` in the queue and `compute_us` of compute.
+    pub fn answered(&self, queue_us: u64, compute_us: u64) {
+        self.queue.add(queue_us);
+        self.compute.add(compute_us);
     }
 }

@@ -21,7 +21,7 @@ use crate::threads::spawn;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Totals};
 
 use crate::config::EngineConfig;
 use crate::features::FeatureBatch;
@@ -118,6 +118,9 @@ pub struct Engine {
     queued_rows: Arc<AtomicUsize>,
     max_queue_rows: usize,
     metrics: Arc<Metrics>,
+    /// This engine's own counts and durations since it started (the `metrics` are every
+    /// version's together): its version's Triton statistics.
+    totals: Arc<Totals>,
     device: DeviceKind,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// This engine's own last minute of answers and failures: a canary's and its champion's are
@@ -149,6 +152,12 @@ impl Engine {
         let device = replicas
             .first()
             .map_or(DeviceKind::Cpu, |m| DeviceKind::of(m.device()));
+        let totals = Arc::new(Totals::default());
+        let sinks = batch::Sinks {
+            metrics: metrics.clone(),
+            totals: totals.clone(),
+            tap,
+        };
         let mut threads = Vec::new();
         let mut worker_txs = Vec::new();
         let mut workers: Vec<worker::Worker> = replicas
@@ -159,10 +168,9 @@ impl Engine {
                     id,
                     model,
                     tx.clone(),
-                    metrics.clone(),
+                    sinks.clone(),
                     (config.test_worker_delay_us, config.test_compute_delay_us),
                     config.max_batch_size,
-                    tap.clone(),
                 )
             })
             .collect();
@@ -197,6 +205,7 @@ impl Engine {
             queued_rows,
             max_queue_rows: config.max_queue_rows,
             metrics,
+            totals,
             device,
             threads: Mutex::new(threads),
             recent: None,
@@ -219,6 +228,11 @@ impl Engine {
     /// What the engine records.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// What this engine alone has done since it started.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
     }
 
     /// The kind of device the workers compute on.
@@ -338,6 +352,7 @@ impl Engine {
         if observed {
             self.metrics
                 .record_engine(scored.queue_us, scored.compute_us);
+            self.totals.answered(scored.queue_us, scored.compute_us);
         }
         Ok(scored)
     }

@@ -12,12 +12,11 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::batch::{Batch, Part, Rows, fail, finish};
+use super::batch::{Batch, Part, Rows, Sinks, fail, finish};
 use super::explain::{Scratch, explain};
 use super::{EngineError, Message, Metrics};
 use crate::model::Pipelined;
 use crate::model::explain::Occlusion;
-use crate::monitoring::Tap;
 
 struct InFlight<T> {
     batch: Batch,
@@ -33,11 +32,11 @@ pub(super) fn run<P: Pipelined>(
     id: usize,
     batches: &Receiver<Batch>,
     batcher: &Sender<Message>,
-    metrics: &Metrics,
+    sinks: &Sinks,
     rows: &mut Rows,
     max_batch_size: usize,
-    tap: Option<&Tap>,
 ) {
+    let metrics = &*sinks.metrics;
     // A batch's explanation pass is one submission of up to every row with its occluded copies,
     // into the slot its batch just freed: a second one would find the next slot busy with the
     // batch behind it, and buffers cannot grow while that one is in flight. So the buffers are
@@ -65,7 +64,7 @@ pub(super) fn run<P: Pipelined>(
             })
             .map(|explained| (&rows.out[..], explained))
             .map_err(EngineError::Model);
-        finish(metrics, tap, job.batch, result, job.submitted);
+        finish(sinks, job.batch, result, job.submitted);
     };
     // Set once the device is unusable: from then on no device call is made (a broken CUDA context
     // can hang as well as fail) and every batch fails at once, so that clients retry elsewhere
@@ -118,7 +117,7 @@ pub(super) fn run<P: Pipelined>(
                     submitted,
                 }),
                 Err(e) => {
-                    finish(metrics, tap, batch, Err(EngineError::Model(e)), submitted);
+                    finish(sinks, batch, Err(EngineError::Model(e)), submitted);
                     broken = check_device(model, id, metrics, &mut in_flight);
                 }
             }

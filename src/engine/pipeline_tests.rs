@@ -1,6 +1,7 @@
 //! Tests of the pipelined worker loop with a fake in-flight model.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::*;
@@ -198,7 +199,7 @@ fn batches(jobs: &[Arc<Job>], max: usize) -> Vec<Batch> {
 }
 
 /// Hands out batches the way the batcher does: one to an idle worker, the next on `Idle`.
-fn drive(model: &mut TwoSlots, batches: Vec<Batch>) -> Metrics {
+fn drive(model: &mut TwoSlots, batches: Vec<Batch>) -> Sinks {
     drive_explained(model, None, batches)
 }
 
@@ -206,7 +207,7 @@ fn drive_explained(
     model: &mut TwoSlots,
     occlusion: Option<&Occlusion>,
     batches: Vec<Batch>,
-) -> Metrics {
+) -> Sinks {
     let (batch_tx, batch_rx) = crossbeam_channel::bounded(1);
     let (msg_tx, msg_rx) = crossbeam_channel::unbounded();
     let feeder = std::thread::spawn(move || {
@@ -217,20 +218,23 @@ fn drive_explained(
             batch_tx.send(batch).expect("worker alive");
         }
     });
-    let metrics = Metrics::new().unwrap();
+    let sinks = Sinks {
+        metrics: Arc::new(Metrics::new().unwrap()),
+        totals: Arc::default(),
+        tap: None,
+    };
     run(
         model,
         occlusion,
         7,
         &batch_rx,
         &msg_tx,
-        &metrics,
+        &sinks,
         &mut Rows::default(),
         64,
-        None,
     );
     feeder.join().unwrap();
-    metrics
+    sinks
 }
 
 #[test]
@@ -311,7 +315,7 @@ fn a_failed_batch_fails_its_requests_and_the_rest_are_scored() {
     let mut all = batches(std::slice::from_ref(&good_a), 64);
     all.extend(batches(std::slice::from_ref(&bad), 64));
     all.extend(batches(std::slice::from_ref(&good_b), 64));
-    drive(&mut model, all);
+    let sinks = drive(&mut model, all);
     assert!(answer_a.try_recv().unwrap().is_ok());
     assert!(answer_b.try_recv().unwrap().is_ok());
     let failed = answer_bad.try_recv().unwrap().unwrap_err();
@@ -319,6 +323,11 @@ fn a_failed_batch_fails_its_requests_and_the_rest_are_scored() {
         matches!(&failed, EngineError::Model(m) if m.contains("index 9")),
         "{failed:?}"
     );
+    // The engine's own totals: three batches ran, the rows of the two that scored were scored.
+    let totals = &sinks.totals;
+    assert_eq!(totals.batches.load(Ordering::Relaxed), 3);
+    assert_eq!(totals.rows_scored.load(Ordering::Relaxed), 40);
+    assert_eq!(sinks.metrics.rows_scored(), 40);
 }
 
 #[test]
@@ -333,7 +342,7 @@ fn after_a_sticky_error_every_batch_fails_at_once_and_the_device_is_left_alone()
     for job in &later {
         all.extend(batches(std::slice::from_ref(job), 64));
     }
-    let metrics = drive(&mut model, all);
+    let metrics = drive(&mut model, all).metrics;
     assert!(
         answer_a.try_recv().unwrap().is_ok(),
         "scored before the failure"

@@ -4,22 +4,20 @@
 //! On the CPU a batch is computed start to finish. On a GPU the worker runs `super::pipeline`'s
 //! loop instead, with up to two batches in flight.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::batch::{Batch, Rows, finish};
+use super::batch::{Batch, Rows, Sinks, finish};
 use super::explain::{Scratch, explain};
-use super::{EngineError, Message, Metrics};
+use super::{EngineError, Message};
 use crate::model::DcnModel;
-use crate::monitoring::Tap;
 
 pub(super) struct Worker {
     id: usize,
     model: DcnModel,
     batcher: Sender<Message>,
-    metrics: Arc<Metrics>,
+    sinks: Sinks,
     test_delay: Duration,
     /// Test-only: a slower model, its extra time counted as compute.
     test_compute_delay: Duration,
@@ -28,7 +26,6 @@ pub(super) struct Worker {
     max_batch_size: usize,
     rows: Rows,
     scratch: Scratch,
-    tap: Option<Tap>,
 }
 
 impl Worker {
@@ -36,22 +33,20 @@ impl Worker {
         id: usize,
         model: DcnModel,
         batcher: Sender<Message>,
-        metrics: Arc<Metrics>,
+        sinks: Sinks,
         (test_delay_us, test_compute_delay_us): (u64, u64),
         max_batch_size: usize,
-        tap: Option<Tap>,
     ) -> Self {
         Worker {
             id,
             model,
             batcher,
-            metrics,
+            sinks,
             test_delay: Duration::from_micros(test_delay_us),
             test_compute_delay: Duration::from_micros(test_compute_delay_us),
             max_batch_size,
             rows: Rows::default(),
             scratch: Scratch::default(),
-            tap,
         }
     }
 
@@ -113,8 +108,7 @@ impl Worker {
             })
             .map_err(EngineError::Model);
         finish(
-            &self.metrics,
-            self.tap.as_ref(),
+            &self.sinks,
             batch,
             result.map(|explained| (&self.rows.out[..], explained)),
             started,
@@ -128,10 +122,9 @@ impl Worker {
             id,
             model,
             batcher,
-            metrics,
+            sinks,
             max_batch_size,
             mut rows,
-            tap,
             ..
         } = self;
         let crate::model::Runner::Cuda(gpu) = model.runner() else {
@@ -145,10 +138,9 @@ impl Worker {
             id,
             &batches,
             &batcher,
-            &metrics,
+            &sinks,
             &mut rows,
             max_batch_size,
-            tap.as_ref(),
         );
     }
 }

@@ -5,10 +5,12 @@
 //! until its guard drops, which records how it ended and how long it took, and sends its span
 //! when the request is traced. A traced request that is refused gets its span too, ended at once.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::decision_log::{Answered, Inputs, Rows};
+use super::metrics::VersionRequests;
 use super::{Code, ScoreError, Scores, Scoring, Served};
 use crate::engine::Lane;
 use crate::protocol::Payload;
@@ -83,6 +85,8 @@ pub struct Admission<'a> {
     api: Api,
     started: Instant,
     outcome: Option<Code>,
+    /// The counts of the version the request took, once it took one.
+    version: Option<Arc<VersionRequests>>,
     /// The request's span, when it is traced (boxed: most requests are not).
     span: Option<Box<Recording>>,
 }
@@ -131,6 +135,7 @@ impl Scoring {
             api,
             started,
             outcome: None,
+            version: None,
             span: span.map(Box::new),
         })
     }
@@ -200,6 +205,30 @@ fn end_span(
 }
 
 impl Admission<'_> {
+    /// [`Scoring::pick`]: the version that answers this request, whose statistics count it from
+    /// now on, however it ends.
+    pub fn pick(&mut self) -> Arc<Served> {
+        let served = self.scoring.pick();
+        self.took(&served);
+        served
+    }
+
+    /// [`Scoring::pick_named`], counted as [`Admission::pick`].
+    pub fn pick_named(
+        &mut self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<Served>, ScoreError> {
+        let served = self.scoring.pick_named(name, version)?;
+        self.took(&served);
+        Ok(served)
+    }
+
+    /// Counts the request in `served`'s statistics.
+    fn took(&mut self, served: &Served) {
+        self.version = Some(served.requests().clone());
+    }
+
     /// Scores what the request carries on `served` (the version it took; see
     /// [`Scoring::score`]). A traced request's span notes what scored it; a logged request's
     /// decisions go to the decision log, with `request_id` (the caller's own id) when it gave one.
@@ -211,6 +240,7 @@ impl Admission<'_> {
         explain: bool,
         request_id: Option<&str>,
     ) -> Result<Scores, ScoreError> {
+        self.took(served);
         let logged = self.capture(Rows::from(&payload), request_id);
         let who = logged.as_ref().map(|(_, who)| *who);
         let scores = self
@@ -230,6 +260,7 @@ impl Admission<'_> {
         explain: bool,
         request_id: Option<&str>,
     ) -> Result<Scores, ScoreError> {
+        self.took(served);
         let logged = self.capture(Rows::Transactions(txs), request_id);
         let who = logged.as_ref().map(|(_, who)| *who);
         let scores = self
@@ -304,7 +335,7 @@ impl Drop for Admission<'_> {
         let metrics = &self.scoring.metrics;
         metrics.in_flight.fetch_sub(1, Ordering::AcqRel);
         let code = self.outcome.unwrap_or(Code::Cancelled);
-        metrics.record(self.api, code, self.elapsed_us());
+        metrics.record(self.api, code, self.elapsed_us(), self.version.as_deref());
         if let Some(span) = self.span.take() {
             self.send(*span, code, None);
         }

@@ -189,11 +189,19 @@ impl Scoring {
         Ok(champion)
     }
 
+    /// The slots answering requests: the champion's, then the canary's when there is one.
+    pub fn serving(&self) -> Vec<Arc<Served>> {
+        let canary = self.canary.as_ref().map(|c| c.slot().load_full());
+        [Some(self.served()), canary]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// The versions serving model `name`: the champion's, then the canary's when it differs.
     pub fn versions(&self, name: &str) -> Vec<String> {
         let mut versions = Vec::new();
-        let canary = self.canary.as_ref().map(|c| c.slot().load_full());
-        for served in [Some(self.served()), canary].into_iter().flatten() {
+        for served in self.serving() {
             let model = served.model();
             if model.name == name && !versions.contains(&model.version) {
                 versions.push(model.version.clone());

@@ -59,6 +59,8 @@ pub struct Served {
     reason_codes: Option<Vec<String>>,
     /// What its decision-log records name it by.
     logged_as: Arc<super::decision_log::Version>,
+    /// How the requests that took it ended (its Triton statistics).
+    requests: Arc<super::metrics::VersionRequests>,
     /// Where it came from and how it was checked.
     pub origin: Origin,
 }
@@ -113,6 +115,7 @@ impl Served {
                 &features,
             )),
             reason_codes,
+            requests: Arc::default(),
             signature: Signature::new(&features),
             extractor: FeatureExtractor::new(features)?,
             thresholds,
@@ -169,6 +172,11 @@ impl Served {
     /// The model's Open Inference Protocol signature.
     pub fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    /// How the requests that took this version ended.
+    pub fn requests(&self) -> &Arc<super::metrics::VersionRequests> {
+        &self.requests
     }
 
     /// The engine the rows go to.

@@ -43,7 +43,7 @@ pub async fn score(
         arrived.timeout?;
         let deadline = arrived.deadline;
         let explain = request.explain || query.explain;
-        let served = scoring.pick();
+        let served = admission.pick();
         let scored = admission
             .score_transactions(
                 &served,

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use pixguard::bench::requests::{Api, Bodies};
 use pixguard::protocol::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
+use pixguard::protocol::grpc::{ModelStatistics, ModelStatisticsRequest, StatisticDuration};
 use pixguard::transaction::Transaction;
 use serde_json::{Value, json};
 
@@ -196,6 +197,7 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
     );
     let canary_stats = stats(&client, &server).await["canary"].clone();
     assert_eq!(canary_stats["requests"], 12, "{canary_stats}");
+    each_version_has_its_own_statistics(&client, &server, (&champion, 31), (&canary, 12)).await;
 
     // The admin API: refused without the token or with a share out of range; then 0 at once.
     assert_eq!(
@@ -324,6 +326,100 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
         "{described}"
     );
     let _ = std::fs::remove_dir_all(&canary_dir);
+}
+
+/// Triton's statistics name each version with the requests that took it, as the client counted
+/// them (`(version, requests)`: the champion's, then the canary's), over HTTP and gRPC: one row
+/// a request, sent one at a time, so as many rows and batches as requests; none failed (the one
+/// refused for an unknown version took no version).
+async fn each_version_has_its_own_statistics(
+    client: &reqwest::Client,
+    server: &Server,
+    champion: (&str, u64),
+    canary: (&str, u64),
+) {
+    let expect = |stat: &Value, (version, requests): (&str, u64)| {
+        assert_eq!(
+            (&stat["name"], &stat["version"]),
+            (&json!("pix-fraud"), &json!(version)),
+            "{stat}"
+        );
+        let counts = |keys: &[&str]| -> Vec<u64> {
+            keys.iter()
+                .map(|k| k.split('.').fold(stat, |v, k| &v[k]).as_u64().unwrap())
+                .collect()
+        };
+        let inference = |k: &str| format!("inference_stats.{k}.count");
+        let keys = ["success", "queue", "compute_infer"].map(inference);
+        let mut keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        keys.extend(["inference_count", "execution_count"]);
+        assert_eq!(counts(&keys), vec![requests; 5], "{stat}");
+        assert_eq!(stat["inference_stats"]["fail"]["count"], 0, "{stat}");
+        assert!(
+            stat["inference_stats"]["success"]["ns"].as_u64().unwrap() > 0,
+            "{stat}"
+        );
+        assert!(stat["last_inference"].as_u64().unwrap() > 0, "{stat}");
+    };
+    let both = get_json(client, server, "/v2/models/pix-fraud/stats", None).await;
+    let listed = both["model_stats"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{both}");
+    expect(&listed[0], champion);
+    expect(&listed[1], canary);
+    let all = get_json(client, server, "/v2/models/stats", None).await;
+    assert_eq!(all, both, "one model: the same versions");
+    let path = format!("/v2/models/pix-fraud/versions/{}/stats", canary.0);
+    let one = get_json(client, server, &path, None).await;
+    assert_eq!(one["model_stats"].as_array().unwrap().len(), 1, "{one}");
+    expect(&one["model_stats"][0], canary);
+    let unknown = client
+        .get(server.url("/v2/models/pix-fraud/versions/19990101.0000/stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    let grpc = GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc_address()))
+        .await
+        .unwrap();
+    let ask = |name: &str, version: &str| {
+        let request = ModelStatisticsRequest {
+            name: name.into(),
+            version: version.into(),
+        };
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.model_statistics(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .model_stats
+        }
+    };
+    let grpc_counts = |stat: &ModelStatistics| {
+        let inference = stat.inference_stats.as_ref().unwrap();
+        let count = |d: &Option<StatisticDuration>| d.as_ref().unwrap().count;
+        (
+            stat.version.clone(),
+            [
+                count(&inference.success),
+                count(&inference.queue),
+                count(&inference.compute_infer),
+                stat.inference_count,
+                stat.execution_count,
+            ],
+            count(&inference.fail),
+        )
+    };
+    let want = |(version, requests): (&str, u64)| (version.to_string(), [requests; 5], 0);
+    let listed: Vec<_> = ask("", "").await.iter().map(grpc_counts).collect();
+    assert_eq!(listed, vec![want(champion), want(canary)]);
+    let listed: Vec<_> = ask("pix-fraud", canary.0)
+        .await
+        .iter()
+        .map(grpc_counts)
+        .collect();
+    assert_eq!(listed, vec![want(canary)]);
 }
 
 /// A copy of the champion's package in `dir` as another version whose hold threshold was

@@ -179,12 +179,9 @@ impl GrpcInferenceService for Inference {
         r: Request<ModelStatisticsRequest>,
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
         let r = r.into_inner();
-        let served = if r.name.is_empty() {
-            self.0.scoring.served()
-        } else {
-            named(&self.0, &r.name, &r.version)?
-        };
-        let st = statistics::model_statistics(&self.0.scoring, &served);
+        let name = Some(r.name.as_str()).filter(|n| !n.is_empty());
+        let stats = statistics::statistics(&self.0.scoring, name, optional(&r.version))
+            .map_err(|e| grpc_status(&e))?;
         let d = |d: statistics::Duration| {
             Some(StatisticDuration {
                 count: d.count,
@@ -192,8 +189,9 @@ impl GrpcInferenceService for Inference {
             })
         };
         let zero = statistics::Duration::default();
-        Ok(Response::new(ModelStatisticsResponse {
-            model_stats: vec![ModelStatistics {
+        let model_stats = stats
+            .into_iter()
+            .map(|st| ModelStatistics {
                 name: st.name,
                 version: st.version,
                 last_inference: st.last_inference,
@@ -209,8 +207,9 @@ impl GrpcInferenceService for Inference {
                     cache_hit: d(zero),
                     cache_miss: d(zero),
                 }),
-            }],
-        }))
+            })
+            .collect();
+        Ok(Response::new(ModelStatisticsResponse { model_stats }))
     }
 
     async fn model_infer(
@@ -378,7 +377,7 @@ impl Inference {
         deadline: Instant,
     ) -> Result<InferAnswer, ScoreError> {
         let scoring = &self.0.scoring;
-        let served = scoring.pick_named(r.model_name(), optional(r.model_version()))?;
+        let served = admission.pick_named(r.model_name(), optional(r.model_version()))?;
         if r.raw_count() != 0 && r.raw_count() != r.input_count() {
             return Err(ScoreError::Malformed(format!(
                 "{} raw_input_contents for {} inputs",

@@ -104,15 +104,14 @@ pub async fn model_statistics(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Json<Value>, HttpError> {
-    let served = state.scoring.named(&path.model, path.version.as_deref())?;
-    let stats = statistics::model_statistics(&state.scoring, &served).to_json();
-    Ok(Json(json!({"model_stats": [stats]})))
+    let stats = statistics::statistics(&state.scoring, Some(&path.model), path.version.as_deref())?;
+    Ok(Json(statistics::to_json(&stats)))
 }
 
-/// `GET /v2/models/stats`: every served model.
-pub async fn all_statistics(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let stats = statistics::model_statistics(&state.scoring, &state.scoring.served()).to_json();
-    Json(json!({"model_stats": [stats]}))
+/// `GET /v2/models/stats`: every version of every served model.
+pub async fn all_statistics(State(state): State<Arc<AppState>>) -> Result<Json<Value>, HttpError> {
+    let stats = statistics::statistics(&state.scoring, None, None)?;
+    Ok(Json(statistics::to_json(&stats)))
 }
 
 /// `POST /v2/models/{m}[/versions/{v}]/infer`.
@@ -126,7 +125,7 @@ pub async fn infer(
     let arrived = arrive(&state, &headers, body).await;
     let mut admission = scoring.admit(Api::OipHttp, || trace_headers(&headers), arrived.head)?;
     let result = async {
-        let served = scoring.pick_named(&path.model, path.version.as_deref())?;
+        let served = admission.pick_named(&path.model, path.version.as_deref())?;
         let limit = state.config.server.body_limit_bytes;
         let body = decode_body(&headers, arrived.body?, limit)?;
         let header_length = headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes);

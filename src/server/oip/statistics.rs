@@ -1,10 +1,10 @@
 //! Triton's statistics extension (`GET /v2/models/{m}/stats`, gRPC `ModelStatistics`): cumulative
 //! counts and durations, which perf_analyzer reads to split its latency into queue and compute.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::histogram::PromHistogram;
-use crate::scoring::{Scoring, Served};
+use crate::scoring::{ScoreError, Scoring, Served};
 
 /// A cumulative count and duration in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -15,7 +15,7 @@ pub struct Duration {
     pub ns: u64,
 }
 
-/// Statistics of the served model since start.
+/// Statistics of one served version since it started serving.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ModelStatistics {
     /// Model name.
@@ -38,31 +38,78 @@ pub struct ModelStatistics {
     pub compute_infer: Duration,
 }
 
-/// The served model's statistics. Feature assembly happens before the queue and is part of
-/// `success` only; compute_input and compute_output are not measured apart from compute_infer.
-pub fn model_statistics(scoring: &Scoring, served: &Served) -> ModelStatistics {
-    let front = &scoring.metrics;
-    let engine = scoring.engine_metrics();
-    let duration = |(count, ns): (u64, u64)| Duration { count, ns };
-    let histogram = |h: &PromHistogram| {
-        let (_, sum_us, count) = h.snapshot();
-        Duration {
-            count,
-            ns: sum_us.saturating_mul(1_000),
-        }
-    };
-    let (_, _, batches) = engine.batch_size.snapshot();
-    ModelStatistics {
-        name: served.model().name.clone(),
-        version: served.model().version.clone(),
-        last_inference: front.last_inference_ms.load(Ordering::Relaxed),
-        inference_count: engine.rows_scored(),
-        execution_count: batches,
-        success: duration(front.succeeded.count_ns()),
-        fail: duration(front.failed.count_ns()),
-        queue: histogram(&engine.queue.prom),
-        compute_infer: histogram(&engine.compute.prom),
+/// Triton's answer for `name` (every model when `None`) and `version` (every version serving it
+/// when `None` or empty): one entry per version, the champion's first. Each version's figures are
+/// its own engine's and those of the requests that took it, since it started serving; a version
+/// both the champion and the canary serve (a canary following the champion's package) is one
+/// entry with both slots' figures. An unknown model or version is refused as for inference.
+pub fn statistics(
+    scoring: &Scoring,
+    name: Option<&str>,
+    version: Option<&str>,
+) -> Result<Vec<ModelStatistics>, ScoreError> {
+    let version = version.filter(|v| !v.is_empty());
+    if let Some(name) = name {
+        scoring.named(name, version)?;
     }
+    let mut groups: Vec<Vec<Arc<Served>>> = Vec::new();
+    for served in scoring.serving() {
+        let model = served.model();
+        if name.is_some_and(|n| n != model.name) || version.is_some_and(|v| v != model.version) {
+            continue;
+        }
+        match groups.iter_mut().find(|g| g[0].model() == model) {
+            Some(group) => group.push(served),
+            None => groups.push(vec![served]),
+        }
+    }
+    Ok(groups.iter().map(|g| model_statistics(g)).collect())
+}
+
+/// The statistics of one version, served by every slot in `slots` (at least one). Feature
+/// assembly happens before the queue and is part of `success` only; compute_input and
+/// compute_output are not measured apart from compute_infer.
+fn model_statistics(slots: &[Arc<Served>]) -> ModelStatistics {
+    let model = slots[0].model();
+    let mut stats = ModelStatistics {
+        name: model.name.clone(),
+        version: model.version.clone(),
+        last_inference: 0,
+        inference_count: 0,
+        execution_count: 0,
+        success: Duration::default(),
+        fail: Duration::default(),
+        queue: Duration::default(),
+        compute_infer: Duration::default(),
+    };
+    for served in slots {
+        let requests = served.requests();
+        let engine = served.engine().totals();
+        stats.last_inference = stats
+            .last_inference
+            .max(requests.last_ms.load(Ordering::Relaxed));
+        stats.inference_count += engine.rows_scored.load(Ordering::Relaxed);
+        stats.execution_count += engine.batches.load(Ordering::Relaxed);
+        stats.success.add(requests.succeeded.count_ns());
+        stats.fail.add(requests.failed.count_ns());
+        stats.queue.add(engine.queue.count_ns());
+        stats.compute_infer.add(engine.compute.count_ns());
+    }
+    stats
+}
+
+impl Duration {
+    /// Adds `count` occurrences lasting `ns` in all.
+    fn add(&mut self, (count, ns): (u64, u64)) {
+        self.count += count;
+        self.ns += ns;
+    }
+}
+
+/// The JSON answer Triton serves: `{"model_stats": [...]}`.
+pub fn to_json(stats: &[ModelStatistics]) -> serde_json::Value {
+    let stats: Vec<_> = stats.iter().map(ModelStatistics::to_json).collect();
+    serde_json::json!({ "model_stats": stats })
 }
 
 impl ModelStatistics {
