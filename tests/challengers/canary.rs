@@ -1,7 +1,6 @@
 //! The canary (`model.canary`): a second version that answers a share of live requests.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use pixguard::bench::requests::{Api, Bodies};
 use pixguard::protocol::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -13,10 +12,10 @@ use super::server::{Server, copy_package, metric, transactions};
 use super::{alone, get_json, stats};
 
 const CHALLENGER: &str = "models/pix-fraud-challenger";
-const TOKEN: &str = "canary-admin-token-0123456789";
+pub(super) const TOKEN: &str = "canary-admin-token-0123456789";
 
 /// `POST /v1/score` of one transaction: the answer.
-async fn score_one(client: &reqwest::Client, server: &Server, tx: &Value) -> Value {
+pub(super) async fn score_one(client: &reqwest::Client, server: &Server, tx: &Value) -> Value {
     let r = client
         .post(server.url("/v1/score"))
         .json(tx)
@@ -92,7 +91,7 @@ async fn admin_post(
 }
 
 /// `POST /admin/canary` `{"fraction": fraction}`.
-async fn admin_canary(
+pub(super) async fn admin_canary(
     client: &reqwest::Client,
     server: &Server,
     fraction: f64,
@@ -420,261 +419,4 @@ async fn each_version_has_its_own_statistics(
         .map(grpc_counts)
         .collect();
     assert_eq!(listed, vec![want(canary)]);
-}
-
-/// A copy of the champion's package in `dir` as another version whose hold threshold was
-/// mistyped (1e-30: it stops every payment), its digest in MLmodel updated to match.
-fn mistyped_threshold(dir: &std::path::Path) -> std::path::PathBuf {
-    use pixguard::model::package::sha256_hex;
-    let _ = std::fs::remove_dir_all(dir);
-    let package = copy_package("models/pix-fraud", dir);
-    let path = package.join("model.json");
-    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    config["version"] = json!("20261207.0001");
-    config["thresholds"]["hold"] = json!(1e-30);
-    let text = serde_json::to_string_pretty(&config).unwrap();
-    std::fs::write(&path, &text).unwrap();
-    let old = sha256_hex(&std::fs::read(Path::new("models/pix-fraud/model.json")).unwrap());
-    let new = sha256_hex(text.as_bytes());
-    let mlmodel = std::fs::read_to_string(package.join("MLmodel")).unwrap();
-    assert!(mlmodel.contains(&old), "MLmodel names model.json's digest");
-    std::fs::write(package.join("MLmodel"), mlmodel.replace(&old, &new)).unwrap();
-    package
-}
-
-/// The reason of the canary's halt in `/v1/stats`' `canary`, whose share must be 0; then every
-/// one of `txs` is answered by the champion, and the halt is counted once.
-async fn halted_for(client: &reqwest::Client, server: &Server, txs: &[Value]) -> String {
-    let canary = stats(client, server).await["canary"].clone();
-    assert_eq!(canary["fraction"], 0.0, "{canary}");
-    let reason = canary["halted"]["reason"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    for tx in txs {
-        let answer = score_one(client, server, tx).await;
-        assert_eq!(
-            answer["model"]["version"], "20261127.0446",
-            "halted: {answer}"
-        );
-    }
-    let text = super::server::metrics_text(client, server).await;
-    assert_eq!(metric(&text, "pixguard_canary_halts_total"), 1.0);
-    reason
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
-    let client = reqwest::Client::new();
-    let dir = std::env::temp_dir().join(format!("pixguard-canary-guard-{}", std::process::id()));
-    let package = mistyped_threshold(&dir);
-    let mut command = Server::command(&[
-        "--set",
-        &format!("model.canary={}", package.display()),
-        "--set",
-        "model.canary_fraction=0.5",
-        "--set",
-        "model.canary_guard_min_rows=20",
-        // The stop-share guard alone: its latency is the champion's, but 20 samples are few.
-        "--set",
-        "model.canary_max_latency_ratio=0",
-        "--set",
-        "model.canary_max_error_share=0",
-    ]);
-    let server = Server::spawn(command.env("PIXGUARD_ADMIN_TOKEN", TOKEN));
-    let txs = transactions(200, 43);
-    let canary_stats = || async { stats(&client, &server).await["canary"].clone() };
-    // Every other request is the canary's, and it stops every one; once each version has 20 rows
-    // in its monitor (published each second), the guard sets its share to 0.
-    let mut sent = 0;
-    let mut held_by_canary = 0;
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while canary_stats().await["halts"] == 0 {
-        assert!(
-            std::time::Instant::now() < until,
-            "no halt: {}",
-            canary_stats().await
-        );
-        let answer = score_one(&client, &server, &txs[sent % txs.len()]).await;
-        if answer["model"]["version"] == "20261207.0001" {
-            assert_ne!(answer["decision"], "ALLOW", "{answer}");
-            held_by_canary += 1;
-        }
-        sent += 1;
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(held_by_canary >= 20, "{held_by_canary} of {sent}");
-    let reason = halted_for(&client, &server, &txs[..20]).await;
-    assert!(
-        reason.starts_with("canary 20261207.0001: stopped (HOLD or REJECT) 100.00 % of"),
-        "{reason}"
-    );
-    assert!(
-        reason.contains("outside 1/3 to 3 (model.canary_max_stop_ratio)"),
-        "{reason}"
-    );
-    assert!(server.logged("the canary guard set the canary's share to 0"));
-    let text = super::server::metrics_text(&client, &server).await;
-    assert_eq!(metric(&text, "pixguard_canary_fraction"), 0.0);
-
-    // A person raising the share again clears the halt; on the same evidence (its 10 minutes
-    // still hold everything) the guard halts it again.
-    let (status, body) = admin_canary(&client, &server, 0.5, TOKEN).await;
-    assert_eq!((status, body["was"].as_f64()), (200, Some(0.0)), "{body}");
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while canary_stats().await["halts"] != 2 {
-        assert!(
-            std::time::Instant::now() < until,
-            "no second halt: {}",
-            canary_stats().await
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(canary_stats().await["fraction"], 0.0);
-    // The admin API says the same of it as /v1/stats: one account of the canary's figures.
-    let described: Value = get_json(&client, &server, "/admin/model", Some(TOKEN)).await;
-    let stats = canary_stats().await;
-    for key in ["fraction", "requests", "halts", "halted"] {
-        assert_eq!(described["canary"][key], stats[key], "{key}");
-    }
-    assert!(described["canary"]["halted"]["reason"].is_string());
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A server whose canary (the challenger package, half of the requests, compared from 20 each)
-/// decides as the champion does but computes each batch 30 ms longer, with only the guard
-/// `guard` (a `model.` setting) on.
-fn slow_canary(guard: &str) -> Server {
-    let mut args = vec![
-        "--set".to_string(),
-        "model.canary=models/pix-fraud-challenger".into(),
-        "--set".into(),
-        "model.canary_fraction=0.5".into(),
-        "--set".into(),
-        "model.canary_guard_min_rows=20".into(),
-        "--set".into(),
-        "engine.test_canary_delay_us=30000".into(),
-    ];
-    for other in [
-        "model.canary_max_stop_ratio",
-        "model.canary_max_latency_ratio",
-        "model.canary_max_error_share",
-    ] {
-        if other != guard {
-            args.extend(["--set".into(), format!("{other}=0")]);
-        }
-    }
-    Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-/// The number in a halt's `reason` between `after` and `unit`.
-fn figure(reason: &str, after: &str, unit: &str) -> f64 {
-    reason
-        .split(after)
-        .nth(1)
-        .and_then(|r| r.split(unit).next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no figure after {after:?} in {reason}"))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_guard_takes_a_canary_far_slower_than_the_champion_off_the_answers() {
-    // The canary decides as the champion does (the stop-share guard is off) and fails nothing
-    // (nor is the error guard on), but each of its batches takes 30 ms more: at a small share it
-    // would be the service's p99.
-    let client = reqwest::Client::new();
-    let server = slow_canary("model.canary_max_latency_ratio");
-    let txs = transactions(200, 44);
-    let canary_stats = || async { stats(&client, &server).await["canary"].clone() };
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let mut sent = 0;
-    while canary_stats().await["halts"] == 0 {
-        assert!(
-            std::time::Instant::now() < until,
-            "no halt after {sent} requests: {}",
-            canary_stats().await
-        );
-        score_one(&client, &server, &txs[sent % txs.len()]).await;
-        sent += 1;
-    }
-    let reason = halted_for(&client, &server, &txs[..10]).await;
-    assert!(
-        reason.starts_with("canary 20261202.1646: engine p99 (queue + compute)"),
-        "{reason}"
-    );
-    assert!(
-        reason.contains("(model.canary_max_latency_ratio)"),
-        "{reason}"
-    );
-    // Its p99 is at least the 30 ms it was slowed by.
-    assert!(figure(&reason, "compute) ", " ms") >= 30.0, "{reason}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_guard_takes_a_canary_whose_requests_fail_off_the_answers() {
-    // The canary decides as the champion does and its latency is not compared (both other guards
-    // are off), but its batches take 30 ms more: with callers allowing 20 ms, its requests that
-    // wait for one of them fail past their deadline, a payment without a decision each.
-    let client = reqwest::Client::new();
-    let server = slow_canary("model.canary_max_error_share");
-    let txs = std::sync::Arc::new(transactions(200, 45));
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let callers: Vec<_> = (0..8)
-        .map(|caller| {
-            let (client, txs, url) = (client.clone(), txs.clone(), server.url("/v1/score"));
-            let halted = server.url("/v1/stats");
-            tokio::spawn(async move {
-                let mut statuses = HashMap::<u16, u64>::new();
-                for sent in 0.. {
-                    if sent % 20 == 0 {
-                        let stats: Value = client
-                            .get(&halted)
-                            .send()
-                            .await
-                            .unwrap()
-                            .json()
-                            .await
-                            .unwrap();
-                        if stats["canary"]["halts"] != 0 || std::time::Instant::now() > until {
-                            break;
-                        }
-                    }
-                    let r = client
-                        .post(&url)
-                        .header("x-request-timeout-ms", "20")
-                        .json(&txs[(caller * 25 + sent) % txs.len()])
-                        .send()
-                        .await
-                        .unwrap();
-                    *statuses.entry(r.status().as_u16()).or_default() += 1;
-                }
-                statuses
-            })
-        })
-        .collect();
-    let mut statuses = HashMap::<u16, u64>::new();
-    for caller in callers {
-        for (status, n) in caller.await.unwrap() {
-            *statuses.entry(status).or_default() += n;
-        }
-    }
-    assert!(
-        statuses.keys().all(|s| [200, 504].contains(s)) && statuses.contains_key(&504),
-        "{statuses:?}"
-    );
-    let reason = halted_for(&client, &server, &txs[..10]).await;
-    assert!(
-        reason.starts_with("canary 20261202.1646: failed "),
-        "{reason} after {statuses:?}"
-    );
-    assert!(
-        reason.contains("(model.canary_max_error_share)"),
-        "{reason}"
-    );
-    // The canary's failed share is far above the champion's, each from its own engine.
-    assert!(
-        figure(&reason, "failed ", " %") > 10.0 + figure(&reason, "the champion's ", " %"),
-        "{reason}"
-    );
-    eprintln!("{statuses:?}: {reason}");
 }

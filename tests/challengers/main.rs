@@ -7,9 +7,12 @@
 //!
 //! As a canary: it answers exactly its share of requests on every API, each answer what that
 //! version alone answers; a request naming its version reaches it; its share is set to 0 live
-//! through the admin API; the shadow compares only the champion's answers.
+//! through the admin API; the shadow compares only the champion's answers; Triton's statistics
+//! are each version's own. The guard takes a canary that stops, slows or fails far more than its
+//! champion off the answers.
 
 mod canary;
+mod guard;
 
 #[path = "../common/child.rs"]
 mod child;
