@@ -236,9 +236,6 @@ pub(super) fn finish(
         Ok(out) => out,
         Err(e) => {
             tracing::error!(error = %e, rows = batch.rows, "batch failed");
-            if observed {
-                sinks.totals.batch(batch.rows, false);
-            }
             fail(&batch, &e);
             return;
         }
@@ -247,7 +244,7 @@ pub(super) fn finish(
         metrics
             .rows_scored
             .fetch_add(batch.rows as u64, Ordering::Relaxed);
-        sinks.totals.batch(batch.rows, true);
+        sinks.totals.batch(batch.rows, compute_us);
     }
     // Before the answers go out, so that a report asked for after an answer counts its rows; the
     // tap only copies (the monitor thread bins).

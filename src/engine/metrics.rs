@@ -1,8 +1,9 @@
 //! What the engine measures: queue wait, compute, batch sizes, rows scored or dropped, and the
 //! state of its devices. Front-end counters live with the front ends (`crate::scoring::metrics`).
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use crate::histogram::{BATCH_BOUNDS, Cumulative, PromHistogram, Stage};
 
@@ -77,21 +78,34 @@ impl Metrics {
 pub struct Totals {
     /// Rows scored.
     pub rows_scored: AtomicU64,
-    /// Batches run.
+    /// Batches that scored (Triton's successful executions).
     pub batches: AtomicU64,
     /// Queue wait of each request answered.
     pub queue: Cumulative,
     /// Compute time of each request answered (its longest batch).
     pub compute: Cumulative,
+    /// By batch size: batches that scored and their compute time (Triton's `batch_stats`).
+    /// Locked once per batch, by the engine's own workers only.
+    by_size: Mutex<BTreeMap<usize, Cumulative>>,
 }
 
 impl Totals {
-    /// A batch of `rows` rows ran (`scored`: and scored them).
-    pub fn batch(&self, rows: usize, scored: bool) {
+    /// A batch scored `rows` rows in `compute_us`.
+    pub fn batch(&self, rows: usize, compute_us: u64) {
         self.batches.fetch_add(1, Ordering::Relaxed);
-        if scored {
-            self.rows_scored.fetch_add(rows as u64, Ordering::Relaxed);
-        }
+        self.rows_scored.fetch_add(rows as u64, Ordering::Relaxed);
+        let mut by_size = self.by_size.lock().unwrap_or_else(|p| p.into_inner());
+        by_size.entry(rows).or_default().add(compute_us);
+    }
+
+    /// Every batch size run so far, smallest first, with its batches and their compute time
+    /// (count, ns).
+    pub fn by_size(&self) -> Vec<(usize, (u64, u64))> {
+        let by_size = self.by_size.lock().unwrap_or_else(|p| p.into_inner());
+        by_size
+            .iter()
+            .map(|(&rows, c)| (rows, c.count_ns()))
+            .collect()
     }
 
     /// A request was answered after `queue_us` in the queue and `compute_us` of compute.

@@ -323,11 +323,18 @@ fn a_failed_batch_fails_its_requests_and_the_rest_are_scored() {
         matches!(&failed, EngineError::Model(m) if m.contains("index 9")),
         "{failed:?}"
     );
-    // The engine's own totals: three batches ran, the rows of the two that scored were scored.
+    // The engine's own totals count the two batches that scored, by size; the failed one is in
+    // its request's failure only (Triton counts successful executions).
     let totals = &sinks.totals;
-    assert_eq!(totals.batches.load(Ordering::Relaxed), 3);
+    assert_eq!(totals.batches.load(Ordering::Relaxed), 2);
     assert_eq!(totals.rows_scored.load(Ordering::Relaxed), 40);
     assert_eq!(sinks.metrics.rows_scored(), 40);
+    let sizes: Vec<_> = totals
+        .by_size()
+        .into_iter()
+        .map(|(rows, (count, _))| (rows, count))
+        .collect();
+    assert_eq!(sizes, vec![(10, 1), (30, 1)]);
 }
 
 #[test]

@@ -329,8 +329,8 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
 
 /// Triton's statistics name each version with the requests that took it, as the client counted
 /// them (`(version, requests)`: the champion's, then the canary's), over HTTP and gRPC: one row
-/// a request, sent one at a time, so as many rows and batches as requests; none failed (the one
-/// refused for an unknown version took no version).
+/// a request, sent one at a time, so as many rows and batches (all of 1 row) as requests; none
+/// failed (the one refused for an unknown version took no version).
 async fn each_version_has_its_own_statistics(
     client: &reqwest::Client,
     server: &Server,
@@ -354,6 +354,13 @@ async fn each_version_has_its_own_statistics(
         keys.extend(["inference_count", "execution_count"]);
         assert_eq!(counts(&keys), vec![requests; 5], "{stat}");
         assert_eq!(stat["inference_stats"]["fail"]["count"], 0, "{stat}");
+        let sizes = stat["batch_stats"].as_array().unwrap();
+        assert_eq!(sizes.len(), 1, "{stat}");
+        assert_eq!(
+            (&sizes[0]["batch_size"], &sizes[0]["compute_infer"]["count"]),
+            (&json!(1), &json!(requests)),
+            "{stat}"
+        );
         assert!(
             stat["inference_stats"]["success"]["ns"].as_u64().unwrap() > 0,
             "{stat}"
@@ -398,6 +405,11 @@ async fn each_version_has_its_own_statistics(
     let grpc_counts = |stat: &ModelStatistics| {
         let inference = stat.inference_stats.as_ref().unwrap();
         let count = |d: &Option<StatisticDuration>| d.as_ref().unwrap().count;
+        let sizes: Vec<_> = stat
+            .batch_stats
+            .iter()
+            .map(|b| (b.batch_size, count(&b.compute_infer)))
+            .collect();
         (
             stat.version.clone(),
             [
@@ -408,9 +420,12 @@ async fn each_version_has_its_own_statistics(
                 stat.execution_count,
             ],
             count(&inference.fail),
+            sizes,
         )
     };
-    let want = |(version, requests): (&str, u64)| (version.to_string(), [requests; 5], 0);
+    let want = |(version, requests): (&str, u64)| {
+        (version.to_string(), [requests; 5], 0, vec![(1, requests)])
+    };
     let listed: Vec<_> = ask("", "").await.iter().map(grpc_counts).collect();
     assert_eq!(listed, vec![want(champion), want(canary)]);
     let listed: Vec<_> = ask("pix-fraud", canary.0)

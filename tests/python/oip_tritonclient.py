@@ -244,6 +244,13 @@ def main():
     expect(after["inference_stats"]["success"]["ns"] > after["inference_stats"]["compute_infer"]["ns"] > 0,
            "request time covers compute time")
     expect(gafter.inference_count >= after["inference_count"] and gafter.version == version, f"grpc stats {gafter}")
+    # Per batch size: the executions add up, and the 3-row request ran as one batch of 3 (nothing
+    # else was in flight).
+    sizes = lambda stat: {b["batch_size"]: b["compute_infer"]["count"] for b in stat["batch_stats"]}
+    grown = {n: c - sizes(before).get(n, 0) for n, c in sizes(after).items() if c != sizes(before).get(n, 0)}
+    expect(sum(sizes(after).values()) == after["execution_count"] and grown == {3: 1}, f"batch stats {after}")
+    gsizes = {b.batch_size: b.compute_infer.count for b in gafter.batch_stats}
+    expect(sum(gsizes.values()) == gafter.execution_count and gsizes.get(3, 0) >= 1, f"grpc batch stats {gafter}")
     print("model config (HTTP, gRPC), batch-size limit, statistics (HTTP, gRPC): as Triton reports them")
     return 0
 

@@ -207,6 +207,16 @@ impl GrpcInferenceService for Inference {
                     cache_hit: d(zero),
                     cache_miss: d(zero),
                 }),
+                batch_stats: st
+                    .batch_stats
+                    .into_iter()
+                    .map(|(batch_size, infer)| InferBatchStatistics {
+                        batch_size,
+                        compute_input: d(zero),
+                        compute_infer: d(infer),
+                        compute_output: d(zero),
+                    })
+                    .collect(),
             })
             .collect();
         Ok(Response::new(ModelStatisticsResponse { model_stats }))

@@ -36,6 +36,8 @@ pub struct ModelStatistics {
     pub queue: Duration,
     /// Model time of the batches requests rode in.
     pub compute_infer: Duration,
+    /// By batch size, smallest first: batches that scored and their model time.
+    pub batch_stats: Vec<(u64, Duration)>,
 }
 
 /// Triton's answer for `name` (every model when `None`) and `version` (every version serving it
@@ -81,7 +83,9 @@ fn model_statistics(slots: &[Arc<Served>]) -> ModelStatistics {
         fail: Duration::default(),
         queue: Duration::default(),
         compute_infer: Duration::default(),
+        batch_stats: Vec::new(),
     };
+    let mut by_size = std::collections::BTreeMap::<u64, Duration>::new();
     for served in slots {
         let requests = served.requests();
         let engine = served.engine().totals();
@@ -94,7 +98,11 @@ fn model_statistics(slots: &[Arc<Served>]) -> ModelStatistics {
         stats.fail.add(requests.failed.count_ns());
         stats.queue.add(engine.queue.count_ns());
         stats.compute_infer.add(engine.compute.count_ns());
+        for (rows, figures) in engine.by_size() {
+            by_size.entry(rows as u64).or_default().add(figures);
+        }
     }
+    stats.batch_stats = by_size.into_iter().collect();
     stats
 }
 
@@ -132,7 +140,12 @@ impl ModelStatistics {
                 "cache_hit": zero,
                 "cache_miss": zero,
             },
-            "batch_stats": [],
+            "batch_stats": self.batch_stats.iter().map(|(size, infer)| serde_json::json!({
+                "batch_size": size,
+                "compute_input": zero,
+                "compute_infer": infer,
+                "compute_output": zero,
+            })).collect::<Vec<_>>(),
         })
     }
 }
