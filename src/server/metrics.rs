@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 
 use super::models::Models;
+use crate::engine::Totals;
 use crate::histogram::{
     Stage, label_value, write_histogram as histogram, write_samples as counter,
 };
@@ -214,6 +215,7 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
             &[(String::new(), c.queued.load(Ordering::Relaxed) as u64)],
         );
     }
+    version_metrics(&mut out, scoring);
     if let Some(canary) = scoring.canary() {
         canary_metrics(&mut out, canary);
     }
@@ -222,6 +224,87 @@ pub fn prometheus(scoring: &Scoring, models: &Models) -> String {
     }
     super::monitoring::prometheus(&mut out, scoring);
     out
+}
+
+/// Each serving version's own counters, since it started serving (its Triton statistics, as
+/// Triton's `nv_inference_*` metrics): a canary's failures, rows and mean queue and compute time
+/// beside its champion's, where every other metric has both together.
+fn version_metrics(out: &mut String, scoring: &Scoring) {
+    let slots = scoring.serving();
+    let labels = |served: &Served, extra: &str| {
+        let model = served.model();
+        format!(
+            "{{model=\"{}\",version=\"{}\",role=\"{}\"{extra}}}",
+            label_value(&model.name),
+            label_value(&model.version),
+            served.role().as_str(),
+        )
+    };
+    let mut requests = Vec::new();
+    let mut request_seconds = Vec::new();
+    for served in &slots {
+        let r = served.requests();
+        for (outcome, cumulative) in [("ok", &r.succeeded), ("failed", &r.failed)] {
+            let (count, ns) = cumulative.count_ns();
+            let extra = format!(",outcome=\"{outcome}\"");
+            requests.push((labels(served, &extra), count as f64));
+            request_seconds.push((labels(served, &extra), seconds(ns)));
+        }
+    }
+    counter(
+        out,
+        "pixguard_version_requests_total",
+        "API scoring requests routed to each serving version, by outcome (ok or failed).",
+        "counter",
+        &requests,
+    );
+    counter(
+        out,
+        "pixguard_version_request_seconds_total",
+        "Whole duration of those requests, by outcome.",
+        "counter",
+        &request_seconds,
+    );
+    type Figure = fn(&Totals) -> f64;
+    let families: [(&str, &str, Figure); 5] = [
+        (
+            "pixguard_version_rows_scored_total",
+            "Rows each serving version's engine scored (Kafka's too).",
+            |t| t.rows_scored.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "pixguard_version_batches_total",
+            "Batches each serving version's engine scored.",
+            |t| t.batches.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "pixguard_version_engine_requests_total",
+            "Requests each serving version's engine answered (the count of the two sums below).",
+            |t| t.queue.count_ns().0 as f64,
+        ),
+        (
+            "pixguard_version_queue_seconds_total",
+            "Queue wait of the requests each serving version's engine answered.",
+            |t| seconds(t.queue.count_ns().1),
+        ),
+        (
+            "pixguard_version_compute_seconds_total",
+            "Compute of the batches those requests rode in.",
+            |t| seconds(t.compute.count_ns().1),
+        ),
+    ];
+    for (name, help, figure) in families {
+        let samples: Vec<_> = slots
+            .iter()
+            .map(|s| (labels(s, ""), figure(s.engine().totals())))
+            .collect();
+        counter(out, name, help, "counter", &samples);
+    }
+}
+
+/// Nanoseconds in seconds.
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
 }
 
 /// A version's name, version and source as labels.
@@ -260,7 +343,7 @@ fn canary_metrics(out: &mut String, canary: &Canary) {
     counter(
         out,
         "pixguard_canary_halts_total",
-        "Times the canary guard set the canary's share to 0 (its HOLD+REJECT share out of band against the champion's; model.canary_max_stop_ratio).",
+        "Times the canary guard set the canary's share to 0: its HOLD+REJECT share out of band against the champion's (model.canary_max_stop_ratio), its engine p99 too slow (canary_max_latency_ratio) or its failed share too high (canary_max_error_share).",
         "counter",
         &[(String::new(), load(&canary.halts))],
     );

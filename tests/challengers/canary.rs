@@ -434,4 +434,20 @@ async fn each_version_has_its_own_statistics(
         .map(grpc_counts)
         .collect();
     assert_eq!(listed, vec![want(canary)]);
+
+    // The same figures in Prometheus, by role.
+    let text = super::server::metrics_text(client, server).await;
+    for ((version, requests), role) in [(champion, "champion"), (canary, "canary")] {
+        let labels = format!("{{model=\"pix-fraud\",version=\"{version}\",role=\"{role}\"");
+        let outcome =
+            |o: &str| format!("pixguard_version_requests_total{labels},outcome=\"{o}\"}}");
+        assert_eq!(metric(&text, &outcome("ok")), requests as f64, "{role}");
+        assert_eq!(metric(&text, &outcome("failed")), 0.0, "{role}");
+        for family in ["rows_scored", "batches", "engine_requests"] {
+            let name = format!("pixguard_version_{family}_total{labels}}}");
+            assert_eq!(metric(&text, &name), requests as f64, "{name}");
+        }
+        let name = format!("pixguard_version_compute_seconds_total{labels}}}");
+        assert!(metric(&text, &name) > 0.0, "{name}");
+    }
 }
