@@ -224,9 +224,12 @@ impl Admission<'_> {
         Ok(served)
     }
 
-    /// Counts the request in `served`'s statistics.
+    /// Counts the request in `served`'s statistics, unless it already took its version (a front
+    /// end picks through the admission, then scores on what it picked).
     fn took(&mut self, served: &Served) {
-        self.version = Some(served.requests().clone());
+        if self.version.is_none() {
+            self.version = Some(served.requests().clone());
+        }
     }
 
     /// Scores what the request carries on `served` (the version it took; see
