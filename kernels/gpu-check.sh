@@ -289,17 +289,26 @@ EOF
 }
 engine_p99() {
   http_get /metrics > "$LOGS/metrics-$1.txt"
-  http_get /v1/stats > "$LOGS/stats-$1.json" && python3 - "$LOGS/stats-$1.json" "$LOGS/metrics-$1.txt" <<'EOF'
+  http_get /v2/models/stats > "$LOGS/triton-stats-$1.json" || true
+  http_get /v1/stats > "$LOGS/stats-$1.json" && python3 - "$LOGS/stats-$1.json" "$LOGS/metrics-$1.txt" "$LOGS/triton-stats-$1.json" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))["stages"]
 p = lambda k, q: s[k]["since_start"][q] / 1000
-# What the batcher chose: rows per batch, from the Prometheus histogram (warm-up included).
+# What the batcher chose: rows per batch, from the Prometheus histogram (warm-ups not counted).
 m = dict(l.split()[:2] for l in open(sys.argv[2]) if l.startswith("pixguard_batch_size_rows_"))
 batches = float(m.get("pixguard_batch_size_rows_count", 0))
 mean = float(m.get("pixguard_batch_size_rows_sum", 0)) / batches if batches else 0
+# Exactly, from Triton's batch_stats: the sizes run most, with each one's mean compute.
+try:
+    sizes = json.load(open(sys.argv[3]))["model_stats"][0]["batch_stats"]
+except (OSError, ValueError, KeyError, IndexError):
+    sizes = []
+top = sorted(sizes, key=lambda b: -b["compute_infer"]["count"])[:5]
+most = ", ".join(f'{b["batch_size"]} ×{b["compute_infer"]["count"]:,} ({b["compute_infer"]["ns"] / b["compute_infer"]["count"] / 1000:.0f} µs)'
+                 for b in top if b["compute_infer"]["count"])
 print(f'engine (queue+compute) p50 {p("engine","p50"):.2f} ms, p99 {p("engine","p99"):.2f} ms '
       f'(queue p99 {p("queue","p99"):.2f}, compute p99 {p("compute","p99"):.2f}); request p99 {p("request","p99"):.2f} ms; '
-      f'{batches:,.0f} batches of {mean:.1f} rows on average')
+      f'{batches:,.0f} batches of {mean:.1f} rows on average; sizes run most: {most or "none"}')
 EOF
 }
 client_summary() {

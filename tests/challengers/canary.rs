@@ -284,6 +284,16 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
         described["swaps"], 0,
         "the champion's slot is untouched: {described}"
     );
+    // Both slots serve one version now: one statistics entry, the champion's 31 + 17 requests
+    // and the new canary's none (a swapped-in version starts at 0).
+    let both = get_json(&client, &server, "/v2/models/pix-fraud/stats", None).await;
+    let listed = both["model_stats"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{both}");
+    assert_eq!(listed[0]["version"], champion.as_str(), "{both}");
+    assert_eq!(
+        listed[0]["inference_stats"]["success"]["count"], 48,
+        "{both}"
+    );
     assert_eq!(
         described["shadow"]["serving"]["version"],
         canary.as_str(),
