@@ -201,9 +201,9 @@ impl GrpcInferenceService for Inference {
                     success: d(st.success),
                     fail: d(st.fail),
                     queue: d(st.queue),
-                    compute_input: d(zero),
+                    compute_input: d(st.compute_infer.within()),
                     compute_infer: d(st.compute_infer),
-                    compute_output: d(zero),
+                    compute_output: d(st.compute_infer.within()),
                     cache_hit: d(zero),
                     cache_miss: d(zero),
                 }),
@@ -212,9 +212,9 @@ impl GrpcInferenceService for Inference {
                     .into_iter()
                     .map(|(batch_size, infer)| InferBatchStatistics {
                         batch_size,
-                        compute_input: d(zero),
+                        compute_input: d(infer.within()),
                         compute_infer: d(infer),
-                        compute_output: d(zero),
+                        compute_output: d(infer.within()),
                     })
                     .collect(),
             })

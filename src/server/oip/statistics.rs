@@ -70,7 +70,7 @@ pub fn statistics(
 
 /// The statistics of one version, served by every slot in `slots` (at least one). Feature
 /// assembly happens before the queue and is part of `success` only; compute_input and
-/// compute_output are not measured apart from compute_infer.
+/// compute_output are not measured apart from compute_infer ([`Duration::within`]).
 fn model_statistics(slots: &[Arc<Served>]) -> ModelStatistics {
     let model = slots[0].model();
     let mut stats = ModelStatistics {
@@ -107,6 +107,16 @@ fn model_statistics(slots: &[Arc<Served>]) -> ModelStatistics {
 }
 
 impl Duration {
+    /// A stage timed inside this one (compute_input and compute_output, inside compute_infer):
+    /// the same count, no time of its own. perf_analyzer refuses statistics whose three compute
+    /// counts differ ("Server side statistics compute counts must be the same").
+    pub fn within(self) -> Duration {
+        Duration {
+            count: self.count,
+            ns: 0,
+        }
+    }
+
     /// Adds `count` occurrences lasting `ns` in all.
     fn add(&mut self, (count, ns): (u64, u64)) {
         self.count += count;
@@ -134,17 +144,17 @@ impl ModelStatistics {
                 "success": self.success,
                 "fail": self.fail,
                 "queue": self.queue,
-                "compute_input": zero,
+                "compute_input": self.compute_infer.within(),
                 "compute_infer": self.compute_infer,
-                "compute_output": zero,
+                "compute_output": self.compute_infer.within(),
                 "cache_hit": zero,
                 "cache_miss": zero,
             },
             "batch_stats": self.batch_stats.iter().map(|(size, infer)| serde_json::json!({
                 "batch_size": size,
-                "compute_input": zero,
+                "compute_input": infer.within(),
                 "compute_infer": infer,
-                "compute_output": zero,
+                "compute_output": infer.within(),
             })).collect::<Vec<_>>(),
         })
     }
