@@ -135,6 +135,12 @@ pub struct BenchArgs {
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Do not read the server's statistics around each step (`/v2/models/{m}/stats`, gRPC
+    /// ModelStatistics), which split its latency into queue and compute. Read by default; not
+    /// over MLflow's API nor from a --part. Against several replicas behind one URL the two reads
+    /// of a step may reach different ones: a count that went back drops the step's figures.
+    #[arg(long)]
+    pub no_server_stats: bool,
 }
 
 /// `pixguard bench-compare` options.

@@ -244,6 +244,7 @@ fn merge_step(parts: &[(String, Report)], k: usize) -> anyhow::Result<Step> {
         started_ms: None,
         latency_hdr: None,
         lateness_hdr: None,
+        server: None,
     };
     for (name, r) in parts {
         let s = &r.steps[k];
@@ -358,6 +359,7 @@ mod tests {
             started_ms: Some(0),
             latency_hdr: Some(encode(&h).unwrap()),
             lateness_hdr: Some(encode(&lateness).unwrap()),
+            server: None,
         };
         let tick = Tick {
             t: 1,

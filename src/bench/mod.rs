@@ -13,6 +13,7 @@ mod plan;
 pub mod report;
 mod reports;
 pub mod requests;
+pub mod server_stats;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -142,6 +143,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
+    // The server's statistics around each step, when it has them (pixguard, Triton; not over
+    // MLflow's API, and not from a part: every part would report the same server).
+    let server_stats = (!args.no_server_stats && args.part.is_none() && args.api != Api::Mlflow)
+        .then(|| server_stats::Source {
+            api: args.api,
+            url: url.clone(),
+            model: args.model.clone(),
+            headers: args.headers.clone(),
+        });
     let step_secs = args.warmup + args.duration;
     let progress = progress_bar(&args, steps.len() as f64 * step_secs);
     let live = Arc::new(Live::default());
@@ -197,6 +207,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     }
                 })
             };
+            // Read as the window opens, and again after the step's last answer.
+            let opened = server_stats
+                .as_ref()
+                .map(|s| s.open(Duration::from_secs_f64(args.warmup)));
             let r = load::run_step(
                 target.clone(),
                 shape.clone(),
@@ -211,8 +225,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             )
             .await;
             ticker.abort();
-            r
+            let server = match (&server_stats, opened) {
+                (Some(source), Some(opened)) => source.close(opened).await,
+                _ => None,
+            };
+            r.map(|r| (r, server))
         })?;
+        let (recorder, server) = recorder;
         let (offered, concurrency) = match shape {
             Shape::Open { rate, .. } => (Some(*rate), None),
             Shape::Closed { concurrency } => (None, Some(*concurrency)),
@@ -228,6 +247,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let Some(last) = report.steps.last_mut() else {
             continue;
         };
+        last.server = server;
         last.speed = planned.speed;
         last.started_ms = args.part.map(|_| started_ms);
         let failed = last.failed();

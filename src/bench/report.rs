@@ -81,6 +81,9 @@ pub struct Step {
     /// A part's report: the scheduler lateness histogram.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lateness_hdr: Option<String>,
+    /// What the server's own statistics counted over the window, when it has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<super::server_stats::ServerSide>,
 }
 
 impl Step {
@@ -180,6 +183,7 @@ pub fn add_step(
         started_ms: None,
         latency_hdr: hdr(&recorder.latency)?,
         lateness_hdr: if open { hdr(&recorder.lateness)? } else { None },
+        server: None,
     });
     let warmup_end = step_start_s as f64 + warmup_s;
     for (t, second) in recorder.timeline {
@@ -263,6 +267,22 @@ pub fn table(report: &Report) -> String {
             s.scheduler_lateness_us.map_or("-".into(), |x| ms(x.p99)),
             errors
         ));
+    }
+    // The server's own split, where it gave one: its time per request and where it went.
+    for (k, s) in report.steps.iter().enumerate() {
+        if let Some(server) = &s.server {
+            out.push_str(&format!(
+                "server, step {}: {} requests ({} rows in {} batches), per request {:.0} µs in \
+                 the server, of which queue {:.0} µs + compute {:.0} µs\n",
+                k + 1,
+                server.requests,
+                server.rows,
+                server.batches,
+                server.request_us,
+                server.queue_us,
+                server.compute_us
+            ));
+        }
     }
     // More than one version answering (a canary, a swap during the run): each one's share.
     let mut versions: BTreeMap<&str, u64> = BTreeMap::new();

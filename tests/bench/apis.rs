@@ -46,6 +46,7 @@ fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
         [1, 3]
     );
     steps.iter().for_each(check_step);
+    steps.iter().for_each(check_server_side);
     assert_eq!(answered(&server) - before, bench_ok(&r));
     let sent_away = metric_now(
         &server,
@@ -73,11 +74,10 @@ fn closed_loop_over_grpc_and_oip_http_and_the_comparison() {
         "--out",
         b.to_str().unwrap(),
     ]);
-    report(&b)["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .for_each(check_step);
+    let r = report(&b);
+    let steps = r["steps"].as_array().unwrap();
+    steps.iter().for_each(check_step);
+    steps.iter().for_each(check_server_side);
     let aged = metric_now(&server, "pixguard_http_connections_aged_total");
     assert!(aged >= 3.0, "{aged} HTTP connections closed for their age");
 

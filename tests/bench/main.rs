@@ -93,6 +93,33 @@ fn bench_ok(report: &Value) -> f64 {
         .sum()
 }
 
+/// A closed-loop step's `server` figures (the server's statistics read as its window opened and
+/// after its last answer) against what the client counted: one row a request, the server's time
+/// per request at least its queue + compute, and about the requests the client had answered in
+/// the window. Rows are counted as a batch ends and requests as their answer goes, so the
+/// requests in flight at a read (at most the step's connections) can fall on either side of it;
+/// and the first read is taken by a timer beside the step's own, so the requests compared are
+/// within a quarter of each other.
+fn check_server_side(step: &Value) {
+    let server = &step["server"];
+    let n = |k: &str| server[k].as_u64().unwrap_or_else(|| panic!("{k}: {step}"));
+    let us = |k: &str| server[k].as_f64().unwrap_or_else(|| panic!("{k}: {step}"));
+    let in_flight = step["concurrency"].as_u64().unwrap();
+    assert!(n("rows").abs_diff(n("requests")) <= 2 * in_flight, "{step}");
+    assert!(n("batches") >= 1 && n("batches") <= n("rows"), "{step}");
+    assert!(us("queue_us") > 0.0 && us("compute_us") > 0.0, "{step}");
+    assert!(
+        us("request_us") >= us("queue_us") + us("compute_us"),
+        "{step}"
+    );
+    let client = step["ok"].as_u64().unwrap() as f64;
+    let counted = n("requests") as f64;
+    assert!(
+        (counted - client).abs() <= 0.25 * client + 3.0,
+        "the server counted {counted}, the client {client}: {step}"
+    );
+}
+
 fn check_step(step: &Value) {
     let l = &step["latency_us"];
     let p = |k: &str| l[k].as_u64().unwrap();
