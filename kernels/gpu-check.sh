@@ -318,8 +318,12 @@ steps = json.load(open(sys.argv[1]))["steps"]
 rows = int(sys.argv[2])
 for s in steps:
     lat = s["latency_us"]
+    # The server's statistics over the step (pixguard bench reads them around each window).
+    srv = s.get("server")
+    server = (f', server per request {srv["request_us"]:.0f} µs (queue {srv["queue_us"]:.0f} + compute '
+              f'{srv["compute_us"]:.0f}), {srv["rows"] / max(srv["batches"], 1):.1f} rows a batch') if srv else ""
     print(f'offered {s["offered_rps"] * rows:,.0f} rows/s, achieved {s["achieved_rps"] * rows:,.0f} rows/s, '
-          f'errors {sum(s["errors"].values())}, client p50 {lat["p50"] / 1000:.2f} ms p99 {lat["p99"] / 1000:.2f} ms')
+          f'errors {sum(s["errors"].values())}, client p50 {lat["p50"] / 1000:.2f} ms p99 {lat["p99"] / 1000:.2f} ms{server}')
 EOF
 }
 
@@ -363,8 +367,11 @@ peak_summary() {
 import json, sys
 held = json.load(open(sys.argv[1]))["steps"][-1]
 lat = held["latency_us"]
+srv = held.get("server")  # none when the load came from several generator processes
+server = (f', server per request {srv["request_us"]:.0f} µs (queue {srv["queue_us"]:.0f} + compute '
+          f'{srv["compute_us"]:.0f}), {srv["rows"] / max(srv["batches"], 1):.1f} rows a batch') if srv else ""
 print(f'held {held["offered_rps"]:,.0f}/s: achieved {held["achieved_rps"]:,.0f}/s, errors '
-      f'{sum(held["errors"].values())}, client p50 {lat["p50"] / 1000:.2f} ms p99 {lat["p99"] / 1000:.2f} ms')
+      f'{sum(held["errors"].values())}, client p50 {lat["p50"] / 1000:.2f} ms p99 {lat["p99"] / 1000:.2f} ms{server}')
 EOF
 ) || return 1
   echo "$ladder; $held"
