@@ -76,24 +76,19 @@ impl Metrics {
 /// champion's.
 #[derive(Debug, Default)]
 pub struct Totals {
-    /// Rows scored.
-    pub rows_scored: AtomicU64,
-    /// Batches that scored (Triton's successful executions).
-    pub batches: AtomicU64,
     /// Queue wait of each request answered.
     pub queue: Cumulative,
     /// Compute time of each request answered (its longest batch).
     pub compute: Cumulative,
-    /// By batch size: batches that scored and their compute time (Triton's `batch_stats`).
-    /// Locked once per batch, by the engine's own workers only.
+    /// By batch size: batches that scored and their compute time (Triton's `batch_stats`; the
+    /// batches and rows scored are its sums). Locked once per batch, by the engine's own workers
+    /// only.
     by_size: Mutex<BTreeMap<usize, Cumulative>>,
 }
 
 impl Totals {
     /// A batch scored `rows` rows in `compute_us`.
     pub fn batch(&self, rows: usize, compute_us: u64) {
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.rows_scored.fetch_add(rows as u64, Ordering::Relaxed);
         let mut by_size = self.by_size.lock().unwrap_or_else(|p| p.into_inner());
         by_size.entry(rows).or_default().add(compute_us);
     }
@@ -106,6 +101,15 @@ impl Totals {
             .iter()
             .map(|(&rows, c)| (rows, c.count_ns()))
             .collect()
+    }
+
+    /// Batches that scored, and the rows they scored.
+    pub fn batches_and_rows(&self) -> (u64, u64) {
+        self.by_size()
+            .into_iter()
+            .fold((0, 0), |(batches, rows), (size, (count, _))| {
+                (batches + count, rows + size as u64 * count)
+            })
     }
 
     /// A request was answered after `queue_us` in the queue and `compute_us` of compute.

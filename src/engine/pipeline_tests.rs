@@ -1,7 +1,6 @@
 //! Tests of the pipelined worker loop with a fake in-flight model.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::*;
@@ -326,8 +325,7 @@ fn a_failed_batch_fails_its_requests_and_the_rest_are_scored() {
     // The engine's own totals count the two batches that scored, by size; the failed one is in
     // its request's failure only (Triton counts successful executions).
     let totals = &sinks.totals;
-    assert_eq!(totals.batches.load(Ordering::Relaxed), 2);
-    assert_eq!(totals.rows_scored.load(Ordering::Relaxed), 40);
+    assert_eq!(totals.batches_and_rows(), (2, 40));
     assert_eq!(sinks.metrics.rows_scored(), 40);
     let sizes: Vec<_> = totals
         .by_size()

@@ -270,12 +270,12 @@ fn version_metrics(out: &mut String, scoring: &Scoring) {
         (
             "pixguard_version_rows_scored_total",
             "Rows each serving version's engine scored (Kafka's too).",
-            |t| t.rows_scored.load(Ordering::Relaxed) as f64,
+            |t| t.batches_and_rows().1 as f64,
         ),
         (
             "pixguard_version_batches_total",
             "Batches each serving version's engine scored.",
-            |t| t.batches.load(Ordering::Relaxed) as f64,
+            |t| t.batches_and_rows().0 as f64,
         ),
         (
             "pixguard_version_engine_requests_total",

@@ -92,13 +92,13 @@ fn model_statistics(slots: &[Arc<Served>]) -> ModelStatistics {
         stats.last_inference = stats
             .last_inference
             .max(requests.last_ms.load(Ordering::Relaxed));
-        stats.inference_count += engine.rows_scored.load(Ordering::Relaxed);
-        stats.execution_count += engine.batches.load(Ordering::Relaxed);
         stats.success.add(requests.succeeded.count_ns());
         stats.fail.add(requests.failed.count_ns());
         stats.queue.add(engine.queue.count_ns());
         stats.compute_infer.add(engine.compute.count_ns());
         for (rows, figures) in engine.by_size() {
+            stats.execution_count += figures.0;
+            stats.inference_count += rows as u64 * figures.0;
             by_size.entry(rows as u64).or_default().add(figures);
         }
     }
