@@ -366,6 +366,30 @@ fn grpc_answer(
     })
 }
 
+/// A GET of `url` with the run's `headers` (`Name: value`: an API key), for the reads beside the
+/// load (the model's metadata, its statistics).
+pub(super) fn http_get(url: &str, headers: &[String]) -> reqwest::RequestBuilder {
+    let mut request = reqwest::Client::new().get(url);
+    for (name, value) in headers.iter().filter_map(|h| h.split_once(':')) {
+        request = request.header(name.trim(), value.trim());
+    }
+    request
+}
+
+/// `message` as a gRPC call carrying the run's `headers` as metadata, for the same reads.
+pub(super) fn grpc_request<T>(message: T, headers: &[String]) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    for (name, value) in headers.iter().filter_map(|h| h.split_once(':')) {
+        if let (Ok(k), Ok(v)) = (
+            MetadataKey::from_bytes(name.trim().to_ascii_lowercase().as_bytes()),
+            MetadataValue::try_from(value.trim()),
+        ) {
+            request.metadata_mut().insert(k, v);
+        }
+    }
+    request
+}
+
 /// The datatypes the server's model metadata declares for the transaction's fields
 /// (`GET /v2/models/{model}`, or gRPC `ModelMetadata`), for `--oip-types metadata`. Refuses a
 /// model that declares none of them, or a type pixguard cannot encode.
@@ -381,12 +405,7 @@ pub async fn declared_input_types(
 
     let declared: Vec<(String, String)> = match api {
         Api::OipHttp => {
-            let mut request = reqwest::Client::new().get(format!("{url}/v2/models/{model}"));
-            for h in headers {
-                if let Some((name, value)) = h.split_once(':') {
-                    request = request.header(name.trim(), value.trim());
-                }
-            }
+            let request = http_get(&format!("{url}/v2/models/{model}"), headers);
             let metadata: serde_json::Value =
                 request.send().await?.error_for_status()?.json().await?;
             metadata["inputs"]
@@ -403,20 +422,13 @@ pub async fn declared_input_types(
         }
         Api::OipGrpc => {
             let mut client = GrpcInferenceServiceClient::connect(url.to_string()).await?;
-            let mut request = tonic::Request::new(ModelMetadataRequest {
-                name: model.into(),
-                version: String::new(),
-            });
-            for h in headers {
-                if let Some((name, value)) = h.split_once(':')
-                    && let (Ok(k), Ok(v)) = (
-                        MetadataKey::from_bytes(name.trim().to_ascii_lowercase().as_bytes()),
-                        MetadataValue::try_from(value.trim()),
-                    )
-                {
-                    request.metadata_mut().insert(k, v);
-                }
-            }
+            let request = grpc_request(
+                ModelMetadataRequest {
+                    name: model.into(),
+                    version: String::new(),
+                },
+                headers,
+            );
             client
                 .model_metadata(request)
                 .await?

@@ -4,8 +4,8 @@
 //! what it spent outside them (the network, the client, the front end before the queue).
 
 use tokio::task::JoinHandle;
-use tonic::metadata::{MetadataKey, MetadataValue};
 
+use super::client::{grpc_request, http_get};
 use super::requests::Api;
 use crate::protocol::grpc::ModelStatisticsRequest;
 use crate::protocol::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -47,20 +47,20 @@ impl Snapshot {
         let d = |a: u64, b: u64| b.checked_sub(a);
         let requests = d(self.requests, later.requests)?;
         let request_ns = d(self.request_ns, later.request_ns)?;
+        let rows = d(self.rows, later.rows)?;
+        let batches = d(self.batches, later.batches)?;
         let engine = d(self.engine_requests, later.engine_requests)?;
         let queue_ns = d(self.queue_ns, later.queue_ns)?;
         let compute_ns = d(self.compute_ns, later.compute_ns)?;
         let mean = |ns: u64, n: u64| ns as f64 / n.max(1) as f64 / 1000.0;
-        (requests > 0)
-            .then(|| ServerSide {
-                requests,
-                rows: later.rows.saturating_sub(self.rows),
-                batches: later.batches.saturating_sub(self.batches),
-                request_us: mean(request_ns, requests),
-                queue_us: mean(queue_ns, engine),
-                compute_us: mean(compute_ns, engine),
-            })
-            .filter(|_| later.rows >= self.rows && later.batches >= self.batches)
+        (requests > 0).then(|| ServerSide {
+            requests,
+            rows,
+            batches,
+            request_us: mean(request_ns, requests),
+            queue_us: mean(queue_ns, engine),
+            compute_us: mean(compute_ns, engine),
+        })
     }
 
     /// The sums of `/v2/models/{m}/stats`' JSON `model_stats`.
@@ -140,33 +140,27 @@ pub async fn read(
     model: &str,
     headers: &[String],
 ) -> anyhow::Result<Snapshot> {
-    let pairs = headers.iter().filter_map(|h| h.split_once(':'));
+    let timeout = std::time::Duration::from_secs(5);
     match api {
         Api::V1 | Api::OipHttp => {
-            let mut request = reqwest::Client::new()
-                .get(format!("{url}/v2/models/{model}/stats"))
-                .timeout(std::time::Duration::from_secs(5));
-            for (name, value) in pairs {
-                request = request.header(name.trim(), value.trim());
-            }
-            let stats: serde_json::Value = request.send().await?.error_for_status()?.json().await?;
+            let request = http_get(&format!("{url}/v2/models/{model}/stats"), headers);
+            let stats: serde_json::Value = request
+                .timeout(timeout)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
             Snapshot::of_json(&stats)
         }
         Api::OipGrpc => {
             let mut client = GrpcInferenceServiceClient::connect(url.to_string()).await?;
-            let mut request = tonic::Request::new(ModelStatisticsRequest {
+            let message = ModelStatisticsRequest {
                 name: model.into(),
                 version: String::new(),
-            });
-            request.set_timeout(std::time::Duration::from_secs(5));
-            for (name, value) in pairs {
-                if let (Ok(k), Ok(v)) = (
-                    MetadataKey::from_bytes(name.trim().to_ascii_lowercase().as_bytes()),
-                    MetadataValue::try_from(value.trim()),
-                ) {
-                    request.metadata_mut().insert(k, v);
-                }
-            }
+            };
+            let mut request = grpc_request(message, headers);
+            request.set_timeout(timeout);
             let mut total = Snapshot::default();
             for s in client
                 .model_statistics(request)
