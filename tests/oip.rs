@@ -93,20 +93,10 @@ fn perf_analyzer_reads_the_server_side_split_of_a_registry_version() {
     let Some(binary) = perf_analyzer() else {
         return;
     };
-    use pixguard::model::package::sha256_hex;
     let dir = std::env::temp_dir().join(format!("pixguard-perf-analyzer-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let package = server::copy_package("models/pix-fraud", &dir.join("model"));
-    let path = package.join("model.json");
-    let old = std::fs::read(&path).unwrap();
-    let mut config: serde_json::Value = serde_json::from_slice(&old).unwrap();
-    config["version"] = "7".into();
-    let text = serde_json::to_string_pretty(&config).unwrap();
-    std::fs::write(&path, &text).unwrap();
-    let mlmodel = std::fs::read_to_string(package.join("MLmodel")).unwrap();
-    let (old, new) = (sha256_hex(&old), sha256_hex(text.as_bytes()));
-    assert!(mlmodel.contains(&old), "MLmodel names model.json's digest");
-    std::fs::write(package.join("MLmodel"), mlmodel.replace(&old, &new)).unwrap();
+    let package =
+        server::edited_package(&dir.join("model"), |config| config["version"] = "7".into());
 
     // The feature tensors of 200 transactions, one request each, in perf_analyzer's input format.
     let spec = pixguard::model::ModelPackage::load(&package)

@@ -3,32 +3,20 @@
 //! far slower, or fails far more of its requests is taken off the answers, and says why.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use serde_json::{Value, json};
 
 use super::canary::{TOKEN, admin_canary, score_one};
-use super::server::{Server, copy_package, metric, transactions};
+use super::server::{Server, edited_package, metric, transactions};
 use super::{get_json, stats};
 
 /// A copy of the champion's package in `dir` as another version whose hold threshold was
 /// mistyped (1e-30: it stops every payment), its digest in MLmodel updated to match.
 fn mistyped_threshold(dir: &std::path::Path) -> std::path::PathBuf {
-    use pixguard::model::package::sha256_hex;
-    let _ = std::fs::remove_dir_all(dir);
-    let package = copy_package("models/pix-fraud", dir);
-    let path = package.join("model.json");
-    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    config["version"] = json!("20261207.0001");
-    config["thresholds"]["hold"] = json!(1e-30);
-    let text = serde_json::to_string_pretty(&config).unwrap();
-    std::fs::write(&path, &text).unwrap();
-    let old = sha256_hex(&std::fs::read(Path::new("models/pix-fraud/model.json")).unwrap());
-    let new = sha256_hex(text.as_bytes());
-    let mlmodel = std::fs::read_to_string(package.join("MLmodel")).unwrap();
-    assert!(mlmodel.contains(&old), "MLmodel names model.json's digest");
-    std::fs::write(package.join("MLmodel"), mlmodel.replace(&old, &new)).unwrap();
-    package
+    edited_package(dir, |config| {
+        config["version"] = json!("20261207.0001");
+        config["thresholds"]["hold"] = json!(1e-30);
+    })
 }
 
 /// The reason of the canary's halt in `/v1/stats`' `canary`, whose share must be 0; then every

@@ -254,6 +254,28 @@ pub fn answered_ok(text: &str) -> f64 {
         .sum()
 }
 
+/// A copy of the bundled package in `dir` (emptied first) with its `model.json` changed by `edit`,
+/// the file's digest in MLmodel updated to match: another version, still a valid package.
+pub fn edited_package(
+    dir: &std::path::Path,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    use pixguard::model::package::sha256_hex;
+    let _ = std::fs::remove_dir_all(dir);
+    let package = copy_package("models/pix-fraud", dir);
+    let path = package.join("model.json");
+    let old = std::fs::read(&path).expect("model.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&old).expect("model.json is JSON");
+    edit(&mut config);
+    let text = serde_json::to_string_pretty(&config).expect("JSON");
+    std::fs::write(&path, &text).expect("model.json");
+    let mlmodel = std::fs::read_to_string(package.join("MLmodel")).expect("MLmodel");
+    let (old, new) = (sha256_hex(&old), sha256_hex(text.as_bytes()));
+    assert!(mlmodel.contains(&old), "MLmodel names model.json's digest");
+    std::fs::write(package.join("MLmodel"), mlmodel.replace(&old, &new)).expect("MLmodel");
+    package
+}
+
 /// A copy of the package at `from` (relative to the repository root) in `dir`, for tests that
 /// change or break it.
 pub fn copy_package(from: &str, dir: &std::path::Path) -> std::path::PathBuf {
