@@ -199,8 +199,8 @@ pub struct ModelConfig {
     /// more than this many times the champion's and over 1 ms slower (0: no latency guard).
     pub canary_max_latency_ratio: f64,
     /// The canary's share is also set to 0 when the share of its requests that failed (queue
-    /// full, past their deadline, model or device error; last minute) is more than this above
-    /// the champion's (0: no error guard).
+    /// full, past their deadline, model or device error, or refused for an input its signature
+    /// does not take; last minute) is more than this above the champion's (0: no error guard).
     pub canary_max_error_share: f64,
     /// A challenger scored on a sampled copy of live rows, off the critical path (absent: none).
     pub shadow: Option<String>,

@@ -219,10 +219,18 @@ impl Engine {
         Ok(self)
     }
 
-    /// This engine's requests answered (queue + compute percentiles) and failed over the last
-    /// minute, when it keeps that window.
+    /// This engine's requests answered (queue + compute percentiles), failed and refused over
+    /// the last minute, when it keeps that window.
     pub fn recent(&self) -> Option<recent::Outcomes> {
         self.recent.as_ref().map(recent::Recent::outcomes)
+    }
+
+    /// Counts, in the last-minute window when it keeps one, a request this engine's version
+    /// refused for its input before it reached the queue.
+    pub fn refused_input(&self) {
+        if let Some(recent) = &self.recent {
+            recent.refused();
+        }
     }
 
     /// What the engine records.

@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::decision_log::{Answered, Inputs, Rows};
 use super::metrics::VersionRequests;
 use super::{Code, ScoreError, Scores, Scoring, Served};
-use crate::engine::Lane;
+use crate::engine::{Engine, Lane};
 use crate::protocol::Payload;
 use crate::traces::{Recording, Tracer, context, otlp};
 use crate::transaction::Transaction;
@@ -77,6 +77,13 @@ pub fn describe(span: &mut Recording, served: &Served, scores: &Scores, row: Opt
     span.stages(scores.enqueued, scores.queue_us, scores.compute_us);
 }
 
+/// What a request keeps of the version it took: its counts, and its engine, whose last-minute
+/// window the canary guard reads.
+struct Took {
+    requests: Arc<VersionRequests>,
+    engine: Arc<Engine>,
+}
+
 /// An admitted request. Dropping it ends the request: it leaves the in-flight count and its
 /// outcome is recorded (`cancelled` when [`Admission::finish`] was never called: the client left).
 #[must_use = "dropping the admission ends the request"]
@@ -85,8 +92,8 @@ pub struct Admission<'a> {
     api: Api,
     started: Instant,
     outcome: Option<Code>,
-    /// The counts of the version the request took, once it took one.
-    version: Option<Arc<VersionRequests>>,
+    /// The version the request took, once it took one.
+    version: Option<Took>,
     /// The request's span, when it is traced (boxed: most requests are not).
     span: Option<Box<Recording>>,
 }
@@ -228,7 +235,10 @@ impl Admission<'_> {
     /// end picks through the admission, then scores on what it picked).
     fn took(&mut self, served: &Served) {
         if self.version.is_none() {
-            self.version = Some(served.requests().clone());
+            self.version = Some(Took {
+                requests: served.requests().clone(),
+                engine: served.engine().clone(),
+            });
         }
     }
 
@@ -338,7 +348,14 @@ impl Drop for Admission<'_> {
         let metrics = &self.scoring.metrics;
         metrics.in_flight.fetch_sub(1, Ordering::AcqRel);
         let code = self.outcome.unwrap_or(Code::Cancelled);
-        metrics.record(self.api, code, self.elapsed_us(), self.version.as_deref());
+        let took = self.version.take();
+        let requests = took.as_ref().map(|t| &*t.requests);
+        metrics.record(self.api, code, self.elapsed_us(), requests);
+        if let Some(took) = took
+            && code.refuses_input()
+        {
+            took.engine.refused_input();
+        }
         if let Some(span) = self.span.take() {
             self.send(*span, code, None);
         }

@@ -253,10 +253,11 @@ fn slower(champion: Percentiles, canary: Percentiles, guard: Guard) -> Option<St
 }
 
 /// Why the canary's requests fail too often against the champion's, once each had
-/// `guard.min_rows` requests in the last minute: its failed share more than
-/// `guard.max_error_share` above the champion's, and more than three standard errors of the
-/// difference at the champion's rate above it, so a server failing everyone's requests alike
-/// (an overload) does not halt the canary by chance.
+/// `guard.min_rows` requests in the last minute: its share without an answer (failed, or refused
+/// for an input its signature does not take) more than `guard.max_error_share` above the
+/// champion's, and more than three standard errors of the difference at the champion's rate
+/// above it, so a server failing everyone's requests alike (an overload, a caller's junk) does
+/// not halt the canary by chance.
 fn failing(champion: Outcomes, canary: Outcomes, guard: Guard) -> Option<String> {
     let (n_ours, n_theirs) = (champion.requests(), canary.requests());
     if guard.max_error_share <= 0.0 || n_ours < guard.min_rows || n_theirs < guard.min_rows {
@@ -266,11 +267,14 @@ fn failing(champion: Outcomes, canary: Outcomes, guard: Guard) -> Option<String>
     let chance = 3.0 * (ours * (1.0 - ours) * (1.0 / n_ours as f64 + 1.0 / n_theirs as f64)).sqrt();
     (theirs - ours > guard.max_error_share + chance).then(|| {
         format!(
-            "failed {:.2} % of {n_theirs} requests in the last minute (queue full, past the deadline, model or device error) \
-             against the champion's {:.2} % of {n_ours}: {:.2} points over, more than {:.2} \
+            "failed {:.2} % of {n_theirs} requests in the last minute ({:.2} % refused for their input, \
+             the others: queue full, past the deadline, model or device error) against the champion's \
+             {:.2} % of {n_ours} ({:.2} % refused): {:.2} points over, more than {:.2} \
              (model.canary_max_error_share) + {:.2} of chance",
             theirs * 100.0,
+            canary.refused_share() * 100.0,
             ours * 100.0,
+            champion.refused_share() * 100.0,
             (theirs - ours) * 100.0,
             guard.max_error_share * 100.0,
             chance * 100.0,
@@ -345,7 +349,40 @@ mod tests {
         Outcomes {
             answered: engine(answered, 2_000),
             failed,
+            refused: 0,
         }
+    }
+
+    #[test]
+    fn the_guard_counts_requests_the_canary_refused_for_their_input() {
+        // A canary whose signature refuses 5 % of what the champion takes (features-mode tensors
+        // one column short for it), nothing failing in either engine.
+        let champion = Outcomes {
+            refused: 40,
+            ..outcomes(20_000, 0)
+        };
+        let canary = Outcomes {
+            refused: 105,
+            ..outcomes(1_900, 0)
+        };
+        let why = failing(champion, canary, GUARD).unwrap();
+        assert!(
+            why.starts_with("failed 5.24 % of 2005 requests in the last minute (5.24 % refused for their input, the others: queue full, past the deadline, model or device error) against the champion's 0.20 % of 20040 (0.20 % refused): 5.04 points over"),
+            "{why}"
+        );
+        // A caller's junk refused by both alike is no reason.
+        let canary = Outcomes {
+            refused: 4,
+            ..outcomes(2_000, 0)
+        };
+        assert_eq!(failing(champion, canary, GUARD), None);
+        // Refusals count towards the minimum of requests too: 995 answered are too few alone.
+        let canary = Outcomes {
+            refused: 100,
+            ..outcomes(995, 0)
+        };
+        assert!(failing(champion, canary, GUARD).is_some());
+        assert_eq!(failing(champion, outcomes(995, 0), GUARD), None);
     }
 
     #[test]
@@ -355,7 +392,7 @@ mod tests {
         assert_eq!(failing(champion, outcomes(1_980, 20), GUARD), None);
         let why = failing(champion, outcomes(1_900, 100), GUARD).unwrap();
         assert!(
-            why.starts_with("failed 5.00 % of 2000 requests in the last minute (queue full, past the deadline, model or device error) against the champion's 0.00 % of 20000: 5.00 points over, more than 1.00"),
+            why.starts_with("failed 5.00 % of 2000 requests in the last minute (0.00 % refused for their input, the others: queue full, past the deadline, model or device error) against the champion's 0.00 % of 20000 (0.00 % refused): 5.00 points over, more than 1.00"),
             "{why}"
         );
         assert!(why.ends_with("+ 0.00 of chance"), "{why}");

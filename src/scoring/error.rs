@@ -139,6 +139,13 @@ impl Code {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// A request refused for what it sent once it had taken its version: the tensors or fields
+    /// that version's signature does not take (a body that is not JSON, or too large, is refused
+    /// alike by every version and is not counted).
+    pub fn refuses_input(self) -> bool {
+        matches!(self, Code::MalformedRequest | Code::InvalidField)
+    }
 }
 
 /// gRPC status codes pixguard answers with (the numbering of `google.rpc.Code`).

@@ -343,7 +343,7 @@ fn canary_metrics(out: &mut String, canary: &Canary) {
     counter(
         out,
         "pixguard_canary_halts_total",
-        "Times the canary guard set the canary's share to 0: its HOLD+REJECT share out of band against the champion's (model.canary_max_stop_ratio), its engine p99 too slow (canary_max_latency_ratio) or its failed share too high (canary_max_error_share).",
+        "Times the canary guard set the canary's share to 0: its HOLD+REJECT share out of band against the champion's (model.canary_max_stop_ratio), its engine p99 too slow (canary_max_latency_ratio) or its share of requests failed or refused for their input too high (canary_max_error_share).",
         "counter",
         &[(String::new(), load(&canary.halts))],
     );

@@ -129,6 +129,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
                     "the canary is another model: it answers only the requests that name it"
                 );
             }
+            models::warn_on_features_mode_change(models::Role::Canary, &canary, &served);
             let canary = crate::scoring::canary::Canary::new(canary, config.model.canary_fraction);
             (Some(Arc::new(follower)), Some(canary))
         }

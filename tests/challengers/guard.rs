@@ -255,3 +255,232 @@ async fn the_guard_takes_a_canary_whose_requests_fail_off_the_answers() {
     );
     eprintln!("{statuses:?}: {reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_takes_a_canary_refusing_what_the_champion_takes_off_the_answers() {
+    // The canary scores exactly as the champion but takes one feature column more: a feature
+    // store sending the champion's precomputed features is refused by it every time (422), a
+    // failure its engine never sees. With only the error guard on, that is what halts it.
+    let client = reqwest::Client::new();
+    let dir = std::env::temp_dir().join(format!("pixguard-canary-widened-{}", std::process::id()));
+    let package = widened_package(&dir);
+    let server = Server::start(&[
+        "--set",
+        &format!("model.canary={}", package.display()),
+        "--set",
+        "model.canary_fraction=0.5",
+        "--set",
+        "model.canary_guard_min_rows=20",
+        "--set",
+        "model.canary_max_stop_ratio=0",
+        "--set",
+        "model.canary_max_latency_ratio=0",
+    ]);
+    // Said when it loaded, before any request.
+    assert!(server.logged("the canary takes other precomputed features than the champion"));
+    let txs = transactions(40, 46);
+    let typed: Vec<pixguard::transaction::Transaction> = (txs.iter())
+        .map(|tx| serde_json::from_value(tx.clone()).unwrap())
+        .collect();
+    let spec = pixguard::model::ModelPackage::load(
+        std::path::Path::new(super::server::ROOT).join("models/pix-fraud"),
+    )
+    .unwrap()
+    .config
+    .features;
+    let rows = pixguard::features::FeatureExtractor::new(spec)
+        .unwrap()
+        .extract(&typed);
+    let (nn, nc) = (rows.n_numeric, rows.n_categorical);
+    let body = |i: usize| {
+        json!({"inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [1, nn], "data": rows.numeric[i * nn..(i + 1) * nn]},
+            {"name": "categories", "datatype": "INT64", "shape": [1, nc], "data": rows.categorical[i * nc..(i + 1) * nc]},
+        ]})
+    };
+    let infer = server.url("/v2/models/pix-fraud/infer");
+    let send = |i: usize| {
+        let request = client.post(&infer).json(&body(i % txs.len()));
+        async move {
+            let r = request.send().await.unwrap();
+            let status = r.status().as_u16();
+            let answer: Value = r.json().await.unwrap();
+            (status, answer)
+        }
+    };
+    let mut statuses = HashMap::<u16, u64>::new();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut sent = 0;
+    while stats(&client, &server).await["canary"]["halts"] == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "no halt after {statuses:?}"
+        );
+        let (status, answer) = send(sent).await;
+        match status {
+            200 => assert_eq!(answer["model_version"], "20261127.0446", "{answer}"),
+            422 => assert_eq!(
+                (answer["field"].as_str(), answer["error"].as_str()),
+                (
+                    Some("features"),
+                    Some(format!("features: shape [1, {nn}] must be [N, {}]", nn + 1).as_str())
+                ),
+            ),
+            _ => panic!("{status}: {answer}"),
+        }
+        *statuses.entry(status).or_default() += 1;
+        sent += 1;
+    }
+    let count = |status: u16| statuses.get(&status).copied().unwrap_or(0);
+    assert!(count(200) >= 20 && count(422) >= 20, "{statuses:?}");
+    let reason = halted_for(&client, &server, &txs[..10]).await;
+    assert!(
+        reason.starts_with("canary 20261207.0002: failed 100.00 % of "),
+        "{reason} after {statuses:?}"
+    );
+    assert!(
+        reason.contains("(100.00 % refused for their input,")
+            && reason.contains("against the champion's 0.00 % of "),
+        "{reason}"
+    );
+    // Every features-mode request is the champion's now, and answered.
+    for i in 0..20 {
+        let (status, answer) = send(sent + i).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    // Refused requests are the canary's failures in its own statistics too.
+    let canary: Value = get_json(
+        &client,
+        &server,
+        "/v2/models/pix-fraud/versions/20261207.0002/stats",
+        None,
+    )
+    .await;
+    let refused = &canary["model_stats"][0]["inference_stats"]["fail"]["count"];
+    assert_eq!(refused.as_u64(), Some(count(422)), "{canary}");
+    eprintln!("{statuses:?}: {reason}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A copy of the champion's package in `dir` as another version with one more numeric feature
+/// (`amount_log` again) whose weights are all zero: it scores exactly as the champion, but its
+/// `features` tensor is a column wider, so it refuses a features-mode request (Open Inference
+/// Protocol) shaped for the champion, as a retrained model with a new feature would.
+fn widened_package(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut at = 0;
+    let package = edited_package(dir, |config| {
+        config["version"] = json!("20261207.0002");
+        let numeric = config["features"]["numeric"].as_array_mut().unwrap();
+        at = numeric.len();
+        let mut again = numeric[0].clone();
+        again["name"] = json!("amount_log_again");
+        numeric.push(again);
+        // Every feature is in a reason-code group: the amount's.
+        let groups = config["explanations"]["groups"].as_array_mut().unwrap();
+        let amount = groups
+            .iter_mut()
+            .find(|g| g["numeric"][0] == "amount_log")
+            .unwrap();
+        amount["numeric"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("amount_log_again"));
+    });
+    let old = std::fs::read(package.join("model.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&old).unwrap();
+    let widened: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values: Vec<f32> = (view.data().chunks_exact(4))
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            // The axes that run over x0 (the numeric features, then the embeddings): both of
+            // each cross layer's, and the first MLP layer's input.
+            let axes = match name.as_str() {
+                n if n.starts_with("cross.") => [true, true],
+                "mlp.0.weight" => [false, true],
+                _ => [false, false],
+            };
+            let (shape, values) = zero_at(view.shape(), &values, axes, at);
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, shape, bytes)
+        })
+        .collect();
+    let views = widened.iter().map(|(name, shape, bytes)| {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes);
+        (name.clone(), view.unwrap())
+    });
+    rewrite(
+        &package,
+        "model.safetensors",
+        safetensors::serialize(views, None).unwrap(),
+    );
+    // The monitor's reference distributions, one per feature in the model's order: the new
+    // feature's are the amount's.
+    let path = package.join("reference.json");
+    let mut reference: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let features = reference["features"].as_array_mut().unwrap();
+    let mut again = features[0].clone();
+    again["name"] = json!("amount_log_again");
+    features.insert(at, again);
+    rewrite(
+        &package,
+        "reference.json",
+        serde_json::to_vec(&reference).unwrap(),
+    );
+    package
+}
+
+/// Writes `bytes` as `package`'s file `name`, its digest in MLmodel updated to match.
+fn rewrite(package: &std::path::Path, name: &str, bytes: Vec<u8>) {
+    use pixguard::model::package::sha256_hex;
+    let old = sha256_hex(&std::fs::read(package.join(name)).unwrap());
+    std::fs::write(package.join(name), &bytes).unwrap();
+    let mlmodel = std::fs::read_to_string(package.join("MLmodel")).unwrap();
+    assert!(mlmodel.contains(&old), "MLmodel names {name}'s digest");
+    std::fs::write(
+        package.join("MLmodel"),
+        mlmodel.replace(&old, &sha256_hex(&bytes)),
+    )
+    .unwrap();
+}
+
+/// `values` of `shape` (one or two axes) with a zero inserted at index `at` of each axis marked in
+/// `axes`: a row, a column, or both.
+fn zero_at(shape: &[usize], values: &[f32], axes: [bool; 2], at: usize) -> (Vec<usize>, Vec<f32>) {
+    let (rows, cols) = match shape {
+        [n] => (1, *n),
+        [r, c] => (*r, *c),
+        _ => panic!("a tensor of shape {shape:?}"),
+    };
+    // A vector's one axis is its columns.
+    let (widen_rows, widen_cols) = if shape.len() == 1 {
+        (false, axes[0])
+    } else {
+        (axes[0], axes[1])
+    };
+    let width = cols + usize::from(widen_cols);
+    let mut out = Vec::with_capacity((rows + 1) * width);
+    for (i, row) in values.chunks_exact(cols).enumerate() {
+        if widen_rows && i == at {
+            out.extend(std::iter::repeat_n(0.0, width));
+        }
+        if widen_cols {
+            out.extend_from_slice(&row[..at]);
+            out.push(0.0);
+            out.extend_from_slice(&row[at..]);
+        } else {
+            out.extend_from_slice(row);
+        }
+    }
+    if widen_rows && at == rows {
+        out.extend(std::iter::repeat_n(0.0, width));
+    }
+    let shape = match shape {
+        [_] => vec![width],
+        _ => vec![rows + usize::from(widen_rows), width],
+    };
+    (shape, out)
+}

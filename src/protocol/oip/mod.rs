@@ -173,6 +173,34 @@ impl Signature {
         }
     }
 
+    /// How a request in features mode (`features` and `categories`, column by column) built for
+    /// `before` would fare with this signature, when the columns differ: refused for a width or
+    /// a category index past a table, or scored on features it does not mean (same widths,
+    /// columns renamed or reordered). `None` when the columns are the same.
+    pub fn features_mode_change(&self, before: &Signature) -> Option<String> {
+        let (ours, theirs) = (&self.numeric_features, &before.numeric_features);
+        let (our_cats, their_cats) = (&self.categorical_features, &before.categorical_features);
+        if ours == theirs && our_cats == their_cats && self.cardinalities == before.cardinalities {
+            return None;
+        }
+        Some(format!(
+            "`features` {} → {} columns, `categories` {} → {} columns{}",
+            theirs.len(),
+            ours.len(),
+            their_cats.len(),
+            our_cats.len(),
+            if ours.len() == theirs.len() && our_cats.len() == their_cats.len() {
+                if self.cardinalities == before.cardinalities {
+                    ", a column renamed or moved: the same tensors now mean other features"
+                } else {
+                    ", a category table resized: some indices valid for the other are not for this one, or mean another value"
+                }
+            } else {
+                ": a request shaped for the other is refused"
+            }
+        ))
+    }
+
     /// Checks the requested outputs (name, binary) before any work is done; none requested: all.
     pub fn select_outputs<'a>(
         &self,
@@ -320,13 +348,53 @@ impl Signature {
 
 #[cfg(test)]
 mod tests {
-    use super::FIELD_INPUTS;
+    use super::{FIELD_INPUTS, Signature};
     use crate::transaction::CSV_COLUMNS;
 
     #[test]
     fn field_inputs_are_the_flattened_columns() {
         let names: Vec<&str> = FIELD_INPUTS.iter().map(|f| f.0).collect();
         assert_eq!(names, CSV_COLUMNS);
+    }
+
+    #[test]
+    fn a_features_mode_change_says_what_a_request_built_for_the_other_meets() {
+        let spec = crate::features::default_spec();
+        let before = Signature::new(&spec);
+        assert_eq!(Signature::new(&spec).features_mode_change(&before), None);
+        let (n, c) = (spec.numeric.len(), spec.categorical.len());
+
+        let mut wider = spec.clone();
+        let mut again = wider.numeric[0].clone();
+        again.name = "amount_log_again".into();
+        wider.numeric.push(again);
+        let why = Signature::new(&wider)
+            .features_mode_change(&before)
+            .unwrap();
+        assert_eq!(
+            why,
+            format!(
+                "`features` {n} → {} columns, `categories` {c} → {c} columns: a request shaped for the other is refused",
+                n + 1
+            )
+        );
+
+        let mut moved = spec.clone();
+        moved.numeric.swap(0, 1);
+        let why = Signature::new(&moved)
+            .features_mode_change(&before)
+            .unwrap();
+        assert!(
+            why.ends_with("a column renamed or moved: the same tensors now mean other features"),
+            "{why}"
+        );
+
+        let mut resized = spec.clone();
+        resized.categorical[0].oov_index += 1;
+        let why = Signature::new(&resized)
+            .features_mode_change(&before)
+            .unwrap();
+        assert!(why.contains("a category table resized"), "{why}");
     }
 }
 

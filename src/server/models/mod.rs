@@ -80,6 +80,34 @@ fn priority(role: Role) -> Priority {
     }
 }
 
+/// Warns when `next`, about to answer as `role` beside the champion (a canary) or instead of the
+/// last champion, takes precomputed features (Open Inference Protocol features mode) other than
+/// `other` does: a feature store's requests built for one are refused by the other, or scored on
+/// other features. A shadow challenger counts such requests as `incompatible` instead.
+pub fn warn_on_features_mode_change(role: Role, next: &Served, other: &Served) {
+    let Some(change) = next.signature().features_mode_change(other.signature()) else {
+        return;
+    };
+    match role {
+        Role::Canary => tracing::warn!(
+            %change,
+            champion = %other.model().version,
+            canary = %next.model().version,
+            "the canary takes other precomputed features than the champion: features-mode requests \
+             without a version that it answers fail or mean other features (its failures halt it \
+             under model.canary_max_error_share)"
+        ),
+        Role::Champion => tracing::warn!(
+            %change,
+            from = %other.model().version,
+            to = %next.model().version,
+            "the new version takes other precomputed features: clients sending features-mode \
+             requests must follow it"
+        ),
+        Role::Challenger => {}
+    }
+}
+
 /// Loads versions and swaps them in; one check at a time.
 pub struct Models {
     role: Role,
@@ -290,6 +318,11 @@ impl Models {
                 "the new version has another model name: clients must use the new one"
             );
         }
+        let beside = match self.role {
+            Role::Canary => scoring.served(),
+            _ => current.clone(),
+        };
+        warn_on_features_mode_change(self.role, &next, &beside);
         let now_serving = serving(&next);
         let old = slot.swap(Arc::new(next));
         resolver.remember_good(&target, &dir);
