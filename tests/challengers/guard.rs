@@ -45,19 +45,12 @@ async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
     let client = reqwest::Client::new();
     let dir = std::env::temp_dir().join(format!("pixguard-canary-guard-{}", std::process::id()));
     let package = mistyped_threshold(&dir);
-    let mut command = Server::command(&[
-        "--set",
-        &format!("model.canary={}", package.display()),
-        "--set",
-        "model.canary_fraction=0.5",
-        "--set",
-        "model.canary_guard_min_rows=20",
-        // The stop-share guard alone: its latency is the champion's, but 20 samples are few.
-        "--set",
-        "model.canary_max_latency_ratio=0",
-        "--set",
-        "model.canary_max_error_share=0",
-    ]);
+    // The stop-share guard alone: its latency is the champion's, but 20 samples are few.
+    let mut command = guarded_canary(
+        &package.display().to_string(),
+        "model.canary_max_stop_ratio",
+        &[],
+    );
     let server = Server::spawn(command.env("PIXGUARD_ADMIN_TOKEN", TOKEN));
     let txs = transactions(200, 43);
     let canary_stats = || async { stats(&client, &server).await["canary"].clone() };
@@ -118,19 +111,14 @@ async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A server whose canary (the challenger package, half of the requests, compared from 20 each)
-/// decides as the champion does but computes each batch 30 ms longer, with only the guard
-/// `guard` (a `model.` setting) on.
-fn slow_canary(guard: &str) -> Server {
-    let mut args = vec![
-        "--set".to_string(),
-        "model.canary=models/pix-fraud-challenger".into(),
-        "--set".into(),
+/// The command of a server whose canary is the package at `package`, answering half of the
+/// requests and compared from 20 each, with only the guard `guard` (a `model.` setting) on; then
+/// `more` (`--set` each).
+fn guarded_canary(package: &str, guard: &str, more: &[&str]) -> std::process::Command {
+    let mut sets = vec![
+        format!("model.canary={package}"),
         "model.canary_fraction=0.5".into(),
-        "--set".into(),
         "model.canary_guard_min_rows=20".into(),
-        "--set".into(),
-        "engine.test_canary_delay_us=30000".into(),
     ];
     for other in [
         "model.canary_max_stop_ratio",
@@ -138,10 +126,24 @@ fn slow_canary(guard: &str) -> Server {
         "model.canary_max_error_share",
     ] {
         if other != guard {
-            args.extend(["--set".into(), format!("{other}=0")]);
+            sets.push(format!("{other}=0"));
         }
     }
-    Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    sets.extend(more.iter().map(|s| s.to_string()));
+    let args: Vec<String> = (sets.into_iter())
+        .flat_map(|s| ["--set".to_string(), s])
+        .collect();
+    Server::command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A server whose canary (the challenger package) decides as the champion does but computes each
+/// batch 30 ms longer, with only the guard `guard` on ([`guarded_canary`]).
+fn slow_canary(guard: &str) -> Server {
+    Server::spawn(&mut guarded_canary(
+        "models/pix-fraud-challenger",
+        guard,
+        &["engine.test_canary_delay_us=30000"],
+    ))
 }
 
 /// The number in a halt's `reason` between `after` and `unit`.
@@ -264,18 +266,11 @@ async fn the_guard_takes_a_canary_refusing_what_the_champion_takes_off_the_answe
     let client = reqwest::Client::new();
     let dir = std::env::temp_dir().join(format!("pixguard-canary-widened-{}", std::process::id()));
     let package = widened_package(&dir);
-    let server = Server::start(&[
-        "--set",
-        &format!("model.canary={}", package.display()),
-        "--set",
-        "model.canary_fraction=0.5",
-        "--set",
-        "model.canary_guard_min_rows=20",
-        "--set",
-        "model.canary_max_stop_ratio=0",
-        "--set",
-        "model.canary_max_latency_ratio=0",
-    ]);
+    let server = Server::spawn(&mut guarded_canary(
+        &package.display().to_string(),
+        "model.canary_max_error_share",
+        &[],
+    ));
     // Said when it loaded, before any request.
     assert!(server.logged("the canary takes other precomputed features than the champion"));
     let txs = transactions(40, 46);
