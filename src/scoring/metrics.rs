@@ -32,10 +32,7 @@ impl Metrics {
         self.responses[api.index()][code.index()].fetch_add(1, Ordering::Relaxed);
         self.request.record(micros);
         if let Some(version) = version {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            version.record(code == Code::Ok, micros, now);
+            version.record_now(code == Code::Ok, micros);
         }
     }
 
@@ -61,7 +58,7 @@ impl Metrics {
 
 /// Scoring requests by how they ended, with their whole durations: what Triton's statistics
 /// report as `success`, `fail` and `last_inference`. Each served version keeps its own: the
-/// requests routed to it, however they ended.
+/// requests routed to it, however they ended (an API request, or a chunk of Kafka messages).
 #[derive(Debug, Default)]
 pub struct VersionRequests {
     /// Requests answered, and their whole duration.
@@ -77,5 +74,13 @@ impl VersionRequests {
     pub fn record(&self, ok: bool, micros: u64, now_ms: u64) {
         if ok { &self.succeeded } else { &self.failed }.add(micros);
         self.last_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    /// [`VersionRequests::record`] of a request that ends now.
+    pub fn record_now(&self, ok: bool, micros: u64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.record(ok, micros, now);
     }
 }

@@ -254,7 +254,7 @@ fn version_metrics(out: &mut String, scoring: &Scoring) {
     counter(
         out,
         "pixguard_version_requests_total",
-        "API scoring requests routed to each serving version, by outcome (ok or failed).",
+        "Scoring requests routed to each serving version (API requests, and Kafka's chunks of messages), by outcome (ok or failed).",
         "counter",
         &requests,
     );

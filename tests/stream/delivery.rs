@@ -228,6 +228,19 @@ fn a_graceful_sigterm_leaves_nothing_to_score_twice() {
         value("pixguard_stream_scored_age_seconds_count"),
         value("pixguard_stream_produced_total")
     );
+    // Each try at a chunk is a request of the version it took, as an API request is (its Triton
+    // statistics): the tries that scored are its engine's answers, the others the retries.
+    let version = |name: &str, outcome: &str| {
+        let labels = r#"model="pix-fraud",version="20261127.0446",role="champion""#;
+        value(&format!("pixguard_version_{name}{{{labels}{outcome}}}"))
+    };
+    let scored = version("requests_total", r#",outcome="ok""#);
+    assert!(scored > 0.0, "{text}");
+    assert_eq!(scored, version("engine_requests_total", ""));
+    assert_eq!(
+        version("requests_total", r#",outcome="failed""#),
+        value("pixguard_stream_retries_total")
+    );
     let scores = fx.dump(topics.1, expected.len());
     let mut ids = std::collections::HashSet::new();
     for r in &scores {

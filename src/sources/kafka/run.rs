@@ -331,12 +331,16 @@ async fn score(
     let mut backoff = Duration::from_millis(5);
     let (served, scores) = loop {
         let served = state.scoring().pick();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        match state
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(30);
+        let scored = state
             .scoring()
             .score_transactions(&served, &txs, deadline, false, Lane::Bulk, None)
-            .await
-        {
+            .await;
+        // Each try is a request of the version it took, in its statistics as an API request is.
+        let micros = started.elapsed().as_micros() as u64;
+        served.requests().record_now(scored.is_ok(), micros);
+        match scored {
             Ok(scores) => break (served, scores),
             Err(ScoreError::Overloaded(_) | ScoreError::DeadlineExceeded) => {
                 shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
