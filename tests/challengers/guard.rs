@@ -4,6 +4,9 @@
 
 use std::collections::HashMap;
 
+use pixguard::protocol::grpc::ModelInferRequest;
+use pixguard::protocol::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
+use pixguard::protocol::grpc::model_infer_request::InferInputTensor;
 use serde_json::{Value, json};
 
 use super::canary::{TOKEN, admin_canary, score_one};
@@ -294,44 +297,94 @@ async fn the_guard_takes_a_canary_refusing_what_the_champion_takes_off_the_answe
         ]})
     };
     let infer = server.url("/v2/models/pix-fraud/infer");
+    let grpc = GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc_address()))
+        .await
+        .unwrap();
+    let refusal = format!("features: shape [1, {nn}] must be [N, {}]", nn + 1);
+    // Row `i` of the features, over HTTP or gRPC as raw tensors by turns of two (the canary's
+    // sampler takes every other request at share 0.5, so each API meets both versions): how it
+    // ended.
     let send = |i: usize| {
-        let request = client.post(&infer).json(&body(i % txs.len()));
+        let row = i % txs.len();
+        let http = client.post(&infer).json(&body(row));
+        let mut grpc = grpc.clone();
+        let refusal = refusal.clone();
+        let tensor = |name: &str, datatype: &str, width: usize| InferInputTensor {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape: vec![1, width as i64],
+            ..Default::default()
+        };
+        let raw_input_contents = vec![
+            (rows.numeric[row * nn..(row + 1) * nn].iter())
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            (rows.categorical[row * nc..(row + 1) * nc].iter())
+                .flat_map(|&v| i64::from(v).to_le_bytes())
+                .collect(),
+        ];
+        let request = ModelInferRequest {
+            model_name: "pix-fraud".into(),
+            inputs: vec![
+                tensor("features", "FP32", nn),
+                tensor("categories", "INT64", nc),
+            ],
+            raw_input_contents,
+            ..Default::default()
+        };
         async move {
-            let r = request.send().await.unwrap();
-            let status = r.status().as_u16();
-            let answer: Value = r.json().await.unwrap();
-            (status, answer)
+            if (i / 2) % 2 == 0 {
+                let r = http.send().await.unwrap();
+                let status = r.status().as_u16();
+                let answer: Value = r.json().await.unwrap();
+                match status {
+                    200 => assert_eq!(answer["model_version"], "20261127.0446", "{answer}"),
+                    422 => assert_eq!(
+                        (answer["field"].as_str(), answer["error"].as_str()),
+                        (Some("features"), Some(refusal.as_str()))
+                    ),
+                    _ => panic!("{status}: {answer}"),
+                }
+                if status == 200 {
+                    "http 200"
+                } else {
+                    "http 422"
+                }
+            } else {
+                match grpc.model_infer(request).await {
+                    Ok(answer) => {
+                        assert_eq!(answer.into_inner().model_version, "20261127.0446");
+                        "grpc OK"
+                    }
+                    Err(status) => {
+                        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+                        assert!(status.message().contains(&refusal), "{status:?}");
+                        "grpc INVALID_ARGUMENT"
+                    }
+                }
+            }
         }
     };
-    let mut statuses = HashMap::<u16, u64>::new();
+    let mut outcomes = HashMap::<&str, u64>::new();
     let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let mut sent = 0;
     while stats(&client, &server).await["canary"]["halts"] == 0 {
         assert!(
             std::time::Instant::now() < until,
-            "no halt after {statuses:?}"
+            "no halt after {outcomes:?}"
         );
-        let (status, answer) = send(sent).await;
-        match status {
-            200 => assert_eq!(answer["model_version"], "20261127.0446", "{answer}"),
-            422 => assert_eq!(
-                (answer["field"].as_str(), answer["error"].as_str()),
-                (
-                    Some("features"),
-                    Some(format!("features: shape [1, {nn}] must be [N, {}]", nn + 1).as_str())
-                ),
-            ),
-            _ => panic!("{status}: {answer}"),
-        }
-        *statuses.entry(status).or_default() += 1;
+        *outcomes.entry(send(sent).await).or_default() += 1;
         sent += 1;
     }
-    let count = |status: u16| statuses.get(&status).copied().unwrap_or(0);
-    assert!(count(200) >= 20 && count(422) >= 20, "{statuses:?}");
+    let count = |outcome: &str| outcomes.get(outcome).copied().unwrap_or(0);
+    let kinds = ["http 200", "http 422", "grpc OK", "grpc INVALID_ARGUMENT"];
+    assert!(kinds.iter().all(|k| count(k) >= 5), "{outcomes:?}");
+    let refused = count("http 422") + count("grpc INVALID_ARGUMENT");
+    assert!(refused >= 20, "{outcomes:?}");
     let reason = halted_for(&client, &server, &txs[..10]).await;
     assert!(
         reason.starts_with("canary 20261207.0002: failed 100.00 % of "),
-        "{reason} after {statuses:?}"
+        "{reason} after {outcomes:?}"
     );
     assert!(
         reason.contains("(100.00 % refused for their input,")
@@ -340,8 +393,8 @@ async fn the_guard_takes_a_canary_refusing_what_the_champion_takes_off_the_answe
     );
     // Every features-mode request is the champion's now, and answered.
     for i in 0..20 {
-        let (status, answer) = send(sent + i).await;
-        assert_eq!(status, 200, "{answer}");
+        let outcome = send(sent + i).await;
+        assert!(["http 200", "grpc OK"].contains(&outcome), "{outcome}");
     }
     // Refused requests are the canary's failures in its own statistics too.
     let canary: Value = get_json(
@@ -351,9 +404,12 @@ async fn the_guard_takes_a_canary_refusing_what_the_champion_takes_off_the_answe
         None,
     )
     .await;
-    let refused = &canary["model_stats"][0]["inference_stats"]["fail"]["count"];
-    assert_eq!(refused.as_u64(), Some(count(422)), "{canary}");
-    eprintln!("{statuses:?}: {reason}");
+    assert_eq!(
+        canary["model_stats"][0]["inference_stats"]["fail"]["count"].as_u64(),
+        Some(refused),
+        "{canary}"
+    );
+    eprintln!("{outcomes:?}: {reason}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
