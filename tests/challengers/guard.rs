@@ -333,7 +333,7 @@ async fn the_guard_takes_a_canary_refusing_what_the_champion_takes_off_the_answe
             ..Default::default()
         };
         async move {
-            if (i / 2) % 2 == 0 {
+            if (i / 2).is_multiple_of(2) {
                 let r = http.send().await.unwrap();
                 let status = r.status().as_u16();
                 let answer: Value = r.json().await.unwrap();
