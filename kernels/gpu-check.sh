@@ -311,19 +311,24 @@ print(f'engine (queue+compute) p50 {p("engine","p50"):.2f} ms, p99 {p("engine","
       f'{batches:,.0f} batches of {mean:.1f} rows on average; sizes run most: {most or "none"}')
 EOF
 }
+# One line per step of a bench report: `client_summary REPORT ROWS` for each step, in rows/s for
+# ROWS rows a request; `client_summary REPORT 1 held` for the last step only, as the rate held.
 client_summary() {
-  python3 - "$1" "$2" <<'EOF'
+  python3 - "$1" "$2" "${3:-}" <<'EOF'
 import json, sys
 steps = json.load(open(sys.argv[1]))["steps"]
-rows = int(sys.argv[2])
-for s in steps:
+rows, held = int(sys.argv[2]), sys.argv[3] == "held"
+for s in steps[-1:] if held else steps:
     lat = s["latency_us"]
-    # The server's statistics over the step (pixguard bench reads them around each window).
+    # The server's statistics over the step (pixguard bench reads them around each window; none
+    # when the load came from several generator processes).
     srv = s.get("server")
     server = (f', server per request {srv["request_us"]:.0f} µs (queue {srv["queue_us"]:.0f} + compute '
               f'{srv["compute_us"]:.0f}), {srv["rows"] / max(srv["batches"], 1):.1f} rows a batch') if srv else ""
-    print(f'offered {s["offered_rps"] * rows:,.0f} rows/s, achieved {s["achieved_rps"] * rows:,.0f} rows/s, '
-          f'errors {sum(s["errors"].values())}, client p50 {lat["p50"] / 1000:.2f} ms p99 {lat["p99"] / 1000:.2f} ms{server}')
+    rate = (f'held {s["offered_rps"]:,.0f}/s: achieved {s["achieved_rps"]:,.0f}/s' if held else
+            f'offered {s["offered_rps"] * rows:,.0f} rows/s, achieved {s["achieved_rps"] * rows:,.0f} rows/s')
+    print(f'{rate}, errors {sum(s["errors"].values())}, client p50 {lat["p50"] / 1000:.2f} ms '
+          f'p99 {lat["p99"] / 1000:.2f} ms{server}')
 EOF
 }
 
@@ -363,17 +368,7 @@ EOF
 peak_summary() {
   local ladder held
   ladder=$(ladder_summary "$1") || return 1
-  held=$(python3 - "$2" <<'EOF'
-import json, sys
-held = json.load(open(sys.argv[1]))["steps"][-1]
-lat = held["latency_us"]
-srv = held.get("server")  # none when the load came from several generator processes
-server = (f', server per request {srv["request_us"]:.0f} µs (queue {srv["queue_us"]:.0f} + compute '
-          f'{srv["compute_us"]:.0f}), {srv["rows"] / max(srv["batches"], 1):.1f} rows a batch') if srv else ""
-print(f'held {held["offered_rps"]:,.0f}/s: achieved {held["achieved_rps"]:,.0f}/s, errors '
-      f'{sum(held["errors"].values())}, client p50 {lat["p50"] / 1000:.2f} ms p99 {lat["p99"] / 1000:.2f} ms{server}')
-EOF
-) || return 1
+  held=$(client_summary "$2" 1 held) || return 1
   echo "$ladder; $held"
 }
 for api in v1 oip-grpc; do
