@@ -7,6 +7,8 @@
 mod child;
 #[path = "common/server.rs"]
 mod server;
+#[path = "common/tools.rs"]
+mod tools;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,14 +17,7 @@ use server::Server;
 
 #[test]
 fn tritonclient_http_and_grpc_get_the_same_scores_as_pixguard_score() {
-    let Some(python) = std::env::var_os("PIXGUARD_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set PIXGUARD_PYTHON (tests/python/requirements.txt)"
-        );
-        eprintln!(
-            "skipped tritonclient test: set PIXGUARD_PYTHON to a Python with tests/python/requirements.txt"
-        );
+    let Some(python) = tools::python("the tritonclient test") else {
         return;
     };
     let server = Server::start(&[]);
@@ -51,22 +46,12 @@ fn tritonclient_http_and_grpc_get_the_same_scores_as_pixguard_score() {
 /// of the tritonclient 2.50.0 wheel, with the libcudart it loads in `lib/`), or
 /// PIXGUARD_PERF_ANALYZER.
 fn perf_analyzer() -> Option<PathBuf> {
-    let path = std::env::var_os("PIXGUARD_PERF_ANALYZER").map_or_else(
-        || PathBuf::from(server::ROOT).join(".perf-analyzer/perf_analyzer"),
-        PathBuf::from,
-    );
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must install perf_analyzer (.ci/run: .perf-analyzer/)"
-    );
-    eprintln!(
-        "skipped perf_analyzer test: none at {} (see .ci/run, or set PIXGUARD_PERF_ANALYZER)",
-        path.display()
-    );
-    None
+    tools::installed(
+        "the perf_analyzer test",
+        "PIXGUARD_PERF_ANALYZER",
+        ".perf-analyzer/perf_analyzer",
+        "see .ci/run",
+    )
 }
 
 /// A figure of perf_analyzer's report: the number after `label` in its `section` ("Client:",

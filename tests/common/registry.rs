@@ -7,23 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The test Python (with tests/python/requirements.txt), or `None` with the reason printed.
-/// Under CI its absence is a failure, not a skip.
+#[path = "tools.rs"]
+pub mod tools;
+
+/// The test Python (with tests/python/requirements.txt: mlflow, fake-gcs-server, …), or `None`
+/// with the reason printed. Under CI its absence is a failure, not a skip.
 pub fn python(what: &str) -> Option<PathBuf> {
-    match std::env::var_os("PIXGUARD_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must set PIXGUARD_PYTHON to a Python with tests/python/requirements.txt installed"
-            );
-            eprintln!(
-                "skipped {what}: set PIXGUARD_PYTHON to a Python with tests/python/requirements.txt \
-                 (mlflow, fake-gcs-server); .ci/run does this"
-            );
-            None
-        }
-    }
+    tools::python(what)
 }
 
 /// A free loopback port.

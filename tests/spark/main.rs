@@ -40,15 +40,11 @@ fn spark_python(what: &str) -> Option<PathBuf> {
         .args(["-c", "import pyspark, pandas, pyarrow, confluent_kafka"])
         .status()
         .is_ok_and(|s| s.success());
-    if !has {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install pyspark, pandas, pyarrow and confluent-kafka (tests/python/requirements.txt)"
-        );
-        eprintln!("skipped {what}: PIXGUARD_PYTHON lacks pyspark/pandas/pyarrow/confluent-kafka");
-        return None;
-    }
-    Some(py)
+    registry::tools::required(
+        what,
+        has.then_some(py),
+        "PIXGUARD_PYTHON lacks pyspark, pandas, pyarrow or confluent-kafka (tests/python/requirements.txt)",
+    )
 }
 
 /// `py args…` from the repository root, Spark's workers on the same interpreter.
