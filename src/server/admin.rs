@@ -111,7 +111,16 @@ async fn describe(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
     }
     let mut body = state.models.describe(&state.scoring);
     if let (Some(canary), Some(models)) = (state.scoring.canary(), &state.canary_models) {
-        body["canary"] = super::with_fields(models.describe(&state.scoring), canary.figures());
+        let mut described = super::with_fields(models.describe(&state.scoring), canary.figures());
+        // What a features-mode request built for the champion meets at the canary, when the two
+        // take other precomputed features (also warned of in the log when it loaded).
+        let champion = state.scoring.served();
+        if let Some(change) =
+            (canary.slot().load().signature()).features_mode_change(champion.signature())
+        {
+            described["features_mode_change"] = change.into();
+        }
+        body["canary"] = described;
     }
     if let Some(shadow) = &state.shadow_models {
         body["shadow"] = shadow.describe(&state.scoring);

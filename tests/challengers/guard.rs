@@ -269,11 +269,12 @@ async fn the_guard_takes_a_canary_refusing_what_the_champion_takes_off_the_answe
     let client = reqwest::Client::new();
     let dir = std::env::temp_dir().join(format!("pixguard-canary-widened-{}", std::process::id()));
     let package = widened_package(&dir);
-    let server = Server::spawn(&mut guarded_canary(
+    let mut command = guarded_canary(
         &package.display().to_string(),
         "model.canary_max_error_share",
         &[],
-    ));
+    );
+    let server = Server::spawn(command.env("PIXGUARD_ADMIN_TOKEN", TOKEN));
     // Said when it loaded, before any request.
     assert!(server.logged("the canary takes other precomputed features than the champion"));
     let txs = transactions(40, 46);
@@ -290,6 +291,17 @@ async fn the_guard_takes_a_canary_refusing_what_the_champion_takes_off_the_answe
         .unwrap()
         .extract(&typed);
     let (nn, nc) = (rows.n_numeric, rows.n_categorical);
+    // The admin API says it too.
+    let described = get_json(&client, &server, "/admin/model", Some(TOKEN)).await;
+    assert_eq!(
+        described["canary"]["features_mode_change"],
+        format!(
+            "`features` {nn} → {} columns, `categories` {nc} → {nc} columns: a request shaped for \
+             the other is refused",
+            nn + 1
+        ),
+        "{described}"
+    );
     let body = |i: usize| {
         json!({"inputs": [
             {"name": "features", "datatype": "FP32", "shape": [1, nn], "data": rows.numeric[i * nn..(i + 1) * nn]},
