@@ -10,7 +10,7 @@ use pixguard::protocol::grpc::model_infer_request::InferInputTensor;
 use serde_json::{Value, json};
 
 use super::canary::{TOKEN, admin_canary, score_one};
-use super::server::{Server, edited_package, metric, transactions};
+use super::server::{Server, edited_package, metric, rewrite_in_package, transactions};
 use super::{get_json, stats};
 
 /// A copy of the champion's package in `dir` as another version whose hold threshold was
@@ -46,15 +46,8 @@ async fn halted_for(client: &reqwest::Client, server: &Server, txs: &[Value]) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guard_takes_a_canary_that_holds_everything_off_the_answers() {
     let client = reqwest::Client::new();
-    let dir = std::env::temp_dir().join(format!("pixguard-canary-guard-{}", std::process::id()));
-    let package = mistyped_threshold(&dir);
     // The stop-share guard alone: its latency is the champion's, but 20 samples are few.
-    let mut command = guarded_canary(
-        &package.display().to_string(),
-        "model.canary_max_stop_ratio",
-        &[],
-    );
-    let server = Server::spawn(command.env("PIXGUARD_ADMIN_TOKEN", TOKEN));
+    let (server, dir) = edited_canary("guard", mistyped_threshold, "model.canary_max_stop_ratio");
     let txs = transactions(200, 43);
     let canary_stats = || async { stats(&client, &server).await["canary"].clone() };
     // Every other request is the canary's, and it stops every one; once each version has 20 rows
@@ -137,6 +130,23 @@ fn guarded_canary(package: &str, guard: &str, more: &[&str]) -> std::process::Co
         .flat_map(|s| ["--set".to_string(), s])
         .collect();
     Server::command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A server (with the admin token) whose canary is the package `make` writes into a temporary
+/// folder named after `name`, with only the guard `guard` on ([`guarded_canary`]); and the folder,
+/// for the test to remove.
+fn edited_canary(
+    name: &str,
+    make: fn(&std::path::Path) -> std::path::PathBuf,
+    guard: &str,
+) -> (Server, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("pixguard-canary-{name}-{}", std::process::id()));
+    let package = make(&dir);
+    let mut command = guarded_canary(&package.display().to_string(), guard, &[]);
+    (
+        Server::spawn(command.env("PIXGUARD_ADMIN_TOKEN", TOKEN)),
+        dir,
+    )
 }
 
 /// A server whose canary (the challenger package) decides as the champion does but computes each
@@ -267,14 +277,7 @@ async fn the_guard_takes_a_canary_refusing_what_the_champion_takes_off_the_answe
     // store sending the champion's precomputed features is refused by it every time (422), a
     // failure its engine never sees. With only the error guard on, that is what halts it.
     let client = reqwest::Client::new();
-    let dir = std::env::temp_dir().join(format!("pixguard-canary-widened-{}", std::process::id()));
-    let package = widened_package(&dir);
-    let mut command = guarded_canary(
-        &package.display().to_string(),
-        "model.canary_max_error_share",
-        &[],
-    );
-    let server = Server::spawn(command.env("PIXGUARD_ADMIN_TOKEN", TOKEN));
+    let (server, dir) = edited_canary("widened", widened_package, "model.canary_max_error_share");
     // Said when it loaded, before any request.
     assert!(server.logged("the canary takes other precomputed features than the champion"));
     let txs = transactions(40, 46);
@@ -475,11 +478,8 @@ fn widened_package(dir: &std::path::Path) -> std::path::PathBuf {
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes);
         (name.clone(), view.unwrap())
     });
-    rewrite(
-        &package,
-        "model.safetensors",
-        safetensors::serialize(views, None).unwrap(),
-    );
+    let weights = safetensors::serialize(views, None).unwrap();
+    rewrite_in_package(&package, "model.safetensors", &weights);
     // The monitor's reference distributions, one per feature in the model's order: the new
     // feature's are the amount's.
     let path = package.join("reference.json");
@@ -488,26 +488,12 @@ fn widened_package(dir: &std::path::Path) -> std::path::PathBuf {
     let mut again = features[0].clone();
     again["name"] = json!("amount_log_again");
     features.insert(at, again);
-    rewrite(
+    rewrite_in_package(
         &package,
         "reference.json",
-        serde_json::to_vec(&reference).unwrap(),
+        &serde_json::to_vec(&reference).unwrap(),
     );
     package
-}
-
-/// Writes `bytes` as `package`'s file `name`, its digest in MLmodel updated to match.
-fn rewrite(package: &std::path::Path, name: &str, bytes: Vec<u8>) {
-    use pixguard::model::package::sha256_hex;
-    let old = sha256_hex(&std::fs::read(package.join(name)).unwrap());
-    std::fs::write(package.join(name), &bytes).unwrap();
-    let mlmodel = std::fs::read_to_string(package.join("MLmodel")).unwrap();
-    assert!(mlmodel.contains(&old), "MLmodel names {name}'s digest");
-    std::fs::write(
-        package.join("MLmodel"),
-        mlmodel.replace(&old, &sha256_hex(&bytes)),
-    )
-    .unwrap();
 }
 
 /// `values` of `shape` (one or two axes) with a zero inserted at index `at` of each axis marked in

@@ -260,20 +260,26 @@ pub fn edited_package(
     dir: &std::path::Path,
     edit: impl FnOnce(&mut serde_json::Value),
 ) -> std::path::PathBuf {
-    use pixguard::model::package::sha256_hex;
     let _ = std::fs::remove_dir_all(dir);
     let package = copy_package("models/pix-fraud", dir);
-    let path = package.join("model.json");
-    let old = std::fs::read(&path).expect("model.json");
+    let old = std::fs::read(package.join("model.json")).expect("model.json");
     let mut config: serde_json::Value = serde_json::from_slice(&old).expect("model.json is JSON");
     edit(&mut config);
     let text = serde_json::to_string_pretty(&config).expect("JSON");
-    std::fs::write(&path, &text).expect("model.json");
-    let mlmodel = std::fs::read_to_string(package.join("MLmodel")).expect("MLmodel");
-    let (old, new) = (sha256_hex(&old), sha256_hex(text.as_bytes()));
-    assert!(mlmodel.contains(&old), "MLmodel names model.json's digest");
-    std::fs::write(package.join("MLmodel"), mlmodel.replace(&old, &new)).expect("MLmodel");
+    rewrite_in_package(&package, "model.json", text.as_bytes());
     package
+}
+
+/// Writes `bytes` as the file `name` of the package in `package`, its digest in MLmodel updated
+/// to match.
+pub fn rewrite_in_package(package: &std::path::Path, name: &str, bytes: &[u8]) {
+    use pixguard::model::package::sha256_hex;
+    let old = sha256_hex(&std::fs::read(package.join(name)).expect("the package's file"));
+    std::fs::write(package.join(name), bytes).expect("write the file");
+    let mlmodel = std::fs::read_to_string(package.join("MLmodel")).expect("MLmodel");
+    assert!(mlmodel.contains(&old), "MLmodel names {name}'s digest");
+    let mlmodel = mlmodel.replace(&old, &sha256_hex(bytes));
+    std::fs::write(package.join("MLmodel"), mlmodel).expect("MLmodel");
 }
 
 /// A copy of the package at `from` (relative to the repository root) in `dir`, for tests that
