@@ -180,24 +180,25 @@ impl Signature {
     pub fn features_mode_change(&self, before: &Signature) -> Option<String> {
         let (ours, theirs) = (&self.numeric_features, &before.numeric_features);
         let (our_cats, their_cats) = (&self.categorical_features, &before.categorical_features);
-        if ours == theirs && our_cats == their_cats && self.cardinalities == before.cardinalities {
+        let same_widths = ours.len() == theirs.len() && our_cats.len() == their_cats.len();
+        let same_tables = self.cardinalities == before.cardinalities;
+        if same_widths && same_tables && ours == theirs && our_cats == their_cats {
             return None;
         }
+        let meets = match (same_widths, same_tables) {
+            (false, _) => ": a request shaped for the other is refused",
+            (true, false) => {
+                ", a category table resized: some indices valid for the other are not for this \
+                 one, or mean another value"
+            }
+            (true, true) => ", a column renamed or moved: the same tensors now mean other features",
+        };
         Some(format!(
-            "`features` {} → {} columns, `categories` {} → {} columns{}",
+            "`features` {} → {} columns, `categories` {} → {} columns{meets}",
             theirs.len(),
             ours.len(),
             their_cats.len(),
             our_cats.len(),
-            if ours.len() == theirs.len() && our_cats.len() == their_cats.len() {
-                if self.cardinalities == before.cardinalities {
-                    ", a column renamed or moved: the same tensors now mean other features"
-                } else {
-                    ", a category table resized: some indices valid for the other are not for this one, or mean another value"
-                }
-            } else {
-                ": a request shaped for the other is refused"
-            }
         ))
     }
 
