@@ -1,8 +1,13 @@
 //! librdkafka client settings shared by every Kafka client pixguard runs (the stream's consumer
 //! and producer, the decision log's producer): the configured pass-through, less what belongs to
-//! the other role, so one map configures both without librdkafka's `CONFWARN`s.
+//! the other role, so one map configures both without librdkafka's `CONFWARN`s. And a producer's
+//! flush that does flush.
+
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
 
 use crate::config::Librdkafka;
 
@@ -124,4 +129,29 @@ pub fn client(
         c.set(property, value);
     }
     c
+}
+
+/// Sends what lingers now and waits up to `limit` for the broker's acknowledgements.
+///
+/// librdkafka sends lingering records at once only *during* an `rd_kafka_flush` call (it marks
+/// the producer flushing and wakes its broker threads for that call's duration). rdkafka's
+/// `Producer::flush` (0.39) calls it with a zero timeout in a loop, so the mark lasts
+/// microseconds: a broker thread that wakes after it returns goes back to lingering, and with a
+/// long `linger.ms` the records were purged unsent at the deadline (the decision log's SIGTERM
+/// test lost its records in about two runs of five). One call with the whole timeout keeps the
+/// mark up until everything is acknowledged; the `ThreadedProducer`'s own thread polls the
+/// delivery reports meanwhile, which is what lets the count of records reach zero (so it takes
+/// a `ThreadedProducer`: with no thread polling, the call would wait out its limit).
+pub fn flush<C: ProducerContext + 'static>(
+    producer: &ThreadedProducer<C>,
+    limit: Duration,
+) -> Result<(), RDKafkaErrorCode> {
+    let ms = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the pointer is the live producer's handle, borrowed for the call, and
+    // rd_kafka_flush may be called from any thread while the producer exists.
+    let code = unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), ms) };
+    match RDKafkaErrorCode::from(code) {
+        RDKafkaErrorCode::NoError => Ok(()),
+        e => Err(e),
+    }
 }

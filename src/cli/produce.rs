@@ -174,8 +174,8 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    producer
-        .flush(Duration::from_secs(60))
+    // At once, whatever `--linger-ms` says.
+    crate::kafka::flush(&producer, Duration::from_secs(60))
         .context("waiting for the broker's acknowledgements")?;
     let acks = producer.context();
     let (sent, failed) = (

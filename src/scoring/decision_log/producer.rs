@@ -13,7 +13,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 
 use super::{Counts, Entry, record};
 use crate::config::Config;
-use crate::kafka::{Role, client};
+use crate::kafka::{Role, client, flush};
 
 /// How often the thread takes what has been queued.
 const TICK: Duration = Duration::from_millis(1);
@@ -171,27 +171,6 @@ fn run(
             unacknowledged = producer.in_flight_count(),
             "decision log: records not acknowledged when the server stopped (counted as failed)"
         );
-    }
-}
-
-/// Sends what lingers now and waits up to `limit` for the broker's acknowledgements.
-///
-/// librdkafka sends lingering records at once only *during* an `rd_kafka_flush` call (it marks
-/// the producer flushing and wakes its broker threads for that call's duration). rdkafka's
-/// `Producer::flush` (0.39) calls it with a zero timeout in a loop, so the mark lasts
-/// microseconds: a broker thread that wakes after it returns goes back to lingering, and with a
-/// long `linger.ms` the records were purged unsent at the deadline (the decision log's SIGTERM
-/// test lost its records in about two runs of five). One call with the whole timeout keeps the
-/// mark up until everything is acknowledged; the `ThreadedProducer`'s own thread polls the
-/// delivery reports meanwhile, which is what lets the count of records reach zero.
-fn flush(producer: &ThreadedProducer<Counting>, limit: Duration) -> Result<(), RDKafkaErrorCode> {
-    let ms = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: the pointer is the live producer's handle, borrowed for the call, and
-    // rd_kafka_flush may be called from any thread while the producer exists.
-    let code = unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), ms) };
-    match RDKafkaErrorCode::from(code) {
-        RDKafkaErrorCode::NoError => Ok(()),
-        e => Err(e),
     }
 }
 
