@@ -202,6 +202,12 @@ fn every_answered_decision_is_a_record_on_the_topic() {
     );
     server.terminate();
     assert!(server.wait(Duration::from_secs(20)).success());
+    // Sent at once, whatever linger.ms says (kafka::flush), and acknowledged before the exit.
+    assert!(
+        !server.logged("records not acknowledged"),
+        "{:#?}",
+        server.log.lock().unwrap()
+    );
 
     let records = fx.dump("decisions", 7);
     assert_eq!(records.len(), 7, "{records:#?}");
