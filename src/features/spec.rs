@@ -387,4 +387,58 @@ impl FeatureSpec {
         }
         Ok(())
     }
+
+    /// The columns encoded otherwise than in `before`, column for column, each with what changed:
+    /// `` 2 columns encoded otherwise (`amount_log` (mean, std), `purpose` (vocabulary)) `` (the
+    /// first four, then how many more); a column either spec lacks is left out.
+    pub fn recoded_since(&self, before: &FeatureSpec) -> String {
+        let numeric = self.numeric.iter().zip(&before.numeric).map(|(a, b)| {
+            let fields = [
+                ("source", a.source != b.source),
+                ("transform", a.transform != b.transform),
+                ("clip", a.clip != b.clip),
+                ("mean", a.mean != b.mean),
+                ("std", a.std != b.std),
+            ];
+            (&a.name, fields)
+        });
+        let categorical = self
+            .categorical
+            .iter()
+            .zip(&before.categorical)
+            .map(|(a, b)| {
+                let fields = [
+                    ("source", a.source != b.source),
+                    ("vocabulary", a.vocabulary != b.vocabulary),
+                    ("oov_index", a.oov_index != b.oov_index),
+                ];
+                (&a.name, fields)
+            });
+        let changed: Vec<String> = numeric
+            .map(|(name, fields)| describe(name, &fields))
+            .chain(categorical.map(|(name, fields)| describe(name, &fields)))
+            .flatten()
+            .collect();
+        let mut text = changed
+            .iter()
+            .take(4)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if changed.len() > 4 {
+            text.push_str(&format!(" and {} more", changed.len() - 4));
+        }
+        let columns = if changed.len() == 1 {
+            "column"
+        } else {
+            "columns"
+        };
+        format!("{} {columns} encoded otherwise ({text})", changed.len())
+    }
+}
+
+/// `` `name` (field, field) `` when any field changed.
+fn describe(name: &str, fields: &[(&str, bool)]) -> Option<String> {
+    let changed: Vec<&str> = fields.iter().filter(|f| f.1).map(|f| f.0).collect();
+    (!changed.is_empty()).then(|| format!("`{name}` ({})", changed.join(", ")))
 }

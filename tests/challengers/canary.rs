@@ -90,6 +90,30 @@ async fn admin_post(
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// The feature columns whose definition differs between two packages' `model.json`, by name,
+/// read from the JSON itself.
+fn recoded_columns(a: &str, b: &str) -> Vec<String> {
+    let features = |package: &str| -> Value {
+        let path = std::path::Path::new(super::server::ROOT)
+            .join(package)
+            .join("model.json");
+        serde_json::from_slice::<Value>(&std::fs::read(path).unwrap()).unwrap()["features"].clone()
+    };
+    let (a, b) = (features(a), features(b));
+    let mut names = Vec::new();
+    for kind in ["numeric", "categorical"] {
+        let (ours, theirs) = (a[kind].as_array().unwrap(), b[kind].as_array().unwrap());
+        assert_eq!(ours.len(), theirs.len(), "{kind}");
+        for (x, y) in ours.iter().zip(theirs) {
+            assert_eq!(x["name"], y["name"]);
+            if x != y {
+                names.push(x["name"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    names
+}
+
 /// `POST /admin/canary` `{"fraction": fraction}`.
 pub(super) async fn admin_canary(
     client: &reqwest::Client,
@@ -240,6 +264,21 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
         described["canary"]["serving"]["origin"]["role"], "canary",
         "{described}"
     );
+    // The challenger is a retrained version: the same columns, standardised with its own
+    // statistics and with its own vocabularies. A feature store's rows built for the champion
+    // mean other values to it, and the admin API says so (the shadow counts them incompatible).
+    let recoded = recoded_columns("models/pix-fraud", CHALLENGER);
+    let change = described["canary"]["features_mode_change"]
+        .as_str()
+        .unwrap();
+    assert!(
+        change.contains(&format!(
+            " columns, {} columns encoded otherwise (",
+            recoded.len()
+        )) && change.contains(&format!("`{}` (", recoded[0]))
+            && change.ends_with("): the same tensors now mean other values"),
+        "{change} ({recoded:?})"
+    );
 
     // The shadow saw every request the champion answered (30 + 17 on /v1, 1 named over HTTP),
     // none of the canary's.
@@ -280,6 +319,10 @@ async fn a_canary_answers_its_share_on_every_api_and_is_dialled_down_live() {
         "{described}"
     );
     assert_eq!(described["canary"]["swaps"], 1, "{described}");
+    assert!(
+        described["canary"]["features_mode_change"].is_null(),
+        "the champion's own package: {described}"
+    );
     assert_eq!(
         described["swaps"], 0,
         "the champion's slot is untouched: {described}"

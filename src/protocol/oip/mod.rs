@@ -130,6 +130,9 @@ pub struct Signature {
     pub categorical_features: Vec<String>,
     /// Embedding table sizes, one per categorical feature.
     pub cardinalities: Vec<usize>,
+    /// How each column is encoded (standardisation, vocabulary): what a caller's precomputed
+    /// features must have been built with.
+    columns: FeatureSpec,
 }
 
 impl Signature {
@@ -170,28 +173,41 @@ impl Signature {
             numeric_features: spec.numeric.iter().map(|f| f.name.clone()).collect(),
             categorical_features: spec.categorical.iter().map(|f| f.name.clone()).collect(),
             cardinalities: spec.categorical.iter().map(|f| f.cardinality()).collect(),
+            columns: spec.clone(),
         }
     }
 
     /// How a request in features mode (`features` and `categories`, column by column) built for
     /// `before` would fare with this signature, when the columns differ: refused for a width or
-    /// a category index past a table, or scored on features it does not mean (same widths,
-    /// columns renamed or reordered). `None` when the columns are the same.
+    /// a category index past a table, or scored on values it does not mean (columns renamed or
+    /// reordered, or encoded otherwise: a retrained version's standardisation, a vocabulary's
+    /// order). `None` when the columns are the same, encodings included.
     pub fn features_mode_change(&self, before: &Signature) -> Option<String> {
         let (ours, theirs) = (&self.numeric_features, &before.numeric_features);
         let (our_cats, their_cats) = (&self.categorical_features, &before.categorical_features);
         let same_widths = ours.len() == theirs.len() && our_cats.len() == their_cats.len();
         let same_tables = self.cardinalities == before.cardinalities;
-        if same_widths && same_tables && ours == theirs && our_cats == their_cats {
+        let same_names = ours == theirs && our_cats == their_cats;
+        if same_widths && same_tables && same_names && self.columns == before.columns {
             return None;
         }
-        let meets = match (same_widths, same_tables) {
-            (false, _) => ": a request shaped for the other is refused",
-            (true, false) => {
+        let recoded;
+        let meets = match (same_widths, same_tables, same_names) {
+            (false, _, _) => ": a request shaped for the other is refused",
+            (true, false, _) => {
                 ", a category table resized: some indices valid for the other are not for this \
                  one, or mean another value"
             }
-            (true, true) => ", a column renamed or moved: the same tensors now mean other features",
+            (true, true, false) => {
+                ", a column renamed or moved: the same tensors now mean other features"
+            }
+            (true, true, true) => {
+                recoded = format!(
+                    ", {}: the same tensors now mean other values",
+                    self.columns.recoded_since(&before.columns)
+                );
+                &recoded
+            }
         };
         Some(format!(
             "`features` {} → {} columns, `categories` {} → {} columns{meets}",
@@ -396,6 +412,38 @@ mod tests {
             .features_mode_change(&before)
             .unwrap();
         assert!(why.contains("a category table resized"), "{why}");
+
+        // A retrained version: the same columns, standardised with new statistics, and a
+        // vocabulary of the same size in another order (the indices mean other tokens).
+        let mut retrained = spec.clone();
+        retrained.numeric[0].mean += 0.5;
+        retrained.numeric[0].std *= 2.0;
+        let vocabulary = &mut retrained.categorical[1].vocabulary;
+        vocabulary.swap(0, 1);
+        let why = Signature::new(&retrained)
+            .features_mode_change(&before)
+            .unwrap();
+        assert_eq!(
+            why,
+            format!(
+                "`features` {n} → {n} columns, `categories` {c} → {c} columns, 2 columns encoded \
+                 otherwise (`{}` (mean, std), `{}` (vocabulary)): the same tensors now mean other \
+                 values",
+                spec.numeric[0].name, spec.categorical[1].name
+            )
+        );
+        let mut all = spec.clone();
+        for f in &mut all.numeric {
+            f.mean += 1.0;
+        }
+        let why = Signature::new(&all).features_mode_change(&before).unwrap();
+        assert!(
+            why.contains(&format!(
+                "{n} columns encoded otherwise (`{}` (mean), ",
+                spec.numeric[0].name
+            )) && why.contains(&format!(" and {} more)", n - 4)),
+            "{why}"
+        );
     }
 }
 
