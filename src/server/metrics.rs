@@ -265,38 +265,48 @@ fn version_metrics(out: &mut String, scoring: &Scoring) {
         "counter",
         &request_seconds,
     );
-    type Figure = fn(&Totals) -> f64;
-    let families: [(&str, &str, Figure); 5] = [
+    // One reading of each version's totals, so that a scrape's rows and batches agree.
+    let figures: Vec<(String, [f64; 5])> = slots
+        .iter()
+        .map(|s| {
+            let t: &Totals = s.engine().totals();
+            let (batches, rows) = t.batches_and_rows();
+            let (answered, queue_ns) = t.queue.count_ns();
+            let values = [
+                rows as f64,
+                batches as f64,
+                answered as f64,
+                seconds(queue_ns),
+                seconds(t.compute.count_ns().1),
+            ];
+            (labels(s, ""), values)
+        })
+        .collect();
+    let families: [(&str, &str); 5] = [
         (
             "pixguard_version_rows_scored_total",
             "Rows each serving version's engine scored (Kafka's too).",
-            |t| t.batches_and_rows().1 as f64,
         ),
         (
             "pixguard_version_batches_total",
             "Batches each serving version's engine scored.",
-            |t| t.batches_and_rows().0 as f64,
         ),
         (
             "pixguard_version_engine_requests_total",
             "Requests each serving version's engine answered (the count of the two sums below).",
-            |t| t.queue.count_ns().0 as f64,
         ),
         (
             "pixguard_version_queue_seconds_total",
             "Queue wait of the requests each serving version's engine answered.",
-            |t| seconds(t.queue.count_ns().1),
         ),
         (
             "pixguard_version_compute_seconds_total",
             "Compute of the batches those requests rode in.",
-            |t| seconds(t.compute.count_ns().1),
         ),
     ];
-    for (name, help, figure) in families {
-        let samples: Vec<_> = slots
-            .iter()
-            .map(|s| (labels(s, ""), figure(s.engine().totals())))
+    for (k, (name, help)) in families.into_iter().enumerate() {
+        let samples: Vec<_> = (figures.iter())
+            .map(|(labels, values)| (labels.clone(), values[k]))
             .collect();
         counter(out, name, help, "counter", &samples);
     }
