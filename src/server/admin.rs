@@ -115,9 +115,10 @@ async fn describe(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
         // What a features-mode request built for the champion meets at the canary, when the two
         // take other precomputed features (also warned of in the log when it loaded).
         let champion = state.scoring.served();
-        if let Some(change) =
-            (canary.slot().load().signature()).features_mode_change(champion.signature())
-        {
+        if let Some(change) = crate::protocol::oip::features_mode_change(
+            canary.slot().load().extractor().spec(),
+            champion.extractor().spec(),
+        ) {
             described["features_mode_change"] = change.into();
         }
         body["canary"] = described;

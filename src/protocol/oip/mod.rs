@@ -117,6 +117,47 @@ pub struct TensorSpec {
     pub optional: bool,
 }
 
+/// How a request in features mode (`features` and `categories`, column by column) built for a
+/// version with feature spec `before` would fare with one whose spec is `ours`, when the columns
+/// differ: refused for a width or a category index past a table, or scored on values it does not
+/// mean (columns renamed or reordered, or encoded otherwise: a retrained version's
+/// standardisation, a vocabulary's order). `None` when the specs are the same.
+pub fn features_mode_change(ours: &FeatureSpec, before: &FeatureSpec) -> Option<String> {
+    if ours == before {
+        return None;
+    }
+    let (n, their_n) = (ours.numeric.len(), before.numeric.len());
+    let (c, their_c) = (ours.categorical.len(), before.categorical.len());
+    let same_widths = n == their_n && c == their_c;
+    let same_tables = (ours.categorical.iter().map(|f| f.cardinality()))
+        .eq(before.categorical.iter().map(|f| f.cardinality()));
+    let same_names = (ours.numeric.iter().map(|f| &f.name))
+        .eq(before.numeric.iter().map(|f| &f.name))
+        && (ours.categorical.iter().map(|f| &f.name))
+            .eq(before.categorical.iter().map(|f| &f.name));
+    let recoded;
+    let meets = match (same_widths, same_tables, same_names) {
+        (false, _, _) => ": a request shaped for the other is refused",
+        (true, false, _) => {
+            ", a category table resized: some indices valid for the other are not for this one, \
+             or mean another value"
+        }
+        (true, true, false) => {
+            ", a column renamed or moved: the same tensors now mean other features"
+        }
+        (true, true, true) => {
+            recoded = format!(
+                ", {}: the same tensors now mean other values",
+                ours.recoded_since(before)
+            );
+            &recoded
+        }
+    };
+    Some(format!(
+        "`features` {their_n} → {n} columns, `categories` {their_c} → {c} columns{meets}"
+    ))
+}
+
 /// The served model's signature: both input modes and the outputs, built from its feature spec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signature {
@@ -130,9 +171,6 @@ pub struct Signature {
     pub categorical_features: Vec<String>,
     /// Embedding table sizes, one per categorical feature.
     pub cardinalities: Vec<usize>,
-    /// How each column is encoded (standardisation, vocabulary): what a caller's precomputed
-    /// features must have been built with.
-    columns: FeatureSpec,
 }
 
 impl Signature {
@@ -173,49 +211,7 @@ impl Signature {
             numeric_features: spec.numeric.iter().map(|f| f.name.clone()).collect(),
             categorical_features: spec.categorical.iter().map(|f| f.name.clone()).collect(),
             cardinalities: spec.categorical.iter().map(|f| f.cardinality()).collect(),
-            columns: spec.clone(),
         }
-    }
-
-    /// How a request in features mode (`features` and `categories`, column by column) built for
-    /// `before` would fare with this signature, when the columns differ: refused for a width or
-    /// a category index past a table, or scored on values it does not mean (columns renamed or
-    /// reordered, or encoded otherwise: a retrained version's standardisation, a vocabulary's
-    /// order). `None` when the columns are the same, encodings included.
-    pub fn features_mode_change(&self, before: &Signature) -> Option<String> {
-        let (ours, theirs) = (&self.numeric_features, &before.numeric_features);
-        let (our_cats, their_cats) = (&self.categorical_features, &before.categorical_features);
-        let same_widths = ours.len() == theirs.len() && our_cats.len() == their_cats.len();
-        let same_tables = self.cardinalities == before.cardinalities;
-        let same_names = ours == theirs && our_cats == their_cats;
-        if same_widths && same_tables && same_names && self.columns == before.columns {
-            return None;
-        }
-        let recoded;
-        let meets = match (same_widths, same_tables, same_names) {
-            (false, _, _) => ": a request shaped for the other is refused",
-            (true, false, _) => {
-                ", a category table resized: some indices valid for the other are not for this \
-                 one, or mean another value"
-            }
-            (true, true, false) => {
-                ", a column renamed or moved: the same tensors now mean other features"
-            }
-            (true, true, true) => {
-                recoded = format!(
-                    ", {}: the same tensors now mean other values",
-                    self.columns.recoded_since(&before.columns)
-                );
-                &recoded
-            }
-        };
-        Some(format!(
-            "`features` {} → {} columns, `categories` {} → {} columns{meets}",
-            theirs.len(),
-            ours.len(),
-            their_cats.len(),
-            our_cats.len(),
-        ))
     }
 
     /// Checks the requested outputs (name, binary) before any work is done; none requested: all.
@@ -365,7 +361,7 @@ impl Signature {
 
 #[cfg(test)]
 mod tests {
-    use super::{FIELD_INPUTS, Signature};
+    use super::{FIELD_INPUTS, features_mode_change};
     use crate::transaction::CSV_COLUMNS;
 
     #[test]
@@ -377,17 +373,14 @@ mod tests {
     #[test]
     fn a_features_mode_change_says_what_a_request_built_for_the_other_meets() {
         let spec = crate::features::default_spec();
-        let before = Signature::new(&spec);
-        assert_eq!(Signature::new(&spec).features_mode_change(&before), None);
+        assert_eq!(features_mode_change(&spec, &spec.clone()), None);
         let (n, c) = (spec.numeric.len(), spec.categorical.len());
 
         let mut wider = spec.clone();
         let mut again = wider.numeric[0].clone();
         again.name = "amount_log_again".into();
         wider.numeric.push(again);
-        let why = Signature::new(&wider)
-            .features_mode_change(&before)
-            .unwrap();
+        let why = features_mode_change(&wider, &spec).unwrap();
         assert_eq!(
             why,
             format!(
@@ -398,9 +391,7 @@ mod tests {
 
         let mut moved = spec.clone();
         moved.numeric.swap(0, 1);
-        let why = Signature::new(&moved)
-            .features_mode_change(&before)
-            .unwrap();
+        let why = features_mode_change(&moved, &spec).unwrap();
         assert!(
             why.ends_with("a column renamed or moved: the same tensors now mean other features"),
             "{why}"
@@ -408,9 +399,7 @@ mod tests {
 
         let mut resized = spec.clone();
         resized.categorical[0].oov_index += 1;
-        let why = Signature::new(&resized)
-            .features_mode_change(&before)
-            .unwrap();
+        let why = features_mode_change(&resized, &spec).unwrap();
         assert!(why.contains("a category table resized"), "{why}");
 
         // A retrained version: the same columns, standardised with new statistics, and a
@@ -420,9 +409,7 @@ mod tests {
         retrained.numeric[0].std *= 2.0;
         let vocabulary = &mut retrained.categorical[1].vocabulary;
         vocabulary.swap(0, 1);
-        let why = Signature::new(&retrained)
-            .features_mode_change(&before)
-            .unwrap();
+        let why = features_mode_change(&retrained, &spec).unwrap();
         assert_eq!(
             why,
             format!(
@@ -436,7 +423,7 @@ mod tests {
         for f in &mut all.numeric {
             f.mean += 1.0;
         }
-        let why = Signature::new(&all).features_mode_change(&before).unwrap();
+        let why = features_mode_change(&all, &spec).unwrap();
         assert!(
             why.contains(&format!(
                 "{n} columns encoded otherwise (`{}` (mean), ",

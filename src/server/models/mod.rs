@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::engine::{Metrics, Priority};
+use crate::protocol::oip::features_mode_change;
 use crate::registry::{RegistryError, Resolver, Target};
 use crate::scoring::{Scoring, Served};
 
@@ -85,7 +86,8 @@ fn priority(role: Role) -> Priority {
 /// `other` does: a feature store's requests built for one are refused by the other, or scored on
 /// other features. A shadow challenger counts such requests as `incompatible` instead.
 pub fn warn_on_features_mode_change(role: Role, next: &Served, other: &Served) {
-    let Some(change) = next.signature().features_mode_change(other.signature()) else {
+    let Some(change) = features_mode_change(next.extractor().spec(), other.extractor().spec())
+    else {
         return;
     };
     match role {
