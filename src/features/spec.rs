@@ -400,7 +400,7 @@ impl FeatureSpec {
                 ("mean", a.mean != b.mean),
                 ("std", a.std != b.std),
             ];
-            (&a.name, fields)
+            (&a.name, a != b, fields)
         });
         let categorical = self
             .categorical
@@ -412,11 +412,11 @@ impl FeatureSpec {
                     ("vocabulary", a.vocabulary != b.vocabulary),
                     ("oov_index", a.oov_index != b.oov_index),
                 ];
-                (&a.name, fields)
+                (&a.name, a != b, fields)
             });
         let changed: Vec<String> = numeric
-            .map(|(name, fields)| describe(name, &fields))
-            .chain(categorical.map(|(name, fields)| describe(name, &fields)))
+            .map(|(name, differs, fields)| describe(name, differs, &fields))
+            .chain(categorical.map(|(name, differs, fields)| describe(name, differs, &fields)))
             .flatten()
             .collect();
         let mut text = changed
@@ -437,8 +437,12 @@ impl FeatureSpec {
     }
 }
 
-/// `` `name` (field, field) `` when any field changed.
-fn describe(name: &str, fields: &[(&str, bool)]) -> Option<String> {
-    let changed: Vec<&str> = fields.iter().filter(|f| f.1).map(|f| f.0).collect();
-    (!changed.is_empty()).then(|| format!("`{name}` ({})", changed.join(", ")))
+/// `` `name` (field, field) `` when the column `differs`: the fields named that changed, or
+/// `definition` when none of them did (a field the list does not name yet).
+fn describe(name: &str, differs: bool, fields: &[(&str, bool)]) -> Option<String> {
+    let mut changed: Vec<&str> = fields.iter().filter(|f| f.1).map(|f| f.0).collect();
+    if changed.is_empty() {
+        changed.push("definition");
+    }
+    differs.then(|| format!("`{name}` ({})", changed.join(", ")))
 }
