@@ -96,8 +96,9 @@ pub fn warn_on_features_mode_change(role: Role, next: &Served, other: &Served) {
             champion = %other.model().version,
             canary = %next.model().version,
             "the canary takes other precomputed features than the champion: features-mode requests \
-             without a version that it answers fail or mean other features (its failures halt it \
-             under model.canary_max_error_share)"
+             without a version that it answers are refused (failures that halt it under \
+             model.canary_max_error_share) or, when only names or encodings differ, scored on \
+             values they do not mean, which halts nothing"
         ),
         Role::Champion => tracing::warn!(
             %change,
