@@ -180,6 +180,73 @@ fn at_least_once_through_three_sigkills_with_every_bad_message_dead_lettered() {
 }
 
 #[test]
+fn a_sigterm_sends_the_scores_a_long_linger_holds_and_commits_them() {
+    let Some(fx) = Fixture::new("stream-linger") else {
+        return;
+    };
+    let topics = ("linger.in", "linger.out", "linger.dlq");
+    fx.topics(&[topics.0, topics.1, topics.2]);
+    let (synth, expected) = traffic(&fx.tmp, 300, 23);
+    fx.produce(&synth, topics.0);
+    // librdkafka holds every score for a minute, three times as long as the drain may last: only a
+    // flush during the drain gets them to the broker, and their messages committed, before it ends.
+    let mut member = fx.stream_with(
+        "linger",
+        topics,
+        &[
+            ("stream.librdkafka.linger_ms", "60000"),
+            ("server.drain_timeout_ms", "20000"),
+        ],
+    );
+    let until = Instant::now() + Duration::from_secs(120);
+    while metric(&member, "pixguard_stream_consumed_total") < expected.len() as f64 {
+        assert!(Instant::now() < until, "not all consumed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        metric(&member, "pixguard_stream_produced_total"),
+        0.0,
+        "the linger holds every score until the SIGTERM"
+    );
+    member.terminate();
+    assert!(
+        member.wait(Duration::from_secs(60)).success(),
+        "exit 0 after SIGTERM"
+    );
+    for problem in ["work unfinished", "offset commit failed"] {
+        assert!(!member.logged(problem), "the drain logged {problem:?}");
+    }
+    let scores = fx.dump(topics.1, expected.len());
+    assert_eq!(scores.len(), expected.len());
+    let got: HashMap<String, f64> = scores
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+            (
+                v["end_to_end_id"].as_str().unwrap().to_string(),
+                v["score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), expected.len(), "one score per transaction");
+    for (id, want) in &expected {
+        let score = got.get(id).unwrap_or_else(|| panic!("{id} has no score"));
+        assert!((score - want).abs() <= 1e-6, "{id}: {score} against {want}");
+    }
+    // Committed: a member of the same group finds nothing left to score.
+    let next = fx.stream("linger", topics);
+    let until = Instant::now() + Duration::from_secs(60);
+    while !next.logged("partitions assigned") {
+        assert!(Instant::now() < until, "the next member was never assigned");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(metric(&next, "pixguard_stream_consumed_total"), 0.0);
+    drop(next);
+    let _ = std::fs::remove_dir_all(&fx.tmp);
+}
+
+#[test]
 fn a_graceful_sigterm_leaves_nothing_to_score_twice() {
     let Some(fx) = Fixture::new("stream-term") else {
         return;

@@ -28,6 +28,9 @@ use crate::scoring::ScoreError;
 use crate::sources::Host;
 use crate::transaction::Transaction;
 
+/// The longest one flush call of the drain lasts before the loop looks at what is pending again.
+const FLUSH_SLICE: Duration = Duration::from_millis(100);
+
 /// Decoded messages on their way: the transactions as the scoring layer takes them (no copy),
 /// and beside each, where it came from.
 #[derive(Default)]
@@ -140,9 +143,18 @@ pub async fn run(
             }
         }
     }
-    // Stop fetching; finish what is in flight; commit it.
+    // Stop fetching; finish what is in flight; commit it. The waits are flushes: librdkafka sends
+    // what it holds at once while a flush call lasts, where a configured `linger.ms` would hold the
+    // last scores (and this drain, and their commit) for that long. A flush returns when its queue
+    // is empty, which it is while the last chunks are still being scored: hence the loop.
     let until = Instant::now() + Duration::from_millis(state.config().server.drain_timeout_ms);
     while shared.pending() > 0 && Instant::now() < until {
+        let slice = until
+            .saturating_duration_since(Instant::now())
+            .min(FLUSH_SLICE);
+        let held = producer.clone();
+        // A timeout leaves records queued: the loop flushes again until the deadline.
+        let _ = tokio::task::spawn_blocking(move || crate::kafka::flush(&held, slice)).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let left = shared.pending();
