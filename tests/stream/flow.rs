@@ -107,6 +107,69 @@ fn two_members_share_the_partitions_and_one_leaving_hands_over_without_loss() {
 }
 
 #[test]
+fn a_revocation_sends_the_scores_a_long_linger_holds_and_the_next_owner_scores_nothing_again() {
+    let Some(fx) = Fixture::new("stream-rejoin") else {
+        return;
+    };
+    let topics = ("rejoin.in", "rejoin.out", "rejoin.dlq");
+    fx.topics(&[topics.0, topics.1, topics.2]);
+    let (synth, expected) = traffic(&fx.tmp, 300, 24);
+    fx.produce(&synth, topics.0);
+    // librdkafka holds every score for a minute, three times as long as a revocation may wait for
+    // them: only a flush while it waits gets them acknowledged and committed before the hand-over.
+    let lingering = [
+        ("stream.librdkafka.linger_ms", "60000"),
+        ("stream.revoke_timeout_ms", "20000"),
+    ];
+    let mut a = fx.stream_with("rejoin", topics, &lingering);
+    let until = Instant::now() + Duration::from_secs(120);
+    while metric(&a, "pixguard_stream_consumed_total") < expected.len() as f64 {
+        assert!(Instant::now() < until, "A should consume every message");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric(&a, "pixguard_stream_produced_total"), 0.0);
+    // B joins: the group rebalances and A gives its partitions up (librdkafka's default
+    // assignors are eager: all of them, before some come back).
+    let mut b = fx.stream_with("rejoin", topics, &lingering);
+    let until = Instant::now() + Duration::from_secs(60);
+    while !a.logged("partitions revoked") {
+        assert!(Instant::now() < until, "A never gave its partitions up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !a.logged("work unfinished"),
+        "A revoked with work unfinished"
+    );
+    assert_eq!(
+        metric(&a, "pixguard_stream_produced_total"),
+        expected.len() as f64,
+        "every score acknowledged before the partitions went"
+    );
+    let until = Instant::now() + Duration::from_secs(60);
+    while !b.logged("partitions assigned") {
+        assert!(Instant::now() < until, "B was never assigned");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        metric(&b, "pixguard_stream_consumed_total"),
+        0.0,
+        "B starts where A committed"
+    );
+    for member in [&a, &b] {
+        member.terminate();
+    }
+    assert!(a.wait(Duration::from_secs(60)).success());
+    assert!(b.wait(Duration::from_secs(60)).success());
+    let scores = fx.dump(topics.1, expected.len());
+    let ids: std::collections::HashSet<&str> =
+        scores.iter().filter_map(|r| r["key"].as_str()).collect();
+    assert_eq!(ids.len(), expected.len(), "every transaction scored");
+    assert_eq!(scores.len(), expected.len(), "none scored twice");
+    let _ = std::fs::remove_dir_all(&fx.tmp);
+}
+
+#[test]
 fn a_broker_outage_fails_readiness_and_keeps_the_process_alive() {
     let Some(mut fx) = Fixture::new("stream-outage") else {
         return;

@@ -20,6 +20,10 @@ use super::shared::Shared;
 /// The stream's producer: scores and dead-letter records.
 pub type Producer = ThreadedProducer<Sink>;
 
+/// The longest one flush call lasts while the SIGTERM drain or a revocation waits for scores,
+/// before it looks at what is pending again.
+pub(super) const FLUSH_SLICE: Duration = Duration::from_millis(100);
+
 /// A record on its way, as librdkafka holds it.
 pub type Record<'a> = BaseRecord<'a, [u8], [u8], Box<Delivery>>;
 

@@ -2,8 +2,8 @@
 //! rebalances — a revoked partition's work in flight is finished (or left to the next owner) and
 //! its watermark committed before it is given up.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -12,11 +12,15 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::offsets::Key;
+use super::produce::{FLUSH_SLICE, Producer};
 use super::shared::Shared;
 
 /// librdkafka calls back here: errors (broker outages) and rebalances.
 pub(super) struct KafkaContext {
     pub(super) shared: Arc<Shared>,
+    /// The stream's producer, flushed while a revocation waits for its partitions' scores. Weak:
+    /// the run and its tasks own it; the consumer must not keep it alive.
+    pub(super) producer: Weak<Producer>,
 }
 
 impl ClientContext for KafkaContext {
@@ -74,6 +78,17 @@ impl ConsumerContext for KafkaContext {
             let until = Instant::now() + shared.revoke_timeout;
             let mut offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
             while offsets.pending_in(&keys) > 0 && Instant::now() < until {
+                // Their scores may be held by a configured `linger.ms`: a flush sends them now
+                // (as the SIGTERM drain does). Not under the lock: their deliveries take it.
+                if let Some(producer) = self.producer.upgrade() {
+                    drop(offsets);
+                    let slice = until.saturating_duration_since(Instant::now());
+                    let _ = crate::kafka::flush(&producer, slice.min(FLUSH_SLICE));
+                    offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
+                    if offsets.pending_in(&keys) == 0 {
+                        break;
+                    }
+                }
                 offsets = shared
                     .progress
                     .wait_timeout(offsets, Duration::from_millis(20))

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::StreamMetrics;
 use super::flow::Flow;
 use super::message::{Unscorable, dead_letter_headers, decode, headers_of, output};
-use super::produce::{Delivery, Producer, Sink, Source, enqueue, record, redeliver};
+use super::produce::{Delivery, FLUSH_SLICE, Producer, Sink, Source, enqueue, record, redeliver};
 use super::rebalance::{KafkaContext, list};
 use super::settings::{consumer_config, producer_config};
 use super::shared::Shared;
@@ -27,9 +27,6 @@ use crate::protocol::v1::ScoreResult;
 use crate::scoring::ScoreError;
 use crate::sources::Host;
 use crate::transaction::Transaction;
-
-/// The longest one flush call of the drain lasts before the loop looks at what is pending again.
-const FLUSH_SLICE: Duration = Duration::from_millis(100);
 
 /// Decoded messages on their way: the transactions as the scoring layer takes them (no copy),
 /// and beside each, where it came from.
@@ -64,17 +61,18 @@ pub async fn run(
         crate::memory::keep_freed_memory();
         crate::memory::pretouch(config.prefault_mib);
     }
-    let consumer: StreamConsumer<KafkaContext> = consumer_config(&config)
-        .create_with_context(KafkaContext {
-            shared: shared.clone(),
-        })
-        .context("creating the Kafka consumer")?;
     let (sink, failed) = Sink::new(shared.clone());
     let producer: Arc<Producer> = Arc::new(
         producer_config(&config)
             .create_with_context(sink)
             .context("creating the Kafka producer")?,
     );
+    let consumer: StreamConsumer<KafkaContext> = consumer_config(&config)
+        .create_with_context(KafkaContext {
+            shared: shared.clone(),
+            producer: Arc::downgrade(&producer),
+        })
+        .context("creating the Kafka consumer")?;
     let redelivery = tokio::spawn(redeliver(producer.clone(), shared.clone(), failed));
     consumer
         .subscribe(&[config.input_topic.as_str()])
