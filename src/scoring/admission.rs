@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::decision_log::{Answered, Inputs, Rows};
 use super::metrics::VersionRequests;
-use super::{Code, ScoreError, Scores, Scoring, Served};
+use super::{Code, Role, ScoreError, Scores, Scoring, Served};
 use crate::engine::{Engine, Lane};
 use crate::protocol::Payload;
 use crate::traces::{Recording, Tracer, context, otlp};
@@ -229,6 +229,39 @@ impl Admission<'_> {
         let served = self.scoring.pick_named(name, version)?;
         self.took(&served);
         Ok(served)
+    }
+
+    /// Decodes the request's inputs with `decode` for `served`, the version it took. Inputs a
+    /// canary taken for its share refuses are the champion's to decode, and the request is then
+    /// the champion's in every figure (and the canary's `declined`): a request gets from a canary
+    /// it cannot take what it would get without one, an answer when the champion takes it (a
+    /// feature store's rows shaped for the champion while the canary takes other precomputed
+    /// features) and the champion's refusal otherwise. A request that named its version (`named`)
+    /// is that version's, whatever it decodes to.
+    pub fn decode<T, E>(
+        &mut self,
+        served: Arc<Served>,
+        named: bool,
+        decode: impl Fn(&Served) -> Result<T, E>,
+    ) -> Result<(Arc<Served>, T), ScoreError>
+    where
+        ScoreError: From<E>,
+    {
+        let refused = match decode(&served) {
+            Ok(decoded) => return Ok((served, decoded)),
+            Err(refused) => refused,
+        };
+        match (named, served.role(), self.scoring.canary()) {
+            (false, Role::Canary, Some(canary)) => {
+                canary.decline();
+                let champion = self.scoring.served();
+                self.version = None;
+                self.took(&champion);
+                let decoded = decode(&champion)?;
+                Ok((champion, decoded))
+            }
+            _ => Err(refused.into()),
+        }
     }
 
     /// Counts the request in `served`'s statistics, unless it already took its version (a front

@@ -69,6 +69,9 @@ pub struct Figures {
     pub fraction: f64,
     /// Requests it answered.
     pub requests: u64,
+    /// Requests of its share whose inputs it refused and the champion took, answered by the
+    /// champion instead.
+    pub declined: u64,
     /// Times the guard set its share to 0.
     pub halts: u64,
     /// The guard's last halt, unless a share was set since.
@@ -81,6 +84,8 @@ pub struct Canary {
     sampler: Sampler,
     /// Requests the canary answered: its share, and those that named its version.
     pub requests: AtomicU64,
+    /// Requests of its share handed to the champion: their inputs were the champion's, not its.
+    pub declined: AtomicU64,
     /// Times the guard set its share to 0.
     pub halts: AtomicU64,
     halted: Mutex<Option<Halt>>,
@@ -93,6 +98,7 @@ impl Canary {
             slot: ArcSwap::from_pointee(served),
             sampler: Sampler::new(fraction),
             requests: AtomicU64::new(0),
+            declined: AtomicU64::new(0),
             halts: AtomicU64::new(0),
             halted: Mutex::new(None),
         }
@@ -123,6 +129,7 @@ impl Canary {
         Figures {
             fraction: self.fraction(),
             requests: self.requests.load(Ordering::Relaxed),
+            declined: self.declined.load(Ordering::Relaxed),
             halts: self.halts.load(Ordering::Relaxed),
             halted: self.halted(),
         }
@@ -193,6 +200,13 @@ impl Canary {
     /// Counts a request it answers.
     pub(super) fn count(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request [`Canary::answer`] gave it goes to the champion after all: counted as declined,
+    /// not answered.
+    pub(super) fn decline(&self) {
+        self.requests.fetch_sub(1, Ordering::Relaxed);
+        self.declined.fetch_add(1, Ordering::Relaxed);
     }
 }
 

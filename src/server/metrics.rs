@@ -352,6 +352,13 @@ fn canary_metrics(out: &mut String, canary: &Canary) {
     );
     counter(
         out,
+        "pixguard_canary_declined_total",
+        "Requests of the canary's share whose inputs it refused and the champion took (precomputed features shaped for the champion): answered by the champion.",
+        "counter",
+        &[(String::new(), load(&canary.declined))],
+    );
+    counter(
+        out,
         "pixguard_canary_halts_total",
         "Times the canary guard set the canary's share to 0: its HOLD+REJECT share out of band against the champion's (model.canary_max_stop_ratio), its engine p99 too slow (canary_max_latency_ratio) or its share of requests failed or refused for their input too high (canary_max_error_share).",
         "counter",

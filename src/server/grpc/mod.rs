@@ -395,17 +395,19 @@ impl Inference {
                 r.input_count()
             )));
         }
-        let signature = served.signature();
-        let outputs = signature.select_outputs(
+        let outputs = served.signature().select_outputs(
             (r.output_names().next().is_some()).then(|| r.output_names().map(|o| (o, true))),
             true,
         )?;
         let tensors = call_tensors(&r);
-        let payload = signature.decode_inputs_with(
-            &tensors,
-            scoring.limits().max_rows_per_request,
-            crate::parallel::global(),
-        )?;
+        let named = !r.model_version().is_empty();
+        let (served, payload) = admission.decode(served, named, |version| {
+            version.signature().decode_inputs_with(
+                &tensors,
+                scoring.limits().max_rows_per_request,
+                crate::parallel::global(),
+            )
+        })?;
         let explain = match r.parameter("explain").map(|p| &p.parameter_choice) {
             None => false,
             Some(Some(infer_parameter::ParameterChoice::BoolParam(b))) => *b,

@@ -83,8 +83,9 @@ fn priority(role: Role) -> Priority {
 
 /// Warns when `next`, about to answer as `role` beside the champion (a canary) or instead of the
 /// last champion, takes precomputed features (Open Inference Protocol features mode) other than
-/// `other` does: a feature store's requests built for one are refused by the other, or scored on
-/// other features. A shadow challenger counts such requests as `incompatible` instead.
+/// `other` does: a feature store's requests built for one are refused by the other (a canary
+/// hands those of its share to the champion), or scored on other features. A shadow challenger
+/// counts such requests as `incompatible` instead.
 pub fn warn_on_features_mode_change(role: Role, next: &Served, other: &Served) {
     let Some(change) = features_mode_change(next.extractor().spec(), other.extractor().spec())
     else {
@@ -96,9 +97,9 @@ pub fn warn_on_features_mode_change(role: Role, next: &Served, other: &Served) {
             champion = %other.model().version,
             canary = %next.model().version,
             "the canary takes other precomputed features than the champion: features-mode requests \
-             without a version that it answers are refused (failures that halt it under \
-             model.canary_max_error_share) or, when only names or encodings differ, scored on \
-             values they do not mean, which halts nothing"
+             of its share that it refuses are answered by the champion (the canary's \
+             `declined`); when only names or encodings differ it takes them, and scores them on \
+             values they do not mean"
         ),
         Role::Champion => tracing::warn!(
             %change,

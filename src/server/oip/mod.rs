@@ -130,14 +130,17 @@ pub async fn infer(
         let body = decode_body(&headers, arrived.body?, limit)?;
         let header_length = headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes);
         let (request, binary) = split_body(header_length, &body)?;
-        let signature = served.signature();
-        let outputs =
-            signature.select_outputs(request.requested_outputs(), request.binary_output())?;
-        let payload = signature.decode_inputs_with(
-            &request.tensors(&binary),
-            scoring.limits().max_rows_per_request,
-            crate::parallel::global(),
-        )?;
+        let outputs = (served.signature())
+            .select_outputs(request.requested_outputs(), request.binary_output())?;
+        let tensors = request.tensors(&binary);
+        let named = path.version.as_deref().is_some_and(|v| !v.is_empty());
+        let (served, payload) = admission.decode(served, named, |version| {
+            version.signature().decode_inputs_with(
+                &tensors,
+                scoring.limits().max_rows_per_request,
+                crate::parallel::global(),
+            )
+        })?;
         arrived.timeout?;
         let scored = admission
             .score(
