@@ -14,6 +14,7 @@ use super::metrics::VersionRequests;
 use super::{Code, Role, ScoreError, Scores, Scoring, Served};
 use crate::engine::{Engine, Lane};
 use crate::protocol::Payload;
+use crate::protocol::oip::Tensor;
 use crate::traces::{Recording, Tracer, context, otlp};
 use crate::transaction::Transaction;
 
@@ -231,22 +232,23 @@ impl Admission<'_> {
         Ok(served)
     }
 
-    /// Decodes the request's inputs with `decode` for `served`, the version it took. Inputs a
-    /// canary taken for its share refuses are the champion's to decode, and the request is then
-    /// the champion's in every figure (and the canary's `declined`): a request gets from a canary
-    /// it cannot take what it would get without one, an answer when the champion takes it (a
-    /// feature store's rows shaped for the champion while the canary takes other precomputed
-    /// features) and the champion's refusal otherwise. A request that named its version (`named`)
-    /// is that version's, whatever it decodes to.
-    pub fn decode<T, E>(
+    /// Decodes a request's Open Inference Protocol `tensors` into the rows they carry, for
+    /// `served`, the version it took. Inputs a canary taken for its share refuses are the
+    /// champion's to decode, and the request is then the champion's in every figure (and the
+    /// canary's `declined`): a request gets from a canary it cannot take what it would get without
+    /// one, an answer when the champion takes it (a feature store's rows shaped for the champion
+    /// while the canary takes other precomputed features) and the champion's refusal otherwise. A
+    /// request that named its version (`named`) is that version's, whatever it decodes to.
+    pub fn decode_inputs(
         &mut self,
         served: Arc<Served>,
         named: bool,
-        decode: impl Fn(&Served) -> Result<T, E>,
-    ) -> Result<(Arc<Served>, T), ScoreError>
-    where
-        ScoreError: From<E>,
-    {
+        tensors: &[Tensor<'_>],
+    ) -> Result<(Arc<Served>, Payload), ScoreError> {
+        let limit = self.scoring.limits().max_rows_per_request;
+        let decode = |version: &Served| {
+            (version.signature()).decode_inputs_with(tensors, limit, crate::parallel::global())
+        };
         let refused = match decode(&served) {
             Ok(decoded) => return Ok((served, decoded)),
             Err(refused) => refused,

@@ -386,7 +386,6 @@ impl Inference {
         header_id: Option<&str>,
         deadline: Instant,
     ) -> Result<InferAnswer, ScoreError> {
-        let scoring = &self.0.scoring;
         let served = admission.pick_named(r.model_name(), optional(r.model_version()))?;
         if r.raw_count() != 0 && r.raw_count() != r.input_count() {
             return Err(ScoreError::Malformed(format!(
@@ -401,13 +400,7 @@ impl Inference {
         )?;
         let tensors = call_tensors(&r);
         let named = !r.model_version().is_empty();
-        let (served, payload) = admission.decode(served, named, |version| {
-            version.signature().decode_inputs_with(
-                &tensors,
-                scoring.limits().max_rows_per_request,
-                crate::parallel::global(),
-            )
-        })?;
+        let (served, payload) = admission.decode_inputs(served, named, &tensors)?;
         let explain = match r.parameter("explain").map(|p| &p.parameter_choice) {
             None => false,
             Some(Some(infer_parameter::ParameterChoice::BoolParam(b))) => *b,

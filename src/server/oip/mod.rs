@@ -134,13 +134,7 @@ pub async fn infer(
             .select_outputs(request.requested_outputs(), request.binary_output())?;
         let tensors = request.tensors(&binary);
         let named = path.version.as_deref().is_some_and(|v| !v.is_empty());
-        let (served, payload) = admission.decode(served, named, |version| {
-            version.signature().decode_inputs_with(
-                &tensors,
-                scoring.limits().max_rows_per_request,
-                crate::parallel::global(),
-            )
-        })?;
+        let (served, payload) = admission.decode_inputs(served, named, &tensors)?;
         arrived.timeout?;
         let scored = admission
             .score(
