@@ -440,9 +440,12 @@ impl FeatureSpec {
 /// `` `name` (field, field) `` when the column `differs`: the fields named that changed, or
 /// `definition` when none of them did (a field the list does not name yet).
 fn describe(name: &str, differs: bool, fields: &[(&str, bool)]) -> Option<String> {
+    if !differs {
+        return None;
+    }
     let mut changed: Vec<&str> = fields.iter().filter(|f| f.1).map(|f| f.0).collect();
     if changed.is_empty() {
         changed.push("definition");
     }
-    differs.then(|| format!("`{name}` ({})", changed.join(", ")))
+    Some(format!("`{name}` ({})", changed.join(", ")))
 }
