@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::decision_log::{Answered, Inputs, Rows};
 use super::metrics::VersionRequests;
-use super::{Code, Role, ScoreError, Scores, Scoring, Served};
+use super::{Code, Role, ScoreError, Scores, Scoring, Served, unnamed};
 use crate::engine::{Engine, Lane};
 use crate::protocol::Payload;
 use crate::protocol::oip::Tensor;
@@ -85,6 +85,15 @@ struct Took {
     engine: Arc<Engine>,
 }
 
+impl Took {
+    fn of(served: &Served) -> Took {
+        Took {
+            requests: served.requests().clone(),
+            engine: served.engine().clone(),
+        }
+    }
+}
+
 /// An admitted request. Dropping it ends the request: it leaves the in-flight count and its
 /// outcome is recorded (`cancelled` when [`Admission::finish`] was never called: the client left).
 #[must_use = "dropping the admission ends the request"]
@@ -95,6 +104,9 @@ pub struct Admission<'a> {
     outcome: Option<Code>,
     /// The version the request took, once it took one.
     version: Option<Took>,
+    /// The version it took is the canary, for its share (the request named none): inputs the
+    /// canary refuses are then the champion's to decode ([`Admission::decode_inputs`]).
+    by_share: bool,
     /// The request's span, when it is traced (boxed: most requests are not).
     span: Option<Box<Recording>>,
 }
@@ -144,6 +156,7 @@ impl Scoring {
             started,
             outcome: None,
             version: None,
+            by_share: false,
             span: span.map(Box::new),
         })
     }
@@ -217,6 +230,7 @@ impl Admission<'_> {
     /// now on, however it ends.
     pub fn pick(&mut self) -> Arc<Served> {
         let served = self.scoring.pick();
+        self.by_share = served.role() == Role::Canary;
         self.took(&served);
         served
     }
@@ -228,6 +242,7 @@ impl Admission<'_> {
         version: Option<&str>,
     ) -> Result<Arc<Served>, ScoreError> {
         let served = self.scoring.pick_named(name, version)?;
+        self.by_share = unnamed(version) && served.role() == Role::Canary;
         self.took(&served);
         Ok(served)
     }
@@ -238,11 +253,10 @@ impl Admission<'_> {
     /// canary's `declined`): a request gets from a canary it cannot take what it would get without
     /// one, an answer when the champion takes it (a feature store's rows shaped for the champion
     /// while the canary takes other precomputed features) and the champion's refusal otherwise. A
-    /// request that named its version (`named`) is that version's, whatever it decodes to.
+    /// request that named its version is that version's, whatever it decodes to.
     pub fn decode_inputs(
         &mut self,
         served: Arc<Served>,
-        named: bool,
         tensors: &[Tensor<'_>],
     ) -> Result<(Arc<Served>, Payload), ScoreError> {
         let limit = self.scoring.limits().max_rows_per_request;
@@ -253,12 +267,12 @@ impl Admission<'_> {
             Ok(decoded) => return Ok((served, decoded)),
             Err(refused) => refused,
         };
-        match (named, served.role(), self.scoring.canary()) {
-            (false, Role::Canary, Some(canary)) => {
+        match (self.by_share, self.scoring.canary()) {
+            (true, Some(canary)) => {
                 canary.decline();
                 let champion = self.scoring.served();
-                self.version = None;
-                self.took(&champion);
+                self.version = Some(Took::of(&champion));
+                self.by_share = false;
                 let decoded = decode(&champion)?;
                 Ok((champion, decoded))
             }
@@ -270,10 +284,7 @@ impl Admission<'_> {
     /// end picks through the admission, then scores on what it picked).
     fn took(&mut self, served: &Served) {
         if self.version.is_none() {
-            self.version = Some(Took {
-                requests: served.requests().clone(),
-                engine: served.engine().clone(),
-            });
+            self.version = Some(Took::of(served));
         }
     }
 

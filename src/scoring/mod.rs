@@ -161,7 +161,7 @@ impl Scoring {
     /// Inference Protocol's `/versions/{v}`): a named version is answered by whichever of the
     /// champion and the canary serves it ([`Scoring::named`]).
     pub fn pick_named(&self, name: &str, version: Option<&str>) -> Result<Arc<Served>, ScoreError> {
-        if version.is_none_or(str::is_empty) {
+        if unnamed(version) {
             let served = self.pick();
             served.check_model(name, None)?;
             return Ok(served);
@@ -334,4 +334,10 @@ impl Scoring {
     pub fn takes_traffic(&self) -> bool {
         self.lifecycle.ready() && !self.lifecycle.draining() && self.live()
     }
+}
+
+/// Whether a request names no version (none given, or empty, as the Open Inference Protocol's
+/// clients send): the canary then answers for its share, else the champion.
+fn unnamed(version: Option<&str>) -> bool {
+    version.is_none_or(str::is_empty)
 }

@@ -399,8 +399,7 @@ impl Inference {
             true,
         )?;
         let tensors = call_tensors(&r);
-        let named = !r.model_version().is_empty();
-        let (served, payload) = admission.decode_inputs(served, named, &tensors)?;
+        let (served, payload) = admission.decode_inputs(served, &tensors)?;
         let explain = match r.parameter("explain").map(|p| &p.parameter_choice) {
             None => false,
             Some(Some(infer_parameter::ParameterChoice::BoolParam(b))) => *b,

@@ -133,8 +133,7 @@ pub async fn infer(
         let outputs = (served.signature())
             .select_outputs(request.requested_outputs(), request.binary_output())?;
         let tensors = request.tensors(&binary);
-        let named = path.version.as_deref().is_some_and(|v| !v.is_empty());
-        let (served, payload) = admission.decode_inputs(served, named, &tensors)?;
+        let (served, payload) = admission.decode_inputs(served, &tensors)?;
         arrived.timeout?;
         let scored = admission
             .score(
